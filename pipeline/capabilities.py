@@ -1,0 +1,295 @@
+"""The capability table: everything the pipeline knows about each service, in one place.
+
+Each `Capability` entry says where the service lives on the wire (its path segment), whether
+it is a synchronous call or an async task, its default and known service ids, which input
+sources it accepts, how to build a request body from a `Job`, how to read its result and
+usage, and which QPS group it draws from. Adding a capability is one entry in `CAPABILITIES`;
+nothing else in the pipeline branches on capability names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+from urllib.parse import unquote, urlsplit
+
+from .job import Job
+
+#: The service's request body limit (PROTOCOL.md: "Request body limit: 8 MB").
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+IMAGE_TYPES = ("jpg", "jpeg", "png", "bmp", "tiff")
+VIDEO_TYPES = ("mp4", "avi", "mkv", "mov", "flv", "webm")
+
+BodyBuilder = Callable[[Job, "str | None"], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One documented parameter: its accepted Python types and, optionally, allowed values."""
+
+    types: tuple[type, ...]
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Capability:
+    """One row of the table. `build_body(job, content_b64)` gets the base64 of a local file
+    (read at submit time) or None; `parse_result(result)` turns the service's `result`
+    (the status result for async tasks, the whole result for sync ones) into the `data`
+    of a result line."""
+
+    name: str
+    segment: str
+    is_async: bool
+    default_service_id: str
+    known_service_ids: tuple[str, ...]
+    sources: frozenset[str]
+    qps_group: str
+    default_qps: float
+    build_body: BodyBuilder
+    aliases: tuple[str, ...] = ()
+    parameters: Mapping[str, ParamSpec] = field(default_factory=dict)
+    #: The body must carry `output: {"type": "oss", "oss": "oss://…"}` (after defaults).
+    requires_output_oss: bool = False
+    default_output: Mapping[str, Any] | None = None
+    #: Extra per-item checks beyond sources and parameter types; return a reason or None.
+    check: Callable[[Job], "str | None"] | None = None
+
+    def parse_result(self, result: Mapping[str, Any]) -> Any:
+        """The `data` of a result line: `result.data` for tasks, `result` itself when sync."""
+        if self.is_async:
+            return result.get("data")
+        return dict(result)
+
+
+# ---------------------------------------------------------------------------------------
+# Body builders: pure functions of the job (and the base64 of a local file, when it has one)
+
+
+def _inline(job: Job, content_b64: str | None) -> dict[str, Any]:
+    """The source as the service names it: url / oss / content (local paths become content)."""
+    if job.source_kind == "path":
+        if content_b64 is None:
+            raise ValueError(f"job {job.id}: local file content was not loaded")
+        return {"content": content_b64}
+    return {job.source_kind: job.source}
+
+
+def _file_name(job: Job) -> str | None:
+    if job.file_name:
+        return job.file_name
+    if job.source_kind == "url":
+        # The last segment of the URL's path: never the host, never the query or fragment.
+        return unquote(urlsplit(job.source).path.rstrip("/").rsplit("/", 1)[-1]) or None
+    if job.source_kind == "oss":  # object keys are literal: '?' and '#' are part of the name
+        return job.source.rstrip("/").rsplit("/", 1)[-1] or None
+    if job.source_kind == "path":
+        return re.split(r"[/\\]", job.source.rstrip("/\\"))[-1] or None
+    return None
+
+
+def _file_type(job: Job, allowed: tuple[str, ...]) -> str | None:
+    if job.file_type:
+        return job.file_type.lower()
+    name = _file_name(job)
+    if name and "." in name:
+        ext = name.rsplit(".", 1)[1].lower()
+        if ext in allowed:
+            return ext
+    return None
+
+
+def _without_none(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _output(job: Job, cap_default: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if job.output is None:
+        return dict(cap_default) if cap_default is not None else None
+    if isinstance(job.output, str):  # shorthand: "oss://bucket/prefix/"
+        return {"type": "oss", "oss": job.output}
+    out = dict(job.output)
+    if "oss" in out and "type" not in out:
+        out["type"] = "oss"
+    return out
+
+
+def build_image_analyze(job: Job, content_b64: str | None) -> dict[str, Any]:
+    document = _inline(job, content_b64)
+    document["file_name"] = _file_name(job)
+    document["file_type"] = _file_type(job, IMAGE_TYPES)
+    return {"document": _without_none(document)}
+
+
+def build_object_detection(job: Job, content_b64: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"image": _inline(job, content_b64)}
+    if job.options is not None:
+        body["options"] = dict(job.options)
+    return body
+
+
+def _video_like(default_output: Mapping[str, Any] | None) -> BodyBuilder:
+    def build(job: Job, content_b64: str | None) -> dict[str, Any]:
+        source = _inline(job, content_b64)
+        source["file_name"] = _file_name(job)
+        if job.chunks is not None:
+            source["chunks"] = list(job.chunks)
+        body: dict[str, Any] = {"input": _without_none(source)}
+        output = _output(job, default_output)
+        if output is not None:
+            body["output"] = output
+        if job.parameters is not None:
+            body["parameters"] = dict(job.parameters)
+        return body
+
+    return build
+
+
+def _need_file_name(job: Job) -> str | None:
+    if job.source_kind == "content" and not job.file_name:
+        return "file_name is required when the source is inline content"
+    return None
+
+
+def _content_needs_video_type(job: Job) -> str | None:
+    if job.source_kind in ("content", "path"):
+        name = _file_name(job)
+        ext = (job.file_type or (name.rsplit(".", 1)[1] if name and "." in name else "")).lower()
+        if ext not in VIDEO_TYPES:
+            return f"inline video must be one of {', '.join(VIDEO_TYPES)} (set file_name or file_type)"
+    return None
+
+
+CAPABILITIES: dict[str, Capability] = {
+    cap.name: cap
+    for cap in (
+        Capability(
+            name="image_analyze",
+            segment="image-analyze",
+            is_async=True,
+            default_service_id="ops-image-analyze-ocr-001",
+            known_service_ids=("ops-image-analyze-ocr-001", "ops-image-analyze-vlm-001"),
+            sources=frozenset({"url", "path", "content"}),
+            qps_group="image-analyze",
+            default_qps=10,
+            build_body=build_image_analyze,
+            aliases=("Extract Image Content", "image content extraction", "image analyze",
+                     "image-analyze", "ocr", "vlm", "document analyze image"),
+            check=_need_file_name,
+        ),
+        Capability(
+            name="object_detection",
+            segment="image-object-detection",
+            is_async=False,
+            default_service_id="ops-object-detect-001",
+            known_service_ids=("ops-object-detect-001", "ops-object-detect-face-001"),
+            sources=frozenset({"url", "path", "content"}),
+            qps_group="image-object-detection",
+            default_qps=20,
+            build_body=build_object_detection,
+            aliases=("Detect Objects in Image", "object detection", "image object detection",
+                     "image-object-detection", "face detection", "detect faces"),
+        ),
+        Capability(
+            name="video_segmentation",
+            segment="video-segmentation",
+            is_async=True,
+            default_service_id="ops-video-segment-001",
+            known_service_ids=("ops-video-segment-001",),
+            sources=frozenset({"url", "oss"}),
+            qps_group="video-segmentation",
+            default_qps=5,
+            build_body=_video_like(None),
+            aliases=("Segment Video", "video segmentation", "video-segmentation",
+                     "video segment"),
+            requires_output_oss=True,
+        ),
+        Capability(
+            name="video_snapshot",
+            segment="video-snapshot",
+            is_async=True,
+            default_service_id="ops-video-snapshot-001",
+            known_service_ids=("ops-video-snapshot-001",),
+            sources=frozenset({"url", "oss", "path", "content"}),
+            qps_group="video-snapshot",
+            default_qps=5,
+            # Without an output location the frames come back inline, so the result line
+            # is usable on its own; an OSS output must be asked for explicitly.
+            build_body=_video_like({"type": "base64"}),
+            aliases=("Extract Video Keyframes", "video snapshot", "video-snapshot",
+                     "video keyframes", "keyframes", "snapshot"),
+            parameters={
+                "interval": ParamSpec((int,)),
+                "format": ParamSpec((str,), ("jpg", "png")),
+            },
+            default_output={"type": "base64"},
+            check=_content_needs_video_type,
+        ),
+        Capability(
+            name="video_summarization",
+            segment="video-summarization",
+            is_async=True,
+            default_service_id="ops-video-summarize-001",
+            known_service_ids=("ops-video-summarize-001",),
+            sources=frozenset({"url", "oss"}),
+            qps_group="video-summarization",
+            default_qps=5,
+            build_body=_video_like(None),
+            aliases=("Create Video Summary", "video summarization", "video-summarization",
+                     "video summary", "summarize video"),
+            parameters={
+                "rewrite_transcript": ParamSpec((bool,)),
+                "generate_tags": ParamSpec((bool,)),
+                "extract_snapshot": ParamSpec((bool,)),
+            },
+            requires_output_oss=True,
+        ),
+        Capability(
+            name="audio_asr",
+            segment="audio-asr",
+            is_async=True,
+            default_service_id="ops-audio-asr-001",
+            known_service_ids=("ops-audio-asr-001",),
+            sources=frozenset({"url", "oss", "path", "content"}),
+            qps_group="audio-asr",
+            default_qps=5,
+            # The transcript in the result line by default; the service's own default (oss)
+            # would need an output location the user may not have.
+            build_body=_video_like({"type": "text"}),
+            aliases=("Transcribe Audio/Video", "Transcribe Audio", "audio asr", "audio-asr",
+                     "asr", "speech recognition", "transcription", "audio video asr"),
+            default_output={"type": "text"},
+        ),
+    )
+}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+
+
+_ALIASES: dict[str, str] = {}
+for _cap in CAPABILITIES.values():
+    for _alias in (_cap.name, _cap.segment, *_cap.aliases):
+        _ALIASES[_norm(_alias)] = _cap.name
+
+
+def resolve(name: str) -> Capability | None:
+    """The capability for a canonical name or any alias (case, spaces and punctuation ignored)."""
+    key = _ALIASES.get(_norm(name))
+    return CAPABILITIES[key] if key else None
+
+
+def owner_of_service_id(service_id: str) -> Capability | None:
+    """The capability a known service id belongs to, or None for an unknown `ops-` id."""
+    for cap in CAPABILITIES.values():
+        if service_id in cap.known_service_ids:
+            return cap
+    return None
+
+
+def effective_output(cap: Capability, job: Job) -> dict[str, Any] | None:
+    """The `output` object the body will carry, after shorthand and defaults."""
+    return _output(job, cap.default_output)

@@ -1,0 +1,230 @@
+"""Durable job state in `--state-dir`: SQLite in WAL mode.
+
+What is stored, per item id:
+- `submitted`: the service accepted the task and gave `task_id`; on resume it is polled,
+  never submitted again (DESIGN.md invariant 2).
+- `done`: its result line is in the results file. Its outcome (status, error code, usage)
+  is kept too, so `status` and the summary read counts without scanning the results.
+- `retry`: a failed item that `run --retry-failed` put back in play (its line was removed).
+
+The results file and this store are kept consistent by one rule: a line is appended and
+flushed to the file first, then marked done here together with the file's new size
+(`sink_offset`). After a crash, lines past `sink_offset` are re-read and marked done, and a
+torn last line is cut off (see `sink.reconcile`). Every write here is its own transaction,
+so `kill -9` at any instant leaves a consistent store.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id           TEXT PRIMARY KEY,
+    capability   TEXT NOT NULL,
+    service_id   TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('submitted', 'done', 'retry')),
+    task_id      TEXT,
+    submitted_at REAL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    resubmits    INTEGER NOT NULL DEFAULT 0,
+    status       TEXT,
+    error_code   TEXT,
+    usage        TEXT,
+    elapsed      REAL,
+    finished_at  REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+"""
+
+
+@dataclass(frozen=True)
+class PendingTask:
+    """A job the store knows about but has not finished: what resume needs to carry it on."""
+
+    id: str
+    state: str
+    task_id: str | None
+    submitted_at: float | None
+    attempts: int
+    resubmits: int
+    error_code: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the store keeps of a finished item (the result line itself lives in the file)."""
+
+    id: str
+    capability: str
+    service_id: str
+    status: str
+    task_id: str | None
+    error_code: str | None
+    usage: dict[str, Any] | None
+    elapsed: float | None
+    attempts: int = 0
+
+
+class Checkpoint:
+    """The state store of one run. Open with `Checkpoint.open(state_dir)`; `close()` is safe twice."""
+
+    DB_NAME = "checkpoint.sqlite3"
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn  # autocommit mode; transactions are explicit
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.path)!r})"
+
+    @classmethod
+    def open(cls, state_dir: str | Path, *, read_only: bool = False) -> "Checkpoint":
+        state_dir = Path(state_dir)
+        path = state_dir / cls.DB_NAME
+        if read_only:
+            if not path.exists():
+                raise FileNotFoundError(f"no checkpoint at {path}: is this a state dir of a run?")
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            return cls(conn, path)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode survives process crashes (kill -9); only an OS crash or power
+        # loss can drop the last transactions, which then replay as resubmits/re-polls.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(SCHEMA)
+        return cls(conn, path)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None  # type: ignore[assignment]
+
+    # ---- run identity --------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # ---- resume --------------------------------------------------------------------------
+    def iter_done_ids(self) -> Iterator[str]:
+        yield from (row[0] for row in self._conn.execute("SELECT id FROM jobs WHERE state = 'done'"))
+
+    def pending(self) -> dict[str, PendingTask]:
+        """Every unfinished job the store knows (bounded by the in-flight cap of past runs)."""
+        rows = self._conn.execute(
+            "SELECT id, state, task_id, submitted_at, attempts, resubmits, error_code "
+            "FROM jobs WHERE state != 'done'"
+        )
+        return {r[0]: PendingTask(*r) for r in rows}
+
+    # ---- transitions ---------------------------------------------------------------------
+    def record_submitted(self, job_id: str, capability: str, service_id: str, task_id: str,
+                         attempts: int, resubmits: int = 0) -> float:
+        """Durably note that the service accepted `job_id` as `task_id`. Returns the time."""
+        now = time.time()
+        self._conn.execute(
+            "INSERT INTO jobs (id, capability, service_id, state, task_id, submitted_at, attempts, resubmits) "
+            "VALUES (?, ?, ?, 'submitted', ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET state = 'submitted', task_id = excluded.task_id, "
+            "submitted_at = excluded.submitted_at, attempts = jobs.attempts + excluded.attempts, "
+            "resubmits = excluded.resubmits, status = NULL, error_code = NULL",
+            (job_id, capability, service_id, task_id, now, attempts, resubmits),
+        )
+        return now
+
+    def mark_done(self, outcomes: Iterable[Outcome], sink_offset: int) -> None:
+        """Mark a batch of items done and move the results-file offset, in one transaction."""
+        now = time.time()
+        with self._transaction():
+            self._conn.executemany(
+                "INSERT INTO jobs (id, capability, service_id, state, task_id, status, error_code, usage, "
+                "elapsed, finished_at, attempts) VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET state = 'done', task_id = excluded.task_id, "
+                "status = excluded.status, error_code = excluded.error_code, usage = excluded.usage, "
+                "elapsed = excluded.elapsed, finished_at = excluded.finished_at, "
+                "attempts = MAX(jobs.attempts, excluded.attempts)",
+                [
+                    (o.id, o.capability, o.service_id, o.task_id, o.status, o.error_code,
+                     json.dumps(o.usage) if o.usage is not None else None, o.elapsed, now, o.attempts)
+                    for o in outcomes
+                ],
+            )
+            self.set_meta("sink_offset", str(sink_offset))
+
+    def sink_offset(self) -> int:
+        value = self.get_meta("sink_offset")
+        return int(value) if value is not None else 0
+
+    def reopen_failed(self, *, skip_codes: Iterable[str] = ()) -> list[str]:
+        """Put FAILED items back in play for `--retry-failed`; returns their ids.
+
+        Their lines must then be removed from the results file (`sink.drop_lines`) before the
+        run writes new ones. A `PollTimeout` keeps its task id, so it is polled, not resubmitted.
+        """
+        skip = list(skip_codes)
+        marks = ",".join("?" for _ in skip) or "''"
+        with self._transaction():
+            ids = [r[0] for r in self._conn.execute(
+                f"SELECT id FROM jobs WHERE state = 'done' AND status = 'FAILED' "
+                f"AND COALESCE(error_code, '') NOT IN ({marks})", skip)]
+            self._conn.execute(
+                f"UPDATE jobs SET state = 'retry', task_id = CASE WHEN error_code = 'PollTimeout' "
+                f"THEN task_id ELSE NULL END WHERE state = 'done' AND status = 'FAILED' "
+                f"AND COALESCE(error_code, '') NOT IN ({marks})", skip)
+        return ids
+
+    def ids_in_state(self, state: str) -> set[str]:
+        return {r[0] for r in self._conn.execute("SELECT id FROM jobs WHERE state = ?", (state,))}
+
+    def reset_to_pending(self, ids: Iterable[str]) -> None:
+        """Items whose lines are not in the results file after all: run them again
+        (polling the recorded task when there is one)."""
+        with self._transaction():
+            self._conn.executemany(
+                "UPDATE jobs SET state = CASE WHEN task_id IS NULL THEN 'retry' ELSE 'submitted' END "
+                "WHERE id = ?", [(i,) for i in ids])
+
+    # ---- read-only views for status and the summary --------------------------------------
+    def outcomes(self) -> Iterator[Outcome]:
+        rows = self._conn.execute(
+            "SELECT id, capability, service_id, status, task_id, error_code, usage, elapsed, attempts "
+            "FROM jobs WHERE state = 'done'")
+        for r in rows:
+            yield Outcome(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else None, r[7], r[8])
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{capability: {"submitted": n, "retry": n, "SUCCESS": n, "FAILED": n}}."""
+        out: dict[str, dict[str, int]] = {}
+        for cap, state, status, n in self._conn.execute(
+            "SELECT capability, state, status, COUNT(*) FROM jobs GROUP BY capability, state, status"
+        ):
+            key = status if state == "done" else state
+            out.setdefault(cap, {})[key] = out.get(cap, {}).get(key, 0) + n
+        return out
+
+    # ---- plumbing ------------------------------------------------------------------------
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def __enter__(self) -> None:
+            self.conn.execute("BEGIN IMMEDIATE")
+
+        def __exit__(self, exc_type: Any, *_: Any) -> None:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def _transaction(self) -> "Checkpoint._Tx":
+        return Checkpoint._Tx(self._conn)

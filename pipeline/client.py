@@ -1,0 +1,401 @@
+"""The only module that talks to aiohttp's client: one HTTP seam for the OpenSearch services.
+
+Everything above it sees ``ApiResponse`` and the ``pipeline.errors`` tree; aiohttp's own
+exceptions are translated here (always ``raise ... from exc``). Retries live here too:
+each attempt first waits on the caller's ``throttle`` (its QPS limiter), then sends; a
+retryable failure waits ``backoff.retry_delay`` via the injected ``sleep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from . import __version__
+from .backoff import RetryPolicy, parse_retry_after, retry_delay
+from .errors import (
+    ConfigError,
+    InvalidParameter,
+    RateLimited,
+    RetryableError,
+    ServerError,
+    ServiceError,
+    TransportError,
+    classify,
+    redact,
+)
+
+__all__ = ["ApiResponse", "ServiceClient", "build_base_url"]
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"opensearch-media-pipeline/{__version__}"
+_PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # workspace, segment, service id
+_MAX_SNIPPET = 200  # characters of a non-JSON error body kept in the message
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    """A 2xx answer: the body's fields, plus how many requests it took (retries included)."""
+
+    http_status: int
+    request_id: str | None
+    latency: int | None
+    result: dict[str, Any]
+    usage: dict[str, Any] | None
+    attempts: int = 1
+
+
+def build_base_url(endpoint: str, protocol: str, workspace: str) -> str:
+    """``{scheme}://{host[:port]}/v3/openapi/workspaces/{workspace}`` (no trailing slash).
+
+    ``endpoint`` is a full URL (``http://127.0.0.1:8080``) or, as in the official SDK, a bare
+    host (``xxx.opensearch.aliyuncs.com``) combined with ``protocol`` ("http" or "https").
+    Raises ``ConfigError`` (a ``ValueError``) saying what is expected.
+    """
+    expected = (
+        "expected a host such as 'xxx.opensearch.aliyuncs.com' (with protocol http or https) "
+        "or a URL such as 'http://127.0.0.1:8080' with no path"
+    )
+    text = (endpoint or "").strip()
+    if not text:
+        raise ConfigError(f"is empty; {expected}", key="endpoint")
+    if "://" not in text:
+        scheme = (protocol or "").strip().lower()
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"must be 'http' or 'https', got {protocol!r}", key="protocol")
+        text = f"{scheme}://{text}"
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{endpoint!r} is not a valid address; {expected}", key="endpoint") from exc
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() for c in text)
+    ):
+        raise ConfigError(f"{endpoint!r} is not a valid address; {expected}", key="endpoint")
+    if not _PATH_PART.fullmatch(workspace or ""):
+        raise ConfigError(
+            f"{workspace!r} is not a valid workspace name; expected letters, digits, '.', '_' or '-' "
+            "(usually 'default')",
+            key="workspace",
+        )
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}/v3/openapi/workspaces/{workspace}"
+
+
+class ServiceClient:
+    """Calls the OpenSearch multimodal services; retries transient failures itself.
+
+    Use as ``async with ServiceClient(...) as client:`` or call ``close()`` (safe twice).
+    The aiohttp session is created lazily inside the running loop on the first call; a
+    session passed in is used as is and not closed by ``close()``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        workspace: str,
+        api_key: str,
+        *,
+        protocol: str = "http",
+        timeout: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        throttle: Callable[[str, str], Awaitable[None]] | None = None,
+        on_retry: Callable[[str, ServiceError, float], None] | None = None,
+        on_response: Callable[[str, int], None] | None = None,
+        connection_limit: int = 100,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        key = (api_key or "").strip()
+        if not key:
+            raise ConfigError("is empty; set the DASHSCOPE_API_KEY environment variable", key="api_key")
+        if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+            # Never echo the key itself, not even in this message.
+            raise ConfigError("contains characters not allowed in an HTTP header", key="api_key")
+        if timeout <= 0:
+            raise ConfigError(f"must be > 0 seconds, got {timeout!r}", key="timeout")
+        if connection_limit < 0:
+            raise ConfigError(f"must be >= 0 (0 = unlimited), got {connection_limit!r}", key="connection_limit")
+        self.base_url = build_base_url(endpoint, protocol, workspace)
+        self._api_key = key  # only for redaction; the header below is what is sent
+        self._headers = {
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._retry = retry  # default policy; each call may override it
+        self._sleep = sleep  # injected so tests never really wait
+        self._rand = rand  # jitter source, [0, 1)
+        self._throttle = throttle  # the caller's QPS limiter: (segment, lane), awaited before every attempt
+        self._on_retry = on_retry  # (segment, error, delay) before each backoff sleep
+        self._on_response = on_response  # (segment, http_status) after every HTTP response
+        self._connection_limit = connection_limit
+        self._session = session  # created lazily in the running loop when None
+        self._owns_session = session is None  # only a session we made is ours to close
+        self._closed = False
+
+    # -- public calls ------------------------------------------------------------------
+
+    async def create_task(
+        self, segment: str, service_id: str, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
+    ) -> ApiResponse:
+        """POST ``{ws}/{segment}/{service_id}/async``; ``result`` holds ``task_id``.
+
+        Note: a create retried after a timeout or a dropped connection may have been
+        accepted the first time, so the service can see (and bill) it twice.
+        """
+        url = f"{self._url(segment, service_id)}/async"
+        return await self._call("POST", segment, url, body=body, params=None, retry=retry)
+
+    async def get_task_status(
+        self, segment: str, service_id: str, task_id: str, *, retry: RetryPolicy | None = None
+    ) -> ApiResponse:
+        """GET ``{ws}/{segment}/{service_id}/async/task-status?task_id=…``; ``result`` holds ``status``."""
+        url = f"{self._url(segment, service_id)}/async/task-status"
+        return await self._call("GET", segment, url, body=None, params={"task_id": task_id}, retry=retry)
+
+    async def detect(
+        self, segment: str, service_id: str, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
+    ) -> ApiResponse:
+        """POST ``{ws}/{segment}/{service_id}``: a synchronous capability; ``result`` is the answer."""
+        return await self._call("POST", segment, self._url(segment, service_id), body=body, params=None, retry=retry)
+
+    async def close(self) -> None:
+        """Close the session if this client created it. Safe to call more than once."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session and not session.closed:
+            await session.close()
+
+    async def __aenter__(self) -> ServiceClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._session is not None else "idle")
+        return f"<ServiceClient {self.base_url} timeout={self._timeout.total}s {state}>"
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _url(self, segment: str, service_id: str) -> str:
+        for name, value in (("segment", segment), ("service_id", service_id)):
+            if not isinstance(value, str) or not _PATH_PART.fullmatch(value):
+                raise InvalidParameter(
+                    "InvalidParameter",
+                    f"{name} {value!r} is not valid: expected letters, digits, '.', '_' or '-'",
+                )
+        return f"{self.base_url}/{segment}/{service_id}"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("ServiceClient is closed; create a new one")
+        if self._session is None:
+            # Built here, inside the running loop, never at import or construction time.
+            connector = aiohttp.TCPConnector(limit=self._connection_limit)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def _call(
+        self,
+        method: str,
+        segment: str,
+        url: str,
+        *,
+        body: Mapping[str, Any] | None,
+        params: dict[str, str] | None,
+        retry: RetryPolicy | None,
+    ) -> ApiResponse:
+        policy = retry or self._retry
+        data: bytes | None = None
+        if body is not None:
+            try:
+                data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                raise InvalidParameter(
+                    "InvalidParameter", self._redact(f"request body is not JSON-serializable: {exc}")
+                ) from exc
+        attempts = 0
+        failures = 0  # non-429 retryable failures, against max_attempts
+        rate_limited = 0  # 429 answers, against max_rate_limited
+        while True:
+            attempts += 1
+            if self._throttle is not None:
+                # every attempt, retries included, passes the limiter; status checks in the "poll" lane
+                await self._throttle(segment, "poll" if method == "GET" else "submit")
+            try:
+                response = await self._send(method, segment, url, data, params)
+            except RetryableError as err:
+                err.attempts = attempts
+                if isinstance(err, RateLimited):
+                    rate_limited += 1
+                    exhausted, step = rate_limited >= policy.max_rate_limited, rate_limited
+                else:
+                    failures += 1
+                    exhausted, step = failures >= policy.max_attempts, failures
+                if exhausted:
+                    raise
+                delay = retry_delay(step, policy, self._rand, err.retry_after)
+                log.debug("%s %s: %s; retrying in %.2fs", method, segment, err, delay)
+                if self._on_retry is not None:
+                    self._on_retry(segment, err, delay)
+                await self._sleep(delay)
+            except ServiceError as err:
+                err.attempts = attempts
+                raise
+            else:
+                return replace(response, attempts=attempts) if attempts != 1 else response
+
+    async def _send(
+        self, method: str, segment: str, url: str, data: bytes | None, params: dict[str, str] | None
+    ) -> ApiResponse:
+        """One HTTP exchange, translated: ApiResponse or a ServiceError, never an aiohttp error."""
+        session = self._get_session()
+        try:
+            async with session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # a redirect means a wrong endpoint; following it would turn POST into GET
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+                headers = resp.headers
+                reason = resp.reason or ""
+        except (asyncio.TimeoutError, TimeoutError) as exc:  # includes aiohttp.ServerTimeoutError
+            raise TransportError(
+                "Timeout", self._redact(f"no answer within {self._timeout.total}s ({str(exc) or type(exc).__name__})")
+            ) from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise TransportError(
+                "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}")
+            ) from exc
+        except aiohttp.ClientError as exc:  # a malformed HTTP answer and the like: transient at best
+            raise TransportError(
+                "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}")
+            ) from exc
+
+        if self._on_response is not None:
+            self._on_response(segment, status)
+        header_request_id = headers.get("x-acs-request-id")
+        if 200 <= status <= 299:
+            return self._parse_success(status, raw, header_request_id)
+        raise self._parse_failure(status, reason, raw, header_request_id, headers.get("Retry-After"))
+
+    def _parse_success(self, status: int, raw: bytes, header_request_id: str | None) -> ApiResponse:
+        try:
+            payload = json.loads(raw)
+        except ValueError as exc:
+            raise ServerError(
+                "BadResponse",
+                self._redact(f"HTTP {status} body is not JSON: {_snippet(raw)}"),
+                http_status=status,
+                request_id=header_request_id,
+            ) from exc
+        if not isinstance(payload, dict) or not isinstance(payload.get("result"), dict):
+            raise ServerError(
+                "BadResponse",
+                self._redact(f"HTTP {status} body has no 'result' object: {_snippet(raw)}"),
+                http_status=status,
+                request_id=header_request_id,
+            )
+        latency = payload.get("latency")
+        usage = payload.get("usage")
+        return ApiResponse(
+            http_status=status,
+            request_id=_text(_pick(payload, "request_id", "RequestId")) or header_request_id,
+            latency=_int_or_none(latency),
+            result=payload["result"],
+            usage=usage if isinstance(usage, dict) else None,
+        )
+
+    def _parse_failure(
+        self,
+        status: int,
+        reason: str,
+        raw: bytes,
+        header_request_id: str | None,
+        retry_after_header: str | None,
+    ) -> ServiceError:
+        try:
+            payload = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            payload = None
+        code = message = request_id = None
+        if isinstance(payload, dict):
+            code = _text(_pick(payload, "code", "Code"))
+            message = _text(_pick(payload, "message", "Message"))
+            request_id = _text(_pick(payload, "request_id", "RequestId"))
+        if not message:
+            snippet = _snippet(raw)
+            message = f"HTTP {status} {reason}".rstrip() + (f": {snippet}" if snippet and payload is None else "")
+        return classify(
+            status,
+            self._redact(code) if code else None,
+            self._redact(message),
+            self._redact(request_id or header_request_id or "") or None,
+            parse_retry_after(retry_after_header),
+        )
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._api_key)
+
+
+def _pick(payload: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = payload.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value) if math.isfinite(value) else None
+
+
+def _snippet(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace").strip()
+    text = " ".join(text.split())  # one line, whatever the server sent
+    return text if len(text) <= _MAX_SNIPPET else text[:_MAX_SNIPPET] + "…"

@@ -1,0 +1,55 @@
+"""The unit of work: one validated manifest item."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+#: Source kinds a manifest item may carry (exactly one per item).
+SOURCE_KINDS = ("url", "oss", "path", "content")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One manifest item after validation.
+
+    `capability` is the canonical name (see `capabilities.CAPABILITIES`); `source_kind` is one
+    of SOURCE_KINDS and `source` its value (for `path`, the file is read at submit time, never
+    here). `line` is the manifest line (or record) number, for messages.
+    """
+
+    id: str
+    capability: str
+    service_id: str
+    source_kind: str
+    source: str
+    line: int = 0
+    file_name: str | None = None
+    file_type: str | None = None
+    parameters: Mapping[str, Any] | None = None
+    output: Mapping[str, Any] | str | None = None
+    options: Mapping[str, Any] | None = None
+    chunks: list[Any] | None = None
+    meta: Any = None
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-safe dict from which `from_record` rebuilds the same job (for the checkpoint)."""
+        return {
+            "id": self.id,
+            "capability": self.capability,
+            "service_id": self.service_id,
+            "source_kind": self.source_kind,
+            "source": self.source,
+            "line": self.line,
+            "file_name": self.file_name,
+            "file_type": self.file_type,
+            "parameters": self.parameters,
+            "output": self.output,
+            "options": self.options,
+            "chunks": self.chunks,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "Job":
+        return cls(**{k: record.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
