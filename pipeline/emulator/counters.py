@@ -1,0 +1,121 @@
+"""What the emulator saw, so tests can prove what a client did.
+
+``Counters.snapshot()`` (also served by ``GET /_emulator/counters``) returns::
+
+    {
+      "requests": {"POST image-analyze create": {"200": 3, "429": 1},
+                   "GET image-analyze status": {"200": 9},
+                   "POST image-object-detection detect": {"200": 2, "dropped": 1}, ...},
+      "requests_total": 16,
+      "throttled_total": 1,               # every 429 (window or burst)
+      "throttled": {"image-analyze": 1},
+      "max_window": {"image-analyze": 10, ...},          # accepted requests counted against
+                                                          # the limit, busiest window
+      "max_window_offered": {"image-analyze": 11, ...},  # same requests incl. the 429'd ones
+      "window_seconds": 0.05,
+      "submissions": {"<sha256>": 1, ...},  # accepted creates/detections per distinct body
+      "duplicate_submissions": 0,           # sum of (count - 1) over bodies seen twice+
+      "tasks_created": {"image-analyze": 3}, "tasks_created_total": 3,
+      "tasks_by_status": {"PENDING": 0, "SUCCESS": 3, "FAILED": 0},  # known tasks, now
+      "results_delivered": {"SUCCESS": 3, "FAILED": 0},  # distinct tasks whose final status
+                                                         # a client has been sent
+      "tasks_forgotten": 0,
+      "faults": {"error_500": 0, "slow": 0, "dropped": 0, "burst_429": 0, "task_fail": 0}
+    }
+
+A "submission" is a create (or detection) that was processed: it passed auth, limits, faults
+and validation. Its key is :func:`submission_key` of the capability, service id and body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from .ratelimit import WindowPeak
+from .settings import CAPABILITIES
+
+FAULT_KINDS = ("error_500", "slow", "dropped", "burst_429", "task_fail")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: equal values give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def submission_key(capability: str, service_id: str, body: Any) -> str:
+    """sha256 of the canonical JSON of capability, service id and request body."""
+    text = canonical_json({"capability": capability, "service_id": service_id, "body": body})
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def route_name(method: str, capability: str, kind: str) -> str:
+    """The key of a route in ``requests``, e.g. ``"POST image-analyze create"``."""
+    return f"{method} {capability} {kind}"
+
+
+class Counters:
+    """Mutable tallies, owned by the event loop that serves the emulator."""
+
+    def __init__(self, window_seconds: float) -> None:
+        self.window_seconds = window_seconds
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every count (tasks themselves are untouched)."""
+        self.requests: dict[str, Counter[str]] = {}  # route -> status text -> n
+        self.throttled: Counter[str] = Counter()  # capability -> 429s
+        self.peak_accepted = {c: WindowPeak(self.window_seconds) for c in CAPABILITIES}
+        self.peak_offered = {c: WindowPeak(self.window_seconds) for c in CAPABILITIES}
+        self.submissions: Counter[str] = Counter()  # submission key -> accepted count
+        self.tasks_created: Counter[str] = Counter()  # capability -> tasks
+        self.results_delivered: Counter[str] = Counter()  # final status -> distinct tasks
+        self.tasks_forgotten = 0
+        self.faults: Counter[str] = Counter()  # fault kind -> times injected
+
+    def record_request(self, route: str, status: int | str) -> None:
+        """Count one answer (an HTTP status, or ``"dropped"``) on ``route``."""
+        self.requests.setdefault(route, Counter())[str(status)] += 1
+
+    def record_offered(self, capability: str, now: float) -> None:
+        """A request that counts against the limit arrived (before the limiter decides)."""
+        self.peak_offered[capability].observe(now)
+
+    def record_accepted(self, capability: str, now: float) -> None:
+        """A request that counts against the limit was let through by the limiter."""
+        self.peak_accepted[capability].observe(now)
+
+    def record_throttled(self, capability: str) -> None:
+        self.throttled[capability] += 1
+
+    def record_submission(self, key: str) -> int:
+        """Count an accepted submission; returns how many times this body was accepted."""
+        self.submissions[key] += 1
+        return self.submissions[key]
+
+    def record_fault(self, kind: str) -> None:
+        self.faults[kind] += 1
+
+    def snapshot(self, tasks_by_status: Mapping[str, int]) -> dict[str, Any]:
+        """A JSON-ready copy of every count (see the module docstring for the shape)."""
+        requests = {route: dict(statuses) for route, statuses in sorted(self.requests.items())}
+        return {
+            "requests": requests,
+            "requests_total": sum(sum(s.values()) for s in requests.values()),
+            "throttled_total": sum(self.throttled.values()),
+            "throttled": dict(self.throttled),
+            "max_window": {c: p.peak for c, p in self.peak_accepted.items()},
+            "max_window_offered": {c: p.peak for c, p in self.peak_offered.items()},
+            "window_seconds": self.window_seconds,
+            "submissions": dict(self.submissions),
+            "duplicate_submissions": sum(n - 1 for n in self.submissions.values() if n > 1),
+            "tasks_created": dict(self.tasks_created),
+            "tasks_created_total": sum(self.tasks_created.values()),
+            "tasks_by_status": dict(tasks_by_status),
+            "results_delivered": {s: self.results_delivered[s] for s in ("SUCCESS", "FAILED")},
+            "tasks_forgotten": self.tasks_forgotten,
+            "faults": {kind: self.faults[kind] for kind in FAULT_KINDS},
+        }

@@ -1,0 +1,96 @@
+"""Shared fixtures. Emulator fixtures: a fast emulator on a free port and a session for it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from pipeline.emulator import EmulatorSettings, RunningEmulator, start_emulator
+
+EMU_KEY = "test-emulator-key"
+# time_scale 50 with 0.5-1.5 emulated seconds per task: tasks finish in 10-30 real ms.
+FAST_DURATIONS = {
+    "image-analyze": (0.5, 1.5),
+    "video-segmentation": (0.5, 1.5),
+    "video-snapshot": (0.5, 1.5),
+    "video-summarization": (0.5, 1.5),
+    "audio-asr": (0.5, 1.5),
+}
+
+
+@pytest.fixture
+def emu_settings() -> EmulatorSettings:
+    """Fast emulator settings; override this fixture in a module to change them."""
+    return EmulatorSettings(api_key=EMU_KEY, seed=7, time_scale=50.0, durations=FAST_DURATIONS)
+
+
+@pytest.fixture
+async def emu(emu_settings: EmulatorSettings) -> AsyncIterator[RunningEmulator]:
+    """A running emulator (in the test's event loop) built from ``emu_settings``."""
+    async with start_emulator(emu_settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def emu_http(emu: RunningEmulator) -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp session pointed at ``emu`` that sends the right bearer key."""
+    headers = {"Authorization": f"Bearer {EMU_KEY}"}
+    async with aiohttp.ClientSession(base_url=emu.url, headers=headers) as session:
+        yield session
+
+
+@pytest.fixture
+def emu_samples() -> dict[str, tuple[str, dict[str, object]]]:
+    """A valid (service id, create body) per capability."""
+    out = {"type": "oss", "oss": "oss://media/out/"}
+    return {
+        "image-analyze": (
+            "ops-image-analyze-ocr-001",
+            {"document": {"url": "https://img.example.com/cat.png"}},
+        ),
+        "image-object-detection": (
+            "ops-object-detect-001",
+            {"image": {"url": "https://img.example.com/street.jpg"}},
+        ),
+        "video-segmentation": (
+            "ops-video-segment-001",
+            {"input": {"oss": "oss://media/v/clip.mp4"}, "output": out},
+        ),
+        "video-snapshot": (
+            "ops-video-snapshot-001",
+            {
+                "input": {"url": "https://v.example.com/clip.mp4"},
+                "parameters": {"interval": 5},
+                "output": out,
+            },
+        ),
+        "video-summarization": (
+            "ops-video-summarize-001",
+            {"input": {"oss": "oss://media/v/clip.mp4"}, "output": out},
+        ),
+        "audio-asr": (
+            "ops-audio-asr-001",
+            {"input": {"oss": "oss://media/a/talk.wav"}, "output": {"type": "text"}},
+        ),
+    }
+
+
+class FakeClock:
+    """A clock that moves only when told to (pass as ``start_emulator(..., clock=...)``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def emu_clock() -> FakeClock:
+    """A frozen clock for the emulator; tests advance it explicitly."""
+    return FakeClock()
