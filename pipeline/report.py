@@ -80,8 +80,7 @@ class RunStats:
     def totals(self) -> CapabilityStats:
         total = CapabilityStats()
         for s in self.caps.values():
-            for name in ("queued", "in_flight", "succeeded", "failed", "skipped", "requests",
-                         "rate_limited", "retries", "submits", "polls"):
+            for name in ("succeeded", "failed", *LIVE_FIELDS):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
             total.errors.update(s.errors)
         return total
@@ -121,6 +120,19 @@ def stats_from_outcomes(outcomes: Iterable[Outcome]) -> dict[str, CapabilityStat
     for outcome in outcomes:
         record(caps.setdefault(outcome.capability, CapabilityStats()), outcome)
     return caps
+
+
+LIVE_FIELDS = ("queued", "in_flight", "skipped", "requests", "rate_limited", "retries", "submits", "polls")
+
+
+def with_live_counters(totals: dict[str, CapabilityStats],
+                       live: Mapping[str, CapabilityStats]) -> dict[str, CapabilityStats]:
+    """Outcome counts from the checkpoint, traffic counters from this session."""
+    for name, stats in live.items():
+        target = totals.setdefault(name, CapabilityStats())
+        for field_name in LIVE_FIELDS:
+            setattr(target, field_name, getattr(stats, field_name))
+    return totals
 
 
 def summarize(caps: Mapping[str, CapabilityStats], *, prices: Mapping[str, Mapping[str, float]],

@@ -35,7 +35,7 @@ from .job import Job
 from .limits import Pacers
 from .manifest import DuplicateIds, Rejected, read_manifest
 from .poller import FirstPollTuner, Poller, TaskHandle
-from .report import RunStats, summarize
+from .report import RunStats, stats_from_outcomes, summarize, with_live_counters
 from .sink import Sink, drop_lines, reconcile, result_line
 
 log = logging.getLogger("pipeline.run")
@@ -403,7 +403,6 @@ class Run:
 
     def _on_written(self, line: dict[str, Any]) -> None:
         self.stats.on_line(line)
-        self.stats.caps[line["capability"]].polls += int(line.get("polls") or 0)
         window = self.cfg.failure_threshold.window
         if window and self._finished_first_window < window:
             self._finished_first_window += 1
@@ -461,7 +460,11 @@ class Run:
         else:
             code, outcome = EXIT_OK, "completed"
         qps = {name: self.cfg.effective_qps(name) / self.cfg.qps_headroom for name in CAPABILITIES}
-        summary = summarize(self.stats.caps, prices=self.cfg.prices, elapsed=self.stats.elapsed(),
+        for name, poller in self._pollers.items():
+            self.stats.caps[name].polls = poller.polls
+        # Outcomes of the whole run (earlier sessions included), this session's traffic.
+        caps = with_live_counters(stats_from_outcomes(self._ckpt.outcomes()), self.stats.caps)
+        summary = summarize(caps, prices=self.cfg.prices, elapsed=self.stats.elapsed(),
                             qps=qps, rejected=self.stats.rejected, outcome=outcome,
                             extra={"reason": self._abort_reason, "results": str(self.req.out),
                                    "state_dir": str(self.req.state_dir)})
