@@ -38,7 +38,10 @@ class FirstPollTuner:
 
     __slots__ = ("delay", "target", "rate", "floor", "ceiling", "observations")
 
-    def __init__(self, initial: float, *, target: float = 0.85, rate: float = 0.2,
+    #: How far (as a fraction) a poll's age may sit from the delay and still count.
+    TOLERANCE = 0.05
+
+    def __init__(self, initial: float, *, target: float = 0.85, rate: float = 0.3,
                  floor: float = 0.0, ceiling: float = math.inf) -> None:
         self.delay = initial  # seconds from submit to the first poll
         self.target = target  # wanted share of tasks already finished at their first poll
@@ -47,8 +50,19 @@ class FirstPollTuner:
         self.ceiling = ceiling
         self.observations = 0
 
-    def observe(self, pending: bool) -> None:
-        """Feed the answer to one task's first poll."""
+    def observe(self, pending: bool, age: float | None = None) -> None:
+        """Feed the answer to one task's first poll, made `age` seconds after its submit.
+
+        Only informative answers move the estimate: "still pending" at an age below the
+        current delay, or "done" at an age above it, says nothing about the quantile at the
+        current delay. Without this filter, a batch of tasks whose first polls were placed
+        by an older, shorter delay would push the estimate up once per task and overshoot.
+        """
+        if age is not None:
+            if pending and age < self.delay * (1.0 - self.TOLERANCE):
+                return
+            if not pending and age > self.delay * (1.0 + self.TOLERANCE):
+                return
         self.observations += 1
         step = self.rate * ((1.0 if pending else 0.0) - (1.0 - self.target))
         self.delay = min(self.ceiling, max(self.floor, self.delay * math.exp(step)))
@@ -205,14 +219,28 @@ class Poller:
         if status == "PENDING" or status == "RUNNING":
             handle.pending_polls += 1
             if handle.pending_polls == 1 and handle.polls == 1 and self.tuner is not None:
-                self.tuner.observe(pending=True)
-            await self._reschedule_or_timeout(
-                handle, poll_delay(handle.pending_polls + 1, self._policy, self._rand,
-                                   self.tuner.delay if self.tuner is not None else None))
+                self.tuner.observe(pending=True, age=self._clock() - handle.started)
+            await self._reschedule_or_timeout(handle, self._next_delay(handle))
             return
         if handle.polls == 1 and self.tuner is not None:
-            self.tuner.observe(pending=False)
+            self.tuner.observe(pending=False, age=self._clock() - handle.started)
         await self._on_finished(handle, response, None)
+
+    def _next_delay(self, handle: TaskHandle) -> float:
+        """Delay after a PENDING answer. With a tuner: wait until the learned quantile if the
+        task is younger than it, else grow geometrically with the task's age (a long tail
+        costs O(log age) polls); without one, the plain policy schedule."""
+        policy = self._policy
+        if self.tuner is None:
+            return poll_delay(handle.pending_polls + 1, policy, self._rand)
+        age = self._clock() - handle.started
+        floor = policy.first_delay * 0.2
+        until_quantile = self.tuner.delay - age
+        if until_quantile > floor:
+            nominal = until_quantile
+        else:
+            nominal = min(policy.max_delay, max(floor, age * (policy.growth - 1.0)))
+        return nominal * (1.0 + policy.jitter * (2.0 * self._rand() - 1.0))
 
     async def _reschedule_or_timeout(self, handle: TaskHandle, delay: float) -> None:
         when = self._clock() + delay

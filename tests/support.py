@@ -1,0 +1,94 @@
+"""Helpers for the engine's integration tests: manifests, results checks, CLI subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from pipeline.capabilities import CAPABILITIES
+from pipeline.emulator.results import build_result
+from pipeline.manifest import read_manifest
+from pipeline.job import Job
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: One source per capability; `{i}` is replaced by the item number so every body differs.
+SOURCES: dict[str, dict[str, Any]] = {
+    "image_analyze": {"url": "https://example.com/img/{i}.jpg"},
+    "object_detection": {"url": "https://example.com/obj/{i}.png"},
+    "video_segmentation": {"oss": "oss://bucket/video/seg{i}.mp4", "output": {"oss": "oss://bucket/out/"}},
+    "video_snapshot": {"url": "https://example.com/video/snap{i}.mp4"},
+    "video_summarization": {"oss": "oss://bucket/video/sum{i}.mp4", "output": "oss://bucket/sum/"},
+    "audio_asr": {"url": "https://example.com/audio/talk{i}.mp3"},
+}
+
+
+def items(n: int, capabilities: Iterable[str] = tuple(SOURCES)) -> list[dict[str, Any]]:
+    caps = list(capabilities)
+    out = []
+    for i in range(n):
+        cap = caps[i % len(caps)]
+        item: dict[str, Any] = {"id": f"item-{i:05d}", "capability": cap, "meta": {"n": i}}
+        for key, value in SOURCES[cap].items():
+            item[key] = value.format(i=i) if isinstance(value, str) else value
+        out.append(item)
+    return out
+
+
+def write_manifest(path: Path, rows: Iterable[dict[str, Any] | str]) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return path
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Every line of a results file; fails on a torn or non-JSON line."""
+    raw = path.read_bytes()
+    assert raw == b"" or raw.endswith(b"\n"), "results file ends with a torn line"
+    return [json.loads(line) for line in raw.splitlines()]
+
+
+def assert_exactly_once(results: list[dict[str, Any]], expected_ids: Iterable[str]) -> None:
+    ids = [r["id"] for r in results]
+    dupes = {i for i in ids if ids.count(i) > 1} if len(ids) != len(set(ids)) else set()
+    assert not dupes, f"duplicate result lines for {sorted(dupes)[:10]}"
+    expected = set(expected_ids)
+    assert set(ids) == expected, f"missing {sorted(expected - set(ids))[:10]}, extra {sorted(set(ids) - expected)[:10]}"
+
+
+def expected_data(job: Job, seed: int) -> Any:
+    """What the emulator returns for this job's body: proves the right result reached the right item."""
+    cap = CAPABILITIES[job.capability]
+    body = cap.build_body(job, None)
+    data, _usage = build_result(cap.segment, job.service_id, body, seed)
+    return data
+
+
+def jobs_of(manifest: Path) -> dict[str, Job]:
+    return {j.id: j for j in read_manifest(manifest) if isinstance(j, Job)}
+
+
+def cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m pipeline ARGS` to the end."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
+                          env=cli_env(env), timeout=timeout, cwd=cwd or REPO)
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "DASHSCOPE_"))}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra or {})
+    return env
+
+
+def config_file(path: Path, **values: Any) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(values))
+    return path

@@ -1,0 +1,121 @@
+"""The CLI in a subprocess: kill -9 at random moments, signals, a wrong key, and no key leaks."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.checkpoint import Checkpoint
+from pipeline.emulator import EmulatorSettings, EmulatorThread
+
+from support import REPO, assert_exactly_once, cli, cli_env, config_file, items, jobs_of, read_results, write_manifest
+
+KEY = "crash-test-key-5f1d0c"
+WRONG = "wrong-key-77aa31"
+SCALE = 10.0
+DURATIONS = {cap: (2.0, 8.0) for cap in ("image-analyze", "video-segmentation", "video-snapshot",
+                                          "video-summarization", "audio-asr")}
+SUBMIT_WORKERS = 2
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def emu() -> EmulatorThread:
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=3, time_scale=SCALE, durations=DURATIONS)) as running:
+        yield running
+
+
+def _args(tmp: Path, manifest: Path, emu: EmulatorThread, *extra: str) -> list[str]:
+    cfg = config_file(tmp / "cfg.yaml", time_scale=SCALE, qps_headroom=0.9, submit_workers=SUBMIT_WORKERS,
+                      polling={"first_delay": 2.0, "max_delay": 10.0})
+    return ["run", str(manifest), "--out", str(tmp / "out" / "results.jsonl"), "--state-dir",
+            str(tmp / "state"), "--endpoint", emu.url, "--config", str(cfg), *extra]
+
+
+def _start(args: list[str], key: str = KEY) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, text=True,
+                            env=cli_env({"DASHSCOPE_API_KEY": key}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_kill_9_at_random_moments_then_resume(tmp_path: Path, emu: EmulatorThread) -> None:
+    """After kill -9 at four random instants and a final resume, the results hold exactly one
+    line per item, and resubmissions are bounded by the submits in flight at each kill."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(600))
+    args = _args(tmp_path, manifest, emu)
+    rng = random.Random(20261125)
+    kills = 0
+    for _ in range(4):
+        proc = _start(args)
+        time.sleep(rng.uniform(0.8, 2.0))
+        if proc.poll() is None:
+            proc.kill()  # SIGKILL: no cleanup of any kind
+            kills += 1
+        proc.communicate(timeout=30)
+    final = cli(args, env={"DASHSCOPE_API_KEY": KEY}, timeout=180)
+    assert final.returncode == 0, final.stderr[-2000:]
+    lines = read_results(tmp_path / "out" / "results.jsonl")
+    assert_exactly_once(lines, jobs_of(manifest))
+    assert all(line["status"] == "SUCCESS" for line in lines)
+    counters = emu.counters()
+    # Only submits on the wire at a kill can be lost and redone: at most one per worker.
+    bound = kills * SUBMIT_WORKERS * 6
+    assert counters["duplicate_submissions"] <= bound, (counters["duplicate_submissions"], bound)
+    assert kills >= 2, "the run finished before most kills: make the manifest larger"
+    assert len(counters["submissions"]) == 600  # every item's body reached the service
+
+
+def test_sigterm_stops_cleanly_and_resumes(tmp_path: Path, emu: EmulatorThread) -> None:
+    """SIGTERM stops taking items, records what is in flight, exits 3; the resume completes
+    with exactly one line per item and no duplicate submission."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(120))
+    args = _args(tmp_path, manifest, emu)
+    proc = _start(args)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err[-2000:]
+    assert "interrupted" in err
+    state = Checkpoint.open(tmp_path / "state", read_only=True)
+    try:
+        submitted = sum(c.get("submitted", 0) for c in state.counts().values())
+    finally:
+        state.close()
+    partial = read_results(tmp_path / "out" / "results.jsonl")
+    assert len(partial) < 120
+    final = cli(args, env={"DASHSCOPE_API_KEY": KEY}, timeout=120)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert_exactly_once(read_results(tmp_path / "out" / "results.jsonl"), jobs_of(manifest))
+    assert emu.counters()["duplicate_submissions"] == 0
+    assert submitted > 0, "SIGTERM came after every task finished: nothing in flight was tested"
+
+
+def test_wrong_key_exit_3_and_key_never_written(tmp_path: Path, emu: EmulatorThread) -> None:
+    """A 401 exits 3 within seconds; neither key appears in results, state, summary or logs."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(30) + ["{broken"])
+    args = _args(tmp_path, manifest, emu, "-v")
+    started = time.monotonic()
+    bad = cli(args, env={"DASHSCOPE_API_KEY": WRONG}, timeout=60)
+    assert bad.returncode == 3, bad.stderr[-2000:]
+    assert time.monotonic() - started < 10
+    good = cli(args + ["--log-format", "json"], env={"DASHSCOPE_API_KEY": KEY}, timeout=120)
+    assert good.returncode == 1, good.stderr[-2000:]  # the broken line makes it partial
+    assert_exactly_once(read_results(tmp_path / "out" / "results.jsonl"), jobs_of(manifest))
+    for log_line in good.stderr.splitlines():
+        if log_line.startswith("{"):
+            json.loads(log_line)
+    texts = [bad.stdout, bad.stderr, good.stdout, good.stderr]
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "cfg.yaml"]
+    assert any(p.name.endswith(".sqlite3") for p in files)
+    for path in files:
+        texts.append(path.read_bytes().decode("utf-8", "replace"))
+    for key in (KEY, WRONG):
+        assert not any(key in text for text in texts), f"API key leaked"
