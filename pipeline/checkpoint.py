@@ -175,15 +175,14 @@ class Checkpoint:
         run writes new ones. A `PollTimeout` keeps its task id, so it is polled, not resubmitted.
         """
         skip = list(skip_codes)
-        marks = ",".join("?" for _ in skip) or "''"
+        where = "state = 'done' AND status = 'FAILED'"
+        if skip:  # an empty NOT IN ('') would also skip failures that have no error code
+            where += f" AND COALESCE(error_code, '') NOT IN ({','.join('?' for _ in skip)})"
         with self._transaction():
-            ids = [r[0] for r in self._conn.execute(
-                f"SELECT id FROM jobs WHERE state = 'done' AND status = 'FAILED' "
-                f"AND COALESCE(error_code, '') NOT IN ({marks})", skip)]
+            ids = [r[0] for r in self._conn.execute(f"SELECT id FROM jobs WHERE {where}", skip)]
             self._conn.execute(
-                f"UPDATE jobs SET state = 'retry', task_id = CASE WHEN error_code = 'PollTimeout' "
-                f"THEN task_id ELSE NULL END WHERE state = 'done' AND status = 'FAILED' "
-                f"AND COALESCE(error_code, '') NOT IN ({marks})", skip)
+                "UPDATE jobs SET state = 'retry', task_id = CASE WHEN error_code = 'PollTimeout' "
+                f"THEN task_id ELSE NULL END WHERE {where}", skip)
         return ids
 
     def ids_in_state(self, state: str) -> set[str]:

@@ -9,6 +9,7 @@ exit code 2.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,8 +117,18 @@ class Config:
             if name not in CAPABILITIES:
                 raise ConfigError(f"unknown capability (known: {', '.join(CAPABILITIES)})",
                                   key=f"qps.{name}")
-            if not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit <= 0:
-                raise ConfigError(f"must be a number > 0, got {limit!r}", key=f"qps.{name}")
+            if (not isinstance(limit, (int, float)) or isinstance(limit, bool)
+                    or not math.isfinite(limit) or limit <= 0):
+                raise ConfigError(f"must be a finite number > 0, got {limit!r}", key=f"qps.{name}")
+        for service_id, table in self.prices.items():
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"must be a mapping of usage keys to prices, got {table!r}",
+                                  key=f"prices.{service_id}")
+            for unit, price in table.items():
+                if (isinstance(price, bool) or not isinstance(price, (int, float))
+                        or not math.isfinite(price) or price < 0):
+                    raise ConfigError(f"must be a number >= 0, got {price!r}",
+                                      key=f"prices.{service_id}.{unit}")
 
     # ---- effective values, with time_scale applied -------------------------------------
     def effective_qps(self, capability: str) -> float:

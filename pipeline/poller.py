@@ -36,16 +36,17 @@ SINGLE_SHOT = RetryPolicy(max_attempts=1, max_rate_limited=1)
 class FirstPollTuner:
     """Learns where to place a capability's first poll (see the module docstring)."""
 
-    __slots__ = ("delay", "target", "rate", "floor", "ceiling", "observations")
+    __slots__ = ("delay", "target", "rate", "min_rate", "floor", "ceiling", "observations")
 
     #: How far (as a fraction) a poll's age may sit from the delay and still count.
     TOLERANCE = 0.05
 
     def __init__(self, initial: float, *, target: float = 0.85, rate: float = 0.3,
-                 floor: float = 0.0, ceiling: float = math.inf) -> None:
+                 min_rate: float = 0.02, floor: float = 0.0, ceiling: float = math.inf) -> None:
         self.delay = initial  # seconds from submit to the first poll
         self.target = target  # wanted share of tasks already finished at their first poll
-        self.rate = rate  # step size in log space
+        self.rate = rate  # initial step size in log space
+        self.min_rate = min_rate  # the step shrinks to this, not below, so drift is still tracked
         self.floor = floor
         self.ceiling = ceiling
         self.observations = 0
@@ -64,7 +65,10 @@ class FirstPollTuner:
             if not pending and age > self.delay * (1.0 + self.TOLERANCE):
                 return
         self.observations += 1
-        step = self.rate * ((1.0 if pending else 0.0) - (1.0 - self.target))
+        # Robbins-Monro settles only with a shrinking gain: a constant one leaves the delay
+        # wandering about +-25% around the quantile. Gain ~ 1/sqrt(n), floored at min_rate.
+        gain = max(self.rate / math.sqrt(1.0 + self.observations / 20.0), self.min_rate)
+        step = gain * ((1.0 if pending else 0.0) - (1.0 - self.target))
         self.delay = min(self.ceiling, max(self.floor, self.delay * math.exp(step)))
 
 

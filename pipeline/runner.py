@@ -134,8 +134,10 @@ class Run:
         if found:
             log.info("recovered %d result lines written just before an interruption", found)
         if self.req.retry_failed:
-            reopened = ckpt.reopen_failed(skip_codes=("InvalidParameter",))
+            # The flag first: a crash between the two must not leave reopened items whose old
+            # lines stay in the file (a later drop with no retry ids is a no-op).
             ckpt.set_meta("drop_pending", "1")
+            reopened = ckpt.reopen_failed(skip_codes=("InvalidParameter",))
             log.info("--retry-failed: %d failed items will run again", len(reopened))
         if ckpt.get_meta("drop_pending") == "1":
             dropped = drop_lines(self.req.out, ckpt.ids_in_state("retry"), ckpt)
