@@ -11,11 +11,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import commands
+from .checkpoint import Checkpoint
 from .cli_log import setup_logging
 from .config import load_config
 from .errors import ConfigError, ManifestError, PipelineError
-from .runner import EXIT_ABORTED, EXIT_USAGE, RunRequest, UsageError, run
-from .report import format_summary
+from .capabilities import CAPABILITIES
+from .progress import count_lines, show_progress
+from .report import RunStats, format_summary
+from .runner import EXIT_ABORTED, EXIT_USAGE, Run, RunRequest, RunResult, UsageError
 
 log = logging.getLogger("pipeline")
 
@@ -46,6 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live progress on stderr (auto: rich on a terminal, plain lines otherwise)")
     _common(p)
 
+    p = sub.add_parser("validate", help="check every manifest line; no network")
+    p.add_argument("manifest", help="JSONL, CSV or YAML manifest; - reads JSONL from stdin")
+    p.add_argument("--config", help="YAML config file (prices for the cost estimate)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _common(p)
+
+    p = sub.add_parser("status", help="what a run (finished, crashed or running) has done so far")
+    p.add_argument("--state-dir", required=True, help="the run's checkpoint directory")
+    p.add_argument("--config", help="YAML config file (prices for the cost estimate)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _common(p)
+
+    p = sub.add_parser("demo", help="run sample_manifests/ through an in-process emulator")
+    try:  # TEMP until demo.py lands
+        from . import demo
+        demo.add_arguments(p)
+    except ImportError:
+        pass
+    _common(p)
+
     p = sub.add_parser("emulator", help="run the local OpenSearch-compatible emulator")
     from .emulator import cli as emulator_cli
     emulator_cli.add_arguments(p)
@@ -60,6 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "validate":
+            code, report = commands.validate(args.manifest, load_config(args.config))
+            print(json.dumps(report, indent=2) if args.json else commands.format_validate(report))
+            return code
+        if args.command == "status":
+            if not (Path(args.state_dir) / Checkpoint.DB_NAME).exists():
+                raise UsageError(f"{args.state_dir} holds no run (no {Checkpoint.DB_NAME} in it)")
+            code, report = commands.status(Path(args.state_dir), load_config(args.config))
+            print(json.dumps(report, indent=2) if args.json else commands.format_status(report))
+            return code
+        if args.command == "demo":
+            from . import demo
+            return demo.main(args)
         if args.command == "emulator":
             from .emulator import cli as emulator_cli
             return emulator_cli.main(args)
@@ -87,10 +124,27 @@ def _run(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir) if args.state_dir else out.with_name(out.name + ".state")
     request = RunRequest(manifest=args.manifest, out=out, state_dir=state_dir, api_key=api_key,
                          config=config, retry_failed=args.retry_failed)
-    result = asyncio.run(run(request))
-    if not args.quiet:
+    stats = RunStats()
+    limits = {name: config.qps.get(name, cap.default_qps) * config.time_scale
+              for name, cap in CAPABILITIES.items()}
+
+    async def with_progress() -> RunResult:
+        progress = asyncio.create_task(show_progress(
+            stats, limits, total=count_lines(args.manifest), mode="off" if args.quiet else args.progress,
+            interval=config.progress_interval))
+        try:
+            return await Run(request, stats=stats).execute()
+        finally:
+            progress.cancel()
+            await asyncio.gather(progress, return_exceptions=True)
+
+    result = asyncio.run(with_progress())
+    where = f"results: {out}   summary: {out.with_name(out.stem + '.summary.json')}"
+    if args.log_format == "json":
+        log.info("run %s; %s", result.outcome, where, extra={"summary": result.summary})
+    elif not args.quiet:
         print(format_summary(result.summary), file=sys.stderr)
-        print(f"results: {out}   summary: {out.with_name(out.stem + '.summary.json')}", file=sys.stderr)
+        print(where, file=sys.stderr)
     if result.reason:
         log.error("run stopped: %s", result.reason)
     return result.exit_code

@@ -34,8 +34,21 @@ class JsonFormatter(logging.Formatter):
 
 
 class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    #: Shorter "keys" (test values like "k") would blank out ordinary letters of every line.
+    MIN_SECRET = 8
+
+    # Always the current sys.stderr, so rich's live display can redirect it while it runs.
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), os.environ.get("DASHSCOPE_API_KEY") or None)
+        secret = (os.environ.get("DASHSCOPE_API_KEY") or "").strip()
+        return redact(super().format(record), secret if len(secret) >= self.MIN_SECRET else None)
 
 
 def setup_logging(*, verbose: int = 0, quiet: bool = False, fmt: str = "text") -> None:

@@ -50,6 +50,15 @@ def _default_prices() -> dict[str, dict[str, float]]:
     }
 
 
+def _default_usage_estimates() -> dict[str, dict[str, float]]:
+    # Per-item usage assumed by `validate`'s cost estimate where the price is per token: an
+    # upper bound for typical media, not a guarantee. Tune them to your catalog.
+    return {
+        "ops-image-analyze-vlm-001": {"token_count": 2000},
+        "ops-video-summarize-001": {"input_token": 20000, "output_token": 2000},
+    }
+
+
 @dataclass(frozen=True)
 class FailureThreshold:
     """Stop a run that is clearly misconfigured: when more than `max_ratio` of the first
@@ -88,6 +97,7 @@ class Config:
     adaptive_polling: AdaptivePolling = field(default_factory=AdaptivePolling)
     failure_threshold: FailureThreshold = field(default_factory=FailureThreshold)
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=_default_prices)
+    usage_estimates: Mapping[str, Mapping[str, float]] = field(default_factory=_default_usage_estimates)
     #: Divides every delay and multiplies every QPS limit. For the emulator's time-scaled mode
     #: only; leave at 1 against the real service.
     time_scale: float = 1.0
@@ -120,15 +130,16 @@ class Config:
             if (not isinstance(limit, (int, float)) or isinstance(limit, bool)
                     or not math.isfinite(limit) or limit <= 0):
                 raise ConfigError(f"must be a finite number > 0, got {limit!r}", key=f"qps.{name}")
-        for service_id, table in self.prices.items():
-            if not isinstance(table, Mapping):
-                raise ConfigError(f"must be a mapping of usage keys to prices, got {table!r}",
-                                  key=f"prices.{service_id}")
-            for unit, price in table.items():
-                if (isinstance(price, bool) or not isinstance(price, (int, float))
-                        or not math.isfinite(price) or price < 0):
-                    raise ConfigError(f"must be a number >= 0, got {price!r}",
-                                      key=f"prices.{service_id}.{unit}")
+        for section in ("prices", "usage_estimates"):
+            for service_id, table in getattr(self, section).items():
+                if not isinstance(table, Mapping):
+                    raise ConfigError(f"must be a mapping of usage keys to numbers, got {table!r}",
+                                      key=f"{section}.{service_id}")
+                for unit, price in table.items():
+                    if (isinstance(price, bool) or not isinstance(price, (int, float))
+                            or not math.isfinite(price) or price < 0):
+                        raise ConfigError(f"must be a number >= 0, got {price!r}",
+                                          key=f"{section}.{service_id}.{unit}")
 
     # ---- effective values, with time_scale applied -------------------------------------
     def effective_qps(self, capability: str) -> float:
@@ -197,7 +208,7 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str, source: str, base:
         elif key == "qps" and prefix == "":
             _check_type(dotted, value, current, source)
             kwargs[key] = {**current, **value}
-        elif key == "prices" and prefix == "":
+        elif key in ("prices", "usage_estimates") and prefix == "":
             _check_type(dotted, value, current, source)
             kwargs[key] = {**current, **value}
         else:

@@ -1,0 +1,139 @@
+"""Live progress on stderr: a rich table on a terminal, one plain line at a steady interval otherwise.
+
+Both read the same `RunStats` snapshot: per capability queued / in flight / done / failed, the
+request rate against its limit, 429s and retries; elapsed time and an ETA from the recent
+finishing rate and the manifest's line count (an estimate: it counts lines, not valid items).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Mapping, TextIO
+
+from .report import RunStats
+
+log = logging.getLogger("pipeline.progress")
+
+
+def count_lines(manifest: str) -> int | None:
+    """Lines in a JSONL/CSV manifest (a fast byte scan), or None when it cannot be known cheaply."""
+    if manifest == "-":
+        return None
+    path = Path(manifest)
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".json", ".csv"):
+        return None
+    n = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            n += chunk.count(b"\n")
+    return max(n - 1, 0) if suffix == ".csv" else n
+
+
+class Snapshot:
+    """Derived figures for one moment; the rate window is the last ~30 s."""
+
+    def __init__(self, stats: RunStats, limits: Mapping[str, float], total: int | None,
+                 history: deque[tuple[float, int, dict[str, int]]]) -> None:
+        now = time.monotonic()
+        self.elapsed = stats.elapsed()
+        done_total = sum(s.done + s.skipped for s in stats.caps.values())
+        history.append((now, done_total, {name: s.requests for name, s in stats.caps.items()}))
+        while len(history) > 2 and history[0][0] < now - 30:
+            history.popleft()
+        (t0, d0, r0), (t1, d1, r1) = history[0], history[-1]
+        span = t1 - t0
+        self.rows = []
+        for name, s in stats.caps.items():
+            if not (s.done or s.queued or s.in_flight or s.requests or s.skipped):
+                continue
+            # The recent request rate (last ~30 s), the figure to hold against the limit.
+            rate = (r1[name] - r0[name]) / span if span > 0 else 0.0
+            self.rows.append((name, s.queued, s.in_flight, s.succeeded + s.skipped, s.failed, rate,
+                              limits.get(name), s.rate_limited, s.retries))
+        self.done = done_total
+        self.rejected = stats.rejected
+        self.total = total
+        self.eta: float | None = None
+        if total and t1 > t0 and d1 > d0:
+            remaining = max(total - done_total - stats.rejected, 0)
+            self.eta = remaining / ((d1 - d0) / (t1 - t0))
+
+    def plain(self) -> str:
+        parts = [f"progress: {self.done}{'/' + str(self.total) if self.total else ''} done"
+                 f", {self.rejected} rejected, elapsed {_hms(self.elapsed)}"
+                 f"{', eta ' + _hms(self.eta) if self.eta is not None else ''}"]
+        for name, queued, inflight, ok, failed, rate, limit, r429, retries in self.rows:
+            parts.append(f"{name}: q={queued} fly={inflight} ok={ok} fail={failed} "
+                         f"{rate:.1f}/{limit:g}rps 429={r429} retry={retries}")
+        return " | ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "done": self.done, "total_lines": self.total, "rejected": self.rejected,
+            "elapsed_s": round(self.elapsed, 1), "eta_s": round(self.eta, 1) if self.eta else None,
+            "capabilities": {r[0]: {"queued": r[1], "in_flight": r[2], "succeeded": r[3],
+                                    "failed": r[4], "request_rate": round(r[5], 2), "limit": r[6],
+                                    "rate_limited": r[7], "retries": r[8]} for r in self.rows},
+        }
+
+
+def _hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+async def show_progress(stats: RunStats, limits: Mapping[str, float], *, total: int | None,
+                        mode: str, interval: float, stream: TextIO | None = None) -> None:
+    """Runs until cancelled. mode: "rich", "plain", "off" or "auto" (rich on a terminal)."""
+    stream = stream or sys.stderr
+    if mode == "auto":
+        mode = "rich" if stream.isatty() else "plain"
+    if mode == "off":
+        return
+    history: deque[tuple[float, int, dict[str, int]]] = deque()
+    if mode == "plain":
+        while True:
+            await asyncio.sleep(interval)
+            snap = Snapshot(stats, limits, total, history)
+            log.info("%s", snap.plain(), extra={"progress": snap.as_dict()})
+    await _rich(stats, limits, total, history, stream)
+
+
+async def _rich(stats: RunStats, limits: Mapping[str, float], total: int | None,
+                history: deque[tuple[float, int, dict[str, int]]], stream: TextIO) -> None:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    def render() -> Table:
+        snap = Snapshot(stats, limits, total, history)
+        title = (f"{snap.done}{'/' + str(total) if total else ''} done · {snap.rejected} rejected · "
+                 f"elapsed {_hms(snap.elapsed)} · ETA {_hms(snap.eta)}")
+        table = Table(title=title, title_justify="left", expand=False)
+        for col in ("capability", "queued", "in flight", "done", "failed", "req/s / limit", "429s", "retries"):
+            table.add_column(col, justify="left" if col == "capability" else "right")
+        for name, queued, inflight, ok, failed, rate, limit, r429, retries in snap.rows:
+            table.add_row(name, str(queued), str(inflight), str(ok), str(failed),
+                          f"{rate:.1f} / {limit:g}", str(r429), str(retries))
+        return table
+
+    console = Console(file=stream, stderr=stream is sys.stderr)
+    try:
+        # Live redirects sys.stderr while it runs, so log lines print above the table.
+        with Live(render(), console=console, refresh_per_second=4, transient=False) as live:
+            try:
+                while True:
+                    await asyncio.sleep(0.5)
+                    live.update(render())
+            finally:
+                live.update(render())
+    finally:
+        console.line()
