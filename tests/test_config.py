@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.backoff import PollPolicy, RetryPolicy
 from pipeline.capabilities import CAPABILITIES
@@ -300,3 +302,11 @@ def test_bad_price_entries_are_rejected(tmp_path, text, key):
         assert err.key == key and str(path) in str(err)
     else:
         raise AssertionError("a malformed price entry was accepted")
+
+
+def test_default_yaml_documents_exactly_the_defaults() -> None:
+    """configs/default.yaml sets every top-level key, and loading it gives the built-in defaults."""
+    path = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+    data = yaml.safe_load(path.read_text())
+    assert set(data) == {f.name for f in dataclasses.fields(Config)}
+    assert load_config(path, env={}) == Config()
