@@ -106,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         log.error("%s", exc)
         return EXIT_ABORTED
+    except KeyboardInterrupt:  # a signal outside the run's own handling: state is consistent
+        log.error("interrupted; run the same command again to resume")
+        return EXIT_ABORTED
+    except OSError as exc:  # a full disk, an unwritable results path: stop, state stays resumable
+        log.error("cannot go on: %s", exc)
+        return EXIT_ABORTED
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

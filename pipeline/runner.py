@@ -163,7 +163,7 @@ class Run:
             on_retry=self._on_retry, on_response=self.stats.on_response,
             connection_limit=max(100, cfg.submit_workers * len(CAPABILITIES) + 64))
         self._sink = Sink(self.req.out, ckpt, on_written=self._on_written)
-        self._sink.start()
+        sink_task = self._sink.start()
         self._queues: dict[str, asyncio.Queue[Job | None]] = {
             name: asyncio.Queue(cfg.queue_size) for name in CAPABILITIES}
         self._inflight = {name: asyncio.Semaphore(cfg.max_in_flight) for name in CAPABILITIES}
@@ -184,28 +184,29 @@ class Run:
         reader = loop.create_task(self._read(done, pending), name="reader")
         fatal: BaseException | None = None
         try:
-            fatal = await self._supervise(reader, workers, pollers)
+            fatal = await self._supervise(reader, workers, pollers, sink_task)
         finally:
-            self._remove_signals(loop)
             for task in [reader, *workers, *pollers, *self._extra_tasks]:
                 task.cancel()
             await asyncio.gather(reader, *workers, *pollers, *self._extra_tasks, return_exceptions=True)
             await self._sink.close()
             await self._client.close()
             self._rejects.close()
+            self._remove_signals(loop)  # last: a second signal during the clean-up still exits at once
         if fatal is not None:
             raise fatal
         return self._result()
 
     async def _supervise(self, reader: asyncio.Task[None], workers: list[asyncio.Task[None]],
-                         pollers: list[asyncio.Task[None]]) -> BaseException | None:
+                         pollers: list[asyncio.Task[None]], sink: asyncio.Task[None]) -> BaseException | None:
         """Wait for the normal end (reader, then workers, then pollers) or a stop.
 
-        Returns an unexpected exception to re-raise, or None.
+        Returns an unexpected exception to re-raise (a crashed stage, a sink that cannot
+        write), or None.
         """
         stop = asyncio.get_running_loop().create_task(self._stop.wait())
         stages = [([reader], self._close_queues), (workers, self._close_pollers), (pollers, None)]
-        running = {reader, *workers, *pollers}
+        running = {reader, *workers, *pollers, sink}
         try:
             while stages:
                 finished, running = await asyncio.wait(running | {stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -174,8 +174,10 @@ class Sink:
     def __repr__(self) -> str:
         return f"Sink({str(self.path)!r}, written={self.written}, queued={self._queue.qsize()})"
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Start the writer task; the caller watches it (a write error, e.g. a full disk, ends it)."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="sink")
+        return self._task
 
     def put(self, line: dict[str, Any]) -> None:
         if self._closed:
