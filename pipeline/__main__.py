@@ -63,11 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("demo", help="run sample_manifests/ through an in-process emulator")
-    try:  # TEMP until demo.py lands
-        from . import demo
-        demo.add_arguments(p)
-    except ImportError:
-        pass
+    from . import demo
+    demo.add_arguments(p)
     _common(p)
 
     p = sub.add_parser("emulator", help="run the local OpenSearch-compatible emulator")

@@ -1,0 +1,161 @@
+"""The demo: every sample manifest runs through the in-process emulator as promised."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import secrets
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline import demo
+from pipeline.capabilities import CAPABILITIES
+from pipeline.job import Job
+from pipeline.manifest import read_manifest
+from pipeline.runner import side_file
+
+#: Fast enough that the three sample runs take about a second in all.
+TIME_SCALE = 200.0
+KNOWN_KEY = "demo-test-key-0123456789abcdef"
+
+
+@dataclass
+class DemoRun:
+    code: int
+    stdout: str
+    out_dir: Path
+
+
+def run_demo(out_dir: Path, *, keep: bool = False) -> DemoRun:
+    """Call `demo.main` as the CLI would, with a known API key, capturing stdout."""
+    args = argparse.Namespace(out_dir=str(out_dir), time_scale=TIME_SCALE, keep=keep)
+    buffer = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buffer):
+        mp.setattr(secrets, "token_urlsafe", lambda nbytes=None: KNOWN_KEY)
+        code = demo.main(args)
+    return DemoRun(code, buffer.getvalue(), out_dir)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    return run_demo(tmp_path_factory.mktemp("demo") / "demo-output")
+
+
+def sample_manifests() -> list[Path]:
+    manifests = demo.find_manifests(demo.SAMPLES_DIR)
+    assert {m.suffix for m in manifests} == {".jsonl", ".csv", ".yaml"}, manifests
+    return manifests
+
+
+def valid_jobs(manifest: Path) -> list[Job]:
+    return [j for j in read_manifest(manifest) if isinstance(j, Job)]
+
+
+def result_lines(out_dir: Path, manifest: Path) -> list[dict[str, object]]:
+    path = out_dir / f"{demo.output_name(manifest)}.results.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_demo_exits_zero_despite_the_deliberate_reject(demo_run: DemoRun) -> None:
+    """The demo ends with exit code 0 and calls every manifest's outcome expected."""
+    assert demo_run.code == 0, demo_run.stdout
+    assert "PROBLEM" not in demo_run.stdout
+    for manifest in sample_manifests():
+        assert f"=== {manifest.name} " in demo_run.stdout
+
+
+def test_samples_cover_every_capability() -> None:
+    """Between them the sample manifests exercise all six capabilities."""
+    used = {job.capability for m in sample_manifests() for job in valid_jobs(m)}
+    assert used == set(CAPABILITIES)
+
+
+def test_every_valid_item_has_exactly_one_success_line(demo_run: DemoRun) -> None:
+    """Each valid item of each sample manifest has exactly one result line, and it is SUCCESS."""
+    for manifest in sample_manifests():
+        ids = [job.id for job in valid_jobs(manifest)]
+        assert ids, manifest
+        lines = result_lines(demo_run.out_dir, manifest)
+        assert Counter(str(line["id"]) for line in lines) == Counter(ids), manifest
+        assert {line["status"] for line in lines} == {"SUCCESS"}, manifest
+
+
+def test_local_image_result_quotes_its_file_name(demo_run: DemoRun) -> None:
+    """A `path` item is sent as base64 and its result names the local file."""
+    checked = 0
+    for manifest in sample_manifests():
+        by_id = {line["id"]: line for line in result_lines(demo_run.out_dir, manifest)}
+        for job in valid_jobs(manifest):
+            if job.source_kind == "path":
+                data = by_id[job.id]["data"]
+                assert isinstance(data, dict)
+                assert Path(job.source).name in str(data["content"])
+                checked += 1
+    assert checked >= 1, "no sample manifest has a local-file item"
+
+
+def test_deliberate_invalid_line_is_reported_with_its_line_number(demo_run: DemoRun) -> None:
+    """The deliberately invalid JSONL line is in the rejects file, and in the report, by line number."""
+    manifest = demo.SAMPLES_DIR / "catalog.jsonl"
+    expected = demo.deliberate_lines(manifest)
+    assert len(expected) == 1
+    rejects_file = side_file(demo_run.out_dir / f"{demo.output_name(manifest)}.results.jsonl", "rejects.jsonl")
+    rejects = [json.loads(line) for line in rejects_file.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in rejects] == sorted(expected)
+    assert "output.oss" in rejects[0]["reason"]
+    assert f"line {min(expected)} (" in demo_run.stdout
+
+
+def test_summary_json_files_exist_and_match(demo_run: DemoRun) -> None:
+    """Each run leaves a summary JSON file whose success count is the manifest's valid items."""
+    for manifest in sample_manifests():
+        out = demo_run.out_dir / f"{demo.output_name(manifest)}.results.jsonl"
+        summary = json.loads(side_file(out, "summary.json").read_text(encoding="utf-8"))
+        assert summary["succeeded"] == len(valid_jobs(manifest))
+        assert summary["failed"] == 0
+
+
+def test_api_key_never_printed_or_written(demo_run: DemoRun) -> None:
+    """The generated API key appears neither on stdout nor in any file the demo wrote."""
+    assert KNOWN_KEY not in demo_run.stdout
+    for path in demo_run.out_dir.rglob("*"):
+        if path.is_file():
+            assert KNOWN_KEY.encode() not in path.read_bytes(), path
+
+
+def test_unmarked_invalid_line_makes_the_demo_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rejected line that no comment marks as deliberate is a real failure: exit code 1."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "bad.jsonl").write_text(
+        '{"id": "ok", "capability": "object_detection", "url": "https://example.com/a.jpg"}\n'
+        '{"id": "bad", "capability": "video_segmentation", "oss": "oss://b/v.mp4"}\n')
+    monkeypatch.setattr(demo, "SAMPLES_DIR", samples)
+    result = run_demo(tmp_path / "out")
+    assert result.code == 1
+    assert "PROBLEM: line 2 was rejected" in result.stdout
+
+
+def test_fresh_start_never_deletes_a_directory_the_demo_did_not_make(tmp_path: Path) -> None:
+    """Without the demo's marker file, a non-empty --out-dir is refused and left as it was."""
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    assert demo.prepare_out_dir(tmp_path, keep=False) is not None
+    assert precious.read_text() == "keep me"
+
+
+def test_keep_resumes_instead_of_running_again(tmp_path: Path) -> None:
+    """With --keep a second demo finds every item done and submits nothing again."""
+    first = run_demo(tmp_path / "out")
+    assert first.code == 0, first.stdout
+    second = run_demo(tmp_path / "out", keep=True)
+    assert second.code == 0, second.stdout
+    assert "not submitted again" in second.stdout
+    for manifest in sample_manifests():
+        ids = [job.id for job in valid_jobs(manifest)]
+        assert Counter(str(line["id"]) for line in result_lines(tmp_path / "out", manifest)) == Counter(ids)
