@@ -9,6 +9,7 @@ nothing else in the pipeline branches on capability names.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -276,6 +277,7 @@ for _cap in CAPABILITIES.values():
         _ALIASES[_norm(_alias)] = _cap.name
 
 
+@functools.lru_cache(maxsize=256)  # manifests repeat a handful of names millions of times
 def resolve(name: str) -> Capability | None:
     """The capability for a canonical name or any alias (case, spaces and punctuation ignored)."""
     key = _ALIASES.get(_norm(name))

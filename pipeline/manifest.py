@@ -17,8 +17,9 @@ import re
 import stat
 import sys
 from array import array
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, TextIO
+from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 
 from .capabilities import (IMAGE_TYPES, MAX_BODY_BYTES, Capability, CAPABILITIES,
                            effective_output, owner_of_service_id, resolve)
@@ -26,7 +27,7 @@ from .errors import ManifestError
 from .job import SOURCE_KINDS, Job
 from .manifest_formats import RawRecord, Rejected, iter_csv, iter_jsonl, iter_yaml
 
-__all__ = ["ALLOWED_KEYS", "DuplicateIds", "Rejected", "derive_id", "estimated_body_bytes",
+__all__ = ["ALLOWED_KEYS", "DuplicateIds", "Rejected", "Skipped", "derive_id", "estimated_body_bytes",
            "read_manifest", "validate_item"]
 
 ALLOWED_KEYS = ("id", "capability", "service_id", "url", "oss", "path", "content", "file_name",
@@ -44,14 +45,28 @@ _OSS_PREFIX = re.compile(r"oss://[^/\s]+(/.*)?", re.DOTALL)
 _COUNTS = {2: "two", 3: "three", 4: "four"}
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """An item the caller already finished (see `read_manifest`'s `skip`): not validated again."""
+
+    line: int
+    id: str
+    capability: str | None  # canonical name when the item names a known capability
+
+
 def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None = None,
                   base_dir: Path | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-                  check_files: bool = True) -> Iterator[Job | Rejected]:
+                  check_files: bool = True, skip: Callable[[str], bool] | None = None,
+                  ) -> Iterator[Job | Rejected | Skipped]:
     """Stream the manifest at `path` (``"-"`` or None: JSON Lines on `stdin`) as Jobs and Rejecteds.
 
     Relative `path` sources resolve against `base_dir` (default: the manifest's directory, or
     the working directory for stdin). Raises `ManifestError` at once for an unsupported
     extension or a manifest that does not exist; everything else is a `Rejected` in the stream.
+
+    `skip(id)` (a resume's "already done?") is asked before validation; the first item with
+    such an id comes out as `Skipped`, without the validation cost (file checks included),
+    so resuming a huge manifest reaches the unfinished items fast. Repeats still get rejected.
     """
     records: Iterable[RawRecord]
     if path is None or str(path) == "-":
@@ -73,7 +88,7 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
             raise ManifestError("manifest is not readable: check its permissions", source=str(manifest))
         records = _records(manifest, kind, max_body_bytes)
         base = base_dir or manifest.parent.absolute()
-    return _validated(records, base, max_body_bytes, check_files)
+    return _validated(records, base, max_body_bytes, check_files, skip)
 
 
 def _records(manifest: Path, kind: str, max_body_bytes: int) -> Iterator[RawRecord]:
@@ -86,13 +101,21 @@ def _records(manifest: Path, kind: str, max_body_bytes: int) -> Iterator[RawReco
 
 
 def _validated(records: Iterable[RawRecord], base: Path, max_body_bytes: int,
-               check_files: bool) -> Iterator[Job | Rejected]:
+               check_files: bool, skip: Callable[[str], bool] | None = None,
+               ) -> Iterator[Job | Rejected | Skipped]:
     seen = DuplicateIds()
     for record in records:
         if isinstance(record, Rejected):
             yield record
             continue
         line, raw = record
+        if skip is not None and isinstance(raw, Mapping):
+            quick_id = _quick_id(raw)
+            if quick_id is not None and skip(quick_id) and seen.add(quick_id):
+                name = raw.get("capability")
+                cap = resolve(name) if isinstance(name, str) else None
+                yield Skipped(line, quick_id, cap.name if cap else None)
+                continue
         result = validate_item(raw, line, base_dir=base, max_body_bytes=max_body_bytes,
                                check_files=check_files)
         if result.id is not None and not seen.add(result.id) and isinstance(result, Job):
@@ -101,6 +124,17 @@ def _validated(records: Iterable[RawRecord], base: Path, max_body_bytes: int,
             result = Rejected(line, f"duplicate id '{result.id}': ids must be unique within a "
                                     f"manifest{hint}", result.id)
         yield result
+
+
+def _quick_id(raw: Mapping[str, Any]) -> str | None:
+    """The id `validate_item` would give this item, without validating it (None if unusable)."""
+    value = raw.get("id")
+    if value is None:
+        return derive_id(raw)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text if text.strip() else None
 
 
 class _Invalid(Exception):
@@ -150,10 +184,11 @@ def estimated_body_bytes(file_size: int) -> int:
 class DuplicateIds:
     """Remembers the ids seen so far in ~8-16 bytes each, not as strings.
 
-    An open-addressing hash set (linear probing, load <= 1/2) of 64-bit blake2b digests in an
-    ``array('Q')``; 0 marks an empty slot. A million ids take 16 MB. Two different ids share a
-    digest with probability about n^2 / 2^65 (3e-8 for a million), which would only reject
-    one item as a duplicate, visibly.
+    An open-addressing hash set (linear probing, load <= 1/2) of 64-bit digests in an
+    ``array('Q')``; 0 marks an empty slot. A million ids take 16 MB. The digest is Python's own
+    string hash (SipHash, 64 bits, computed in C and cached on the string, so asking twice
+    costs nothing); it is salted per process, which is fine for a set that lives in memory.
+    Two different ids share a digest with probability about n^2 / 2^65 (3e-8 for a million).
     """
 
     __slots__ = ("_slots", "_mask", "_count")
@@ -204,8 +239,7 @@ class DuplicateIds:
 
 
 def _digest(item_id: str) -> int:
-    raw = hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(raw, "little") or 1  # 0 is the empty-slot marker
+    return hash(item_id) & 0xFFFF_FFFF_FFFF_FFFF or 1  # 0 is the empty-slot marker
 
 
 # ---------------------------------------------------------------------------- the checks

@@ -33,7 +33,7 @@ from .config import Config
 from .errors import FatalError, PipelineError, RateLimited, ServiceError, TaskNotExist
 from .job import Job
 from .limits import Pacers
-from .manifest import DuplicateIds, Rejected, read_manifest
+from .manifest import DuplicateIds, Rejected, Skipped, read_manifest
 from .poller import FirstPollTuner, Poller, TaskHandle
 from .report import RunStats, stats_from_outcomes, summarize, with_live_counters
 from .sink import Sink, drop_lines, reconcile, result_line
@@ -254,12 +254,16 @@ class Run:
     # ---- reader ------------------------------------------------------------------------
     async def _read(self, done: DuplicateIds, pending: dict[str, PendingTask]) -> None:
         seen = 0
-        for item in read_manifest(self.req.manifest, max_body_bytes=MAX_BODY_BYTES):
+        for item in read_manifest(self.req.manifest, max_body_bytes=MAX_BODY_BYTES, skip=done.__contains__):
             if self._stop.is_set():
                 return
             seen += 1
             if seen % 512 == 0:
                 await asyncio.sleep(0)  # a resume may skip many done items without awaiting
+            if isinstance(item, Skipped):  # done in an earlier run
+                if item.capability is not None:
+                    self.stats.caps[item.capability].skipped += 1
+                continue
             if isinstance(item, Rejected):
                 self.stats.rejected += 1
                 self._rejects.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
@@ -267,9 +271,6 @@ class Run:
                 continue
             self.stats.read += 1
             stats = self.stats.caps[item.capability]
-            if item.id in done:
-                stats.skipped += 1
-                continue
             known = pending.pop(item.id, None)
             if known is not None and known.task_id and (known.state == "submitted" or known.error_code == "PollTimeout"):
                 await self._acquire_slot(item.capability)

@@ -479,3 +479,24 @@ def test_large_yaml_list_is_streamed_item_by_item(tmp_path: Path) -> None:
     assert isinstance(first, Job) and first.id == "y0"
     assert peak < 512 * 1024, peak
     stream.close()  # type: ignore[attr-defined]
+
+
+def test_skip_yields_done_items_without_validating_them(tmp_path: Path) -> None:
+    """Items the caller says are done come out as Skipped before validation (even if their local
+    file is gone), derived ids are matched too, and a repeated done id is still rejected."""
+    from pipeline.manifest import Skipped, derive_id
+
+    anonymous = {"capability": "audio_asr", "url": "https://e.com/a.mp3"}
+    rows = [
+        {"id": "gone", "capability": "image_analyze", "path": "deleted.png"},
+        anonymous,
+        {"id": "new", "capability": "image_analyze", "url": "https://e.com/n.jpg"},
+        {"id": "gone", "capability": "image_analyze", "url": "https://e.com/x.jpg"},
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = {"gone", derive_id(anonymous)}
+    out = list(read_manifest(manifest, skip=done.__contains__))
+    assert [type(o).__name__ for o in out] == ["Skipped", "Skipped", "Job", "Rejected"]
+    assert out[0] == Skipped(1, "gone", "image_analyze") and out[1].capability == "audio_asr"
+    assert out[3].line == 4 and "duplicate" in out[3].reason
