@@ -175,11 +175,15 @@ class Poller:
                     continue
                 wait = self._heap[0].when - self._clock()
                 if wait > 0:
+                    # A timer that sets the event, not wait_for(): on Python 3.11 wait_for can
+                    # swallow a cancellation that arrives as the event is set, and the run's
+                    # shutdown then waits on this poller for ever.
                     self._wake.clear()
+                    timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
                     try:
-                        await asyncio.wait_for(self._wake.wait(), timeout=wait)
-                    except asyncio.TimeoutError:
-                        pass
+                        await self._wake.wait()
+                    finally:
+                        timer.cancel()
                     continue
                 await self._slots.acquire()
                 due = heapq.heappop(self._heap)

@@ -220,6 +220,7 @@ class Run:
                         return exc
                 if self._stop.is_set():
                     await self._drain_on_stop()
+                    self._close_pollers()  # and they are cancelled by the caller
                     return None
                 while stages and all(t.done() for t in stages[0][0]):
                     _, closer = stages.pop(0)

@@ -140,3 +140,34 @@ def test_second_signal_exits_at_once_and_stays_consistent(tmp_path: Path, emu: E
     final = cli(args, env={"DASHSCOPE_API_KEY": KEY}, timeout=120)
     assert final.returncode == 0, final.stderr[-2000:]
     assert_exactly_once(read_results(results), jobs_of(manifest))
+
+
+def test_sigterm_ends_a_busy_run_promptly(tmp_path: Path) -> None:
+    """With limits off and instant tasks (thousands of polls a second), the first SIGTERM still
+    ends the run within seconds: no poller may keep the shutdown waiting."""
+    caps = ("image-analyze", "image-object-detection", "video-segmentation", "video-snapshot",
+            "video-summarization", "audio-asr")
+    settings = EmulatorSettings(api_key=KEY, qps={c: 100_000 for c in caps},
+                                durations={c: (0.0, 0.0) for c in caps if c != "image-object-detection"})
+    manifest = write_manifest(tmp_path / "m.jsonl", items(40_000))
+    cfg = config_file(tmp_path / "cfg.yaml", polling={"first_delay": 0.005},
+                      qps={name: 100_000 for name in ("image_analyze", "object_detection", "video_segmentation",
+                                                      "video_snapshot", "video_summarization", "audio_asr")})
+    with EmulatorThread(settings) as emu:
+        proc = _start(["run", str(manifest), "--out", str(tmp_path / "r.jsonl"), "--endpoint", emu.url,
+                       "--config", str(cfg), "--progress", "off"])
+        results = tmp_path / "r.jsonl"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (results.exists() and results.stat().st_size > 200_000):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        try:
+            _, err = proc.communicate(timeout=8)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("the run did not end within 8 s of SIGTERM")
+    assert proc.returncode == 3, err[-2000:]
+    assert time.monotonic() - sent < 8
+    assert "second SIGTERM" not in err
