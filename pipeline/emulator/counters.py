@@ -20,7 +20,12 @@
       "results_delivered": {"SUCCESS": 3, "FAILED": 0},  # distinct tasks whose final status
                                                          # a client has been sent
       "tasks_forgotten": 0,
-      "faults": {"error_500": 0, "slow": 0, "dropped": 0, "burst_429": 0, "task_fail": 0}
+      "faults": {"error_500": 0, "slow": 0, "dropped": 0, "burst_429": 0, "task_fail": 0},
+      "first_offered_at": 1234.5,  # emulator clock (time.monotonic by default) of the first
+                                   # request counted against a limit; null before any
+      "accepted_span": {"image-analyze": {"first": 1234.5, "last": 1240.1, "count": 57}, ...}
+                                   # per capability that had accepted counted requests: clock
+                                   # times of the first and the last, and how many there were
     }
 
 A "submission" is a create (or detection) that was processed: it passed auth, limits, faults
@@ -75,6 +80,8 @@ class Counters:
         self.results_delivered: Counter[str] = Counter()  # final status -> distinct tasks
         self.tasks_forgotten = 0
         self.faults: Counter[str] = Counter()  # fault kind -> times injected
+        self.first_offered_at: float | None = None  # clock time of the first counted request
+        self.accepted_span: dict[str, list[float]] = {}  # capability -> [first, last, count]
 
     def record_request(self, route: str, status: int | str) -> None:
         """Count one answer (an HTTP status, or ``"dropped"``) on ``route``."""
@@ -83,10 +90,18 @@ class Counters:
     def record_offered(self, capability: str, now: float) -> None:
         """A request that counts against the limit arrived (before the limiter decides)."""
         self.peak_offered[capability].observe(now)
+        if self.first_offered_at is None:
+            self.first_offered_at = now
 
     def record_accepted(self, capability: str, now: float) -> None:
         """A request that counts against the limit was let through by the limiter."""
         self.peak_accepted[capability].observe(now)
+        span = self.accepted_span.get(capability)
+        if span is None:
+            self.accepted_span[capability] = [now, now, 1]
+        else:
+            span[1] = now
+            span[2] += 1
 
     def record_throttled(self, capability: str) -> None:
         self.throttled[capability] += 1
@@ -118,4 +133,7 @@ class Counters:
             "results_delivered": {s: self.results_delivered[s] for s in ("SUCCESS", "FAILED")},
             "tasks_forgotten": self.tasks_forgotten,
             "faults": {kind: self.faults[kind] for kind in FAULT_KINDS},
+            "first_offered_at": self.first_offered_at,
+            "accepted_span": {c: {"first": s[0], "last": s[1], "count": int(s[2])}
+                              for c, s in self.accepted_span.items()},
         }

@@ -1,0 +1,122 @@
+"""Scenario 5: resuming a state dir that holds 1,000,000 finished items and 1,000 left.
+
+The state is built the way the runner leaves it, only faster: the 1,001,000-line manifest,
+a results file with one result line per finished item, those items marked done in the
+checkpoint in big batches (`Checkpoint.mark_done`, with the results file's size as the sink
+offset), and the meta keys `Run._check_identity` reads. The 1,000 items left are at the END
+of the manifest: the worst case, the reader must pass every finished line first.
+
+The time to the first new submission is measured on the emulator's side: its counters'
+`first_offered_at` (CLOCK_MONOTONIC, shared by all processes on Linux) minus the moment just
+before the pipeline process was spawned.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from pipeline.capabilities import CAPABILITIES
+from pipeline.checkpoint import Checkpoint, Outcome
+
+from .common import (ALL_CAPS, Emulator, ScenarioResult, count_lines, fast_client, fast_emulator, rss_at,
+                     run_pipeline, submissions, thin, write_manifest)
+
+TITLE = "Resume after 1,000,000 finished items"
+BATCH = 100_000
+LINE = ('{"id":"%(id)s","capability":"%(cap)s","service_id":"%(sid)s","status":"SUCCESS","task_id":%(task)s,'
+        '"data":{"note":"synthetic result of %(id)s"},"usage":{"units":1},"error":null,"attempts":1,"polls":%(polls)d,'
+        '"submitted_at":"2025-01-01T00:00:00.000Z","finished_at":"2025-01-01T00:00:01.000Z","elapsed_s":1.0,'
+        '"meta":null}\n')
+
+
+def build_state(work: Path, done: int, left: int) -> tuple[Path, Path, Path]:
+    """Manifest, results file and state dir of a run that finished its first `done` items."""
+    manifest = write_manifest(work / "manifest.jsonl", done + left)
+    out, state_dir = work / "run" / "results.jsonl", work / "run" / "state"
+    out.parent.mkdir(parents=True)
+    ckpt = Checkpoint.open(state_dir)
+    try:
+        ckpt.set_meta("out", str(out.resolve()))
+        ckpt.set_meta("manifest", str(manifest.resolve()))
+        ckpt.set_meta("created_at", str(time.time()))
+        with open(out, "w", encoding="utf-8") as f:
+            for start in range(0, done, BATCH):
+                outcomes, text = [], []
+                for i in range(start, min(start + BATCH, done)):
+                    cap = ALL_CAPS[i % len(ALL_CAPS)]
+                    sid = CAPABILITIES[cap].default_service_id
+                    task = "null" if cap == "object_detection" else f'"task-{i}"'
+                    item = f"item-{i:07d}"
+                    text.append(LINE % {"id": item, "cap": cap, "sid": sid, "task": task,
+                                        "polls": 0 if cap == "object_detection" else 1})
+                    outcomes.append(Outcome(item, cap, sid, "SUCCESS", None if task == "null" else f"task-{i}",
+                                            None, {"units": 1}, 1.0, 1))
+                f.write("".join(text))
+                f.flush()
+                ckpt.mark_done(outcomes, sink_offset=f.tell())
+    finally:
+        ckpt.close()
+    return manifest, out, state_dir
+
+
+def run(quick: bool = False) -> ScenarioResult:
+    done, left = (20_000, 200) if quick else (1_000_000, 1_000)
+    result = ScenarioResult("resume", TITLE)
+    with tempfile.TemporaryDirectory(prefix="bench-resume-") as tmp:
+        work = Path(tmp)
+        t0 = time.monotonic()
+        manifest, out, state_dir = build_state(work, done, left)
+        build_s = time.monotonic() - t0
+        with Emulator(fast_emulator(), work / "emulator") as emu:
+            run_ = run_pipeline(manifest, work, emu.url, fast_client(), name="run", out=out, state_dir=state_dir,
+                                timeout=300)
+            counters = emu.counters()
+        lines = count_lines(out)
+        with open(out, "rb") as f:  # the lines this run wrote follow the `done` synthetic ones
+            new_lines = [json.loads(line) for n, line in enumerate(f) if n >= done]
+    new_ids = {line["id"] for line in new_lines}
+    last_line_at = max((datetime.fromisoformat(line["finished_at"].replace("Z", "+00:00")).timestamp()
+                        for line in new_lines), default=None)
+    first = counters["first_offered_at"]
+    to_first = None if first is None else first - run_.proc.started_at
+    accepted = submissions(counters)
+    left_ids = {f"item-{i:07d}" for i in range(done, done + left)}
+    result.add("time from process start to the first new submission", to_first, unit="s", target=("<=", 10),
+               digits=2)
+    result.add("resubmissions (accepted submissions − items left)", accepted - left, target=("<=", 0))
+    result.add("duplicate submissions (same body twice)", counters["duplicate_submissions"])
+    result.add("result lines after the resume", lines, note=f"expected {done + left:,}")
+    result.add("items left that got a line", len(left_ids & new_ids), note=f"of {left:,}")
+    result.add("resume run: process wall time", run_.proc.wall, unit="s", digits=1)
+    if last_line_at is not None:
+        result.add("resume run: last result line → process exit", run_.proc.ended_epoch - last_line_at, unit="s",
+                   digits=1)
+    result.add("resume run: peak RSS", run_.proc.peak_rss_mb, unit="MB", digits=1)
+    samples = run_.proc.samples
+    if to_first is not None and samples:
+        result.add("resume run: RSS at the first submission", rss_at(samples, to_first), unit="MB", digits=1)
+    peak_t = max(samples, key=lambda s: s[1])[0] if samples else None
+    result.notes.append(
+        f"State built in {build_s:.0f} s: {done + left:,}-line manifest, {done:,} result lines, {done:,} items "
+        f"marked done in batches of {BATCH:,}; the {left:,} items left are the last lines of the manifest. "
+        "Emulator limits off, task durations 0 (only the resume path is measured). The first submission is "
+        "the first request the emulator saw; the process start is just before the spawn, so interpreter "
+        "start-up is included.")
+    result.notes.append(
+        "Before its first submission the resumed run loads every finished id from the checkpoint into "
+        "memory, then reads and fully validates every manifest line, finished or not, and only then skips the "
+        f"finished ones: with the unfinished items last, all {done:,} finished lines are parsed and validated "
+        "first. Both costs grow linearly with the finished items, as does the RSS they need "
+        f"({rss_at(samples, to_first) if to_first is not None and samples else float('nan'):.0f} MB at the "
+        "first submission). After its last new line, the run reads every outcome back from the checkpoint "
+        f"(all {done + left:,}) to write its summary, which is most of the time from the last line to the exit.")
+    result.raw = {"done": done, "left": left, "build_s": build_s, "to_first_submission_s": to_first,
+                  "accepted_submissions": accepted, "lines": lines, "wall_s": run_.proc.wall,
+                  "cpu_s": run_.proc.cpu, "peak_rss_mb": run_.proc.peak_rss_mb, "exit_code": run_.proc.exit_code,
+                  "summary_wall_s": run_.summary.get("wall_time_s"), "peak_rss_sampled_at_s": peak_t,
+                  "rss_samples_every_1s": thin(samples)}
+    return result
