@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -142,6 +143,10 @@ def _run(args: argparse.Namespace) -> int:
             await asyncio.gather(progress, return_exceptions=True)
 
     result = asyncio.run(with_progress())
+    # The run's own handlers are gone with its loop; a signal from here on still means "stop
+    # now", and everything is already consistent on disk.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: os._exit(EXIT_ABORTED))
     where = f"results: {out}   summary: {out.with_name(out.stem + '.summary.json')}"
     if args.log_format == "json":
         log.info("run %s; %s", result.outcome, where, extra={"summary": result.summary})

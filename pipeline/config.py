@@ -88,6 +88,8 @@ class Config:
     qps_headroom: float = 0.98
     #: Whether status polls draw from the same QPS budget as submits (undocumented upstream).
     polls_share_qps: bool = True
+    #: Share of a busy QPS budget that submits get when polls wait too (weighted fair queuing).
+    submit_share: float = 0.75
     submit_workers: int = 8
     max_in_flight: int = 1000
     queue_size: int = 256
@@ -109,6 +111,7 @@ class Config:
             (self.protocol in ("http", "https"), "protocol", "must be http or https"),
             (bool(self.workspace), "workspace", "must not be empty"),
             (0 < self.qps_headroom <= 1, "qps_headroom", "must be in (0, 1]"),
+            (0 < self.submit_share < 1, "submit_share", "must be in (0, 1)"),
             (self.submit_workers >= 1, "submit_workers", "must be >= 1"),
             (self.max_in_flight >= 1, "max_in_flight", "must be >= 1"),
             (self.queue_size >= 1, "queue_size", "must be >= 1"),

@@ -155,7 +155,12 @@ class Run:
         self._ckpt = ckpt
         cfg = self.cfg
         groups = {cap.qps_group: cfg.effective_qps(name) for name, cap in CAPABILITIES.items()}
-        self._pacers = Pacers(groups, polls_share=cfg.polls_share_qps)
+        # The service's own rule, for the pacer's guard: at most `limit` requests in any
+        # window (one second, shortened by the emulator's time scale).
+        windows = {cap.qps_group: (1.0 / cfg.time_scale, int(cfg.qps.get(name, cap.default_qps)))
+                   for name, cap in CAPABILITIES.items()}
+        self._pacers = Pacers(groups, polls_share=cfg.polls_share_qps, windows=windows,
+                              weights={"submit": cfg.submit_share, "poll": 1.0 - cfg.submit_share})
         self._client = ServiceClient(
             cfg.endpoint or "", cfg.workspace, self.req.api_key, protocol=cfg.protocol,
             timeout=cfg.request_timeout,
@@ -191,6 +196,7 @@ class Run:
             await asyncio.gather(reader, *workers, *pollers, *self._extra_tasks, return_exceptions=True)
             await self._sink.close()
             await self._client.close()
+            self._pacers.close()
             self._rejects.close()
             self._remove_signals(loop)  # last: a second signal during the clean-up still exits at once
         if fatal is not None:

@@ -122,21 +122,25 @@ def test_wrong_key_exit_3_and_key_never_written(tmp_path: Path, emu: EmulatorThr
 
 
 def test_second_signal_exits_at_once_and_stays_consistent(tmp_path: Path, emu: EmulatorThread) -> None:
-    """A second SIGINT exits 3 immediately, without draining; the resume still ends with
-    exactly one line per item."""
-    manifest = write_manifest(tmp_path / "m.jsonl", items(300))
+    """While the first SIGINT waits for slow submits on the wire, a second SIGINT exits 3 at
+    once; the resume still ends with exactly one line per item."""
+    emu.update_faults(slow_rate=1.0, slow_seconds=30.0)  # every answer takes 3 real seconds
+    manifest = write_manifest(tmp_path / "m.jsonl", items(60))
     args = _args(tmp_path, manifest, emu)
     proc = _start(args)
     results = tmp_path / "out" / "results.jsonl"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (results.exists() and results.stat().st_size > 0):
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # the drain now waits up to 3 s for the submits out
+    time.sleep(0.3)
+    sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, err[-2000:]
+    assert time.monotonic() - sent < 2.0
     assert "second SIGINT" in err
+    emu.update_faults(slow_rate=0.0)
     final = cli(args, env={"DASHSCOPE_API_KEY": KEY}, timeout=120)
     assert final.returncode == 0, final.stderr[-2000:]
     assert_exactly_once(read_results(results), jobs_of(manifest))
