@@ -15,7 +15,7 @@ from .checkpoint import Checkpoint
 from .config import Config
 from .job import Job
 from .manifest import Rejected, read_manifest
-from .report import estimate_cost, stats_from_outcomes, summarize
+from .report import estimate_cost, stats_from_checkpoint, summarize
 
 EXIT_OK, EXIT_PROBLEMS = 0, 2
 MAX_PROBLEMS_SHOWN = 200
@@ -91,7 +91,7 @@ def status(state_dir: Path, config: Config) -> tuple[int, dict[str, Any]]:
     """What a run has done so far, from its checkpoint, read-only (safe while it runs)."""
     ckpt = Checkpoint.open(state_dir, read_only=True)
     try:
-        caps = stats_from_outcomes(ckpt.outcomes())
+        caps = stats_from_checkpoint(ckpt)
         counts = ckpt.counts()
         meta = {key: ckpt.get_meta(key) for key in ("manifest", "out")}
     finally:

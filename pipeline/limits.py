@@ -9,8 +9,8 @@ Each QPS group gets one `GroupPacer`: a dispatcher that hands out send slots.
   measured alone it reached 0.89 of the asked rate at 78/s (0.99 at 20/s), because every
   wake-up's lateness is lost. After idling the grid restarts at "now": no start-up burst.
 - A grid can catch up after a late wake-up, so a guard keeps the times of the last `limit`
-  grants and never lets a grant fall within `window * (1 + margin)` of the grant `limit`
-  places before it: the same sliding-window rule the service counts by, with a margin.
+  grants and never lets a grant fall within `window` plus a margin of the grant `limit`
+  places before it: the same sliding-window rule the service counts by, with slack.
 - Lanes: submits and polls queue separately, FIFO within a lane. When both wait, slots are
   shared by weighted fair queuing (default 3 submits : 1 poll): starting tasks early is what
   shortens a run (the bench measured the longest tasks otherwise starting last), while polls
@@ -29,8 +29,11 @@ from typing import Awaitable, Callable, Mapping
 
 LANES = ("submit", "poll")
 DEFAULT_WEIGHTS = {"submit": 3.0, "poll": 1.0}
-#: The guard's window is this much longer than the service's: slack for network jitter.
+#: The guard's window is longer than the service's by this fraction of it, and at least by
+#: GUARD_SLACK seconds: slack for the jitter between our clock and the server's, which is
+#: absolute time (event loop, connection, network), not a fraction of the window.
 GUARD_MARGIN = 0.01
+GUARD_SLACK = 0.005
 
 
 class GroupPacer:
@@ -48,7 +51,7 @@ class GroupPacer:
         self.granted = {lane: 0 for lane in LANES}  # requests let through, per lane
         self._next = -math.inf  # grid time of the next slot
         self._sent: deque[float] | None = deque(maxlen=limit) if limit else None  # last grants
-        self._guard = window * (1.0 + GUARD_MARGIN)  # span `limit` grants must exceed
+        self._guard = window + max(window * GUARD_MARGIN, GUARD_SLACK)  # span `limit` grants must exceed
         self._paused_until = -math.inf  # no grant before this (after a 429)
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {lane: deque() for lane in LANES}
         self._weights = dict(weights or DEFAULT_WEIGHTS)

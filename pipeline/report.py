@@ -8,13 +8,14 @@ printed and written as JSON next to the results.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .capabilities import CAPABILITIES
-from .checkpoint import Outcome
+from .checkpoint import Checkpoint, Outcome
 from .sink import outcome_of
 
 
@@ -113,6 +114,26 @@ def estimate_cost(usage: Mapping[str, Mapping[str, float]], successes: Mapping[s
         for key, value in usage.get(service_id, {}).items():
             cost += table.get(key, 0.0) * value
     return round(cost, 6), sorted(unpriced)
+
+
+def stats_from_checkpoint(ckpt: Checkpoint) -> dict[str, CapabilityStats]:
+    """Per-capability outcome counts and usage of every finished item in the checkpoint."""
+    try:
+        counts, usage = ckpt.totals()
+    except sqlite3.OperationalError:  # an SQLite without JSON functions: the slow way
+        return stats_from_outcomes(ckpt.outcomes())
+    caps: dict[str, CapabilityStats] = {name: CapabilityStats() for name in CAPABILITIES}
+    for capability, service_id, status, code, n in counts:
+        stats = caps.setdefault(capability, CapabilityStats())
+        if status == "SUCCESS":
+            stats.succeeded += n
+            stats.successes_by_service[service_id] += n
+        else:
+            stats.failed += n
+            stats.errors[code or "Unknown"] += n
+    for capability, service_id, key, total in usage:
+        caps.setdefault(capability, CapabilityStats()).usage[service_id][key] += total
+    return caps
 
 
 def stats_from_outcomes(outcomes: Iterable[Outcome]) -> dict[str, CapabilityStats]:

@@ -35,7 +35,7 @@ from .job import Job
 from .limits import Pacers
 from .manifest import DuplicateIds, Rejected, Skipped, read_manifest
 from .poller import FirstPollTuner, Poller, TaskHandle
-from .report import RunStats, stats_from_outcomes, summarize, with_live_counters
+from .report import RunStats, stats_from_checkpoint, summarize, with_live_counters
 from .sink import Sink, drop_lines, reconcile, result_line
 
 log = logging.getLogger("pipeline.run")
@@ -474,7 +474,7 @@ class Run:
         for name, poller in self._pollers.items():
             self.stats.caps[name].polls = poller.polls
         # Outcomes of the whole run (earlier sessions included), this session's traffic.
-        caps = with_live_counters(stats_from_outcomes(self._ckpt.outcomes()), self.stats.caps)
+        caps = with_live_counters(stats_from_checkpoint(self._ckpt), self.stats.caps)
         summary = summarize(caps, prices=self.cfg.prices, elapsed=self.stats.elapsed(),
                             qps=qps, rejected=self.stats.rejected, outcome=outcome,
                             extra={"reason": self._abort_reason, "results": str(self.req.out),

@@ -192,3 +192,30 @@ def test_format_summary_of_every_capability():
         ok(f"{name}-1", name, CAPABILITIES[name].default_service_id) for name in CAPABILITIES)
     text = format_summary(summarize(caps, prices=PRICES, elapsed=1.0))
     assert all(name in text for name in CAPABILITIES)
+
+
+def test_stats_from_checkpoint_matches_the_python_aggregation(tmp_path):
+    """The SQL aggregation of a checkpoint gives the same counts and usage as walking every outcome."""
+    from pipeline.checkpoint import Checkpoint, Outcome
+    from pipeline.report import stats_from_checkpoint, stats_from_outcomes
+
+    ckpt = Checkpoint.open(tmp_path / "state")
+    outcomes = [
+        Outcome("a", "image_analyze", "ops-image-analyze-vlm-001", "SUCCESS", "t1", None, {"token_count": 10, "pv_count": 1}, 1.0),
+        Outcome("b", "image_analyze", "ops-image-analyze-vlm-001", "SUCCESS", "t2", None, {"token_count": 5.5}, 1.0),
+        Outcome("c", "image_analyze", "ops-image-analyze-ocr-001", "FAILED", "t3", "TaskFailed", None, 1.0),
+        Outcome("d", "audio_asr", "ops-audio-asr-001", "SUCCESS", "t4", None, {"duration": 61.5}, 2.0),
+        Outcome("e", "audio_asr", "ops-audio-asr-001", "FAILED", None, None, None, None),
+    ]
+    ckpt.mark_done(outcomes, 0)
+    try:
+        fast, slow = stats_from_checkpoint(ckpt), stats_from_outcomes(ckpt.outcomes())
+    finally:
+        ckpt.close()
+    for name in ("image_analyze", "audio_asr"):
+        f, s = fast[name], slow[name]
+        assert (f.succeeded, f.failed, dict(f.errors)) == (s.succeeded, s.failed, dict(s.errors))
+        assert {k: dict(v) for k, v in f.usage.items()} == {k: dict(v) for k, v in s.usage.items()}
+        assert dict(f.successes_by_service) == dict(s.successes_by_service)
+    assert fast["image_analyze"].usage["ops-image-analyze-vlm-001"]["token_count"] == 15.5
+    assert dict(fast["audio_asr"].errors) == {"Unknown": 1}
