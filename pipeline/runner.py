@@ -90,7 +90,7 @@ class Run:
         self._abort_reason: str | None = None
         self._signals = 0
         self._fatal = False  # stopped by a FatalError (401): no point waiting for calls out
-        self._busy: set[asyncio.Task[Any]] = set()  # workers with a submit on the wire
+        self._busy: set[asyncio.Future[None]] = set()  # submits on the wire, done when they end
         self._finished_first_window = 0
         self._failed_first_window = 0
 
@@ -240,7 +240,7 @@ class Run:
         """Let submits already on the wire finish and record their task ids (bounded by the
         request timeout), so an interruption loses no accepted task. Not after a fatal
         error: those calls fail the same way."""
-        busy = [t for t in self._busy if not t.done()]
+        busy = [f for f in self._busy if not f.done()]
         if busy and not self._fatal:
             await asyncio.wait(busy, timeout=self.cfg.request_timeout)
 
@@ -308,13 +308,15 @@ class Run:
                 return
             self.stats.caps[capability].queued -= 1
             await self._acquire_slot(capability)
-            me = asyncio.current_task()
-            assert me is not None
-            self._busy.add(me)
+            # A future per submit, not the worker task: an idle worker waits on its queue
+            # for ever, and the drain on stop must wait for submits, not for workers.
+            on_wire: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._busy.add(on_wire)
             try:
                 await self._submit(job)
             finally:
-                self._busy.discard(me)
+                on_wire.set_result(None)
+                self._busy.discard(on_wire)
 
     async def _submit(self, job: Job, resubmits: int = 0) -> None:
         cap = CAPABILITIES[job.capability]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.checkpoint import Checkpoint
-from pipeline.emulator import EmulatorSettings, EmulatorThread
+from pipeline.emulator import EmulatorSettings, EmulatorThread, FaultSettings
 
 from support import REPO, assert_exactly_once, cli, cli_env, config_file, items, jobs_of, read_results, write_manifest
 
@@ -148,12 +148,16 @@ def test_second_signal_exits_at_once_and_stays_consistent(tmp_path: Path, emu: E
 
 def test_sigterm_ends_a_busy_run_promptly(tmp_path: Path) -> None:
     """With limits off and instant tasks (thousands of polls a second), the first SIGTERM still
-    ends the run within seconds: no poller may keep the shutdown waiting."""
+    ends the run within seconds: neither a poller nor a submit worker left waiting on an empty
+    queue (object detection's few slow items) may keep the shutdown waiting."""
     caps = ("image-analyze", "image-object-detection", "video-segmentation", "video-snapshot",
             "video-summarization", "audio-asr")
     settings = EmulatorSettings(api_key=KEY, qps={c: 100_000 for c in caps},
-                                durations={c: (0.0, 0.0) for c in caps if c != "image-object-detection"})
-    manifest = write_manifest(tmp_path / "m.jsonl", items(40_000))
+                                durations={c: (0.0, 0.0) for c in caps if c != "image-object-detection"},
+                                faults=FaultSettings(slow_rate=1.0, slow_seconds=3.0,
+                                                     routes=("image-object-detection",)))
+    manifest = write_manifest(tmp_path / "m.jsonl", items(4, ["object_detection"]) + [
+        {**item, "id": f"later-{i}"} for i, item in enumerate(items(40_000, ["image_analyze", "audio_asr"]))])
     cfg = config_file(tmp_path / "cfg.yaml", polling={"first_delay": 0.005},
                       qps={name: 100_000 for name in ("image_analyze", "object_detection", "video_segmentation",
                                                       "video_snapshot", "video_summarization", "audio_asr")})
