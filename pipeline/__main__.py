@@ -16,11 +16,11 @@ from . import commands
 from .checkpoint import Checkpoint
 from .cli_log import setup_logging
 from .config import load_config
-from .errors import ConfigError, ManifestError, PipelineError
+from .errors import ConfigError, ManifestError, PipelineError, UsageError
 from .capabilities import CAPABILITIES
 from .progress import count_lines, show_progress
 from .report import RunStats, format_summary
-from .runner import EXIT_ABORTED, EXIT_USAGE, Run, RunRequest, RunResult, UsageError
+from .runner import EXIT_ABORTED, EXIT_USAGE, Run, RunRequest, RunResult
 
 log = logging.getLogger("pipeline")
 

@@ -4,6 +4,7 @@
 
     PipelineError
      ├── ConfigError            bad configuration; names the key and the file (also a ValueError)
+     ├── UsageError             the command cannot run as given (another run's state dir, ...)
      ├── ManifestError          a manifest that cannot be read at all
      └── ServiceError           anything that came out of a call to the service
           ├── RetryableError    try again later (the client retries these itself)
@@ -42,6 +43,7 @@ __all__ = [
     "ServiceError",
     "TaskNotExist",
     "TransportError",
+    "UsageError",
     "classify",
     "redact",
 ]
@@ -67,6 +69,10 @@ class ConfigError(PipelineError, ValueError):
         where = f"{self.source}: " if self.source else ""
         what = f"{self.key}: " if self.key else ""
         return f"{where}{what}{self.message}"
+
+
+class UsageError(PipelineError):
+    """The command cannot run as given (exit code 2): e.g. a state dir of another run."""
 
 
 class ManifestError(PipelineError):

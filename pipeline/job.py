@@ -31,25 +31,3 @@ class Job:
     options: Mapping[str, Any] | None = None
     chunks: list[Any] | None = None
     meta: Any = None
-
-    def to_record(self) -> dict[str, Any]:
-        """A JSON-safe dict from which `from_record` rebuilds the same job (for the checkpoint)."""
-        return {
-            "id": self.id,
-            "capability": self.capability,
-            "service_id": self.service_id,
-            "source_kind": self.source_kind,
-            "source": self.source,
-            "line": self.line,
-            "file_name": self.file_name,
-            "file_type": self.file_type,
-            "parameters": self.parameters,
-            "output": self.output,
-            "options": self.options,
-            "chunks": self.chunks,
-            "meta": self.meta,
-        }
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> "Job":
-        return cls(**{k: record.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]

@@ -140,10 +140,6 @@ class Poller:
         return (f"Poller({self.capability.name!r}, waiting={len(self._heap)}, "
                 f"active={len(self._active)}, polls={self.polls})")
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._heap) + len(self._active)
-
     def add(self, handle: TaskHandle, *, first_poll_in: float | None = None) -> None:
         """Start polling `handle`; the first poll is placed by the tuner unless given."""
         if handle.deadline == math.inf:

@@ -48,8 +48,6 @@ class RunStats:
     def __init__(self, clock: Any = time.monotonic) -> None:
         self.caps: dict[str, CapabilityStats] = {name: CapabilityStats() for name in CAPABILITIES}
         self.rejected = 0
-        self.read = 0  # manifest items read (valid ones)
-        self.reader_done = False
         self._clock = clock
         self.started = clock()
         self.finished: float | None = None
@@ -67,9 +65,6 @@ class RunStats:
         stats.requests += 1
         if status == 429:
             stats.rate_limited += 1
-
-    def on_transport_error(self, segment: str) -> None:
-        self.by_segment(segment).requests += 1
 
     def on_retry(self, segment: str) -> None:
         self.by_segment(segment).retries += 1

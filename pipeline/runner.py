@@ -17,10 +17,7 @@ import asyncio
 import base64
 import json
 import logging
-import math
-import os
 import random
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,21 +27,18 @@ from .capabilities import CAPABILITIES, MAX_BODY_BYTES, Capability
 from .checkpoint import Checkpoint, PendingTask
 from .client import ApiResponse, ServiceClient
 from .config import Config
-from .errors import FatalError, PipelineError, RateLimited, ServiceError, TaskNotExist
+from .errors import FatalError, InvalidParameter, RateLimited, ServiceError, TaskNotExist, UsageError
 from .job import Job
 from .limits import Pacers
 from .manifest import DuplicateIds, Rejected, Skipped, read_manifest
 from .poller import FirstPollTuner, Poller, TaskHandle
 from .report import RunStats, stats_from_checkpoint, summarize, with_live_counters
+from .shutdown import EXIT_ABORTED, FailureThreshold, SignalHandlers
 from .sink import Sink, drop_lines, reconcile, result_line
 
 log = logging.getLogger("pipeline.run")
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
-
-
-class UsageError(PipelineError):
-    """The command cannot run as given (exit code 2)."""
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -66,12 +60,6 @@ class RunResult:
     stats: RunStats = field(repr=False)
 
 
-class _Abort(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 def side_file(out: Path, kind: str) -> Path:
     """`results.jsonl` -> `results.rejects.jsonl`, `results.summary.json`."""
     return out.with_name(f"{out.stem}.{kind}")
@@ -88,11 +76,11 @@ class Run:
         self._rand = rand
         self._stop = asyncio.Event()  # stop taking new items (signal, abort)
         self._abort_reason: str | None = None
-        self._signals = 0
+        self._signals = SignalHandlers(self.request_stop)
         self._fatal = False  # stopped by a FatalError (401): no point waiting for calls out
         self._busy: set[asyncio.Future[None]] = set()  # submits on the wire, done when they end
-        self._finished_first_window = 0
-        self._failed_first_window = 0
+        self._threshold = FailureThreshold(self.cfg.failure_threshold.window,
+                                           self.cfg.failure_threshold.max_ratio)
 
     # ---- public ------------------------------------------------------------------------
     async def execute(self) -> RunResult:
@@ -182,7 +170,7 @@ class Run:
         self._rejects = open(side_file(self.req.out, "rejects.jsonl"), "w", encoding="utf-8")
         self._extra_tasks: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
-        self._install_signals(loop)
+        self._signals.install(loop)
         workers = [loop.create_task(self._worker(name), name=f"submit-{name}-{i}")
                    for name in CAPABILITIES for i in range(cfg.submit_workers)]
         pollers = [loop.create_task(p.run(), name=f"poll-{n}") for n, p in self._pollers.items()]
@@ -198,7 +186,7 @@ class Run:
             await self._client.close()
             self._pacers.close()
             self._rejects.close()
-            self._remove_signals(loop)  # last: a second signal during the clean-up still exits at once
+            self._signals.remove()  # last: a second signal during the clean-up still exits at once
         if fatal is not None:
             raise fatal
         return self._result()
@@ -276,7 +264,6 @@ class Run:
                 self._rejects.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
                 log.warning("manifest line %d rejected: %s", item.line, item.reason)
                 continue
-            self.stats.read += 1
             stats = self.stats.caps[item.capability]
             known = pending.pop(item.id, None)
             if known is not None and known.task_id and (known.state == "submitted" or known.error_code == "PollTimeout"):
@@ -289,7 +276,6 @@ class Run:
             stats.queued += 1
             await self._queues[item.capability].put(item)
         self._rejects.flush()
-        self.stats.reader_done = True
 
     async def _acquire_slot(self, capability: str) -> None:
         await self._inflight[capability].acquire()
@@ -356,12 +342,12 @@ class Run:
             try:
                 raw = await asyncio.to_thread(Path(job.source).read_bytes)
             except OSError as exc:
-                raise _local_error("FileError", f"cannot read {job.source}: {exc.strerror}") from None
+                raise InvalidParameter("FileError", f"cannot read {job.source}: {exc.strerror}") from None
             content = base64.b64encode(raw).decode("ascii")
         body = cap.build_body(job, content)
         size = len(json.dumps(body, separators=(",", ":")).encode("utf-8")) if content else 0
         if size > MAX_BODY_BYTES:
-            raise _local_error("InvalidParameter",
+            raise InvalidParameter("InvalidParameter",
                                f"{job.source} makes a {size / 1e6:.1f} MB request body, over the 8 MB limit: "
                                "upload it and give an oss:// path or a url instead")
         return body
@@ -416,15 +402,9 @@ class Run:
 
     def _on_written(self, line: dict[str, Any]) -> None:
         self.stats.on_line(line)
-        window = self.cfg.failure_threshold.window
-        if window and self._finished_first_window < window:
-            self._finished_first_window += 1
-            self._failed_first_window += line["status"] != "SUCCESS"
-            if self._failed_first_window > self.cfg.failure_threshold.max_ratio * window:
-                self.request_stop(
-                    f"failure threshold: {self._failed_first_window} of the first "
-                    f"{self._finished_first_window} finished items failed (limit: more than "
-                    f"{self.cfg.failure_threshold.max_ratio:.0%} of the first {window})")
+        tripped = self._threshold.record(line["status"] == "SUCCESS")
+        if tripped:
+            self.request_stop(tripped)
 
     # ---- pacing hooks ------------------------------------------------------------------
     async def _throttle(self, segment: str, lane: str) -> None:
@@ -437,30 +417,6 @@ class Run:
         self.stats.on_retry(segment)
         if isinstance(error, RateLimited) and error.retry_after is not None:
             self._pacers.pause(segment, delay)
-
-    # ---- signals -----------------------------------------------------------------------
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError):  # not the main thread / platform
-                pass
-
-    def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError):
-                pass
-
-    def _on_signal(self, sig: int) -> None:
-        self._signals += 1
-        if self._signals >= 2:
-            # Everything durable is already consistent (each write is a transaction and
-            # lines are flushed before they are marked done): leave at once.
-            log.error("second %s: exiting now; run again to resume", signal.Signals(sig).name)
-            os._exit(EXIT_ABORTED)
-        self.request_stop(f"interrupted by {signal.Signals(sig).name}; run again to resume")
 
     # ---- result ------------------------------------------------------------------------
     def _result(self) -> RunResult:
@@ -483,11 +439,6 @@ class Run:
                                    "state_dir": str(self.req.state_dir)})
         side_file(self.req.out, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return RunResult(code, outcome, self._abort_reason, summary, self.stats)
-
-
-def _local_error(code: str, message: str) -> ServiceError:
-    from .errors import InvalidParameter
-    return InvalidParameter(code, message)
 
 
 async def run(request: RunRequest, **kwargs: Any) -> RunResult:

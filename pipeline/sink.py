@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .checkpoint import Checkpoint, Outcome
-from .errors import PipelineError
+from .errors import UsageError
 
 BATCH_MAX = 1000
 
@@ -77,8 +77,8 @@ def outcome_of(line: dict[str, Any]) -> Outcome:
     )
 
 
-class ResultsMissing(PipelineError):
-    pass
+class ResultsMissing(UsageError):
+    """The state dir says results were written, but the results file is gone (exit 2)."""
 
 
 def reconcile(path: Path, checkpoint: Checkpoint) -> int:

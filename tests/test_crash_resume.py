@@ -118,7 +118,7 @@ def test_wrong_key_exit_3_and_key_never_written(tmp_path: Path, emu: EmulatorThr
     for path in files:
         texts.append(path.read_bytes().decode("utf-8", "replace"))
     for key in (KEY, WRONG):
-        assert not any(key in text for text in texts), f"API key leaked"
+        assert not any(key in text for text in texts), "API key leaked"
 
 
 def test_second_signal_exits_at_once_and_stays_consistent(tmp_path: Path, emu: EmulatorThread) -> None:

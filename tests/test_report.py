@@ -219,3 +219,21 @@ def test_stats_from_checkpoint_matches_the_python_aggregation(tmp_path):
         assert dict(f.successes_by_service) == dict(s.successes_by_service)
     assert fast["image_analyze"].usage["ops-image-analyze-vlm-001"]["token_count"] == 15.5
     assert dict(fast["audio_asr"].errors) == {"Unknown": 1}
+
+
+@pytest.mark.parametrize("outcomes, trips_at", [
+    ([False] * 51, 51),                     # 51 of the first 100 failed: more than half
+    ([True] * 50 + [False] * 50, None),     # exactly half: not more than half
+    ([True] * 100 + [False] * 100, None),   # failures after the first 100 do not count
+])
+def test_failure_threshold(outcomes, trips_at):
+    """The threshold trips on the item that makes failures exceed max_ratio of the first window."""
+    from pipeline.shutdown import FailureThreshold
+
+    threshold = FailureThreshold(100, 0.5)
+    reasons = [threshold.record(ok) for ok in outcomes]
+    tripped = [i + 1 for i, reason in enumerate(reasons) if reason]
+    assert (tripped[0] if tripped else None) == trips_at
+    if trips_at:
+        assert "51 of the first 51" in reasons[trips_at - 1]
+    assert FailureThreshold(0, 0.5).record(False) is None  # window 0: off
