@@ -41,10 +41,32 @@ def _client(endpoint: str, key: str = KEY) -> Client:
     return Client(Config(bearer_token=key, endpoint=endpoint, protocol="http"))
 
 
-@pytest.fixture
-def client(emulator: EmulatorThread) -> Client:
-    """An SDK client for the module's emulator."""
-    return _client(emulator.endpoint)
+@pytest.fixture(scope="module")
+def cli_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m pipeline emulator` in a subprocess, as a user starts it; yields host:port."""
+    config = tmp_path_factory.mktemp("emu") / "emulator.yaml"
+    config.write_text("seed: 5\ntime_scale: 100\ndurations:\n" + "".join(
+        f"  {cap}: [{low}, {high}]\n" for cap, (low, high) in FAST.items()))
+    port = _free_port()
+    argv = [sys.executable, "-m", "pipeline", "emulator", "--host", "127.0.0.1", "--port", str(port),
+            "--api-key", KEY, "--config", str(config)]
+    with subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("emulator listening on http://"), line
+        try:
+            yield line.split("http://", 1)[1].strip()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["in-process", "python -m pipeline emulator"])
+def client(request: pytest.FixtureRequest) -> Client:
+    """An SDK client for the emulator, run in a thread and as the CLI in a subprocess."""
+    if request.param == "in-process":
+        return _client(request.getfixturevalue("emulator").endpoint)
+    return _client(request.getfixturevalue("cli_emulator"))
 
 
 def _poll(get_status: Callable[[str, str, Any], Any], sid: str, request: Any) -> Any:
