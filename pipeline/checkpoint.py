@@ -119,6 +119,9 @@ class Checkpoint:
         self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # ---- resume --------------------------------------------------------------------------
+    def count_done(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'done'").fetchone()[0])
+
     def iter_done_ids(self) -> Iterator[str]:
         yield from (row[0] for row in self._conn.execute("SELECT id FROM jobs WHERE state = 'done'"))
 

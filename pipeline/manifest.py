@@ -57,7 +57,7 @@ class Skipped:
 def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None = None,
                   base_dir: Path | None = None, max_body_bytes: int = MAX_BODY_BYTES,
                   check_files: bool = True, skip: Callable[[str], bool] | None = None,
-                  ) -> Iterator[Job | Rejected | Skipped]:
+                  expected_items: int = 0) -> Iterator[Job | Rejected | Skipped]:
     """Stream the manifest at `path` (``"-"`` or None: JSON Lines on `stdin`) as Jobs and Rejecteds.
 
     Relative `path` sources resolve against `base_dir` (default: the manifest's directory, or
@@ -67,6 +67,7 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
     `skip(id)` (a resume's "already done?") is asked before validation; the first item with
     such an id comes out as `Skipped`, without the validation cost (file checks included),
     so resuming a huge manifest reaches the unfinished items fast. Repeats still get rejected.
+    `expected_items` (a hint, e.g. a resume's done count) sizes the duplicate-id table up front.
     """
     records: Iterable[RawRecord]
     if path is None or str(path) == "-":
@@ -88,7 +89,7 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
             raise ManifestError("manifest is not readable: check its permissions", source=str(manifest))
         records = _records(manifest, kind, max_body_bytes)
         base = base_dir or manifest.parent.absolute()
-    return _validated(records, base, max_body_bytes, check_files, skip)
+    return _validated(records, base, max_body_bytes, check_files, skip, expected_items)
 
 
 def _records(manifest: Path, kind: str, max_body_bytes: int) -> Iterator[RawRecord]:
@@ -102,8 +103,8 @@ def _records(manifest: Path, kind: str, max_body_bytes: int) -> Iterator[RawReco
 
 def _validated(records: Iterable[RawRecord], base: Path, max_body_bytes: int,
                check_files: bool, skip: Callable[[str], bool] | None = None,
-               ) -> Iterator[Job | Rejected | Skipped]:
-    seen = DuplicateIds()
+               expected_items: int = 0) -> Iterator[Job | Rejected | Skipped]:
+    seen = DuplicateIds(expected=expected_items)
     for record in records:
         if isinstance(record, Rejected):
             yield record
@@ -182,64 +183,72 @@ def estimated_body_bytes(file_size: int) -> int:
 
 
 class DuplicateIds:
-    """Remembers the ids seen so far in ~8-16 bytes each, not as strings.
+    """Remembers the ids seen so far in 16 bytes each (32 with the table's slack), not as strings.
 
-    An open-addressing hash set (linear probing, load <= 1/2) of 64-bit digests in an
-    ``array('Q')``; 0 marks an empty slot. A million ids take 16 MB. The digest is Python's own
-    string hash (SipHash, 64 bits, computed in C and cached on the string, so asking twice
-    costs nothing); it is salted per process, which is fine for a set that lives in memory.
-    Two different ids share a digest with probability about n^2 / 2^65 (3e-8 for a million).
+    An open-addressing hash set (linear probing, load <= 1/2) of 128-bit digests: two 64-bit
+    words per slot in an ``array('Q')``; a first word of 0 marks an empty slot. The words are
+    Python's own string hash of the id and of the id behind a NUL (SipHash, computed in C; the
+    first is cached on the string, so asking twice is free). They are salted per process,
+    which is fine for a set that lives in memory. 128 bits matter: a resume skips the items in
+    this set, so a collision would silently skip an unfinished item; at 64 bits that is about
+    3e-8 per million ids, at 128 bits it is nil for any catalog.
     """
 
     __slots__ = ("_slots", "_mask", "_count")
 
-    def __init__(self) -> None:
-        self._slots = array("Q", [0]) * 1024  # the table; its length is a power of two
-        self._mask = 1023  # len(_slots) - 1: turns a digest into a slot index
+    def __init__(self, expected: int = 0) -> None:
+        size = 1024
+        while size < 2 * expected:  # sized up front when the count is known: no rehashing
+            size *= 2
+        self._slots = array("Q", [0]) * (2 * size)  # pairs of words; `size` slots, a power of two
+        self._mask = size - 1  # number of slots - 1: turns a digest into a slot index
         self._count = 0  # ids stored
 
     def add(self, item_id: str) -> bool:
         """Record `item_id`; True if it is new, False if it was seen before."""
-        if not self._insert(_digest(item_id)):
+        if not self._insert(*_digest(item_id)):
             return False
         self._count += 1
-        if 2 * self._count > len(self._slots):
-            old, self._slots = self._slots, array("Q", [0]) * (2 * len(self._slots))
-            self._mask = len(self._slots) - 1
-            for digest in old:
-                if digest:
-                    self._insert(digest)
+        if 2 * self._count > self._mask + 1:
+            old = self._slots
+            self._slots = array("Q", [0]) * (2 * len(old))
+            self._mask = len(old) - 1
+            for i in range(0, len(old), 2):
+                if old[i]:
+                    self._insert(old[i], old[i + 1])
         return True
 
     def __contains__(self, item_id: object) -> bool:
         if not isinstance(item_id, str):
             return False
-        digest, slots = _digest(item_id), self._slots
-        i = digest & self._mask
-        while slots[i]:
-            if slots[i] == digest:
+        first, second = _digest(item_id)
+        slots, mask = self._slots, self._mask
+        j = 2 * (first & mask)
+        while current := slots[j]:
+            if current == first and slots[j + 1] == second:
                 return True
-            i = (i + 1) & self._mask
+            j = (j + 2) & (2 * mask + 1)
         return False
 
     def __len__(self) -> int:
         return self._count
 
-    def _insert(self, digest: int) -> bool:
-        slots, mask = self._slots, self._mask
-        i = digest & mask
-        while True:
-            current = slots[i]
-            if current == 0:
-                slots[i] = digest
-                return True
-            if current == digest:
+    def _insert(self, first: int, second: int) -> bool:
+        slots, wrap = self._slots, 2 * self._mask + 1
+        j = 2 * (first & self._mask)
+        while current := slots[j]:
+            if current == first and slots[j + 1] == second:
                 return False
-            i = (i + 1) & mask
+            j = (j + 2) & wrap
+        slots[j], slots[j + 1] = first, second
+        return True
 
 
-def _digest(item_id: str) -> int:
-    return hash(item_id) & 0xFFFF_FFFF_FFFF_FFFF or 1  # 0 is the empty-slot marker
+_WORD = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _digest(item_id: str) -> tuple[int, int]:
+    return (hash(item_id) & _WORD) or 1, hash("\x00" + item_id) & _WORD  # 0 marks an empty slot
 
 
 # ---------------------------------------------------------------------------- the checks

@@ -131,7 +131,7 @@ class Run:
             dropped = drop_lines(self.req.out, ckpt.ids_in_state("retry"), ckpt)
             ckpt.set_meta("drop_pending", "0")
             log.info("removed %d superseded result lines", dropped)
-        done = DuplicateIds()
+        done = DuplicateIds(expected=ckpt.count_done())
         for job_id in ckpt.iter_done_ids():
             done.add(job_id)
         return done, ckpt.pending()
@@ -249,7 +249,8 @@ class Run:
     # ---- reader ------------------------------------------------------------------------
     async def _read(self, done: DuplicateIds, pending: dict[str, PendingTask]) -> None:
         seen = 0
-        for item in read_manifest(self.req.manifest, max_body_bytes=MAX_BODY_BYTES, skip=done.__contains__):
+        for item in read_manifest(self.req.manifest, max_body_bytes=MAX_BODY_BYTES, skip=done.__contains__,
+                                  expected_items=len(done) + len(pending)):
             if self._stop.is_set():
                 return
             seen += 1
