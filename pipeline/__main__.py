@@ -129,8 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     request = RunRequest(manifest=args.manifest, out=out, state_dir=state_dir, api_key=api_key,
                          config=config, retry_failed=args.retry_failed)
     stats = RunStats()
-    limits = {name: config.qps.get(name, cap.default_qps) * config.time_scale
-              for name, cap in CAPABILITIES.items()}
+    limits = {name: config.limit_rps(name) for name in CAPABILITIES}
 
     async def with_progress() -> RunResult:
         progress = asyncio.create_task(show_progress(

@@ -145,8 +145,13 @@ class Config:
                                           key=f"{section}.{service_id}.{unit}")
 
     # ---- effective values, with time_scale applied -------------------------------------
+    def limit_rps(self, capability: str) -> float:
+        """The service's limit in real requests per second (time scale applied)."""
+        return self.qps.get(capability, CAPABILITIES[capability].default_qps) * self.time_scale
+
     def effective_qps(self, capability: str) -> float:
-        return self.qps.get(capability, CAPABILITIES[capability].default_qps) * self.time_scale * self.qps_headroom
+        """The rate the client aims at: the limit less the headroom."""
+        return self.limit_rps(capability) * self.qps_headroom
 
     def effective_retry(self) -> RetryPolicy:
         s = self.time_scale

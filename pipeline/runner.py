@@ -429,7 +429,7 @@ class Run:
             code, outcome = EXIT_PARTIAL, "completed with failures"
         else:
             code, outcome = EXIT_OK, "completed"
-        qps = {name: self.cfg.effective_qps(name) / self.cfg.qps_headroom for name in CAPABILITIES}
+        qps = {name: self.cfg.limit_rps(name) for name in CAPABILITIES}
         for name, poller in self._pollers.items():
             self.stats.caps[name].polls = poller.polls
         # Outcomes of the whole run (earlier sessions included), this session's traffic.
