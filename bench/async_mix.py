@@ -19,8 +19,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .common import (ASYNC_CAPS, LIMITS, SEGMENT, Emulator, ScenarioResult, emulator_settings, run_pipeline,
-                     write_manifest)
+from .common import (
+    ASYNC_CAPS,
+    LIMITS,
+    SEGMENT,
+    Emulator,
+    ScenarioResult,
+    emulator_settings,
+    run_pipeline,
+    write_manifest,
+)
 
 TITLE = "Async mix, polls counted against the limit"
 #: Emulated seconds (min, max) per capability, as in the brief: image 2-8, video 10-40, audio 5-30.

@@ -10,11 +10,21 @@ CPU time over the same interval says which. Items per second use the run's own w
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from .common import (ALL_CAPS, ASYNC_CAPS, LIMITS, Emulator, ScenarioResult, fast_client, fast_emulator, run_pipeline,
-                     write_manifest)
+from .common import (
+    ALL_CAPS,
+    ASYNC_CAPS,
+    LIMITS,
+    Emulator,
+    ScenarioResult,
+    fast_client,
+    fast_emulator,
+    run_pipeline,
+    write_manifest,
+)
 
 TITLE = "Client ceiling (limits off, zero task duration)"
 WORKERS = 8  # submit_workers per capability: the default

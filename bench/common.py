@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -345,7 +346,7 @@ class Emulator:
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = write_yaml(self.workdir / f"{self.name}.yaml", self.settings)
         out_path = self.workdir / f"{self.name}.stdout"

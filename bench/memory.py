@@ -12,8 +12,18 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .common import (PYTHON, Emulator, ScenarioResult, fast_client, fast_emulator, measure, rss_at, run_pipeline,
-                     thin, write_manifest)
+from .common import (
+    PYTHON,
+    Emulator,
+    ScenarioResult,
+    fast_client,
+    fast_emulator,
+    measure,
+    rss_at,
+    run_pipeline,
+    thin,
+    write_manifest,
+)
 
 TITLE = "Memory with a 1,000,000-line manifest"
 GRACE = 5.0  # seconds the first SIGTERM gets before a second one (the CLI's immediate exit)

@@ -22,8 +22,19 @@ from pathlib import Path
 from pipeline.capabilities import CAPABILITIES
 from pipeline.checkpoint import Checkpoint, Outcome
 
-from .common import (ALL_CAPS, Emulator, ScenarioResult, count_lines, fast_client, fast_emulator, rss_at,
-                     run_pipeline, submissions, thin, write_manifest)
+from .common import (
+    ALL_CAPS,
+    Emulator,
+    ScenarioResult,
+    count_lines,
+    fast_client,
+    fast_emulator,
+    rss_at,
+    run_pipeline,
+    submissions,
+    thin,
+    write_manifest,
+)
 
 TITLE = "Resume after 1,000,000 finished items"
 BATCH = 100_000

@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pipeline.capabilities import CAPABILITIES
 from pipeline.emulator.results import build_result
-from pipeline.manifest import read_manifest
 from pipeline.job import Job
+from pipeline.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,7 +77,7 @@ def jobs_of(manifest: Path) -> dict[str, Job]:
 def cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run `python -m pipeline ARGS` to the end."""
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, check=False,
                           env=cli_env(env), timeout=timeout, cwd=cwd or REPO)
 
 

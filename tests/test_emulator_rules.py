@@ -357,6 +357,7 @@ async def test_task_goes_pending_then_success_with_usage(
     sid, body = emu_samples["image-analyze"]
     task_id = (await _post(emu_http, "image-analyze", sid, body))[2]["result"]["task_id"]
     status, first = await _status(emu_http, "image-analyze", sid, task_id)
+    assert status == 200
     assert first["result"] == {"task_id": task_id, "status": "PENDING"} and "usage" not in first
     done = await _until_done(emu_http, "image-analyze", sid, task_id)
     assert done["result"]["status"] == "SUCCESS"
@@ -452,7 +453,7 @@ def test_settings_are_validated_with_named_keys(tmp_path: Any) -> None:
         EmulatorSettings(time_scale=0)
     with pytest.raises(SettingsError, match="qps: unknown capability 'ocr'"):
         EmulatorSettings(qps={"ocr": 3})
-    with pytest.raises(SettingsError, match="faults.drop_rate"):
+    with pytest.raises(SettingsError, match=r"faults\.drop_rate"):
         EmulatorSettings(faults={"drop_rate": 2})  # type: ignore[arg-type]
     config = tmp_path / "emu.yaml"
     config.write_text("seed: 3\nqps_limit: 4\n")

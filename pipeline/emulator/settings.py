@@ -93,6 +93,22 @@ def _seconds(name: str, value: Any) -> float:
     return float(value)
 
 
+def _duration_span(capability: str, value: Any) -> tuple[float, float]:
+    """``[min, max]``, ``{min, max}`` or one number of emulated seconds, as a checked pair."""
+    span = value
+    if isinstance(value, Mapping):
+        span = (value.get("min"), value.get("max"))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        span = (value, value)
+    if not isinstance(span, (list, tuple)) or len(span) != 2:
+        raise SettingsError(f"durations.{capability} must be [min, max] seconds, got {value!r}")
+    low = _seconds(f"durations.{capability} min", span[0])
+    high = _seconds(f"durations.{capability} max", span[1])
+    if high < low:
+        raise SettingsError(f"durations.{capability}: max {high} is below min {low}")
+    return low, high
+
+
 def _unknown_keys(data: Mapping[str, Any], cls: type, where: str) -> None:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -128,8 +144,9 @@ class FaultSettings:
             object.__setattr__(self, name, _seconds(f"faults.{name}", getattr(self, name)))
         if not isinstance(self.drop_after_processing, bool):
             raise SettingsError("faults.drop_after_processing must be true or false")
-        routes = self.routes
-        if isinstance(routes, str) or not all(isinstance(r, str) for r in routes):
+        # Typed as a tuple, but YAML and the control route hand in whatever JSON held.
+        routes: object = self.routes
+        if not isinstance(routes, (list, tuple)) or not all(isinstance(r, str) for r in routes):
             raise SettingsError(f"faults.routes must be a list of route names, got {routes!r}")
         for route in routes:
             capability, _, kind = route.partition(":")
@@ -229,17 +246,7 @@ class EmulatorSettings:
                     f"durations: unknown async capability {capability!r}; "
                     f"known: {', '.join(ASYNC_CAPABILITIES)}"
                 )
-            if isinstance(span, Mapping):
-                span = (span.get("min"), span.get("max"))
-            if isinstance(span, (int, float)) and not isinstance(span, bool):
-                span = (span, span)
-            if not isinstance(span, (list, tuple)) or len(span) != 2:
-                raise SettingsError(f"durations.{capability} must be [min, max] seconds, got {span!r}")
-            low = _seconds(f"durations.{capability} min", span[0])
-            high = _seconds(f"durations.{capability} max", span[1])
-            if high < low:
-                raise SettingsError(f"durations.{capability}: max {high} is below min {low}")
-            merged[capability] = (low, high)
+            merged[capability] = _duration_span(capability, span)
         return merged
 
     @property

@@ -54,7 +54,7 @@ class Task:
 class TaskStore:
     """Tasks by id, with optional expiry ``ttl`` (real seconds) after they finish."""
 
-    __slots__ = ("ttl", "_tasks", "_expiry")
+    __slots__ = ("_expiry", "_tasks", "ttl")
 
     def __init__(self, ttl: float | None = None) -> None:
         self.ttl = ttl  # real seconds a finished task stays known; None = forever

@@ -37,6 +37,9 @@ KNOWN_SERVICE_IDS: Mapping[str, str] = {
 IMAGE_TYPES = ("jpg", "jpeg", "png", "bmp", "tiff")
 VIDEO_TYPES = ("mp4", "avi", "mkv", "mov", "flv", "webm")
 SNAPSHOT_FORMATS = ("jpg", "png")
+OSS_SCHEME = "oss://"
+#: How much of a bad value an error message quotes (a base64 blob must not fill the log).
+ECHOED_VALUE_CHARS = 80
 
 JsonObject = dict[str, Any]
 
@@ -91,8 +94,9 @@ def _one_source(obj: JsonObject, path: str, keys: tuple[str, ...]) -> str:
 
 
 def _check_oss(value: str, field: str) -> None:
-    if not value.startswith("oss://") or len(value) <= len("oss://") or value[6] == "/":
-        raise invalid(f"{field} must be an OSS path like oss://bucket/key, got {value[:80]!r}")
+    bucket = value[len(OSS_SCHEME):]
+    if not value.startswith(OSS_SCHEME) or not bucket or bucket.startswith("/"):
+        raise invalid(f"{field} must be an OSS path like oss://bucket/key, got {value[:ECHOED_VALUE_CHARS]!r}")
 
 
 def _check_url(value: str, field: str) -> None:
@@ -272,4 +276,4 @@ def validate_body(capability: str, body: Any) -> JsonObject:
     return body
 
 
-__all__ = ["ApiError", "KNOWN_SERVICE_IDS", "check_service_id", "validate_body"]
+__all__ = ["KNOWN_SERVICE_IDS", "ApiError", "check_service_id", "validate_body"]
