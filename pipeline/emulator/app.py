@@ -41,6 +41,14 @@ from .wire import (
 )
 
 WS = "/v3/openapi/workspaces/{workspace}"
+MIB = 1024 * 1024
+MS_PER_SECOND = 1000
+#: How much of a bogus task id an error message quotes: enough to recognise, never a flood.
+ECHOED_ID_CHARS = 64
+#: aiohttp's own body limit (it would answer 413) sits this far above ours, so that ours --
+#: a 400 InvalidParameter, as the real service answers -- always fires first.
+AIOHTTP_LIMIT_FACTOR = 4
+AIOHTTP_LIMIT_EXTRA_BYTES = 1024
 
 
 class _Dropped(Exception):
@@ -56,8 +64,9 @@ def api_path(capability: str, service_id: str, kind: str = "create", workspace: 
 def create_app(settings: EmulatorSettings | None = None, *, clock: Clock | None = None) -> web.Application:
     """A ready-to-serve emulator app; its state is ``app[STATE]``."""
     settings = settings or EmulatorSettings()
-    # aiohttp's own limit would answer 413; we enforce max_body_bytes ourselves as a 400.
-    app = web.Application(client_max_size=settings.max_body_bytes * 4 + 1024)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes * AIOHTTP_LIMIT_FACTOR + AIOHTTP_LIMIT_EXTRA_BYTES
+    )
     app[STATE] = EmulatorState(settings, clock)
     for capability in ASYNC_CAPABILITIES:
         base = f"{WS}/{capability}/{{service_id}}/async"
@@ -107,7 +116,7 @@ async def _serve(request: web.Request, capability: str, kind: str) -> web.Stream
     except _Dropped:
         return _drop(request, state, route)
     state.counters.record_request(route, 200)
-    latency = int((time.perf_counter() - started) * 1000)
+    latency = int((time.perf_counter() - started) * MS_PER_SECOND)
     return ok_response(request_id, latency, result, usage)
 
 
@@ -134,7 +143,7 @@ def _check_auth(request: web.Request, api_key: str) -> None:
 def _too_large(limit: int, size: int | None) -> ApiError:
     got = f"request body is {size} bytes" if size is not None else "request body is too large"
     return invalid(
-        f"{got}, over the {limit / 1024 / 1024:g} MB limit ({limit} bytes): "
+        f"{got}, over the {limit / MIB:g} MB limit ({limit} bytes): "
         "reference large files by OSS path (oss://bucket/key) or URL instead of inline content"
     )
 
@@ -237,7 +246,7 @@ def _status(
         task_id, capability=capability, service_id=service_id, workspace=workspace, now=now
     )
     if task is None:
-        raise ApiError(400, TASK_NOT_EXIST, f"task {task_id[:64]!r} does not exist or has expired")
+        raise ApiError(400, TASK_NOT_EXIST, f"task {task_id[:ECHOED_ID_CHARS]!r} does not exist or has expired")
     status = task.status(now)
     if status is not TaskStatus.PENDING and not task.delivered:
         task.delivered = True

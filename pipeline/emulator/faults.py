@@ -16,11 +16,14 @@ from dataclasses import dataclass
 
 from .settings import FaultSettings
 
+#: Bytes of the sha256 digest that seed a draw's ``Random``: 64 bits, plenty for a seed.
+SEED_BYTES = 8
+
 
 def seeded_random(seed: int, *parts: object) -> random.Random:
     """A ``Random`` determined by ``seed`` and ``parts`` (stable across processes)."""
     text = "|".join(str(p) for p in (seed, *parts))
-    return random.Random(int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big"))
+    return random.Random(int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:SEED_BYTES], "big"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +37,14 @@ class FaultDraw:
 
 
 NO_FAULT = FaultDraw()
+#: One random number per FaultDraw field, always all of them (see ``FaultInjector.draw``).
+DRAWS_PER_REQUEST = len(FaultDraw.__slots__)
 
 
 class FaultInjector:
     """Holds the live fault settings, the active 429 bursts and the draw counts."""
 
-    __slots__ = ("seed", "settings", "_bursts", "_seen")
+    __slots__ = ("_bursts", "_seen", "seed", "settings")
 
     def __init__(self, seed: int, settings: FaultSettings) -> None:
         self.seed = seed  # emulator seed, part of every draw
@@ -60,7 +65,7 @@ class FaultInjector:
         self._seen[key] += 1
         rng = seeded_random(self.seed, "fault", *key, self._seen[key])
         # Always draw all four in this order, so changing one rate never shifts the others.
-        burst, drop, error, slow = (rng.random() for _ in range(4))
+        burst, drop, error, slow = (rng.random() for _ in range(DRAWS_PER_REQUEST))
         result = FaultDraw(
             burst_429=burst < settings.burst_429_rate,
             drop=drop < settings.drop_rate,
@@ -77,6 +82,3 @@ class FaultInjector:
         if rate <= 0.0 or not self.settings.applies_to(capability, "create"):
             return False
         return seeded_random(self.seed, "task-fail", capability, submission, occurrence).random() < rate
-
-    def clear_bursts(self) -> None:
-        self._bursts.clear()

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections import deque
 
+#: The smallest wait ``try_acquire`` reports for a refusal: 0.0 is reserved for "accepted",
+#: so a refusal that lands exactly on a slot's edge must still be a positive number.
+MIN_REFUSAL_WAIT = 1e-6
+
 
 class SlidingWindow:
     """At most ``limit`` accepted events in any window of ``length`` seconds."""
 
-    __slots__ = ("limit", "length", "_stamps")
+    __slots__ = ("_stamps", "length", "limit")
 
     def __init__(self, limit: int, length: float) -> None:
         self.limit = limit  # events allowed per window
@@ -34,12 +38,7 @@ class SlidingWindow:
             self._stamps.append(now)
             return 0.0
         # The oldest event in the window leaves it `length` after it happened.
-        return max(self._stamps[0] + self.length - now, 1e-6)
-
-    def count(self, now: float) -> int:
-        """Events logged in the window ending at ``now``."""
-        self._prune(now)
-        return len(self._stamps)
+        return max(self._stamps[0] + self.length - now, MIN_REFUSAL_WAIT)
 
     def __repr__(self) -> str:
         return f"SlidingWindow(limit={self.limit}, length={self.length}, in_window={len(self._stamps)})"
@@ -48,7 +47,7 @@ class SlidingWindow:
 class WindowPeak:
     """The largest number of events seen in any window of ``length`` seconds (a measurement)."""
 
-    __slots__ = ("length", "peak", "_stamps")
+    __slots__ = ("_stamps", "length", "peak")
 
     def __init__(self, length: float) -> None:
         self.length = length  # window length in (real) seconds
@@ -66,6 +65,5 @@ class WindowPeak:
         while stamps and stamps[0] <= horizon:
             stamps.popleft()
         stamps.append(now)
-        if len(stamps) > self.peak:
-            self.peak = len(stamps)
+        self.peak = max(self.peak, len(stamps))
         return len(stamps)

@@ -30,15 +30,28 @@ from .settings import (
 Body = dict[str, Any]
 Built = tuple[Any, dict[str, Any]]
 FPS = 25  # frame rate assumed when turning times into frame indexes
-WORDS = (
-    "harbor lantern meadow circuit copper orchard signal canyon marble thunder velvet "
-    "glacier compass ember falcon prism quarry ribbon saddle timber window zephyr"
-).split()
+HASH_CHARS = 12  # hex digits of the submission key quoted in texts as [h:...]
+INLINE_NAME_CHARS = 8  # hex digits naming an inline (base64) source
+# Usage figures, shaped like the service's: a token is about four characters of text, an
+# image (a frame) costs 258 tokens, a second of audio 25 tokens.
+CHARS_PER_TOKEN = 4
+IMAGE_TOKENS_PER_FRAME = 258
+AUDIO_TOKENS_PER_SECOND = 25
+SUMMARY_PROMPT_TOKENS = 32  # the fixed instructions a summarization adds to its input
+SUMMARY_SECONDS_PER_PART = 60  # audio a summarization listens to per part, without chunks
+MAX_SNAPSHOT_FRAMES = 120  # a snapshot result never lists more frames than this
+ASR_SEGMENT_SECONDS = 10  # about one transcript segment per this much audio
+MAX_ASR_SEGMENTS = 24
+WORDS = (  # the vocabulary of emulated texts: plain words, so results read as prose
+    "harbor", "lantern", "meadow", "circuit", "copper", "orchard", "signal", "canyon",
+    "marble", "thunder", "velvet", "glacier", "compass", "ember", "falcon", "prism",
+    "quarry", "ribbon", "saddle", "timber", "window", "zephyr",
+)
 
 
 def input_hash(capability: str, service_id: str, body: Body) -> str:
     """The short hash quoted in results: 12 hex digits of the submission key."""
-    return submission_key(capability, service_id, body)[:12]
+    return submission_key(capability, service_id, body)[:HASH_CHARS]
 
 
 def source_name(obj: Mapping[str, Any]) -> str:
@@ -48,7 +61,7 @@ def source_name(obj: Mapping[str, Any]) -> str:
         if isinstance(value, str) and value.strip():
             return value
     content = obj.get("content") or ""
-    return f"inline-{submission_key('content', '', content)[:8]}"
+    return f"inline-{submission_key('content', '', content)[:INLINE_NAME_CHARS]}"
 
 
 def source_stem(obj: Mapping[str, Any]) -> str:
@@ -76,7 +89,7 @@ def image_analyze(service_id: str, body: Body, seed: int) -> Built:
         f"[h:{input_hash(IMAGE_ANALYZE, service_id, body)}]: {_words(rng, 6, 24)}."
     )
     data = {"content": content, "content_type": "text", "page_num": 1}
-    return data, {"pv_count": 1, "token_count": max(1, len(content) // 4)}
+    return data, {"pv_count": 1, "token_count": max(1, len(content) // CHARS_PER_TOKEN)}
 
 
 def object_detection(service_id: str, body: Body, seed: int) -> Built:
@@ -127,7 +140,7 @@ def video_segmentation(service_id: str, body: Body, seed: int) -> Built:
                 "snapshots": snapshots,
             }
         )
-    return chunks, {"audio_token": int(total * 25), "image_token": frames * 258}
+    return chunks, {"audio_token": int(total * AUDIO_TOKENS_PER_SECOND), "image_token": frames * IMAGE_TOKENS_PER_FRAME}
 
 
 def video_snapshot(service_id: str, body: Body, seed: int) -> Built:
@@ -138,7 +151,7 @@ def video_snapshot(service_id: str, body: Body, seed: int) -> Built:
     interval, fmt = int(params.get("interval", 1)), str(params.get("format", "jpg"))
     duration = rng.uniform(5.0, 90.0)
     frames = []
-    for i in range(min(int(duration // interval) + 1, 120)):
+    for i in range(min(int(duration // interval) + 1, MAX_SNAPSHOT_FRAMES)):
         t = float(i * interval)
         if output.get("type", "oss") == "base64":
             path = base64.b64encode(f"{fmt} frame {i} of {source_name(inp)} h:{h}".encode()).decode()
@@ -173,10 +186,10 @@ def video_summarization(service_id: str, body: Body, seed: int) -> Built:
     data = {"video_metadata": {"title": f"About {name}", "summary": summary, "tags": tags}, "chunks": chunks}
     snapshots = sum(len(c.get("snapshots") or []) for c in given)
     usage = {
-        "audio_token": 0 if given else 25 * 60 * len(chunks),
-        "image_token": 258 * snapshots if params.get("extract_snapshot") else 0,
-        "input_token": sum(len(t) for t in transcripts) // 4 + 32,
-        "output_token": (len(summary) + sum(len(c["enhanced_transcript"]) for c in chunks)) // 4,
+        "audio_token": 0 if given else AUDIO_TOKENS_PER_SECOND * SUMMARY_SECONDS_PER_PART * len(chunks),
+        "image_token": IMAGE_TOKENS_PER_FRAME * snapshots if params.get("extract_snapshot") else 0,
+        "input_token": sum(len(t) for t in transcripts) // CHARS_PER_TOKEN + SUMMARY_PROMPT_TOKENS,
+        "output_token": (len(summary) + sum(len(c["enhanced_transcript"]) for c in chunks)) // CHARS_PER_TOKEN,
     }
     return data, usage
 
@@ -186,7 +199,7 @@ def audio_asr(service_id: str, body: Body, seed: int) -> Built:
     h = input_hash(AUDIO_ASR, service_id, body)
     rng = seeded_random(seed, AUDIO_ASR, service_id, h)
     duration = round(rng.uniform(3.0, 240.0), 2)
-    count = max(1, min(int(duration // 10), 24))
+    count = max(1, min(int(duration // ASR_SEGMENT_SECONDS), MAX_ASR_SEGMENTS))
     step = duration / count
     segments = [
         {

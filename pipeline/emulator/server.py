@@ -23,6 +23,7 @@ from .state import STATE, Clock, EmulatorState
 
 T = TypeVar("T")
 SHUTDOWN_TIMEOUT = 1.0  # seconds in-flight requests get when the emulator stops
+CALL_TIMEOUT = 10.0  # seconds a cross-thread call waits for the emulator's loop (it never blocks)
 
 
 class RunningEmulator:
@@ -187,7 +188,7 @@ class EmulatorThread:
         async def run() -> T:
             return fn(running.state)
 
-        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=10)
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=CALL_TIMEOUT)
 
     def counters(self) -> dict[str, Any]:
         """A snapshot of the counters."""

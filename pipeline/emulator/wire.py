@@ -8,6 +8,7 @@ where the official SDK takes the request id of an error from.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from typing import Any
 
@@ -19,6 +20,9 @@ INVALID_API_KEY = "InvalidApiKey"
 THROTTLING = "Throttling.RateQuota"
 INTERNAL_ERROR = "InternalServerError"
 NOT_FOUND = "NotFound"
+
+#: The shortest ``Retry-After`` a scaled emulator sends: a millisecond, the precision it uses.
+MIN_SCALED_RETRY_AFTER = 0.001
 
 
 class ApiError(Exception):
@@ -72,5 +76,5 @@ def error_response(request_id: str, error: ApiError) -> web.Response:
 def format_retry_after(seconds: float, time_scale: float) -> str:
     """``Retry-After`` value: whole seconds (>= 1) at real speed, exact decimals when scaled."""
     if time_scale == 1.0:
-        return str(max(1, int(-(-seconds // 1))))
-    return f"{max(seconds, 0.001):.3f}"
+        return str(max(1, math.ceil(seconds)))  # the header's integer form, never 0
+    return f"{max(seconds, MIN_SCALED_RETRY_AFTER):.3f}"
