@@ -99,6 +99,8 @@ class Config:
     adaptive_polling: AdaptivePolling = field(default_factory=AdaptivePolling)
     failure_threshold: FailureThreshold = field(default_factory=FailureThreshold)
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=_default_prices)
+    #: Currency of the price table (the service bills in CNY).
+    currency: str = "CNY"
     usage_estimates: Mapping[str, Mapping[str, float]] = field(default_factory=_default_usage_estimates)
     #: Divides every delay and multiplies every QPS limit. For the emulator's time-scaled mode
     #: only; leave at 1 against the real service.
