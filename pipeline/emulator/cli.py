@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
 import sys
 from typing import Any
 
+from ..exit_codes import ExitCode
 from .server import start_emulator
 from .settings import DEFAULT_API_KEY, EmulatorSettings, SettingsError, load_settings
 
 DEFAULT_PORT = 8765
+MAX_PORT = 65535  # TCP ports are 16-bit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,16 +85,48 @@ async def serve(settings: EmulatorSettings, host: str, port: int, key_source: st
             loop.remove_signal_handler(sig)
 
 
+def port_problem(port: int) -> str | None:
+    """Why ``port`` cannot be bound at all, or None when it is in range (0 = any free port)."""
+    if 0 <= port <= MAX_PORT:
+        return None
+    return f"--port must be between 0 and {MAX_PORT} (0 picks a free port), got {port}"
+
+
+def bind_problem(host: str, port: int, exc: OSError) -> str:
+    """A one-line explanation of why listening on ``host:port`` failed, with what to do."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} on {host} is already in use: stop whatever holds it, "
+                "or choose another --port (0 picks a free one)")
+    if exc.errno == errno.EACCES:
+        return f"not allowed to listen on {host}:{port}: ports below 1024 need privileges; choose another --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}:{port}: {host} is not an address of this machine; check --host"
+    # asyncio wraps the socket error in a long sentence; its own reason is the useful part.
+    reason = exc.strerror or str(exc)
+    return f"cannot listen on {host}:{port}: {reason}"
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return int(ExitCode.USAGE)
+
+
 def main(args: argparse.Namespace) -> int:
-    """Run the emulator; 0 on a clean stop, 2 on a settings or bind error."""
+    """Run the emulator in the foreground.
+
+    Returns ``ExitCode.OK`` on a clean stop (SIGINT/SIGTERM) and ``ExitCode.USAGE`` for bad
+    settings, a port out of range or a port that cannot be bound; the problem is one line on
+    stderr, never a traceback.
+    """
+    problem = port_problem(args.port)
+    if problem is not None:
+        return _fail(problem)
     try:
         settings, key_source = build_settings(args)
     except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     try:
         asyncio.run(serve(settings, args.host, args.port, key_source))
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    return 0
+    except OSError as exc:  # bind failures: address in use, no permission, unknown host
+        return _fail(bind_problem(args.host, args.port, exc))
+    return int(ExitCode.OK)
