@@ -28,6 +28,9 @@ value over (when it exists and parses) instead of dropping the series. The Pushg
 replaces a group whole on each push (PUT) too, so the success time lives in a group of its
 own (`.../instance/<i>/result/success`) that only a successful run pushes to.
 
+prometheus-client (the `metrics` extra) is imported where it is used, so the rest of the
+pipeline, and `check_*` (which report it missing as a config error), work without it.
+
 Summaries written by `status` lack this session's traffic counters; absent figures are 0
 here, which is also what `summarize()` means when it leaves a zero out.
 """
@@ -41,13 +44,15 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio.to_thread
-from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
-from prometheus_client.exposition import basic_auth_handler, default_handler
-from prometheus_client.parser import text_string_to_metric_families
+
+from .loggable import host_of, safe_reason, with_scheme
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("pipeline.metrics")
 
@@ -68,6 +73,8 @@ _TRAFFIC = (
 def build_registry(summary: Mapping[str, Any], *, exit_code: int | None, finished: bool,
                    now: float, last_success: float | None) -> CollectorRegistry:
     """A fresh registry holding the summary's figures and the run's metadata."""
+    from prometheus_client import CollectorRegistry, Gauge
+
     registry = CollectorRegistry()
 
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
@@ -121,6 +128,8 @@ def write_textfile(path: Path, summary: Mapping[str, Any], *, exit_code: int | N
     and renames it over `path` (removing it on error), so a scrape never sees half a file; the
     temp name does not end in `.prom`, so the collector ignores it meanwhile.
     """
+    from prometheus_client import write_to_textfile
+
     now = time.time() if now is None else now
     success = finished and exit_code == 0
     last_success = now if success else previous_last_success(path)
@@ -131,6 +140,8 @@ def write_textfile(path: Path, summary: Mapping[str, Any], *, exit_code: int | N
 
 def previous_last_success(path: Path) -> float | None:
     """The last-success time in an existing textfile, or None when absent or unreadable."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         text = path.read_text(encoding="utf-8")
         for family in text_string_to_metric_families(text):
@@ -144,6 +155,8 @@ def previous_last_success(path: Path) -> float | None:
 
 def check_metrics_path(path: str) -> str | None:
     """Why `path` cannot take the metrics textfile, or None when it can (checked before a run)."""
+    if missing := missing_extra():
+        return missing
     target = Path(path)
     if not target.name.endswith(".prom"):
         return f"{path}: the file name must end in .prom, or node-exporter's textfile collector ignores it"
@@ -159,7 +172,9 @@ def check_metrics_path(path: str) -> str | None:
 
 def check_pushgateway_url(url: str) -> str | None:
     """Why `url` is not a usable Pushgateway address, or None when it is."""
-    parts = urlsplit(_with_scheme(url))
+    if missing := missing_extra():
+        return missing
+    parts = urlsplit(with_scheme(url))
     if parts.scheme not in ("http", "https"):
         return "the Pushgateway URL must be http:// or https://"
     try:
@@ -168,6 +183,15 @@ def check_pushgateway_url(url: str) -> str | None:
         return "the Pushgateway URL has an invalid port"
     if not parts.hostname:
         return "the Pushgateway URL has no host"
+    return None
+
+
+def missing_extra() -> str | None:
+    """Why metrics cannot work here (prometheus-client not installed), or None."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return "metrics need prometheus-client: pip install 'opensearch-media-pipeline[metrics]'"
     return None
 
 
@@ -185,6 +209,8 @@ def push(gateway_url: str, summary: Mapping[str, Any], *, exit_code: int, job: s
     """
     host = host_of(gateway_url)
     try:
+        from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
         now = time.time() if now is None else now
         gateway, handler = _gateway_and_handler(gateway_url)
         registry = build_registry(summary, exit_code=exit_code, finished=True, now=now, last_success=None)
@@ -251,37 +277,11 @@ class RunMetrics:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def host_of(url: str) -> str:
-    """The host (and port) of a URL: all of it that may be logged."""
-    try:
-        parts = urlsplit(_with_scheme(url))
-        host = parts.hostname or "?"
-        return f"{host}:{parts.port}" if parts.port else host
-    except ValueError:
-        return "?"
-
-
-def safe_reason(exc: BaseException) -> str:
-    """A loggable reason for a failed request, without the URL (it may hold a token)."""
-    code = getattr(exc, "code", None) or getattr(exc, "status", None)
-    if isinstance(code, int):
-        return f"{type(exc).__name__} (HTTP {code})"
-    inner = getattr(exc, "reason", None) or getattr(exc, "os_error", None)  # URLError / aiohttp
-    if isinstance(inner, OSError) and inner.strerror:
-        return f"{type(exc).__name__} ({inner.strerror})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{type(exc).__name__} ({exc.strerror})"
-    return type(exc).__name__
-
-
-def _with_scheme(url: str) -> str:
-    # prometheus_client accepts a bare "host:9091" and assumes http; so do we.
-    return url if "://" in url else f"http://{url}"
-
-
 def _gateway_and_handler(url: str) -> tuple[str, Handler]:
     """The gateway URL without credentials, and a handler that sends them as basic auth."""
-    parts = urlsplit(_with_scheme(url))
+    from prometheus_client.exposition import basic_auth_handler, default_handler
+
+    parts = urlsplit(with_scheme(url))
     if parts.username is None:
         return urlunsplit(parts), default_handler
     host = parts.hostname or ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -170,6 +171,13 @@ def test_check_metrics_path(tmp_path: Path) -> None:
     assert ".prom" in (check_metrics_path(str(tmp_path / "run.txt")) or "")
     (tmp_path / "dir.prom").mkdir()
     assert "directory" in (check_metrics_path(str(tmp_path / "dir.prom")) or "")
+
+
+def test_checks_report_a_missing_metrics_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without prometheus-client installed, both checks name the extra to install instead of failing later."""
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # makes `import prometheus_client` fail
+    assert "[metrics]" in (check_metrics_path(str(tmp_path / "run.prom")) or "")
+    assert "[metrics]" in (check_pushgateway_url("http://127.0.0.1:9091") or "")
 
 
 @pytest.mark.parametrize(("url", "ok"), [
