@@ -1,0 +1,153 @@
+"""Healthchecks-style pings: paths per outcome, one retry, short budget, never raising, host-only logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from pipeline.pings import BODY_LIMIT, Pinger, check_ping_url
+
+SECRET = "0f3a1c9e-secret-check-uuid"
+
+
+@dataclass
+class PingServer:
+    """A local ping endpoint: records requests, answers with queued statuses (then 200)."""
+
+    server: TestServer
+    received: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # method, path, rid, body
+    statuses: list[int] = field(default_factory=list)
+    hang: asyncio.Event | None = None  # when set to an Event, requests wait for it
+
+    def url(self) -> str:
+        """The check's ping URL on this server."""
+        return str(self.server.make_url(f"/ping/{SECRET}"))
+
+
+@pytest.fixture
+async def hc() -> AsyncIterator[PingServer]:
+    """A running PingServer on a random local port."""
+
+    async def ping(request: web.Request) -> web.Response:
+        state.received.append((request.method, request.path, request.query.get("rid", ""), await request.read()))
+        if state.hang is not None:
+            await state.hang.wait()
+        return web.Response(status=state.statuses.pop(0) if state.statuses else 200, text="OK")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ping)
+    server = TestServer(app, host="127.0.0.1")
+    state = PingServer(server)
+    async with server:
+        yield state
+        if state.hang is not None:
+            state.hang.set()  # let a parked handler return so the server can close at once
+
+
+class Sleeps:
+    """A stand-in for asyncio.sleep that records the delays instead of waiting."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_start_then_success(hc: PingServer) -> None:
+    """A run that exits 0 pings URL/start then URL (trailing slash stripped), both with one run id."""
+    pinger = Pinger(hc.url() + "/", sleep=Sleeps())
+    assert await pinger.start() is True
+    assert await pinger.finish(0) is True
+    assert [(m, p) for m, p, _, _ in hc.received] == [("GET", f"/ping/{SECRET}/start"), ("GET", f"/ping/{SECRET}")]
+    rids = {rid for _, _, rid, _ in hc.received}
+    assert len(rids) == 1 and rids != {""}
+
+
+async def test_start_then_failure_code(hc: PingServer) -> None:
+    """A run that exits 5 pings URL/start then URL/5."""
+    pinger = Pinger(hc.url(), sleep=Sleeps())
+    await pinger.start()
+    await pinger.finish(5)
+    assert [p for _, p, _, _ in hc.received] == [f"/ping/{SECRET}/start", f"/ping/{SECRET}/5"]
+
+
+async def test_finish_posts_the_tail_of_a_body(hc: PingServer) -> None:
+    """A body is POSTed, cut to its last BODY_LIMIT bytes so the end of the log survives."""
+    body = "x" * BODY_LIMIT + "outcome: completed"
+    assert await Pinger(hc.url(), sleep=Sleeps()).finish(1, body=body) is True
+    method, path, _, sent = hc.received[0]
+    assert (method, path) == ("POST", f"/ping/{SECRET}/1")
+    assert len(sent) == BODY_LIMIT and sent.endswith(b"outcome: completed")
+
+
+async def test_server_error_is_retried_once(hc: PingServer) -> None:
+    """A 500 is retried once after the retry delay, and the retry's success counts."""
+    hc.statuses[:] = [500]
+    sleeps = Sleeps()
+    assert await Pinger(hc.url(), retry_delay=1.5, sleep=sleeps).start() is True
+    assert len(hc.received) == 2 and sleeps.delays == [1.5]
+
+
+async def test_at_most_one_retry(hc: PingServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Two 503s in a row give up after the single retry, returning False with one warning."""
+    hc.statuses[:] = [503, 503, 503]
+    with caplog.at_level(logging.DEBUG, logger="pipeline.pings"):
+        assert await Pinger(hc.url(), sleep=Sleeps()).finish(0) is False
+    assert len(hc.received) == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"health ping (exit 0) to 127.0.0.1:{hc.server.port} failed: PingRefused (HTTP 503)"]
+
+
+async def test_client_error_is_not_retried(hc: PingServer) -> None:
+    """A 404 (unknown check) is not retried: it will not get better."""
+    hc.statuses[:] = [404]
+    sleeps = Sleeps()
+    assert await Pinger(hc.url(), sleep=sleeps).start() is False
+    assert len(hc.received) == 1 and sleeps.delays == []
+
+
+async def test_a_hanging_server_is_cut_off_by_the_budget(hc: PingServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A server that never answers costs the ping its time budget, then False and a 'timed out' warning."""
+    hc.hang = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="pipeline.pings"):
+        assert await Pinger(hc.url(), timeout=0.05, sleep=Sleeps()).start() is False
+    assert "timed out" in caplog.text
+
+
+async def test_dead_server_does_not_raise_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    """With nothing listening, start and finish return False, and one warning names the host, never the path."""
+    url = f"http://127.0.0.1:{closed_port()}/ping/{SECRET}"
+    sleeps = Sleeps()
+    pinger = Pinger(url, sleep=sleeps)
+    with caplog.at_level(logging.WARNING, logger="pipeline.pings"):
+        assert await pinger.start() is False
+        assert await pinger.finish(3) is False
+    assert len(caplog.records) == 1
+    assert "127.0.0.1" in caplog.text and SECRET not in caplog.text and "/ping" not in caplog.text
+    assert sleeps.delays == [1.0, 1.0]  # each ping retried once
+    assert SECRET not in repr(pinger)
+
+
+@pytest.mark.parametrize(("url", "ok"), [
+    ("https://hc-ping.com/uuid", True), ("http://127.0.0.1:8000/ping/x", True),
+    ("hc-ping.com/uuid", False), ("ftp://hc-ping.com/uuid", False), ("https:///uuid", False),
+    ("http://host:port/x", False), ("", False),
+])
+def test_check_ping_url(url: str, ok: bool) -> None:
+    """Only http(s) URLs with a host (and a numeric port, if any) pass the check."""
+    assert (check_ping_url(url) is None) is ok
