@@ -34,6 +34,9 @@ class RetryPolicy:
     ``max_attempts`` counts every request for non-429 failures, the first included.
     429s draw on their own, larger budget ``max_rate_limited`` (the number of 429 answers
     tolerated for one request) because a 429 must slow the client, not fail the item.
+    ``ambiguous_creates`` is how many times a create whose outcome is unknown (a timeout or
+    a dropped connection after the body was sent) may be sent again: the service may have
+    accepted, and billed, the first one, so this budget is small and may be 0.
     """
 
     base: float = 1.0
@@ -42,6 +45,7 @@ class RetryPolicy:
     max_delay: float = 30.0
     retry_after_cap: float = 60.0
     max_rate_limited: int = 30
+    ambiguous_creates: int = 1
 
     def __post_init__(self) -> None:
         _require(self.base >= 0, "retry.base", "must be >= 0 seconds", self.base)
@@ -50,6 +54,7 @@ class RetryPolicy:
         _require(self.max_delay >= 0, "retry.max_delay", "must be >= 0 seconds", self.max_delay)
         _require(self.retry_after_cap >= 0, "retry.retry_after_cap", "must be >= 0 seconds", self.retry_after_cap)
         _require(self.max_rate_limited >= 1, "retry.max_rate_limited", "must be >= 1", self.max_rate_limited)
+        _require(self.ambiguous_creates >= 0, "retry.ambiguous_creates", "must be >= 0", self.ambiguous_creates)
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,49 @@
 """Load and validate the run configuration (frozen dataclasses).
 
-Precedence, highest first: command-line flags > environment (`PIPELINE_*`) > `--config FILE`
-> `configs/default.yaml`'s values, which are the dataclass defaults below. A wrong key, type or
-value raises `ConfigError` naming the key and where it came from; the CLI turns that into
-exit code 2.
+Precedence, highest first: command-line flags (`overrides`) > environment (`PIPELINE_*`) >
+`--config FILE` > the dataclass defaults below, which `pipeline/data/default.yaml` documents
+key by key. The layers are merged first and validated once, as a whole, before anything is
+written: a wrong key, type or value raises `ConfigError` whose `key` is the config key and
+whose `source` is what the user typed it into: the flag (`--endpoint`), the variable
+(`PIPELINE_ENDPOINT`) or the file's path. The CLI turns that into exit code 2.
+
+The time scale (`Config.time_scale`) is a test and demo facility for the local emulator: it is
+not a config-file key, only `PIPELINE_TIME_SCALE` (or `overrides`) sets it, and a scale other
+than 1 is refused unless the endpoint is a loopback address.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from .backoff import PollPolicy, RetryPolicy
 from .capabilities import CAPABILITIES
+from .client import build_base_url
+from .config_checks import (
+    coerce,
+    finite_number,
+    is_loopback_host,
+    limiter_problem,
+    metrics_file_problem,
+    parse_duration,
+    parse_env,
+    web_url_problem,
+)
 from .errors import ConfigError
+
+__all__ = [
+    "ENV_KEYS", "ENV_ONLY_KEYS", "FILE_KEYS", "FLAGS", "AdaptivePolling", "Config", "FailureThreshold",
+    "load_config", "parse_duration",
+]
 
 #: Environment variables that override config-file values (flags override these).
 ENV_KEYS = {
@@ -28,7 +52,26 @@ ENV_KEYS = {
     "PIPELINE_PROTOCOL": "protocol",
     "PIPELINE_TIME_SCALE": "time_scale",
     "PIPELINE_POLLS_SHARE_QPS": "polls_share_qps",
+    "PIPELINE_MAX_COST": "max_cost",
+    "PIPELINE_LIMITER": "limiter",
 }
+#: The flag each `overrides` key stands for, so that an error names what the user typed.
+FLAGS = {
+    "endpoint": "--endpoint",
+    "workspace": "--workspace",
+    "max_cost": "--max-cost",
+    "max_duration": "--max-duration",
+    "metrics_file": "--metrics-file",
+    "pushgateway": "--pushgateway",
+    "ping_url": "--ping-url",
+    "limiter": "--limiter",
+    "time_scale": "--time-scale",
+}
+#: Keys a config file may not set: the time scale would make a real run break the service's
+#: QPS limits, so it stays a deliberate, visible act (an environment variable or a test).
+ENV_ONLY_KEYS = frozenset({"time_scale"})
+
+_LIMITER_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
 def _default_qps() -> dict[str, float]:
@@ -36,8 +79,8 @@ def _default_qps() -> dict[str, float]:
 
 
 def _default_prices() -> dict[str, dict[str, float]]:
-    # PROTOCOL.md "Billing facts". Keys: "request" is per successful request; any other key
-    # is a usage field of that service's responses, priced per unit.
+    # The published unit prices (docs/protocol.md, "Prices"). Keys: "request" is per
+    # successful request; any other key is a usage field of that service's responses.
     return {
         "ops-image-analyze-ocr-001": {"request": 0.001},
         "ops-image-analyze-vlm-001": {"token_count": 0.002},
@@ -79,8 +122,12 @@ class AdaptivePolling:
 
 @dataclass(frozen=True)
 class Config:
+    """Everything a run is configured with; validated as a whole when constructed."""
+
     endpoint: str | None = None
-    protocol: str = "http"
+    #: For a bare-host endpoint only. https, so that the bearer key never travels in clear
+    #: text unless asked for (a full http:// URL, or protocol http).
+    protocol: str = "https"
     workspace: str = "default"
     #: Per-capability QPS limits, by canonical capability name.
     qps: Mapping[str, float] = field(default_factory=_default_qps)
@@ -102,11 +149,25 @@ class Config:
     #: Currency of the price table (the service bills in CNY).
     currency: str = "CNY"
     usage_estimates: Mapping[str, Mapping[str, float]] = field(default_factory=_default_usage_estimates)
-    #: Divides every delay and multiplies every QPS limit. For the emulator's time-scaled mode
-    #: only; leave at 1 against the real service.
-    time_scale: float = 1.0
+    #: Spend cap in `currency`: settled plus reserved cost never goes past it. None: no cap.
+    max_cost: float | None = None
+    #: Seconds the run may last before it stops, resumable. None: no limit.
+    max_duration: float | None = None
+    #: Prometheus textfile written during and after the run; its directory must exist.
+    metrics_file: str | None = None
+    #: Prometheus Pushgateway URL the final metrics are pushed to.
+    pushgateway: str | None = None
+    #: URL pinged at start and end (healthchecks.io style dead man's switch).
+    ping_url: str | None = None
+    #: The QPS pacer: "memory" (this process) or a redis:// / rediss:// URL shared by processes.
+    limiter: str = "memory"
+    #: Key prefix in the shared limiter, so unrelated accounts can share one Redis.
+    limiter_namespace: str | None = None
     #: Seconds between plain progress lines when stderr is not a terminal.
     progress_interval: float = 10.0
+    #: Test/demo facility (PIPELINE_TIME_SCALE, never a file key): divides every delay and
+    #: multiplies every QPS limit, to match an emulator started with the same time scale.
+    time_scale: float = 1.0
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str, str]] = [
@@ -118,22 +179,32 @@ class Config:
             (self.max_in_flight >= 1, "max_in_flight", "must be >= 1"),
             (self.queue_size >= 1, "queue_size", "must be >= 1"),
             (self.request_timeout > 0, "request_timeout", "must be > 0 seconds"),
-            (self.time_scale > 0, "time_scale", "must be > 0"),
+            (finite_number(self.time_scale) and self.time_scale > 0, "time_scale", "must be a finite number > 0"),
             (self.progress_interval > 0, "progress_interval", "must be > 0 seconds"),
             (self.failure_threshold.window >= 0, "failure_threshold.window", "must be >= 0"),
             (0 <= self.failure_threshold.max_ratio <= 1, "failure_threshold.max_ratio",
              "must be in [0, 1]"),
             (0 < self.adaptive_polling.target < 1, "adaptive_polling.target", "must be in (0, 1)"),
+            (bool(self.currency.strip()), "currency", "must not be empty"),
+            (self.max_cost is None or (finite_number(self.max_cost) and self.max_cost >= 0), "max_cost",
+             "must be a finite amount >= 0 (in the price table's currency)"),
+            (self.max_duration is None or (finite_number(self.max_duration) and self.max_duration > 0),
+             "max_duration", "must be a finite number of seconds > 0"),
+            (self.limiter_namespace is None or bool(_LIMITER_NAMESPACE.fullmatch(self.limiter_namespace)),
+             "limiter_namespace", "must be letters, digits, '_', '.', ':' or '-'"),
         ]
         for ok, key, expected in checks:
             if not ok:
                 raise ConfigError(f"{expected}, got {_get(self, key)!r}", key=key)
+        self._check_tables()
+        self._check_services()
+
+    def _check_tables(self) -> None:
         for name, limit in self.qps.items():
             if name not in CAPABILITIES:
                 raise ConfigError(f"unknown capability (known: {', '.join(CAPABILITIES)})",
                                   key=f"qps.{name}")
-            if (not isinstance(limit, (int, float)) or isinstance(limit, bool)
-                    or not math.isfinite(limit) or limit <= 0):
+            if not finite_number(limit) or limit <= 0:
                 raise ConfigError(f"must be a finite number > 0, got {limit!r}", key=f"qps.{name}")
         for section in ("prices", "usage_estimates"):
             for service_id, table in getattr(self, section).items():
@@ -141,10 +212,33 @@ class Config:
                     raise ConfigError(f"must be a mapping of usage keys to numbers, got {table!r}",
                                       key=f"{section}.{service_id}")
                 for unit, price in table.items():
-                    if (isinstance(price, bool) or not isinstance(price, (int, float))
-                            or not math.isfinite(price) or price < 0):
+                    if not finite_number(price) or price < 0:
                         raise ConfigError(f"must be a number >= 0, got {price!r}",
                                           key=f"{section}.{service_id}.{unit}")
+
+    def _check_services(self) -> None:
+        # The endpoint is parsed exactly as the client will parse it, so a run never gets as
+        # far as writing state with an address it cannot use. Without an endpoint (validate,
+        # status) the protocol and workspace are still checked the same way, on a stand-in host.
+        base_url = build_base_url(self.endpoint if self.endpoint is not None else "localhost",
+                                  self.protocol, self.workspace)
+        host = urlsplit(base_url).hostname or ""
+        if self.time_scale != 1 and self.endpoint is not None and not is_loopback_host(host):
+            raise ConfigError(
+                f"time scale {self.time_scale:g} (PIPELINE_TIME_SCALE) is a test/demo facility for the local "
+                f"emulator and needs a loopback endpoint (127.0.0.0/8, ::1, localhost), not {host!r}: "
+                "unset PIPELINE_TIME_SCALE to run against the service", key="time_scale")
+        for key in ("pushgateway", "ping_url"):
+            url = getattr(self, key)
+            problem = None if url is None else web_url_problem(url)
+            if problem:
+                raise ConfigError(problem, key=key)
+        problem = limiter_problem(self.limiter)
+        if problem:
+            raise ConfigError(problem, key="limiter")
+        problem = None if self.metrics_file is None else metrics_file_problem(self.metrics_file)
+        if problem:
+            raise ConfigError(problem, key="metrics_file")
 
     # ---- effective values, with time_scale applied -------------------------------------
     def limit_rps(self, capability: str) -> float:
@@ -156,16 +250,22 @@ class Config:
         return self.limit_rps(capability) * self.qps_headroom
 
     def effective_retry(self) -> RetryPolicy:
+        """The retry policy with its delays divided by the time scale."""
         s = self.time_scale
         r = self.retry
         return dataclasses.replace(r, base=r.base / s, max_delay=r.max_delay / s,
                                    retry_after_cap=r.retry_after_cap / s)
 
     def effective_polling(self) -> PollPolicy:
+        """The poll policy with its delays divided by the time scale."""
         s = self.time_scale
         p = self.polling
         return dataclasses.replace(p, first_delay=p.first_delay / s, max_delay=p.max_delay / s,
                                    timeout=p.timeout / s)
+
+
+#: Every key a `--config` file may set (the time scale is not one).
+FILE_KEYS = frozenset(f.name for f in dataclasses.fields(Config)) - ENV_ONLY_KEYS
 
 
 def _get(obj: Any, dotted: str) -> Any:
@@ -174,62 +274,84 @@ def _get(obj: Any, dotted: str) -> Any:
     return obj
 
 
-_NESTED = {
+_NESTED: dict[str, type] = {
     "retry": RetryPolicy,
     "polling": PollPolicy,
     "adaptive_polling": AdaptivePolling,
     "failure_threshold": FailureThreshold,
 }
+#: Mappings that a layer extends entry by entry instead of replacing.
+_TABLES = ("qps", "prices", "usage_estimates")
+_DEFAULTS = Config()
 
 
-def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
-    """Coerce ints to floats where a float is expected; reject everything else that differs."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"must be true or false, got {value!r}", key=key, source=source)
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"must be a number, got {value!r}", key=key, source=source)
-        return float(value)
-    elif isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"must be an integer, got {value!r}", key=key, source=source)
-    elif isinstance(default, str) or default is None:
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"must be a string, got {value!r}", key=key, source=source)
-    elif isinstance(default, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"must be a mapping, got {value!r}", key=key, source=source)
-    return value
+def _unknown(key: str, known: frozenset[str] | set[str], source: str) -> ConfigError:
+    return ConfigError(f"unknown key (known: {', '.join(sorted(known))})", key=key, source=source)
 
 
-def _build(cls: type, values: Mapping[str, Any], prefix: str, source: str, base: Any) -> Any:
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
+def _merge(merged: dict[str, Any], origin: dict[str, str], values: Mapping[Any, Any], source: str,
+           *, from_file: bool) -> None:
+    """Type-check one layer's values and lay them over `merged`, noting each key's source."""
     for key, value in values.items():
-        dotted = f"{prefix}{key}"
-        if key not in fields:
-            raise ConfigError(f"unknown key (known: {', '.join(sorted(fields))})", key=dotted, source=source)
-        current = getattr(base, key)
-        if key in _NESTED and prefix == "":
+        if from_file and key in ENV_ONLY_KEYS:
+            raise ConfigError("is not a config-file key: the time scale is a test/demo facility, set only "
+                              "by the PIPELINE_TIME_SCALE environment variable", key=str(key), source=source)
+        if key not in FILE_KEYS | ENV_ONLY_KEYS:
+            raise _unknown(str(key), FILE_KEYS, source)
+        if key in _NESTED:
             if not isinstance(value, Mapping):
-                raise ConfigError(f"must be a mapping, got {value!r}", key=dotted, source=source)
-            kwargs[key] = _build(_NESTED[key], value, f"{dotted}.", source, current)
-        elif key == "qps" and prefix == "":
-            _check_type(dotted, value, current, source)
-            kwargs[key] = {**current, **value}
-        elif key in ("prices", "usage_estimates") and prefix == "":
-            _check_type(dotted, value, current, source)
-            kwargs[key] = {**current, **value}
+                raise ConfigError(f"must be a mapping, got {value!r}", key=key, source=source)
+            defaults = _NESTED[key]()
+            known = {f.name for f in dataclasses.fields(defaults)}
+            section = merged.setdefault(key, {})
+            for sub, sub_value in value.items():
+                dotted = f"{key}.{sub}"
+                if sub not in known:
+                    raise _unknown(dotted, known, source)
+                section[sub] = coerce(dotted, sub_value, getattr(defaults, sub), source)
+                origin[dotted] = source
+        elif key in _TABLES:
+            coerce(key, value, getattr(_DEFAULTS, key), source)
+            merged.setdefault(key, {}).update(value)
+            origin.update({f"{key}.{name}": source for name in value})
         else:
-            kwargs[key] = _check_type(dotted, value, current, source)
+            merged[key] = coerce(key, value, getattr(_DEFAULTS, key), source)
+            origin[key] = source
+
+
+def _construct(merged: Mapping[str, Any], origin: Mapping[str, str]) -> Config:
+    kwargs = dict(merged)
     try:
-        return dataclasses.replace(base, **kwargs)
+        for key, cls in _NESTED.items():
+            if key in kwargs:
+                kwargs[key] = cls(**kwargs[key])
+        for key in _TABLES:
+            if key in kwargs:
+                kwargs[key] = {**getattr(_DEFAULTS, key), **kwargs[key]}
+        return Config(**kwargs)
     except ConfigError as exc:
-        # The dataclasses name their keys already ("retry.base"); add the file.
-        raise ConfigError(exc.message, key=exc.key, source=source) from None
-    except TypeError as exc:  # pragma: no cover - guarded by the checks above
-        raise ConfigError(str(exc), key=prefix.rstrip(".") or None, source=source) from None
+        # The dataclasses name the dotted key; the source is whichever layer set it (or the
+        # nearest enclosing key: "prices.ops-x.request" was set as part of "prices.ops-x").
+        parts = (exc.key or "").split(".")
+        sources = (origin.get(".".join(parts[:n])) for n in range(len(parts), 0, -1))
+        raise ConfigError(exc.message, key=exc.key, source=next((s for s in sources if s), None)) from None
+
+
+def _read_file(path: str | os.PathLike[str]) -> Mapping[Any, Any]:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", source=source) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=source) from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError("the top level must be a mapping of keys to values", source=source)
+    return data
 
 
 def load_config(
@@ -238,48 +360,23 @@ def load_config(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Defaults, then the YAML file, then `PIPELINE_*` environment variables, then flags."""
-    config = Config()
+    """Defaults, then the YAML file, then `PIPELINE_*` environment variables, then flags.
+
+    `overrides` holds flag values by config key (`endpoint`, `workspace`, `max_cost`,
+    `max_duration` as seconds or a duration string, `metrics_file`, `pushgateway`,
+    `ping_url`, `limiter`, `time_scale`, or any other key); None means "not given". Raises
+    `ConfigError` naming the key and the flag, variable or file the bad value came from.
+    """
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
     if path is not None:
-        source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file: {exc.strerror}", source=source) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML: {exc}", source=source) from None
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise ConfigError("the top level must be a mapping of keys to values", source=source)
-        config = _build(Config, data, "", source, config)
+        _merge(merged, origin, _read_file(path), str(path), from_file=True)
     env = os.environ if env is None else env
-    from_env: dict[str, Any] = {}
     for var, key in ENV_KEYS.items():
         if var in env:
-            from_env[key] = _parse_env(var, env[var], getattr(config, key))
-    if from_env:
-        config = _build(Config, from_env, "", "environment", config)
-    if overrides:
-        flags = {k: v for k, v in overrides.items() if v is not None}
-        if flags:
-            config = _build(Config, flags, "", "command line", config)
-    return config
-
-
-def _parse_env(var: str, raw: str, current: Any) -> Any:
-    if isinstance(current, bool):
-        lowered = raw.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"must be true or false, got {raw!r}", key=var, source="environment")
-    if isinstance(current, float):
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"must be a number, got {raw!r}", key=var, source="environment") from None
-    return raw
+            value = parse_env(var, key, env[var], getattr(_DEFAULTS, key))
+            _merge(merged, origin, {key: value}, var, from_file=False)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _merge(merged, origin, {key: value}, FLAGS.get(key, "command line"), from_file=False)
+    return _construct(merged, origin)

@@ -19,7 +19,8 @@ def test_retry_policy_defaults_match_the_docs():
     assert p.max_rate_limited > p.max_attempts
 
 
-@pytest.mark.parametrize(("attempt", "bound"), [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 16.0), (6, 30.0), (50, 30.0)])
+@pytest.mark.parametrize(("attempt", "bound"),
+                         [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 16.0), (6, 30.0), (50, 30.0)])
 def test_retry_delay_bound_doubles_then_caps(attempt, bound):
     """With rand() near 1 the delay is the bound 1, 2, 4, 8, … capped at max_delay."""
     assert retry_delay(attempt, RetryPolicy(), const(1.0), None) == pytest.approx(bound)
@@ -39,7 +40,14 @@ def test_retry_delay_huge_attempt_does_not_overflow():
     assert retry_delay(10_000, RetryPolicy(), const(1.0), None) == 30.0
 
 
-@pytest.mark.parametrize(("retry_after", "expected"), [(3.0, 3.0), (0.0, 0.0), (59.5, 59.5), (600.0, 60.0), (-5.0, 0.0)])
+def test_ambiguous_creates_budget_is_small_and_may_be_zero():
+    """A create whose outcome is unknown may be resent once by default, and 0 (never) is allowed."""
+    assert RetryPolicy().ambiguous_creates == 1
+    assert RetryPolicy(ambiguous_creates=0).ambiguous_creates == 0
+
+
+@pytest.mark.parametrize(("retry_after", "expected"),
+                         [(3.0, 3.0), (0.0, 0.0), (59.5, 59.5), (600.0, 60.0), (-5.0, 0.0)])
 def test_retry_after_wins_and_is_capped(retry_after, expected):
     """A server Retry-After replaces the jittered schedule, capped at retry_after_cap."""
     assert retry_delay(1, RetryPolicy(), const(0.0), retry_after) == expected
@@ -52,7 +60,8 @@ def test_retry_after_cap_is_configurable():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_attempts": 0}, {"factor": 0.5}, {"base": -1}, {"max_rate_limited": 0}, {"retry_after_cap": -1}],
+    [{"max_attempts": 0}, {"factor": 0.5}, {"base": -1}, {"max_rate_limited": 0}, {"retry_after_cap": -1},
+     {"ambiguous_creates": -1}],
 )
 def test_retry_policy_rejects_nonsense(kwargs):
     """A nonsensical retry policy fails at construction, naming the key."""
@@ -117,7 +126,7 @@ def test_poll_delay_jitter_bounds(n):
 
 
 def test_poll_delay_first_poll_at_expected_duration():
-    """With an expected duration the first poll lands there, even beyond max_delay, and later polls follow the schedule."""
+    """With an expected duration the first poll lands there, even past max_delay; later polls follow the schedule."""
     p = PollPolicy()
     assert poll_delay(1, p, const(0.5), expected=2.0) == pytest.approx(2.0)
     assert poll_delay(1, p, const(0.5), expected=120.0) == pytest.approx(120.0)
@@ -135,7 +144,7 @@ def test_poll_delay_expected_is_clamped():
 
 def test_poll_policy_rejects_nonsense():
     """A nonsensical poll policy fails at construction, naming the key."""
-    with pytest.raises(ConfigError, match="polling.jitter"):
+    with pytest.raises(ConfigError, match=r"polling\.jitter"):
         PollPolicy(jitter=1.5)
-    with pytest.raises(ConfigError, match="polling.growth"):
+    with pytest.raises(ConfigError, match=r"polling\.growth"):
         PollPolicy(growth=0.5)

@@ -1,4 +1,4 @@
-"""Config loading: defaults, file < environment < flags, errors naming key and file, time_scale."""
+"""Config loading: defaults, file < environment < flags, errors naming key and source, time_scale."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import yaml
 
 from pipeline.backoff import PollPolicy, RetryPolicy
 from pipeline.capabilities import CAPABILITIES
-from pipeline.config import AdaptivePolling, Config, FailureThreshold, load_config
+from pipeline.config import FILE_KEYS, AdaptivePolling, Config, FailureThreshold, load_config
+from pipeline.data import default_config_path, sample_manifests_dir
 from pipeline.errors import ConfigError
 
 NO_ENV: dict[str, str] = {}
@@ -36,7 +37,7 @@ def test_no_file_no_env_no_flags_gives_the_dataclass_defaults():
 
 
 def test_defaults_carry_the_documented_qps_limits():
-    """Default QPS limits are DESIGN.md's: image analyze 10, object detection 20, each video/audio service 5."""
+    """Default QPS limits are the documented ones: image analyze 10, object detection 20, each video/audio service 5."""
     qps = Config().qps
     assert set(qps) == set(CAPABILITIES)
     assert qps["image_analyze"] == 10
@@ -57,7 +58,7 @@ endpoint: file.example.com
 workspace: nightly
 submit_workers: 3
 polls_share_qps: false
-time_scale: 2          # an int where a float is expected is accepted
+qps_headroom: 1        # an int where a float is expected is accepted
 qps:
   image_analyze: 4
 retry:
@@ -70,7 +71,7 @@ polling:
     assert config.workspace == "nightly"
     assert config.submit_workers == 3
     assert config.polls_share_qps is False
-    assert config.time_scale == 2.0 and isinstance(config.time_scale, float)
+    assert config.qps_headroom == 1.0 and isinstance(config.qps_headroom, float)
     assert config.qps["image_analyze"] == 4
     assert config.qps["object_detection"] == 20  # untouched entries keep their defaults
     assert config.retry.max_attempts == 7
@@ -81,14 +82,14 @@ polling:
 
 def test_environment_overrides_the_file(tmp_path):
     """PIPELINE_ENDPOINT, PIPELINE_TIME_SCALE and PIPELINE_POLLS_SHARE_QPS win over the file's values."""
-    path = write(tmp_path, "endpoint: file.example.com\ntime_scale: 2\npolls_share_qps: true\nworkspace: w1\n")
+    path = write(tmp_path, "endpoint: file.example.com\npolls_share_qps: true\nworkspace: w1\n")
     env = {
-        "PIPELINE_ENDPOINT": "env.example.com",
+        "PIPELINE_ENDPOINT": "http://127.0.0.1:8765",
         "PIPELINE_TIME_SCALE": "50",
         "PIPELINE_POLLS_SHARE_QPS": "false",
     }
     config = load_config(path, env=env)
-    assert config.endpoint == "env.example.com"
+    assert config.endpoint == "http://127.0.0.1:8765"
     assert config.time_scale == 50.0
     assert config.polls_share_qps is False
     assert config.workspace == "w1"  # not in the environment: the file's value stays
@@ -149,7 +150,7 @@ def config_error(path: Path, **kwargs) -> ConfigError:
         ("retry:\n  max_attempts: 0\n", "retry.max_attempts"),
         ("submit_workers: 0\n", "submit_workers"),
         ("submit_workers: true\n", "submit_workers"),
-        ("time_scale: fast\n", "time_scale"),
+        ("time_scale: 5\n", "time_scale"),
         ("endpoint: 123\n", "endpoint"),
         ("failure_threshold:\n  max_ratio: 2\n", "failure_threshold.max_ratio"),
     ],
@@ -202,26 +203,34 @@ def test_config_error_is_a_value_error(tmp_path):
 @pytest.mark.parametrize(
     ("env", "key"),
     [
-        ({"PIPELINE_TIME_SCALE": "fast"}, "PIPELINE_TIME_SCALE"),
-        ({"PIPELINE_POLLS_SHARE_QPS": "maybe"}, "PIPELINE_POLLS_SHARE_QPS"),
+        ({"PIPELINE_TIME_SCALE": "fast"}, "time_scale"),
+        ({"PIPELINE_POLLS_SHARE_QPS": "maybe"}, "polls_share_qps"),
         ({"PIPELINE_TIME_SCALE": "0"}, "time_scale"),
+        ({"PIPELINE_TIME_SCALE": "inf"}, "time_scale"),
         ({"PIPELINE_PROTOCOL": "ftp"}, "protocol"),
+        ({"PIPELINE_ENDPOINT": "not a host"}, "endpoint"),
+        ({"PIPELINE_WORKSPACE": "a/b"}, "workspace"),
+        ({"PIPELINE_MAX_COST": "cheap"}, "max_cost"),
+        ({"PIPELINE_MAX_COST": "-1"}, "max_cost"),
+        ({"PIPELINE_LIMITER": "mysql://db"}, "limiter"),
     ],
 )
 def test_bad_environment_values_name_the_variable(env, key):
-    """A bad PIPELINE_* value raises ConfigError naming the variable (or key) and the environment as source."""
+    """A bad PIPELINE_* value raises ConfigError with the config key as key and the variable as source."""
+    (var,) = env
     with pytest.raises(ConfigError) as info:
         load_config(None, env=env)
     assert info.value.key == key
-    assert key in str(info.value)
-    assert "environment" in str(info.value)
+    assert info.value.source == var
+    assert str(info.value).startswith(f"{var}: {key}: ")
 
 
-def test_bad_flag_names_the_key_and_the_command_line():
-    """A bad override raises ConfigError naming the key and the command line as source."""
+def test_bad_override_without_a_flag_names_the_command_line():
+    """A bad override for a key with no flag of its own names the key and the command line as source."""
     with pytest.raises(ConfigError) as info:
         load_config(None, env=NO_ENV, overrides={"submit_workers": "lots"})
     assert info.value.key == "submit_workers"
+    assert info.value.source == "command line"
     assert "command line" in str(info.value)
 
 
@@ -305,8 +314,18 @@ def test_bad_price_entries_are_rejected(tmp_path, text, key):
 
 
 def test_default_yaml_documents_exactly_the_defaults() -> None:
-    """configs/default.yaml sets every top-level key, and loading it gives the built-in defaults."""
-    path = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+    """The packaged default.yaml sets every config-file key (not time_scale); loading it gives the defaults."""
+    path = default_config_path()
     data = yaml.safe_load(path.read_text())
-    assert set(data) == {f.name for f in dataclasses.fields(Config)}
+    assert set(data) == FILE_KEYS == {f.name for f in dataclasses.fields(Config)} - {"time_scale"}
+    assert set(data["retry"]) == {f.name for f in dataclasses.fields(RetryPolicy)}
+    assert set(data["polling"]) == {f.name for f in dataclasses.fields(PollPolicy)}
     assert load_config(path, env={}) == Config()
+
+
+def test_checkout_paths_are_symlinks_to_the_package_data() -> None:
+    """configs/default.yaml and sample_manifests/ in the checkout are the packaged files, not copies."""
+    repo = Path(__file__).resolve().parent.parent
+    assert (repo / "configs" / "default.yaml").resolve() == default_config_path().resolve()
+    assert (repo / "sample_manifests").resolve() == sample_manifests_dir().resolve()
+    assert (repo / "configs" / "default.yaml").is_symlink() and (repo / "sample_manifests").is_symlink()

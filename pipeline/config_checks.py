@@ -1,0 +1,181 @@
+"""Pure parsers and checks for single configuration values: durations, URLs, loopback hosts.
+
+Each `*_problem` check returns None when the value is fine, or a sentence saying what is
+expected; the caller (`config.py`) turns it into a `ConfigError` naming the key. `coerce` and
+`parse_env` type one layer's raw value and raise `ConfigError` naming the key and where the
+value came from. Nothing here does I/O except `metrics_file_problem`, which looks at the
+file system.
+URLs are echoed without their password, since a Pushgateway or Redis URL may carry one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+__all__ = [
+    "coerce",
+    "finite_number",
+    "is_loopback_host",
+    "limiter_problem",
+    "metrics_file_problem",
+    "parse_duration",
+    "parse_env",
+    "safe_url",
+    "web_url_problem",
+]
+
+_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_NUMBER = r"\d+(?:\.\d+)?"
+# Units in falling order, each at most once: "1h30m" reads one way only; "30m1h" is a typo.
+_DURATION = re.compile("".join(rf"(?:(?P<{u}>{_NUMBER}){u})?" for u in "dhms"))
+_DURATION_FORMS = "seconds ('90'), or numbers with units d, h, m, s in that order ('90s', '15m', '6h', '1d', '1h30m')"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as "90", "90s", "15m", "6h", "1d" or "1h30m".
+
+    A bare number is seconds. Raises ValueError, saying what is accepted, for anything else:
+    an empty string, a sign ("-5m"), an unknown unit ("6x"), or units out of order.
+    """
+    raw = text.strip() if isinstance(text, str) else ""
+    if re.fullmatch(_NUMBER, raw):
+        return float(raw)
+    match = _DURATION.fullmatch(raw)
+    if not raw or match is None:
+        raise ValueError(f"{text!r} is not a duration; expected {_DURATION_FORMS}")
+    return sum(float(value) * _UNIT_SECONDS[unit] for unit, value in match.groupdict().items() if value)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost`, 127.0.0.0/8 and ::1 (also as an IPv4-mapped IPv6 address)."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False  # a DNS name: it may resolve anywhere, so it is not loopback
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def safe_url(url: str) -> str:
+    """`url` with any password replaced by `***`, fit for an error message."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _url_problem(url: str, schemes: tuple[str, ...], example: str) -> str | None:
+    expected = f"expected a URL such as {example!r}"
+    if not url or any(c.isspace() for c in url):
+        return f"{safe_url(url)!r} is not a URL; {expected}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return f"{safe_url(url)!r} is not a valid URL; {expected}"
+    if parts.scheme.lower() not in schemes or not parts.hostname:
+        return f"{safe_url(url)!r} must be an {' or '.join(s + '://' for s in schemes)} URL with a host; {expected}"
+    return None
+
+
+def web_url_problem(url: str) -> str | None:
+    """None for an http(s) URL with a host (Pushgateway, ping URL); otherwise what is wrong."""
+    return _url_problem(url, ("http", "https"), "https://host:9091")
+
+
+def limiter_problem(value: str) -> str | None:
+    """None for `memory` or a redis:// / rediss:// URL with a host; otherwise what is wrong."""
+    if value == "memory":
+        return None
+    problem = _url_problem(value, ("redis", "rediss"), "redis://127.0.0.1:6379/0")
+    return None if problem is None else f"must be 'memory' or a Redis URL: {problem}"
+
+
+def metrics_file_problem(path: str) -> str | None:
+    """None when `path` can be written as a metrics file: its directory exists, it is no directory."""
+    if not path.strip():
+        return "must be a file path, got an empty string"
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        return f"the directory {directory!r} of {path!r} does not exist; create it first"
+    if os.path.isdir(path):
+        return f"{path!r} is a directory; give a file path such as {os.path.join(path, 'pipeline.prom')!r}"
+    return None
+
+
+def finite_number(value: object) -> bool:
+    """True for an int or float (not a bool) that is neither nan nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    """`value` for config key `key` as the type of its `default`, or ConfigError naming `source`.
+
+    Ints become floats where a float is expected; `max_duration` also takes a duration string
+    (`parse_duration`); `max_cost` and `max_duration` are numbers or None.
+    """
+    if key in ("max_cost", "max_duration") and value is None:
+        return None
+    if key == "max_duration" and isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=key, source=source) from None
+    if key in ("max_cost", "max_duration"):
+        default = 0.0  # numbers, though their default is None
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"must be true or false, got {value!r}", key=key, source=source)
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"must be a number, got {value!r}", key=key, source=source)
+        return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"must be an integer, got {value!r}", key=key, source=source)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"must be a string, got {value!r}", key=key, source=source)
+    elif default is None:  # optional strings: endpoint, metrics_file, URLs, limiter_namespace
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"must be a string or null, got {value!r}", key=key, source=source)
+    elif isinstance(default, Mapping) and not isinstance(value, Mapping):
+        raise ConfigError(f"must be a mapping, got {value!r}", key=key, source=source)
+    return value
+
+
+def parse_env(var: str, key: str, raw: str, current: Any) -> Any:
+    """The value of environment variable `var` (for config key `key`, now `current`), typed."""
+    if isinstance(current, bool):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"must be true or false, got {raw!r}", key=key, source=var)
+    if isinstance(current, float) or key == "max_cost":
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"must be a number, got {raw!r}", key=key, source=var) from None
+        if not math.isfinite(value):
+            raise ConfigError(f"must be a finite number, got {raw!r}", key=key, source=var)
+        return value
+    return raw

@@ -1,0 +1,254 @@
+"""Config values checked at load time: endpoint and protocol, the time scale, limits, URLs, the limiter."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from pipeline.backoff import RetryPolicy
+from pipeline.client import build_base_url
+from pipeline.config import Config, load_config, parse_duration
+from pipeline.config_checks import is_loopback_host, safe_url
+from pipeline.errors import ConfigError
+
+NO_ENV: dict[str, str] = {}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(path: Path | None = None, *, env: dict[str, str] | None = None, **overrides: object) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=NO_ENV if env is None else env, overrides=overrides)
+    return info.value
+
+
+# ---- endpoint, protocol, workspace --------------------------------------------------------
+
+
+def test_a_bare_host_defaults_to_https():
+    """A bare --endpoint host is reached over https unless http is asked for, so the key is never sent in clear."""
+    config = load_config(None, env=NO_ENV, overrides={"endpoint": "xxx-cn-hangzhou.opensearch.aliyuncs.com"})
+    assert config.protocol == "https"
+    assert build_base_url(config.endpoint or "", config.protocol, config.workspace).startswith(
+        "https://xxx-cn-hangzhou.opensearch.aliyuncs.com/")
+
+
+@pytest.mark.parametrize(("file_text", "endpoint", "scheme"), [
+    ("protocol: http\n", "host.example.com", "http"),
+    ("", "http://host.example.com", "http"),
+    ("protocol: http\n", "https://host.example.com", "https"),
+])
+def test_http_only_when_asked(tmp_path, file_text, endpoint, scheme):
+    """http is used only for a full http:// URL or an explicit protocol: http; a full URL's scheme wins."""
+    config = load_config(write(tmp_path, file_text), env=NO_ENV, overrides={"endpoint": endpoint})
+    assert build_base_url(config.endpoint or "", config.protocol, config.workspace).startswith(f"{scheme}://")
+
+
+@pytest.mark.parametrize(("where", "key", "bad"), [
+    ("flag", "endpoint", "http://host/some/path"),
+    ("env", "endpoint", "ftp://host"),
+    ("file", "endpoint", "not a host"),
+    ("flag", "workspace", "a/b"),
+    ("env", "workspace", "x y"),
+    ("file", "protocol", "ftp"),
+])
+def test_endpoint_errors_name_where_the_value_came_from(tmp_path, where, key, bad):
+    """A bad endpoint, workspace or protocol names its flag (--endpoint), variable (PIPELINE_ENDPOINT) or file."""
+    path = write(tmp_path, f"endpoint: host.example.com\n{key}: {bad!r}\n" if where == "file" else "")
+    env = {f"PIPELINE_{key.upper()}": bad} if where == "env" else {}
+    flags = {key: bad} if where == "flag" else {}
+    err = load_error(path, env=env, **flags)
+    expected = {"flag": f"--{key}", "env": f"PIPELINE_{key.upper()}", "file": str(path)}[where]
+    assert (err.key, err.source) == (key, expected)
+    assert str(err).startswith(f"{expected}: {key}: ")
+
+
+def test_layers_are_validated_once_merged():
+    """A bad value overridden by a higher layer is no error: only the merged result is checked."""
+    config = load_config(None, env={"PIPELINE_ENDPOINT": "not a host", "PIPELINE_TIME_SCALE": "5"},
+                         overrides={"endpoint": "http://127.0.0.1:8765"})
+    assert (config.endpoint, config.time_scale) == ("http://127.0.0.1:8765", 5.0)
+
+
+# ---- the time scale: environment only, loopback only -------------------------------------
+
+
+def test_time_scale_is_not_a_config_file_key(tmp_path):
+    """time_scale in a config file is refused, and the message points to PIPELINE_TIME_SCALE."""
+    path = write(tmp_path, "time_scale: 5\n")
+    err = load_error(path)
+    assert (err.key, err.source) == ("time_scale", str(path))
+    assert "PIPELINE_TIME_SCALE" in str(err)
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8765", "127.9.8.7:80", "http://[::1]:8765", "localhost",
+                                      "https://LOCALHOST:9", "http://[::ffff:127.0.0.1]:1"])
+def test_time_scale_runs_against_loopback(endpoint):
+    """PIPELINE_TIME_SCALE is accepted with a loopback endpoint (127.0.0.0/8, ::1, localhost)."""
+    config = load_config(None, env={"PIPELINE_TIME_SCALE": "20", "PIPELINE_ENDPOINT": endpoint})
+    assert config.time_scale == 20.0
+    assert config.limit_rps("audio_asr") == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("endpoint", ["xxx.opensearch.aliyuncs.com", "http://10.0.0.8:8765", "http://[::2]:1",
+                                      "http://localhost.example.com", "http://128.0.0.1"])
+def test_time_scale_is_refused_with_a_remote_endpoint(endpoint):
+    """A time scale other than 1 with a non-loopback endpoint is a ConfigError naming PIPELINE_TIME_SCALE."""
+    err = load_error(env={"PIPELINE_TIME_SCALE": "5", "PIPELINE_ENDPOINT": endpoint})
+    assert err.key == "time_scale" and err.source == "PIPELINE_TIME_SCALE"
+    assert "PIPELINE_TIME_SCALE" in err.message and "loopback" in err.message
+
+
+def test_time_scale_override_keeps_working_for_tests_and_the_demo():
+    """overrides={"time_scale": x} and Config(time_scale=x) work with a loopback endpoint, and are checked too."""
+    flags = {"time_scale": 50, "endpoint": "http://127.0.0.1:1"}
+    assert load_config(None, env=NO_ENV, overrides=flags).time_scale == 50
+    assert Config(endpoint="http://127.0.0.1:1", time_scale=50).time_scale == 50
+    with pytest.raises(ConfigError, match="PIPELINE_TIME_SCALE"):
+        Config(endpoint="https://remote.example.com", time_scale=50)
+
+
+def test_time_scale_one_runs_anywhere():
+    """The default time scale of 1 puts no restriction on the endpoint."""
+    env = {"PIPELINE_TIME_SCALE": "1", "PIPELINE_ENDPOINT": "remote.example.com"}
+    assert load_config(None, env=env).time_scale == 1
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.255.0.9", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("LocalHost.", True), ("::ffff:127.0.0.1", True), ("128.0.0.1", False), ("10.1.1.1", False),
+    ("::2", False), ("example.com", False), ("localhost.example.com", False), ("", False),
+])
+def test_is_loopback_host(host, loopback):
+    """Only localhost, 127.0.0.0/8 and ::1 count as loopback; a DNS name never does."""
+    assert is_loopback_host(host) is loopback
+
+
+# ---- durations ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90", 90.0), ("90s", 90.0), ("15m", 900.0), ("6h", 21600.0), ("1d", 86400.0), ("1h30m", 5400.0),
+    ("1d2h3m4s", 93784.0), (" 2.5m ", 150.0), ("0.5", 0.5),
+])
+def test_parse_duration(text, seconds):
+    """Durations are seconds, or numbers with d/h/m/s units in falling order."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "  ", "-5m", "+5m", "6x", "m", "1h30", "30m1h", "1h1h", "1e3", "5 m", "inf"])
+def test_parse_duration_rejects_garbage(text):
+    """Signs, unknown or repeated or out-of-order units and empty text raise ValueError saying what is accepted."""
+    with pytest.raises(ValueError, match="expected seconds"):
+        parse_duration(text)
+
+
+def test_max_duration_from_a_file_flag_or_number(tmp_path):
+    """max_duration takes a duration string or a number in the file, and a string from --max-duration."""
+    assert load_config(write(tmp_path, "max_duration: 1h30m\n"), env=NO_ENV).max_duration == 5400.0
+    assert load_config(write(tmp_path, "max_duration: 120\n"), env=NO_ENV).max_duration == 120.0
+    assert load_config(None, env=NO_ENV, overrides={"max_duration": "6h"}).max_duration == 21600.0
+
+
+@pytest.mark.parametrize("bad", ["-5m", "6x", "0", 0, -1, math.nan, math.inf])
+def test_bad_max_duration_names_the_flag(bad):
+    """A bad --max-duration is a ConfigError whose source is --max-duration."""
+    err = load_error(max_duration=bad)
+    assert (err.key, err.source) == ("max_duration", "--max-duration")
+
+
+# ---- spend cap ------------------------------------------------------------------------------
+
+
+def test_max_cost_from_each_layer(tmp_path):
+    """max_cost comes from the file, PIPELINE_MAX_COST or --max-cost, the flag winning."""
+    path = write(tmp_path, "max_cost: 10\n")
+    assert load_config(path, env=NO_ENV).max_cost == 10.0
+    assert load_config(path, env={"PIPELINE_MAX_COST": "2.5"}).max_cost == 2.5
+    assert load_config(path, env={"PIPELINE_MAX_COST": "2.5"}, overrides={"max_cost": 0.0}).max_cost == 0.0
+    assert Config().max_cost is None
+
+
+@pytest.mark.parametrize("bad", [-0.01, math.inf, math.nan])
+def test_bad_max_cost_names_the_flag(bad):
+    """A negative or non-finite --max-cost is refused, naming --max-cost."""
+    err = load_error(max_cost=bad)
+    assert (err.key, err.source) == ("max_cost", "--max-cost")
+
+
+def test_max_cost_in_a_file_must_be_a_number(tmp_path):
+    """max_cost: "cheap" in a file names the key and the file."""
+    path = write(tmp_path, "max_cost: cheap\n")
+    err = load_error(path)
+    assert (err.key, err.source) == ("max_cost", str(path))
+
+
+# ---- metrics and pings ----------------------------------------------------------------------
+
+
+def test_metrics_file_directory_must_exist(tmp_path):
+    """metrics_file is accepted in an existing directory and refused, naming --metrics-file, in a missing one."""
+    assert load_config(None, env=NO_ENV, overrides={"metrics_file": str(tmp_path / "m.prom")}).metrics_file
+    err = load_error(metrics_file=str(tmp_path / "missing" / "m.prom"))
+    assert (err.key, err.source) == ("metrics_file", "--metrics-file")
+    assert "does not exist" in err.message
+    assert load_error(metrics_file=str(tmp_path)).key == "metrics_file"  # a directory is no file
+
+
+@pytest.mark.parametrize("key", ["pushgateway", "ping_url"])
+def test_push_and_ping_urls_are_http_only(key):
+    """pushgateway and ping_url take http(s) URLs with a host; anything else names the flag."""
+    assert getattr(load_config(None, env=NO_ENV, overrides={key: "https://hc-ping.example/abc"}), key)
+    flag = "--" + key.replace("_", "-")
+    for bad in ("ftp://host/x", "https://", "host:9091", "http://host:port"):
+        err = load_error(**{key: bad})
+        assert (err.key, err.source) == (key, flag), bad
+
+
+def test_url_errors_never_echo_a_password():
+    """A rejected URL carrying a password is shown with the password masked."""
+    err = load_error(pushgateway="ftp://user:s3cret-pw@host")
+    assert "s3cret-pw" not in str(err) and "***" in str(err)
+    assert safe_url("redis://:pw123@h:6379/0") == "redis://:***@h:6379/0"
+
+
+# ---- the limiter ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["memory", "redis://127.0.0.1:6379/0", "rediss://:pw@cache.example:6380"])
+def test_limiter_accepts_memory_or_redis(value):
+    """limiter is "memory" or a redis:// or rediss:// URL, from PIPELINE_LIMITER or --limiter."""
+    assert load_config(None, env={"PIPELINE_LIMITER": value}).limiter == value
+    assert load_config(None, env=NO_ENV, overrides={"limiter": value}).limiter == value
+
+
+@pytest.mark.parametrize("bad", ["redis", "redis://", "http://cache:6379", "Memory", ""])
+def test_bad_limiter_names_the_flag(bad):
+    """Anything but memory or a Redis URL with a host is refused, naming --limiter."""
+    err = load_error(limiter=bad)
+    assert (err.key, err.source) == ("limiter", "--limiter")
+
+
+def test_limiter_namespace_is_checked(tmp_path):
+    """limiter_namespace must be a plain key prefix; a space is refused naming the file."""
+    assert load_config(write(tmp_path, "limiter_namespace: acct-1:prod\n"), env=NO_ENV).limiter_namespace
+    path = write(tmp_path, "limiter_namespace: 'a b'\n")
+    assert (load_error(path).key, load_error(path).source) == ("limiter_namespace", str(path))
+
+
+# ---- ambiguous creates ------------------------------------------------------------------------
+
+
+def test_ambiguous_creates_from_a_file(tmp_path):
+    """retry.ambiguous_creates defaults to 1, may be set to 0, and a negative value names the key and file."""
+    assert Config().retry.ambiguous_creates == RetryPolicy().ambiguous_creates == 1
+    assert load_config(write(tmp_path, "retry:\n  ambiguous_creates: 0\n"), env=NO_ENV).retry.ambiguous_creates == 0
+    path = write(tmp_path, "retry:\n  ambiguous_creates: -1\n")
+    err = load_error(path)
+    assert (err.key, err.source) == ("retry.ambiguous_creates", str(path))
