@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .data import sample_manifests_dir
 from .emulator import EmulatorSettings, start_emulator
 from .job import Job
 from .manifest import FORMATS, read_manifest
@@ -36,8 +37,8 @@ from .runner import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, RunRequest,
 
 log = logging.getLogger("pipeline.demo")
 
-#: Where the samples live: next to the package in a checkout (the Makefile's editable install).
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "sample_manifests"
+#: Where the samples live: package data, so a plain `pip install` carries them, not only a checkout.
+SAMPLES_DIR = sample_manifests_dir()
 #: Written into the output dir, so that a fresh start only ever deletes a directory the demo made.
 MARKER = ".pipeline-demo"
 DEMO_SEED = 7  # emulator results are deterministic per seed: the same demo prints the same data
@@ -84,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     manifests = find_manifests(SAMPLES_DIR)
     if not manifests:
-        log.error("no sample manifests in %s: the demo runs from a checkout of the project", SAMPLES_DIR)
+        log.error("no sample manifests in %s: the package is incomplete; reinstall it", SAMPLES_DIR)
         return EXIT_USAGE
     out_dir = Path(args.out_dir)
     problem = prepare_out_dir(out_dir, keep=bool(args.keep))
