@@ -59,6 +59,8 @@ log = logging.getLogger("pipeline.metrics")
 PREFIX = "media_pipeline_"
 LAST_SUCCESS = PREFIX + "last_success_timestamp_seconds"
 DEFAULT_JOB = "media_pipeline"
+#: Overrides the host name as the Pushgateway `instance` when `RunMetrics` is given none.
+INSTANCE_ENV = "MEDIA_PIPELINE_INSTANCE"
 
 #: Traffic counters `summarize()` writes only when non-zero: (summary key, metric, help).
 _TRAFFIC = (
@@ -241,7 +243,9 @@ class RunMetrics:
                  instance: str | None = None, job: str = DEFAULT_JOB) -> None:
         self._textfile = textfile  # --metrics-file, or None
         self._pushgateway = pushgateway  # --pushgateway, or None
-        self._instance = instance or socket.gethostname()  # Pushgateway grouping key
+        # Pushgateway grouping key. It must stay the same from run to run (each run replaces
+        # its group); a pod's host name does not, hence the variable for schedulers to set.
+        self._instance = instance or os.environ.get(INSTANCE_ENV) or socket.gethostname()
         self._job = job
         self._warned: set[str] = set()  # destinations that already logged a failure
 

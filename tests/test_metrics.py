@@ -312,3 +312,12 @@ async def test_run_metrics_never_raises_and_warns_once(tmp_path: Path, caplog: p
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2
     assert messages[0].startswith("metrics textfile") and messages[1].startswith("metrics push to 127.0.0.1")
+
+
+async def test_instance_comes_from_the_environment_when_not_given(
+        gateway: tuple[TestServer, Received], monkeypatch: pytest.MonkeyPatch) -> None:
+    """MEDIA_PIPELINE_INSTANCE names the Pushgateway group when the caller gives no instance."""
+    server, received = gateway
+    monkeypatch.setenv("MEDIA_PIPELINE_INSTANCE", "nightly-k8s")
+    await RunMetrics(pushgateway=str(server.make_url(""))).finish(sample_summary(), 1)
+    assert received[0][1] == "/metrics/job/media_pipeline/instance/nightly-k8s"
