@@ -1,9 +1,11 @@
-"""`python -m bench [SCENARIO ...] [--quick]`: run the benchmark scenarios against the emulator.
+"""`python -m bench [SCENARIO ...] [--quick] [--write] [--report-only]`: the benchmark suite.
 
-With no scenario named, all run, and BENCHMARKS.md (repo root) and bench/results.json are
-rewritten. Naming scenarios, or `--quick` (a tiny smoke variant of each), prints the table
-and writes nothing unless `--write` is given, so a partial run never replaces the full report
-by accident.
+With no scenario named, all run against the emulator, and BENCHMARKS.md (repo root) and
+bench/results.json are rewritten. Naming scenarios, or `--quick` (a tiny smoke variant of
+each), prints the table and writes nothing unless `--write` is given, so a partial run never
+replaces the full report by accident. `--report-only` measures nothing: it renders
+BENCHMARKS.md again from bench/results.json (after a change to the report or to a
+scenario's notes).
 """
 
 from __future__ import annotations
@@ -13,13 +15,30 @@ import shlex
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from types import ModuleType
+from pathlib import Path
+from typing import Any, Protocol
 
 from . import async_mix, baselines, client_ceiling, memory, report, resume, sync_ceiling
-from .common import REPO, ScenarioResult, machine
+from .environment import REPO, machine
+from .figures import ScenarioResult
 
-SCENARIOS: dict[str, ModuleType] = {
+MARKDOWN = REPO / "BENCHMARKS.md"
+RESULTS = REPO / "bench" / "results.json"
+
+
+class Scenario(Protocol):
+    """What every scenario module provides."""
+
+    TITLE: str
+
+    def run(self, quick: bool = False) -> ScenarioResult: ...
+
+    def notes(self, raw: Mapping[str, Any], machine: Mapping[str, Any]) -> list[str]: ...
+
+
+SCENARIOS: dict[str, Scenario] = {
     "sync_ceiling": sync_ceiling,
     "async_mix": async_mix,
     "client_ceiling": client_ceiling,
@@ -29,12 +48,20 @@ SCENARIOS: dict[str, ModuleType] = {
 }
 
 
-def run_one(key: str, quick: bool) -> ScenarioResult:
+def render_notes(result: ScenarioResult, info: Mapping[str, Any]) -> None:
+    """Fill `result.notes` from its raw numbers (a scenario that failed to run has none)."""
+    module = SCENARIOS.get(result.key)
+    result.notes = [] if module is None or "error" in result.raw else module.notes(result.raw, info)
+
+
+def run_one(key: str, quick: bool, info: Mapping[str, Any]) -> ScenarioResult:
+    """Run one scenario and print its figures to stderr as they come."""
     module = SCENARIOS[key]
     print(f"[bench] {key}: {module.TITLE} ...", file=sys.stderr, flush=True)
     started = time.monotonic()
     try:
-        result: ScenarioResult = module.run(quick=quick)
+        result = module.run(quick=quick)
+        render_notes(result, info)
     except Exception as exc:  # one broken scenario must not hide the others' figures
         traceback.print_exc()
         result = ScenarioResult(key, module.TITLE, raw={"error": f"{type(exc).__name__}: {exc}"})
@@ -46,14 +73,34 @@ def run_one(key: str, quick: bool) -> ScenarioResult:
     return result
 
 
+def report_only(json_path: Path, markdown_path: Path) -> int:
+    """Render `markdown_path` again from `json_path`; 0, or 2 when there is nothing to render."""
+    if not json_path.is_file():
+        print(f"error: {json_path} does not exist: run the suite first (make bench)", file=sys.stderr)
+        return 2
+    results, header = report.load(json_path)
+    for result in results:
+        render_notes(result, header["machine"])
+    report.write(results, markdown_path=markdown_path, json_path=None, **header)
+    print(f"[bench] rendered {markdown_path.name} from {json_path.name}", file=sys.stderr)
+    return 1 if any("error" in r.raw for r in results) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    """The command line; returns the exit code (1 when a scenario failed to run)."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                         help=f"any of: {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke variant of each scenario")
     parser.add_argument("--write", action="store_true",
                         help="write BENCHMARKS.md and bench/results.json even for a partial or quick run")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: render BENCHMARKS.md again from bench/results.json")
     args = parser.parse_args(argv)
+    if args.report_only:
+        if args.scenarios or args.quick or args.write:
+            parser.error("--report-only takes no scenarios and no --quick or --write")
+        return report_only(RESULTS, MARKDOWN)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}")
@@ -61,16 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     partial = bool(args.scenarios) or args.quick
     command = " ".join(["python -m bench", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    started = time.monotonic()
-    results = [run_one(key, args.quick) for key in keys]
-    total = time.monotonic() - started
     info = machine()
+    started = time.monotonic()
+    results = [run_one(key, args.quick, info) for key in keys]
+    total = time.monotonic() - started
     if partial and not args.write:
         print(report.table(results))
+        for result in results:
+            for note in result.notes:
+                print(f"\n- {note}")
         print(f"\n{total:.0f} s in all (partial run: BENCHMARKS.md left as it was; --write to replace it)")
     else:
-        report.write(results, markdown_path=REPO / "BENCHMARKS.md", json_path=REPO / "bench" / "results.json",
-                     machine=info, command=command, date=date, total_seconds=total, partial=partial)
+        report.write(results, markdown_path=MARKDOWN, json_path=RESULTS, machine=info, command=command,
+                     date=date, total_seconds=total, partial=partial)
         print(f"[bench] wrote BENCHMARKS.md and bench/results.json; {total:.0f} s in all", file=sys.stderr)
     return 1 if any("error" in r.raw for r in results) else 0
 

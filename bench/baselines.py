@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,18 @@ import aiohttp
 from alibabacloud_searchplat20240529 import models as sdk_models
 from alibabacloud_searchplat20240529.client import Client
 from alibabacloud_tea_openapi.models import Config as SdkConfig
-from Tea.exceptions import TeaException
+from Tea.exceptions import TeaException  # type: ignore[import-untyped]
 
 from pipeline.capabilities import CAPABILITIES
 from pipeline.emulator import api_path
 from pipeline.job import Job
 from pipeline.manifest import read_manifest
 
-from .common import ALL_CAPS, KEY, Emulator, ScenarioResult, emulator_settings, run_pipeline, write_manifest
+from .emulator_process import Emulator, emulator_settings
+from .environment import KEY
+from .figures import ScenarioResult
+from .manifests import ALL_CAPS, write_manifest
+from .processes import run_pipeline
 
 TITLE = "Baselines in the same run"
 POLL_EVERY = 5.0  # emulated seconds between polls, as the service docs recommend
@@ -95,7 +100,8 @@ async def gather_baseline(url: str, jobs: list[Job], scale: float) -> dict[str, 
                     await asyncio.sleep(SLEEP_ON_429 / scale)
                     continue
                 response.raise_for_status()
-                return await response.json()
+                answer: dict[str, Any] = await response.json()
+                return answer
 
     async def one(session: aiohttp.ClientSession, job: Job) -> None:
         cap = CAPABILITIES[job.capability]
@@ -119,6 +125,7 @@ async def gather_baseline(url: str, jobs: list[Job], scale: float) -> dict[str, 
 
 
 def run(quick: bool = False) -> ScenarioResult:
+    """Measure the scenario; `quick` is a tiny smoke variant."""
     items, sdk_items, scale = (60, 6, 20.0) if quick else (300, 12, 10.0)
     result = ScenarioResult("baselines", TITLE)
     settings = emulator_settings(time_scale=scale, polls_count=True)
@@ -144,14 +151,22 @@ def run(quick: bool = False) -> ScenarioResult:
     result.add("429s caused: (a) SDK loop", sdk["throttled"], note=f"over its {sdk_items} items")
     result.add("429s caused: (b) gather + semaphore", gathered["throttled"])
     result.add("429s per item: (b) gather + semaphore", gathered["throttled"] / items, digits=2)
-    result.notes.append(
-        f"{items} items cycling over all six capabilities (every one of {', '.join(ALL_CAPS)}), emulator time "
-        f"scale {scale:g} with the default limits and durations, polls count against the limits. Pipeline: "
-        f"{ours['items']} items in {ours['seconds']:.2f} s (its summary's wall time), default config. "
-        f"(a) ran only the first {sdk_items} items ({sdk_items // len(ALL_CAPS)} per capability) in "
-        f"{sdk['seconds']:.1f} s; its items/s is extrapolated from them ({items / rate['sdk']:.0f} s for all "
-        f"{items} at that rate). (b) ran all {items} in {gathered['seconds']:.2f} s: concurrency {CONCURRENCY}, "
-        f"a 429 retried after {SLEEP_ON_429:g} emulated s, polls every {POLL_EVERY:g} emulated s.")
     result.raw = {"items": items, "time_scale": scale, "ours": ours, "sdk_loop": sdk, "gather": gathered,
-                  "items_per_s": rate}
+                  "items_per_s": rate, "capabilities": list(ALL_CAPS), "concurrency": CONCURRENCY,
+                  "sleep_on_429_s": SLEEP_ON_429, "poll_every_s": POLL_EVERY}
     return result
+
+
+def notes(raw: Mapping[str, Any], machine: Mapping[str, Any]) -> list[str]:
+    """The scenario's prose, every number taken from `raw` (what `run` measured)."""
+    items, caps = raw["items"], raw["capabilities"]
+    ours, sdk, gathered, rate = raw["ours"], raw["sdk_loop"], raw["gather"], raw["items_per_s"]
+    return [
+        f"{items} items cycling over all {len(caps)} capabilities (every one of {', '.join(caps)}), emulator time "
+        f"scale {raw['time_scale']:g} with the default limits and durations, polls count against the limits. "
+        f"Pipeline: {ours['items']} items in {ours['seconds']:.2f} s (its summary's wall time), default config. "
+        f"(a) ran only the first {sdk['items']} items ({sdk['items'] // len(caps)} per capability) in "
+        f"{sdk['seconds']:.1f} s; its items/s is extrapolated from them ({items / rate['sdk']:.0f} s for all "
+        f"{items} at that rate). (b) ran all {gathered['items']} in {gathered['seconds']:.2f} s: concurrency "
+        f"{raw['concurrency']}, a 429 retried after {raw['sleep_on_429_s']:g} emulated s, polls every "
+        f"{raw['poll_every_s']:g} emulated s."]

@@ -1,20 +1,34 @@
-"""Write BENCHMARKS.md (and results.json) from the scenarios' measured figures."""
+"""Write BENCHMARKS.md (and results.json) from the scenarios' measured figures.
+
+Everything the markdown says with a number comes from the results: the figures, the notes
+each scenario renders from its raw numbers, and the `method` block (how often RSS was
+sampled). `load` reads results.json back, so the markdown can be rendered again without
+measuring anything (`python -m bench --report-only`).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import ScenarioResult
+from .figures import ScenarioResult
+from .processes import SAMPLE_EVERY
 
 
 def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def method() -> dict[str, Any]:
+    """How the suite measures, as results.json records it (the markdown quotes it)."""
+    return {"rss_sample_every_s": SAMPLE_EVERY}
+
+
 def table(results: Sequence[ScenarioResult]) -> str:
+    """The results table, one row per figure."""
     rows = ["| # | Scenario | Figure | Measured | Target | Result |", "|---|---|---|---|---|---|"]
     for n, r in enumerate(results, 1):
         if "error" in r.raw:
@@ -31,7 +45,8 @@ def table(results: Sequence[ScenarioResult]) -> str:
 
 
 def markdown(results: Sequence[ScenarioResult], *, machine: dict[str, Any], command: str, date: str,
-             total_seconds: float, partial: bool) -> str:
+             total_seconds: float, partial: bool, how: Mapping[str, Any]) -> str:
+    """BENCHMARKS.md; each result's `notes` must already be rendered from its raw numbers."""
     misses = [(r, f) for r in results for f in r.figures if f.verdict == "MISS"]
     errors = [r for r in results if "error" in r.raw]
     out = [
@@ -82,7 +97,8 @@ def markdown(results: Sequence[ScenarioResult], *, machine: dict[str, Any], comm
         "The emulator runs as another process (`python -m pipeline emulator --port 0 --config FILE`), so "
         "each one's CPU and memory are its own.",
         "- Client CPU: user + system time from `os.wait4` on the pipeline process. Client memory: its "
-        "`VmHWM` (peak RSS) from /proc, read every 20 ms until it exits (not `ru_maxrss`, which on Linux "
+        "`VmHWM` (peak RSS) from /proc, read every "
+        f"{1000 * how['rss_sample_every_s']:g} ms until it exits (not `ru_maxrss`, which on Linux "
         "carries the parent's RSS at fork across the exec). Emulator CPU: /proc/<pid>/stat before and after.",
         "- Request rates, 429s, the busiest window and submissions are counted by the emulator "
         "(`GET /_emulator/counters`); `accepted_span` and `first_offered_at` are monotonic-clock times "
@@ -95,10 +111,25 @@ def markdown(results: Sequence[ScenarioResult], *, machine: dict[str, Any], comm
     return "\n".join(out)
 
 
-def write(results: Sequence[ScenarioResult], *, markdown_path: Path, json_path: Path, machine: dict[str, Any],
-          command: str, date: str, total_seconds: float, partial: bool) -> None:
+def write(results: Sequence[ScenarioResult], *, markdown_path: Path, json_path: Path | None,
+          machine: dict[str, Any], command: str, date: str, total_seconds: float, partial: bool,
+          how: Mapping[str, Any] | None = None) -> None:
+    """Write BENCHMARKS.md, and results.json unless `json_path` is None (a re-render)."""
+    how = dict(how or method())
     markdown_path.write_text(markdown(results, machine=machine, command=command, date=date,
-                                      total_seconds=total_seconds, partial=partial))
+                                      total_seconds=total_seconds, partial=partial, how=how))
+    if json_path is None:
+        return
     data = {"command": command, "date": date, "suite_seconds": round(total_seconds, 1), "machine": machine,
-            "partial": partial, "scenarios": {r.key: r.to_dict() for r in results}}
+            "partial": partial, "method": how, "scenarios": {r.key: r.to_dict() for r in results}}
     json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def load(json_path: Path) -> tuple[list[ScenarioResult], dict[str, Any]]:
+    """The scenarios of a results.json (notes not yet rendered) and its header fields."""
+    data = json.loads(json_path.read_text())
+    results = [ScenarioResult.from_dict(key, scenario) for key, scenario in data["scenarios"].items()]
+    header = {"machine": data["machine"], "command": data["command"], "date": data["date"],
+              "total_seconds": float(data["suite_seconds"]), "partial": bool(data["partial"]),
+              "how": data.get("method") or method()}
+    return results, header
