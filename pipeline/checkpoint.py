@@ -10,7 +10,7 @@ What is stored, per item id:
 The results file and this store are kept consistent by one rule: a line is appended and
 flushed to the file first, then marked done here together with the file's new size
 (`sink_offset`). After a crash, lines past `sink_offset` are re-read and marked done, and a
-torn last line is cut off (see `sink.reconcile`). Every write here is its own transaction,
+torn last line is cut off (see `resume.reconcile`). Every write here is its own transaction,
 so `kill -9` at any instant leaves a consistent store.
 """
 
@@ -21,7 +21,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .errors import StateError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,6 +44,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at  REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+-- The spend ledger: a pessimistic reservation made before each submission, replaced by the
+-- settled cost when the item's line is written (in the same transaction).
+CREATE TABLE IF NOT EXISTS spend (
+    id       TEXT PRIMARY KEY,
+    reserved REAL NOT NULL DEFAULT 0,
+    settled  REAL NOT NULL DEFAULT 0
+);
 """
 
 
@@ -85,8 +95,18 @@ class Checkpoint:
         return f"Checkpoint({str(self.path)!r})"
 
     @classmethod
-    def open(cls, state_dir: str | Path, *, read_only: bool = False) -> "Checkpoint":
-        state_dir = Path(state_dir)
+    def open(cls, state_dir: str | Path, *, read_only: bool = False) -> Checkpoint:
+        """Open (or, unless read-only, create) the store; a corrupt file raises `StateError`."""
+        try:
+            return cls._open(Path(state_dir), read_only=read_only)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"{Path(state_dir) / cls.DB_NAME} is not a readable checkpoint ({exc}): the state dir is "
+                "damaged; move it away to start the run afresh (lines already in the results file stay "
+                "there)") from None
+
+    @classmethod
+    def _open(cls, state_dir: Path, *, read_only: bool) -> Checkpoint:
         path = state_dir / cls.DB_NAME
         if read_only:
             if not path.exists():
@@ -94,6 +114,7 @@ class Checkpoint:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("SELECT COUNT(*) FROM jobs").fetchone()  # fails now, not later, on a bad file
             return cls(conn, path)
         state_dir.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -103,6 +124,7 @@ class Checkpoint:
         # loss can drop the last transactions, which then replay as resubmits/re-polls.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.executescript(SCHEMA)
+        conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
         return cls(conn, path)
 
     def close(self) -> None:
@@ -148,10 +170,15 @@ class Checkpoint:
         )
         return now
 
-    def mark_done(self, outcomes: Iterable[Outcome], sink_offset: int) -> None:
-        """Mark a batch of items done and move the results-file offset, in one transaction."""
+    def mark_done(self, outcomes: Iterable[Outcome], sink_offset: int,
+                  costs: Iterable[tuple[str, float]] = ()) -> None:
+        """Mark a batch of items done and move the results-file offset, in one transaction;
+        `costs` (id, settled cost) replace those items' spend reservations."""
         now = time.time()
         with self._transaction():
+            self._conn.executemany(
+                "INSERT INTO spend (id, reserved, settled) VALUES (?, 0, ?) "
+                "ON CONFLICT (id) DO UPDATE SET reserved = 0, settled = excluded.settled", list(costs))
             self._conn.executemany(
                 "INSERT INTO jobs (id, capability, service_id, state, task_id, status, error_code, usage, "
                 "elapsed, finished_at, attempts) VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?) "
@@ -167,6 +194,27 @@ class Checkpoint:
             )
             self.set_meta("sink_offset", str(sink_offset))
 
+    # ---- spend ledger --------------------------------------------------------------------
+    def reserve(self, job_id: str, amount: float, cap: float | None) -> bool:
+        """Reserve `amount` for submitting `job_id` unless settled + reserved would pass `cap`
+        (None: no cap, reserve anyway). Replaces an earlier reservation of the same id."""
+        with self._transaction():
+            if cap is not None:
+                row = self._conn.execute(
+                    "SELECT COALESCE(SUM(settled), 0) + COALESCE(SUM(CASE WHEN id = ? THEN 0 ELSE reserved END), 0) "
+                    "FROM spend", (job_id,)).fetchone()
+                if row[0] + amount > cap + 1e-9:
+                    return False
+            self._conn.execute(
+                "INSERT INTO spend (id, reserved) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET reserved = "
+                "excluded.reserved", (job_id, amount))
+        return True
+
+    def spend(self) -> tuple[float, float]:
+        """(settled, reserved) over the whole run."""
+        row = self._conn.execute("SELECT COALESCE(SUM(settled), 0), COALESCE(SUM(reserved), 0) FROM spend").fetchone()
+        return float(row[0]), float(row[1])
+
     def sink_offset(self) -> int:
         value = self.get_meta("sink_offset")
         return int(value) if value is not None else 0
@@ -174,7 +222,7 @@ class Checkpoint:
     def reopen_failed(self, *, skip_codes: Iterable[str] = ()) -> list[str]:
         """Put FAILED items back in play for `--retry-failed`; returns their ids.
 
-        Their lines must then be removed from the results file (`sink.drop_lines`) before the
+        Their lines must then be removed from the results file (`resume.drop_lines`) before the
         run writes new ones. A `PollTimeout` keeps its task id, so it is polled, not resubmitted.
         """
         skip = list(skip_codes)
@@ -191,13 +239,20 @@ class Checkpoint:
     def ids_in_state(self, state: str) -> set[str]:
         return {r[0] for r in self._conn.execute("SELECT id FROM jobs WHERE state = ?", (state,))}
 
-    def reset_to_pending(self, ids: Iterable[str]) -> None:
-        """Items whose lines are not in the results file after all: run them again
-        (polling the recorded task when there is one)."""
+    def reset_to_pending(self, ids: Iterable[str]) -> tuple[int, int]:
+        """Items whose lines are not in the results file after all: run them again, polling
+        the recorded task when there is one. Returns (to poll, to submit again)."""
+        ids = list(ids)
         with self._transaction():
             self._conn.executemany(
-                "UPDATE jobs SET state = CASE WHEN task_id IS NULL THEN 'retry' ELSE 'submitted' END "
-                "WHERE id = ?", [(i,) for i in ids])
+                "UPDATE jobs SET state = CASE WHEN task_id IS NULL THEN 'retry' ELSE 'submitted' END, "
+                "status = NULL, error_code = NULL WHERE id = ?", [(i,) for i in ids])
+        repoll = sum(1 for i in ids if self._task_id(i))
+        return repoll, len(ids) - repoll
+
+    def _task_id(self, job_id: str) -> str | None:
+        row = self._conn.execute("SELECT task_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row[0] if row else None
 
     # ---- read-only views for status and the summary --------------------------------------
     def outcomes(self) -> Iterator[Outcome]:

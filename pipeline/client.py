@@ -24,6 +24,8 @@ import aiohttp
 
 from . import __version__
 from .backoff import RetryPolicy, parse_retry_after, retry_delay
+from .capabilities import Capability
+from .limits import Lane
 from .errors import (
     ConfigError,
     InvalidParameter,
@@ -31,6 +33,7 @@ from .errors import (
     RetryableError,
     ServerError,
     ServiceError,
+    ServiceUnreachable,
     TransportError,
     classify,
     redact,
@@ -123,9 +126,10 @@ class ServiceClient:
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
-        throttle: Callable[[str, str], Awaitable[None]] | None = None,
+        throttle: Callable[[str, Lane], Awaitable[None]] | None = None,
         on_retry: Callable[[str, ServiceError, float], None] | None = None,
         on_response: Callable[[str, int], None] | None = None,
+        on_ambiguous: Callable[[str], None] | None = None,
         connection_limit: int = 100,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
@@ -140,6 +144,7 @@ class ServiceClient:
         if connection_limit < 0:
             raise ConfigError(f"must be >= 0 (0 = unlimited), got {connection_limit!r}", key="connection_limit")
         self.base_url = build_base_url(endpoint, protocol, workspace)
+        self._where = urlsplit(self.base_url).netloc  # for messages: host and port only
         self._api_key = key  # only for redaction; the header below is what is sent
         self._headers = {
             "Authorization": f"Bearer {key}",
@@ -151,9 +156,10 @@ class ServiceClient:
         self._retry = retry  # default policy; each call may override it
         self._sleep = sleep  # injected so tests never really wait
         self._rand = rand  # jitter source, [0, 1)
-        self._throttle = throttle  # the caller's QPS limiter: (segment, lane), awaited before every attempt
-        self._on_retry = on_retry  # (segment, error, delay) before each backoff sleep
-        self._on_response = on_response  # (segment, http_status) after every HTTP response
+        self._throttle = throttle  # the caller's QPS limiter: (capability, lane), awaited before every attempt
+        self._on_retry = on_retry  # (capability, error, delay) before each backoff sleep
+        self._on_response = on_response  # (capability, http_status) after every HTTP response
+        self._on_ambiguous = on_ambiguous  # (capability) before re-sending a create that may have landed
         self._connection_limit = connection_limit
         self._session = session  # created lazily in the running loop when None
         self._owns_session = session is None  # only a session we made is ours to close
@@ -161,29 +167,25 @@ class ServiceClient:
 
     # -- public calls ------------------------------------------------------------------
 
-    async def create_task(
-        self, segment: str, service_id: str, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
+    async def submit(
+        self, capability: Capability, service_id: str, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
     ) -> ApiResponse:
-        """POST ``{ws}/{segment}/{service_id}/async``; ``result`` holds ``task_id``.
+        """Create an async task (``result`` holds ``task_id``) or, for a synchronous capability,
+        make the call (``result`` is the answer). The URL comes from the capability.
 
-        Note: a create retried after a timeout or a dropped connection may have been
-        accepted the first time, so the service can see (and bill) it twice.
+        A create whose outcome is unknown (a timeout or a dropped connection after the body may
+        have been sent) may have been accepted and billed: it is retried at most
+        ``retry.ambiguous_creates`` times, and ``on_ambiguous`` is told of each such retry.
         """
-        url = f"{self._url(segment, service_id)}/async"
-        return await self._call("POST", segment, url, body=body, params=None, retry=retry)
+        url = self._url(capability.segment, service_id) + ("/async" if capability.is_async else "")
+        return await self._call("POST", capability.name, url, body=body, params=None, retry=retry)
 
     async def get_task_status(
-        self, segment: str, service_id: str, task_id: str, *, retry: RetryPolicy | None = None
+        self, capability: Capability, service_id: str, task_id: str, *, retry: RetryPolicy | None = None
     ) -> ApiResponse:
         """GET ``{ws}/{segment}/{service_id}/async/task-status?task_id=…``; ``result`` holds ``status``."""
-        url = f"{self._url(segment, service_id)}/async/task-status"
-        return await self._call("GET", segment, url, body=None, params={"task_id": task_id}, retry=retry)
-
-    async def detect(
-        self, segment: str, service_id: str, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
-    ) -> ApiResponse:
-        """POST ``{ws}/{segment}/{service_id}``: a synchronous capability; ``result`` is the answer."""
-        return await self._call("POST", segment, self._url(segment, service_id), body=body, params=None, retry=retry)
+        url = f"{self._url(capability.segment, service_id)}/async/task-status"
+        return await self._call("GET", capability.name, url, body=None, params={"task_id": task_id}, retry=retry)
 
     async def close(self) -> None:
         """Close the session if this client created it. Safe to call more than once."""
@@ -230,7 +232,7 @@ class ServiceClient:
     async def _call(
         self,
         method: str,
-        segment: str,
+        capability: str,
         url: str,
         *,
         body: Mapping[str, Any] | None,
@@ -249,13 +251,14 @@ class ServiceClient:
         attempts = 0
         failures = 0  # non-429 retryable failures, against max_attempts
         rate_limited = 0  # 429 answers, against max_rate_limited
+        ambiguous = 0  # creates that may have landed, against ambiguous_creates
         while True:
             attempts += 1
             if self._throttle is not None:
-                # every attempt, retries included, passes the limiter; status checks in the "poll" lane
-                await self._throttle(segment, "poll" if method == "GET" else "submit")
+                # every attempt, retries included, passes the limiter; status checks in the poll lane
+                await self._throttle(capability, Lane.POLL if method == "GET" else Lane.SUBMIT)
             try:
-                response = await self._send(method, segment, url, data, params)
+                response = await self._send(method, capability, url, data, params)
             except RetryableError as err:
                 err.attempts = attempts
                 if isinstance(err, RateLimited):
@@ -264,12 +267,22 @@ class ServiceClient:
                 else:
                     failures += 1
                     exhausted, step = failures >= policy.max_attempts, failures
+                maybe_landed = method == "POST" and isinstance(err, TransportError) and err.maybe_sent
+                if maybe_landed:
+                    ambiguous += 1
+                    exhausted = exhausted or ambiguous > policy.ambiguous_creates
                 if exhausted:
+                    if isinstance(err, TransportError) and not err.maybe_sent:
+                        raise ServiceUnreachable(
+                            "ServiceUnreachable", f"cannot reach {self._where}: {err.message}",
+                            attempts=attempts) from err
                     raise
                 delay = retry_delay(step, policy, self._rand, err.retry_after)
-                log.debug("%s %s: %s; retrying in %.2fs", method, segment, err, delay)
+                log.debug("%s %s: %s; retrying in %.2fs", method, capability, err, delay)
                 if self._on_retry is not None:
-                    self._on_retry(segment, err, delay)
+                    self._on_retry(capability, err, delay)
+                if maybe_landed and self._on_ambiguous is not None:
+                    self._on_ambiguous(capability)
                 await self._sleep(delay)
             except ServiceError as err:
                 err.attempts = attempts
@@ -278,7 +291,7 @@ class ServiceClient:
                 return replace(response, attempts=attempts) if attempts != 1 else response
 
     async def _send(
-        self, method: str, segment: str, url: str, data: bytes | None, params: dict[str, str] | None
+        self, method: str, capability: str, url: str, data: bytes | None, params: dict[str, str] | None
     ) -> ApiResponse:
         """One HTTP exchange, translated: ApiResponse or a ServiceError, never an aiohttp error."""
         session = self._get_session()
@@ -300,6 +313,10 @@ class ServiceClient:
             raise TransportError(
                 "Timeout", self._redact(f"no answer within {self._timeout.total}s ({str(exc) or type(exc).__name__})")
             ) from exc
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS: nothing was sent
+            raise TransportError(
+                "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}"), maybe_sent=False
+            ) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise TransportError(
                 "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}")
@@ -310,7 +327,7 @@ class ServiceClient:
             ) from exc
 
         if self._on_response is not None:
-            self._on_response(segment, status)
+            self._on_response(capability, status)
         header_request_id = headers.get("x-acs-request-id")
         if 200 <= status <= 299:
             return self._parse_success(status, raw, header_request_id)

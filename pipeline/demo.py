@@ -33,7 +33,9 @@ from .emulator import EmulatorSettings, start_emulator
 from .job import Job
 from .manifest import FORMATS, read_manifest
 from .report import format_summary
-from .runner import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, RunRequest, RunResult, run, side_file
+from .exit_codes import ExitCode
+from .results import RunFiles
+from .runner import RunRequest, RunResult, run
 
 log = logging.getLogger("pipeline.demo")
 
@@ -82,21 +84,22 @@ def main(args: argparse.Namespace) -> int:
     scale = float(args.time_scale)
     if not scale > 0 or scale == float("inf"):
         log.error("--time-scale must be a positive number, got %s", args.time_scale)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     manifests = find_manifests(SAMPLES_DIR)
     if not manifests:
         log.error("no sample manifests in %s: the package is incomplete; reinstall it", SAMPLES_DIR)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     out_dir = Path(args.out_dir)
     problem = prepare_out_dir(out_dir, keep=bool(args.keep))
     if problem:
         log.error("%s", problem)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     runs = asyncio.run(_run_all(manifests, out_dir, scale))
     print_overall(runs, out_dir)
-    if any(r.result is not None and r.result.exit_code == EXIT_ABORTED for r in runs):
-        return EXIT_ABORTED
-    return EXIT_OK if all(r.ok for r in runs) else EXIT_PARTIAL
+    stopped = [r.result for r in runs if r.result is not None and r.result.stop is not None]
+    if stopped:
+        return stopped[0].exit_code
+    return ExitCode.OK if all(r.ok for r in runs) else ExitCode.PARTIAL
 
 
 def find_manifests(directory: Path) -> list[Path]:
@@ -153,8 +156,8 @@ async def _run_all(manifests: list[Path], out_dir: Path, scale: float) -> list[M
             item = ManifestRun(manifest, out_dir / f"{name}.results.jsonl", out_dir / f"{name}.state")
             _say(f"\n=== {manifest.name} " + "=" * max(0, 60 - len(manifest.name)))
             try:
-                item.result = await run(RunRequest(manifest=str(manifest), out=item.out,
-                                                   state_dir=item.state_dir, api_key=api_key,
+                item.result = await run(RunRequest(manifest=str(manifest),
+                                                   files=RunFiles(item.out, item.state_dir), api_key=api_key,
                                                    config=config))
             except Exception as exc:  # report it with the others; the next manifest still runs
                 log.debug("run of %s failed", manifest, exc_info=True)
@@ -162,7 +165,7 @@ async def _run_all(manifests: list[Path], out_dir: Path, scale: float) -> list[M
             check(item)
             print_manifest(item)
             runs.append(item)
-            if item.result is not None and item.result.exit_code == EXIT_ABORTED:
+            if item.result is not None and item.result.stop is not None:
                 _say("stopped: the remaining sample manifests were not run")
                 break  # interrupted (Ctrl-C) or stopped for a reason the next run would share
     return runs
@@ -178,7 +181,7 @@ def check(item: ManifestRun) -> None:
         item.problems.append(f"the run stopped: {item.result.reason}")
     item.valid_ids = [j.id for j in read_manifest(item.manifest) if isinstance(j, Job)]
     item.deliberate = deliberate_lines(item.manifest)
-    rejects_file = side_file(item.out, "rejects.jsonl")
+    rejects_file = RunFiles(item.out, item.state_dir).rejects
     if rejects_file.exists():
         item.rejects = [json.loads(line) for line in rejects_file.read_text(encoding="utf-8").splitlines() if line]
     for reject in item.rejects:
@@ -205,7 +208,7 @@ def print_manifest(item: ManifestRun) -> None:
         _say(f"  the run failed: {item.error}")
         return
     if item.rejects:
-        _say(f"rejected lines ({side_file(item.out, 'rejects.jsonl')}):")
+        _say(f"rejected lines ({RunFiles(item.out, item.state_dir).rejects}):")
         for reject in item.rejects:
             note = "  [expected: a deliberately invalid sample line]" if reject["line"] in item.deliberate else ""
             who = f" ({reject['id']})" if reject.get("id") else ""

@@ -5,18 +5,26 @@
     PipelineError
      ├── ConfigError            bad configuration; names the key and the file (also a ValueError)
      ├── UsageError             the command cannot run as given (another run's state dir, ...)
+     │    ├── StateError        a state dir or results file that is corrupt or not this run's
+     │    └── StateLocked       another live process holds the state dir (exit 7)
      ├── ManifestError          a manifest that cannot be read at all
+     ├── Stopped                a stop was requested while this request waited for its turn
      └── ServiceError           anything that came out of a call to the service
           ├── RetryableError    try again later (the client retries these itself)
           │    ├── RateLimited        429                        code from server, or TooManyRequests
           │    ├── ServerError        5xx; 2xx with an unreadable body (code BadResponse)
           │    └── TransportError     no HTTP answer: code Timeout | ConnectionError
           ├── PermanentError    this item will fail the same way every time: record it, go on
-          │    ├── InvalidParameter   400 InvalidParameter, and every other 4xx not listed here
-          │    └── TaskNotExist       4xx BadRequest.TaskNotExist (unknown or expired task id)
+          │    ├── InvalidParameter   400 InvalidParameter, every other 4xx; a local file that
+          │    │                      cannot be read (code FileError) or is too big
+          │    ├── TaskNotExist       4xx BadRequest.TaskNotExist (unknown or expired task id)
+          │    ├── TaskFailed         the task ended FAILED (the message is the service's)
+          │    ├── PollTimeout        still PENDING at the poll deadline (task id kept)
+          │    └── BadResponse        a create answer without a task id
           └── FatalError        every further call would fail the same way: stop the run
-               ├── AuthError          401, 403
-               └── EndpointError      1xx/3xx: the endpoint is not the service (e.g. a redirect)
+               ├── AuthError          401, 403                              (exit 4)
+               ├── EndpointError      1xx/3xx: the endpoint is not the service (e.g. a redirect)
+               └── ServiceUnreachable no connection could be made after every retry (exit 3)
 
 Every ``ServiceError`` carries ``code``, ``message``, ``http_status``, ``request_id``,
 ``retry_after`` and ``attempts`` (how many requests the client made before giving up);
@@ -30,6 +38,7 @@ from typing import Any
 
 __all__ = [
     "AuthError",
+    "BadResponse",
     "ConfigError",
     "EndpointError",
     "FatalError",
@@ -37,10 +46,16 @@ __all__ = [
     "ManifestError",
     "PermanentError",
     "PipelineError",
+    "PollTimeout",
     "RateLimited",
     "RetryableError",
     "ServerError",
     "ServiceError",
+    "ServiceUnreachable",
+    "StateError",
+    "StateLocked",
+    "Stopped",
+    "TaskFailed",
     "TaskNotExist",
     "TransportError",
     "UsageError",
@@ -73,6 +88,18 @@ class ConfigError(PipelineError, ValueError):
 
 class UsageError(PipelineError):
     """The command cannot run as given (exit code 2): e.g. a state dir of another run."""
+
+
+class StateError(UsageError):
+    """A state dir or results file that is corrupt, or that belongs to something else (exit 2)."""
+
+
+class StateLocked(UsageError):
+    """Another live process holds the state dir (exit 7); the message names the holder."""
+
+
+class Stopped(PipelineError):
+    """The run is stopping: a request that had not reached the wire yet gives up its turn."""
 
 
 class ManifestError(PipelineError):
@@ -156,9 +183,17 @@ class ServerError(RetryableError):
 
 
 class TransportError(RetryableError):
-    """No HTTP answer at all: code ``Timeout`` or ``ConnectionError``; ``http_status`` is None."""
+    """No HTTP answer at all: code ``Timeout`` or ``ConnectionError``; ``http_status`` is None.
+
+    ``maybe_sent`` is False only when no connection was made (refused, DNS, TLS): then the
+    service cannot have seen the request. Otherwise a create may have been accepted.
+    """
 
     default_code = "ConnectionError"
+
+    def __init__(self, code: str | None, message: str, *, maybe_sent: bool = True, **kwargs: Any) -> None:
+        super().__init__(code, message, **kwargs)
+        self.maybe_sent = maybe_sent
 
 
 class PermanentError(ServiceError):
@@ -177,6 +212,24 @@ class TaskNotExist(PermanentError):
     default_code = TASK_NOT_EXIST
 
 
+class TaskFailed(PermanentError):
+    """The async task ended FAILED; the message is the service's."""
+
+    default_code = "TaskFailed"
+
+
+class PollTimeout(PermanentError):
+    """The task was still PENDING at the poll deadline; its task id is kept for `--retry-failed`."""
+
+    default_code = "PollTimeout"
+
+
+class BadResponse(PermanentError):
+    """A create answer the pipeline cannot use (no task id)."""
+
+    default_code = "BadResponse"
+
+
 class FatalError(ServiceError):
     """Every further call would fail the same way: the run must stop (leaving items resumable)."""
 
@@ -191,6 +244,12 @@ class EndpointError(FatalError):
     """A 1xx/3xx answer: the configured endpoint is not the service (a redirect, a proxy page)."""
 
     default_code = "UnexpectedStatus"
+
+
+class ServiceUnreachable(FatalError):
+    """No connection to the endpoint after every retry (refused, DNS, TLS): stop, resumable."""
+
+    default_code = "ServiceUnreachable"
 
 
 def _status_code_name(http_status: int) -> str | None:

@@ -1,42 +1,52 @@
 """Concurrent status polling of async tasks, with adaptive, jittered delays.
 
-One `Poller` per capability keeps a heap of tasks ordered by when each is next due. Its loop
-waits for the earliest due time, takes a slot from the group's pacer (the "poll" lane), and
-fires the status request as a child task, so a slow response never holds up the next poll.
+One `Poller` per capability keeps a heap of tasks ordered by when each is next due. Tasks
+arrive through a memory stream (from the submitters and, on resume, the reader); when every
+sender has closed its end and the last task is finished, `run()` returns. Its loop waits for
+the earliest due time and fires the status request as a child task of its own task group, so
+a slow response never holds up the next poll. Each request passes the group's pacer through
+the client's throttle (the poll lane).
 
 Adaptive first poll (`FirstPollTuner`): when status polls count against the QPS limit, every
 needless PENDING answer costs a slot a submit could have used. The tuner tracks the `target`
 quantile of the capability's task duration with a Robbins–Monro stochastic approximation in
 log space — after each first poll, `delay *= exp(rate * (pending - (1 - target)))` — which
-settles where a fraction `target` of the tasks are already done at their first poll. A task
-then costs close to two requests (one submit, one poll) instead of 1 + duration/interval.
+settles where a fraction `target` of the tasks are already done at their first poll.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import math
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .backoff import PollPolicy, RetryPolicy, poll_delay, retry_delay
 from .capabilities import Capability
 from .client import ApiResponse, ServiceClient
-from .errors import FatalError, PermanentError, RateLimited, RetryableError, ServiceError, TaskNotExist
+from .decisions import PollJudgement, PollVerdict, judge_poll, next_poll_at, poll_timeout
+from .errors import FatalError, ServiceError
 from .job import Job
+
+__all__ = ["FirstPollTuner", "Poller", "TaskHandle"]
 
 #: Polls are never retried inside the client: the poller reschedules them instead, so a 429
 #: or 5xx on a poll delays that poll and never fails the item.
 SINGLE_SHOT = RetryPolicy(max_attempts=1, max_rate_limited=1)
+#: Status requests of one capability out at once.
+MAX_CONCURRENT_POLLS = 64
 
 
 class FirstPollTuner:
     """Learns where to place a capability's first poll (see the module docstring)."""
 
-    __slots__ = ("delay", "target", "rate", "min_rate", "floor", "ceiling", "observations")
+    __slots__ = ("ceiling", "delay", "floor", "min_rate", "observations", "rate", "target")
 
     #: How far (as a fraction) a poll's age may sit from the delay and still count.
     TOLERANCE = 0.05
@@ -56,8 +66,7 @@ class FirstPollTuner:
 
         Only informative answers move the estimate: "still pending" at an age below the
         current delay, or "done" at an age above it, says nothing about the quantile at the
-        current delay. Without this filter, a batch of tasks whose first polls were placed
-        by an older, shorter delay would push the estimate up once per task and overshoot.
+        current delay.
         """
         if age is not None:
             if pending and age < self.delay * (1.0 - self.TOLERANCE):
@@ -79,7 +88,7 @@ class TaskHandle:
     job: Job
     task_id: str
     submitted_at: float  # wall clock, for the result line
-    started: float  # loop clock, for delays and the deadline
+    started: float  # the poller's clock, for delays and the deadline
     attempts: int = 1
     resubmits: int = 0
     polls: int = 0
@@ -95,140 +104,159 @@ class _Due:
     handle: TaskHandle = field(compare=False)
 
 
+#: `on_finished(handle, response, error)`: the final answer (SUCCESS: response; FAILED or a
+#: timeout: error). `on_lost(handle)`: the service no longer knows the task; returns the
+#: handle of a new submission to poll instead, or None.
 FinishFn = Callable[[TaskHandle, "ApiResponse | None", "ServiceError | None"], Awaitable[None]]
+LostFn = Callable[[TaskHandle, ServiceError], Awaitable["TaskHandle | None"]]
 
 
 class Poller:
     """Polls one capability's tasks until each is SUCCESS, FAILED, lost or past its deadline.
 
-    `on_finished(handle, response, error)` gets the final status response (SUCCESS or FAILED)
-    or the error (TaskNotExist, a permanent error, or None with response None for a timeout).
-    A `FatalError` is re-raised out of `run()`, which stops the run.
+    A `FatalError` from any poll ends `run()` with that error.
     """
 
     def __init__(
         self,
         capability: Capability,
         client: ServiceClient,
-        pause: Callable[[float], None],
         policy: PollPolicy,
-        on_finished: FinishFn,
         *,
+        on_finished: FinishFn,
+        on_lost: LostFn,
+        pause: Callable[[float], None],
         tuner: FirstPollTuner | None = None,
-        clock: Callable[[], float] | None = None,
+        clock: Callable[[], float] = anyio.current_time,
         rand: Callable[[], float] = random.random,
-        max_concurrent: int = 64,
+        max_concurrent: int = MAX_CONCURRENT_POLLS,
     ) -> None:
         self.capability = capability
-        self._client = client  # its throttle paces polls in the group's "poll" lane
-        self._slots = asyncio.Semaphore(max_concurrent)  # status requests out at once
-        self._pause = pause  # pause the group after a 429
+        self._client = client  # its throttle paces polls in the group's poll lane
         self._policy = policy
         self._on_finished = on_finished
+        self._on_lost = on_lost
+        self._pause = pause  # pause the group after a 429
         self.tuner = tuner
-        self._clock = clock or asyncio.get_running_loop().time
+        self._clock = clock
         self._rand = rand
+        self._slots = anyio.Semaphore(max_concurrent)
         self._heap: list[_Due] = []
         self._seq = itertools.count()
-        self._wake = asyncio.Event()
-        self._active: set[asyncio.Task[None]] = set()
-        self._closed = False  # no more tasks will be added
+        self._wake = anyio.Event()
+        self._active = 0  # status requests out now
+        self._intake_open = True  # some sender may still hand over tasks
         self._fatal: FatalError | None = None
         self.polls = 0
 
     def __repr__(self) -> str:
         return (f"Poller({self.capability.name!r}, waiting={len(self._heap)}, "
-                f"active={len(self._active)}, polls={self.polls})")
+                f"active={self._active}, polls={self.polls})")
 
-    def add(self, handle: TaskHandle, *, first_poll_in: float | None = None) -> None:
-        """Start polling `handle`; the first poll is placed by the tuner unless given."""
+    @property
+    def tasks(self) -> int:
+        """Tasks being carried: waiting for their next poll or being polled."""
+        return len(self._heap) + self._active
+
+    def add(self, handle: TaskHandle) -> None:
+        """Start polling `handle`; the first poll is placed by the tuner."""
         if handle.deadline == math.inf:
             handle.deadline = handle.started + self._policy.timeout
-        if first_poll_in is None:
-            expected = self.tuner.delay if self.tuner is not None else None
-            first_poll_in = poll_delay(1, self._policy, self._rand, expected)
-        self._schedule(handle, handle.started + first_poll_in)
+        expected = self.tuner.delay if self.tuner is not None else None
+        self._schedule(handle, handle.started + poll_delay(1, self._policy, self._rand, expected))
 
-    def close(self) -> None:
-        """No more tasks will be added: `run()` returns once the last one is finished."""
-        self._closed = True
+    async def run(self, handles: MemoryObjectReceiveStream[TaskHandle]) -> None:
+        """Poll until `handles` is closed by every sender and the last task is finished."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._intake, handles)
+            await self._dispatch(tg)
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _intake(self, handles: MemoryObjectReceiveStream[TaskHandle]) -> None:
+        async with handles:
+            async for handle in handles:
+                self.add(handle)
+        self._intake_open = False
         self._wake.set()
+
+    async def _dispatch(self, tg: TaskGroup) -> None:
+        while True:
+            self._wake = anyio.Event()  # before looking: a later add() sets this one
+            if not self._heap:
+                if not self._intake_open and self._active == 0:
+                    tg.cancel_scope.cancel()  # the intake is done too
+                    return
+                await self._wake.wait()
+                continue
+            wait = self._heap[0].when - self._clock()
+            if wait > 0:
+                with anyio.move_on_after(wait):
+                    await self._wake.wait()
+                continue
+            await self._slots.acquire()
+            due = heapq.heappop(self._heap)
+            self._active += 1
+            tg.start_soon(self._poll, due.handle, tg)
 
     def _schedule(self, handle: TaskHandle, when: float) -> None:
         heapq.heappush(self._heap, _Due(when, next(self._seq), handle))
         self._wake.set()
 
-    async def run(self) -> None:
+    async def _poll(self, handle: TaskHandle, tg: TaskGroup) -> None:
         try:
-            while True:
-                if self._fatal is not None:
-                    raise self._fatal
-                if not self._heap:
-                    if self._closed and not self._active:
-                        return
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                wait = self._heap[0].when - self._clock()
-                if wait > 0:
-                    # A timer that sets the event, not wait_for(): on Python 3.11 wait_for can
-                    # swallow a cancellation that arrives as the event is set, and the run's
-                    # shutdown then waits on this poller for ever.
-                    self._wake.clear()
-                    timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
-                    try:
-                        await self._wake.wait()
-                    finally:
-                        timer.cancel()
-                    continue
-                await self._slots.acquire()
-                due = heapq.heappop(self._heap)
-                task = asyncio.get_running_loop().create_task(self._poll(due.handle))
-                self._active.add(task)
-                task.add_done_callback(self._child_done)
+            await self._poll_once(handle)
+        except FatalError as exc:
+            self._fatal = exc
+            tg.cancel_scope.cancel()
         finally:
-            for task in list(self._active):
-                task.cancel()
-            if self._active:
-                await asyncio.gather(*self._active, return_exceptions=True)
+            self._active -= 1
+            self._slots.release()
+            self._wake.set()
 
-    def _child_done(self, task: asyncio.Task[None]) -> None:
-        self._active.discard(task)
-        self._slots.release()
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            self._fatal = exc if isinstance(exc, FatalError) else FatalError(
-                "InternalError", f"poller crashed: {exc!r}")
-        self._wake.set()
-
-    async def _poll(self, handle: TaskHandle) -> None:
+    async def _poll_once(self, handle: TaskHandle) -> None:
         handle.polls += 1
         self.polls += 1
-        cap = self.capability
+        response: ApiResponse | None = None
+        error: ServiceError | None = None
         try:
             response = await self._client.get_task_status(
-                cap.segment, handle.job.service_id, handle.task_id, retry=SINGLE_SHOT)
-        except RetryableError as err:
+                self.capability, handle.job.service_id, handle.task_id, retry=SINGLE_SHOT)
+        except FatalError:
+            raise
+        except ServiceError as err:
+            error = err
+        judgement = judge_poll(response, error, resubmits=handle.resubmits)
+        await self._act(handle, judgement, response)
+
+    async def _act(self, handle: TaskHandle, judgement: PollJudgement, response: ApiResponse | None) -> None:
+        verdict = judgement.verdict
+        if verdict is PollVerdict.RETRY:
+            assert judgement.error is not None
             handle.errors += 1
-            delay = retry_delay(handle.errors, _poll_retry_policy(self._policy), self._rand, err.retry_after)
-            if isinstance(err, RateLimited) and err.retry_after is not None:
+            delay = retry_delay(handle.errors, _poll_retry_policy(self._policy), self._rand,
+                                judgement.error.retry_after)
+            if judgement.pause_group:
                 self._pause(delay)  # the whole group would meet the same limit
-            await self._reschedule_or_timeout(handle, delay)
-            return
-        except (TaskNotExist, PermanentError) as err:
-            await self._on_finished(handle, None, err)
+            await self._reschedule(handle, delay)
             return
         handle.errors = 0
-        status = str(response.result.get("status", "")).upper()
-        if status == "PENDING" or status == "RUNNING":
+        first = handle.polls == 1
+        if verdict is PollVerdict.PENDING:
             handle.pending_polls += 1
-            if handle.pending_polls == 1 and handle.polls == 1 and self.tuner is not None:
+            if first and self.tuner is not None:
                 self.tuner.observe(pending=True, age=self._clock() - handle.started)
-            await self._reschedule_or_timeout(handle, self._next_delay(handle))
+            await self._reschedule(handle, self._next_delay(handle))
             return
-        if handle.polls == 1 and self.tuner is not None:
+        if first and self.tuner is not None and judgement.finished:
             self.tuner.observe(pending=False, age=self._clock() - handle.started)
-        await self._on_finished(handle, response, None)
+        if verdict is PollVerdict.RESUBMIT:
+            assert judgement.error is not None
+            replacement = await self._on_lost(handle, judgement.error)
+            if replacement is not None:
+                self.add(replacement)
+            return
+        await self._on_finished(handle, response if verdict is PollVerdict.SUCCESS else None, judgement.error)
 
     def _next_delay(self, handle: TaskHandle) -> float:
         """Delay after a PENDING answer. With a tuner: wait until the learned quantile if the
@@ -246,13 +274,11 @@ class Poller:
             nominal = min(policy.max_delay, max(floor, age * (policy.growth - 1.0)))
         return nominal * (1.0 + policy.jitter * (2.0 * self._rand() - 1.0))
 
-    async def _reschedule_or_timeout(self, handle: TaskHandle, delay: float) -> None:
-        when = self._clock() + delay
-        if when > handle.deadline:
-            if self._clock() >= handle.deadline:
-                await self._on_finished(handle, None, None)  # PollTimeout
-                return
-            when = handle.deadline  # one last poll right at the deadline
+    async def _reschedule(self, handle: TaskHandle, delay: float) -> None:
+        when = next_poll_at(self._clock(), delay, handle.deadline)
+        if when is None:
+            await self._on_finished(handle, None, poll_timeout(handle.task_id))
+            return
         self._schedule(handle, when)
 
 
@@ -261,4 +287,3 @@ def _poll_retry_policy(policy: PollPolicy) -> RetryPolicy:
     base = max(policy.first_delay / 5.0, 1e-3)
     return RetryPolicy(base=base, factor=2.0, max_attempts=1_000_000,
                        max_delay=max(policy.max_delay, base), retry_after_cap=max(policy.max_delay, base))
-

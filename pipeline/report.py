@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from .capabilities import CAPABILITIES
 from .checkpoint import Checkpoint, Outcome
+from .results import ResultLine
 from .sink import outcome_of
 
 
@@ -51,27 +52,27 @@ class RunStats:
         self._clock = clock
         self.started = clock()
         self.finished: float | None = None
-        self._segments = {cap.segment: name for name, cap in CAPABILITIES.items()}
+        self.ambiguous = 0  # creates re-sent after a timeout or dropped connection: possibly billed twice
 
     def elapsed(self) -> float:
         return (self.finished or self._clock()) - self.started
 
-    def by_segment(self, segment: str) -> CapabilityStats:
-        return self.caps[self._segments[segment]]
-
     # ---- hooks -----------------------------------------------------------------------------
-    def on_response(self, segment: str, status: int) -> None:
-        stats = self.by_segment(segment)
+    def on_response(self, capability: str, status: int) -> None:
+        stats = self.caps[capability]
         stats.requests += 1
         if status == 429:
             stats.rate_limited += 1
 
-    def on_retry(self, segment: str) -> None:
-        self.by_segment(segment).retries += 1
+    def on_retry(self, capability: str) -> None:
+        self.caps[capability].retries += 1
 
-    def on_line(self, line: Mapping[str, Any]) -> None:
+    def on_ambiguous(self, capability: str) -> None:
+        self.ambiguous += 1
+
+    def on_line(self, line: ResultLine) -> None:
         """Called by the sink for every line made durable."""
-        record(self.caps[line["capability"]], outcome_of(line))
+        record(self.caps[line.capability], outcome_of(line))
 
     def totals(self) -> CapabilityStats:
         total = CapabilityStats()

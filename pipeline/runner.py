@@ -1,72 +1,100 @@
-"""Wiring of one run: manifest -> checkpoint filter -> queues -> submit workers -> pollers -> sink.
+"""Wiring and supervision of one run; the stages themselves live in `stages`, `poller`, `sink`.
 
-The data flows one way (DESIGN.md): the reader validates items and filters them through the
-checkpoint (done: skip; task recorded: straight to the poller; otherwise: the capability's
-bounded queue, which makes the reader wait when full). Submit workers take jobs, pass the
-group's pacer, submit, durably record the task id, and hand the task to the poller; sync
-capabilities write their result at once. The sink writes every line and only then counts it.
+The flow, one direction: reader -> (jobs per capability) -> submitters -> (task handles per
+capability) -> pollers; every stage -> (result lines) -> sink. One task group owns every task:
 
-Shutdown is explicit: the end of the manifest closes the queues, then the pollers, then the
-sink. A fatal error (401), the failure threshold or a signal stops the run with a reason
-(exit 3) and leaves every unfinished item resumable.
+    outer group:       sink, pacer dispatchers
+      supervision:     stop watcher, time limit
+        work group:    reader, submitters, pollers
+
+The normal end: the reader closes its streams, the submitters then theirs, the pollers finish
+their last tasks, the work group ends, the supervision is cancelled, the line stream is closed
+and the sink writes the rest. A stop (`request_stop`) is a cancel scope, not a sentinel: a
+signal or the failure threshold stops taking items, lets submits already on the wire finish
+(their task ids are recorded) and cancels the rest; a 401 or an unreachable service cancels
+at once; a spend cap or a time limit stops taking items and lets accepted tasks finish.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
+import math
 import random
-import time
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .capabilities import CAPABILITIES, MAX_BODY_BYTES, Capability
-from .checkpoint import Checkpoint, PendingTask
-from .client import ApiResponse, ServiceClient
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .backoff import PollPolicy
+from .capabilities import CAPABILITIES
+from .checkpoint import Checkpoint
+from .client import ServiceClient
 from .config import Config
-from .errors import FatalError, InvalidParameter, RateLimited, ServiceError, TaskNotExist, UsageError
+from .errors import AuthError, FatalError, ServiceError, ServiceUnreachable
+from .exit_codes import ExitCode
 from .job import Job
-from .limits import Pacers
-from .manifest import DuplicateIds, Rejected, Skipped, read_manifest
+from .limits import Lane, Pacers
+from .outcome import RunOutcome, Stop, StopReason, decide, is_run_fault
 from .poller import FirstPollTuner, Poller, TaskHandle
 from .report import RunStats, stats_from_checkpoint, summarize, with_live_counters
-from .shutdown import EXIT_ABORTED, FailureThreshold, SignalHandlers
-from .sink import Sink, drop_lines, reconcile, result_line
+from .results import ResultLine, RunFiles
+from .resume import check_identity, check_paths, manifest_key, prepare
+from .shutdown import FailureWatch, SignalHandlers
+from .sink import Sink
+from .spend import SpendLedger
+try:
+    from .validate import item_cost_bound
+except ImportError:  # TEMP until validate.py lands
+    def item_cost_bound(service_id: str, config: Config) -> float:
+        return 0.0
+from .stages import Control, Reader, Submitter
+from .statelock import StateDirLock
+
+if sys.version_info < (3, 11):  # anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["Run", "RunRequest", "RunResult", "run"]
 
 log = logging.getLogger("pipeline.run")
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+#: Result lines buffered between the stages and the sink.
+LINE_BUFFER = 1024
+#: The failure watch's window is saved in the checkpoint every this many lines (and at the end).
+WATCH_SAVE_EVERY = 50
 
 
 @dataclass(frozen=True)
 class RunRequest:
     manifest: str
-    out: Path
-    state_dir: Path
-    api_key: str
+    files: RunFiles
+    api_key: str = field(repr=False)
     config: Config
     retry_failed: bool = False
+    append: bool = False
 
 
 @dataclass
 class RunResult:
-    exit_code: int
-    outcome: str  # "completed" | "completed with failures" | "aborted"
-    reason: str | None
+    exit_code: ExitCode
+    outcome: RunOutcome
+    stop: Stop | None
     summary: dict[str, Any]
     stats: RunStats = field(repr=False)
 
-
-def side_file(out: Path, kind: str) -> Path:
-    """`results.jsonl` -> `results.rejects.jsonl`, `results.summary.json`."""
-    return out.with_name(f"{out.stem}.{kind}")
+    @property
+    def reason(self) -> str | None:
+        return str(self.stop) if self.stop is not None else None
 
 
 class Run:
-    """One execution of `run`: build everything inside the loop, run, and always clean up."""
+    """One execution of `run`: lock the state dir, wire the stages, run them, report."""
 
     def __init__(self, request: RunRequest, *, stats: RunStats | None = None,
                  rand: Callable[[], float] = random.random) -> None:
@@ -74,372 +102,272 @@ class Run:
         self.cfg = request.config
         self.stats = stats or RunStats()
         self._rand = rand
-        self._stop = asyncio.Event()  # stop taking new items (signal, abort)
-        self._abort_reason: str | None = None
-        self._signals = SignalHandlers(self.request_stop)
-        self._fatal = False  # stopped by a FatalError (401): no point waiting for calls out
-        self._busy: set[asyncio.Future[None]] = set()  # submits on the wire, done when they end
-        self._threshold = FailureThreshold(self.cfg.failure_threshold.window,
-                                           self.cfg.failure_threshold.max_ratio)
+        self._lock = StateDirLock(request.files.state_dir)
+        self._stop: Stop | None = None
+        self._signals = SignalHandlers(lambda name: self.request_stop(
+            Stop(StopReason.INTERRUPTED, f"interrupted by {name}; run the same command again to resume")))
 
-    # ---- public ------------------------------------------------------------------------
     async def execute(self) -> RunResult:
-        ckpt = Checkpoint.open(self.req.state_dir)
+        files = self.req.files
+        check_paths(self.req.manifest, files.results)
+        files.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()  # before anything in the state dir is opened for writing
         try:
-            return await self._execute(ckpt)
+            ckpt = Checkpoint.open(files.state_dir)
+            try:
+                return await self._execute(ckpt)
+            finally:
+                ckpt.close()
         finally:
-            ckpt.close()
+            self._lock.release()
 
-    def request_stop(self, reason: str) -> None:
-        """Stop taking new items, finish what is in hand, exit 3 (first signal / abort)."""
-        if self._abort_reason is None:
-            self._abort_reason = reason
-            log.warning("stopping: %s", reason)
-        self._stop.set()
-
-    # ---- setup -------------------------------------------------------------------------
-    def _check_identity(self, ckpt: Checkpoint) -> None:
-        out = str(self.req.out.resolve())
-        manifest = self.req.manifest if self.req.manifest == "-" else str(Path(self.req.manifest).resolve())
-        recorded_out = ckpt.get_meta("out")
-        if recorded_out is None:
-            ckpt.set_meta("out", out)
-            ckpt.set_meta("manifest", manifest)
-            ckpt.set_meta("created_at", str(time.time()))
+    def request_stop(self, stop: Stop) -> None:
+        """Stop the run for `stop.reason` (see the module docstring); a later, stronger reason
+        (an interrupt after a spend-cap drain, a 401 after a signal) takes over."""
+        current = self._stop
+        if current is not None and not (current.reason.drains and not stop.reason.drains) \
+                and not (stop.reason.immediate and not current.reason.immediate):
             return
-        if recorded_out != out:
-            raise UsageError(
-                f"state dir {self.req.state_dir} belongs to a run writing {recorded_out}, not {out}: "
-                "give the same --out to resume it, or a new --state-dir for a new run")
-        recorded_manifest = ckpt.get_meta("manifest")
-        if recorded_manifest != manifest:
-            log.warning("the state dir was made with manifest %s; resuming with %s "
-                        "(items are matched by id)", recorded_manifest, manifest)
-
-    def _prepare_state(self, ckpt: Checkpoint) -> tuple[DuplicateIds, dict[str, PendingTask]]:
-        self._check_identity(ckpt)
-        found = reconcile(self.req.out, ckpt)
-        if found:
-            log.info("recovered %d result lines written just before an interruption", found)
-        if self.req.retry_failed:
-            # The flag first: a crash between the two must not leave reopened items whose old
-            # lines stay in the file (a later drop with no retry ids is a no-op).
-            ckpt.set_meta("drop_pending", "1")
-            reopened = ckpt.reopen_failed(skip_codes=("InvalidParameter",))
-            log.info("--retry-failed: %d failed items will run again", len(reopened))
-        if ckpt.get_meta("drop_pending") == "1":
-            dropped = drop_lines(self.req.out, ckpt.ids_in_state("retry"), ckpt)
-            ckpt.set_meta("drop_pending", "0")
-            log.info("removed %d superseded result lines", dropped)
-        done = DuplicateIds(expected=ckpt.count_done())
-        for job_id in ckpt.iter_done_ids():
-            done.add(job_id)
-        return done, ckpt.pending()
+        self._stop = stop
+        log.warning("stopping: %s", stop)
+        self._control.stop_taking(interrupt=not stop.reason.drains)
+        self._stop_event.set()
 
     # ---- the run -----------------------------------------------------------------------
     async def _execute(self, ckpt: Checkpoint) -> RunResult:
-        done, pending = self._prepare_state(ckpt)
-        self.req.out.parent.mkdir(parents=True, exist_ok=True)
+        files = self.req.files
+        check_identity(ckpt, out=files.results, manifest=self.req.manifest, append=self.req.append,
+                       state_dir=files.state_dir)
+        state = prepare(ckpt, out=files.results, retry_failed=self.req.retry_failed)
+        files.results.parent.mkdir(parents=True, exist_ok=True)
+        cfg = self.cfg
         self._ckpt = ckpt
+        self._stop_event = anyio.Event()
+        self._control = Control(cfg.max_in_flight, self.stats)
+        self._watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio,
+                                   ckpt.get_meta("failure_window") or "")
+        self._ledger = SpendLedger(ckpt, cfg, item_cost_bound)
+        self._pacers = self._build_pacers()
+        self._client = self._build_client()
+        self._sink = Sink(files.results, ckpt, on_written=self._on_written, cost=self._ledger.cost)
+        line_send, line_receive = anyio.create_memory_object_stream[ResultLine](LINE_BUFFER)
+        self._submitter = Submitter(control=self._control, client=self._client, checkpoint=ckpt, lines=line_send,
+                                    clock=anyio.current_time, reserve=self._ledger.reserve,
+                                    on_fatal=self._on_fatal, on_cap_reached=self._on_cap_reached)
+        self._pollers = self._build_pollers(cfg.effective_polling())
+        self._reader_scope = anyio.CancelScope()
+        self._poller_scope = anyio.CancelScope()
+        with open(files.rejects, "w", encoding="utf-8") as rejects:
+            reader = Reader(self.req.manifest, state, self._control, self._submitter, rejects)
+            self._signals.install(asyncio.get_running_loop())
+            try:
+                async with self._client:
+                    await self._run_groups(reader, line_send, line_receive)
+            except BaseExceptionGroup as group:
+                raise _single(group) from None
+            finally:
+                self._signals.remove()  # last: a second signal during the clean-up still exits at once
+        ckpt.set_meta("failure_window", self._watch.state())
+        self._save_manifest_counts(reader)
+        return self._result()
+
+    async def _run_groups(self, reader: Reader, line_send: MemoryObjectSendStream[ResultLine],
+                          line_receive: MemoryObjectReceiveStream[ResultLine]) -> None:
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._pacers.run, name="pacers")
+            async with anyio.create_task_group() as writing:
+                writing.start_soon(self._sink.run, line_receive, name="sink")
+                async with line_send, anyio.create_task_group() as supervision:
+                    work = anyio.CancelScope()
+                    supervision.start_soon(self._watch_stop, work, name="stop-watcher")
+                    if self.cfg.max_duration:
+                        supervision.start_soon(self._time_limit, self.cfg.max_duration, name="time-limit")
+                    with work:
+                        async with anyio.create_task_group() as tg:
+                            self._start_stages(tg, reader)
+                    supervision.cancel_scope.cancel()
+                # the line stream is closed: the sink writes the rest and returns
+            outer.cancel_scope.cancel()  # the pacers' dispatchers
+
+    def _start_stages(self, tg: anyio.abc.TaskGroup, reader: Reader) -> None:
+        jobs: dict[str, MemoryObjectSendStream[Job]] = {}
+        handles: dict[str, MemoryObjectSendStream[TaskHandle]] = {}
+        to_poll: dict[str, MemoryObjectReceiveStream[TaskHandle]] = {}
+        for name, cap in CAPABILITIES.items():
+            job_send, job_receive = anyio.create_memory_object_stream[Job](self.cfg.queue_size)
+            jobs[name] = job_send
+            handle_send = None
+            if cap.is_async:
+                # Unbounded by count, bounded in fact: every handle holds an in-flight slot.
+                handle_send, to_poll[name] = anyio.create_memory_object_stream[TaskHandle](math.inf)
+                handles[name] = handle_send
+            with job_receive:
+                for i in range(self.cfg.submit_workers):
+                    out = handle_send.clone() if handle_send is not None else _nowhere()
+                    tg.start_soon(self._submitter.work, name, job_receive.clone(), out, name=f"submit-{name}-{i}")
+        tg.start_soon(self._read, reader, jobs, handles, name="reader")
+        tg.start_soon(self._poll, to_poll, name="pollers")
+
+    async def _read(self, reader: Reader, jobs: dict[str, MemoryObjectSendStream[Job]],
+                    handles: dict[str, MemoryObjectSendStream[TaskHandle]]) -> None:
+        with self._reader_scope:
+            await reader.run(jobs, handles)
+
+    async def _poll(self, streams: dict[str, MemoryObjectReceiveStream[TaskHandle]]) -> None:
+        with self._poller_scope:
+            async with anyio.create_task_group() as tg:
+                for name, stream in streams.items():
+                    tg.start_soon(self._poll_one, self._pollers[name], stream, name=f"poll-{name}")
+
+    async def _poll_one(self, poller: Poller, stream: MemoryObjectReceiveStream[TaskHandle]) -> None:
+        try:
+            await poller.run(stream)
+        except FatalError as exc:
+            self._on_fatal(exc)
+
+    # ---- building ------------------------------------------------------------------------
+    def _build_pacers(self) -> Pacers:
         cfg = self.cfg
         groups = {cap.qps_group: cfg.effective_qps(name) for name, cap in CAPABILITIES.items()}
         # The service's own rule, for the pacer's guard: at most `limit` requests in any
         # window (one second, shortened by the emulator's time scale).
         windows = {cap.qps_group: (1.0 / cfg.time_scale, int(cfg.qps.get(name, cap.default_qps)))
                    for name, cap in CAPABILITIES.items()}
-        self._pacers = Pacers(groups, polls_share=cfg.polls_share_qps, windows=windows,
-                              weights={"submit": cfg.submit_share, "poll": 1.0 - cfg.submit_share})
-        self._client = ServiceClient(
-            cfg.endpoint or "", cfg.workspace, self.req.api_key, protocol=cfg.protocol,
-            timeout=cfg.request_timeout,
-            retry=cfg.effective_retry(), rand=self._rand, throttle=self._throttle,
-            on_retry=self._on_retry, on_response=self.stats.on_response,
+        return Pacers(groups, polls_share=cfg.polls_share_qps, windows=windows,
+                      weights={Lane.SUBMIT: cfg.submit_share, Lane.POLL: 1.0 - cfg.submit_share})
+
+    def _build_client(self) -> ServiceClient:
+        cfg = self.cfg
+        return ServiceClient(
+            cfg.endpoint or "", cfg.workspace, self.req.api_key, protocol=cfg.protocol, timeout=cfg.request_timeout,
+            retry=cfg.effective_retry(), rand=self._rand, throttle=self._throttle, sleep=self._backoff_sleep,
+            on_retry=self._on_retry, on_response=self.stats.on_response, on_ambiguous=self.stats.on_ambiguous,
             connection_limit=max(100, cfg.submit_workers * len(CAPABILITIES) + 64))
-        self._sink = Sink(self.req.out, ckpt, on_written=self._on_written)
-        sink_task = self._sink.start()
-        self._queues: dict[str, asyncio.Queue[Job | None]] = {
-            name: asyncio.Queue(cfg.queue_size) for name in CAPABILITIES}
-        self._inflight = {name: asyncio.Semaphore(cfg.max_in_flight) for name in CAPABILITIES}
-        polling = cfg.effective_polling()
-        self._pollers = {
-            name: Poller(cap, self._client, self._pause_for(cap), polling, self._task_finished,
-                         tuner=FirstPollTuner(polling.first_delay, target=cfg.adaptive_polling.target,
+
+    def _build_pollers(self, polling: PollPolicy) -> dict[str, Poller]:
+        adaptive = self.cfg.adaptive_polling
+        return {
+            name: Poller(cap, self._client, polling, on_finished=self._submitter.task_finished,
+                         on_lost=self._submitter.on_lost,
+                         pause=lambda seconds, name=name: self._pacers.pause(name, seconds),  # type: ignore[misc]
+                         tuner=FirstPollTuner(polling.first_delay, target=adaptive.target,
                                               floor=polling.first_delay / 50, ceiling=polling.timeout)
-                         if cfg.adaptive_polling.enabled else None, rand=self._rand)
+                         if adaptive.enabled else None, rand=self._rand)
             for name, cap in CAPABILITIES.items() if cap.is_async}
-        self._rejects = open(side_file(self.req.out, "rejects.jsonl"), "w", encoding="utf-8")
-        self._extra_tasks: set[asyncio.Task[None]] = set()
-        loop = asyncio.get_running_loop()
-        self._signals.install(loop)
-        workers = [loop.create_task(self._worker(name), name=f"submit-{name}-{i}")
-                   for name in CAPABILITIES for i in range(cfg.submit_workers)]
-        pollers = [loop.create_task(p.run(), name=f"poll-{n}") for n, p in self._pollers.items()]
-        reader = loop.create_task(self._read(done, pending), name="reader")
-        fatal: BaseException | None = None
-        try:
-            fatal = await self._supervise(reader, workers, pollers, sink_task)
-        finally:
-            for task in [reader, *workers, *pollers, *self._extra_tasks]:
-                task.cancel()
-            await asyncio.gather(reader, *workers, *pollers, *self._extra_tasks, return_exceptions=True)
-            await self._sink.close()
-            await self._client.close()
-            self._pacers.close()
-            self._rejects.close()
-            self._signals.remove()  # last: a second signal during the clean-up still exits at once
-        if fatal is not None:
-            raise fatal
-        return self._result()
 
-    async def _supervise(self, reader: asyncio.Task[None], workers: list[asyncio.Task[None]],
-                         pollers: list[asyncio.Task[None]], sink: asyncio.Task[None]) -> BaseException | None:
-        """Wait for the normal end (reader, then workers, then pollers) or a stop.
-
-        Returns an unexpected exception to re-raise (a crashed stage, a sink that cannot
-        write), or None.
-        """
-        stop = asyncio.get_running_loop().create_task(self._stop.wait())
-        stages = [([reader], self._close_queues), (workers, self._close_pollers), (pollers, None)]
-        running = {reader, *workers, *pollers, sink}
-        try:
-            while stages:
-                finished, running = await asyncio.wait(running | {stop}, return_when=asyncio.FIRST_COMPLETED)
-                running.discard(stop)
-                for task in finished - {stop}:
-                    exc = task.exception()
-                    if isinstance(exc, FatalError):
-                        self._fatal = True
-                        self.request_stop(f"{exc.code}: {exc.message}")
-                    elif exc is not None:
-                        return exc
-                if self._stop.is_set():
-                    await self._drain_on_stop()
-                    self._close_pollers()  # and they are cancelled by the caller
-                    return None
-                while stages and all(t.done() for t in stages[0][0]):
-                    _, closer = stages.pop(0)
-                    if closer is not None:
-                        closer()
-            return None
-        finally:
-            stop.cancel()
-
-    async def _drain_on_stop(self) -> None:
-        """Let submits already on the wire finish and record their task ids (bounded by the
-        request timeout), so an interruption loses no accepted task. Not after a fatal
-        error: those calls fail the same way."""
-        busy = [f for f in self._busy if not f.done()]
-        if busy and not self._fatal:
-            await asyncio.wait(busy, timeout=self.cfg.request_timeout)
-
-    def _close_queues(self) -> None:
-        for queue in self._queues.values():
-            for _ in range(self.cfg.submit_workers):
-                queue.put_nowait(None) if not queue.full() else self._extra(queue.put(None))
-
-    def _close_pollers(self) -> None:
-        for poller in self._pollers.values():
-            poller.close()
-
-    def _extra(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._extra_tasks.add(task)
-        task.add_done_callback(self._extra_tasks.discard)
-
-    # ---- reader ------------------------------------------------------------------------
-    async def _read(self, done: DuplicateIds, pending: dict[str, PendingTask]) -> None:
-        seen = 0
-        for item in read_manifest(self.req.manifest, max_body_bytes=MAX_BODY_BYTES, skip=done.__contains__,
-                                  expected_items=len(done) + len(pending)):
-            if self._stop.is_set():
-                return
-            seen += 1
-            if seen % 512 == 0:
-                await asyncio.sleep(0)  # a resume may skip many done items without awaiting
-            if isinstance(item, Skipped):  # done in an earlier run
-                if item.capability is not None:
-                    self.stats.caps[item.capability].skipped += 1
-                continue
-            if isinstance(item, Rejected):
-                self.stats.rejected += 1
-                self._rejects.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
-                log.warning("manifest line %d rejected: %s", item.line, item.reason)
-                continue
-            stats = self.stats.caps[item.capability]
-            known = pending.pop(item.id, None)
-            if known is not None and known.task_id and (known.state == "submitted" or known.error_code == "PollTimeout"):
-                await self._acquire_slot(item.capability)
-                if self._stop.is_set():
-                    self._inflight[item.capability].release()
-                    return
-                self._start_polling(item, known.task_id, known.submitted_at, known.attempts, known.resubmits)
-                continue
-            stats.queued += 1
-            await self._queues[item.capability].put(item)
-        self._rejects.flush()
-
-    async def _acquire_slot(self, capability: str) -> None:
-        await self._inflight[capability].acquire()
-        self.stats.caps[capability].in_flight += 1
-
-    def _release_slot(self, capability: str) -> None:
-        self._inflight[capability].release()
-        self.stats.caps[capability].in_flight -= 1
-
-    # ---- submit ------------------------------------------------------------------------
-    async def _worker(self, capability: str) -> None:
-        queue = self._queues[capability]
+    # ---- supervision -------------------------------------------------------------------
+    async def _watch_stop(self, work: anyio.CancelScope) -> None:
+        await self._stop_event.wait()
         while True:
-            job = await queue.get()
-            if job is None or self._stop.is_set():
-                return
-            self.stats.caps[capability].queued -= 1
-            await self._acquire_slot(capability)
-            # A future per submit, not the worker task: an idle worker waits on its queue
-            # for ever, and the drain on stop must wait for submits, not for workers.
-            on_wire: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._busy.add(on_wire)
-            try:
-                await self._submit(job)
-            finally:
-                on_wire.set_result(None)
-                self._busy.discard(on_wire)
-
-    async def _submit(self, job: Job, resubmits: int = 0) -> None:
-        cap = CAPABILITIES[job.capability]
-        submitted_at = time.time()
-        try:
-            body = await self._body(cap, job)
-            if cap.is_async:
-                response = await self._client.create_task(cap.segment, job.service_id, body)
-            else:
-                response = await self._client.detect(cap.segment, job.service_id, body)
-        except FatalError:
-            self._release_slot(job.capability)
-            raise
-        except ServiceError as err:
-            self._finish(job, "FAILED", error=err.to_dict(), attempts=err.attempts,
-                         submitted_at=submitted_at)
+            stop = self._stop
+            assert stop is not None
+            if stop.reason.drains:  # the stages end by themselves; a stronger stop may follow
+                self._reader_scope.cancel()
+                self._stop_event = anyio.Event()
+                await self._stop_event.wait()
+                continue
+            self._reader_scope.cancel()
+            self._poller_scope.cancel()  # recorded tasks are polled by the next run
+            if not stop.reason.immediate and self._control.submitting:
+                timeout = self.cfg.request_timeout
+                log.warning("waiting up to %.0f s for %d submits already sent, so their task ids are recorded; "
+                            "a second Ctrl-C exits now", timeout, self._control.submitting)
+                with anyio.move_on_after(timeout + 1):
+                    while self._control.submitting:
+                        await self._control.idle.wait()
+            work.cancel()
             return
-        self.stats.caps[job.capability].submits += 1
-        if not cap.is_async:
-            self._finish(job, "SUCCESS", data=cap.parse_result(response.result), usage=response.usage,
-                         attempts=response.attempts, submitted_at=submitted_at)
-            return
-        task_id = response.result.get("task_id")
-        if not isinstance(task_id, str) or not task_id:
-            self._finish(job, "FAILED", attempts=response.attempts, submitted_at=submitted_at,
-                         error={"code": "BadResponse", "message": "create response has no task_id",
-                                "http_status": response.http_status})
-            return
-        # Durable before the poller sees it: a crash from here on polls, never resubmits.
-        submitted_at = self._ckpt.record_submitted(job.id, job.capability, job.service_id, task_id,
-                                                   response.attempts, resubmits)
-        self._start_polling(job, task_id, submitted_at, response.attempts, resubmits)
 
-    async def _body(self, cap: Capability, job: Job) -> dict[str, Any]:
-        content = None
-        if job.source_kind == "path":
-            try:
-                raw = await asyncio.to_thread(Path(job.source).read_bytes)
-            except OSError as exc:
-                raise InvalidParameter("FileError", f"cannot read {job.source}: {exc.strerror}") from None
-            content = base64.b64encode(raw).decode("ascii")
-        body = cap.build_body(job, content)
-        size = len(json.dumps(body, separators=(",", ":")).encode("utf-8")) if content else 0
-        if size > MAX_BODY_BYTES:
-            raise InvalidParameter("InvalidParameter",
-                               f"{job.source} makes a {size / 1e6:.1f} MB request body, over the 8 MB limit: "
-                               "upload it and give an oss:// path or a url instead")
-        return body
+    async def _time_limit(self, seconds: float) -> None:
+        await anyio.sleep(seconds / self.cfg.time_scale)
+        self.request_stop(Stop(StopReason.TIME_LIMIT, f"--max-duration {seconds:g} s reached; accepted tasks "
+                                                       "were finished; run the same command again to go on"))
 
-    def _start_polling(self, job: Job, task_id: str, submitted_at: float | None, attempts: int,
-                       resubmits: int) -> None:
-        loop_now = asyncio.get_running_loop().time()
-        wall_now = time.time()
-        age = max(0.0, wall_now - submitted_at) if submitted_at else 0.0
-        handle = TaskHandle(job, task_id, submitted_at or wall_now, loop_now - age, attempts, resubmits)
-        self._pollers[job.capability].add(handle)
+    # ---- hooks -------------------------------------------------------------------------
+    def _on_fatal(self, exc: FatalError) -> None:
+        reason = StopReason.AUTH if isinstance(exc, AuthError) else StopReason.UNREACHABLE \
+            if isinstance(exc, ServiceUnreachable) else StopReason.INTERRUPTED
+        advice = ("fix DASHSCOPE_API_KEY, then run the same command again to resume" if reason is StopReason.AUTH
+                  else "nothing was marked failed; run the same command again to resume")
+        self.request_stop(Stop(reason, f"{exc.code}: {exc.message}; {advice}"))
 
-    # ---- poll outcomes -----------------------------------------------------------------
-    async def _task_finished(self, handle: TaskHandle, response: ApiResponse | None,
-                             error: ServiceError | None) -> None:
-        job = handle.job
-        common = dict(task_id=handle.task_id, attempts=handle.attempts, polls=handle.polls,
-                      submitted_at=handle.submitted_at)
-        if isinstance(error, TaskNotExist) and handle.resubmits == 0:
-            if self._stop.is_set():
-                return  # stays recorded as submitted; the next run resubmits it
-            log.info("task %s of %s is unknown to the service; submitting it once more", handle.task_id, job.id)
-            # Awaited inside the poll, so the poller cannot finish before the new task is added.
-            await self._submit(job, resubmits=1)
-            return
-        if error is not None:
-            self._finish(job, "FAILED", error=error.to_dict(), **common)
-        elif response is None:
-            self._finish(job, "FAILED", error={
-                "code": "PollTimeout", "http_status": None,
-                "message": f"task {handle.task_id} still PENDING after the poll timeout; "
-                           "`run --retry-failed` polls it again without resubmitting"}, **common)
+    def _on_cap_reached(self, job: Job) -> None:
+        settled, reserved = self._ckpt.spend()
+        self.request_stop(Stop(StopReason.SPEND_CAP, (
+            f"--max-cost {self.cfg.max_cost:g} {self.cfg.currency} reached (settled {settled:.4f}, reserved "
+            f"{reserved:.4f}); submitted tasks were finished; raise the cap and run the same command to go on")))
+
+    async def _throttle(self, capability: str, lane: Lane) -> None:
+        if lane is Lane.SUBMIT:
+            await self._control.interruptible(self._pacers.acquire(capability, lane))
         else:
-            result = response.result
-            if str(result.get("status")).upper() == "SUCCESS":
-                cap = CAPABILITIES[job.capability]
-                self._finish(job, "SUCCESS", data=cap.parse_result(result), usage=response.usage, **common)
-            else:
-                self._finish(job, "FAILED", error={
-                    "code": "TaskFailed", "http_status": response.http_status,
-                    "message": str(result.get("error") or "the service reported FAILED")}, **common)
+            await self._pacers.acquire(capability, lane)
 
-    # ---- the end of an item ------------------------------------------------------------
-    def _finish(self, job: Job, status: str, *, data: Any = None, usage: Any = None,
-                error: dict[str, Any] | None = None, task_id: str | None = None, attempts: int = 1,
-                polls: int = 0, submitted_at: float | None = None) -> None:
-        self._sink.put(result_line(
-            job_id=job.id, capability=job.capability, service_id=job.service_id, status=status,
-            task_id=task_id, data=data, usage=usage, error=error, attempts=attempts, polls=polls,
-            submitted_at=submitted_at, finished_at=time.time(), meta=job.meta))
-        self._release_slot(job.capability)
+    async def _backoff_sleep(self, seconds: float) -> None:
+        await self._control.interruptible(anyio.sleep(seconds))
 
-    def _on_written(self, line: dict[str, Any]) -> None:
+    def _on_retry(self, capability: str, error: ServiceError, delay: float) -> None:
+        self.stats.on_retry(capability)
+        if error.http_status == 429 and error.retry_after is not None:
+            self._pacers.pause(capability, delay)
+
+    def _on_written(self, line: ResultLine) -> None:
         self.stats.on_line(line)
-        tripped = self._threshold.record(line["status"] == "SUCCESS")
+        error = line.error or {}
+        tripped = self._watch.record(line.status.value == "FAILED" and is_run_fault(
+            error.get("code"), error.get("http_status")))
+        if self._sink.written % WATCH_SAVE_EVERY == 0:
+            self._ckpt.set_meta("failure_window", self._watch.state())
         if tripped:
-            self.request_stop(tripped)
+            self.request_stop(Stop(StopReason.THRESHOLD, tripped))
 
-    # ---- pacing hooks ------------------------------------------------------------------
-    async def _throttle(self, segment: str, lane: str) -> None:
-        await self._pacers.acquire(segment, lane)
-
-    def _pause_for(self, cap: Capability) -> Callable[[float], None]:
-        return lambda seconds: self._pacers.pause(cap.qps_group, seconds)
-
-    def _on_retry(self, segment: str, error: ServiceError, delay: float) -> None:
-        self.stats.on_retry(segment)
-        if isinstance(error, RateLimited) and error.retry_after is not None:
-            self._pacers.pause(segment, delay)
+    def _save_manifest_counts(self, reader: Reader) -> None:
+        """What `status` and later sessions need to know of this manifest: its rejected lines
+        (they count in the whole run's outcome) and its number of items."""
+        key = manifest_key(self.req.manifest)
+        if reader.complete:
+            self._ckpt.set_meta(f"rejected:{key}", str(reader.rejected))
+            self._ckpt.set_meta(f"items:{key}", str(reader.items))
+        else:
+            before = int(self._ckpt.get_meta(f"rejected:{key}") or 0)
+            self._ckpt.set_meta(f"rejected:{key}", str(max(before, reader.rejected)))
 
     # ---- result ------------------------------------------------------------------------
     def _result(self) -> RunResult:
         self.stats.finished = self.stats.started + self.stats.elapsed()
-        total = self.stats.totals()
-        if self._abort_reason is not None:
-            code, outcome = EXIT_ABORTED, "aborted"
-        elif total.failed or self.stats.rejected:
-            code, outcome = EXIT_PARTIAL, "completed with failures"
-        else:
-            code, outcome = EXIT_OK, "completed"
-        qps = {name: self.cfg.limit_rps(name) for name in CAPABILITIES}
+        totals = stats_from_checkpoint(self._ckpt)
+        failed = sum(c.failed for c in totals.values())
+        rejected = sum(int(self._ckpt.get_meta(f"rejected:{m}") or 0)
+                       for m in (self._ckpt.get_meta("manifests") or "").split("\n") if m)
+        outcome, code = decide(self._stop, failed=failed, rejected=rejected)
+        self._ckpt.set_meta("last_stop", json.dumps(
+            {"reason": self._stop.reason.value, "detail": self._stop.detail} if self._stop else None))
         for name, poller in self._pollers.items():
             self.stats.caps[name].polls = poller.polls
-        # Outcomes of the whole run (earlier sessions included), this session's traffic.
-        caps = with_live_counters(stats_from_checkpoint(self._ckpt), self.stats.caps)
-        summary = summarize(caps, prices=self.cfg.prices, elapsed=self.stats.elapsed(),
-                            qps=qps, rejected=self.stats.rejected, outcome=outcome,
-                            extra={"reason": self._abort_reason, "results": str(self.req.out),
-                                   "state_dir": str(self.req.state_dir)})
-        side_file(self.req.out, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return RunResult(code, outcome, self._abort_reason, summary, self.stats)
+        caps = with_live_counters(totals, self.stats.caps)
+        qps = {name: self.cfg.limit_rps(name) for name in CAPABILITIES}
+        summary = summarize(caps, prices=self.cfg.prices, elapsed=self.stats.elapsed(), qps=qps,
+                            rejected=rejected, outcome=outcome.value, extra={
+                                "exit_code": int(code), "reason": str(self._stop) if self._stop else None,
+                                "results": str(self.req.files.results), "state_dir": str(self.req.files.state_dir),
+                                "spend": self._ledger.report(),
+                                "possible_double_billing": self.stats.ambiguous})
+        self.req.files.summary.write_text(json.dumps(summary, indent=2) + "\n")
+        return RunResult(code, outcome, self._stop, summary, self.stats)
+
+
+def _nowhere() -> MemoryObjectSendStream[TaskHandle]:
+    """A handle stream for a synchronous capability's workers: nothing is ever sent on it."""
+    send, receive = anyio.create_memory_object_stream[TaskHandle](0)
+    receive.close()
+    return send
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real error inside a task group's exception group (a failing sink, a bug)."""
+    errors = [e for e in group.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
+    first = errors[0] if errors else group.exceptions[0]
+    return _single(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def run(request: RunRequest, **kwargs: Any) -> RunResult:

@@ -1,8 +1,8 @@
-"""How a run stops early: SIGINT/SIGTERM handling and the failure threshold.
+"""How a run stops early: signal handling and the failure watch.
 
-First signal: the run stops taking items, lets submits on the wire finish, flushes and exits 3.
-Second signal: exit 3 at once. That is safe at any instant, because every checkpoint write is
-a transaction and a result line is flushed before it is marked done.
+First SIGINT/SIGTERM/SIGHUP: the run stops taking items, lets submits on the wire finish,
+flushes and exits 3. Second signal: exit 3 at once. That is safe at any instant, because every
+checkpoint write is a transaction and a result line is flushed before it is marked done.
 """
 
 from __future__ import annotations
@@ -11,19 +11,24 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Callable
+from collections import deque
+from collections.abc import Callable
+
+from .exit_codes import ExitCode
+
+__all__ = ["SIGNALS", "FailureWatch", "SignalHandlers"]
 
 log = logging.getLogger("pipeline.run")
 
-EXIT_ABORTED = 3
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: SIGHUP too: a closed terminal or a scheduler's hang-up means "stop", like SIGTERM.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class SignalHandlers:
     """Installs the run's handlers on its loop; `remove()` is safe to call twice."""
 
     def __init__(self, on_first: Callable[[str], None]) -> None:
-        self._on_first = on_first  # called with the reason, once
+        self._on_first = on_first  # called with the signal's name, once
         self._count = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -31,7 +36,7 @@ class SignalHandlers:
         for sig in SIGNALS:
             try:
                 loop.add_signal_handler(sig, self._handle, sig)
-            except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals
                 return
         self._loop = loop
 
@@ -46,26 +51,36 @@ class SignalHandlers:
         name = signal.Signals(sig).name
         if self._count >= 2:
             log.error("second %s: exiting now; run again to resume", name)
-            os._exit(EXIT_ABORTED)
-        self._on_first(f"interrupted by {name}; run again to resume")
+            os._exit(ExitCode.INTERRUPTED)
+        self._on_first(name)
 
 
-class FailureThreshold:
-    """Trips when more than `max_ratio` of the first `window` finished items failed
-    (window 0: never). `record()` returns the reason when it trips, else None."""
+class FailureWatch:
+    """Trips when more than `max_ratio` of the last `window` finished items failed for a reason
+    that means the run is broken (see `outcome.is_run_fault`), never for bad items.
 
-    def __init__(self, window: int, max_ratio: float) -> None:
+    The window survives resumes: `state()` is saved in the checkpoint and given back to the
+    next session's watch. `window` 0 turns it off. `record()` returns the reason when it trips.
+    """
+
+    def __init__(self, window: int, max_ratio: float, state: str = "") -> None:
         self.window = window
         self.max_ratio = max_ratio
-        self.finished = 0
-        self.failed = 0
+        self._last: deque[bool] = deque((c == "1" for c in state[-window:]), maxlen=max(window, 1))
 
-    def record(self, success: bool) -> str | None:
-        if not self.window or self.finished >= self.window:
+    def __repr__(self) -> str:
+        return f"FailureWatch(window={self.window}, broken={sum(self._last)} of {len(self._last)})"
+
+    def state(self) -> str:
+        return "".join("1" if broken else "0" for broken in self._last)
+
+    def record(self, run_fault: bool) -> str | None:
+        if not self.window:
             return None
-        self.finished += 1
-        self.failed += not success
-        if self.failed > self.max_ratio * self.window:
-            return (f"failure threshold: {self.failed} of the first {self.finished} finished items "
-                    f"failed (limit: more than {self.max_ratio:.0%} of the first {self.window})")
+        self._last.append(run_fault)
+        broken = sum(self._last)
+        if broken > self.max_ratio * self.window:
+            return (f"{broken} of the last {len(self._last)} finished items failed because the service or the "
+                    f"network failed (limit: more than {self.max_ratio:.0%} of {self.window}); "
+                    "look at the failures, then run the same command again")
         return None

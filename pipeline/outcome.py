@@ -1,0 +1,89 @@
+"""How a run ended, decided from the whole run (every session), not from this session alone.
+
+`decide()` is the single place that maps (why the run stopped, how many items failed in the
+whole run, how many manifest lines were rejected) to an outcome and an exit code; `run` and
+`status` both use it, so they always agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .exit_codes import ExitCode
+
+__all__ = ["RunOutcome", "Stop", "StopReason", "decide", "is_run_fault"]
+
+
+class StopReason(str, Enum):
+    """Why a run stopped before its manifest was done."""
+
+    INTERRUPTED = "interrupted"
+    TIME_LIMIT = "time limit"
+    UNREACHABLE = "service unreachable"
+    AUTH = "API key refused"
+    THRESHOLD = "failure threshold"
+    SPEND_CAP = "spend cap"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return _EXIT[self]
+
+    @property
+    def drains(self) -> bool:
+        """Stop taking items, but poll the tasks already accepted to their end (their cost is
+        committed) — rather than leaving them to the next run."""
+        return self in (StopReason.TIME_LIMIT, StopReason.SPEND_CAP)
+
+    @property
+    def immediate(self) -> bool:
+        """Every further call would fail the same way: do not wait for calls on the wire."""
+        return self in (StopReason.AUTH, StopReason.UNREACHABLE)
+
+
+_EXIT = {
+    StopReason.INTERRUPTED: ExitCode.INTERRUPTED,
+    StopReason.TIME_LIMIT: ExitCode.INTERRUPTED,
+    StopReason.UNREACHABLE: ExitCode.INTERRUPTED,
+    StopReason.AUTH: ExitCode.AUTH,
+    StopReason.THRESHOLD: ExitCode.THRESHOLD,
+    StopReason.SPEND_CAP: ExitCode.SPEND_CAP,
+}
+
+
+@dataclass(frozen=True)
+class Stop:
+    reason: StopReason
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}"
+
+
+class RunOutcome(str, Enum):
+    COMPLETED = "completed"
+    COMPLETED_WITH_FAILURES = "completed with failures"
+    STOPPED = "stopped"
+
+
+def decide(stop: Stop | None, *, failed: int, rejected: int) -> tuple[RunOutcome, ExitCode]:
+    """The outcome and exit code of the whole run: a stop wins; then any failed item or
+    rejected line in any session makes it "completed with failures" (exit 1)."""
+    if stop is not None:
+        return RunOutcome.STOPPED, stop.reason.exit_code
+    if failed or rejected:
+        return RunOutcome.COMPLETED_WITH_FAILURES, ExitCode.PARTIAL
+    return RunOutcome.COMPLETED, ExitCode.OK
+
+
+#: Codes of failures that say the run itself is broken (the service or the network), not
+#: the item: these feed the failure threshold. A 400 is the item's own fault.
+TRANSPORT_CODES = frozenset({"Timeout", "ConnectionError"})
+
+
+def is_run_fault(error_code: str | None, http_status: int | None) -> bool:
+    """Whether a failed item's error means the run is broken (5xx, 429, timeouts, dropped
+    connections after every retry) rather than the item being bad."""
+    if http_status is None:
+        return error_code in TRANSPORT_CODES
+    return http_status >= 500 or http_status == 429

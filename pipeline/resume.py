@@ -1,0 +1,211 @@
+"""Preparing a state dir for a run: whose it is, what the results file holds, what is left.
+
+Runs before the run writes anything (and after it holds the state-dir lock):
+- `check_paths`: `--out` is a regular file (or absent) in a writable directory, not the manifest.
+- `check_identity`: a state dir belongs to one results file and one manifest (several with
+  `--append`); a new state dir never adopts a results file it did not create.
+- `reconcile`: the checkpoint and the results file agree after any crash (lines written past the
+  recorded size are marked done; a torn last line is cut; a file cut short is noticed and its
+  lost items' recorded tasks are polled again, not resubmitted).
+- `reopen_failed`: `--retry-failed` puts failed items back in play and removes their lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoint import Checkpoint, Outcome, PendingTask
+from .errors import StateError, UsageError
+from .idset import IdSet
+from .results import ResultLine
+from .sink import outcome_of
+
+__all__ = ["ResumeState", "check_identity", "check_paths", "drop_lines", "prepare", "reconcile"]
+
+log = logging.getLogger("pipeline.run")
+
+#: Service rejections that another try cannot fix: `--retry-failed` leaves them alone.
+NOT_RETRIED_CODES = ("InvalidParameter",)
+
+
+@dataclass
+class ResumeState:
+    """What a run starts from: ids already done, and unfinished items the checkpoint knows."""
+
+    done: IdSet
+    pending: dict[str, PendingTask] = field(default_factory=dict)
+
+
+def manifest_key(manifest: str) -> str:
+    return manifest if manifest == "-" else str(Path(manifest).resolve())
+
+
+def check_paths(manifest: str, out: Path) -> None:
+    """Refuse an `--out` that cannot be the results file, before anything is touched."""
+    if manifest != "-" and Path(manifest).exists() and out.exists() and out.resolve() == Path(manifest).resolve():
+        raise UsageError(f"--out {out} is the manifest itself: give the results a file of their own")
+    if out.exists() or out.is_symlink():
+        try:
+            mode = out.stat().st_mode
+        except OSError as exc:
+            raise UsageError(f"--out {out}: {exc.strerror}") from None
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise UsageError(f"--out {out} is {kind}: give the path of a results file (.jsonl)")
+        if not os.access(out, os.W_OK):
+            raise UsageError(f"--out {out} is not writable")
+    parent = out.parent if str(out.parent) else Path(".")
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot create files in {existing}")
+
+
+def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, state_dir: Path) -> None:
+    """Bind a new state dir to its results file and manifest, or check a resumed one."""
+    out_key = str(out.resolve())
+    recorded_out = ckpt.get_meta("out")
+    if recorded_out is None:
+        if out.exists() and out.stat().st_size > 0:
+            raise StateError(
+                f"results file {out} already exists and was not written by this run (the state dir "
+                f"{state_dir} is new): move it away or pick another --out; to resume the run that wrote it, "
+                "give that run's --state-dir")
+        ckpt.set_meta("out", out_key)
+        ckpt.set_meta("manifest", manifest_key(manifest))
+        ckpt.set_meta("manifests", manifest_key(manifest))
+        ckpt.set_meta("created_at", str(time.time()))
+        return
+    if recorded_out != out_key:
+        raise UsageError(
+            f"state dir {state_dir} belongs to a run writing {recorded_out}, not {out_key}: "
+            "give the same --out to resume it, or a new --state-dir for a new run")
+    key = manifest_key(manifest)
+    known = (ckpt.get_meta("manifests") or ckpt.get_meta("manifest") or "").split("\n")
+    if key in known:
+        return
+    if not append:
+        raise UsageError(
+            f"state dir {state_dir} holds a run of {known[-1]}, not {key}: run that manifest again to resume; "
+            "add --append to add this manifest's items to the run (ids already done are skipped); "
+            "or give a new --out for a separate run")
+    ckpt.set_meta("manifests", "\n".join([*known, key]))
+    ckpt.set_meta("manifest", key)
+    log.info("--append: %s joins the run (ids already done are skipped)", key)
+
+
+def prepare(ckpt: Checkpoint, *, out: Path, retry_failed: bool) -> ResumeState:
+    """Reconcile, apply `--retry-failed`, and read what is done and what is unfinished."""
+    reconcile(out, ckpt)
+    if retry_failed:
+        # The flag first: a crash between the two must not leave reopened items whose old
+        # lines stay in the file (a later drop with no retry ids is a no-op).
+        ckpt.set_meta("drop_pending", "1")
+        reopened = ckpt.reopen_failed(skip_codes=NOT_RETRIED_CODES)
+        log.info("--retry-failed: %d failed items will run again", len(reopened))
+    if ckpt.get_meta("drop_pending") == "1":
+        dropped = drop_lines(out, ckpt.ids_in_state("retry"), ckpt)
+        ckpt.set_meta("drop_pending", "0")
+        log.info("removed %d superseded result lines", dropped)
+    done = IdSet(expected=ckpt.count_done())
+    for job_id in ckpt.iter_done_ids():
+        done.add(job_id)
+    return ResumeState(done, ckpt.pending())
+
+
+def reconcile(path: Path, ckpt: Checkpoint) -> int:
+    """Bring the checkpoint and the results file into agreement after any crash.
+
+    Returns how many lines were found written but not yet marked done.
+    """
+    offset = ckpt.sink_offset()
+    if not path.exists():
+        if offset > 0:
+            raise StateError(
+                f"results file {path} is missing, but the state dir records {offset} bytes of "
+                "results in it: restore the file, or start over with a new --state-dir")
+        return 0
+    size = path.stat().st_size
+    if size < offset:
+        return _reconcile_short_file(path, ckpt, size, offset)
+    if size == offset:
+        return 0
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        tail = f.read()
+        end = tail.rfind(b"\n") + 1  # 0 when there is no complete line
+        outcomes = _parse(tail[:end], path, start=offset)
+        if end < len(tail):  # a torn last line: the crash came mid-write
+            f.truncate(offset + end)
+    ckpt.mark_done(outcomes, offset + end)
+    if outcomes:
+        log.info("recovered %d result lines written just before an interruption", len(outcomes))
+    return len(outcomes)
+
+
+def _parse(raw: bytes, path: Path, *, start: int) -> list[Outcome]:
+    outcomes = []
+    position = start
+    for line in raw.splitlines(keepends=True):
+        if line.strip():
+            where = f"{path} at byte {position}"
+            outcomes.append(outcome_of(ResultLine.from_json(line, where=where)))
+        position += len(line)
+    return outcomes
+
+
+def _reconcile_short_file(path: Path, ckpt: Checkpoint, size: int, offset: int) -> int:
+    """The file is shorter than recorded (cut short by hand, or a rewrite was interrupted):
+    trust the file. Items whose lines are gone are polled again through their recorded task
+    ids; only items with no task id (synchronous calls) are submitted again."""
+    in_file: list[Outcome] = []
+    good_end = 0
+    with open(path, "r+b") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                f.truncate(good_end)
+                break
+            if raw.strip():
+                in_file.append(outcome_of(ResultLine.from_json(raw, where=f"{path} at byte {good_end}")))
+            good_end += len(raw)
+    present = {o.id for o in in_file}
+    missing = ckpt.ids_in_state("done") - present
+    repoll, resubmit = ckpt.reset_to_pending(missing)
+    ckpt.mark_done(in_file, good_end)
+    if missing:
+        log.warning("results file %s is shorter than the state dir records (%d of %d bytes): %d items' lines "
+                    "are missing; %d recorded tasks will be polled again (not resubmitted), %d items without a "
+                    "task id (synchronous calls) will be submitted again", path, size, offset, len(missing),
+                    repoll, resubmit)
+    return len(in_file)
+
+
+def drop_lines(path: Path, ids: set[str], ckpt: Checkpoint) -> int:
+    """Remove the lines of `ids` from the results file (for `--retry-failed`), atomically."""
+    if not path.exists() or not ids:
+        return 0
+    tmp = path.with_name(path.name + ".rewrite")
+    dropped = 0
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        for raw in src:
+            if not raw.endswith(b"\n"):
+                break  # torn tail: never copy half a line
+            try:
+                line_id = ResultLine.from_json(raw).id
+            except StateError:
+                line_id = None
+            if line_id in ids:
+                dropped += 1
+                continue
+            dst.write(raw)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
+    ckpt.set_meta("sink_offset", str(path.stat().st_size))
+    return dropped

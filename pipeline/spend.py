@@ -1,0 +1,56 @@
+"""The spend cap: reserve a pessimistic cost before each submission, settle the real one after.
+
+A cap checked after spending is overrun by whatever is in flight; so before each submission
+the job's pessimistic cost (`cost_bound`, from the price table and the per-capability usage
+estimates) is reserved in the checkpoint, and a submission whose reservation would take
+settled + reserved past the cap is not made. When the item's line is written, its reservation
+is replaced by the cost the service's usage says (in the same transaction as the line's
+"done"). The ledger lives in the state dir, so it spans crashes and resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .checkpoint import Checkpoint
+from .config import Config
+from .job import Job
+from .report import estimate_cost
+from .results import ItemStatus, ResultLine
+
+__all__ = ["SpendLedger", "line_cost"]
+
+log = logging.getLogger("pipeline.run")
+
+
+def line_cost(line: ResultLine, prices: Mapping[str, Mapping[str, float]]) -> float:
+    """What a finished item cost by the price table: tasks are billed on success only."""
+    if line.status is not ItemStatus.SUCCESS:
+        return 0.0
+    usage = {k: float(v) for k, v in (line.usage or {}).items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    cost, _ = estimate_cost({line.service_id: usage}, {line.service_id: 1}, prices)
+    return cost
+
+
+class SpendLedger:
+    """Reservations and settlements of one run, kept in its checkpoint."""
+
+    def __init__(self, checkpoint: Checkpoint, config: Config, cost_bound: Callable[[str, Config], float]) -> None:
+        self._ckpt = checkpoint
+        self._cfg = config
+        self._bound = cost_bound  # (service id, config) -> pessimistic cost of one submission
+
+    def reserve(self, job: Job) -> bool:
+        """Reserve `job`'s pessimistic cost; False when the cap leaves no room (do not submit)."""
+        return self._ckpt.reserve(job.id, self._bound(job.service_id, self._cfg), self._cfg.max_cost)
+
+    def cost(self, line: ResultLine) -> float:
+        return line_cost(line, self._cfg.prices)
+
+    def report(self) -> dict[str, Any]:
+        settled, reserved = self._ckpt.spend()
+        return {"settled": round(settled, 6), "reserved": round(reserved, 6), "cap": self._cfg.max_cost,
+                "currency": self._cfg.currency}

@@ -1,0 +1,126 @@
+"""`status`: what one or more runs (finished, crashed or running) have done; read-only.
+
+It never takes a run's lock and never writes, so it works while a run is going. Its outcome
+comes from `outcome.decide`, the same function `run` uses, so the two always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from .capabilities import CAPABILITIES
+from .checkpoint import Checkpoint
+from .config import Config
+from .errors import StateError, UsageError
+from .exit_codes import ExitCode
+from .outcome import Stop, StopReason, decide
+from .report import stats_from_checkpoint, summarize
+from .statelock import describe, live_holder
+
+__all__ = ["format_status", "status"]
+
+
+def status(state_dirs: list[Path], config: Config) -> tuple[ExitCode, dict[str, Any]]:
+    """One report per state dir (a shard each, say) and, for several, the totals."""
+    runs = [_one(state_dir, config) for state_dir in state_dirs]
+    if len(runs) == 1:
+        return ExitCode.OK, runs[0]
+    keys = ("succeeded", "failed", "rejected_lines", "in_flight_total", "queued", "items", "estimated_cost")
+    total: dict[str, Any] = {}
+    for key in keys:
+        values = [run.get(key) for run in runs]
+        total[key] = None if any(v is None for v in values) else round(sum(values), 6)  # type: ignore[arg-type]
+    return ExitCode.OK, {"runs": runs, "total": total}
+
+
+def _one(state_dir: Path, config: Config) -> dict[str, Any]:
+    if not (state_dir / Checkpoint.DB_NAME).exists():
+        raise UsageError(f"{state_dir} holds no run (no {Checkpoint.DB_NAME} in it)")
+    ckpt = Checkpoint.open(state_dir, read_only=True)
+    try:
+        try:
+            caps = stats_from_checkpoint(ckpt)
+            counts = ckpt.counts()
+            meta = {key: ckpt.get_meta(key) for key in ("manifest", "manifests", "out", "last_stop")}
+            manifests = [m for m in (meta["manifests"] or meta["manifest"] or "").split("\n") if m]
+            rejected = sum(int(ckpt.get_meta(f"rejected:{m}") or 0) for m in manifests)
+            items = [ckpt.get_meta(f"items:{m}") for m in manifests]
+            try:
+                settled, reserved = ckpt.spend()
+            except sqlite3.OperationalError:  # a state dir from before the spend ledger
+                settled = reserved = 0.0
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{state_dir / Checkpoint.DB_NAME} is not a readable checkpoint ({exc})") from None
+    finally:
+        ckpt.close()
+    in_flight = {cap: c.get("submitted", 0) for cap, c in counts.items() if c.get("submitted")}
+    for cap, n in in_flight.items():
+        caps[cap].in_flight = n
+    retry = {cap: c.get("retry", 0) for cap, c in counts.items() if c.get("retry")}
+    holder = live_holder(state_dir)
+    stop = _stop(meta["last_stop"])
+    failed = sum(c.failed for c in caps.values())
+    outcome, code = decide(stop, failed=failed, rejected=rejected)
+    summary = summarize(caps, prices=config.prices, elapsed=None, rejected=rejected,
+                        outcome="running" if holder else outcome.value)
+    done = summary["succeeded"] + summary["failed"]
+    total_items = sum(int(n) for n in items if n) if items and all(items) else None
+    in_flight_total = sum(in_flight.values())
+    summary.update(
+        state_dir=str(state_dir), manifest=manifests[-1] if manifests else None, manifests=manifests,
+        results=meta["out"], live_run=holder, exit_code=None if holder else int(code),
+        reason=str(stop) if stop and not holder else None, in_flight=in_flight, in_flight_total=in_flight_total,
+        waiting_for_retry=retry, items=total_items,
+        queued=max(total_items - done - in_flight_total, 0) if total_items is not None else None,
+        spend={"settled": round(settled, 6), "reserved": round(reserved, 6), "cap": config.max_cost,
+               "currency": config.currency})
+    return summary
+
+
+def _stop(raw: str | None) -> Stop | None:
+    try:
+        record = json.loads(raw) if raw else None
+        return Stop(StopReason(record["reason"]), str(record["detail"])) if record else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def format_status(report: dict[str, Any]) -> str:
+    if "runs" in report:
+        parts = [_format_one(run) for run in report["runs"]]
+        t = report["total"]
+        parts.append(f"total: {t['succeeded']} succeeded, {t['failed']} failed, {t['rejected_lines']} rejected "
+                     f"lines, {t['in_flight_total']} in flight"
+                     + (f", {t['queued']} not started of {t['items']} items" if t["items"] is not None else ""))
+        return "\n\n".join(parts)
+    return _format_one(report)
+
+
+def _format_one(s: dict[str, Any]) -> str:
+    lines = [f"state dir: {s['state_dir']}", f"manifest:  {s.get('manifest')}", f"results:   {s.get('results')}"]
+    if s.get("live_run"):
+        lines.append(f"live run:  yes ({describe(s['live_run'])})")
+    else:
+        lines.append(f"outcome:   {s['outcome']} (exit {s['exit_code']})" + (f": {s['reason']}" if s.get("reason") else ""))
+    progress = (f"{s['succeeded']} succeeded, {s['failed']} failed, {s['rejected_lines']} rejected lines; "
+                f"in flight (task recorded, not finished): {s['in_flight_total']}")
+    if s.get("items") is not None:
+        progress += f"; not started: {s['queued']} of {s['items']} items"
+    lines.append(progress)
+    spend = s["spend"]
+    cap = f" of cap {spend['cap']:g}" if spend.get("cap") is not None else ""
+    lines.append(f"spend:     settled {spend['settled']:.4f}, reserved {spend['reserved']:.4f}{cap} "
+                 f"{spend['currency']} (estimated cost so far {s['estimated_cost']:.4f})")
+    for name in CAPABILITIES:
+        c = s["capabilities"].get(name)
+        if not c:
+            continue
+        failed = ", ".join(f"{k} {v}" for k, v in sorted(c["failed_by_code"].items()))
+        usage = ", ".join(f"{k}={v:g}" for k, v in sorted(c["usage"].items()))
+        lines.append(f"  {name:<20} ok {c['succeeded']:>7}  failed {c['failed']:>5}"
+                     f"{' (' + failed + ')' if failed else ''}  in flight {c.get('in_flight', 0)}"
+                     f"{'  usage ' + usage if usage else ''}")
+    return "\n".join(lines)
