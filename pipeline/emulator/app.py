@@ -24,7 +24,7 @@ from .faults import FaultDraw, seeded_random
 from .results import build_result, source_name
 from .settings import ASYNC_CAPABILITIES, OBJECT_DETECTION, EmulatorSettings
 from .state import STATE, Clock, EmulatorState
-from .tasks import TaskStatus
+from .tasks import Task, TaskStatus
 from .validation import check_service_id, validate_body
 from .wire import (
     INTERNAL_ERROR,
@@ -102,12 +102,15 @@ async def _serve(request: web.Request, capability: str, kind: str) -> web.Stream
         service_id = request.match_info["service_id"]
         check_service_id(capability, service_id)
         workspace = request.match_info["workspace"]
+        finished: Task | None = None  # a task whose final status this answer carries
         if kind == "status":
-            result, usage = _status(state, capability, service_id, workspace, request.query.get("task_id"))
+            result, usage, finished = _status(state, capability, service_id, workspace, request.query.get("task_id"))
         else:
             result, usage = _submit(state, capability, service_id, workspace, _parse_json(raw))
         if draw.drop:
             raise _Dropped
+        if finished is not None:  # only now: a dropped answer was never seen by the client
+            _mark_delivered(state, finished)
     except ApiError as error:
         if draw.drop:  # drop_after_processing: even an error answer is lost
             return _drop(request, state, route)
@@ -233,12 +236,14 @@ def _submit(
         error=f"emulated processing failure for {source}" if failed else None,
     )
     state.counters.tasks_created[capability] += 1
+    state.counters.record_task_end(task.ready_at)
     return {"task_id": task.task_id}, None
 
 
 def _status(
     state: EmulatorState, capability: str, service_id: str, workspace: str, task_id: str | None
-) -> tuple[Any, dict[str, Any] | None]:
+) -> tuple[Any, dict[str, Any] | None, Task | None]:
+    """The status answer, and the task when the answer carries its final status."""
     if not task_id:
         raise invalid("task_id is required (query parameter)")
     now = state.clock()
@@ -248,10 +253,18 @@ def _status(
     if task is None:
         raise ApiError(400, TASK_NOT_EXIST, f"task {task_id[:ECHOED_ID_CHARS]!r} does not exist or has expired")
     status = task.status(now)
-    if status is not TaskStatus.PENDING and not task.delivered:
-        task.delivered = True
-        state.counters.results_delivered[status.value] += 1
-    return task.result(now), task.usage if status is TaskStatus.SUCCESS else None
+    usage = task.usage if status is TaskStatus.SUCCESS else None
+    return task.result(now), usage, None if status is TaskStatus.PENDING else task
+
+
+def _mark_delivered(state: EmulatorState, task: Task) -> None:
+    """The client has been sent this task's final status: count it, and its detection lag, once."""
+    if task.delivered:
+        return
+    task.delivered = True
+    task.seen_done_at = state.clock()
+    state.counters.results_delivered[task.outcome.value] += 1
+    state.counters.record_detection(task.ready_at, task.seen_done_at)
 
 
 async def _not_found(request: web.Request) -> web.Response:

@@ -23,9 +23,15 @@
       "faults": {"error_500": 0, "slow": 0, "dropped": 0, "burst_429": 0, "task_fail": 0},
       "first_offered_at": 1234.5,  # emulator clock (time.monotonic by default) of the first
                                    # request counted against a limit; null before any
-      "accepted_span": {"image-analyze": {"first": 1234.5, "last": 1240.1, "count": 57}, ...}
+      "accepted_span": {"image-analyze": {"first": 1234.5, "last": 1240.1, "count": 57}, ...},
                                    # per capability that had accepted counted requests: clock
                                    # times of the first and the last, and how many there were
+      "detection_lag": {"count": 3, "p50": 0.12, "p95": 0.4, "max": 0.41},
+                                   # per task whose final status a client was sent: the clock
+                                   # time of that first answer minus the task's real end, in
+                                   # clock (real) seconds; p50/p95/max are null before any
+      "last_task_end_at": 1241.0,  # clock time of the latest real task end so far (tasks
+                                   # created since the last reset); null before any
     }
 
 A "submission" is a create (or detection) that was processed: it passed auth, limits, faults
@@ -35,7 +41,9 @@ and validation. Its key is :func:`submission_key` of the capability, service id 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
+import math
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -44,6 +52,23 @@ from .ratelimit import WindowPeak
 from .settings import CAPABILITIES
 
 FAULT_KINDS = ("error_500", "slow", "dropped", "burst_429", "task_fail")
+LAG_PERCENTILES = (50, 95)  # reported as "p50", "p95" next to "max"
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """The nearest-rank percentile of an ascending, non-empty list (an observed value, never interpolated)."""
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def lag_summary(lags: list[float]) -> dict[str, float | int | None]:
+    """``{"count", "p50", "p95", "max"}`` of detection lags; the figures are None when there are none."""
+    ordered = sorted(lags)
+    summary: dict[str, float | int | None] = {"count": len(ordered)}
+    for pct in LAG_PERCENTILES:
+        summary[f"p{pct}"] = percentile(ordered, pct) if ordered else None
+    summary["max"] = ordered[-1] if ordered else None
+    return summary
 
 
 def canonical_json(value: Any) -> str:
@@ -82,6 +107,9 @@ class Counters:
         self.faults: Counter[str] = Counter()  # fault kind -> times injected
         self.first_offered_at: float | None = None  # clock time of the first counted request
         self.accepted_span: dict[str, list[float]] = {}  # capability -> [first, last, count]
+        self.detection_lags: list[float] = []  # per detected task: first final answer - real end
+        self._pending_ends: list[float] = []  # heap: real end times of tasks not yet past
+        self.last_task_end_at: float | None = None  # latest real end already past, as of the last look
 
     def record_request(self, route: str, status: int | str) -> None:
         """Count one answer (an HTTP status, or ``"dropped"``) on ``route``."""
@@ -104,6 +132,7 @@ class Counters:
             span[2] += 1
 
     def record_throttled(self, capability: str) -> None:
+        """Count a 429 for ``capability``."""
         self.throttled[capability] += 1
 
     def record_submission(self, key: str) -> int:
@@ -112,10 +141,26 @@ class Counters:
         return self.submissions[key]
 
     def record_fault(self, kind: str) -> None:
+        """Count one injected fault of ``kind`` (one of FAULT_KINDS)."""
         self.faults[kind] += 1
 
-    def snapshot(self, tasks_by_status: Mapping[str, int]) -> dict[str, Any]:
-        """A JSON-ready copy of every count (see the module docstring for the shape)."""
+    def record_task_end(self, ends_at: float) -> None:
+        """A task was created that will really end at clock time ``ends_at``."""
+        heapq.heappush(self._pending_ends, ends_at)
+
+    def record_detection(self, ended_at: float, seen_at: float) -> None:
+        """A client was first sent the final status of a task that ended at ``ended_at``."""
+        self.detection_lags.append(seen_at - ended_at)
+
+    def _advance_ends(self, now: float) -> float | None:
+        """Move real ends that are past ``now`` out of the heap; returns the latest of them."""
+        pending = self._pending_ends
+        while pending and pending[0] <= now:
+            self.last_task_end_at = heapq.heappop(pending)  # popped in order: the last is the latest
+        return self.last_task_end_at
+
+    def snapshot(self, tasks_by_status: Mapping[str, int], now: float) -> dict[str, Any]:
+        """A JSON-ready copy of every count at clock time ``now`` (shape in the module docstring)."""
         requests = {route: dict(statuses) for route, statuses in sorted(self.requests.items())}
         return {
             "requests": requests,
@@ -136,4 +181,6 @@ class Counters:
             "first_offered_at": self.first_offered_at,
             "accepted_span": {c: {"first": s[0], "last": s[1], "count": int(s[2])}
                               for c, s in self.accepted_span.items()},
+            "detection_lag": lag_summary(self.detection_lags),
+            "last_task_end_at": self._advance_ends(now),
         }

@@ -56,7 +56,8 @@ class EmulatorState:
 
     def counters_snapshot(self) -> dict[str, Any]:
         """The counters as JSON-ready data (shape in ``counters.py``)."""
-        return self.counters.snapshot(self.tasks.status_counts(self.clock()))
+        now = self.clock()
+        return self.counters.snapshot(self.tasks.status_counts(now), now)
 
     def __repr__(self) -> str:
         settings = self.settings

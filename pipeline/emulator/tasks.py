@@ -30,12 +30,13 @@ class Task:
     service_id: str
     workspace: str
     created_at: float  # clock time of the create
-    ready_at: float  # clock time it stops being PENDING
+    ready_at: float  # clock time it stops being PENDING: when the task really ends
     outcome: TaskStatus  # SUCCESS or FAILED, reached at ready_at
     data: Any = None  # result.data on SUCCESS
     usage: dict[str, Any] | None = None  # usage on SUCCESS
     error: str | None = None  # result.error on FAILED
     delivered: bool = False  # a client has been sent the final status
+    seen_done_at: float | None = None  # clock time of the first answer that carried the final status
 
     def status(self, now: float) -> TaskStatus:
         return TaskStatus.PENDING if now < self.ready_at else self.outcome
