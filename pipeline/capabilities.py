@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .job import Job
@@ -25,13 +26,19 @@ VIDEO_TYPES = ("mp4", "avi", "mkv", "mov", "flv", "webm")
 
 BodyBuilder = Callable[[Job, "str | None"], dict[str, Any]]
 
+#: A service id is a path segment of every request: `ops-` and then only letters, digits, '.',
+#: '_' or '-', so that no id can add a path segment, a query or a fragment to the URL.
+_SERVICE_ID = re.compile(r"ops-[A-Za-z0-9._-]+")
+
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One documented parameter: its accepted Python types and, optionally, allowed values."""
+    """One documented parameter: its accepted Python types and, optionally, allowed values
+    and a lower bound (numbers only; `True` is never a number here)."""
 
     types: tuple[type, ...]
     choices: tuple[Any, ...] = ()
+    minimum: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,15 @@ class Capability:
     #: The body must carry `output: {"type": "oss", "oss": "oss://…"}` (after defaults).
     requires_output_oss: bool = False
     default_output: Mapping[str, Any] | None = None
-    #: Extra per-item checks beyond sources and parameter types; return a reason or None.
-    check: Callable[[Job], "str | None"] | None = None
+    #: The `output.type` values the service takes; empty: the capability takes no `output`.
+    output_types: tuple[str, ...] = ()
+    #: File types (extensions, `file_type` values) the service takes; empty: not checked.
+    #: A name whose extension is not one of them is refused; a name without one is fine.
+    media_types: tuple[str, ...] = ()
+    #: Inline `content` must come with a file name (given, or `<id>.<file_type>`).
+    content_needs_file_name: bool = False
+    #: Extra per-item checks beyond the fields above; return a reason or None.
+    check: Callable[[Job], str | None] | None = None
 
     def parse_result(self, result: Mapping[str, Any]) -> Any:
         """The `data` of a result line: `result.data` for tasks, `result` itself when sync."""
@@ -148,12 +162,6 @@ def _video_like(default_output: Mapping[str, Any] | None) -> BodyBuilder:
     return build
 
 
-def _need_file_name(job: Job) -> str | None:
-    if job.source_kind == "content" and not job.file_name:
-        return "file_name is required when the source is inline content"
-    return None
-
-
 def _content_needs_video_type(job: Job) -> str | None:
     if job.source_kind in ("content", "path"):
         name = _file_name(job)
@@ -178,7 +186,8 @@ CAPABILITIES: dict[str, Capability] = {
             build_body=build_image_analyze,
             aliases=("Extract Image Content", "image content extraction", "image analyze",
                      "image-analyze", "ocr", "vlm", "document analyze image"),
-            check=_need_file_name,
+            media_types=IMAGE_TYPES,
+            content_needs_file_name=True,
         ),
         Capability(
             name="object_detection",
@@ -192,6 +201,7 @@ CAPABILITIES: dict[str, Capability] = {
             build_body=build_object_detection,
             aliases=("Detect Objects in Image", "object detection", "image object detection",
                      "image-object-detection", "face detection", "detect faces"),
+            media_types=IMAGE_TYPES,
         ),
         Capability(
             name="video_segmentation",
@@ -206,6 +216,8 @@ CAPABILITIES: dict[str, Capability] = {
             aliases=("Segment Video", "video segmentation", "video-segmentation",
                      "video segment"),
             requires_output_oss=True,
+            output_types=("oss",),
+            media_types=VIDEO_TYPES,
         ),
         Capability(
             name="video_snapshot",
@@ -222,10 +234,13 @@ CAPABILITIES: dict[str, Capability] = {
             aliases=("Extract Video Keyframes", "video snapshot", "video-snapshot",
                      "video keyframes", "keyframes", "snapshot"),
             parameters={
-                "interval": ParamSpec((int,)),
+                "interval": ParamSpec((int,), minimum=1),  # seconds between frames
                 "format": ParamSpec((str,), ("jpg", "png")),
             },
             default_output={"type": "base64"},
+            output_types=("oss", "base64"),
+            media_types=VIDEO_TYPES,
+            content_needs_file_name=True,
             check=_content_needs_video_type,
         ),
         Capability(
@@ -246,6 +261,8 @@ CAPABILITIES: dict[str, Capability] = {
                 "extract_snapshot": ParamSpec((bool,)),
             },
             requires_output_oss=True,
+            output_types=("oss",),
+            media_types=VIDEO_TYPES,
         ),
         Capability(
             name="audio_asr",
@@ -262,6 +279,8 @@ CAPABILITIES: dict[str, Capability] = {
             aliases=("Transcribe Audio/Video", "Transcribe Audio", "audio asr", "audio-asr",
                      "asr", "speech recognition", "transcription", "audio video asr"),
             default_output={"type": "text"},
+            output_types=("text", "oss"),
+            content_needs_file_name=True,
         ),
     )
 }
@@ -289,6 +308,46 @@ def owner_of_service_id(service_id: str) -> Capability | None:
     for cap in CAPABILITIES.values():
         if service_id in cap.known_service_ids:
             return cap
+    return None
+
+
+def valid_service_id(service_id: str) -> bool:
+    """Whether `service_id` is safe to put in a request path: `ops-` and then letters, digits,
+    '.', '_' or '-', with no '..' (so it can never climb out of its path segment)."""
+    return _SERVICE_ID.fullmatch(service_id) is not None and ".." not in service_id
+
+
+def file_name_of(job: Job) -> str | None:
+    """The file name the request will carry: `file_name`, else the last segment of the source."""
+    return _file_name(job)
+
+
+def extension(name: str | None) -> str | None:
+    """The lower-cased extension of a file name, or None when it has none."""
+    if not name or "." not in name.strip("."):
+        return None
+    return name.rsplit(".", 1)[1].lower() or None
+
+
+def media_type_problem(cap: Capability, job: Job) -> str | None:
+    """Why the job's file type is one `cap` does not take (None when fine or unknown).
+
+    Both `file_type` (when given) and the extension of the file name the request carries
+    (given, or the last segment of the URL, OSS key or path) must be one of `cap.media_types`;
+    a name without an extension is fine.
+    """
+    if not cap.media_types:
+        return None
+    allowed = ", ".join(cap.media_types)
+    if job.file_type and job.file_type.lower() not in cap.media_types:
+        return f"file_type '{job.file_type}' is not accepted by {cap.name}: use one of {allowed}"
+    name = _file_name(job)
+    ext = extension(name)
+    if ext is not None and ext not in cap.media_types:
+        if job.file_name:
+            return f"file_name '{name}' is a .{ext} file, which {cap.name} does not accept: use one of {allowed}"
+        return (f"{job.source_kind} '{name}' is a .{ext} file, which {cap.name} does not accept: use one of "
+                f"{allowed} (if the file's real type is one of them, give a file_name with that extension)")
     return None
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 #: Source kinds a manifest item may carry (exactly one per item).
 SOURCE_KINDS = ("url", "oss", "path", "content")

@@ -1,20 +1,19 @@
-"""Streaming readers for the three manifest formats: JSON Lines, CSV and YAML.
+"""Streaming readers for JSON Lines and CSV manifests, and the `Rejected` record they share
+with the YAML reader (`pipeline.manifest_yaml`).
 
 Each reader turns an open file into a lazy stream of ``(line, raw_item)`` pairs, or a
 `Rejected` when a record cannot even be parsed, and reads on after it. Nothing here knows
-what an item means; `pipeline.manifest` validates the raw items. No reader holds more than
-one record in memory: JSON Lines and CSV go line by line, YAML is composed one item node at a
-time from PyYAML's event stream.
+what an item means; `pipeline.manifest_item` validates the raw items. No reader holds more
+than one record in memory: both go line by line (a quoted CSV cell may span lines).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterable, Iterator, Union, cast
-
-import yaml
+from typing import IO, Any, TypeAlias
 
 #: CSV columns that hold JSON text (see DESIGN.md "Manifest item").
 JSON_COLUMNS = frozenset({"parameters", "output", "options", "chunks", "meta"})
@@ -33,14 +32,35 @@ class Rejected:
         return {"line": self.line, "id": self.id, "reason": self.reason}
 
 
-RawRecord = Union[tuple[int, Any], Rejected]
+RawRecord: TypeAlias = tuple[int, Any] | Rejected
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (which one wins differs between JSON readers)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key '{key}' appears twice in one JSON object: keep one")
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads` object hook that refuses repeated keys instead of keeping the last one."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return obj
 
 
 # --------------------------------------------------------------------------- JSON Lines
 
 
 def iter_jsonl(lines: Iterable[bytes | str]) -> Iterator[RawRecord]:
-    """One record per line; blank lines and lines starting with ``#`` are skipped."""
+    """One record per line; blank lines and lines starting with ``#`` are skipped; an object that
+    repeats a key is rejected naming the key."""
     for number, raw in enumerate(lines, start=1):
         if isinstance(raw, bytes):
             try:
@@ -58,11 +78,13 @@ def iter_jsonl(lines: Iterable[bytes | str]) -> Iterator[RawRecord]:
         if not text or text.startswith("#"):
             continue
         try:
-            item = json.loads(text)
-            if "\\u" in text and not _is_unicode(item):
-                yield Rejected(number, _LONE_SURROGATE)
+            item = json.loads(text, object_pairs_hook=unique_keys)
+            if "\\u" in text and not is_unicode(item):
+                yield Rejected(number, LONE_SURROGATE)
                 continue
             yield number, item
+        except DuplicateKeyError as exc:
+            yield Rejected(number, str(exc))
         except json.JSONDecodeError as exc:
             hint = ""
             if text in ("[", "{"):
@@ -72,10 +94,10 @@ def iter_jsonl(lines: Iterable[bytes | str]) -> Iterator[RawRecord]:
             yield Rejected(number, f"malformed JSON: {exc}")
 
 
-_LONE_SURROGATE = "text holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape): not valid Unicode"
+LONE_SURROGATE = "text holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape): not valid Unicode"
 
 
-def _is_unicode(value: Any) -> bool:
+def is_unicode(value: Any) -> bool:
     """False if `value` holds a lone surrogate, which no UTF-8 file (result, checkpoint) can store."""
     try:
         json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
@@ -94,7 +116,9 @@ def _csv_value(column: str, cell: str) -> Any:
     if column == "output" and not cell.startswith("{"):
         return cell
     try:
-        return json.loads(cell)
+        return json.loads(cell, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as exc:
+        raise ValueError(f"column '{column}': {exc}") from exc
     except json.JSONDecodeError as exc:
         if column == "meta":  # any user data: plain text is kept as a string
             return cell
@@ -103,7 +127,8 @@ def _csv_value(column: str, cell: str) -> Any:
 
 
 def iter_csv(f: IO[str], *, max_field: int) -> Iterator[RawRecord]:
-    """Records of a CSV file with a header row; empty cells are absent keys.
+    """Records of a CSV file with a header row; empty cells are absent keys; blank rows and rows
+    whose first cell starts with ``#`` (comments, as in JSON Lines) are skipped.
 
     `f` must be opened with ``newline=""`` (and ``errors="surrogateescape"``, so that bad
     UTF-8 turns into a rejected record instead of an exception).
@@ -124,7 +149,7 @@ def iter_csv(f: IO[str], *, max_field: int) -> Iterator[RawRecord]:
             if reader.line_num < start:  # no progress: the reader cannot go on
                 return
             continue
-        if not row or all(not cell.strip() for cell in row):
+        if not row or all(not cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
             continue
         if any(_has_surrogates(cell) for cell in row):
             yield Rejected(start, "record is not valid UTF-8: save the manifest as UTF-8")
@@ -143,8 +168,8 @@ def iter_csv(f: IO[str], *, max_field: int) -> Iterator[RawRecord]:
             continue
         item: dict[str, Any] = {}
         try:
-            for column, cell in zip(header, row):
-                cell = cell.strip()
+            for column, raw_cell in zip(header, row, strict=False):  # short rows: missing cells are absent
+                cell = raw_cell.strip()
                 if cell:
                     item[column] = _csv_value(column, cell)
         except ValueError as exc:
@@ -159,77 +184,3 @@ def _has_surrogates(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
-
-
-# --------------------------------------------------------------------------- YAML
-
-
-class _ManifestLoader(yaml.SafeLoader):
-    """SafeLoader without the timestamp resolver: dates stay strings, so items stay JSON."""
-
-
-_ManifestLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def iter_yaml(stream: IO[bytes] | IO[str]) -> Iterator[RawRecord]:
-    """Items of a YAML manifest: a top-level sequence of mappings, or one mapping per document.
-
-    Composes one item node at a time from the event stream, so a huge list is never loaded
-    whole. A syntax error cannot be resynchronised: it is reported once and reading stops.
-    """
-    try:
-        loader = _ManifestLoader(stream)  # reads (and decodes) the first chunk already
-    except yaml.YAMLError as exc:
-        yield Rejected(1, f"YAML error: {_yaml_problem(exc)}; the file was not read")
-        return
-    skip = cast(Callable[[], object], loader.get_event)  # consume one event we already checked
-    try:
-        skip()  # StreamStart
-        while not loader.check_event(yaml.StreamEndEvent):
-            skip()  # DocumentStart
-            if loader.check_event(yaml.SequenceStartEvent):
-                skip()
-                while not loader.check_event(yaml.SequenceEndEvent):
-                    yield _construct(loader, loader.compose_node(None, None))  # type: ignore[arg-type]
-                skip()
-            else:
-                node = loader.compose_node(None, None)  # type: ignore[arg-type]
-                if not (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
-                    yield _construct(loader, node)
-            skip()  # DocumentEnd
-            loader.anchors = {}
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.context_mark or exc.problem_mark  # where the broken construct began
-        line = mark.line + 1 if mark is not None else loader.line + 1
-        yield Rejected(line, f"YAML syntax error: {_yaml_problem(exc)}; the rest of the file was not read")
-    except yaml.YAMLError as exc:  # e.g. a ReaderError for bytes that are not UTF-8
-        yield Rejected(loader.line + 1, f"YAML error: {_yaml_problem(exc)}; the rest of the file was not read")
-    finally:
-        loader.dispose()
-
-
-def _construct(loader: _ManifestLoader, node: yaml.Node | None) -> RawRecord:
-    assert node is not None  # compose_node returns None only at the end of a document
-    line = node.start_mark.line + 1
-    try:
-        item = loader.construct_document(node)
-        return (line, item) if _is_unicode(item) else Rejected(line, _LONE_SURROGATE)
-    except yaml.YAMLError as exc:  # e.g. an unknown tag; the next item is unaffected
-        loader.constructed_objects, loader.recursive_objects, loader.state_generators = {}, {}, []
-        loader.deep_construct = False
-        return Rejected(line, f"YAML item cannot be read: {_yaml_problem(exc)}")
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """The one-line gist of a PyYAML error (its str() spans several lines with marks)."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        parts = [exc.context, exc.problem]
-        if exc.problem_mark is not None:
-            parts.append(f"at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}")
-        return " ".join(p for p in parts if p)
-    if isinstance(exc, yaml.reader.ReaderError):
-        return f"not valid UTF-8 ({exc.reason} at character {exc.position}): save the manifest as UTF-8"
-    return str(exc).replace("\n", " ")

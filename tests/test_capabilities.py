@@ -6,8 +6,18 @@ from typing import Any
 
 import pytest
 
-from pipeline.capabilities import (CAPABILITIES, IMAGE_TYPES, MAX_BODY_BYTES, effective_output,
-                                   owner_of_service_id, resolve)
+from pipeline.capabilities import (
+    CAPABILITIES,
+    IMAGE_TYPES,
+    MAX_BODY_BYTES,
+    VIDEO_TYPES,
+    effective_output,
+    extension,
+    media_type_problem,
+    owner_of_service_id,
+    resolve,
+    valid_service_id,
+)
 from pipeline.job import Job
 
 B64 = "QUJD"  # base64 of b"ABC", standing in for a local file read at submit time
@@ -218,13 +228,72 @@ def test_oss_file_name_keeps_literal_characters() -> None:
 # --------------------------------------------------------------------------- checks and results
 
 
-def test_image_content_needs_file_name() -> None:
-    """Image analysis of inline content without a file_name is refused by the capability's check."""
-    check = CAPABILITIES["image_analyze"].check
-    assert check is not None
-    assert "file_name" in (check(job("image_analyze", "content", "AAAA")) or "")
-    assert check(job("image_analyze", "content", "AAAA", file_name="a.png")) is None
-    assert check(job("image_analyze", "url", "https://h/a")) is None
+@pytest.mark.parametrize("service_id, ok", [
+    ("ops-image-analyze-ocr-001", True),
+    ("ops-custom_model.v2-7", True),
+    ("ops-../../x", False),
+    ("ops-a..b", False),
+    ("ops-x?y=1#z", False),
+    ("ops-a/b", False),
+    ("ops-a b", False),
+    ("ops-", False),
+    ("OPS-x", False),
+    ("image-analyze-001", False),
+    ("ops-\u00e9", False),
+])
+def test_service_id_is_one_safe_path_segment(service_id: str, ok: bool) -> None:
+    """A service id is 'ops-' plus letters, digits, '.', '_' or '-' with no '..', so it can never
+    change the request path, add a query or a fragment."""
+    assert valid_service_id(service_id) is ok
+
+
+def test_rule_data_per_capability() -> None:
+    """The table says which output types, media types and inline-content naming each capability takes."""
+    outputs = {name: cap.output_types for name, cap in CAPABILITIES.items()}
+    assert outputs == {"image_analyze": (), "object_detection": (), "video_segmentation": ("oss",),
+                       "video_snapshot": ("oss", "base64"), "video_summarization": ("oss",),
+                       "audio_asr": ("text", "oss")}
+    assert CAPABILITIES["image_analyze"].media_types == IMAGE_TYPES == CAPABILITIES["object_detection"].media_types
+    assert CAPABILITIES["video_snapshot"].media_types == VIDEO_TYPES
+    assert CAPABILITIES["audio_asr"].media_types == ()
+    assert {n for n, c in CAPABILITIES.items() if c.content_needs_file_name} == \
+        {"image_analyze", "video_snapshot", "audio_asr"}
+    interval = CAPABILITIES["video_snapshot"].parameters["interval"]
+    assert interval.types == (int,) and interval.minimum == 1
+    for cap in CAPABILITIES.values():
+        default = (cap.default_output or {}).get("type")
+        assert default is None or default in cap.output_types
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("a.GIF", "gif"), ("x.tar.gz", "gz"), ("noext", None), (".hidden", None), ("a.", None), (None, None),
+])
+def test_extension_of_a_file_name(name: str | None, expected: str | None) -> None:
+    """The extension is the lower-cased text after the last dot; dot-files and bare names have none."""
+    assert extension(name) == expected
+
+
+@pytest.mark.parametrize("capability, kind, source, extra, fragment", [
+    ("image_analyze", "url", "https://h/anim.gif?x=1", {}, "url 'anim.gif' is a .gif file"),
+    ("object_detection", "url", "https://h/clip.mp4", {}, "url 'clip.mp4' is a .mp4 file"),
+    ("object_detection", "path", "/d/movie.MP4", {}, "path 'movie.MP4' is a .mp4 file"),
+    ("image_analyze", "content", "AAAA", {"file_name": "a.gif"}, "file_name 'a.gif' is a .gif file"),
+    ("object_detection", "url", "https://h/a.png", {"file_type": "gif"}, "file_type 'gif' is not accepted"),
+    ("video_snapshot", "url", "https://h/still.jpg", {}, "url 'still.jpg' is a .jpg file"),
+    ("image_analyze", "url", "https://h/raw", {}, None),
+    ("image_analyze", "url", "https://h/a.JPEG", {}, None),
+    ("object_detection", "path", "/d/scan.tiff", {}, None),
+    ("audio_asr", "url", "https://h/talk.m4a", {}, None),
+])
+def test_media_type_rule(capability: str, kind: str, source: str, extra: dict[str, Any],
+                         fragment: str | None) -> None:
+    """A file name (given or taken from the source) whose extension the capability does not take
+    is refused, naming it; no extension, or a capability without media types, is fine."""
+    problem = media_type_problem(CAPABILITIES[capability], job(capability, kind, source, **extra))
+    if fragment is None:
+        assert problem is None
+    else:
+        assert problem is not None and fragment in problem
 
 
 def test_inline_video_needs_a_video_type() -> None:

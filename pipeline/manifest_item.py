@@ -1,0 +1,295 @@
+"""Check one raw manifest item and build its `Job`, or say why not (`Rejected`).
+
+This is the only place an item's fields are judged, so `validate` and `run` (both read through
+`pipeline.manifest.read_manifest`) accept and refuse exactly the same items. What differs per
+capability (sources, output types, media types, parameters, the default service id) is data in
+the capability table (`pipeline.capabilities`); this module applies it. Every reason names the
+field and says how to fix it. Local media files are only stat()ed here, never read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .capabilities import (
+    CAPABILITIES,
+    MAX_BODY_BYTES,
+    Capability,
+    effective_output,
+    media_type_problem,
+    owner_of_service_id,
+    resolve,
+    valid_service_id,
+)
+from .job import SOURCE_KINDS, Job
+from .manifest_formats import Rejected
+
+__all__ = ["ALLOWED_KEYS", "JSON_OVERHEAD", "derive_id", "estimated_body_bytes", "validate_item"]
+
+ALLOWED_KEYS = ("id", "capability", "service_id", "url", "oss", "path", "content", "file_name",
+                "file_type", "parameters", "output", "options", "chunks", "meta")
+#: Room in a request body for everything but the base64 itself (keys, file name, options).
+JSON_OVERHEAD = 1024
+_MB = 1024 * 1024
+_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_OSS_OBJECT = re.compile(r"oss://[^/\s]+/.+", re.DOTALL)  # object keys may hold spaces
+_OSS_PREFIX = re.compile(r"oss://[^/\s]+(/.*)?", re.DOTALL)
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_COUNTS = {2: "two", 3: "three", 4: "four"}
+
+
+class _Invalid(Exception):
+    """One reason an item is rejected (internal: becomes a `Rejected`)."""
+
+
+def validate_item(raw: object, line: int, *, base_dir: Path | None = None,
+                  max_body_bytes: int = MAX_BODY_BYTES, check_files: bool = True) -> Job | Rejected:
+    """Check one raw item and build its `Job`, or say why not. Only stat()s local files."""
+    if not isinstance(raw, Mapping):
+        return Rejected(line, f"item must be an object with a capability and a source, got {_describe(raw)}")
+    item = {k: v for k, v in raw.items() if v is not None}  # null means absent, as empty CSV cells do
+    item_id: str | None = None
+    try:
+        item_id = _check_id(item)
+        _check_keys(item)
+        cap = _check_capability(item)
+        kind, source = _check_source(item, cap, base_dir or Path.cwd(), max_body_bytes, check_files)
+        service_id = _check_service_id(item, cap)
+        _check_optional(item, cap)
+        job_id = item_id if item_id is not None else derive_id(item)
+        job = Job(id=job_id, capability=cap.name, service_id=service_id, source_kind=kind, source=source,
+                  line=line, file_name=_file_name(item, cap, kind, job_id), file_type=item.get("file_type"),
+                  parameters=item.get("parameters"), output=item.get("output"),
+                  options=item.get("options"), chunks=item.get("chunks"), meta=item.get("meta"))
+        _check_output(cap, job)
+        for rule in (media_type_problem(cap, job), cap.check(job) if cap.check is not None else None):
+            if rule:
+                raise _Invalid(rule)
+    except _Invalid as exc:
+        return Rejected(line, str(exc), item_id)
+    return job
+
+
+def derive_id(item: Mapping[str, Any]) -> str:
+    """A stable id from the item's content: the same item (minus `id`) always gets the same one."""
+    content = {k: v for k, v in item.items() if k != "id" and v is not None}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "item-" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def estimated_body_bytes(file_size: int) -> int:
+    """The request body size a local file of `file_size` bytes makes: base64 plus JSON overhead."""
+    return 4 * ((file_size + 2) // 3) + JSON_OVERHEAD
+
+
+# ---------------------------------------------------------------------------- the checks
+
+
+def _check_id(item: dict[str, Any]) -> str | None:
+    if "id" not in item:
+        return None
+    value = item["id"]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # 17, 17.0 and "17" would all become "17": refuse rather than guess which was meant.
+        raise _Invalid(f"id must be a string, got a number {value!r}: quote it (\"{value}\") so it "
+                       "is kept exactly as written")
+    if not isinstance(value, str):
+        raise _Invalid(f"id must be a non-empty string, got {_describe(value)}")
+    if not value.strip():
+        raise _Invalid("id must be a non-empty string: remove it to have one derived from the content")
+    return value
+
+
+def _check_keys(item: dict[str, Any]) -> None:
+    for key in item:
+        if key not in ALLOWED_KEYS:
+            close = difflib.get_close_matches(str(key), ALLOWED_KEYS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(ALLOWED_KEYS)}"
+            raise _Invalid(f"unknown field '{key}' ({hint})")
+
+
+def _check_capability(item: dict[str, Any]) -> Capability:
+    name = item.get("capability")
+    known = ", ".join(CAPABILITIES)
+    if name is None:
+        raise _Invalid(f"missing capability: give one of {known}")
+    cap = resolve(name) if isinstance(name, str) else None
+    if cap is None:
+        raise _Invalid(f"unknown capability {_show(name)} (known: {known})")
+    return cap
+
+
+def _check_source(item: dict[str, Any], cap: Capability, base_dir: Path, max_body: int,
+                  check_files: bool) -> tuple[str, str]:
+    present = [kind for kind in SOURCE_KINDS if kind in item]
+    if not present:
+        raise _Invalid("no source: give exactly one of url, oss, path, content")
+    if len(present) > 1:
+        raise _Invalid(f"{_COUNTS[len(present)]} sources ({', '.join(present)}): give exactly one")
+    kind, value = present[0], item[present[0]]
+    remote = "upload it to OSS and use oss, or give a url" if "oss" in cap.sources else "give a url"
+    if kind not in cap.sources:
+        what = {"url": "a url", "oss": "an oss source", "path": "a local path",
+                "content": "inline content"}[kind]
+        hint = remote if kind in ("path", "content") else \
+            "give one of " + ", ".join(k for k in SOURCE_KINDS if k in cap.sources)
+        raise _Invalid(f"{cap.name} does not accept {what}: {hint}")
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f"{kind} must be a non-empty string, got {_show(value)}")
+    if kind == "url" and not re.match(r"https?://\S", value, re.IGNORECASE):
+        raise _Invalid(f"url must start with http:// or https:// (got {_show(value)})")
+    if kind == "oss" and not _OSS_OBJECT.fullmatch(value):
+        raise _Invalid(f"oss must be an OSS object path like oss://bucket/key (got {_show(value)})")
+    if kind == "content":
+        if len(value) + JSON_OVERHEAD > max_body:
+            raise _Invalid(f"content is {len(value) / _MB:.1f} MB of base64, too large to send inline "
+                           f"(the request body limit is {max_body / _MB:.0f} MB): {remote}")
+        if len(value) % 4 or not _B64.fullmatch(value):
+            raise _Invalid("content must be standard base64 (A-Z a-z 0-9 + / with = padding; "
+                           "no 'data:' prefix, no line breaks)")
+    if kind == "path":
+        given = os.path.expanduser(value)
+        value = os.path.abspath(os.path.join(base_dir, given))
+        if check_files:
+            _check_local_file(value, given, base_dir, max_body, remote)
+    return kind, value
+
+
+def _check_local_file(path: str, given: str, base_dir: Path, max_body: int, remote: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise _Invalid(f"path: {path} is a symbolic link to a file that does not exist "
+                           f"({os.readlink(path)})") from None
+        where = "" if os.path.isabs(given) else f" (relative paths are resolved against {base_dir})"
+        raise _Invalid(f"path: no such file {path}{where}") from None
+    except OSError as exc:
+        raise _Invalid(f"path: cannot access {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _Invalid(f"path: {path} is not a regular file")
+    # The file is read at submit time, long after this check: refuse now what would fail then.
+    if not os.access(path, os.R_OK):
+        raise _Invalid(f"path: {path} is not readable by this user: check its permissions")
+    if estimated_body_bytes(st.st_size) > max_body:
+        raise _Invalid(f"path: {path} is {st.st_size / _MB:.1f} MB, too large to send inline "
+                       f"(as base64 it needs {estimated_body_bytes(st.st_size) / _MB:.1f} MB; the "
+                       f"request body limit is {max_body / _MB:.0f} MB): {remote}")
+
+
+def _check_service_id(item: dict[str, Any], cap: Capability) -> str:
+    service_id = item.get("service_id", cap.default_service_id)
+    if not isinstance(service_id, str) or not valid_service_id(service_id):
+        raise _Invalid(f"service_id must be 'ops-' followed by letters, digits, '.', '_' or '-' (no '..'), "
+                       f"got {_show(service_id)}: omit it to use {cap.default_service_id}")
+    owner = owner_of_service_id(service_id)
+    if owner is not None and owner is not cap:
+        raise _Invalid(f"service_id {service_id} belongs to {owner.name}, not {cap.name}: "
+                       f"use one of {', '.join(cap.known_service_ids)}")
+    return service_id
+
+
+def _file_name(item: dict[str, Any], cap: Capability, kind: str, job_id: str) -> str | None:
+    """The given file_name; for inline content without one, `<id>.<file_type>` (the service
+    needs a name to know the format, and the id is the only name the item has)."""
+    name: str | None = item.get("file_name")
+    if name is not None or kind != "content" or not cap.content_needs_file_name:
+        return name
+    file_type = item.get("file_type")
+    if file_type is None:
+        raise _Invalid(f"inline content for {cap.name} needs a file name: give file_name (e.g. "
+                       "\"scan.png\") or file_type (the name then becomes <id>.<file_type>)")
+    return f"{_UNSAFE_NAME_CHARS.sub('_', job_id)}.{file_type.lower()}"
+
+
+def _check_optional(item: dict[str, Any], cap: Capability) -> None:
+    for key in ("file_name", "file_type"):
+        if key in item and (not isinstance(item[key], str) or not item[key].strip()):
+            raise _Invalid(f"{key} must be a non-empty string, got {_show(item[key])}")
+    for key in ("parameters", "options"):
+        if key in item and not isinstance(item[key], Mapping):
+            raise _Invalid(f"{key} must be an object, got {_describe(item[key])}")
+    for name, value in item.get("parameters", {}).items():
+        spec = cap.parameters.get(name)
+        if spec is None:
+            continue  # undocumented parameters go to the service as given
+        wrong_bool = isinstance(value, bool) and bool not in spec.types
+        if wrong_bool or not isinstance(value, spec.types):
+            expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in spec.types)
+            raise _Invalid(f"parameters.{name} must be {expected}, got {_describe(value)} {_show(value)}")
+        if spec.choices and value not in spec.choices:
+            raise _Invalid(f"parameters.{name} must be one of {', '.join(map(str, spec.choices))}, "
+                           f"got {_show(value)}")
+        if spec.minimum is not None and isinstance(value, (int, float)) and value < spec.minimum:
+            raise _Invalid(f"parameters.{name} must be at least {spec.minimum:g}, got {_show(value)}")
+    chunks = item.get("chunks")
+    if chunks is not None:
+        if not isinstance(chunks, list):
+            raise _Invalid(f"chunks must be a list of chunk objects, got {_describe(chunks)}")
+        for i, chunk in enumerate(chunks):
+            if not isinstance(chunk, Mapping):
+                raise _Invalid(f"chunks[{i}] must be an object, got {_describe(chunk)}")
+    output = item.get("output")
+    if output is not None:
+        if not cap.output_types:
+            raise _Invalid(f"output is not used by {cap.name}: remove it")
+        if not isinstance(output, (str, Mapping)):
+            raise _Invalid(f"output must be an object like {{\"oss\": \"oss://bucket/prefix/\"}} "
+                           f"or an oss:// string, got {_describe(output)}")
+        if isinstance(output, Mapping) and not isinstance(output.get("type", ""), str):
+            raise _Invalid(f"output.type must be a string, got {_describe(output['type'])}")
+    for key in ("parameters", "options", "chunks", "output", "meta"):
+        if key not in item or isinstance(item[key], str):
+            continue
+        try:  # YAML can hold what JSON cannot (sets, binary, NaN); results and checkpoints are JSON
+            json.dumps(item[key], allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise _Invalid(f"{key} must be plain JSON data: {exc}") from None
+
+
+def _check_output(cap: Capability, job: Job) -> None:
+    output = effective_output(cap, job) or {}
+    oss, kind = output.get("oss"), output.get("type")
+    example = '{"oss": "oss://bucket/prefix/"}'
+    if oss is not None and not (isinstance(oss, str) and _OSS_PREFIX.fullmatch(oss)):
+        raise _Invalid(f"output.oss must be an OSS location like oss://bucket/prefix/ (got {_show(oss)})")
+    if cap.requires_output_oss and (kind != "oss" or oss is None):
+        raise _Invalid(f"output.oss is required for {cap.name}: give output: {example}")
+    if job.output is not None and kind not in cap.output_types:
+        raise _Invalid(f"output.type must be one of {', '.join(cap.output_types)} for {cap.name}, "
+                       f"got {_show(kind)}")
+    if kind == "oss" and oss is None:
+        raise _Invalid(f"output.oss is required when output.type is oss: give output: {example}")
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               list: "a list", dict: "an object"}
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def _show(value: object, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, str) else f"'{value}'"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

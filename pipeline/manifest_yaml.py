@@ -1,0 +1,183 @@
+"""Streaming reader for YAML manifests, refusing anchors and aliases.
+
+A YAML manifest is a top-level list of item mappings, one item mapping per document
+(``---``-separated), or a mapping whose ``items:`` key holds the list. Items are composed one
+node at a time from PyYAML's event stream, so a huge list is never loaded whole.
+
+Anchors and aliases (``&a`` / ``*a``) are refused: an alias is a reference, so a 1 KB file in
+which each item repeats the previous one nine times describes gigabytes of data once anything
+(JSON encoding, the result line) walks it. Refusing them keeps every item as big as its text.
+The item that holds one is rejected and the reader skips to the next item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO, Any
+
+import yaml
+
+from .manifest_formats import LONE_SURROGATE, RawRecord, Rejected, is_unicode
+
+__all__ = ["iter_yaml"]
+
+_OPENS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSES = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+_ALIAS_REASON = ("YAML anchors and aliases (&name, *name) are not accepted in a manifest (one alias can "
+                 "stand for gigabytes of repeated data): write the value out in full ({what} at line {line})")
+
+
+class _Refused(Exception):
+    """An anchor or alias event, not yet consumed (internal: becomes a `Rejected`)."""
+
+    def __init__(self, what: str, line: int) -> None:
+        super().__init__(_ALIAS_REASON.format(what=what, line=line))
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """SafeLoader without the timestamp resolver (dates stay strings, so items stay JSON) and
+    without anchors or aliases; it counts open collections so a refused item can be skipped."""
+
+    depth = 0  # collections opened and not yet closed, over the whole stream
+
+    def get_event(self) -> Any:
+        event = super().get_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, _OPENS):
+            self.depth += 1
+        elif isinstance(event, _CLOSES):
+            self.depth -= 1
+        return event
+
+    def next_event(self) -> Any:
+        """The next event, not consumed (PyYAML's own method is untyped)."""
+        return self.peek_event()  # type: ignore[no-untyped-call]
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> Any:
+        event = self.next_event()
+        if getattr(event, "anchor", None) is not None:  # AliasEvent, or a node with &anchor
+            sign = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            raise _Refused(f"{sign}{event.anchor}", event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def iter_yaml(stream: IO[bytes] | IO[str]) -> Iterator[RawRecord]:
+    """Items of a YAML manifest: a top-level list of mappings, one mapping per document, or a
+    mapping whose ``items:`` key holds the list.
+
+    A syntax error cannot be resynchronised: it is reported once and reading stops.
+    """
+    try:
+        loader = _ManifestLoader(stream)  # reads (and decodes) the first chunk already
+    except yaml.YAMLError as exc:
+        yield Rejected(1, f"YAML error: {_yaml_problem(exc)}; the file was not read")
+        return
+    try:
+        loader.get_event()  # StreamStart
+        while not loader.check_event(yaml.StreamEndEvent):
+            loader.get_event()  # DocumentStart
+            if loader.check_event(yaml.SequenceStartEvent) and loader.next_event().anchor is None:
+                loader.get_event()
+                yield from _list_items(loader)
+            elif loader.check_event(yaml.MappingStartEvent) and loader.next_event().anchor is None:
+                yield from _mapping_document(loader)
+            else:
+                node = _compose(loader)
+                if not (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+                    yield _construct(loader, node)
+            loader.get_event()  # DocumentEnd
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.context_mark or exc.problem_mark  # where the broken construct began
+        line = mark.line + 1 if mark is not None else loader.line + 1
+        yield Rejected(line, f"YAML syntax error: {_yaml_problem(exc)}; the rest of the file was not read")
+    except yaml.YAMLError as exc:  # e.g. a ReaderError for bytes that are not UTF-8
+        yield Rejected(loader.line + 1, f"YAML error: {_yaml_problem(exc)}; the rest of the file was not read")
+    finally:
+        loader.dispose()
+
+
+def _list_items(loader: _ManifestLoader) -> Iterator[RawRecord]:
+    """The entries of a list whose start event was just consumed, through its end event."""
+    while not loader.check_event(yaml.SequenceEndEvent):
+        yield _construct(loader, _compose(loader))
+    loader.get_event()
+
+
+def _mapping_document(loader: _ManifestLoader) -> Iterator[RawRecord]:
+    """A document that is a mapping: an ``items:`` wrapper around the list, or one item.
+
+    The keys are read one by one, so that an ``items:`` list streams like a top-level one;
+    other keys are kept as a node (an item, when there is no ``items:`` list).
+    """
+    start = loader.get_event()
+    tag = start.tag if start.tag not in (None, "!") else loader.resolve(  # type: ignore[no-untyped-call]
+        yaml.MappingNode, None, start.implicit)
+    node = yaml.MappingNode(tag, [], start.start_mark, start.end_mark, flow_style=start.flow_style)
+    refused: Rejected | None = None
+    wrapper = False
+    while not loader.check_event(yaml.MappingEndEvent):
+        key = _compose(loader)
+        if isinstance(key, yaml.ScalarNode) and key.value == "items" and loader.check_event(yaml.SequenceStartEvent):
+            wrapper = True
+            loader.get_event()
+            yield from _list_items(loader)
+            continue
+        value = _compose(loader)
+        for part in (key, value):
+            if isinstance(part, Rejected):
+                refused = refused or part
+        if not isinstance(key, Rejected) and not isinstance(value, Rejected):
+            node.value.append((key, value))
+    node.end_mark = loader.get_event().end_mark
+    line = start.start_mark.line + 1
+    if wrapper and (node.value or refused):
+        names = ", ".join(str(k.value) for k, _ in node.value) or "?"
+        yield Rejected(line, f"top-level key(s) {names} next to items: are not used: a YAML manifest is a "
+                             "list of items, or a mapping with only an items: list")
+    elif not wrapper:
+        yield Rejected(line, refused.reason) if refused is not None else _construct(loader, node)
+
+
+def _compose(loader: _ManifestLoader) -> yaml.Node | Rejected:
+    """The next node; or, when it holds an anchor or alias, a `Rejected` after skipping it whole."""
+    line = loader.next_event().start_mark.line + 1
+    depth = loader.depth
+    try:
+        node: yaml.Node = loader.compose_node(None, None)
+    except _Refused as exc:
+        # The node is only partly consumed: read on until its last event (depth back to where it began).
+        loader.get_event()
+        while loader.depth > depth:
+            loader.get_event()
+        return Rejected(line, str(exc))
+    return node
+
+
+def _construct(loader: _ManifestLoader, node: yaml.Node | Rejected) -> RawRecord:
+    if isinstance(node, Rejected):
+        return node
+    line = node.start_mark.line + 1
+    try:
+        item = loader.construct_document(node)
+        return (line, item) if is_unicode(item) else Rejected(line, LONE_SURROGATE)
+    except yaml.YAMLError as exc:  # e.g. an unknown tag; the next item is unaffected
+        loader.constructed_objects, loader.recursive_objects, loader.state_generators = {}, {}, []
+        loader.deep_construct = False
+        return Rejected(line, f"YAML item cannot be read: {_yaml_problem(exc)}")
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The one-line gist of a PyYAML error (its str() spans several lines with marks)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        parts = [exc.context, exc.problem]
+        if exc.problem_mark is not None:
+            parts.append(f"at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}")
+        return " ".join(p for p in parts if p)
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"not valid UTF-8 ({exc.reason} at character {exc.position}): save the manifest as UTF-8"
+    return str(exc).replace("\n", " ")
