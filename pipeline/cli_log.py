@@ -17,6 +17,9 @@ from .errors import redact
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, message, and the `event`, `progress` and
+    `summary` extras when a record carries them (scheduled runs parse these)."""
+
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -34,11 +37,13 @@ class JsonFormatter(logging.Formatter):
 
 
 class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stderr handler that blanks the API key out of every formatted record."""
+
     #: Shorter "keys" (test values like "k") would blank out ordinary letters of every line.
     MIN_SECRET = 8
 
     # Always the current sys.stderr, so rich's live display can redirect it while it runs.
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -52,6 +57,9 @@ class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def setup_logging(*, verbose: int = 0, quiet: bool = False, fmt: str = "text") -> None:
+    """Send the `pipeline` loggers to stderr: INFO (DEBUG with `verbose`, WARNING with `quiet`),
+    as text or, with `fmt="json"`, one JSON object per line. Safe to call again: it replaces
+    the handler instead of adding a second one."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = RedactingHandler(sys.stderr)
     if fmt == "json":
