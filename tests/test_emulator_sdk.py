@@ -17,7 +17,7 @@ import pytest
 from alibabacloud_searchplat20240529 import models as m
 from alibabacloud_searchplat20240529.client import Client
 from alibabacloud_tea_openapi.models import Config
-from Tea.exceptions import TeaException
+from Tea.exceptions import TeaException  # type: ignore[import-untyped]  # the SDK ships no types
 
 from pipeline.emulator import EmulatorSettings, EmulatorThread, cli
 
