@@ -1,0 +1,40 @@
+"""Shared helpers for the tests of the checkpoint, the sink and resume preparation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.checkpoint import Checkpoint, Outcome
+from pipeline.results import ItemStatus, ResultLine
+
+CAP = "image_analyze"
+SVC = "ops-image-analyze-ocr-001"
+
+
+def line_for(job_id: str, status: str = "SUCCESS", code: str | None = None, **extra: Any) -> ResultLine:
+    error = {"code": code, "message": "boom", "http_status": 400} if status == "FAILED" else None
+    return ResultLine.finished(id=job_id, capability=CAP, service_id=SVC, status=ItemStatus(status),
+                               task_id=extra.pop("task_id", None), data={"ok": True} if status == "SUCCESS" else None,
+                               usage=extra.pop("usage", None), error=error, attempts=1, polls=0,
+                               submitted_at=1_700_000_000.0, finished_at=1_700_000_001.5, meta=extra.pop("meta", None))
+
+
+def encode(line: ResultLine) -> bytes:
+    return line.to_json().encode() + b"\n"
+
+
+def outcome(job_id: str, status: str = "SUCCESS", code: str | None = None, task_id: str | None = None) -> Outcome:
+    return Outcome(job_id, CAP, SVC, status, task_id, code, None, None, 1)
+
+
+def file_ids(path: Path) -> list[str]:
+    return [ResultLine.from_json(raw).id for raw in path.read_bytes().splitlines()]
+
+
+def write_done(path: Path, ckpt: Checkpoint, ids: list[str], **extra: Any) -> None:
+    """Append lines for `ids` and mark them done, the way the sink does."""
+    with open(path, "ab") as f:
+        for i in ids:
+            f.write(encode(line_for(i, **extra)))
+    ckpt.mark_done([outcome(i, task_id=extra.get("task_id")) for i in ids], path.stat().st_size)

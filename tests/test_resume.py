@@ -1,0 +1,266 @@
+"""Resume preparation: reconcile after crashes, --retry-failed rewriting, paths and run identity."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from state_support import CAP, SVC, encode, file_ids, line_for, outcome, write_done
+
+from pipeline import resume as resume_module
+from pipeline.checkpoint import Checkpoint
+from pipeline.errors import StateError, UsageError
+from pipeline.resume import check_identity, check_paths, drop_lines, reconcile
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path):
+    c = Checkpoint.open(tmp_path / "state")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return tmp_path / "results.jsonl"
+
+
+# ---- reconcile ----------------------------------------------------------------------------
+
+
+def test_reconcile_with_nothing_to_do(out, ckpt):
+    """A missing file with offset 0, or a file exactly at the offset, needs no repair."""
+    assert reconcile(out, ckpt) == 0
+    write_done(out, ckpt, ["a", "b"])
+    before = out.read_bytes()
+    assert reconcile(out, ckpt) == 0
+    assert out.read_bytes() == before
+
+
+def test_reconcile_marks_extra_complete_lines_done_without_duplicating(out, ckpt):
+    """Complete lines past the recorded offset (crash before mark_done) are marked done, not rewritten."""
+    write_done(out, ckpt, ["a", "b"])
+    recorded = ckpt.sink_offset()
+    ckpt.record_submitted("c", CAP, SVC, "t-c", attempts=1)
+    with open(out, "ab") as f:  # the crash came between the file write and mark_done
+        f.write(encode(line_for("c", task_id="t-c")) + encode(line_for("d", "FAILED", "TaskFailed")))
+    size = out.stat().st_size
+    assert size > recorded
+
+    assert reconcile(out, ckpt) == 2
+    assert sorted(ckpt.iter_done_ids()) == ["a", "b", "c", "d"]
+    assert ckpt.pending() == {}
+    assert ckpt.sink_offset() == size
+    assert file_ids(out) == ["a", "b", "c", "d"]
+    assert {o.id: o.error_code for o in ckpt.outcomes()}["d"] == "TaskFailed"
+    assert reconcile(out, ckpt) == 0  # idempotent
+
+
+def test_reconcile_cuts_a_torn_last_line(out, ckpt):
+    """A torn last line (no trailing newline) is cut, so the next append starts on a fresh line."""
+    write_done(out, ckpt, ["a"])
+    with open(out, "ab") as f:
+        f.write(encode(line_for("b")))  # complete, not yet marked done
+        f.write(encode(line_for("c"))[:25])  # kill -9 mid-write
+    assert reconcile(out, ckpt) == 1
+    assert out.read_bytes().endswith(b"\n")
+    assert ckpt.sink_offset() == out.stat().st_size
+    assert sorted(ckpt.iter_done_ids()) == ["a", "b"]
+
+    with open(out, "ab") as f:  # what the next run's sink does
+        f.write(encode(line_for("c")))
+    assert file_ids(out) == ["a", "b", "c"]  # every line parses: no glued half line
+
+
+def test_reconcile_cuts_a_torn_line_right_after_the_offset(out, ckpt):
+    """When the only bytes past the offset are a torn line, the file is cut back to the offset."""
+    write_done(out, ckpt, ["a"])
+    recorded = ckpt.sink_offset()
+    with open(out, "ab") as f:
+        f.write(b'{"id":"b","capa')
+    assert reconcile(out, ckpt) == 0
+    assert out.stat().st_size == recorded
+    assert list(ckpt.iter_done_ids()) == ["a"]
+
+
+def test_reconcile_trusts_a_file_shorter_than_the_offset(out, ckpt):
+    """A file shorter than the recorded offset wins: its lines are done, the missing done items go back to pending."""
+    write_done(out, ckpt, ["a", "b"])
+    ckpt.record_submitted("c", CAP, SVC, "t-c", attempts=1)
+    ckpt.mark_done([outcome("c", task_id="t-c"), outcome("d")], ckpt.sink_offset() + 10_000)
+    with open(out, "ab") as f:
+        f.write(b'{"id":"tor')  # and a torn tail, to be cut
+    assert reconcile(out, ckpt) == 2
+    assert file_ids(out) == ["a", "b"]
+    assert ckpt.sink_offset() == out.stat().st_size
+    assert sorted(ckpt.iter_done_ids()) == ["a", "b"]
+    pending = ckpt.pending()
+    assert set(pending) == {"c", "d"}
+    assert (pending["c"].state, pending["c"].task_id) == ("submitted", "t-c")  # polled, not resubmitted
+    assert (pending["d"].state, pending["d"].task_id) == ("retry", None)
+
+
+def test_reconcile_missing_results_file_with_an_offset_raises(out, ckpt):
+    """A missing results file when the store records written bytes raises StateError naming the file."""
+    ckpt.mark_done([outcome("a")], 100)
+    with pytest.raises(StateError, match=r"results\.jsonl"):
+        reconcile(out, ckpt)
+
+
+# ---- drop_lines ---------------------------------------------------------------------------
+
+
+def test_drop_lines_removes_exactly_the_given_ids(out, ckpt):
+    """drop_lines removes the lines of the given ids, keeps every other line byte for byte, and moves the offset."""
+    write_done(out, ckpt, ["a", "b", "c", "d"])
+    kept = [raw for raw in out.read_bytes().splitlines(keepends=True) if json.loads(raw)["id"] in ("a", "c")]
+    assert drop_lines(out, {"b", "d", "not-there"}, ckpt) == 2
+    assert out.read_bytes() == b"".join(kept)
+    assert ckpt.sink_offset() == out.stat().st_size
+    assert not out.with_name(out.name + ".rewrite").exists()
+    assert reconcile(out, ckpt) == 0  # the new offset agrees with the file
+
+
+def test_drop_lines_with_nothing_to_drop(out, ckpt):
+    """An empty id set, or a missing file, changes nothing."""
+    assert drop_lines(out, {"a"}, ckpt) == 0
+    write_done(out, ckpt, ["a"])
+    before = out.read_bytes()
+    assert drop_lines(out, set(), ckpt) == 0
+    assert out.read_bytes() == before
+
+
+def test_drop_lines_is_atomic(out, ckpt, monkeypatch):
+    """If the rewrite fails before the rename, the results file and the offset are untouched."""
+    write_done(out, ckpt, ["a", "b"])
+    before, offset = out.read_bytes(), ckpt.sink_offset()
+
+    def failing_replace(src: object, dst: object) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(resume_module.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        drop_lines(out, {"a"}, ckpt)
+    assert out.read_bytes() == before
+    assert ckpt.sink_offset() == offset
+
+
+def test_retry_failed_round_trip(out, ckpt):
+    """reopen_failed then drop_lines leaves only the successes in the file, and reconcile keeps it so."""
+    with open(out, "ab") as f:
+        lines = (line_for("ok"), line_for("bad", "FAILED", "TaskFailed"), line_for("inv", "FAILED", "InvalidParameter"))
+        for ln in lines:
+            f.write(encode(ln))
+    assert reconcile(out, ckpt) == 3
+    reopened = ckpt.reopen_failed(skip_codes=("InvalidParameter",))
+    assert reopened == ["bad"]
+    assert drop_lines(out, ckpt.ids_in_state("retry"), ckpt) == 1
+    assert file_ids(out) == ["ok", "inv"]
+    assert reconcile(out, ckpt) == 0
+    assert set(ckpt.pending()) == {"bad"}
+
+
+
+
+# ---- results files that are not this run's -----------------------------------------------
+
+
+def test_reconcile_refuses_a_non_json_line_with_its_place(out, ckpt):
+    """A garbage line past the recorded offset stops with a StateError naming the file and byte, not a traceback."""
+    write_done(out, ckpt, ["a"])
+    offset = out.stat().st_size
+    with open(out, "ab") as f:
+        f.write(b"this is not json\n")
+    with pytest.raises(StateError, match=rf"results\.jsonl at byte {offset}: not a JSON line"):
+        reconcile(out, ckpt)
+
+
+def test_reconcile_refuses_a_foreign_jsonl_line(out, ckpt):
+    """A JSON line that is not a result line (no id/status) is refused with a clear message, not a KeyError."""
+    with open(out, "wb") as f:
+        f.write(b'{"name": "something else"}\n')
+    with pytest.raises(StateError, match="not a result line"):
+        reconcile(out, ckpt)
+
+
+def test_a_cut_short_file_repolls_async_items_and_resubmits_only_sync_ones(out, ckpt, caplog):
+    """Items whose lines were cut off go back to 'submitted' when a task id is recorded (polled, never paid
+    again) and to 'retry' only without one; a warning says how many of each."""
+    write_done(out, ckpt, ["kept"])
+    write_done(out, ckpt, ["async-lost"], task_id="t-1")
+    write_done(out, ckpt, ["sync-lost"])
+    keep = len(encode(line_for("kept")))
+    with open(out, "r+b") as f:
+        f.truncate(keep)
+    reconcile(out, ckpt)
+    pending = ckpt.pending()
+    assert pending["async-lost"].state == "submitted" and pending["async-lost"].task_id == "t-1"
+    assert pending["sync-lost"].state == "retry"
+    assert "1 recorded tasks will be polled again" in caplog.text
+    assert "1 items without a task id" in caplog.text
+
+
+# ---- paths and identity -------------------------------------------------------------------
+
+
+def test_out_may_not_be_the_manifest(tmp_path):
+    """--out equal to the manifest is refused before anything is touched."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"id": "a"}\n')
+    with pytest.raises(UsageError, match="is the manifest itself"):
+        check_paths(str(manifest), manifest)
+    assert manifest.read_text() == '{"id": "a"}\n'
+
+
+@pytest.mark.parametrize("target", ["dir", "/dev/null"])
+def test_out_must_be_a_regular_file(tmp_path, target):
+    """A directory or a device as --out is refused (no /dev/null.summary.json side files)."""
+    out = tmp_path if target == "dir" else Path(target)
+    with pytest.raises(UsageError, match=r"directory|not a regular file"):
+        check_paths(str(tmp_path / "m.jsonl"), out)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_out_in_an_unwritable_directory_is_refused(tmp_path):
+    """An --out whose directory cannot be written is a usage error before the run starts."""
+    locked = tmp_path / "ro"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(UsageError, match="cannot create files"):
+        check_paths("m.jsonl", locked / "out.jsonl")
+
+
+def test_out_under_a_file_is_refused(tmp_path):
+    """An --out whose 'directory' is a file is refused (works as root too)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UsageError, match="cannot create files"):
+        check_paths("m.jsonl", blocker / "out.jsonl")
+
+
+def test_a_new_state_dir_never_adopts_an_existing_results_file(out, ckpt, tmp_path):
+    """A fresh state dir with a non-empty results file already there refuses, and says how to proceed."""
+    out.write_bytes(encode(line_for("old")))
+    with pytest.raises(StateError, match="was not written by this run"):
+        check_identity(ckpt, out=out, manifest=str(tmp_path / "m.jsonl"), append=False, state_dir=tmp_path)
+    assert ckpt.get_meta("out") is None
+
+
+def test_a_different_manifest_is_refused_unless_appended(out, ckpt, tmp_path):
+    """Rerunning a state dir with another manifest is refused; --append adds it to the run's manifests."""
+    first, second = str(tmp_path / "day1.jsonl"), str(tmp_path / "day2.jsonl")
+    check_identity(ckpt, out=out, manifest=first, append=False, state_dir=tmp_path)
+    check_identity(ckpt, out=out, manifest=first, append=False, state_dir=tmp_path)  # a resume
+    with pytest.raises(UsageError, match="--append"):
+        check_identity(ckpt, out=out, manifest=second, append=False, state_dir=tmp_path)
+    check_identity(ckpt, out=out, manifest=second, append=True, state_dir=tmp_path)
+    assert ckpt.get_meta("manifests") == f"{first}\n{second}"
+    assert ckpt.get_meta("manifest") == second
+
+
+def test_another_results_file_is_refused(out, ckpt, tmp_path):
+    """A state dir bound to one results file refuses another --out."""
+    check_identity(ckpt, out=out, manifest="m.jsonl", append=False, state_dir=tmp_path)
+    with pytest.raises(UsageError, match="belongs to a run writing"):
+        check_identity(ckpt, out=tmp_path / "other.jsonl", manifest="m.jsonl", append=False, state_dir=tmp_path)
