@@ -21,18 +21,35 @@ log = logging.getLogger("pipeline.progress")
 
 
 def count_lines(manifest: str) -> int | None:
-    """Lines in a JSONL/CSV manifest (a fast byte scan), or None when it cannot be known cheaply."""
+    """Items in a JSONL/CSV manifest, the progress bar's total; None when not known cheaply.
+
+    Counts what the reader treats as records: not blank lines, not comments (first non-blank
+    character '#'), not the CSV header; a quoted CSV cell may span lines, so CSV is parsed.
+    An estimate still: invalid records count. None for stdin, YAML, or an unreadable file.
+    """
+    import csv  # local: only this function needs it
+
     if manifest == "-":
         return None
     path = Path(manifest)
     suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".ndjson", ".json", ".csv"):
+    try:
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            n = 0
+            with open(path, "rb") as f:
+                for raw in f:
+                    text = raw.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()  # a BOM on line 1
+                    if text and not text.startswith(b"#"):
+                        n += 1
+            return n
+        if suffix == ".csv":
+            with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+                rows = sum(1 for row in csv.reader(f)
+                           if any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#"))
+            return max(rows - 1, 0)  # the header
+    except (OSError, csv.Error):  # e.g. a cell over the csv module's field limit: no total
         return None
-    n = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            n += chunk.count(b"\n")
-    return max(n - 1, 0) if suffix == ".csv" else n
+    return None
 
 
 class Snapshot:
