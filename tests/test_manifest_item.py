@@ -158,6 +158,15 @@ def test_unreadable_local_file_is_rejected(tmp_path: Path) -> None:
         secret.chmod(0o600)
 
 
+def test_file_the_user_may_not_read_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read-permission check runs even where chmod cannot prove it (root): when os.access says
+    the file is not readable, the item is refused."""
+    (tmp_path / "a.png").write_bytes(b"\x89PNG")
+    assert isinstance(check({"capability": "ocr", "path": "a.png"}, tmp_path), Job)
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.R_OK)
+    assert "is not readable by this user" in reason({"capability": "ocr", "path": "a.png"}, tmp_path)
+
+
 def test_unusable_local_paths_are_rejected_with_the_cause(tmp_path: Path) -> None:
     """A broken symbolic link and a directory are refused with a reason saying which (even as root)."""
     (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
