@@ -90,6 +90,7 @@ class Checkpoint:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn  # autocommit mode; transactions are explicit
         self.path = path
+        self._totals: list[float] | None = None  # [settled, reserved], read lazily, then kept
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r})"
@@ -175,10 +176,10 @@ class Checkpoint:
         """Mark a batch of items done and move the results-file offset, in one transaction;
         `costs` (id, settled cost) replace those items' spend reservations."""
         now = time.time()
+        costs = list(costs)
         with self._transaction():
-            self._conn.executemany(
-                "INSERT INTO spend (id, reserved, settled) VALUES (?, 0, ?) "
-                "ON CONFLICT (id) DO UPDATE SET reserved = 0, settled = excluded.settled", list(costs))
+            if costs:
+                self._settle(costs)
             self._conn.executemany(
                 "INSERT INTO jobs (id, capability, service_id, state, task_id, status, error_code, usage, "
                 "elapsed, finished_at, attempts) VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?) "
@@ -199,21 +200,43 @@ class Checkpoint:
         """Reserve `amount` for submitting `job_id` unless settled + reserved would pass `cap`
         (None: no cap, reserve anyway). Replaces an earlier reservation of the same id."""
         with self._transaction():
+            row = self._conn.execute("SELECT reserved FROM spend WHERE id = ?", (job_id,)).fetchone()
+            own = float(row[0]) if row else 0.0
             if cap is not None:
-                row = self._conn.execute(
-                    "SELECT COALESCE(SUM(settled), 0) + COALESCE(SUM(CASE WHEN id = ? THEN 0 ELSE reserved END), 0) "
-                    "FROM spend", (job_id,)).fetchone()
-                if row[0] + amount > cap + 1e-9:
+                settled, reserved = self.spend()
+                if settled + reserved - own + amount > cap + 1e-9:
                     return False
             self._conn.execute(
                 "INSERT INTO spend (id, reserved) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET reserved = "
                 "excluded.reserved", (job_id, amount))
+            self._adjust_totals(reserved=amount - own)
         return True
 
     def spend(self) -> tuple[float, float]:
-        """(settled, reserved) over the whole run."""
-        row = self._conn.execute("SELECT COALESCE(SUM(settled), 0), COALESCE(SUM(reserved), 0) FROM spend").fetchone()
-        return float(row[0]), float(row[1])
+        """(settled, reserved) over the whole run: kept as running totals (a sum over the
+        table on every submission would cost O(items) each time)."""
+        if self._totals is None:
+            row = self._conn.execute(
+                "SELECT COALESCE(SUM(settled), 0), COALESCE(SUM(reserved), 0) FROM spend").fetchone()
+            self._totals = [float(row[0]), float(row[1])]
+        return self._totals[0], self._totals[1]
+
+    def _adjust_totals(self, *, settled: float = 0.0, reserved: float = 0.0) -> None:
+        if self._totals is not None:
+            self._totals[0] += settled
+            self._totals[1] += reserved
+
+    def _settle(self, costs: list[tuple[str, float]]) -> None:
+        if self._totals is not None:
+            ids = [job_id for job_id, _ in costs]
+            marks = ",".join("?" * len(ids))
+            row = self._conn.execute(
+                f"SELECT COALESCE(SUM(reserved), 0), COALESCE(SUM(settled), 0) FROM spend WHERE id IN ({marks})",
+                ids).fetchone()
+            self._adjust_totals(settled=sum(c for _, c in costs) - float(row[1]), reserved=-float(row[0]))
+        self._conn.executemany(
+            "INSERT INTO spend (id, reserved, settled) VALUES (?, 0, ?) "
+            "ON CONFLICT (id) DO UPDATE SET reserved = 0, settled = excluded.settled", costs)
 
     def sink_offset(self) -> int:
         value = self.get_meta("sink_offset")

@@ -25,7 +25,7 @@ import aiohttp
 from . import __version__
 from .backoff import RetryPolicy, parse_retry_after, retry_delay
 from .capabilities import Capability
-from .limits import Lane
+from .limits import Lane, Permit
 from .errors import (
     ConfigError,
     InvalidParameter,
@@ -121,12 +121,12 @@ class ServiceClient:
         workspace: str,
         api_key: str,
         *,
-        protocol: str = "http",
+        protocol: str = "https",
         timeout: float = 30.0,
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
-        throttle: Callable[[str, Lane], Awaitable[None]] | None = None,
+        throttle: Callable[[str, Lane], Awaitable[Permit | None]] | None = None,
         on_retry: Callable[[str, ServiceError, float], None] | None = None,
         on_response: Callable[[str, int], None] | None = None,
         on_ambiguous: Callable[[str], None] | None = None,
@@ -254,11 +254,16 @@ class ServiceClient:
         ambiguous = 0  # creates that may have landed, against ambiguous_creates
         while True:
             attempts += 1
+            permit = None
             if self._throttle is not None:
                 # every attempt, retries included, passes the limiter; status checks in the poll lane
-                await self._throttle(capability, Lane.POLL if method == "GET" else Lane.SUBMIT)
+                permit = await self._throttle(capability, Lane.POLL if method == "GET" else Lane.SUBMIT)
             try:
-                response = await self._send(method, capability, url, data, params)
+                try:
+                    response = await self._send(method, capability, url, data, params)
+                finally:
+                    if permit is not None:
+                        permit.answered()
             except RetryableError as err:
                 err.attempts = attempts
                 if isinstance(err, RateLimited):

@@ -8,9 +8,12 @@ Each QPS group gets one `GroupPacer`, whose dispatcher (`run()`) hands out send 
   with `aiolimiter.AsyncLimiter(1, 1/qps)`, which times each wait from the previous grant:
   measured alone it reached 0.89 of the asked rate at 78/s (0.99 at 20/s), because every
   wake-up's lateness is lost. After idling the grid restarts at "now": no start-up burst.
-- A grid can catch up after a late wake-up, so a guard keeps the times of the last `limit`
-  grants and never lets a grant fall within `window` plus a margin of the grant `limit`
-  places before it: the same sliding-window rule the service counts by, with slack.
+- A grid can catch up after a late wake-up, so a guard keeps the last `limit` requests and
+  never lets a grant fall within `window` (plus a small margin) of the latest time the request
+  `limit` places before it can have reached the service: the same sliding-window rule the
+  service counts by. That time is not the grant: a busy loop wakes a waiter milliseconds
+  later, and the request then travels; it is bounded by when the request's answer came back
+  (`Permit.answered()`), which a 100 ms (time-scaled) window needs.
 - Lanes: submits and polls queue separately, FIFO within a lane. When both wait, slots are
   shared by weighted fair queuing (default 3 submits : 1 poll): starting tasks early is what
   shortens a run, while polls still get a quarter of the budget when busy, all of it when
@@ -30,7 +33,7 @@ import anyio
 
 from .capabilities import CAPABILITIES
 
-__all__ = ["DEFAULT_WEIGHTS", "GroupPacer", "Lane", "Pacers"]
+__all__ = ["DEFAULT_WEIGHTS", "GroupPacer", "Lane", "Pacers", "Permit"]
 
 
 class Lane(str, Enum):
@@ -42,26 +45,50 @@ class Lane(str, Enum):
 
 DEFAULT_WEIGHTS: Mapping[Lane, float] = {Lane.SUBMIT: 3.0, Lane.POLL: 1.0}
 #: The guard's window is longer than the service's by this fraction of it, and at least by
-#: GUARD_SLACK seconds: slack for the jitter between our clock and the server's, which is
-#: absolute time (event loop, connection, network), not a fraction of the window.
+#: GUARD_SLACK seconds: slack for the difference between our clock and the server's.
 GUARD_MARGIN = 0.01
-GUARD_SLACK = 0.005
+GUARD_SLACK = 0.002
+#: A request whose answer has not come back yet is assumed to have reached the service within
+#: this fraction of the window after it left (a bound for the guard; answers usually come sooner).
+MOST_LATE_FRACTION = 0.25
 
 
 class _Ticket:
     """One waiting acquire: granted by setting its event; skipped once abandoned."""
 
-    __slots__ = ("abandoned", "event")
+    __slots__ = ("abandoned", "answered", "event", "sent")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.abandoned = False  # the waiter was cancelled: its turn goes to the next one
+        self.sent = -math.inf  # when the request left: the grant, then the waiter's wake-up
+        self.answered: float | None = None  # when its answer (or error) came back
+
+    def arrived_by(self, most_late: float) -> float:
+        """The latest time the request can have reached the service: not after its answer,
+        and (while unanswered) assumed no later than `most_late` after it was sent."""
+        bound = self.sent + most_late
+        return min(bound, self.answered) if self.answered is not None else bound
+
+
+class Permit:
+    """A granted slot. Call `answered()` when the request's answer (or error) arrives: it
+    bounds when the service can have counted it, which the sliding-window guard uses."""
+
+    __slots__ = ("_clock", "_ticket")
+
+    def __init__(self, ticket: _Ticket, clock: Callable[[], float]) -> None:
+        self._ticket = ticket
+        self._clock = clock
+
+    def answered(self) -> None:
+        self._ticket.answered = self._clock()
 
 
 class GroupPacer:
     """Paces one QPS group. `await acquire(lane)` before each request; `run()` must be running."""
 
-    __slots__ = ("_clock", "_guard", "_next", "_paused_until", "_sent", "_sleep", "_vnow", "_vt",
+    __slots__ = ("_clock", "_guard", "_most_late", "_next", "_paused_until", "_sent", "_sleep", "_vnow", "_vt",
                  "_waiters", "_wakeup", "_weights", "granted", "group", "interval", "qps")
 
     def __init__(self, group: str, qps: float, *, window: float = 1.0, limit: int | None = None,
@@ -72,8 +99,9 @@ class GroupPacer:
         self.interval = 1.0 / qps
         self.granted = {lane: 0 for lane in Lane}  # requests let through, per lane
         self._next = -math.inf  # grid time of the next slot
-        self._sent: deque[float] | None = deque(maxlen=limit) if limit else None  # last grants
-        self._guard = window + max(window * GUARD_MARGIN, GUARD_SLACK)  # span `limit` grants must exceed
+        self._sent: deque[_Ticket] | None = deque(maxlen=limit) if limit else None  # last grants
+        self._guard = window + max(window * GUARD_MARGIN, GUARD_SLACK)  # span `limit` arrivals must exceed
+        self._most_late = window * MOST_LATE_FRACTION
         self._paused_until = -math.inf  # no grant before this (after a 429)
         self._waiters: dict[Lane, deque[_Ticket]] = {lane: deque() for lane in Lane}
         self._weights = dict(weights or DEFAULT_WEIGHTS)
@@ -92,7 +120,7 @@ class GroupPacer:
         """Acquires waiting in `lane` now."""
         return sum(not t.abandoned for t in self._waiters[lane])
 
-    async def acquire(self, lane: Lane) -> None:
+    async def acquire(self, lane: Lane) -> Permit:
         """Wait for this lane's next slot (cancel-safe: a cancelled waiter is skipped)."""
         queue = self._waiters[lane]
         if not self._busy(lane):  # the lane becomes busy: no credit for idling
@@ -105,7 +133,11 @@ class GroupPacer:
         except BaseException:
             ticket.abandoned = True
             raise
+        # The guard counts from when the request really leaves: a busy loop can wake this
+        # waiter some milliseconds after its grant, and the service counts arrivals.
+        ticket.sent = max(ticket.sent, self._clock())
         self.granted[lane] += 1
+        return Permit(ticket, self._clock)
 
     async def wait_pause(self) -> None:
         """Wait out a pause without taking a slot (for requests that are not paced)."""
@@ -129,17 +161,19 @@ class GroupPacer:
             slot = self._next if now - self._next < self.interval else now
             slot = max(slot, self._paused_until)
             if self._sent is not None and len(self._sent) == self._sent.maxlen:
-                slot = max(slot, self._sent[0] + self._guard)
+                slot = max(slot, self._sent[0].arrived_by(self._most_late) + self._guard)
             if slot > now:
                 await self._sleep(slot - now)
                 continue
             lane = min(busy, key=lambda name: self._vt[name] + 1.0 / self._weights[name])
             self._vt[lane] += 1.0 / self._weights[lane]
             self._vnow = self._vt[lane]
-            self._waiters[lane].popleft().event.set()
+            ticket = self._waiters[lane].popleft()
+            ticket.sent = now
+            ticket.event.set()
             self._next = slot + self.interval
             if self._sent is not None:
-                self._sent.append(now)
+                self._sent.append(ticket)
 
     def _busy(self, lane: Lane) -> bool:
         """Drop abandoned waiters at the head; True if the lane has one waiting."""
@@ -182,13 +216,14 @@ class Pacers:
             for pacer in self._groups.values():
                 tg.start_soon(pacer.run, name=f"pacer-{pacer.group}")
 
-    async def acquire(self, capability: str, lane: Lane) -> None:
+    async def acquire(self, capability: str, lane: Lane) -> Permit | None:
+        """A slot for one request of `capability` (None: polls that are not paced)."""
         pacer = self.for_capability(capability)
         if lane is Lane.POLL and not self.polls_share:
             await pacer.wait_pause()  # unpaced, but a 429 pause holds polls too
             pacer.granted[lane] += 1
-            return
-        await pacer.acquire(lane)
+            return None
+        return await pacer.acquire(lane)
 
     def pause(self, capability: str, seconds: float) -> None:
         """After a 429: hold every request of the capability's group (the one place this is done)."""

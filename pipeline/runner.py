@@ -40,7 +40,7 @@ from .config import Config
 from .errors import AuthError, FatalError, ServiceError, ServiceUnreachable
 from .exit_codes import ExitCode
 from .job import Job
-from .limits import Lane, Pacers
+from .limits import Lane, Pacers, Permit
 from .outcome import RunOutcome, Stop, StopReason, decide, is_run_fault
 from .poller import FirstPollTuner, Poller, TaskHandle
 from .report import RunStats, stats_from_checkpoint, summarize, with_live_counters
@@ -297,14 +297,13 @@ class Run:
             f"--max-cost {self.cfg.max_cost:g} {self.cfg.currency} reached (settled {settled:.4f}, reserved "
             f"{reserved:.4f}); submitted tasks were finished; raise the cap and run the same command to go on")))
 
-    async def _throttle(self, capability: str, lane: Lane) -> None:
+    async def _throttle(self, capability: str, lane: Lane) -> Permit | None:
         if lane is Lane.SUBMIT:
-            await self._control.interruptible(self._pacers.acquire(capability, lane))
-        else:
-            await self._pacers.acquire(capability, lane)
+            return await self._control.interruptible(lambda: self._pacers.acquire(capability, lane))
+        return await self._pacers.acquire(capability, lane)
 
     async def _backoff_sleep(self, seconds: float) -> None:
-        await self._control.interruptible(anyio.sleep(seconds))
+        await self._control.interruptible(lambda: anyio.sleep(seconds))
 
     def _on_retry(self, capability: str, error: ServiceError, delay: float) -> None:
         self.stats.on_retry(capability)

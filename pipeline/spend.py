@@ -44,7 +44,10 @@ class SpendLedger:
         self._bound = cost_bound  # (service id, config) -> pessimistic cost of one submission
 
     def reserve(self, job: Job) -> bool:
-        """Reserve `job`'s pessimistic cost; False when the cap leaves no room (do not submit)."""
+        """Reserve `job`'s pessimistic cost; False when the cap leaves no room (do not submit).
+        Without a cap nothing is reserved (only settled costs are kept)."""
+        if self._cfg.max_cost is None:
+            return True
         return self._ckpt.reserve(job.id, self._bound(job.service_id, self._cfg), self._cfg.max_cost)
 
     def cost(self, line: ResultLine) -> float:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import IO
+from typing import IO, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
@@ -34,6 +34,7 @@ from .resume import ResumeState
 __all__ = ["Control", "Reader", "Submitter"]
 
 log = logging.getLogger("pipeline.run")
+T = TypeVar("T")
 
 #: Rejected lines and lost tasks logged one by one before the log only counts them.
 LOG_FIRST = 20
@@ -61,7 +62,7 @@ class Control:
         self._slots[capability].release()
         self.stats.caps[capability].in_flight -= 1
 
-    async def interruptible(self, wait: Awaitable[object]) -> None:
+    async def interruptible(self, wait: Callable[[], Awaitable[T]]) -> T:
         """Await `wait` (a pacer slot, a backoff sleep) unless the run stops taking items:
         then raise `Stopped`. Nothing of this request has reached the service yet."""
         if not self.taking:
@@ -69,11 +70,12 @@ class Control:
         with anyio.CancelScope() as scope:
             self._waiting.add(scope)
             try:
-                await wait
+                result = await wait()
             finally:
                 self._waiting.discard(scope)
         if scope.cancelled_caught or not self.taking:
             raise Stopped("stopping")
+        return result
 
     def stop_taking(self, *, interrupt: bool) -> None:
         self.taking = False

@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import assert_exactly_once, expected_data, items, jobs_of, read_results, write_manifest
 
 from pipeline.backoff import PollPolicy
 from pipeline.config import Config
 from pipeline.emulator import EmulatorSettings, FaultSettings, RunningEmulator, start_emulator
-from pipeline.runner import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, RunRequest, RunResult, run
-
-from support import assert_exactly_once, expected_data, items, jobs_of, read_results, write_manifest
+from pipeline.capabilities import CAPABILITIES
+from pipeline.emulator.results import build_result
+from pipeline.exit_codes import ExitCode
+from pipeline.results import RunFiles
+from pipeline.runner import RunRequest, RunResult, run
 
 KEY = "engine-test-key"
 SCALE = 10.0
@@ -44,7 +47,7 @@ def config(emu: RunningEmulator, **overrides: Any) -> Config:
 
 async def run_once(tmp: Path, manifest: Path, cfg: Config, *, key: str = KEY,
                    retry_failed: bool = False) -> RunResult:
-    request = RunRequest(manifest=str(manifest), out=tmp / "results.jsonl", state_dir=tmp / "state",
+    request = RunRequest(manifest=str(manifest), files=RunFiles(tmp / "results.jsonl", tmp / "state"),
                          api_key=key, config=cfg, retry_failed=retry_failed)
     return await run(request)
 
@@ -56,7 +59,7 @@ async def test_mixed_manifest_all_capabilities(tmp_path: Path) -> None:
     async with start_emulator(emulator()) as emu:
         result = await run_once(tmp_path, manifest, config(emu))
         counters = emu.counters()
-    assert result.exit_code == EXIT_OK, result.summary
+    assert result.exit_code == ExitCode.OK, result.summary
     lines = read_results(tmp_path / "results.jsonl")
     jobs = jobs_of(manifest)
     assert_exactly_once(lines, jobs)
@@ -85,11 +88,14 @@ async def test_local_file_is_sent_inline(tmp_path: Path) -> None:
     async with start_emulator(emulator()) as emu:
         result = await run_once(tmp_path, manifest, config(emu))
         counters = emu.counters()
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     (line,) = read_results(tmp_path / "results.jsonl")
     assert line["status"] == "SUCCESS" and "pic.png" in line["data"]["content"]
     assert counters["requests"]["POST image-analyze create"]["200"] == 1
-    assert base64.b64encode(image.read_bytes())  # the body carried it: emulator accepted content
+    # The emulator's answer derives from the body it got: the file's bytes, base64, inline.
+    job = jobs_of(manifest)["local"]
+    body = CAPABILITIES["image_analyze"].build_body(job, base64.b64encode(image.read_bytes()).decode())
+    assert line["data"] == build_result("image-analyze", job.service_id, body, 11)[0]
 
 
 async def test_bad_lines_are_reported_and_the_rest_runs(tmp_path: Path) -> None:
@@ -102,7 +108,7 @@ async def test_bad_lines_are_reported_and_the_rest_runs(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.jsonl", rows)
     async with start_emulator(emulator()) as emu:
         result = await run_once(tmp_path, manifest, config(emu))
-    assert result.exit_code == EXIT_PARTIAL  # rejected lines make a partial run
+    assert result.exit_code == ExitCode.PARTIAL  # rejected lines make a partial run
     assert_exactly_once(read_results(tmp_path / "results.jsonl"), [g["id"] for g in good])
     rejects = [json.loads(line) for line in (tmp_path / "results.rejects.jsonl").read_text().splitlines()]
     assert [r["line"] for r in rejects] == [2, 4, 6, 8, 10, 12]
@@ -128,7 +134,7 @@ async def test_faults_end_in_exactly_one_line(tmp_path: Path) -> None:
     assert all(line["task_id"] for line in failed)
     assert counters["faults"]["error_500"] > 0 and counters["faults"]["dropped"] > 0
     assert counters["faults"]["slow"] > 0
-    assert result.exit_code == EXIT_PARTIAL
+    assert result.exit_code == ExitCode.PARTIAL
     assert counters["duplicate_submissions"] == 0  # drops here happen before processing
 
 
@@ -145,7 +151,7 @@ async def test_lost_task_is_resubmitted_once(tmp_path: Path) -> None:
             forget_soon(), run_once(tmp_path, manifest, config(emu)))
         counters = emu.counters()
     assert forgotten == 10
-    assert result.exit_code == EXIT_OK, result.summary
+    assert result.exit_code == ExitCode.OK, result.summary
     lines = read_results(tmp_path / "results.jsonl")
     assert_exactly_once(lines, jobs_of(manifest))
     assert all(line["status"] == "SUCCESS" for line in lines)
@@ -160,12 +166,12 @@ async def test_poll_timeout_then_retry_failed_polls_again(tmp_path: Path) -> Non
         quick = PollPolicy(first_delay=1.0, max_delay=2.0, timeout=5.0)
         first = await run_once(tmp_path, manifest, config(emu, polling=quick))
         lines = read_results(tmp_path / "results.jsonl")
-        assert first.exit_code == EXIT_PARTIAL
+        assert first.exit_code == ExitCode.PARTIAL
         assert {line["error"]["code"] for line in lines} == {"PollTimeout"}
         task_ids = {line["id"]: line["task_id"] for line in lines}
         second = await run_once(tmp_path, manifest, config(emu), retry_failed=True)
         counters = emu.counters()
-    assert second.exit_code == EXIT_OK, second.summary
+    assert second.exit_code == ExitCode.OK, second.summary
     lines = read_results(tmp_path / "results.jsonl")
     assert_exactly_once(lines, task_ids)
     assert all(line["status"] == "SUCCESS" and line["task_id"] == task_ids[line["id"]] for line in lines)
@@ -181,36 +187,37 @@ async def test_resume_skips_done_items(tmp_path: Path) -> None:
         again = await run_once(tmp_path, manifest, config(emu))
         after = emu.counters()["requests_total"]
     assert after == before
-    assert again.exit_code == EXIT_OK and again.summary["succeeded"] == 24
+    assert again.exit_code == ExitCode.OK and again.summary["succeeded"] == 24
     assert_exactly_once(read_results(tmp_path / "results.jsonl"), jobs_of(manifest))
 
 
-async def test_failure_threshold_stops_a_misconfigured_run(tmp_path: Path) -> None:
-    """When more than half of the first finished items fail, the run stops with exit 3."""
+async def test_failure_threshold_stops_a_broken_service_run(tmp_path: Path) -> None:
+    """When more than half of the last finished items fail because the service fails (5xx), the
+    run stops with exit 5 and the rest stay unprocessed."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(60, ["object_detection"]))
     async with start_emulator(emulator(faults=FaultSettings(error_500_rate=1.0))) as emu:
         cfg = config(emu, retry=dataclasses.replace(Config().retry, max_attempts=1),
                      failure_threshold=dataclasses.replace(Config().failure_threshold, window=20))
         result = await run_once(tmp_path, manifest, cfg)
-    assert result.exit_code == EXIT_ABORTED
+    assert result.exit_code == ExitCode.THRESHOLD
     assert "failure threshold" in (result.reason or "")
     lines = read_results(tmp_path / "results.jsonl")
     assert 11 <= len(lines) < 60
 
 
 async def test_wrong_key_aborts_fast_and_marks_nothing(tmp_path: Path) -> None:
-    """A 401 stops the run with exit 3, writes no line, and a run with the right key completes."""
+    """A 401 stops the run with exit 4, writes no line, and a run with the right key completes."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(30))
     async with start_emulator(emulator()) as emu:
         loop = asyncio.get_running_loop()
         started = loop.time()
         bad = await run_once(tmp_path, manifest, config(emu), key="not-the-key")
         took = loop.time() - started
-        assert bad.exit_code == EXIT_ABORTED and "InvalidApiKey" in (bad.reason or "")
+        assert bad.exit_code == ExitCode.AUTH and "InvalidApiKey" in (bad.reason or "")
         assert took < 5.0
         assert read_results(tmp_path / "results.jsonl") == []
         good = await run_once(tmp_path, manifest, config(emu))
-    assert good.exit_code == EXIT_OK
+    assert good.exit_code == ExitCode.OK
     assert_exactly_once(read_results(tmp_path / "results.jsonl"), jobs_of(manifest))
 
 
@@ -221,5 +228,5 @@ async def test_polls_counted_or_not(tmp_path: Path, polls_count: bool) -> None:
     async with start_emulator(emulator(polls_count=polls_count)) as emu:
         result = await run_once(tmp_path, manifest, config(emu, polls_share_qps=polls_count))
         counters = emu.counters()
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert counters["throttled_total"] == 0

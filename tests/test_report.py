@@ -11,7 +11,7 @@ from pipeline.capabilities import CAPABILITIES
 from pipeline.checkpoint import Outcome
 from pipeline.config import Config
 from pipeline.report import RunStats, estimate_cost, format_summary, stats_from_outcomes, summarize
-from pipeline.sink import result_line
+from pipeline.results import ItemStatus, ResultLine
 
 PRICES = Config().prices
 OCR = "ops-image-analyze-ocr-001"
@@ -139,12 +139,11 @@ def test_summarize_is_json_safe_and_carries_outcome_rejects_and_extra(caps):
 def test_summarize_request_rate_against_the_limit():
     """With requests, elapsed time and limits, each capability reports its request rate and share of the limit."""
     stats = RunStats(clock=lambda: 0.0)
-    segment = CAPABILITIES["image_analyze"].segment
     for _ in range(18):
-        stats.on_response(segment, 200)
-    stats.on_response(segment, 429)
-    stats.on_response(segment, 429)
-    stats.on_retry(segment)
+        stats.on_response("image_analyze", 200)
+    stats.on_response("image_analyze", 429)
+    stats.on_response("image_analyze", 429)
+    stats.on_retry("image_analyze")
     s = summarize(stats.caps, prices=PRICES, elapsed=4.0, qps={"image_analyze": 10.0})
     entry = s["capabilities"]["image_analyze"]
     assert (entry["requests"], entry["rate_limited"], entry["retries"]) == (20, 2, 1)
@@ -156,11 +155,11 @@ def test_run_stats_agree_with_the_lines_written():
     """RunStats fed the sink's lines counts exactly what the lines say."""
     stats = RunStats(clock=lambda: 0.0)
     lines = [
-        result_line(job_id=f"j{i}", capability="video_snapshot", service_id=SNAPSHOT,
-                    status="SUCCESS" if i % 3 else "FAILED", task_id=f"t{i}", data=None,
-                    usage={"image_count": 2} if i % 3 else None,
-                    error=None if i % 3 else {"code": "TaskFailed", "message": "x", "http_status": 200},
-                    attempts=1, polls=1, submitted_at=0.0, finished_at=1.0, meta=None)
+        ResultLine.finished(id=f"j{i}", capability="video_snapshot", service_id=SNAPSHOT,
+                            status=ItemStatus.SUCCESS if i % 3 else ItemStatus.FAILED, task_id=f"t{i}",
+                            usage={"image_count": 2} if i % 3 else None,
+                            error=None if i % 3 else {"code": "TaskFailed", "message": "x", "http_status": 200},
+                            attempts=1, polls=1, submitted_at=0.0, finished_at=1.0)
         for i in range(9)
     ]
     for line in lines:
@@ -219,21 +218,3 @@ def test_stats_from_checkpoint_matches_the_python_aggregation(tmp_path):
         assert dict(f.successes_by_service) == dict(s.successes_by_service)
     assert fast["image_analyze"].usage["ops-image-analyze-vlm-001"]["token_count"] == 15.5
     assert dict(fast["audio_asr"].errors) == {"Unknown": 1}
-
-
-@pytest.mark.parametrize("outcomes, trips_at", [
-    ([False] * 51, 51),                     # 51 of the first 100 failed: more than half
-    ([True] * 50 + [False] * 50, None),     # exactly half: not more than half
-    ([True] * 100 + [False] * 100, None),   # failures after the first 100 do not count
-])
-def test_failure_threshold(outcomes, trips_at):
-    """The threshold trips on the item that makes failures exceed max_ratio of the first window."""
-    from pipeline.shutdown import FailureThreshold
-
-    threshold = FailureThreshold(100, 0.5)
-    reasons = [threshold.record(ok) for ok in outcomes]
-    tripped = [i + 1 for i, reason in enumerate(reasons) if reason]
-    assert (tripped[0] if tripped else None) == trips_at
-    if trips_at:
-        assert "51 of the first 51" in reasons[trips_at - 1]
-    assert FailureThreshold(0, 0.5).record(False) is None  # window 0: off
