@@ -24,16 +24,11 @@ from .manifest_formats import RawRecord, Rejected, iter_csv, iter_jsonl
 from .manifest_item import ALLOWED_KEYS, derive_id, estimated_body_bytes, validate_item
 from .manifest_yaml import iter_yaml
 
-__all__ = ["ALLOWED_KEYS", "FORMATS", "DuplicateIds", "Rejected", "Skipped", "derive_id",
+__all__ = ["ALLOWED_KEYS", "FORMATS", "Rejected", "Skipped", "derive_id",
            "estimated_body_bytes", "read_manifest", "validate_item"]
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
            ".yaml": "yaml", ".yml": "yaml"}
-
-#: Temporary alias for `pipeline.runner`, which still imports the old name; remove it once
-#: the runner imports `IdSet` from `pipeline.idset`.
-DuplicateIds = IdSet
-
 
 @dataclass(frozen=True)
 class Skipped:

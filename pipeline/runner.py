@@ -49,11 +49,7 @@ from .resume import check_identity, check_paths, manifest_key, prepare
 from .shutdown import FailureWatch, SignalHandlers
 from .sink import Sink
 from .spend import SpendLedger
-try:
-    from .validate import item_cost_bound
-except ImportError:  # TEMP until validate.py lands
-    def item_cost_bound(service_id: str, config: Config) -> float:
-        return 0.0
+from .validate import item_cost_bound
 from .stages import Control, Reader, Submitter
 from .statelock import StateDirLock
 
