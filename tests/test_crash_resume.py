@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ SCALE = 10.0
 DURATIONS = {cap: (2.0, 8.0) for cap in ("image-analyze", "video-segmentation", "video-snapshot",
                                           "video-summarization", "audio-asr")}
 SUBMIT_WORKERS = 2
+#: The run's environment: the key, and the emulator's time scale (a test facility, env only).
+ENV = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": str(SCALE)}
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +37,7 @@ def emu() -> EmulatorThread:
 
 
 def _args(tmp: Path, manifest: Path, emu: EmulatorThread, *extra: str) -> list[str]:
-    cfg = config_file(tmp / "cfg.yaml", time_scale=SCALE, qps_headroom=0.9, submit_workers=SUBMIT_WORKERS,
+    cfg = config_file(tmp / "cfg.yaml", qps_headroom=0.9, submit_workers=SUBMIT_WORKERS,
                       polling={"first_delay": 2.0, "max_delay": 10.0})
     return ["run", str(manifest), "--out", str(tmp / "out" / "results.jsonl"), "--state-dir",
             str(tmp / "state"), "--endpoint", emu.url, "--config", str(cfg), *extra]
@@ -42,8 +45,40 @@ def _args(tmp: Path, manifest: Path, emu: EmulatorThread, *extra: str) -> list[s
 
 def _start(args: list[str], key: str = KEY) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, text=True,
-                            env=cli_env({"DASHSCOPE_API_KEY": key}),
+                            env=cli_env({**ENV, "DASHSCOPE_API_KEY": key}),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _state_counts(state_dir: Path) -> dict[str, int]:
+    """{"submitted": n, "SUCCESS": n, "FAILED": n, ...} over every capability (read-only)."""
+    if not (state_dir / Checkpoint.DB_NAME).exists():
+        return {}
+    try:
+        state = Checkpoint.open(state_dir, read_only=True)
+    except Exception:  # the run is creating it right now
+        return {}
+    try:
+        totals: dict[str, int] = {}
+        for counts in state.counts().values():
+            for key, n in counts.items():
+                totals[key] = totals.get(key, 0) + n
+        return totals
+    except Exception:
+        return {}
+    finally:
+        state.close()
+
+
+def _wait_for(state_dir: Path, proc: subprocess.Popen[str], ready: Callable[[dict[str, int]], bool],
+              timeout: float = 60) -> dict[str, int]:
+    """Wait until the run's checkpoint satisfies `ready` (or the run ends): no sleep-then-hope."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        counts = _state_counts(state_dir)
+        if ready(counts):
+            return counts
+        time.sleep(0.02)
+    return _state_counts(state_dir)
 
 
 def test_kill_9_at_random_moments_then_resume(tmp_path: Path, emu: EmulatorThread) -> None:
@@ -53,14 +88,16 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path, emu: EmulatorThrea
     args = _args(tmp_path, manifest, emu)
     rng = random.Random(20261125)
     kills = 0
-    for _ in range(4):
+    for round_ in range(4):
         proc = _start(args)
-        time.sleep(rng.uniform(0.8, 2.0))
+        # Kill at a random point of progress: after a random number of further items are done.
+        target = (round_ + 1) * 100 + rng.randint(0, 60)
+        _wait_for(tmp_path / "state", proc, lambda c, t=target: c.get("SUCCESS", 0) >= t)
         if proc.poll() is None:
             proc.kill()  # SIGKILL: no cleanup of any kind
             kills += 1
         proc.communicate(timeout=30)
-    final = cli(args, env={"DASHSCOPE_API_KEY": KEY}, timeout=180)
+    final = cli(args, env=ENV, timeout=180)
     assert final.returncode == 0, final.stderr[-2000:]
     lines = read_results(tmp_path / "out" / "results.jsonl")
     assert_exactly_once(lines, jobs_of(manifest))
@@ -79,7 +116,7 @@ def test_sigterm_stops_cleanly_and_resumes(tmp_path: Path, emu: EmulatorThread) 
     manifest = write_manifest(tmp_path / "m.jsonl", items(120))
     args = _args(tmp_path, manifest, emu)
     proc = _start(args)
-    time.sleep(1.5)
+    _wait_for(tmp_path / "state", proc, lambda c: c.get("submitted", 0) >= 10 and c.get("SUCCESS", 0) >= 5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err[-2000:]
@@ -91,22 +128,22 @@ def test_sigterm_stops_cleanly_and_resumes(tmp_path: Path, emu: EmulatorThread) 
         state.close()
     partial = read_results(tmp_path / "out" / "results.jsonl")
     assert len(partial) < 120
-    final = cli(args, env={"DASHSCOPE_API_KEY": KEY}, timeout=120)
+    final = cli(args, env=ENV, timeout=120)
     assert final.returncode == 0, final.stderr[-2000:]
     assert_exactly_once(read_results(tmp_path / "out" / "results.jsonl"), jobs_of(manifest))
     assert emu.counters()["duplicate_submissions"] == 0
     assert submitted > 0, "SIGTERM came after every task finished: nothing in flight was tested"
 
 
-def test_wrong_key_exit_3_and_key_never_written(tmp_path: Path, emu: EmulatorThread) -> None:
-    """A 401 exits 3 within seconds; neither key appears in results, state, summary or logs."""
+def test_wrong_key_exit_4_and_key_never_written(tmp_path: Path, emu: EmulatorThread) -> None:
+    """A 401 exits 4 within seconds; neither key appears in results, state, summary or logs."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(30) + ["{broken"])
     args = _args(tmp_path, manifest, emu, "-v")
     started = time.monotonic()
-    bad = cli(args, env={"DASHSCOPE_API_KEY": WRONG}, timeout=60)
-    assert bad.returncode == 3, bad.stderr[-2000:]
+    bad = cli(args, env={**ENV, "DASHSCOPE_API_KEY": WRONG}, timeout=60)
+    assert bad.returncode == 4, bad.stderr[-2000:]
     assert time.monotonic() - started < 10
-    good = cli(args + ["--log-format", "json"], env={"DASHSCOPE_API_KEY": KEY}, timeout=120)
+    good = cli(args + ["--log-format", "json"], env=ENV, timeout=120)
     assert good.returncode == 1, good.stderr[-2000:]  # the broken line makes it partial
     assert_exactly_once(read_results(tmp_path / "out" / "results.jsonl"), jobs_of(manifest))
     for log_line in good.stderr.splitlines():
@@ -141,7 +178,7 @@ def test_second_signal_exits_at_once_and_stays_consistent(tmp_path: Path, emu: E
     assert time.monotonic() - sent < 2.0
     assert "second SIGINT" in err
     emu.update_faults(slow_rate=0.0)
-    final = cli(args, env={"DASHSCOPE_API_KEY": KEY}, timeout=120)
+    final = cli(args, env=ENV, timeout=120)
     assert final.returncode == 0, final.stderr[-2000:]
     assert_exactly_once(read_results(results), jobs_of(manifest))
 
