@@ -29,13 +29,13 @@ def emu() -> EmulatorThread:
 
 
 def run_args(tmp: Path, manifest: Path, emu: EmulatorThread, **cfg: object) -> list[str]:
-    values = {"time_scale": SCALE, "qps_headroom": 0.9, "polling": {"first_delay": 1.0, "max_delay": 5.0}}
+    values = {"qps_headroom": 0.9, "polling": {"first_delay": 1.0, "max_delay": 5.0}}
     values.update(cfg)
     return ["run", str(manifest), "--out", str(tmp / "results.jsonl"), "--endpoint", emu.url,
             "--config", str(config_file(tmp / "cfg.yaml", **values))]
 
 
-ENV = {"DASHSCOPE_API_KEY": KEY}
+ENV = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": str(SCALE)}
 
 
 def test_success_exits_0_with_summary_files(tmp_path: Path, emu: EmulatorThread) -> None:
@@ -101,12 +101,12 @@ def test_bad_manifest_exits_2(tmp_path: Path) -> None:
 
 def test_validate_reports_every_problem_and_a_cost(tmp_path: Path) -> None:
     """validate counts items by capability and source, lists each bad line with its number,
-    estimates the cost, exits 2 on problems and 0 when clean, and touches no network."""
+    estimates the cost, exits 1 on problems and 0 when clean, and touches no network."""
     good = items(6)
     manifest = write_manifest(tmp_path / "m.jsonl", [good[0], "{oops", good[1],
                                                        {"capability": "image_analyze"}, *good[2:]])
     bad = cli(["validate", str(manifest)])
-    assert bad.returncode == 2
+    assert bad.returncode == 1
     assert "line 2:" in bad.stdout and "line 4:" in bad.stdout and "no source" in bad.stdout
     assert "6 valid items, 2 rejected lines" in bad.stdout
     clean = write_manifest(tmp_path / "clean.jsonl", good)
@@ -116,7 +116,7 @@ def test_validate_reports_every_problem_and_a_cost(tmp_path: Path) -> None:
     assert report["valid_items"] == 6 and report["by_capability"]["video_summarization"]["sources"] == {"oss": 1}
     # one of each: ocr 0.001 + detect 0.002 + snapshot 0.002 + summarization (0.001 + 20000*0.002 + 2000*0.004)
     assert report["estimated_cost"] == pytest.approx(0.005 + 0.001 + 40 + 8)
-    assert report["cost_is_upper_bound"] is True
+    assert report["estimated_cost_bound"] > report["estimated_cost"] and report["currency"] == "CNY"
 
 
 def test_status_during_and_after_a_run(tmp_path: Path) -> None:
@@ -133,18 +133,20 @@ def test_status_during_and_after_a_run(tmp_path: Path) -> None:
         while time.monotonic() < deadline:
             if (state / "checkpoint.sqlite3").exists():
                 probe = cli(["status", "--state-dir", str(state), "--json"])
-                if probe.returncode == 0 and sum(json.loads(probe.stdout)["in_flight"].values()) > 0:
+                if probe.returncode == 0 and json.loads(probe.stdout)["in_flight_total"] > 0:
                     during = json.loads(probe.stdout)
                     break
             time.sleep(0.05)
         proc.communicate(timeout=120)
     assert proc.returncode == 0
     assert during is not None, "status never saw the run in flight"
+    assert during["outcome"] == "running" and during["live_run"]["pid"] == proc.pid
     after = cli(["status", "--state-dir", str(state)])
     assert after.returncode == 0
     lines = read_results(tmp_path / "results.jsonl")
-    assert f"finished: {len(lines)} succeeded, 0 failed" in after.stdout
-    assert "last run: completed" in after.stdout
+    assert f"{len(lines)} succeeded, 0 failed, 0 rejected lines" in after.stdout
+    assert "outcome:   completed (exit 0)" in after.stdout
+    assert "not started: 0 of 40 items" in after.stdout
     nothing = cli(["status", "--state-dir", str(tmp_path / "empty")])
     assert nothing.returncode == 2
 
