@@ -139,6 +139,9 @@ def stats_from_outcomes(outcomes: Iterable[Outcome]) -> dict[str, CapabilityStat
     return caps
 
 
+#: Sessions shorter than this (wall seconds) report no request rate against the limit.
+MIN_RATE_SECONDS = 5.0
+
 LIVE_FIELDS = ("queued", "in_flight", "skipped", "requests", "rate_limited", "retries", "submits", "polls")
 
 
@@ -177,7 +180,9 @@ def summarize(caps: Mapping[str, CapabilityStats], *, prices: Mapping[str, Mappi
         if s.requests:
             entry.update(requests=s.requests, rate_limited=s.rate_limited, retries=s.retries,
                          polls=s.polls, submits=s.submits)
-            if elapsed and qps and name in qps:
+            # A rate over a few seconds says little (one burst of polls reads as "1.56 of the
+            # limit"), so it is left out of short sessions.
+            if elapsed and elapsed >= MIN_RATE_SECONDS and qps and name in qps:
                 entry["request_rate"] = round(s.requests / elapsed, 3)
                 entry["rate_vs_limit"] = round(s.requests / elapsed / qps[name], 3)
         if s.in_flight or s.queued:

@@ -151,6 +151,7 @@ class Run:
                                     clock=anyio.current_time, reserve=self._ledger.reserve,
                                     on_fatal=self._on_fatal, on_cap_reached=self._on_cap_reached)
         self._pollers = self._build_pollers(cfg.effective_polling())
+        self._ledger.preview(self.req.manifest, state.done.__contains__)
         self._reader_scope = anyio.CancelScope()
         self._poller_scope = anyio.CancelScope()
         with open(files.rejects, "w", encoding="utf-8") as rejects:

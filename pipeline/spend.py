@@ -18,7 +18,9 @@ from .checkpoint import Checkpoint
 from .config import Config
 from .job import Job
 from .report import estimate_cost
+from .manifest import read_manifest
 from .results import ItemStatus, ResultLine
+from .validate import item_cost
 
 __all__ = ["SpendLedger", "line_cost"]
 
@@ -49,6 +51,28 @@ class SpendLedger:
         if self._cfg.max_cost is None:
             return True
         return self._ckpt.reserve(job.id, self._bound(job.service_id, self._cfg), self._cfg.max_cost)
+
+    def preview(self, manifest: str, skip: Callable[[str], bool]) -> None:
+        """With a cap: if the likely cost of the items still to do exceeds what the cap leaves,
+        say so and how many items it will likely cover (the run goes on; the cap stops it)."""
+        cap = self._cfg.max_cost
+        if cap is None or manifest == "-":  # stdin cannot be read twice
+            return
+        costs = [item_cost(job.service_id, self._cfg)
+                 for job in read_manifest(manifest, check_files=False, skip=skip) if isinstance(job, Job)]
+        settled, reserved = self._ckpt.spend()
+        room = max(cap - settled - reserved, 0.0)
+        likely = sum(costs)
+        if likely <= room:
+            return
+        covered, spent = 0, 0.0
+        for cost in costs:
+            if spent + cost > room:
+                break
+            spent, covered = spent + cost, covered + 1
+        log.warning("the %d items left will likely cost %.4f %s; --max-cost %g leaves %.4f: it will likely "
+                    "cover about %d of them, then stop (exit 6)", len(costs), likely, self._cfg.currency, cap,
+                    room, covered)
 
     def cost(self, line: ResultLine) -> float:
         return line_cost(line, self._cfg.prices)

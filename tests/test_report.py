@@ -144,11 +144,20 @@ def test_summarize_request_rate_against_the_limit():
     stats.on_response("image_analyze", 429)
     stats.on_response("image_analyze", 429)
     stats.on_retry("image_analyze")
-    s = summarize(stats.caps, prices=PRICES, elapsed=4.0, qps={"image_analyze": 10.0})
+    s = summarize(stats.caps, prices=PRICES, elapsed=8.0, qps={"image_analyze": 10.0})
     entry = s["capabilities"]["image_analyze"]
     assert (entry["requests"], entry["rate_limited"], entry["retries"]) == (20, 2, 1)
-    assert entry["request_rate"] == pytest.approx(5.0)
-    assert entry["rate_vs_limit"] == pytest.approx(0.5)
+    assert entry["request_rate"] == pytest.approx(2.5)
+    assert entry["rate_vs_limit"] == pytest.approx(0.25)
+
+
+def test_short_sessions_report_no_rate_against_the_limit():
+    """A session of a few seconds prints no "x of limit" figure (a burst would read as a broken limit)."""
+    stats = RunStats(clock=lambda: 0.0)
+    for _ in range(10):
+        stats.on_response("image_analyze", 200)
+    entry = summarize(stats.caps, prices=PRICES, elapsed=1.0, qps={"image_analyze": 10.0})["capabilities"]
+    assert "rate_vs_limit" not in entry["image_analyze"] and entry["image_analyze"]["requests"] == 10
 
 
 def test_run_stats_agree_with_the_lines_written():
