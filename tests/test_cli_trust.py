@@ -1,0 +1,169 @@
+"""The command line against bad state and bad paths: each gets a clear message and the exit code
+of the table, touches nothing it should not, and a second run never shares a state dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import REPO, cli, cli_env, config_file, items, read_results, write_manifest
+
+from pipeline.emulator import EmulatorSettings, EmulatorThread
+
+KEY = "cli-trust-key-0b7e"
+SCALE = 10.0
+ENV = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": str(SCALE)}
+SLOW = {cap: (30.0, 40.0) for cap in ("image-analyze", "video-segmentation", "video-snapshot",
+                                       "video-summarization", "audio-asr")}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def emu() -> EmulatorThread:
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=9, time_scale=SCALE)) as running:
+        yield running
+
+
+def run_args(tmp: Path, manifest: Path, url: str, *extra: str, out: Path | None = None) -> list[str]:
+    cfg = config_file(tmp / "cfg.yaml", qps_headroom=0.9, polling={"first_delay": 1.0, "max_delay": 5.0})
+    return ["run", str(manifest), "--out", str(out or tmp / "results.jsonl"), "--endpoint", url,
+            "--config", str(cfg), "--progress", "off", *extra]
+
+
+def start(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=cli_env(ENV), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_lock_and_tasks(state: Path, proc: subprocess.Popen[str]) -> dict[str, object]:
+    """Poll `status --json` until the run is live with tasks in flight."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (state / "checkpoint.sqlite3").exists():
+            probe = cli(["status", "--state-dir", str(state), "--json"])
+            if probe.returncode == 0:
+                report = json.loads(probe.stdout)
+                if report["live_run"] and report["in_flight_total"] > 0:
+                    return report
+        time.sleep(0.05)
+    raise AssertionError("the run never showed tasks in flight")
+
+
+def test_a_second_run_on_a_live_state_dir_exits_7_and_touches_nothing(tmp_path: Path) -> None:
+    """While one run holds the state dir, a second exits 7 at once naming the holder's pid and
+    writes nothing; status works meanwhile and marks the run live."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(20, ["video_snapshot"]))
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=9, time_scale=SCALE, durations=SLOW)) as emu:
+        args = run_args(tmp_path, manifest, emu.url)
+        first = start(args)
+        try:
+            report = wait_for_lock_and_tasks(tmp_path / "results.jsonl.state", first)
+            assert report["outcome"] == "running"
+            files_before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+            created = emu.counters()["tasks_created_total"]
+            second = cli(args, env=ENV, timeout=30)
+            assert second.returncode == 7, second.stderr
+            assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+            files_after = {p: p.stat().st_mtime_ns for p in files_before if p.exists()}
+            assert {p for p in files_before if "checkpoint" not in p.name} <= set(files_after)
+            assert files_after[tmp_path / "results.rejects.jsonl"] == files_before[tmp_path / "results.rejects.jsonl"]
+            assert emu.counters()["tasks_created_total"] == created
+        finally:
+            first.send_signal(signal.SIGTERM)
+            first.communicate(timeout=60)
+    assert first.returncode == 3
+
+
+def test_sighup_stops_like_sigterm_with_a_summary(tmp_path: Path) -> None:
+    """SIGHUP (a closed terminal) stops the run resumably: exit 3, with the summary written."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(10, ["video_snapshot"]))
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=9, time_scale=SCALE, durations=SLOW)) as emu:
+        proc = start(run_args(tmp_path, manifest, emu.url))
+        wait_for_lock_and_tasks(tmp_path / "results.jsonl.state", proc)
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err[-2000:]
+    assert "SIGHUP" in err
+    summary = json.loads((tmp_path / "results.summary.json").read_text())
+    assert summary["exit_code"] == 3 and summary["outcome"] == "stopped"
+
+
+def test_an_existing_results_file_is_not_adopted(tmp_path: Path, emu: EmulatorThread) -> None:
+    """A new state dir refuses a non-empty results file it did not write (exit 2, file untouched);
+    an unrelated JSONL is refused the same way, never a traceback."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(3))
+    out = tmp_path / "old.jsonl"
+    out.write_text('{"something": "else"}\n')
+    done = cli(run_args(tmp_path, manifest, emu.url, out=out), env=ENV)
+    assert done.returncode == 2 and "was not written by this run" in done.stderr
+    assert out.read_text() == '{"something": "else"}\n'
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("target", ["manifest", "directory", "/dev/null", "under-a-file"])
+def test_bad_out_paths_exit_2_before_anything_starts(tmp_path: Path, emu: EmulatorThread, target: str) -> None:
+    """--out as the manifest, a directory, a device or under a file: exit 2, nothing sent, no side files."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(2))
+    (tmp_path / "file").write_text("x")
+    out = {"manifest": manifest, "directory": tmp_path, "/dev/null": Path("/dev/null"),
+           "under-a-file": tmp_path / "file" / "r.jsonl"}[target]
+    done = cli(run_args(tmp_path, manifest, emu.url, out=out), env=ENV)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "--out" in done.stderr
+    assert emu.counters()["requests_total"] == 0
+    assert not Path("/dev/null.summary.json").exists()
+
+
+def test_corrupt_state_is_exit_2_with_a_message(tmp_path: Path, emu: EmulatorThread) -> None:
+    """Random bytes as the checkpoint: status and run both exit 2 saying the state dir is damaged."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(2))
+    state = tmp_path / "results.jsonl.state"
+    state.mkdir()
+    (state / "checkpoint.sqlite3").write_bytes(os.urandom(8192))
+    status = cli(["status", "--state-dir", str(state)])
+    run = cli(run_args(tmp_path, manifest, emu.url), env=ENV)
+    for done in (status, run):
+        assert done.returncode == 2, done.stderr
+        assert "not a readable checkpoint" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_garbage_line_in_the_results_file_is_exit_2(tmp_path: Path, emu: EmulatorThread) -> None:
+    """A non-JSON line appended to the results file: the resume stops with exit 2 naming the file."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(4))
+    args = run_args(tmp_path, manifest, emu.url)
+    assert cli(args, env=ENV).returncode == 0
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write("garbage\n")
+    again = cli(args, env=ENV)
+    assert again.returncode == 2 and "not a JSON line" in again.stderr and "results.jsonl" in again.stderr
+
+
+def test_another_manifest_needs_append(tmp_path: Path, emu: EmulatorThread) -> None:
+    """A second manifest on the same state dir is refused (exit 2) unless --append, which adds its
+    items to the run; status then names the new manifest and counts every item."""
+    day1 = write_manifest(tmp_path / "day1.jsonl", items(4))
+    day2 = write_manifest(tmp_path / "day2.jsonl", [{**item, "id": f"d2-{i}"} for i, item in enumerate(items(3))])
+    assert cli(run_args(tmp_path, day1, emu.url), env=ENV).returncode == 0
+    refused = cli(run_args(tmp_path, day2, emu.url), env=ENV)
+    assert refused.returncode == 2 and "--append" in refused.stderr
+    appended = cli(run_args(tmp_path, day2, emu.url, "--append"), env=ENV)
+    assert appended.returncode == 0, appended.stderr[-2000:]
+    assert len(read_results(tmp_path / "results.jsonl")) == 7
+    report = json.loads(cli(["status", "--state-dir", str(tmp_path / "results.jsonl.state"), "--json"]).stdout)
+    assert report["manifest"] == str(day2) and report["items"] == 7 and report["succeeded"] == 7
+
+
+def test_status_json_counts_rejected_lines(tmp_path: Path, emu: EmulatorThread) -> None:
+    """status --json reports the rejected lines of the run (before: always 0) and the exit code 1."""
+    manifest = write_manifest(tmp_path / "m.jsonl", [*items(3), "{broken"])
+    done = cli(run_args(tmp_path, manifest, emu.url), env=ENV)
+    assert done.returncode == 1
+    report = json.loads(cli(["status", "--state-dir", str(tmp_path / "results.jsonl.state"), "--json"]).stdout)
+    assert report["rejected_lines"] == 1 and report["exit_code"] == 1 and report["items"] == 3
