@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test lint demo bench clean
 
 venv: $(STAMP)
 
@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Lint and types first: quick, and a red line there is as real as a failing test.
 test: $(STAMP)
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/mypy pipeline
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)

@@ -70,7 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("interrupted; run the same command again to resume")
         return ExitCode.INTERRUPTED
     parser.error(f"unknown command {args.command}")
-    return ExitCode.USAGE
 
 
 def _describe(exc: BaseException) -> str:

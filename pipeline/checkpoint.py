@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .errors import StateError
@@ -157,7 +157,7 @@ class Checkpoint:
         return {r[0]: PendingTask(*r) for r in rows}
 
     # ---- transitions ---------------------------------------------------------------------
-    def record_submitted(self, job_id: str, capability: str, service_id: str, task_id: str,
+    def record_submitted(self, job_id: str, capability: str, service_id: str, task_id: str, *,
                          attempts: int, resubmits: int = 0) -> float:
         """Durably note that the service accepted `job_id` as `task_id`. Returns the time."""
         now = time.time()
@@ -319,5 +319,5 @@ class Checkpoint:
         def __exit__(self, exc_type: Any, *_: Any) -> None:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
-    def _transaction(self) -> "Checkpoint._Tx":
+    def _transaction(self) -> Checkpoint._Tx:
         return Checkpoint._Tx(self._conn)

@@ -25,7 +25,6 @@ import aiohttp
 from . import __version__
 from .backoff import RetryPolicy, parse_retry_after, retry_delay
 from .capabilities import Capability
-from .limits import Lane, Permit
 from .errors import (
     ConfigError,
     InvalidParameter,
@@ -38,6 +37,7 @@ from .errors import (
     classify,
     redact,
 )
+from .limits import Lane, Permit
 
 __all__ = ["ApiResponse", "ServiceClient", "build_base_url"]
 
@@ -123,7 +123,7 @@ class ServiceClient:
         *,
         protocol: str = "https",
         timeout: float = 30.0,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         throttle: Callable[[str, Lane], Awaitable[Permit | None]] | None = None,
@@ -153,7 +153,7 @@ class ServiceClient:
             "User-Agent": USER_AGENT,
         }
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._retry = retry  # default policy; each call may override it
+        self._retry = retry or RetryPolicy()  # default policy; each call may override it
         self._sleep = sleep  # injected so tests never really wait
         self._rand = rand  # jitter source, [0, 1)
         self._throttle = throttle  # the caller's QPS limiter: (capability, lane), awaited before every attempt

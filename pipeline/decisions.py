@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+
 from .checkpoint import PendingTask
 from .client import ApiResponse
 from .errors import (
@@ -21,8 +22,15 @@ from .errors import (
     TaskNotExist,
 )
 
-__all__ = ["PollVerdict", "PollJudgement", "ResumeRoute", "judge_poll", "next_poll_at", "poll_timeout",
-           "route_resumed"]
+__all__ = [
+    "PollJudgement",
+    "PollVerdict",
+    "ResumeRoute",
+    "judge_poll",
+    "next_poll_at",
+    "poll_timeout",
+    "route_resumed",
+]
 
 #: Status values of a task still running (the protocol says PENDING; RUNNING is tolerated).
 RUNNING_STATES = frozenset({"PENDING", "RUNNING"})

@@ -30,10 +30,10 @@ from typing import Any
 from .config import Config
 from .data import sample_manifests_dir
 from .emulator import EmulatorSettings, start_emulator
+from .exit_codes import ExitCode
 from .job import Job
 from .manifest import FORMATS, read_manifest
 from .report import format_summary
-from .exit_codes import ExitCode
 from .results import RunFiles
 from .runner import RunRequest, RunResult, run
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .capabilities import CAPABILITIES
 from .checkpoint import Checkpoint, Outcome
@@ -34,7 +35,8 @@ class CapabilityStats:
     polls: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     #: service id -> usage key -> total
-    usage: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    usage: defaultdict[str, defaultdict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     #: service id -> successful items (for per-request prices)
     successes_by_service: Counter[str] = field(default_factory=Counter)
 
@@ -46,7 +48,7 @@ class CapabilityStats:
 class RunStats:
     """Live counters of one run, per capability."""
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.caps: dict[str, CapabilityStats] = {name: CapabilityStats() for name in CAPABILITIES}
         self.rejected = 0
         self._clock = clock
@@ -209,9 +211,10 @@ def summarize(caps: Mapping[str, CapabilityStats], *, prices: Mapping[str, Mappi
 
 
 def _merge_usage(by_service: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    merged: Counter[str] = Counter()
+    merged: defaultdict[str, float] = defaultdict(float)
     for usage in by_service.values():
-        merged.update(usage)
+        for key, value in usage.items():
+            merged[key] += value
     return {k: round(v, 3) for k, v in merged.items()}
 
 

@@ -79,8 +79,10 @@ class ResultLine:
         """Parse one line; a line that is not a result line raises `StateError` saying where."""
         try:
             record = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise StateError(f"{where}: not a JSON line ({exc.msg})") from None
+        except UnicodeDecodeError:
+            raise StateError(f"{where}: not a JSON line (not UTF-8 text)") from None
         if not isinstance(record, dict):
             raise StateError(f"{where}: not a JSON object")
         missing = [key for key in ("id", "capability", "status") if not isinstance(record.get(key), str)]

@@ -25,7 +25,6 @@ import random
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -49,9 +48,9 @@ from .resume import check_identity, check_paths, manifest_key, prepare
 from .shutdown import FailureWatch, SignalHandlers
 from .sink import Sink
 from .spend import SpendLedger
-from .validate import item_cost_bound
 from .stages import Control, Reader, Submitter
 from .statelock import StateDirLock
+from .validate import item_cost_bound
 
 if sys.version_info < (3, 11):  # anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
@@ -154,7 +153,7 @@ class Run:
         self._ledger.preview(self.req.manifest, state.done.__contains__)
         self._reader_scope = anyio.CancelScope()
         self._poller_scope = anyio.CancelScope()
-        with open(files.rejects, "w", encoding="utf-8") as rejects:
+        with open(files.rejects, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230 - small, local, at start
             reader = Reader(self.req.manifest, state, self._control, self._submitter, rejects)
             self._signals.install(asyncio.get_running_loop())
             try:

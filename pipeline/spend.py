@@ -17,8 +17,8 @@ from typing import Any
 from .checkpoint import Checkpoint
 from .config import Config
 from .job import Job
-from .report import estimate_cost
 from .manifest import read_manifest
+from .report import estimate_cost
 from .results import ItemStatus, ResultLine
 from .validate import item_cost
 

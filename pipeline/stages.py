@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
 from typing import IO, TypeVar
 
 import anyio
@@ -162,7 +161,7 @@ class Submitter:
             return None
         # Durable before the poller sees it: a crash from here on polls, never resubmits.
         submitted_at = self._ckpt.record_submitted(job.id, job.capability, job.service_id, task_id,
-                                                   response.attempts, resubmits)
+                                                   attempts=response.attempts, resubmits=resubmits)
         return self.handle(job, task_id, submitted_at, response.attempts, resubmits)
 
     def handle(self, job: Job, task_id: str, submitted_at: float | None, attempts: int,
@@ -225,10 +224,13 @@ class Reader:
 
     async def run(self, jobs: dict[str, MemoryObjectSendStream[Job]],
                   handles: dict[str, MemoryObjectSendStream[TaskHandle]]) -> None:
-        async with AsyncExitStack() as streams:
-            for stream in [*jobs.values(), *handles.values()]:
-                await streams.enter_async_context(stream)
+        try:
             await self._read(jobs, handles)
+        finally:  # closing them is how the submitters and pollers learn the reader is done
+            for job_stream in jobs.values():
+                job_stream.close()
+            for handle_stream in handles.values():
+                handle_stream.close()
 
     async def _read(self, jobs: dict[str, MemoryObjectSendStream[Job]],
                     handles: dict[str, MemoryObjectSendStream[TaskHandle]]) -> None:

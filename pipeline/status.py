@@ -104,7 +104,8 @@ def _format_one(s: dict[str, Any]) -> str:
     if s.get("live_run"):
         lines.append(f"live run:  yes ({describe(s['live_run'])})")
     else:
-        lines.append(f"outcome:   {s['outcome']} (exit {s['exit_code']})" + (f": {s['reason']}" if s.get("reason") else ""))
+        reason = f": {s['reason']}" if s.get("reason") else ""
+        lines.append(f"outcome:   {s['outcome']} (exit {s['exit_code']}){reason}")
     progress = (f"{s['succeeded']} succeeded, {s['failed']} failed, {s['rejected_lines']} rejected lines; "
                 f"in flight (task recorded, not finished): {s['in_flight_total']}")
     if s.get("items") is not None:

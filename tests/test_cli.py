@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support import REPO, cli, cli_env, config_file, items, read_results, write_manifest
 
 from pipeline.emulator import EmulatorSettings, EmulatorThread, FaultSettings
-
-from support import REPO, cli, cli_env, config_file, items, read_results, write_manifest
 
 KEY = "cli-test-key-19ac"
 SCALE = 10.0
@@ -155,7 +154,7 @@ def test_json_logs_and_plain_progress(tmp_path: Path, emu: EmulatorThread) -> No
     """With --log-format json every stderr line is a JSON object, and when stderr is not a
     terminal the progress comes as plain periodic lines (here carried in the JSON records)."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(60))
-    args = run_args(tmp_path, manifest, emu, progress_interval=0.2) + ["--log-format", "json"]
+    args = [*run_args(tmp_path, manifest, emu, progress_interval=0.2), "--log-format", "json"]
     done = cli(args, env=ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]

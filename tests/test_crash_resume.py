@@ -12,11 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import REPO, assert_exactly_once, cli, cli_env, config_file, items, jobs_of, read_results, write_manifest
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.emulator import EmulatorSettings, EmulatorThread, FaultSettings
-
-from support import REPO, assert_exactly_once, cli, cli_env, config_file, items, jobs_of, read_results, write_manifest
 
 KEY = "crash-test-key-5f1d0c"
 WRONG = "wrong-key-77aa31"
@@ -137,13 +136,13 @@ def test_sigterm_stops_cleanly_and_resumes(tmp_path: Path, emu: EmulatorThread) 
 
 def test_wrong_key_exit_4_and_key_never_written(tmp_path: Path, emu: EmulatorThread) -> None:
     """A 401 exits 4 within seconds; neither key appears in results, state, summary or logs."""
-    manifest = write_manifest(tmp_path / "m.jsonl", items(30) + ["{broken"])
+    manifest = write_manifest(tmp_path / "m.jsonl", [*items(30), "{broken"])
     args = _args(tmp_path, manifest, emu, "-v")
     started = time.monotonic()
     bad = cli(args, env={**ENV, "DASHSCOPE_API_KEY": WRONG}, timeout=60)
     assert bad.returncode == 4, bad.stderr[-2000:]
     assert time.monotonic() - started < 10
-    good = cli(args + ["--log-format", "json"], env=ENV, timeout=120)
+    good = cli([*args, "--log-format", "json"], env=ENV, timeout=120)
     assert good.returncode == 1, good.stderr[-2000:]  # the broken line makes it partial
     assert_exactly_once(read_results(tmp_path / "out" / "results.jsonl"), jobs_of(manifest))
     for log_line in good.stderr.splitlines():

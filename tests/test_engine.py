@@ -14,9 +14,9 @@ import pytest
 from support import assert_exactly_once, expected_data, items, jobs_of, read_results, write_manifest
 
 from pipeline.backoff import PollPolicy
+from pipeline.capabilities import CAPABILITIES
 from pipeline.config import Config
 from pipeline.emulator import EmulatorSettings, FaultSettings, RunningEmulator, start_emulator
-from pipeline.capabilities import CAPABILITIES
 from pipeline.emulator.results import build_result
 from pipeline.exit_codes import ExitCode
 from pipeline.results import RunFiles
@@ -143,7 +143,7 @@ async def test_lost_task_is_resubmitted_once(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.jsonl", items(10, ["audio_asr"]))
     async with start_emulator(emulator(durations={"audio-asr": (5.0, 5.0)})) as emu:
         async def forget_soon() -> int:
-            while emu.counters()["tasks_created_total"] < 10:
+            while emu.counters()["tasks_created_total"] < 10:  # noqa: ASYNC110 - polling a counter
                 await asyncio.sleep(0.01)
             return int(emu.state.forget_tasks())
 

@@ -209,7 +209,8 @@ def test_stats_from_checkpoint_matches_the_python_aggregation(tmp_path):
 
     ckpt = Checkpoint.open(tmp_path / "state")
     outcomes = [
-        Outcome("a", "image_analyze", "ops-image-analyze-vlm-001", "SUCCESS", "t1", None, {"token_count": 10, "pv_count": 1}, 1.0),
+        Outcome("a", "image_analyze", "ops-image-analyze-vlm-001", "SUCCESS", "t1", None,
+                {"token_count": 10, "pv_count": 1}, 1.0),
         Outcome("b", "image_analyze", "ops-image-analyze-vlm-001", "SUCCESS", "t2", None, {"token_count": 5.5}, 1.0),
         Outcome("c", "image_analyze", "ops-image-analyze-ocr-001", "FAILED", "t3", "TaskFailed", None, 1.0),
         Outcome("d", "audio_asr", "ops-audio-asr-001", "SUCCESS", "t4", None, {"duration": 61.5}, 2.0),

@@ -14,7 +14,7 @@ from support import assert_exactly_once, items, jobs_of, read_results, write_man
 
 from pipeline.backoff import PollPolicy
 from pipeline.config import Config
-from pipeline.emulator import EmulatorSettings, FaultSettings, RunningEmulator, start_emulator
+from pipeline.emulator import EmulatorSettings, FaultSettings, start_emulator
 from pipeline.exit_codes import ExitCode
 from pipeline.results import RunFiles
 from pipeline.runner import RunRequest, RunResult, run
