@@ -1,4 +1,5 @@
-"""ServiceClient at the wire: paths, headers, status -> exception mapping and retry sequences (aioresponses)."""
+"""ServiceClient at the wire: paths, headers, status -> exception mapping and retry sequences (aioresponses),
+ambiguous creates, and an unreachable endpoint (a real closed port on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -6,30 +7,38 @@ import asyncio
 import inspect
 import json
 import logging
+import socket
 from types import SimpleNamespace
 
 import aiohttp
+import anyio
 import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
 from pipeline import __version__
 from pipeline.backoff import RetryPolicy
+from pipeline.capabilities import CAPABILITIES
 from pipeline.client import ApiResponse, ServiceClient, build_base_url
 from pipeline.errors import (
     AuthError,
     ConfigError,
     EndpointError,
+    FatalError,
     InvalidParameter,
     RateLimited,
     ServerError,
+    ServiceUnreachable,
     TaskNotExist,
     TransportError,
 )
+from pipeline.limits import Lane
 
 KEY = "sk-test-Secret-0123456789"
 BASE = "http://127.0.0.1:8080/v3/openapi/workspaces/default"
-SEG, SID = "image-analyze", "ops-image-analyze-ocr-001"
+IMAGE, DETECTION = CAPABILITIES["image_analyze"], CAPABILITIES["object_detection"]
+NAME = IMAGE.name  # callbacks report capability names, not path segments
+SEG, SID = IMAGE.segment, "ops-image-analyze-ocr-001"
 CREATE = f"{BASE}/{SEG}/{SID}/async"
 STATUS = f"{BASE}/{SEG}/{SID}/async/task-status?task_id=task-1"
 DETECT = f"{BASE}/image-object-detection/ops-object-detect-001"
@@ -160,10 +169,11 @@ def test_client_rejects_empty_or_unsendable_key_without_echoing_it():
 # -- paths, headers, bodies ------------------------------------------------------------
 
 
-async def test_create_task_path_headers_and_body(mocked, make_client):
-    """create_task POSTs the JSON body to {ws}/{segment}/{sid}/async with bearer auth and JSON headers."""
+async def test_submit_async_capability_path_headers_and_body(mocked, make_client):
+    """submit of an async capability POSTs the JSON body to {ws}/{segment}/{sid}/async with bearer auth
+    and JSON headers."""
     mocked.post(CREATE, payload=OK)
-    response = await make_client().create_task(SEG, SID, BODY)
+    response = await make_client().submit(IMAGE, SID, BODY)
     assert response == ApiResponse(
         http_status=200, request_id="req-ok", latency=12, result={"task_id": "task-1"}, usage={"pv_count": 1}
     )
@@ -182,7 +192,7 @@ async def test_get_task_status_path_and_query(mocked, make_client):
     """get_task_status GETs {ws}/{segment}/{sid}/async/task-status?task_id=… with no body."""
     status = {"request_id": "r", "latency": 1, "result": {"task_id": "task-1", "status": "PENDING"}}
     mocked.get(STATUS, payload=status)
-    response = await make_client().get_task_status(SEG, SID, "task-1")
+    response = await make_client().get_task_status(IMAGE, SID, "task-1")
     assert response.result["status"] == "PENDING"
     assert response.usage is None
     [call] = calls(mocked, "GET", STATUS)
@@ -194,15 +204,15 @@ async def test_get_task_status_quotes_the_task_id(mocked, make_client):
     """A task id with URL-special characters is sent as one query value."""
     url = f"{BASE}/{SEG}/{SID}/async/task-status?task_id=a%26b%3Dc"
     mocked.get(url, payload={"result": {"task_id": "a&b=c", "status": "SUCCESS"}})
-    response = await make_client().get_task_status(SEG, SID, "a&b=c")
+    response = await make_client().get_task_status(IMAGE, SID, "a&b=c")
     assert response.result["task_id"] == "a&b=c"
 
 
-async def test_detect_path_is_synchronous(mocked, make_client):
-    """detect POSTs to {ws}/{segment}/{sid} with no /async suffix."""
+async def test_submit_sync_capability_has_no_async_suffix(mocked, make_client):
+    """submit of a synchronous capability (object detection) POSTs to {ws}/{segment}/{sid} with no /async suffix."""
     result = {"objects": [{"confidence": "0.9", "location": {"X": 1, "Y": 2, "width": 3, "height": 4}}]}
     mocked.post(DETECT, payload={"request_id": "r", "latency": 5, "result": result, "usage": {"image": 1}})
-    response = await make_client().detect("image-object-detection", "ops-object-detect-001", {"image": {"url": "u"}})
+    response = await make_client().submit(DETECTION, "ops-object-detect-001", {"image": {"url": "u"}})
     assert response.result == result
     assert response.usage == {"image": 1}
     assert len(calls(mocked, "POST", DETECT)) == 1
@@ -213,21 +223,21 @@ async def test_host_plus_protocol_endpoint(mocked, make_client):
     url = f"https://xxx.opensearch.aliyuncs.com/v3/openapi/workspaces/ws1/{SEG}/{SID}/async"
     mocked.post(url, payload=OK)
     client = make_client(endpoint="xxx.opensearch.aliyuncs.com", protocol="https", workspace="ws1")
-    await client.create_task(SEG, SID, BODY)
+    await client.submit(IMAGE, SID, BODY)
     assert len(calls(mocked, "POST", url)) == 1
 
 
 async def test_bad_service_id_is_rejected_before_sending(mocked, make_client):
     """A service id that would escape its path segment is an InvalidParameter and no request is made."""
     with pytest.raises(InvalidParameter):
-        await make_client().create_task(SEG, "../admin", BODY)
+        await make_client().submit(IMAGE, "../admin", BODY)
     assert mocked.requests == {}
 
 
 async def test_unserializable_body_is_invalid_parameter(mocked, make_client):
     """A body that is not JSON-serializable fails the item as InvalidParameter without a request."""
     with pytest.raises(InvalidParameter, match="JSON"):
-        await make_client().create_task(SEG, SID, {"when": object()})
+        await make_client().submit(IMAGE, SID, {"when": object()})
     assert mocked.requests == {}
 
 
@@ -236,11 +246,13 @@ async def test_unserializable_body_is_invalid_parameter(mocked, make_client):
 
 async def test_400_invalid_parameter_is_not_retried(mocked, make_client, sleep):
     """400 InvalidParameter raises InvalidParameter after exactly one request."""
-    mocked.post(CREATE, status=400, payload={"request_id": "r4", "code": "InvalidParameter", "message": "bad"}, repeat=True)
+    payload = {"request_id": "r4", "code": "InvalidParameter", "message": "bad"}
+    mocked.post(CREATE, status=400, payload=payload, repeat=True)
     with pytest.raises(InvalidParameter) as info:
-        await make_client().create_task(SEG, SID, BODY)
+        await make_client().submit(IMAGE, SID, BODY)
     err = info.value
-    assert (err.code, err.message, err.http_status, err.request_id, err.attempts) == ("InvalidParameter", "bad", 400, "r4", 1)
+    assert (err.code, err.message, err.http_status, err.request_id) == ("InvalidParameter", "bad", 400, "r4")
+    assert err.attempts == 1
     assert len(calls(mocked, "POST", CREATE)) == 1
     assert sleep.delays == []
 
@@ -249,7 +261,7 @@ async def test_400_task_not_exist(mocked, make_client):
     """400 BadRequest.TaskNotExist on a poll raises TaskNotExist after one request."""
     mocked.get(STATUS, status=400, payload={"code": "BadRequest.TaskNotExist", "message": "no such task"}, repeat=True)
     with pytest.raises(TaskNotExist):
-        await make_client().get_task_status(SEG, SID, "task-1")
+        await make_client().get_task_status(IMAGE, SID, "task-1")
     assert len(calls(mocked, "GET", STATUS)) == 1
 
 
@@ -258,7 +270,7 @@ async def test_auth_failure_is_fatal_after_one_request(mocked, make_client, stat
     """401 and 403 raise AuthError at once: the run must stop."""
     mocked.post(CREATE, status=status, body="", repeat=True)
     with pytest.raises(AuthError) as info:
-        await make_client().create_task(SEG, SID, BODY)
+        await make_client().submit(IMAGE, SID, BODY)
     assert info.value.http_status == status
     assert len(calls(mocked, "POST", CREATE)) == 1
 
@@ -267,7 +279,7 @@ async def test_redirect_is_an_endpoint_error(mocked, make_client):
     """A redirect is not followed (it would turn a POST into a GET): it raises EndpointError at once."""
     mocked.post(CREATE, status=301, headers={"Location": "https://elsewhere/"}, repeat=True)
     with pytest.raises(EndpointError):
-        await make_client().create_task(SEG, SID, BODY)
+        await make_client().submit(IMAGE, SID, BODY)
     assert len(calls(mocked, "POST", CREATE)) == 1
 
 
@@ -275,19 +287,20 @@ async def test_capitalised_error_body_fields(mocked, make_client):
     """The RequestId/Code/Message spelling of an error body is read like the lower-case one."""
     mocked.post(CREATE, status=400, payload={"RequestId": "R-1", "Code": "InvalidParameter", "Message": "Bad field"})
     with pytest.raises(InvalidParameter) as info:
-        await make_client().create_task(SEG, SID, BODY)
+        await make_client().submit(IMAGE, SID, BODY)
     assert (info.value.request_id, info.value.code, info.value.message) == ("R-1", "InvalidParameter", "Bad field")
 
 
 async def test_request_id_from_header(mocked, make_client):
     """When the body has no request id, the x-acs-request-id header supplies it, on errors and successes."""
-    mocked.post(CREATE, status=400, payload={"code": "InvalidParameter", "message": "m"}, headers={"x-acs-request-id": "H-1"})
+    error = {"code": "InvalidParameter", "message": "m"}
+    mocked.post(CREATE, status=400, payload=error, headers={"x-acs-request-id": "H-1"})
     mocked.post(CREATE, payload={"result": {"task_id": "t"}}, headers={"x-acs-request-id": "H-2"})
     client = make_client()
     with pytest.raises(InvalidParameter) as info:
-        await client.create_task(SEG, SID, BODY)
+        await client.submit(IMAGE, SID, BODY)
     assert info.value.request_id == "H-1"
-    assert (await client.create_task(SEG, SID, BODY)).request_id == "H-2"
+    assert (await client.submit(IMAGE, SID, BODY)).request_id == "H-2"
 
 
 @pytest.mark.parametrize(
@@ -303,7 +316,7 @@ async def test_non_json_error_body_still_classified(mocked, make_client, body, c
     """An error body that is not a JSON object is classified by status alone, with a readable message."""
     mocked.post(CREATE, status=status, body=body, content_type=content_type)
     with pytest.raises(cls) as info:
-        await make_client().create_task(SEG, SID, BODY)
+        await make_client().submit(IMAGE, SID, BODY)
     assert info.value.code == code
     assert f"HTTP {status}" in info.value.message
 
@@ -315,7 +328,7 @@ async def test_429_retry_after_is_honoured(mocked, make_client, sleep):
     """429 with Retry-After: 3 then 200 succeeds after sleeping exactly 3 s."""
     mocked.post(CREATE, status=429, payload={"code": "Throttling"}, headers={"Retry-After": "3"})
     mocked.post(CREATE, payload=OK)
-    response = await make_client().create_task(SEG, SID, BODY)
+    response = await make_client().submit(IMAGE, SID, BODY)
     assert response.attempts == 2
     assert sleep.delays == [3.0]
 
@@ -324,7 +337,7 @@ async def test_429_retry_after_is_capped(mocked, make_client, sleep):
     """A Retry-After of 600 s is cut to the 60 s cap."""
     mocked.post(CREATE, status=429, headers={"Retry-After": "600"})
     mocked.post(CREATE, payload=OK)
-    await make_client().create_task(SEG, SID, BODY)
+    await make_client().submit(IMAGE, SID, BODY)
     assert sleep.delays == [60.0]
 
 
@@ -332,7 +345,7 @@ async def test_429_without_retry_after_uses_jittered_backoff(mocked, make_client
     """429s without Retry-After wait the full-jitter schedule (rand=0.5: 0.5, 1, 2)."""
     mocked.post(CREATE, status=429, repeat=3)
     mocked.post(CREATE, payload=OK)
-    response = await make_client().create_task(SEG, SID, BODY)
+    response = await make_client().submit(IMAGE, SID, BODY)
     assert response.attempts == 4
     assert sleep.delays == [0.5, 1.0, 2.0]
 
@@ -341,7 +354,7 @@ async def test_429_has_its_own_budget(mocked, make_client, sleep):
     """429s do not use up max_attempts: ten 429s then 200 succeed even with max_attempts=2."""
     mocked.post(CREATE, status=429, repeat=10)
     mocked.post(CREATE, payload=OK)
-    response = await make_client(retry=RetryPolicy(max_attempts=2)).create_task(SEG, SID, BODY)
+    response = await make_client(retry=RetryPolicy(max_attempts=2)).submit(IMAGE, SID, BODY)
     assert response.attempts == 11
     assert len(sleep.delays) == 10
 
@@ -350,7 +363,7 @@ async def test_429_budget_is_bounded(mocked, make_client, sleep):
     """Endless 429s end in RateLimited after max_rate_limited requests, so a run always ends."""
     mocked.post(CREATE, status=429, repeat=True)
     with pytest.raises(RateLimited) as info:
-        await make_client(retry=RetryPolicy(max_rate_limited=4)).create_task(SEG, SID, BODY)
+        await make_client(retry=RetryPolicy(max_rate_limited=4)).submit(IMAGE, SID, BODY)
     assert info.value.attempts == 4
     assert len(calls(mocked, "POST", CREATE)) == 4
     assert len(sleep.delays) == 3
@@ -360,7 +373,7 @@ async def test_500_four_times_then_success(mocked, make_client, sleep):
     """500 ×4 then 200 succeeds after 4 sleeps whose bounds double 1, 2, 4, 8."""
     mocked.post(CREATE, status=500, payload={"code": "InternalServerError", "message": "oops"}, repeat=4)
     mocked.post(CREATE, payload=OK)
-    response = await make_client(rand=lambda: 1.0).create_task(SEG, SID, BODY)
+    response = await make_client(rand=lambda: 1.0).submit(IMAGE, SID, BODY)
     assert response.attempts == 5
     assert response.result == {"task_id": "task-1"}
     assert sleep.delays == [1.0, 2.0, 4.0, 8.0]
@@ -370,7 +383,7 @@ async def test_500_exhausts_after_max_attempts(mocked, make_client, sleep):
     """500 ×5 raises ServerError after exactly 5 requests (4 sleeps)."""
     mocked.post(CREATE, status=500, payload={"code": "InternalServerError", "message": "oops"}, repeat=True)
     with pytest.raises(ServerError) as info:
-        await make_client().create_task(SEG, SID, BODY)
+        await make_client().submit(IMAGE, SID, BODY)
     assert info.value.attempts == 5
     assert info.value.http_status == 500
     assert len(calls(mocked, "POST", CREATE)) == 5
@@ -381,7 +394,7 @@ async def test_per_call_retry_policy_overrides_default(mocked, make_client):
     """A retry policy passed to one call replaces the client's default for that call."""
     mocked.post(CREATE, status=500, repeat=True)
     with pytest.raises(ServerError):
-        await make_client().create_task(SEG, SID, BODY, retry=RetryPolicy(max_attempts=1))
+        await make_client().submit(IMAGE, SID, BODY, retry=RetryPolicy(max_attempts=1))
     assert len(calls(mocked, "POST", CREATE)) == 1
 
 
@@ -389,7 +402,7 @@ async def test_503_retry_after_is_honoured(mocked, make_client, sleep):
     """A Retry-After on a 5xx also replaces the backoff schedule."""
     mocked.post(CREATE, status=503, headers={"Retry-After": "2"})
     mocked.post(CREATE, payload=OK)
-    await make_client().create_task(SEG, SID, BODY)
+    await make_client().submit(IMAGE, SID, BODY)
     assert sleep.delays == [2.0]
 
 
@@ -399,20 +412,151 @@ async def test_timeout_is_retried(mocked, make_client, sleep, exc):
     mocked.get(STATUS, exception=exc)
     mocked.get(STATUS, payload={"result": {"task_id": "task-1", "status": "SUCCESS", "data": {}}})
     retried = []
-    client = make_client(on_retry=lambda seg, err, delay: retried.append((seg, type(err), err.code, err.http_status)))
-    response = await client.get_task_status(SEG, SID, "task-1")
+    client = make_client(on_retry=lambda cap, err, delay: retried.append((cap, type(err), err.code, err.http_status)))
+    response = await client.get_task_status(IMAGE, SID, "task-1")
     assert response.attempts == 2
-    assert retried == [(SEG, TransportError, "Timeout", None)]
+    assert retried == [(NAME, TransportError, "Timeout", None)]
 
 
-async def test_timeouts_exhaust_to_transport_error(mocked, make_client):
-    """Endless timeouts raise TransportError(Timeout) chained to the aiohttp cause."""
-    mocked.post(CREATE, exception=asyncio.TimeoutError(), repeat=True)
+async def test_poll_timeouts_exhaust_to_transport_error(mocked, make_client):
+    """Endless timeouts on a status poll use the whole max_attempts budget (a GET is never ambiguous)
+    and raise TransportError(Timeout) chained to the aiohttp cause."""
+    mocked.get(STATUS, exception=asyncio.TimeoutError(), repeat=True)
+    ambiguous: list[str] = []
     with pytest.raises(TransportError) as info:
-        await make_client().create_task(SEG, SID, BODY)
+        await make_client(on_ambiguous=ambiguous.append).get_task_status(IMAGE, SID, "task-1")
     assert info.value.code == "Timeout"
     assert info.value.attempts == 5
     assert isinstance(info.value.__cause__, asyncio.TimeoutError)
+    assert len(calls(mocked, "GET", STATUS)) == 5
+    assert ambiguous == []
+
+
+# -- ambiguous creates: a POST that may have reached the service ------------------------
+
+
+@pytest.mark.parametrize("exc", [asyncio.TimeoutError(), aiohttp.ServerDisconnectedError()])
+async def test_ambiguous_create_is_resent_once_by_default(mocked, make_client, sleep, exc):
+    """A create that timed out or lost its connection may have landed: with the default policy it
+    is sent once more, and on_ambiguous hears of that retry before it is made."""
+    events: list[tuple[str, str]] = []
+
+    async def throttle(capability: str, lane: Lane) -> None:
+        events.append(("send", capability))
+
+    mocked.post(CREATE, exception=exc)
+    mocked.post(CREATE, payload=OK)
+    client = make_client(throttle=throttle, on_ambiguous=lambda cap: events.append(("ambiguous", cap)))
+    response = await client.submit(IMAGE, SID, BODY)
+    assert response.attempts == 2
+    assert events == [("send", NAME), ("ambiguous", NAME), ("send", NAME)]
+    assert len(sleep.delays) == 1
+
+
+@pytest.mark.parametrize("exc", [asyncio.TimeoutError(), aiohttp.ServerDisconnectedError()])
+async def test_ambiguous_creates_stop_after_their_own_budget(mocked, make_client, exc):
+    """Endless ambiguous create failures end after 1 + ambiguous_creates requests, well before
+    max_attempts, with the TransportError itself (not ServiceUnreachable: it may have been sent)."""
+    mocked.post(CREATE, exception=exc, repeat=True)
+    ambiguous: list[str] = []
+    client = make_client(on_ambiguous=ambiguous.append, retry=RetryPolicy(max_attempts=5, ambiguous_creates=2))
+    with pytest.raises(TransportError) as info:
+        await client.submit(IMAGE, SID, BODY)
+    assert not isinstance(info.value, ServiceUnreachable)
+    assert info.value.maybe_sent is True
+    assert info.value.attempts == 3
+    assert len(calls(mocked, "POST", CREATE)) == 3
+    assert ambiguous == [NAME, NAME]
+
+
+async def test_default_policy_makes_two_requests_for_endless_create_timeouts(mocked, make_client):
+    """With the default RetryPolicy (ambiguous_creates=1) endless create timeouts cost exactly two requests."""
+    mocked.post(CREATE, exception=asyncio.TimeoutError(), repeat=True)
+    with pytest.raises(TransportError) as info:
+        await make_client().submit(IMAGE, SID, BODY)
+    assert info.value.code == "Timeout"
+    assert info.value.attempts == 2
+    assert isinstance(info.value.__cause__, asyncio.TimeoutError)
+    assert len(calls(mocked, "POST", CREATE)) == 2
+
+
+async def test_no_ambiguous_budget_makes_the_first_timeout_final(mocked, make_client, sleep):
+    """With ambiguous_creates=0 a create timeout is final at once: one request, no sleep, no on_ambiguous."""
+    mocked.post(CREATE, exception=asyncio.TimeoutError(), repeat=True)
+    ambiguous: list[str] = []
+    retried: list[str] = []
+    client = make_client(retry=RetryPolicy(ambiguous_creates=0), on_ambiguous=ambiguous.append,
+                         on_retry=lambda cap, err, delay: retried.append(cap))
+    with pytest.raises(TransportError) as info:
+        await client.submit(IMAGE, SID, BODY)
+    assert info.value.code == "Timeout"
+    assert info.value.attempts == 1
+    assert len(calls(mocked, "POST", CREATE)) == 1
+    assert (ambiguous, retried, sleep.delays) == ([], [], [])
+
+
+async def test_unambiguous_failures_do_not_use_the_ambiguous_budget(mocked, make_client):
+    """5xx answers prove the create was not lost in transit: with ambiguous_creates=0 they are still
+    retried up to max_attempts and on_ambiguous is never called."""
+    mocked.post(CREATE, status=500, repeat=3)
+    mocked.post(CREATE, payload=OK)
+    ambiguous: list[str] = []
+    client = make_client(retry=RetryPolicy(ambiguous_creates=0), on_ambiguous=ambiguous.append)
+    assert (await client.submit(IMAGE, SID, BODY)).attempts == 4
+    assert ambiguous == []
+
+
+async def test_poll_timeouts_are_retried_even_without_an_ambiguous_budget(mocked, make_client):
+    """A status poll that timed out is retried as usual with ambiguous_creates=0: GETs are never ambiguous."""
+    mocked.get(STATUS, exception=asyncio.TimeoutError(), repeat=2)
+    mocked.get(STATUS, payload={"result": {"task_id": "task-1", "status": "PENDING"}})
+    ambiguous: list[str] = []
+    client = make_client(retry=RetryPolicy(ambiguous_creates=0), on_ambiguous=ambiguous.append)
+    assert (await client.get_task_status(IMAGE, SID, "task-1")).attempts == 3
+    assert ambiguous == []
+
+
+# -- no connection at all: ServiceUnreachable -----------------------------------------------
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: bound to learn a free number, then closed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("call", ["submit", "poll"])
+async def test_refused_connection_is_unreachable_after_every_retry(make_client, call):
+    """A refused connection is not ambiguous (maybe_sent False): it is retried up to max_attempts,
+    even a create with ambiguous_creates=0, and then raises ServiceUnreachable, a FatalError,
+    chained to the TransportError."""
+    port = closed_port()
+    ambiguous: list[str] = []
+    retried: list[tuple[str, bool]] = []
+    client = make_client(
+        endpoint=f"http://127.0.0.1:{port}",
+        sleep=anyio.sleep,  # real, but tiny: base 1 ms
+        retry=RetryPolicy(base=0.001, max_delay=0.005, max_attempts=3, ambiguous_creates=0),
+        on_ambiguous=ambiguous.append,
+        on_retry=lambda cap, err, delay: retried.append((cap, getattr(err, "maybe_sent", None))),
+    )
+    with anyio.fail_after(10), pytest.raises(ServiceUnreachable) as info:
+        if call == "submit":
+            await client.submit(IMAGE, SID, BODY)
+        else:
+            await client.get_task_status(IMAGE, SID, "task-1")
+    err = info.value
+    assert isinstance(err, FatalError)
+    assert err.code == "ServiceUnreachable"
+    assert err.attempts == 3
+    assert f"127.0.0.1:{port}" in err.message
+    cause = err.__cause__
+    assert isinstance(cause, TransportError)
+    assert (cause.code, cause.maybe_sent) == ("ConnectionError", False)
+    assert isinstance(cause.__cause__, aiohttp.ClientConnectorError)
+    assert retried == [(NAME, False)] * 2
+    assert ambiguous == []
 
 
 @pytest.mark.parametrize(
@@ -428,11 +572,11 @@ async def test_connection_errors_are_retried(mocked, make_client, exc):
     """Connection failures and disconnects are TransportError(ConnectionError) and are retried."""
     mocked.post(CREATE, exception=exc)
     mocked.post(CREATE, payload=OK)
-    assert (await make_client().create_task(SEG, SID, BODY)).attempts == 2
+    assert (await make_client().submit(IMAGE, SID, BODY)).attempts == 2
 
     mocked.post(CREATE, exception=exc, repeat=True)
     with pytest.raises(TransportError) as info:
-        await make_client().create_task(SEG, SID, BODY)
+        await make_client().submit(IMAGE, SID, BODY)
     assert info.value.code == "ConnectionError"
     assert info.value.http_status is None
     assert info.value.__cause__ is exc
@@ -443,33 +587,34 @@ async def test_unreadable_2xx_body_is_a_retryable_bad_response(mocked, make_clie
     mocked.post(CREATE, body="<html>maintenance</html>", content_type="text/html")
     mocked.post(CREATE, payload={"request_id": "r"})
     mocked.post(CREATE, payload=OK)
-    assert (await make_client().create_task(SEG, SID, BODY)).attempts == 3
+    assert (await make_client().submit(IMAGE, SID, BODY)).attempts == 3
 
     mocked.post(CREATE, body="oops", repeat=True)
     with pytest.raises(ServerError) as info:
-        await make_client().create_task(SEG, SID, BODY)
+        await make_client().submit(IMAGE, SID, BODY)
     assert info.value.code == "BadResponse"
 
 
 async def test_throttle_awaited_once_per_attempt(mocked, make_client):
-    """The caller's limiter is awaited before every attempt, retries included, with the segment
-    and the lane: creates in "submit", status checks in "poll"."""
+    """The caller's limiter is awaited before every attempt, retries included, with the capability
+    name and the lane: creates in Lane.SUBMIT, status checks in Lane.POLL."""
     mocked.post(CREATE, status=500, repeat=2)
     mocked.post(CREATE, status=429)
     mocked.post(CREATE, payload=OK)
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[str, Lane]] = []
 
-    async def throttle(segment: str, lane: str) -> None:
-        seen.append((segment, lane))
+    async def throttle(capability: str, lane: Lane) -> None:
+        seen.append((capability, lane))
 
     client = make_client(throttle=throttle)
-    response = await client.create_task(SEG, SID, BODY)
+    response = await client.submit(IMAGE, SID, BODY)
     assert response.attempts == 4
-    assert seen == [(SEG, "submit")] * 4
+    assert seen == [(NAME, Lane.SUBMIT)] * 4
+    assert all(type(lane) is Lane for _, lane in seen)
     seen.clear()
     mocked.get(STATUS, payload=OK)
-    await client.get_task_status(SEG, SID, "task-1")
-    assert seen == [(SEG, "poll")]
+    await client.get_task_status(IMAGE, SID, "task-1")
+    assert seen == [(NAME, Lane.POLL)]
 
 
 async def test_callbacks_see_every_response_and_retry(mocked, make_client, sleep):
@@ -480,12 +625,12 @@ async def test_callbacks_see_every_response_and_retry(mocked, make_client, sleep
     statuses: list[tuple[str, int]] = []
     retries: list[tuple[str, str, float]] = []
     client = make_client(
-        on_response=lambda seg, status: statuses.append((seg, status)),
-        on_retry=lambda seg, err, delay: retries.append((seg, type(err).__name__, delay)),
+        on_response=lambda cap, status: statuses.append((cap, status)),
+        on_retry=lambda cap, err, delay: retries.append((cap, type(err).__name__, delay)),
     )
-    await client.create_task(SEG, SID, BODY)
-    assert statuses == [(SEG, 429), (SEG, 500), (SEG, 200)]
-    assert retries == [(SEG, "RateLimited", 1.0), (SEG, "ServerError", 0.5)]
+    await client.submit(IMAGE, SID, BODY)
+    assert statuses == [(NAME, 429), (NAME, 500), (NAME, 200)]
+    assert retries == [(NAME, "RateLimited", 1.0), (NAME, "ServerError", 0.5)]
     assert sleep.delays == [1.0, 0.5]
 
 
@@ -500,7 +645,7 @@ async def test_key_echoed_by_server_is_redacted(mocked, make_client, caplog, sta
     mocked.post(CREATE, status=status, payload=echo, repeat=True)
     client = make_client()
     with pytest.raises(Exception) as info:
-        await client.create_task(SEG, SID, BODY)
+        await client.submit(IMAGE, SID, BODY)
     err = info.value
     for text in (str(err), repr(err), err.message, err.code, json.dumps(err.to_dict()), repr(client), caplog.text):
         assert KEY not in text
@@ -511,7 +656,7 @@ async def test_key_in_transport_error_is_redacted(mocked, make_client):
     """An aiohttp error message containing the key is redacted in the TransportError."""
     mocked.post(CREATE, exception=aiohttp.ClientConnectionError(f"proxy said {KEY}"), repeat=True)
     with pytest.raises(TransportError) as info:
-        await make_client().create_task(SEG, SID, BODY)
+        await make_client().submit(IMAGE, SID, BODY)
     assert KEY not in str(info.value)
 
 
@@ -531,21 +676,21 @@ async def test_session_is_lazy_and_close_is_idempotent(mocked):
     mocked.post(CREATE, payload=OK)
     client = ServiceClient("http://127.0.0.1:8080", "default", KEY)
     assert client._session is None
-    await client.create_task(SEG, SID, BODY)
+    await client.submit(IMAGE, SID, BODY)
     session = client._session
     assert session is not None and not session.closed
     await client.close()
     await client.close()
     assert session.closed
     with pytest.raises(RuntimeError, match="closed"):
-        await client.create_task(SEG, SID, BODY)
+        await client.submit(IMAGE, SID, BODY)
 
 
 async def test_async_context_manager_closes(mocked):
     """`async with ServiceClient(...)` closes the session it created on exit."""
     mocked.post(CREATE, payload=OK)
     async with ServiceClient("http://127.0.0.1:8080", "default", KEY) as client:
-        await client.create_task(SEG, SID, BODY)
+        await client.submit(IMAGE, SID, BODY)
         session = client._session
     assert session is not None and session.closed
 
@@ -555,6 +700,6 @@ async def test_injected_session_is_not_closed(mocked):
     mocked.post(CREATE, payload=OK)
     async with aiohttp.ClientSession() as session:
         client = ServiceClient("http://127.0.0.1:8080", "default", KEY, session=session)
-        await client.create_task(SEG, SID, BODY)
+        await client.submit(IMAGE, SID, BODY)
         await client.close()
         assert not session.closed
