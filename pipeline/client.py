@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,21 +22,20 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from . import __version__
-from .backoff import RetryPolicy, parse_retry_after, retry_delay
+from .backoff import RetryPolicy, retry_delay
 from .capabilities import Capability
 from .errors import (
     ConfigError,
     InvalidParameter,
     RateLimited,
     RetryableError,
-    ServerError,
     ServiceError,
     ServiceUnreachable,
     TransportError,
-    classify,
     redact,
 )
 from .limits import Lane, Permit
+from .responses import ApiResponse, parse_failure, parse_success
 
 __all__ = ["ApiResponse", "ServiceClient", "build_base_url"]
 
@@ -46,18 +44,6 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"opensearch-media-pipeline/{__version__}"
 _PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # workspace, segment, service id
 _MAX_SNIPPET = 200  # characters of a non-JSON error body kept in the message
-
-
-@dataclass(frozen=True)
-class ApiResponse:
-    """A 2xx answer: the body's fields, plus how many requests it took (retries included)."""
-
-    http_status: int
-    request_id: str | None
-    latency: int | None
-    result: dict[str, Any]
-    usage: dict[str, Any] | None
-    attempts: int = 1
 
 
 def build_base_url(endpoint: str, protocol: str, workspace: str) -> str:
@@ -335,89 +321,8 @@ class ServiceClient:
             self._on_response(capability, status)
         header_request_id = headers.get("x-acs-request-id")
         if 200 <= status <= 299:
-            return self._parse_success(status, raw, header_request_id)
-        raise self._parse_failure(status, reason, raw, header_request_id, headers.get("Retry-After"))
-
-    def _parse_success(self, status: int, raw: bytes, header_request_id: str | None) -> ApiResponse:
-        try:
-            payload = json.loads(raw)
-        except ValueError as exc:
-            raise ServerError(
-                "BadResponse",
-                self._redact(f"HTTP {status} body is not JSON: {_snippet(raw)}"),
-                http_status=status,
-                request_id=header_request_id,
-            ) from exc
-        if not isinstance(payload, dict) or not isinstance(payload.get("result"), dict):
-            raise ServerError(
-                "BadResponse",
-                self._redact(f"HTTP {status} body has no 'result' object: {_snippet(raw)}"),
-                http_status=status,
-                request_id=header_request_id,
-            )
-        latency = payload.get("latency")
-        usage = payload.get("usage")
-        return ApiResponse(
-            http_status=status,
-            request_id=_text(_pick(payload, "request_id", "RequestId")) or header_request_id,
-            latency=_int_or_none(latency),
-            result=payload["result"],
-            usage=usage if isinstance(usage, dict) else None,
-        )
-
-    def _parse_failure(
-        self,
-        status: int,
-        reason: str,
-        raw: bytes,
-        header_request_id: str | None,
-        retry_after_header: str | None,
-    ) -> ServiceError:
-        try:
-            payload = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            payload = None
-        code = message = request_id = None
-        if isinstance(payload, dict):
-            code = _text(_pick(payload, "code", "Code"))
-            message = _text(_pick(payload, "message", "Message"))
-            request_id = _text(_pick(payload, "request_id", "RequestId"))
-        if not message:
-            snippet = _snippet(raw)
-            message = f"HTTP {status} {reason}".rstrip() + (f": {snippet}" if snippet and payload is None else "")
-        return classify(
-            status,
-            self._redact(code) if code else None,
-            self._redact(message),
-            self._redact(request_id or header_request_id or "") or None,
-            parse_retry_after(retry_after_header),
-        )
+            return parse_success(status, raw, header_request_id, self._redact)
+        raise parse_failure(status, reason, raw, header_request_id, headers.get("Retry-After"), redact=self._redact)
 
     def _redact(self, text: str) -> str:
         return redact(text, self._api_key)
-
-
-def _pick(payload: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        value = payload.get(name)
-        if value is not None:
-            return value
-    return None
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return int(value) if math.isfinite(value) else None
-
-
-def _snippet(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace").strip()
-    text = " ".join(text.split())  # one line, whatever the server sent
-    return text if len(text) <= _MAX_SNIPPET else text[:_MAX_SNIPPET] + "…"

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .checkpoint import PendingTask
-from .client import ApiResponse
 from .errors import (
     PermanentError,
     PollTimeout,
@@ -21,6 +20,7 @@ from .errors import (
     TaskFailed,
     TaskNotExist,
 )
+from .responses import ApiResponse
 
 __all__ = [
     "PollJudgement",

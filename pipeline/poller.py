@@ -29,10 +29,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .backoff import PollPolicy, RetryPolicy, poll_delay, retry_delay
 from .capabilities import Capability
-from .client import ApiResponse, ServiceClient
+from .client import ServiceClient
 from .decisions import PollJudgement, PollVerdict, judge_poll, next_poll_at, poll_timeout
 from .errors import FatalError, ServiceError
 from .job import Job
+from .responses import ApiResponse
 
 __all__ = ["FirstPollTuner", "Poller", "TaskHandle"]
 

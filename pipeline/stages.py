@@ -20,13 +20,14 @@ from anyio.streams.memory import MemoryObjectSendStream
 from .bodies import request_body
 from .capabilities import CAPABILITIES, MAX_BODY_BYTES
 from .checkpoint import Checkpoint
-from .client import ApiResponse, ServiceClient
+from .client import ServiceClient
 from .decisions import ResumeRoute, route_resumed
 from .errors import BadResponse, FatalError, ServiceError, Stopped
 from .job import Job
 from .manifest import Rejected, Skipped, read_manifest
 from .poller import TaskHandle
 from .report import RunStats
+from .responses import ApiResponse
 from .results import ItemStatus, ResultLine
 from .resume import ResumeState
 
