@@ -17,7 +17,7 @@ from pipeline import demo
 from pipeline.capabilities import CAPABILITIES
 from pipeline.job import Job
 from pipeline.manifest import read_manifest
-from pipeline.runner import side_file
+from pipeline.results import RunFiles
 
 #: Fast enough that the three sample runs take about a second in all.
 TIME_SCALE = 200.0
@@ -104,7 +104,7 @@ def test_deliberate_invalid_line_is_reported_with_its_line_number(demo_run: Demo
     manifest = demo.SAMPLES_DIR / "catalog.jsonl"
     expected = demo.deliberate_lines(manifest)
     assert len(expected) == 1
-    rejects_file = side_file(demo_run.out_dir / f"{demo.output_name(manifest)}.results.jsonl", "rejects.jsonl")
+    rejects_file = RunFiles.for_results(demo_run.out_dir / f"{demo.output_name(manifest)}.results.jsonl").rejects
     rejects = [json.loads(line) for line in rejects_file.read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in rejects] == sorted(expected)
     assert "output.oss" in rejects[0]["reason"]
@@ -115,7 +115,7 @@ def test_summary_json_files_exist_and_match(demo_run: DemoRun) -> None:
     """Each run leaves a summary JSON file whose success count is the manifest's valid items."""
     for manifest in sample_manifests():
         out = demo_run.out_dir / f"{demo.output_name(manifest)}.results.jsonl"
-        summary = json.loads(side_file(out, "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads(RunFiles.for_results(out).summary.read_text(encoding="utf-8"))
         assert summary["succeeded"] == len(valid_jobs(manifest))
         assert summary["failed"] == 0
 
