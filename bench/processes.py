@@ -70,7 +70,8 @@ class ProcessRun:
 
 
 def measure(argv: Sequence[str], workdir: Path, name: str, *, stop_after: float | None = None,
-            grace: float = 10.0, timeout: float = 300.0, sample_every: float = SAMPLE_EVERY) -> ProcessRun:
+            grace: float = 10.0, timeout: float = 300.0, sample_every: float = SAMPLE_EVERY,
+            env: Mapping[str, str] | None = None) -> ProcessRun:
     """Run `argv` to its end, sampling its RSS.
 
     With `stop_after`, send SIGTERM (a clean stop) after that many seconds; if the process is
@@ -79,7 +80,7 @@ def measure(argv: Sequence[str], workdir: Path, name: str, *, stop_after: float 
     err_path = workdir / f"{name}.stderr"
     with open(workdir / f"{name}.stdout", "wb") as out, open(err_path, "wb") as err:
         started = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=REPO, env=child_env())
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=REPO, env={**child_env(), **(env or {})})
     samples: list[tuple[float, float]] = []
     peak = 0.0
     stopped_at: float | None = None
@@ -149,10 +150,14 @@ def run_pipeline(manifest: Path, workdir: Path, endpoint: str, config: Mapping[s
     run_dir.mkdir(parents=True, exist_ok=True)
     out = out or run_dir / "results.jsonl"
     state_dir = state_dir or run_dir / "state"
-    config_path = write_yaml(run_dir / "config.yaml", config)
+    # The time scale is a test facility the client reads from its environment, not its config.
+    values = dict(config)
+    scale = values.pop("time_scale", None)
+    config_path = write_yaml(run_dir / "config.yaml", values)
     argv = [PYTHON, "-m", "pipeline", "run", str(manifest), "--out", str(out), "--state-dir",
-            str(state_dir), "--endpoint", endpoint, "--config", str(config_path)]
-    proc = measure(argv, run_dir, "pipeline", stop_after=stop_after, grace=grace, timeout=timeout)
+            str(state_dir), "--endpoint", endpoint, "--config", str(config_path), "--progress", "off"]
+    env = {"PIPELINE_TIME_SCALE": str(scale)} if scale is not None else None
+    proc = measure(argv, run_dir, "pipeline", stop_after=stop_after, grace=grace, timeout=timeout, env=env)
     summary_path = out.with_name(f"{out.stem}.summary.json")
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     if proc.exit_code not in RUN_EXIT_CODES or (not summary and proc.forced_at is None):

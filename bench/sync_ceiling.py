@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 from aiolimiter import AsyncLimiter
 
 from pipeline.config import Config
@@ -57,11 +58,21 @@ async def _pacer_alone(qps: float, seconds: float, kind: str = "pipeline") -> fl
 
         async def acquire() -> None:
             await pacer.acquire(Lane.SUBMIT)
+
+        async with anyio.create_task_group() as tg:  # the pacer's dispatcher runs beside its users
+            tg.start_soon(pacer.run)
+            rate = await _measure(acquire, qps, seconds)
+            tg.cancel_scope.cancel()
+        return rate
     else:
         limiter = AsyncLimiter(1, 1.0 / qps)
 
         async def acquire() -> None:
             await limiter.acquire()
+    return await _measure(acquire, qps, seconds)
+
+
+async def _measure(acquire: Callable[[], Awaitable[None]], qps: float, seconds: float) -> float:
     stamps: list[float] = []
     wanted = max(int(qps * seconds), 10)
 
