@@ -1,0 +1,385 @@
+"""The Poller against a tiny scripted status server on 127.0.0.1 (millisecond poll delays), and the
+adaptive first-poll tuner (pure)."""
+
+from __future__ import annotations
+
+import math
+import random
+import socket
+import statistics
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from pipeline.backoff import PollPolicy
+from pipeline.capabilities import CAPABILITIES
+from pipeline.client import ApiResponse, ServiceClient
+from pipeline.errors import AuthError, PollTimeout, ServiceError, ServiceUnreachable, TaskFailed, TaskNotExist
+from pipeline.job import Job
+from pipeline.poller import FirstPollTuner, Poller, TaskHandle
+
+KEY = "poller-test-key"
+IMAGE = CAPABILITIES["image_analyze"]
+SID = "ops-image-analyze-ocr-001"
+JOB = Job(id="item-1", capability=IMAGE.name, service_id=SID, source_kind="url", source="https://example.com/a.jpg")
+
+#: Polls every 5 ms, no jitter, a generous deadline.
+FAST = PollPolicy(first_delay=0.005, growth=1.0, max_delay=0.005, jitter=0.0, timeout=5.0)
+#: First poll after 10 ms, the next one 10 s later: so the second poll can only be the one the
+#: deadline (300 ms) forces.
+DEADLINE = PollPolicy(first_delay=0.01, growth=1000.0, max_delay=30.0, jitter=0.0, timeout=0.3)
+
+Answer = tuple[int, dict[str, Any], dict[str, str]]
+
+
+def status(task_id: str, state: str, **extra: Any) -> Answer:
+    return 200, {"request_id": "r", "latency": 1, "result": {"task_id": task_id, "status": state, **extra}}, {}
+
+
+def error(http_status: int, code: str, headers: dict[str, str] | None = None) -> Answer:
+    return http_status, {"request_id": "r", "code": code, "message": f"{code} (scripted)"}, headers or {}
+
+
+class StatusScript:
+    """Answers status polls as scripted per task id (the last answer repeats) and records each poll."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[Answer]] = {}
+        self.polls: list[tuple[str, float]] = []  # (task id, loop time the poll arrived)
+        self.url = ""
+
+    def script(self, task_id: str, *answers: Answer) -> None:
+        self.answers[task_id] = list(answers)
+
+    def times(self, task_id: str) -> list[float]:
+        return [t for tid, t in self.polls if tid == task_id]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        assert request.match_info["segment"] == IMAGE.segment
+        assert request.headers["Authorization"] == f"Bearer {KEY}"
+        task_id = request.query["task_id"]
+        self.polls.append((task_id, anyio.current_time()))
+        queue = self.answers[task_id]
+        code, body, headers = queue.pop(0) if len(queue) > 1 else queue[0]
+        return web.json_response(body, status=code, headers=headers)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[StatusScript]:
+    script = StatusScript()
+    app = web.Application()
+    app.router.add_get("/v3/openapi/workspaces/default/{segment}/{sid}/async/task-status", script.handle)
+    test_server = TestServer(app, host="127.0.0.1", port=0)
+    await test_server.start_server()
+    script.url = str(test_server.make_url("")).rstrip("/")
+    try:
+        yield script
+    finally:
+        await test_server.close()
+
+
+@pytest.fixture
+async def client(server: StatusScript) -> AsyncIterator[ServiceClient]:
+    async with ServiceClient(server.url, "default", KEY, timeout=5.0) as c:
+        yield c
+
+
+@dataclass
+class Calls:
+    """What the poller told its owner."""
+
+    finished: list[tuple[TaskHandle, ApiResponse | None, ServiceError | None]] = field(default_factory=list)
+    lost: list[tuple[TaskHandle, ServiceError]] = field(default_factory=list)
+    pauses: list[float] = field(default_factory=list)
+    replacements: dict[str, TaskHandle] = field(default_factory=dict)  # lost task id -> new handle
+
+    async def on_finished(self, handle: TaskHandle, response: ApiResponse | None, err: ServiceError | None) -> None:
+        self.finished.append((handle, response, err))
+
+    async def on_lost(self, handle: TaskHandle, err: ServiceError) -> TaskHandle | None:
+        self.lost.append((handle, err))
+        return self.replacements.get(handle.task_id)
+
+    def by_task(self) -> dict[str, tuple[ApiResponse | None, ServiceError | None]]:
+        return {h.task_id: (response, err) for h, response, err in self.finished}
+
+
+def make_poller(client: ServiceClient, calls: Calls, policy: PollPolicy = FAST,
+                tuner: FirstPollTuner | None = None) -> Poller:
+    return Poller(IMAGE, client, policy, on_finished=calls.on_finished, on_lost=calls.on_lost,
+                  pause=calls.pauses.append, tuner=tuner, rand=lambda: 0.5)
+
+
+def handle(task_id: str, *, resubmits: int = 0) -> TaskHandle:
+    return TaskHandle(job=JOB, task_id=task_id, submitted_at=0.0, started=anyio.current_time(), resubmits=resubmits)
+
+
+async def run_to_end(poller: Poller, handles: Sequence[TaskHandle]) -> None:
+    """Send `handles`, close the sending side, and wait (a few seconds at most) for run() to return."""
+    send, receive = anyio.create_memory_object_stream[TaskHandle](len(handles) + 1)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poller.run, receive)
+            async with send:
+                for h in handles:
+                    await send.send(h)
+
+
+# ---- outcomes -----------------------------------------------------------------------------
+
+
+async def test_success_and_failed_reach_on_finished(server, client):
+    """SUCCESS reaches on_finished with the response, FAILED with a TaskFailed carrying the
+    service's message; PENDING answers are polled again; run() returns once the stream is closed
+    and both are done."""
+    server.script("t-ok", status("t-ok", "PENDING"), status("t-ok", "PENDING"),
+                  status("t-ok", "SUCCESS", data={"content": "a cat"}))
+    server.script("t-bad", status("t-bad", "FAILED", error="unsupported image"))
+    calls = Calls()
+    poller = make_poller(client, calls)
+    ok, bad = handle("t-ok"), handle("t-bad")
+    await run_to_end(poller, [ok, bad])
+
+    outcomes = calls.by_task()
+    assert set(outcomes) == {"t-ok", "t-bad"}
+    response, err = outcomes["t-ok"]
+    assert err is None and response is not None
+    assert response.result["data"] == {"content": "a cat"}
+    assert (ok.polls, ok.pending_polls) == (3, 2)
+    response, err = outcomes["t-bad"]
+    assert response is None
+    assert isinstance(err, TaskFailed) and err.message == "unsupported image"
+    assert (calls.lost, calls.pauses) == ([], [])
+    assert poller.tasks == 0
+
+
+async def test_deadline_brings_one_last_poll_then_poll_timeout(server, client):
+    """A task still PENDING gets one last poll right at its deadline (not later, not skipped), and
+    then on_finished receives a PollTimeout naming the task and no response."""
+    server.script("t-slow", status("t-slow", "PENDING"))
+    calls = Calls()
+    slow = handle("t-slow")
+    await run_to_end(make_poller(client, calls, DEADLINE), [slow])
+
+    assert slow.deadline == pytest.approx(slow.started + DEADLINE.timeout)
+    first, last = server.times("t-slow")  # exactly two polls: after 10 ms, then at the deadline
+    assert first < slow.deadline
+    assert slow.deadline <= last < slow.deadline + 5.0  # not 10 s later, where the schedule put it
+    [(finished, response, err)] = calls.finished
+    assert finished is slow and response is None
+    assert isinstance(err, PollTimeout)
+    assert err.code == "PollTimeout" and "t-slow" in err.message
+
+
+async def test_success_at_the_deadline_poll_is_a_success(server, client):
+    """The poll at the deadline counts: a task that finished by then is a SUCCESS, not a PollTimeout."""
+    server.script("t-late", status("t-late", "PENDING"), status("t-late", "SUCCESS", data={"n": 1}))
+    calls = Calls()
+    late = handle("t-late")
+    await run_to_end(make_poller(client, calls, DEADLINE), [late])
+    assert server.times("t-late")[-1] >= late.deadline
+    [(_, response, err)] = calls.finished
+    assert err is None and response is not None and response.result["data"] == {"n": 1}
+
+
+async def test_failing_polls_are_retried_and_a_429_pauses_the_group(server, client):
+    """A 429 (with Retry-After) or a 5xx on a poll only delays that poll: the task still ends in
+    SUCCESS, and the 429 pauses the group for its Retry-After."""
+    server.script("t-busy", error(429, "Throttling", {"Retry-After": "0.004"}),
+                  error(500, "InternalServerError"), status("t-busy", "SUCCESS", data={}))
+    calls = Calls()
+    busy = handle("t-busy")
+    await run_to_end(make_poller(client, calls), [busy])
+    assert calls.pauses == [pytest.approx(0.004)]
+    [(_, response, err)] = calls.finished
+    assert err is None and response is not None
+    assert busy.polls == 3
+
+
+# ---- a lost task --------------------------------------------------------------------------
+
+
+async def test_task_not_exist_calls_on_lost_and_polls_the_replacement(server, client):
+    """BadRequest.TaskNotExist calls on_lost with the handle and the error, and the handle it
+    returns (a new submission) is polled to its end instead."""
+    server.script("t-lost", error(400, "BadRequest.TaskNotExist"))
+    server.script("t-new", status("t-new", "SUCCESS", data={"again": True}))
+    calls = Calls()
+    lost, new = handle("t-lost"), handle("t-new", resubmits=1)
+    calls.replacements["t-lost"] = new
+    await run_to_end(make_poller(client, calls), [lost])
+
+    [(lost_handle, lost_err)] = calls.lost
+    assert lost_handle is lost and isinstance(lost_err, TaskNotExist)
+    [(finished, response, err)] = calls.finished
+    assert finished is new and err is None
+    assert response is not None and response.result["data"] == {"again": True}
+    assert len(server.times("t-lost")) == 1
+    assert len(server.times("t-new")) == 1
+
+
+async def test_a_second_loss_is_a_failure(server, client):
+    """A replacement that is lost too (resubmits=1) is not resubmitted again: on_finished gets TaskNotExist."""
+    server.script("t-lost", error(400, "BadRequest.TaskNotExist"))
+    server.script("t-new", error(400, "BadRequest.TaskNotExist"))
+    calls = Calls()
+    new = handle("t-new", resubmits=1)
+    calls.replacements["t-lost"] = new
+    await run_to_end(make_poller(client, calls), [handle("t-lost")])
+    assert [h.task_id for h, _ in calls.lost] == ["t-lost"]
+    [(finished, response, err)] = calls.finished
+    assert finished is new and response is None
+    assert isinstance(err, TaskNotExist)
+
+
+async def test_lost_task_without_replacement_just_ends(server, client):
+    """When on_lost returns None the task is dropped: nothing is finished and run() still returns."""
+    server.script("t-lost", error(400, "BadRequest.TaskNotExist"))
+    calls = Calls()
+    poller = make_poller(client, calls)
+    await run_to_end(poller, [handle("t-lost")])
+    assert len(calls.lost) == 1
+    assert calls.finished == []
+    assert poller.tasks == 0
+
+
+# ---- fatal errors end the run -------------------------------------------------------------
+
+
+async def test_fatal_error_from_a_poll_ends_run_with_it(server, client):
+    """A 401 on any poll ends run() with the AuthError, even while the stream is still open and
+    other tasks are still pending; nothing is reported finished."""
+    server.script("t-slow", status("t-slow", "PENDING"))
+    server.script("t-auth", error(401, "Unauthorized"))
+    calls = Calls()
+    send, receive = anyio.create_memory_object_stream[TaskHandle](4)
+    async with send:  # stays open: run() must not wait for it
+        await send.send(handle("t-slow"))
+        await send.send(handle("t-auth"))
+        with anyio.fail_after(10), pytest.raises(AuthError) as info:
+            await make_poller(client, calls).run(receive)
+    assert info.value.http_status == 401
+    assert calls.finished == []
+
+
+async def test_unreachable_service_ends_run_with_service_unreachable():
+    """A poll that cannot connect at all (a closed port on 127.0.0.1) ends run() with ServiceUnreachable."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    calls = Calls()
+    async with ServiceClient(f"http://127.0.0.1:{port}", "default", KEY) as dead:
+        send, receive = anyio.create_memory_object_stream[TaskHandle](1)
+        async with send:
+            await send.send(handle("t-1"))
+            with anyio.fail_after(10), pytest.raises(ServiceUnreachable):
+                await make_poller(dead, calls).run(receive)
+    assert calls.finished == []
+
+
+# ---- the tuner places the first poll -------------------------------------------------------
+
+
+async def test_tuner_places_the_first_poll_and_learns_from_it(server, client):
+    """With a tuner, the first poll comes at the tuner's delay (not the policy's 5 ms), and a
+    PENDING answer there lengthens the delay."""
+    server.script("t-1", status("t-1", "PENDING"), status("t-1", "SUCCESS", data={}))
+    tuner = FirstPollTuner(0.05)
+    calls = Calls()
+    task = handle("t-1")
+    await run_to_end(make_poller(client, calls, FAST, tuner), [task])
+    assert server.times("t-1")[0] - task.started >= 0.05
+    assert tuner.observations == 1
+    assert tuner.delay > 0.05
+    assert calls.finished[0][2] is None
+
+
+# ---- FirstPollTuner (pure) ----------------------------------------------------------------
+
+LOW, HIGH, TARGET = 2.0, 8.0, 0.85
+QUANTILE = LOW + TARGET * (HIGH - LOW)  # 7.1 s for U(2, 8)
+
+
+def feed(tuner: FirstPollTuner, rng: random.Random, n: int) -> list[float]:
+    """Observe n tasks with U(LOW, HIGH) durations; a task is pending at its first poll iff it outlasts the delay."""
+    history = []
+    for _ in range(n):
+        duration = rng.uniform(LOW, HIGH)
+        tuner.observe(pending=duration > tuner.delay)
+        history.append(tuner.delay)
+    return history
+
+
+@pytest.mark.parametrize("initial", [5.0, 0.5, 60.0])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_tuner_settles_on_the_target_quantile(initial, seed):
+    """After ~2000 first polls the tuner's delay (averaged over its last 500 steps) is within ±10% of the
+    0.85 quantile."""
+    tuner = FirstPollTuner(initial, target=TARGET)
+    history = feed(tuner, random.Random(seed), 2000)
+    settled = statistics.mean(history[-500:])
+    assert abs(settled - QUANTILE) <= 0.10 * QUANTILE, f"settled at {settled:.2f}s, target {QUANTILE:.2f}s"
+    assert tuner.observations == 2000
+
+
+def test_tuner_hits_the_target_share_of_finished_tasks():
+    """Once settled, about `target` of the tasks are already finished at their first poll."""
+    tuner = FirstPollTuner(5.0, target=TARGET)
+    rng = random.Random(11)
+    feed(tuner, rng, 1000)
+    finished = 0
+    for _ in range(2000):
+        duration = rng.uniform(LOW, HIGH)
+        pending = duration > tuner.delay
+        finished += not pending
+        tuner.observe(pending=pending)
+    assert finished / 2000 == pytest.approx(TARGET, abs=0.03)
+
+
+def test_tuner_final_delay_is_within_ten_percent():
+    """The delay after 2000 observations (not just its average) is within ±10% of the target quantile for
+    almost every seed."""
+    misses = []
+    for seed in range(20):
+        tuner = FirstPollTuner(5.0, target=TARGET)
+        feed(tuner, random.Random(seed), 2000)
+        if abs(tuner.delay - QUANTILE) > 0.10 * QUANTILE:
+            misses.append((seed, round(tuner.delay, 2)))
+    assert len(misses) <= 1, f"final delay off by more than 10% for seeds {misses}"
+
+
+def test_tuner_moves_up_on_pending_and_down_on_finished():
+    """A pending first poll lengthens the delay; a finished one shortens it."""
+    tuner = FirstPollTuner(4.0, target=TARGET)
+    tuner.observe(pending=True)
+    longer = tuner.delay
+    assert longer > 4.0
+    tuner.observe(pending=False)
+    assert tuner.delay < longer
+
+
+def test_tuner_ignores_uninformative_answers():
+    """"Pending" well before the delay, or "done" well after it, says nothing about the quantile: no step."""
+    tuner = FirstPollTuner(4.0, target=TARGET)
+    tuner.observe(pending=True, age=2.0)
+    tuner.observe(pending=False, age=8.0)
+    assert (tuner.delay, tuner.observations) == (4.0, 0)
+    tuner.observe(pending=True, age=4.0)
+    assert tuner.observations == 1 and tuner.delay > 4.0
+
+
+def test_tuner_respects_floor_and_ceiling():
+    """However one-sided the answers, the delay stays within [floor, ceiling]."""
+    tuner = FirstPollTuner(1.0, target=TARGET, floor=0.5, ceiling=2.0)
+    for _ in range(200):
+        tuner.observe(pending=True)
+    assert tuner.delay == 2.0
+    for _ in range(2000):
+        tuner.observe(pending=False)
+    assert tuner.delay == 0.5
+    assert math.isfinite(tuner.delay)
