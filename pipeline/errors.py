@@ -12,7 +12,7 @@
      └── ServiceError           anything that came out of a call to the service
           ├── RetryableError    try again later (the client retries these itself)
           │    ├── RateLimited        429                        code from server, or TooManyRequests
-          │    ├── ServerError        5xx; 2xx with an unreadable body (code BadResponse)
+          │    ├── ServerError        5xx; 2xx with an unreadable body (code UnreadableResponse)
           │    └── TransportError     no HTTP answer: code Timeout | ConnectionError
           ├── PermanentError    this item will fail the same way every time: record it, go on
           │    ├── InvalidParameter   400 InvalidParameter, every other 4xx; a local file that
@@ -177,7 +177,7 @@ class RateLimited(RetryableError):
 
 
 class ServerError(RetryableError):
-    """HTTP 5xx, or a 2xx whose body could not be understood (code ``BadResponse``)."""
+    """HTTP 5xx, or a 2xx whose body could not be understood (code ``UnreadableResponse``)."""
 
     default_code = "InternalServerError"
 

@@ -79,6 +79,8 @@ def decide(stop: Stop | None, *, failed: int, rejected: int) -> tuple[RunOutcome
 #: Codes of failures that say the run itself is broken (the service or the network), not
 #: the item: these feed the failure threshold. A 400 is the item's own fault.
 TRANSPORT_CODES = frozenset({"Timeout", "ConnectionError"})
+#: A 2xx whose body is not the service's (a proxy's page, say), after every retry.
+UNREADABLE_CODE = "UnreadableResponse"
 
 
 def is_run_fault(error_code: str | None, http_status: int | None) -> bool:
@@ -86,4 +88,4 @@ def is_run_fault(error_code: str | None, http_status: int | None) -> bool:
     connections after every retry) rather than the item being bad."""
     if http_status is None:
         return error_code in TRANSPORT_CODES
-    return http_status >= 500 or http_status == 429
+    return http_status >= 500 or http_status == 429 or error_code == UNREADABLE_CODE

@@ -17,6 +17,8 @@ from .errors import ServerError, ServiceError, classify
 __all__ = ["ApiResponse", "parse_failure", "parse_success"]
 
 Redact = Callable[[str], str]
+#: The code of a 2xx answer whose body the pipeline cannot read.
+UNREADABLE = "UnreadableResponse"
 _MAX_SNIPPET = 200  # characters of a non-JSON error body kept in the message
 
 
@@ -33,19 +35,20 @@ class ApiResponse:
 
 
 def parse_success(status: int, raw: bytes, header_request_id: str | None, redact: Redact) -> ApiResponse:
-    """A 2xx body -> ApiResponse; a body the pipeline cannot read is a ServerError (BadResponse)."""
+    """A 2xx body -> ApiResponse; a body the pipeline cannot read is a ServerError
+    (`UnreadableResponse`: retried, and a run fault when it persists, e.g. a proxy's HTML page)."""
     try:
         payload = json.loads(raw)
     except ValueError as exc:
         raise ServerError(
-            "BadResponse",
+            UNREADABLE,
             redact(f"HTTP {status} body is not JSON: {_snippet(raw)}"),
             http_status=status,
             request_id=header_request_id,
         ) from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("result"), dict):
         raise ServerError(
-            "BadResponse",
+            UNREADABLE,
             redact(f"HTTP {status} body has no 'result' object: {_snippet(raw)}"),
             http_status=status,
             request_id=header_request_id,

@@ -66,7 +66,8 @@ class FailureWatch:
     def __init__(self, window: int, max_ratio: float, state: str = "") -> None:
         self.window = window
         self.max_ratio = max_ratio
-        self._last: deque[bool] = deque((c == "1" for c in state[-window:]), maxlen=max(window, 1))
+        kept = state[-window:] if window else ""
+        self._last: deque[bool] = deque((c == "1" for c in kept), maxlen=max(window, 1))
 
     def __repr__(self) -> str:
         return f"FailureWatch(window={self.window}, broken={sum(self._last)} of {len(self._last)})"

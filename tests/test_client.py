@@ -583,7 +583,7 @@ async def test_connection_errors_are_retried(mocked, make_client, exc):
 
 
 async def test_unreadable_2xx_body_is_a_retryable_bad_response(mocked, make_client):
-    """A 2xx whose body is not JSON with a result object is ServerError(BadResponse), retried."""
+    """A 2xx whose body is not JSON with a result object is ServerError(UnreadableResponse), retried."""
     mocked.post(CREATE, body="<html>maintenance</html>", content_type="text/html")
     mocked.post(CREATE, payload={"request_id": "r"})
     mocked.post(CREATE, payload=OK)
@@ -592,7 +592,7 @@ async def test_unreadable_2xx_body_is_a_retryable_bad_response(mocked, make_clie
     mocked.post(CREATE, body="oops", repeat=True)
     with pytest.raises(ServerError) as info:
         await make_client().submit(IMAGE, SID, BODY)
-    assert info.value.code == "BadResponse"
+    assert info.value.code == "UnreadableResponse"
 
 
 async def test_throttle_awaited_once_per_attempt(mocked, make_client):

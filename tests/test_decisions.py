@@ -253,6 +253,8 @@ def test_finished_run_outcome(failed, rejected, expected):
         (TaskFailed("TaskFailed", "corrupt"), False),
         (PollTimeout("PollTimeout", "still pending"), False),
         (InvalidParameter("FileError", "unreadable"), False),
+        (ServerError("UnreadableResponse", "an HTML page", http_status=200), True),
+        (BadResponse("BadResponse", "no task id", http_status=200), False),
     ],
 )
 def test_is_run_fault(error: ServiceError, fault: bool):
@@ -300,6 +302,12 @@ def test_watch_state_keeps_only_the_window():
     assert watch.state() == "000"
     assert watch.record(True) is None
     assert watch.record(True) is not None
+
+
+def test_a_window_raised_after_zero_starts_empty():
+    """A watch that was off (window 0) saves nothing that a later, larger window would inherit."""
+    off = FailureWatch(window=0, max_ratio=0.5, state="1111")
+    assert off.state() == ""
 
 
 def test_window_zero_never_trips():
