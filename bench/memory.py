@@ -61,7 +61,7 @@ def run(quick: bool = False) -> ScenarioResult:
             result.add(f"run: RSS at {pct}% of the bounded time", points[pct], unit="MB", digits=1)
         result.add("run: RSS growth 50% → 100% of the time", points[100] / points[50], unit="×", digits=3)
         result.add(f"run: exited on the first SIGTERM within {GRACE:g} s (1 = yes)", int(run_.proc.forced_at is None),
-                   target=(">=", 1), note="DESIGN.md invariant 7: a run always ends")
+                   target=(">=", 1), note="docs/design.md invariant 7: a run always ends")
     stderr_tail = [line for line in run_.proc.stderr.strip().splitlines() if "progress:" not in line]
     result.raw = {"lines": lines, "manifest_mb": size_mb, "capabilities": list(ALL_CAPS), "grace_s": GRACE,
                   **fast_settings_raw(),

@@ -52,7 +52,7 @@ def _one(work: Path, name: str, items: int, scale: float) -> dict[str, float]:
 
 async def _pacer_alone(qps: float, seconds: float, kind: str = "pipeline") -> float:
     """Achieved ÷ asked rate of a pacer alone: SUBMITTERS submitters, no requests made. kind "pipeline"
-    is ours; "aiolimiter" is `AsyncLimiter(1, 1/qps)`, the no-burst setting DESIGN.md measured."""
+    is ours; "aiolimiter" is `AsyncLimiter(1, 1/qps)`, the no-burst setting the design notes measured."""
     if kind == "pipeline":
         pacer = GroupPacer("bench", qps)
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from .job import Job
 
-#: The service's request body limit (PROTOCOL.md: "Request body limit: 8 MB").
+#: The service's request body limit (docs/protocol.md: 8 MB).
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 IMAGE_TYPES = ("jpg", "jpeg", "png", "bmp", "tiff")

@@ -2,7 +2,7 @@
 
 What is stored, per item id:
 - `submitted`: the service accepted the task and gave `task_id`; on resume it is polled,
-  never submitted again (DESIGN.md invariant 2).
+  never submitted again (docs/design.md, invariant 2).
 - `done`: its result line is in the results file. Its outcome (status, error code, usage)
   is kept too, so `status` and the summary read counts without scanning the results.
 - `retry`: a failed item that `run --retry-failed` put back in play (its line was removed).

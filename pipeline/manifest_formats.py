@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
-#: CSV columns that hold JSON text (see DESIGN.md "Manifest item").
+#: CSV columns that hold JSON text (see docs/design.md, "Interfaces").
 JSON_COLUMNS = frozenset({"parameters", "output", "options", "chunks", "meta"})
 
 

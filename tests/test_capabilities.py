@@ -1,4 +1,4 @@
-"""The capability table: name resolution, request bodies (PROTOCOL.md shapes), result parsing."""
+"""The capability table: name resolution, request bodies (the shapes of docs/protocol.md), result parsing."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ CANONICAL = ["image_analyze", "object_detection", "video_segmentation", "video_s
 
 
 def test_table_holds_exactly_the_documented_capabilities() -> None:
-    """The table has the six capabilities of DESIGN.md, keyed by their canonical names."""
+    """The table has the six capabilities of docs/design.md, keyed by their canonical names."""
     assert sorted(CAPABILITIES) == sorted(CANONICAL)
     assert all(cap.name == name for name, cap in CAPABILITIES.items())
 
@@ -156,7 +156,7 @@ BODY_CASES: list[tuple[str, Job, str | None, dict[str, Any]]] = [
                          ids=[case[0] for case in BODY_CASES])
 def test_body_builders_produce_protocol_shapes(label: str, the_job: Job, content_b64: str | None,
                                                expected: dict[str, Any]) -> None:
-    """Each capability and source kind builds exactly the request body PROTOCOL.md describes."""
+    """Each capability and source kind builds exactly the request body docs/protocol.md describes."""
     cap = CAPABILITIES[the_job.capability]
     assert cap.build_body(the_job, content_b64) == expected
 

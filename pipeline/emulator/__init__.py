@@ -1,4 +1,4 @@
-"""A local server that speaks the OpenSearch multimodal wire protocol (see PROTOCOL.md).
+"""A local server that speaks the OpenSearch multimodal wire protocol (see docs/protocol.md).
 
 Public API:
 

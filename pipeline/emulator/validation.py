@@ -1,4 +1,4 @@
-"""Request validation per capability (PROTOCOL.md, "Request bodies").
+"""Request validation per capability (docs/protocol.md, request bodies).
 
 Every check raises ``InvalidParameter`` with a message that names the field, e.g.
 ``document.file_name is required when document.url is blank``. Blank strings count as absent.
