@@ -24,6 +24,7 @@ from .progress import count_lines, show_progress
 from .report import RunStats, format_summary, summarize
 from .results import RunFiles
 from .runner import Run, RunRequest, RunResult
+from .shards import parse_shard
 
 if sys.version_info < (3, 11):  # anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
@@ -93,8 +94,11 @@ def _prepare(args: object) -> tuple[Config, RunRequest]:
         what = "is a directory" if Path(args.manifest).is_dir() else "does not exist"
         raise UsageError(f"manifest {args.manifest} {what}")
     files = RunFiles.for_results(Path(args.out), Path(args.state_dir) if args.state_dir else None)
+    shard = parse_shard(args.shard) if args.shard else None
+    if shard is not None:  # each shard its own files, so shards never share a lock or a results file
+        files = RunFiles(shard.path(files.results), shard.path(files.state_dir))
     return config, RunRequest(manifest=args.manifest, files=files, api_key=api_key, config=config,
-                              retry_failed=args.retry_failed, append=args.append)
+                              retry_failed=args.retry_failed, append=args.append, shard=shard)
 
 
 def _run(args: object) -> int:

@@ -77,6 +77,9 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--append", action="store_true",
                    help="this manifest's items join the run already in the state dir, instead of "
                         "being refused as another run's")
+    p.add_argument("--shard", metavar="K/N",
+                   help="run only the items whose id hashes to K mod N (K may be 'auto': "
+                        "JOB_COMPLETION_INDEX); --out and the state dir get a per-shard name")
     p.add_argument("--progress", choices=("auto", "rich", "plain", "off"), default="auto",
                    help="live progress on stderr (auto: rich on a terminal, plain lines otherwise)")
     p.add_argument("--limiter", metavar="URL",

@@ -67,10 +67,15 @@ def check_paths(manifest: str, out: Path) -> None:
         raise UsageError(f"--out {out}: cannot create files in {existing}")
 
 
-def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, state_dir: Path) -> None:
-    """Bind a new state dir to its results file and manifest, or check a resumed one."""
+def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, state_dir: Path,
+                   shard: str | None = None) -> None:
+    """Bind a new state dir to its results file, manifest and shard, or check a resumed one."""
     out_key = str(out.resolve())
     recorded_out = ckpt.get_meta("out")
+    recorded_shard = ckpt.get_meta("shard")
+    if recorded_out is not None and (recorded_shard or None) != shard:
+        raise UsageError(f"state dir {state_dir} holds shard {recorded_shard or '(none)'} of a run, not "
+                         f"{shard or '(no --shard)'}: give the same --shard to resume it")
     if recorded_out is None:
         if out.exists() and out.stat().st_size > 0:
             raise StateError(
@@ -81,6 +86,8 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
         ckpt.set_meta("manifest", manifest_key(manifest))
         ckpt.set_meta("manifests", manifest_key(manifest))
         ckpt.set_meta("created_at", str(time.time()))
+        if shard:
+            ckpt.set_meta("shard", shard)
         return
     if recorded_out != out_key:
         raise UsageError(

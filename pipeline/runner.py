@@ -45,6 +45,7 @@ from .poller import FirstPollTuner, Poller, TaskHandle
 from .report import RunStats, stats_from_checkpoint, summarize, with_live_counters
 from .results import ResultLine, RunFiles
 from .resume import check_identity, check_paths, manifest_key, prepare
+from .shards import Shard
 from .shutdown import FailureWatch, SignalHandlers
 from .sink import Sink
 from .spend import SpendLedger
@@ -73,6 +74,7 @@ class RunRequest:
     config: Config
     retry_failed: bool = False
     append: bool = False
+    shard: Shard | None = None
 
 
 @dataclass
@@ -132,7 +134,7 @@ class Run:
     async def _execute(self, ckpt: Checkpoint) -> RunResult:
         files = self.req.files
         check_identity(ckpt, out=files.results, manifest=self.req.manifest, append=self.req.append,
-                       state_dir=files.state_dir)
+                       state_dir=files.state_dir, shard=str(self.req.shard) if self.req.shard else None)
         state = prepare(ckpt, out=files.results, retry_failed=self.req.retry_failed)
         files.results.parent.mkdir(parents=True, exist_ok=True)
         cfg = self.cfg
@@ -150,11 +152,13 @@ class Run:
                                     clock=anyio.current_time, reserve=self._ledger.reserve,
                                     on_fatal=self._on_fatal, on_cap_reached=self._on_cap_reached)
         self._pollers = self._build_pollers(cfg.effective_polling())
-        self._ledger.preview(self.req.manifest, state.done.__contains__)
+        shard = self.req.shard
+        self._ledger.preview(self.req.manifest, lambda item_id: item_id in state.done or (
+            shard is not None and not shard.owns(item_id)))
         self._reader_scope = anyio.CancelScope()
         self._poller_scope = anyio.CancelScope()
         with open(files.rejects, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230 - small, local, at start
-            reader = Reader(self.req.manifest, state, self._control, self._submitter, rejects)
+            reader = Reader(self.req.manifest, state, self._control, self._submitter, rejects, shard=self.req.shard)
             self._signals.install(asyncio.get_running_loop())
             try:
                 async with self._client:

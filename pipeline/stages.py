@@ -30,6 +30,7 @@ from .report import RunStats
 from .responses import ApiResponse
 from .results import ItemStatus, ResultLine
 from .resume import ResumeState
+from .shards import Shard
 
 __all__ = ["Control", "Reader", "Submitter"]
 
@@ -213,8 +214,9 @@ class Reader:
     sending items whose task the checkpoint recorded straight to their poller."""
 
     def __init__(self, manifest: str, state: ResumeState, control: Control, submitter: Submitter,
-                 rejects: IO[str]) -> None:
+                 rejects: IO[str], *, shard: Shard | None = None) -> None:
         self._manifest = manifest
+        self._shard = shard
         self._state = state
         self._control = control
         self._submitter = submitter
@@ -243,6 +245,8 @@ class Reader:
                 return
             if seen % READER_YIELD_EVERY == 0:
                 await anyio.lowlevel.checkpoint()
+            if not self._mine(item):
+                continue
             if not isinstance(item, Rejected):
                 self.items += 1
             if isinstance(item, Skipped):  # done in an earlier session
@@ -265,6 +269,14 @@ class Reader:
         if self.rejected > LOG_FIRST:
             log.warning("%d manifest lines rejected in all; every one is in %s", self.rejected,
                         self._rejects.name)
+
+    def _mine(self, item: Job | Rejected | Skipped) -> bool:
+        """With --shard, whether this shard owns the item (a line without an id: by line number)."""
+        if self._shard is None:
+            return True
+        if isinstance(item, Rejected):
+            return self._shard.owns(item.id) if item.id else self._shard.owns_line(item.line)
+        return self._shard.owns(item.id)
 
     def _reject(self, item: Rejected) -> None:
         self.rejected += 1

@@ -167,3 +167,24 @@ def test_status_json_counts_rejected_lines(tmp_path: Path, emu: EmulatorThread) 
     assert done.returncode == 1
     report = json.loads(cli(["status", "--state-dir", str(tmp_path / "results.jsonl.state"), "--json"]).stdout)
     assert report["rejected_lines"] == 1 and report["exit_code"] == 1 and report["items"] == 3
+
+
+def test_the_same_shard_twice_cannot_run(tmp_path: Path) -> None:
+    """Two pods given the same --shard share its state dir, so the second exits 7; another shard
+    of the same command line runs beside it with its own files."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(20, ["video_snapshot"]))
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=9, time_scale=SCALE, durations=SLOW)) as emu:
+        first = start(run_args(tmp_path, manifest, emu.url, "--shard", "0/2"))
+        try:
+            wait_for_lock_and_tasks(tmp_path / "results.jsonl.state.shard-0-of-2", first)
+            twin = cli(run_args(tmp_path, manifest, emu.url, "--shard", "0/2"), env=ENV, timeout=30)
+            assert twin.returncode == 7, twin.stderr
+            other = start(run_args(tmp_path, manifest, emu.url, "--shard", "1/2"))
+            wait_for_lock_and_tasks(tmp_path / "results.jsonl.state.shard-1-of-2", other)
+            other.send_signal(signal.SIGTERM)
+            other.communicate(timeout=60)
+            assert other.returncode == 3
+        finally:
+            first.send_signal(signal.SIGTERM)
+            first.communicate(timeout=60)
+    assert (tmp_path / "results.shard-0-of-2.jsonl").exists() and (tmp_path / "results.shard-1-of-2.jsonl").exists()
