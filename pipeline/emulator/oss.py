@@ -1,0 +1,279 @@
+"""The emulator's OSS subset: path-style ``/{bucket}/{key}`` object routes with V4 signatures.
+
+Operations (as the ``alibabacloud-oss-v2`` SDK sends them; see docs/protocol.md, OSS):
+
+=========================  ==========================================================
+PutObject                  ``PUT /b/k``
+HeadObject / GetObject     ``HEAD`` / ``GET /b/k`` (GET also as a presigned URL)
+DeleteObject               ``DELETE /b/k``
+InitiateMultipartUpload    ``POST /b/k?uploads``                 -> XML ``UploadId``
+UploadPart                 ``PUT /b/k?partNumber=N&uploadId=U``  -> ``ETag``
+ListParts                  ``GET /b/k?uploadId=U`` (the SDK's uploader resumes with it)
+CompleteMultipartUpload    ``POST /b/k?uploadId=U`` with ``<CompleteMultipartUpload>``
+AbortMultipartUpload       ``DELETE /b/k?uploadId=U``
+=========================  ==========================================================
+
+Every request must be signed with the configured AccessKey pair (:mod:`.oss_sign`); errors
+are OSS's XML ``<Error>`` with an ``x-oss-request-id`` header (for HEAD, base64 in ``x-oss-err``,
+as OSS does, since a HEAD answer has no body). Buckets are created on first use.
+:attr:`OssState.counters` counts requests per operation; :meth:`OssState.inject` makes the next
+requests of an operation answer 503 or drop the connection, for retry tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Literal
+
+from aiohttp import web
+
+from .oss_sign import SignedRequest, verify_header_auth, verify_query_auth
+from .oss_store import NoSuchUpload, ObjectStore, StoredObject
+
+__all__ = ["DEFAULT_OSS_KEY_ID", "DEFAULT_OSS_KEY_SECRET", "OSS_STATE", "OssSettings", "OssState", "create_oss_app"]
+
+DEFAULT_OSS_KEY_ID = "emulator-oss-key-id"
+DEFAULT_OSS_KEY_SECRET = "emulator-oss-key-secret"
+BODY_CHUNK = 256 * 1024  # bytes read from a request body at a time, straight to disk
+Fault = Literal["503", "drop"]
+
+
+@dataclass(frozen=True)
+class OssSettings:
+    """The AccessKey pair requests must be signed with, and where objects live (None: a temp dir)."""
+
+    key_id: str = DEFAULT_OSS_KEY_ID
+    key_secret: str = DEFAULT_OSS_KEY_SECRET
+    root: Path | None = None
+
+    def __repr__(self) -> str:  # the secret stays out of logs and test output
+        return f"OssSettings(key_id={self.key_id!r}, root={self.root!r})"
+
+
+@dataclass
+class OssState:
+    """The live state of one OSS app: its store, request counts and injected faults."""
+
+    settings: OssSettings
+    store: ObjectStore
+    counters: Counter[str] = field(default_factory=Counter)  # operation name -> requests seen
+    faults: dict[str, list[Fault]] = field(default_factory=dict)  # operation -> faults still to apply
+
+    def inject(self, operation: str, fault: Fault = "503", times: int = 1) -> None:
+        """Make the next ``times`` requests of ``operation`` fail with ``fault``."""
+        self.faults.setdefault(operation, []).extend([fault] * times)
+
+
+OSS_STATE: web.AppKey[OssState] = web.AppKey("oss_state", OssState)
+
+
+class OssError(Exception):
+    """An OSS error answer: status, code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _request_id() -> str:
+    return uuid.uuid4().hex[:24].upper()
+
+
+def _xml(root: str, children: list[tuple[str, object]] | None = None) -> ET.Element:
+    element = ET.Element(root)
+    for name, value in children or []:
+        if isinstance(value, ET.Element):
+            element.append(value)
+        else:
+            ET.SubElement(element, name).text = str(value)
+    return element
+
+
+def _xml_response(element: ET.Element, request_id: str, status: int = 200) -> web.Response:
+    body = b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(element)
+    return web.Response(
+        body=body, status=status, content_type="application/xml", headers={"x-oss-request-id": request_id}
+    )
+
+
+def _error_response(request: web.Request, error: OssError, request_id: str) -> web.Response:
+    element = _xml(
+        "Error",
+        [("Code", error.code), ("Message", error.message), ("RequestId", request_id),
+         ("HostId", request.host), ("EC", "0000-00000000")],
+    )
+    if request.method == "HEAD":
+        payload = b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(element)
+        return web.Response(
+            status=error.status,
+            headers={"x-oss-request-id": request_id, "x-oss-err": base64.b64encode(payload).decode()},
+        )
+    return _xml_response(element, request_id, error.status)
+
+
+def _operation(method: str, query: dict[str, str], has_key: bool) -> str:
+    """The OSS operation a request is, from its method and sub-resources."""
+    if not has_key:
+        return "Unsupported"
+    if method == "PUT":
+        return "UploadPart" if "uploadId" in query else "PutObject"
+    if method == "POST":
+        if "uploads" in query:
+            return "InitiateMultipartUpload"
+        return "CompleteMultipartUpload" if "uploadId" in query else "Unsupported"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
+    if method == "GET":
+        return "ListParts" if "uploadId" in query else "GetObject"
+    return "HeadObject" if method == "HEAD" else "Unsupported"
+
+
+def _check_signature(request: web.Request, bucket: str, key: str, settings: OssSettings) -> None:
+    signed = SignedRequest(request.method, bucket, key or None, request.rel_url.raw_query_string, request.headers)
+    presigned = "x-oss-signature" in request.rel_url.query
+    verify = verify_query_auth if presigned else verify_header_auth
+    problem = verify(signed, settings.key_id, settings.key_secret)
+    if problem is not None:
+        raise OssError(problem.status, problem.code, problem.message)
+
+
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(BODY_CHUNK):
+        yield chunk
+
+
+def _object_headers(obj: StoredObject, request_id: str) -> dict[str, str]:
+    modified = datetime.fromtimestamp(obj.path.stat().st_mtime, timezone.utc)
+    return {
+        "ETag": obj.etag,
+        "Last-Modified": format_datetime(modified, usegmt=True),
+        "Content-Type": "application/octet-stream",
+        "x-oss-request-id": request_id,
+        "x-oss-object-type": "Multipart" if "-" in obj.etag else "Normal",
+    }
+
+
+async def _send_object(request: web.Request, obj: StoredObject, request_id: str) -> web.StreamResponse:
+    response = web.StreamResponse(headers=_object_headers(obj, request_id))
+    response.content_length = obj.size
+    await response.prepare(request)
+    if request.method == "GET":
+        with obj.path.open("rb") as src:  # streamed a chunk at a time, never read whole
+            while chunk := src.read(BODY_CHUNK):
+                await response.write(chunk)
+        await response.write_eof()
+    return response
+
+
+def _part_list(body: bytes) -> list[tuple[int, str]]:
+    try:
+        root = ET.fromstring(body)
+        return [(int(p.findtext("PartNumber", "")), p.findtext("ETag", "")) for p in root.iter("Part")]
+    except (ET.ParseError, ValueError) as exc:
+        raise OssError(400, "MalformedXML", f"the part list is not valid XML: {exc}") from exc
+
+
+def _iso(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+async def _dispatch(
+    request: web.Request, state: OssState, *, op: str, bucket: str, key: str, rid: str
+) -> web.StreamResponse:
+    store, query = state.store, request.rel_url.query
+    head = {"x-oss-request-id": rid}
+    if op == "PutObject":
+        obj = await store.put(bucket, key, _body(request))
+        return web.Response(headers={**head, "ETag": obj.etag})
+    if op in ("GetObject", "HeadObject"):
+        found = store.stat(bucket, key)
+        if found is None:
+            raise OssError(404, "NoSuchKey", "The specified key does not exist.")
+        return await _send_object(request, found, rid)
+    if op == "DeleteObject":
+        store.delete(bucket, key)
+        return web.Response(status=204, headers=head)
+    if op == "InitiateMultipartUpload":
+        upload_id = store.initiate(bucket, key)
+        return _xml_response(_xml("InitiateMultipartUploadResult",
+                                  [("Bucket", bucket), ("Key", key), ("UploadId", upload_id)]), rid)
+    upload_id = query.get("uploadId", "")
+    if op == "UploadPart":
+        try:
+            number = int(query.get("partNumber", ""))
+        except ValueError:
+            number = 0
+        if not 1 <= number <= 10000:
+            raise OssError(400, "InvalidArgument", "partNumber must be an integer from 1 to 10000")
+        part = await store.put_part(bucket, key, upload_id, number, _body(request))
+        return web.Response(headers={**head, "ETag": part.etag})
+    if op == "ListParts":
+        parts = [
+            _xml("Part", [("PartNumber", p.number), ("LastModified", _iso(p.path)), ("ETag", p.etag), ("Size", p.size)])
+            for p in store.list_parts(bucket, key, upload_id)
+        ]
+        fields: list[tuple[str, object]] = [("Bucket", bucket), ("Key", key), ("UploadId", upload_id),
+                                            ("PartNumberMarker", 0), ("MaxParts", 1000), ("IsTruncated", "false")]
+        return _xml_response(_xml("ListPartsResult", fields + [("Part", p) for p in parts]), rid)
+    if op == "CompleteMultipartUpload":
+        try:
+            obj = await store.complete(bucket, key, upload_id, _part_list(await request.read()))
+        except ValueError as exc:
+            raise OssError(400, "InvalidPart", str(exc)) from exc
+        return _xml_response(_xml("CompleteMultipartUploadResult", [
+            ("Location", f"http://{request.host}/{bucket}/{key}"), ("Bucket", bucket), ("Key", key), ("ETag", obj.etag)
+        ]), rid)
+    if op == "AbortMultipartUpload":
+        store.abort(bucket, key, upload_id)
+        return web.Response(status=204, headers=head)
+    raise OssError(400, "NotImplemented", "the emulator serves object operations only (path-style /bucket/key)")
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    state = request.app[OSS_STATE]
+    rid = _request_id()
+    bucket, _, key = request.path.lstrip("/").partition("/")
+    op = _operation(request.method, dict(request.rel_url.query), bool(bucket and key))
+    state.counters[op] += 1
+    pending = state.faults.get(op)
+    if pending:
+        fault = pending.pop(0)
+        if fault == "drop" and request.transport is not None:
+            request.transport.close()  # the client sees the connection drop with no answer
+            raise web.HTTPInternalServerError()
+        return _error_response(request, OssError(503, "ServiceUnavailable", "injected fault"), rid)
+    try:
+        _check_signature(request, bucket, key, state.settings)
+        return await _dispatch(request, state, op=op, bucket=bucket, key=key, rid=rid)
+    except NoSuchUpload:
+        error = OssError(404, "NoSuchUpload", "The specified upload does not exist.")
+    except OssError as exc:
+        error = exc
+    # Read what is left of a refused body, so the client (which sends it whole before reading
+    # the answer) gets the error rather than a reset connection.
+    while await request.content.readany():
+        pass
+    return _error_response(request, error, rid)
+
+
+def create_oss_app(settings: OssSettings | None = None, store: ObjectStore | None = None) -> web.Application:
+    """The OSS app; ``app[OSS_STATE]`` is its live state. The store's temp dir goes with the app."""
+    settings = settings or OssSettings()
+    state = OssState(settings, store or ObjectStore(settings.root))
+    app = web.Application()
+    app[OSS_STATE] = state
+    app.router.add_route("*", "/{tail:.*}", _handle)
+
+    async def close_store(_: web.Application) -> None:
+        state.store.close()
+
+    app.on_cleanup.append(close_store)
+    return app
