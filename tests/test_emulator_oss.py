@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import aiohttp
 import alibabacloud_oss_v2 as oss
@@ -18,6 +22,7 @@ from pipeline.emulator.oss_sign import SignedRequest, verify_header_auth, verify
 KEY_ID, SECRET = "test-oss-id", "test-oss-secret"
 BUCKET = "media"
 PART = 100 * 1024  # OSS's smallest part size
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -188,3 +193,30 @@ def test_header_signature_covers_signed_headers() -> None:
     changed = {**headers, "x-oss-meta-a": "2"}
     problem = verify_header_auth(SignedRequest("PUT", "b", "k", raw_query, changed), KEY_ID, SECRET)
     assert problem is not None and problem.code == "SignatureDoesNotMatch"
+
+
+async def test_cli_serves_oss_beside_the_service() -> None:
+    """`emulator --oss-port 0 --oss-key-id --oss-key-secret` serves OSS that the SDK can write to and read from."""
+    argv = [sys.executable, "-m", "pipeline", "emulator", "--port", "0", "--oss-port", "0",
+            "--oss-key-id", KEY_ID, "--oss-key-secret", SECRET]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [(await proc.stdout.readline()).decode() for _ in range(3)]
+        assert lines[0].startswith("emulator listening on http://"), lines
+        assert lines[1].startswith("emulator OSS listening on http://"), lines
+        assert SECRET not in "".join(lines)
+        url = lines[1].split()[4]
+        cfg = oss.config.load_default()
+        cfg.credentials_provider = oss.credentials.StaticCredentialsProvider(KEY_ID, SECRET)
+        cfg.region, cfg.endpoint, cfg.use_path_style = "cn-hangzhou", url, True
+        async with oss_aio.AsyncClient(cfg) as client:
+            await client.put_object(oss.PutObjectRequest(bucket=BUCKET, key="cli.txt", body=b"via cli"))
+            got = await client.get_object(oss.GetObjectRequest(bucket=BUCKET, key="cli.txt"))
+            assert await got.body.read() == b"via cli"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), timeout=10)
+    assert proc.returncode == 0

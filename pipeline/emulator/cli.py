@@ -4,6 +4,11 @@ The API key is, first found: ``--api-key``, ``api_key`` in the ``--config`` YAML
 ``DASHSCOPE_API_KEY`` environment variable, and the documented default ``emulator-key``.
 The key itself is never printed. ``--port 0`` binds a free port; the URL printed on start
 (``emulator listening on http://HOST:PORT``) tells which.
+
+``--oss-port PORT`` also serves the OSS subset (path-style, V4-signed; :mod:`.oss`) on that
+port, printing ``emulator OSS listening on http://HOST:PORT``. Its AccessKey pair is, first
+found: ``--oss-key-id``/``--oss-key-secret``, ``OSS_ACCESS_KEY_ID``/``OSS_ACCESS_KEY_SECRET``,
+and the documented defaults; the secret is never printed.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import errno
 import os
 import signal
 import sys
+from contextlib import AsyncExitStack
 from typing import Any
 
 from ..exit_codes import ExitCode
+from .oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET, OssSettings
+from .oss_server import start_oss
 from .server import start_emulator
 from .settings import DEFAULT_API_KEY, EmulatorSettings, SettingsError, load_settings
 
@@ -43,6 +51,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time-scale", type=float, default=None, help="run this many times faster than the real service"
     )
+    parser.add_argument(
+        "--oss-port", type=int, default=None, help="also serve the OSS subset on this port (0 for any free one)"
+    )
+    parser.add_argument(
+        "--oss-key-id", default=None,
+        help=f"AccessKey id OSS requests must be signed with ($OSS_ACCESS_KEY_ID, else {DEFAULT_OSS_KEY_ID!r})",
+    )
+    parser.add_argument(
+        "--oss-key-secret", default=None,
+        help="AccessKey secret (default: $OSS_ACCESS_KEY_SECRET, else the documented emulator secret)",
+    )
+
+
+def build_oss_settings(args: argparse.Namespace) -> OssSettings | None:
+    """The OSS app's settings when ``--oss-port`` is given, else None."""
+    if getattr(args, "oss_port", None) is None:
+        return None
+    key_id = args.oss_key_id or os.environ.get("OSS_ACCESS_KEY_ID") or DEFAULT_OSS_KEY_ID
+    secret = args.oss_key_secret or os.environ.get("OSS_ACCESS_KEY_SECRET") or DEFAULT_OSS_KEY_SECRET
+    return OssSettings(key_id=key_id, key_secret=secret)
 
 
 def build_settings(args: argparse.Namespace) -> tuple[EmulatorSettings, str]:
@@ -64,15 +92,22 @@ def build_settings(args: argparse.Namespace) -> tuple[EmulatorSettings, str]:
     return settings.replace(api_key=DEFAULT_API_KEY), f"the default key {DEFAULT_API_KEY!r}"
 
 
-async def serve(settings: EmulatorSettings, host: str, port: int, key_source: str) -> None:
-    """Serve until SIGINT or SIGTERM."""
+async def serve(
+    settings: EmulatorSettings, host: str, port: int, key_source: str,
+    *, oss: OssSettings | None = None, oss_port: int = 0,
+) -> None:
+    """Serve until SIGINT or SIGTERM (and the OSS subset on ``oss_port`` when ``oss`` is given)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with start_emulator(settings, host, port) as emu:
+        async with AsyncExitStack() as stack:
+            emu = await stack.enter_async_context(start_emulator(settings, host, port))
             print(f"emulator listening on {emu.url}", flush=True)
+            if oss is not None:
+                running_oss = await stack.enter_async_context(start_oss(oss, host, oss_port))
+                print(f"emulator OSS listening on {running_oss.url} (key id {oss.key_id!r}, path-style)", flush=True)
             print(
                 f"  api key: {key_source}; seed {settings.seed}; time scale {settings.time_scale:g}; "
                 f"counters at {emu.url}/_emulator/counters",
@@ -119,6 +154,10 @@ def main(args: argparse.Namespace) -> int:
     stderr, never a traceback.
     """
     problem = port_problem(args.port)
+    oss_port = getattr(args, "oss_port", None)
+    if problem is None and oss_port is not None:
+        problem = port_problem(oss_port)
+        problem = problem and problem.replace("--port", "--oss-port")
     if problem is not None:
         return _fail(problem)
     try:
@@ -126,7 +165,8 @@ def main(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         return _fail(str(exc))
     try:
-        asyncio.run(serve(settings, args.host, args.port, key_source))
+        oss = build_oss_settings(args)
+        asyncio.run(serve(settings, args.host, args.port, key_source, oss=oss, oss_port=oss_port or 0))
     except OSError as exc:  # bind failures: address in use, no permission, unknown host
         return _fail(bind_problem(args.host, args.port, exc))
     return int(ExitCode.OK)
