@@ -1,0 +1,127 @@
+"""Where the shared pacer lives in Redis: namespaces, key names, the client, and the checks
+`run` and `status` make before and beside a run (reachable? who shares the budget?).
+
+The namespace is per account: by default a truncated SHA-256 of the endpoint and the API key,
+so two runs on one account share a budget while the key itself never reaches Redis, a log or
+a message. RAM users of one account hold different keys; they set `limiter_namespace` to one
+name so they share a budget too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["check_redis", "connect", "default_namespace", "display_url", "group_keys", "live_processes",
+           "proc_key", "proc_pattern"]
+
+#: Hex digits of the hash kept: 64 bits tell accounts apart and give nothing back of the key.
+NAMESPACE_HEX = 16
+#: Domain separation: this hash is for naming keys, not a fingerprint usable elsewhere.
+_NAMESPACE_SALT = b"opensearch-media-pipeline/limiter\0"
+
+
+def default_namespace(endpoint: str, api_key: str) -> str:
+    """The per-account key prefix: `opm-` and a truncated SHA-256 of endpoint and key."""
+    normal = endpoint.strip().rstrip("/").lower()
+    digest = hashlib.sha256(_NAMESPACE_SALT + normal.encode() + b"\0" + api_key.encode()).hexdigest()
+    return f"opm-{digest[:NAMESPACE_HEX]}"
+
+
+def group_keys(namespace: str, group: str) -> tuple[str, str]:
+    """The grid hash (`next`, `pause`) and the sent set of one QPS group."""
+    return f"{namespace}:qps:{group}:grid", f"{namespace}:qps:{group}:sent"
+
+
+def proc_key(namespace: str, host: str, pid: int) -> str:
+    """One process's heartbeat key."""
+    return f"{namespace}:proc:{host}:{pid}"
+
+
+def proc_pattern(namespace: str) -> str:
+    """A SCAN pattern matching every heartbeat key of the namespace."""
+    return f"{namespace}:proc:*"
+
+
+def display_url(url: str) -> str:
+    """`url` fit for a message: a password in it becomes `***`."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+        return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
+    except ValueError:  # unparseable: show the scheme only rather than risk a password
+        return url.split(":", 1)[0] + "://…"
+
+
+def connect(url: str, *, timeout: float) -> Redis:
+    """A client for `url` that fails fast: no retries of its own (the pacer falls back to
+    in-process pacing instead of stalling) and `timeout` seconds per connect and per reply."""
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    client: Redis = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                   retry=Retry(NoBackoff(), 0), retry_on_error=[], decode_responses=True)
+    return client
+
+
+def _scrub(text: str, url: str) -> str:
+    """Remove a password given in `url` from an error text, in case a library quoted it."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    return text.replace(password, "***") if password else text
+
+
+async def check_redis(url: str, *, timeout: float = 2.0) -> str | None:
+    """None when the Redis at `url` answers PING; otherwise why not, naming the URL without
+    its password (for an exit 2 before anything is written)."""
+    try:
+        import redis  # noqa: F401 - only to say how to install it
+    except ImportError:
+        return "the Redis limiter needs the redis package: pip install 'opensearch-media-pipeline[redis]'"
+    client = connect(url, timeout=timeout)
+    try:
+        await client.ping()
+    except Exception as exc:  # any failure to answer is "unreachable", whatever layer raised it
+        reason = _scrub(f"{type(exc).__name__}: {exc}", url)
+        return f"cannot reach the Redis limiter at {display_url(url)} ({reason}); start it or fix --limiter"
+    finally:
+        await client.aclose()
+    return None
+
+
+async def live_processes(url: str, namespace: str, *, timeout: float = 2.0) -> list[dict[str, Any]]:
+    """The processes sharing the namespace's budget now (their heartbeats), oldest first."""
+    client = connect(url, timeout=timeout)
+    try:
+        return await scan_processes(client, namespace)
+    finally:
+        await client.aclose()
+
+
+async def scan_processes(client: Redis, namespace: str) -> list[dict[str, Any]]:
+    """The heartbeats of `namespace` read with `client`, oldest first; unreadable ones skipped."""
+    keys = [key async for key in client.scan_iter(match=proc_pattern(namespace), count=200)]
+    values = await client.mget(keys) if keys else []
+    found: list[dict[str, Any]] = []
+    for value in values:
+        try:
+            record = json.loads(value) if value else None
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            found.append(record)
+    return sorted(found, key=lambda r: str(r.get("started_at", "")))
