@@ -57,6 +57,9 @@ class Sink:
         # next one is taken; batches are small and the disk is local.
         with open(self.path, "ab") as file, lines:  # noqa: ASYNC230
             async for first in lines:
+                # One turn of the loop first: lines finished in the same turn join this batch,
+                # so a busy run writes (and commits) in batches, not line by line.
+                await anyio.lowlevel.checkpoint()
                 batch = [first]
                 while len(batch) < BATCH_MAX:
                     try:
