@@ -22,6 +22,8 @@ __all__ = ["check_redis", "connect", "default_namespace", "display_url", "group_
 
 #: Hex digits of the hash kept: 64 bits tell accounts apart and give nothing back of the key.
 NAMESPACE_HEX = 16
+#: ZADD … LT (lowering a booking's arrival bound) came with Redis 6.2.
+MIN_REDIS = (6, 2)
 #: Domain separation: this hash is for naming keys, not a fingerprint usable elsewhere.
 _NAMESPACE_SALT = b"opensearch-media-pipeline/limiter\0"
 
@@ -95,12 +97,24 @@ async def check_redis(url: str, *, timeout: float = 2.0) -> str | None:
     client = connect(url, timeout=timeout)
     try:
         await client.ping()
+        version = str((await client.info("server")).get("redis_version", "0"))
     except Exception as exc:  # any failure to answer is "unreachable", whatever layer raised it
         reason = _scrub(f"{type(exc).__name__}: {exc}", url)
         return f"cannot reach the Redis limiter at {display_url(url)} ({reason}); start it or fix --limiter"
     finally:
         await client.aclose()
+    if _version(version) < MIN_REDIS:
+        need = ".".join(map(str, MIN_REDIS))
+        return f"the Redis limiter at {display_url(url)} runs Redis {version}; the shared pacer needs {need} or later"
     return None
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """`6.2.14` -> (6, 2, 14); anything unreadable counts as (0,)."""
+    try:
+        return tuple(int(part) for part in text.split(".")[:3])
+    except ValueError:
+        return (0,)
 
 
 async def live_processes(url: str, namespace: str, *, timeout: float = 2.0) -> list[dict[str, Any]]:

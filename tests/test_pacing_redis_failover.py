@@ -79,3 +79,11 @@ async def test_redis_lost_mid_run_degrades_then_recovers(own_redis_server: Redis
     infos = [r for r in caplog.records if r.levelno == logging.INFO and "answers again" in r.getMessage()]
     assert len(warnings) == 3 and all(server.url in r.getMessage() for r in warnings)
     assert len(infos) == 3
+
+
+@pytest.mark.parametrize(("text", "expected"), [("6.2.14", (6, 2, 14)), ("7.0", (7, 0)), ("x.y", (0,))])
+def test_redis_version_parsing(text: str, expected: tuple[int, ...]) -> None:
+    """The version check reads Redis' dotted version and treats garbage as too old."""
+    from pipeline.pacing_redis_keys import _version
+
+    assert _version(text) == expected
