@@ -16,6 +16,7 @@ settles where a fraction `target` of the tasks are already done at their first p
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
@@ -34,6 +35,7 @@ from .decisions import PollJudgement, PollVerdict, judge_poll, next_poll_at, pol
 from .errors import FatalError, ServiceError
 from .job import Job
 from .responses import ApiResponse
+from .streams import items_of
 
 __all__ = ["FirstPollTuner", "Poller", "TaskHandle"]
 
@@ -128,7 +130,7 @@ class Poller:
         on_lost: LostFn,
         pause: Callable[[float], None],
         tuner: FirstPollTuner | None = None,
-        clock: Callable[[], float] = anyio.current_time,
+        clock: Callable[[], float] | None = None,
         rand: Callable[[], float] = random.random,
         max_concurrent: int = MAX_CONCURRENT_POLLS,
     ) -> None:
@@ -139,12 +141,12 @@ class Poller:
         self._on_lost = on_lost
         self._pause = pause  # pause the group after a 429
         self.tuner = tuner
-        self._clock = clock
+        self._clock = clock or asyncio.get_running_loop().time
         self._rand = rand
-        self._slots = anyio.Semaphore(max_concurrent)
+        self._slots = asyncio.Semaphore(max_concurrent)
         self._heap: list[_Due] = []
         self._seq = itertools.count()
-        self._wake = anyio.Event()
+        self._wake = asyncio.Event()  # asyncio's own (see limits.py): set by add() and by children
         self._active = 0  # status requests out now
         self._intake_open = True  # some sender may still hand over tasks
         self._fatal: FatalError | None = None
@@ -176,14 +178,14 @@ class Poller:
 
     async def _intake(self, handles: MemoryObjectReceiveStream[TaskHandle]) -> None:
         async with handles:
-            async for handle in handles:
+            async for handle in items_of(handles):
                 self.add(handle)
         self._intake_open = False
         self._wake.set()
 
     async def _dispatch(self, tg: TaskGroup) -> None:
         while True:
-            self._wake = anyio.Event()  # before looking: a later add() sets this one
+            self._wake.clear()  # before looking: a later add() sets it again
             if not self._heap:
                 if not self._intake_open and self._active == 0:
                     tg.cancel_scope.cancel()  # the intake is done too
@@ -192,8 +194,13 @@ class Poller:
                 continue
             wait = self._heap[0].when - self._clock()
             if wait > 0:
-                with anyio.move_on_after(wait):
+                # A timer that sets the event, not a cancel scope per wait: this loop turns
+                # thousands of times a second when tasks are short.
+                timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
+                try:
                     await self._wake.wait()
+                finally:
+                    timer.cancel()
                 continue
             await self._slots.acquire()
             due = heapq.heappop(self._heap)

@@ -146,10 +146,13 @@ class Run:
         self._ledger = SpendLedger(ckpt, cfg, item_cost_bound)
         self._pacers = self._build_pacers()
         self._client = self._build_client()
-        self._sink = Sink(files.results, ckpt, on_written=self._on_written, cost=self._ledger.cost)
+        # Costs are settled in the ledger only under a cap: without one, the summary's cost comes
+        # from the usage totals, and the ledger's writes would be paid on every batch for nothing.
+        self._sink = Sink(files.results, ckpt, on_written=self._on_written,
+                          cost=self._ledger.cost if cfg.max_cost is not None else None)
         line_send, line_receive = anyio.create_memory_object_stream[ResultLine](LINE_BUFFER)
         self._submitter = Submitter(control=self._control, client=self._client, checkpoint=ckpt, lines=line_send,
-                                    clock=anyio.current_time, reserve=self._ledger.reserve,
+                                    clock=asyncio.get_running_loop().time, reserve=self._ledger.reserve,
                                     on_fatal=self._on_fatal, on_cap_reached=self._on_cap_reached)
         self._pollers = self._build_pollers(cfg.effective_polling())
         shard = self.req.shard

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import IO, TypeVar
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .bodies import request_body
 from .capabilities import CAPABILITIES, MAX_BODY_BYTES
@@ -31,6 +31,7 @@ from .responses import ApiResponse
 from .results import ItemStatus, ResultLine
 from .resume import ResumeState
 from .shards import Shard
+from .streams import items_of, put
 
 __all__ = ["Control", "Reader", "Submitter"]
 
@@ -111,19 +112,19 @@ class Submitter:
         self._on_cap_reached = on_cap_reached
         self._lost_logged = 0
 
-    async def work(self, capability: str, jobs: anyio.abc.ObjectReceiveStream[Job],
+    async def work(self, capability: str, jobs: MemoryObjectReceiveStream[Job],
                    handles: MemoryObjectSendStream[TaskHandle]) -> None:
         """One submit worker of `capability`: until its job stream ends or the run stops."""
         control = self._control
         async with jobs, handles:
-            async for job in jobs:
+            async for job in items_of(jobs):
                 control.stats.caps[capability].queued -= 1
                 if not control.taking:
                     continue  # drain the stream so the reader is never stuck on a full one
                 await control.acquire_slot(capability)
                 handle = await self.submit(job)
                 if handle is not None and not control.interrupted:
-                    await handles.send(handle)
+                    await put(handles, handle)
 
     async def submit(self, job: Job, resubmits: int = 0) -> TaskHandle | None:
         """Submit `job`; returns the handle to poll for an async task, None otherwise (the item
@@ -260,11 +261,11 @@ class Reader:
             if known is not None and route_resumed(known) is ResumeRoute.POLL:
                 assert known.task_id is not None
                 await self._control.acquire_slot(item.capability)
-                await handles[item.capability].send(self._submitter.handle(
+                await put(handles[item.capability], self._submitter.handle(
                     item, known.task_id, known.submitted_at, known.attempts, known.resubmits))
                 continue
             stats.caps[item.capability].queued += 1
-            await jobs[item.capability].send(item)
+            await put(jobs[item.capability], item)
         self.complete = True
         if self.rejected > LOG_FIRST:
             log.warning("%d manifest lines rejected in all; every one is in %s", self.rejected,
