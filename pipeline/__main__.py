@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(code)
         if args.command == "status":
             from . import status
-            code, report = status.status([Path(d) for d in args.state_dir], load_config(args.config))
+            code, report = status.status([Path(d) for d in args.state_dir], load_config(args.config),
+                                         os.environ.get("DASHSCOPE_API_KEY"))
             print(json.dumps(report, indent=2) if args.json else status.format_status(report))
             return int(code)
         if args.command == "demo":

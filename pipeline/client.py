@@ -34,7 +34,7 @@ from .errors import (
     TransportError,
     redact,
 )
-from .limits import Lane, Permit
+from .limits import Lane, PermitLike
 from .responses import ApiResponse, parse_failure, parse_success
 
 __all__ = ["ApiResponse", "ServiceClient", "build_base_url"]
@@ -112,7 +112,7 @@ class ServiceClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
-        throttle: Callable[[str, Lane], Awaitable[Permit | None]] | None = None,
+        throttle: Callable[[str, Lane], Awaitable[PermitLike | None]] | None = None,
         on_retry: Callable[[str, ServiceError, float], None] | None = None,
         on_response: Callable[[str, int], None] | None = None,
         on_ambiguous: Callable[[str], None] | None = None,

@@ -33,12 +33,13 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from enum import Enum
+from typing import Protocol
 
 import anyio
 
 from .capabilities import CAPABILITIES
 
-__all__ = ["DEFAULT_WEIGHTS", "GroupPacer", "Lane", "Pacers", "Permit"]
+__all__ = ["DEFAULT_WEIGHTS", "GroupPacer", "Lane", "PacerBackend", "Pacers", "Permit", "PermitLike"]
 
 
 class Lane(str, Enum):
@@ -74,6 +75,22 @@ class _Ticket:
         and (while unanswered) assumed no later than `most_late` after it was sent."""
         bound = self.sent + most_late
         return min(bound, self.answered) if self.answered is not None else bound
+
+
+class PermitLike(Protocol):
+    """What a granted slot offers its holder, whichever backend granted it."""
+
+    def answered(self) -> None: ...
+
+
+class PacerBackend(Protocol):
+    """The pacing of a run: in-process (`Pacers`) or shared through Redis (`RedisPacers`)."""
+
+    async def run(self) -> None: ...
+
+    async def acquire(self, capability: str, lane: Lane) -> PermitLike | None: ...
+
+    def pause(self, capability: str, seconds: float) -> None: ...
 
 
 class Permit:

@@ -39,7 +39,8 @@ from .config import Config
 from .errors import AuthError, FatalError, ServiceError, ServiceUnreachable
 from .exit_codes import ExitCode
 from .job import Job
-from .limits import Lane, Pacers, Permit
+from .limiter import build_pacers, check_limiter
+from .limits import Lane, PacerBackend, PermitLike
 from .outcome import RunOutcome, Stop, StopReason, decide, is_run_fault
 from .poller import FirstPollTuner, Poller, TaskHandle
 from .report import RunStats, stats_from_checkpoint, summarize, with_live_counters
@@ -107,6 +108,7 @@ class Run:
     async def execute(self) -> RunResult:
         files = self.req.files
         check_paths(self.req.manifest, files.results)
+        await check_limiter(self.cfg)  # a shared limiter that cannot be reached: exit 2, nothing written
         files.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()  # before anything in the state dir is opened for writing
         try:
@@ -229,15 +231,8 @@ class Run:
             self._on_fatal(exc)
 
     # ---- building ------------------------------------------------------------------------
-    def _build_pacers(self) -> Pacers:
-        cfg = self.cfg
-        groups = {cap.qps_group: cfg.effective_qps(name) for name, cap in CAPABILITIES.items()}
-        # The service's own rule, for the pacer's guard: at most `limit` requests in any
-        # window (one second, shortened by the emulator's time scale).
-        windows = {cap.qps_group: (1.0 / cfg.time_scale, int(cfg.qps.get(name, cap.default_qps)))
-                   for name, cap in CAPABILITIES.items()}
-        return Pacers(groups, polls_share=cfg.polls_share_qps, windows=windows,
-                      weights={Lane.SUBMIT: cfg.submit_share, Lane.POLL: 1.0 - cfg.submit_share})
+    def _build_pacers(self) -> PacerBackend:
+        return build_pacers(self.cfg, self.req.api_key)
 
     def _build_client(self) -> ServiceClient:
         cfg = self.cfg
@@ -300,7 +295,7 @@ class Run:
             f"--max-cost {self.cfg.max_cost:g} {self.cfg.currency} reached (settled {settled:.4f}, reserved "
             f"{reserved:.4f}); submitted tasks were finished; raise the cap and run the same command to go on")))
 
-    async def _throttle(self, capability: str, lane: Lane) -> Permit | None:
+    async def _throttle(self, capability: str, lane: Lane) -> PermitLike | None:
         if lane is Lane.SUBMIT:
             return await self._control.interruptible(lambda: self._pacers.acquire(capability, lane))
         return await self._pacers.acquire(capability, lane)

@@ -23,9 +23,14 @@ from .statelock import describe, live_holder
 __all__ = ["format_status", "status"]
 
 
-def status(state_dirs: list[Path], config: Config) -> tuple[ExitCode, dict[str, Any]]:
-    """One report per state dir (a shard each, say) and, for several, the totals."""
+def status(state_dirs: list[Path], config: Config, api_key: str | None = None) -> tuple[ExitCode, dict[str, Any]]:
+    """One report per state dir (a shard each, say) and, for several, the totals. With a shared
+    (Redis) limiter configured, also the processes that share the account's budget now."""
     runs = [_one(state_dir, config) for state_dir in state_dirs]
+    sharing = _sharing(config, api_key)
+    if sharing is not None:
+        for run in runs:
+            run["sharing_budget"] = sharing
     if len(runs) == 1:
         return ExitCode.OK, runs[0]
     keys = ("succeeded", "failed", "rejected_lines", "in_flight_total", "queued", "items", "estimated_cost")
@@ -80,6 +85,22 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
     return summary
 
 
+def _sharing(config: Config, api_key: str | None) -> list[dict[str, Any]] | None:
+    """Processes whose heartbeat is in the shared limiter now (None: no shared limiter, or its
+    namespace cannot be known without the API key)."""
+    if config.limiter == "memory" or not (config.limiter_namespace or api_key) or not config.endpoint:
+        return None
+    import anyio
+
+    from .limiter import limiter_namespace
+    from .pacing_redis_keys import live_processes
+
+    try:
+        return anyio.run(live_processes, config.limiter, limiter_namespace(config, api_key or ""))
+    except Exception:  # status is read-only and best effort: Redis may be down
+        return None
+
+
 def _stop(raw: str | None) -> Stop | None:
     try:
         record = json.loads(raw) if raw else None
@@ -103,6 +124,9 @@ def _format_one(s: dict[str, Any]) -> str:
     lines = [f"state dir: {s['state_dir']}", f"manifest:  {s.get('manifest')}", f"results:   {s.get('results')}"]
     if s.get("live_run"):
         lines.append(f"live run:  yes ({describe(s['live_run'])})")
+    if s.get("sharing_budget") is not None:
+        lines.append(f"sharing the account's budget now: {len(s['sharing_budget'])} processes ("
+                     + ", ".join(f"{p.get('host')}:{p.get('pid')}" for p in s["sharing_budget"]) + ")")
     else:
         reason = f": {s['reason']}" if s.get("reason") else ""
         lines.append(f"outcome:   {s['outcome']} (exit {s['exit_code']}){reason}")
