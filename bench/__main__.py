@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import async_mix, baselines, client_ceiling, memory, report, resume, sync_ceiling
+from . import async_mix, baselines, client_ceiling, memory, report, resume, shared_account, sync_ceiling
 from .environment import REPO, machine
 from .figures import ScenarioResult
 
@@ -45,6 +45,7 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": memory,
     "resume": resume,
     "baselines": baselines,
+    "shared_account": shared_account,
 }
 
 
