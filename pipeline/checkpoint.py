@@ -44,6 +44,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at  REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+-- Local files uploaded to OSS, per item: a resume never hashes or uploads them again.
+CREATE TABLE IF NOT EXISTS uploads (
+    id     TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    size   INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
 -- The spend ledger: a pessimistic reservation made before each submission, replaced by the
 -- settled cost when the item's line is written (in the same transaction).
 CREATE TABLE IF NOT EXISTS spend (
@@ -194,6 +202,17 @@ class Checkpoint:
                 ],
             )
             self.set_meta("sink_offset", str(sink_offset))
+
+    # ---- uploads -------------------------------------------------------------------------
+    def record_upload(self, job_id: str, bucket: str, key: str, size: int, sha256: str) -> None:
+        """Durably note the OSS object holding `job_id`'s local file."""
+        self._conn.execute("INSERT OR REPLACE INTO uploads (id, bucket, key, size, sha256) VALUES (?, ?, ?, ?, ?)",
+                           (job_id, bucket, key, size, sha256))
+
+    def uploaded(self, job_id: str) -> tuple[str, str] | None:
+        """(bucket, key) of the object `job_id`'s file was uploaded to, if it was."""
+        row = self._conn.execute("SELECT bucket, key FROM uploads WHERE id = ?", (job_id,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
 
     # ---- spend ledger --------------------------------------------------------------------
     def reserve(self, job_id: str, amount: float, cap: float | None) -> bool:

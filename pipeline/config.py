@@ -112,6 +112,32 @@ class FailureThreshold:
 
 
 @dataclass(frozen=True)
+class UploadConfig:
+    """Local files uploaded to OSS (the `oss` extra): those too big to send inline, or every
+    `path` source with `always`. Off while `bucket` is empty. Credentials come only from the
+    environment (OSS_ACCESS_KEY_ID, OSS_ACCESS_KEY_SECRET, optional OSS_SESSION_TOKEN)."""
+
+    bucket: str = ""
+    prefix: str = "media-pipeline"
+    region: str = "cn-hangzhou"
+    endpoint: str | None = None  # a host or a full URL (http://127.0.0.1:9000); None: the region's
+    concurrency: int = 4
+    part_size: int = 8 * 1024 * 1024
+    always: bool = False
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError(f"must be >= 1, got {self.concurrency!r}", key="upload.concurrency")
+        if self.part_size < 100 * 1024:
+            raise ConfigError(f"must be >= 102400 bytes (OSS's smallest part), got {self.part_size!r}",
+                              key="upload.part_size")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bucket)
+
+
+@dataclass(frozen=True)
 class AdaptivePolling:
     """Learn each capability's task duration and place the first poll where `target` of the
     tasks are already finished (a quantile tracked by stochastic approximation)."""
@@ -145,6 +171,7 @@ class Config:
     polling: PollPolicy = field(default_factory=PollPolicy)
     adaptive_polling: AdaptivePolling = field(default_factory=AdaptivePolling)
     failure_threshold: FailureThreshold = field(default_factory=FailureThreshold)
+    upload: UploadConfig = field(default_factory=UploadConfig)
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=_default_prices)
     #: Currency of the price table (the service bills in CNY).
     currency: str = "CNY"
@@ -279,6 +306,7 @@ _NESTED: dict[str, type] = {
     "polling": PollPolicy,
     "adaptive_polling": AdaptivePolling,
     "failure_threshold": FailureThreshold,
+    "upload": UploadConfig,
 }
 #: Mappings that a layer extends entry by entry instead of replacing.
 _TABLES = ("qps", "prices", "usage_estimates")

@@ -32,3 +32,5 @@ class Job:
     options: Mapping[str, Any] | None = None
     chunks: list[Any] | None = None
     meta: Any = None
+    #: The OSS object a local file was uploaded to (`oss://bucket/key`), once it was.
+    source_oss: str | None = None

@@ -42,7 +42,7 @@ class Skipped:
 def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None = None,
                   base_dir: Path | None = None, max_body_bytes: int = MAX_BODY_BYTES,
                   check_files: bool = True, skip: Callable[[str], bool] | None = None,
-                  expected_items: int = 0) -> Iterator[Job | Rejected | Skipped]:
+                  expected_items: int = 0, uploads: bool = False) -> Iterator[Job | Rejected | Skipped]:
     """Stream the manifest at `path` (``"-"`` or None: JSON Lines on `stdin`) as Jobs and Rejecteds.
 
     Relative `path` sources resolve against `base_dir` (default: the manifest's directory, or
@@ -75,7 +75,7 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
         records = _records(manifest, kind, max_body_bytes)
         base = base_dir or manifest.parent.absolute()
     return _validated(records, base, max_body_bytes=max_body_bytes, check_files=check_files, skip=skip,
-                      expected_items=expected_items)
+                      expected_items=expected_items, uploads=uploads)
 
 
 def _records(manifest: Path, kind: str, max_body_bytes: int) -> Iterator[RawRecord]:
@@ -89,7 +89,7 @@ def _records(manifest: Path, kind: str, max_body_bytes: int) -> Iterator[RawReco
 
 def _validated(records: Iterable[RawRecord], base: Path, *, max_body_bytes: int,
                check_files: bool, skip: Callable[[str], bool] | None = None,
-               expected_items: int = 0) -> Iterator[Job | Rejected | Skipped]:
+               expected_items: int = 0, uploads: bool = False) -> Iterator[Job | Rejected | Skipped]:
     seen = IdSet(expected=expected_items)
     for record in records:
         if isinstance(record, Rejected):
@@ -104,7 +104,7 @@ def _validated(records: Iterable[RawRecord], base: Path, *, max_body_bytes: int,
                 yield Skipped(line, quick_id, cap.name if cap else None)
                 continue
         result = validate_item(raw, line, base_dir=base, max_body_bytes=max_body_bytes,
-                               check_files=check_files)
+                               check_files=check_files, uploads=uploads)
         if result.id is not None and not seen.add(result.id) and isinstance(result, Job):
             derived = isinstance(raw, Mapping) and raw.get("id") is None
             hint = " (this item has no id and repeats an earlier item exactly)" if derived else ""

@@ -51,8 +51,12 @@ class _Invalid(Exception):
 
 
 def validate_item(raw: object, line: int, *, base_dir: Path | None = None,
-                  max_body_bytes: int = MAX_BODY_BYTES, check_files: bool = True) -> Job | Rejected:
-    """Check one raw item and build its `Job`, or say why not. Only stat()s local files."""
+                  max_body_bytes: int = MAX_BODY_BYTES, check_files: bool = True,
+                  uploads: bool = False) -> Job | Rejected:
+    """Check one raw item and build its `Job`, or say why not. Only stat()s local files.
+
+    With `uploads` (OSS uploads configured), a local file of any size is accepted, and so is a
+    `path` for a capability that reads `oss`: it will be uploaded and sent as `oss://`."""
     if not isinstance(raw, Mapping):
         return Rejected(line, f"item must be an object with a capability and a source, got {_describe(raw)}")
     item = {k: v for k, v in raw.items() if v is not None}  # null means absent, as empty CSV cells do
@@ -61,7 +65,7 @@ def validate_item(raw: object, line: int, *, base_dir: Path | None = None,
         item_id = _check_id(item)
         _check_keys(item)
         cap = _check_capability(item)
-        kind, source = _check_source(item, cap, base_dir or Path.cwd(), max_body_bytes, check_files)
+        kind, source = _check_source(item, cap, base_dir or Path.cwd(), max_body_bytes, check_files, uploads=uploads)
         service_id = _check_service_id(item, cap)
         _check_optional(item, cap)
         job_id = item_id if item_id is not None else derive_id(item)
@@ -83,6 +87,15 @@ def derive_id(item: Mapping[str, Any]) -> str:
     content = {k: v for k, v in item.items() if k != "id" and v is not None}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return "item-" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+#: No body limit applies to a file that will be uploaded rather than sent inline.
+UNLIMITED = 1 << 62
+
+
+def needs_upload(file_size: int, max_body: int = MAX_BODY_BYTES) -> bool:
+    """Whether a local file of this size is too big to send inline (so it goes through OSS)."""
+    return estimated_body_bytes(file_size) > max_body
 
 
 def estimated_body_bytes(file_size: int) -> int:
@@ -128,7 +141,7 @@ def _check_capability(item: dict[str, Any]) -> Capability:
 
 
 def _check_source(item: dict[str, Any], cap: Capability, base_dir: Path, max_body: int,
-                  check_files: bool) -> tuple[str, str]:
+                  check_files: bool, *, uploads: bool = False) -> tuple[str, str]:
     present = [kind for kind in SOURCE_KINDS if kind in item]
     if not present:
         raise _Invalid("no source: give exactly one of url, oss, path, content")
@@ -136,7 +149,8 @@ def _check_source(item: dict[str, Any], cap: Capability, base_dir: Path, max_bod
         raise _Invalid(f"{_COUNTS[len(present)]} sources ({', '.join(present)}): give exactly one")
     kind, value = present[0], item[present[0]]
     remote = "upload it to OSS and use oss, or give a url" if "oss" in cap.sources else "give a url"
-    if kind not in cap.sources:
+    uploaded = uploads and kind == "path"  # sent as oss:// or a presigned url, whatever its size
+    if kind not in cap.sources and not (uploaded and "oss" in cap.sources):
         what = {"url": "a url", "oss": "an oss source", "path": "a local path",
                 "content": "inline content"}[kind]
         hint = remote if kind in ("path", "content") else \
@@ -159,7 +173,7 @@ def _check_source(item: dict[str, Any], cap: Capability, base_dir: Path, max_bod
         given = os.path.expanduser(value)
         value = os.path.abspath(os.path.join(base_dir, given))
         if check_files:
-            _check_local_file(value, given, base_dir, max_body, remote)
+            _check_local_file(value, given, base_dir, UNLIMITED if uploaded else max_body, remote)
     return kind, value
 
 

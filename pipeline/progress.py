@@ -76,6 +76,9 @@ class Snapshot:
                               limits.get(name), s.rate_limited, s.retries))
         self.done = done_total
         self.rejected = stats.rejected
+        # Bytes sent to OSS (local files too big to inline), and their rate over the run so far.
+        self.uploaded_mb = stats.uploaded_bytes / 1e6
+        self.upload_rate = self.uploaded_mb / self.elapsed if self.elapsed > 0 else 0.0
         self.total = total
         self.eta: float | None = None
         if total and t1 > t0 and d1 > d0:
@@ -85,7 +88,9 @@ class Snapshot:
     def plain(self) -> str:
         parts = [f"progress: {self.done}{'/' + str(self.total) if self.total else ''} done"
                  f", {self.rejected} rejected, elapsed {_hms(self.elapsed)}"
-                 f"{', eta ' + _hms(self.eta) if self.eta is not None else ''}"]
+                 f"{', eta ' + _hms(self.eta) if self.eta is not None else ''}"
+                 + (f", uploaded {self.uploaded_mb:.1f} MB at {self.upload_rate:.1f} MB/s" if self.uploaded_mb
+                    else "")]
         for name, queued, inflight, ok, failed, rate, limit, r429, retries in self.rows:
             parts.append(f"{name}: q={queued} fly={inflight} ok={ok} fail={failed} "
                          f"{rate:.1f}/{limit:g}rps 429={r429} retry={retries}")
@@ -94,6 +99,7 @@ class Snapshot:
     def as_dict(self) -> dict[str, Any]:
         return {
             "done": self.done, "total_lines": self.total, "rejected": self.rejected,
+            "uploaded_mb": round(self.uploaded_mb, 3),
             "elapsed_s": round(self.elapsed, 1), "eta_s": round(self.eta, 1) if self.eta else None,
             "capabilities": {r[0]: {"queued": r[1], "in_flight": r[2], "succeeded": r[3],
                                     "failed": r[4], "request_rate": round(r[5], 2), "limit": r[6],
@@ -134,7 +140,8 @@ async def _rich(stats: RunStats, limits: Mapping[str, float], total: int | None,
     def render() -> Table:
         snap = Snapshot(stats, limits, total, history)
         title = (f"{snap.done}{'/' + str(total) if total else ''} done · {snap.rejected} rejected · "
-                 f"elapsed {_hms(snap.elapsed)} · ETA {_hms(snap.eta)}")
+                 f"elapsed {_hms(snap.elapsed)} · ETA {_hms(snap.eta)}"
+                 + (f" · uploaded {snap.uploaded_mb:.1f} MB ({snap.upload_rate:.1f} MB/s)" if snap.uploaded_mb else ""))
         table = Table(title=title, title_justify="left", expand=False)
         for col in ("capability", "queued", "in flight", "done", "failed", "req/s / limit", "429s", "retries"):
             table.add_column(col, justify="left" if col == "capability" else "right")

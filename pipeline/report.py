@@ -55,6 +55,7 @@ class RunStats:
         self.started = clock()
         self.finished: float | None = None
         self.ambiguous = 0  # creates re-sent after a timeout or dropped connection: possibly billed twice
+        self.uploaded_bytes = 0  # local files' bytes sent to OSS this session
 
     def elapsed(self) -> float:
         return (self.finished or self._clock()) - self.started
@@ -68,6 +69,9 @@ class RunStats:
 
     def on_retry(self, capability: str) -> None:
         self.caps[capability].retries += 1
+
+    def on_uploaded(self, n: int) -> None:
+        self.uploaded_bytes += n
 
     def on_ambiguous(self, capability: str) -> None:
         self.ambiguous += 1

@@ -50,19 +50,20 @@ class ResultLine:
     finished_at: str | None = None
     elapsed_s: float | None = None
     meta: Any = None
+    source_oss: str | None = None
 
     @classmethod
     def finished(cls, *, id: str, capability: str, service_id: str, status: ItemStatus,
                  finished_at: float, submitted_at: float | None = None, task_id: str | None = None,
                  data: Any = None, usage: dict[str, Any] | None = None,
                  error: dict[str, Any] | None = None, attempts: int = 1, polls: int = 0,
-                 meta: Any = None) -> ResultLine:
+                 meta: Any = None, source_oss: str | None = None) -> ResultLine:
         """Build a line from clock readings (seconds since the epoch)."""
         elapsed = round(finished_at - submitted_at, 3) if submitted_at is not None else None
         return cls(id=id, capability=capability, service_id=service_id, status=status, task_id=task_id,
                    data=data, usage=usage, error=error, attempts=attempts, polls=polls,
                    submitted_at=iso(submitted_at), finished_at=iso(finished_at), elapsed_s=elapsed,
-                   meta=meta)
+                   meta=meta, source_oss=source_oss)
 
     @property
     def error_code(self) -> str | None:
@@ -78,6 +79,8 @@ class ResultLine:
                   "error": self.error, "attempts": self.attempts, "polls": self.polls,
                   "submitted_at": self.submitted_at, "finished_at": self.finished_at,
                   "elapsed_s": self.elapsed_s, "meta": self.meta}
+        if self.source_oss is not None:  # only items whose local file went through OSS
+            record["source_oss"] = self.source_oss
         return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
@@ -107,7 +110,7 @@ class ResultLine:
             usage=usage if isinstance(usage, dict) else None, error=error if isinstance(error, dict) else None,
             attempts=attempts if isinstance(attempts, int) else 0, polls=int(record.get("polls") or 0),
             submitted_at=record.get("submitted_at"), finished_at=record.get("finished_at"),
-            elapsed_s=record.get("elapsed_s"), meta=record.get("meta"))
+            elapsed_s=record.get("elapsed_s"), meta=record.get("meta"), source_oss=record.get("source_oss"))
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from .sink import Sink
 from .spend import SpendLedger
 from .stages import Control, Reader, Submitter
 from .statelock import StateDirLock
+from .uploading import Uploads, check_uploads
 from .validate import item_cost_bound
 
 if sys.version_info < (3, 11):  # anyio depends on the backport there
@@ -109,6 +110,7 @@ class Run:
         files = self.req.files
         check_paths(self.req.manifest, files.results)
         await check_limiter(self.cfg)  # a shared limiter that cannot be reached: exit 2, nothing written
+        check_uploads(self.cfg.upload)  # uploads configured but impossible: exit 2, nothing written
         files.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()  # before anything in the state dir is opened for writing
         try:
@@ -153,9 +155,12 @@ class Run:
         self._sink = Sink(files.results, ckpt, on_written=self._on_written,
                           cost=self._ledger.cost if cfg.max_cost is not None else None)
         line_send, line_receive = anyio.create_memory_object_stream[ResultLine](LINE_BUFFER)
+        uploads = Uploads(cfg.upload, retry=cfg.effective_retry(), poll_timeout=cfg.polling.timeout,
+                          state_dir=files.state_dir, checkpoint=ckpt, on_bytes=self.stats.on_uploaded)
         self._submitter = Submitter(control=self._control, client=self._client, checkpoint=ckpt, lines=line_send,
                                     clock=asyncio.get_running_loop().time, reserve=self._ledger.reserve,
-                                    on_fatal=self._on_fatal, on_cap_reached=self._on_cap_reached)
+                                    on_fatal=self._on_fatal, on_cap_reached=self._on_cap_reached,
+                                    uploads=uploads if uploads.enabled else None)
         self._pollers = self._build_pollers(cfg.effective_polling())
         shard = self.req.shard
         self._ledger.preview(self.req.manifest, lambda item_id: item_id in state.done or (
@@ -163,10 +168,11 @@ class Run:
         self._reader_scope = anyio.CancelScope()
         self._poller_scope = anyio.CancelScope()
         with open(files.rejects, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230 - small, local, at start
-            reader = Reader(self.req.manifest, state, self._control, self._submitter, rejects, shard=self.req.shard)
+            reader = Reader(self.req.manifest, state, self._control, self._submitter, rejects, shard=self.req.shard,
+                            uploads=cfg.upload.enabled)
             self._signals.install(asyncio.get_running_loop())
             try:
-                async with self._client:
+                async with self._client, uploads:
                     await self._run_groups(reader, line_send, line_receive)
             except BaseExceptionGroup as group:
                 raise _single(group) from None
@@ -244,13 +250,17 @@ class Run:
 
     def _build_pollers(self, polling: PollPolicy) -> dict[str, Poller]:
         adaptive = self.cfg.adaptive_polling
+        # Spare slots need the pacer's signal; the Redis backend has none, so its polls keep
+        # their per-task schedule alone (today's behaviour).
+        spare_slots = getattr(self._pacers, "spare_slots", None)
         return {
             name: Poller(cap, self._client, polling, on_finished=self._submitter.task_finished,
                          on_lost=self._submitter.on_lost,
                          pause=lambda seconds, name=name: self._pacers.pause(name, seconds),  # type: ignore[misc]
                          tuner=FirstPollTuner(polling.first_delay, target=adaptive.target,
                                               floor=polling.first_delay / 50, ceiling=polling.timeout)
-                         if adaptive.enabled else None, rand=self._rand)
+                         if adaptive.enabled else None, rand=self._rand,
+                         spare=spare_slots(name) if spare_slots is not None else None)
             for name, cap in CAPABILITIES.items() if cap.is_async}
 
     # ---- supervision -------------------------------------------------------------------

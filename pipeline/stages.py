@@ -32,6 +32,7 @@ from .results import ItemStatus, ResultLine
 from .resume import ResumeState
 from .shards import Shard
 from .streams import items_of, put
+from .uploading import Uploads
 
 __all__ = ["Control", "Reader", "Submitter"]
 
@@ -101,7 +102,7 @@ class Submitter:
     def __init__(self, *, control: Control, client: ServiceClient, checkpoint: Checkpoint,
                  lines: MemoryObjectSendStream[ResultLine], clock: Callable[[], float],
                  reserve: Callable[[Job], bool], on_fatal: Callable[[FatalError], None],
-                 on_cap_reached: Callable[[Job], None]) -> None:
+                 on_cap_reached: Callable[[Job], None], uploads: Uploads | None = None) -> None:
         self._control = control
         self._client = client
         self._ckpt = checkpoint
@@ -110,6 +111,7 @@ class Submitter:
         self._reserve = reserve
         self._on_fatal = on_fatal
         self._on_cap_reached = on_cap_reached
+        self._uploads = uploads  # the upload stage: local files too big to inline go to OSS first
         self._lost_logged = 0
 
     async def work(self, capability: str, jobs: MemoryObjectReceiveStream[Job],
@@ -130,6 +132,16 @@ class Submitter:
         """Submit `job`; returns the handle to poll for an async task, None otherwise (the item
         was finished here, or the run is stopping and the item stays unsubmitted)."""
         cap = CAPABILITIES[job.capability]
+        if self._uploads is not None and self._uploads.wanted(job):
+            try:
+                job = await self._uploads.prepare(job)
+            except FatalError as exc:  # OSS refused the AccessKey: every upload would fail alike
+                self._control.release_slot(job.capability)
+                self._on_fatal(exc)
+                return None
+            except ServiceError as err:  # the file (FileError), or OSS after every retry
+                await self.finish(job, ItemStatus.FAILED, error=err, attempts=err.attempts)
+                return None
         if not self._reserve(job):
             self._control.release_slot(job.capability)
             self._on_cap_reached(job)
@@ -203,11 +215,18 @@ class Submitter:
             else None,
             usage=response.usage if response is not None else None,
             error=error.to_dict() if error is not None else None, attempts=attempts, polls=polls,
-            submitted_at=submitted_at, finished_at=time.time(), meta=job.meta)
+            submitted_at=submitted_at, finished_at=time.time(), meta=job.meta, source_oss=self._source_oss(job))
         # Shielded: a line the service was paid for must reach the sink even while the run stops.
         with anyio.CancelScope(shield=True):
             await self._lines.send(line)
         self._control.release_slot(job.capability)
+
+
+    def _source_oss(self, job: Job) -> str | None:
+        if job.source_oss is not None or job.source_kind != "path":
+            return job.source_oss
+        known = self._ckpt.uploaded(job.id)  # a resumed task of an item uploaded in an earlier session
+        return f"oss://{known[0]}/{known[1]}" if known else None
 
 
 class Reader:
@@ -215,9 +234,10 @@ class Reader:
     sending items whose task the checkpoint recorded straight to their poller."""
 
     def __init__(self, manifest: str, state: ResumeState, control: Control, submitter: Submitter,
-                 rejects: IO[str], *, shard: Shard | None = None) -> None:
+                 rejects: IO[str], *, shard: Shard | None = None, uploads: bool = False) -> None:
         self._manifest = manifest
         self._shard = shard
+        self._uploads = uploads  # local files of any size are accepted: they go through OSS
         self._state = state
         self._control = control
         self._submitter = submitter
@@ -240,7 +260,7 @@ class Reader:
                     handles: dict[str, MemoryObjectSendStream[TaskHandle]]) -> None:
         state, stats = self._state, self._control.stats
         items = read_manifest(self._manifest, max_body_bytes=MAX_BODY_BYTES, skip=state.done.__contains__,
-                              expected_items=len(state.done) + len(state.pending))
+                              expected_items=len(state.done) + len(state.pending), uploads=self._uploads)
         for seen, item in enumerate(items, 1):
             if not self._control.taking:
                 return

@@ -14,6 +14,7 @@ config's currency:
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from .config import Config
 from .exit_codes import ExitCode
 from .job import Job
 from .manifest import Rejected, Skipped, read_manifest
+from .manifest_item import needs_upload
 
 __all__ = ["BOUND_FACTOR", "CostEstimate", "estimate_manifest_cost", "format_validate", "item_cost",
            "item_cost_bound", "validate"]
@@ -97,7 +99,9 @@ def validate(manifest: str, config: Config) -> tuple[ExitCode, dict[str, Any]]:
     by_service: Counter[str] = Counter()
     problems: list[dict[str, Any]] = []
     rejected = 0
-    for item in read_manifest(manifest):
+    uploads = config.upload.enabled
+    to_upload: dict[str, int] = {}  # file -> bytes: a file in several items uploads once
+    for item in read_manifest(manifest, uploads=uploads):
         if isinstance(item, Rejected):
             rejected += 1
             if len(problems) < MAX_PROBLEMS_SHOWN:
@@ -108,6 +112,10 @@ def validate(manifest: str, config: Config) -> tuple[ExitCode, dict[str, Any]]:
         by_cap[item.capability] += 1
         by_source[item.capability][item.source_kind] += 1
         by_service[item.service_id] += 1
+        if uploads and item.source_kind == "path" and item.source not in to_upload:
+            size = os.stat(item.source).st_size
+            if config.upload.always or needs_upload(size):
+                to_upload[item.source] = size
     if not by_cap and not rejected:
         problems.append({"line": None, "id": None, "reason": NO_ITEMS})
     cost = estimate_manifest_cost(by_service, config)
@@ -125,6 +133,7 @@ def validate(manifest: str, config: Config) -> tuple[ExitCode, dict[str, Any]]:
         "cost_bound_factor": BOUND_FACTOR,
         "unpriced_services": cost.unpriced,
         "usage_without_estimate": cost.unestimated,
+        "uploads": {"files": len(to_upload), "bytes": sum(to_upload.values())},
     }
     clean = rejected == 0 and bool(by_cap)
     return (ExitCode.OK if clean else ExitCode.PARTIAL), report
@@ -142,6 +151,9 @@ def format_validate(report: Mapping[str, Any]) -> str:
         lines.append(f"  {where}{problem['reason']}")
     if report["problems_not_shown"]:
         lines.append(f"  ... and {report['problems_not_shown']} more problems")
+    if report["uploads"]["files"]:
+        lines.append(f"to upload to OSS: {report['uploads']['files']} files, "
+                     f"{report['uploads']['bytes'] / 1e6:.1f} MB")
     currency = report["currency"]
     lines.append(f"estimated cost if every item succeeds: about {report['estimated_cost']:.4f} {currency}, "
                  f"at most {report['estimated_cost_bound']:.4f} {currency}")

@@ -208,20 +208,41 @@ def _parse_json(raw: bytes) -> Any:
         raise invalid(f"request body is not valid JSON: {exc}") from None
 
 
+def _oss_input(state: EmulatorState, body: Any) -> tuple[str | None, Any]:
+    """For an `oss://` input in a bucket the OSS emulator holds: (why the task fails, or None;
+    the body as results are derived from it, carrying the object's digest). Other bodies pass."""
+    store = state.objects
+    source = body.get("input") if isinstance(body, dict) else None
+    if store is None or not isinstance(source, dict):
+        return None, body
+    uri = source.get("oss")
+    if not isinstance(uri, str) or not uri.startswith("oss://"):
+        return None, body
+    bucket, _, key = uri[len("oss://"):].partition("/")
+    if not store.holds_bucket(bucket):
+        return None, body  # a bucket of the real service's world: behave as before
+    path = store.get(bucket, key)
+    if path is None:
+        return f"the object {uri} does not exist", body
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()  # small test objects; results follow the bytes
+    return None, {**body, "input": {**source, "object_sha256": digest}}
+
+
 def _submit(
     state: EmulatorState, capability: str, service_id: str, workspace: str, body: Any
 ) -> tuple[Any, dict[str, Any] | None]:
     body = validate_body(capability, body)
     key = submission_key(capability, service_id, body)
     occurrence = state.counters.record_submission(key)
-    data, usage = build_result(capability, service_id, body, state.settings.seed)
+    missing, seen_as = _oss_input(state, body)
+    data, usage = build_result(capability, service_id, seen_as, state.settings.seed)
     if capability == OBJECT_DETECTION:
         return data, usage
     settings = state.settings
     low, high = settings.durations[capability]
     duration = seeded_random(settings.seed, "duration", capability, key, occurrence).uniform(low, high)
-    failed = state.injector.task_fails(capability, key, occurrence)
-    if failed:
+    failed = state.injector.task_fails(capability, key, occurrence) or missing is not None
+    if failed and missing is None:
         state.counters.record_fault("task_fail")
     source = source_name(body.get("document") or body.get("input") or {})
     task = state.tasks.add(
@@ -233,7 +254,7 @@ def _submit(
         outcome=TaskStatus.FAILED if failed else TaskStatus.SUCCESS,
         data=None if failed else data,
         usage=None if failed else usage,
-        error=f"emulated processing failure for {source}" if failed else None,
+        error=(missing or f"emulated processing failure for {source}") if failed else None,
     )
     state.counters.tasks_created[capability] += 1
     state.counters.record_task_end(task.ready_at)

@@ -107,6 +107,7 @@ async def serve(
             print(f"emulator listening on {emu.url}", flush=True)
             if oss is not None:
                 running_oss = await stack.enter_async_context(start_oss(oss, host, oss_port))
+                emu.state.objects = running_oss.store  # the service routes read what was uploaded
                 print(f"emulator OSS listening on {running_oss.url} (key id {oss.key_id!r}, path-style)", flush=True)
             print(
                 f"  api key: {key_source}; seed {settings.seed}; time scale {settings.time_scale:g}; "

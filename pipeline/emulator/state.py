@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .counters import Counters
 from .faults import FaultInjector
+from .oss_store import ObjectStore
 from .ratelimit import SlidingWindow
 from .settings import CAPABILITIES, EmulatorSettings, FaultSettings
 from .tasks import TaskStore
@@ -33,6 +34,9 @@ class EmulatorState:
         ttl = None if settings.task_ttl is None else settings.real_seconds(settings.task_ttl)
         self.tasks = TaskStore(ttl)
         self.injector = FaultInjector(settings.seed, settings.faults)
+        #: The OSS emulator's objects, when one runs beside this app: an `oss://` input in a
+        #: bucket it holds must exist, and results derive from the object's bytes.
+        self.objects: ObjectStore | None = None
 
     @property
     def faults(self) -> FaultSettings:

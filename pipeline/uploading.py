@@ -1,0 +1,122 @@
+"""The upload stage of a run: `path` items that do not fit the request body go to OSS first.
+
+For each such item (or every `path` item with `upload.always`): the file is uploaded once,
+content-addressed (`upload.py` does the OSS work through the official SDK), the object is
+recorded in the checkpoint against the item (so a resume never hashes or uploads it again),
+and the item is rewritten to what its capability reads: `oss://bucket/key` where the body
+takes `oss`, else a presigned GET URL valid longer than the poll timeout. The result line
+records the object (`source_oss`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .backoff import RetryPolicy
+from .capabilities import CAPABILITIES
+from .checkpoint import Checkpoint
+from .config import UploadConfig
+from .errors import ConfigError
+from .job import Job
+from .manifest_item import needs_upload
+
+if TYPE_CHECKING:
+    from .upload import OssSession, UploadSettings
+
+__all__ = ["Uploads", "check_uploads"]
+
+log = logging.getLogger("pipeline.run")
+
+#: A presigned URL outlives the poll timeout by this much (and never 7 days).
+PRESIGN_MARGIN_S = 3600.0
+PRESIGN_MAX_S = 7 * 24 * 3600.0
+
+
+def _settings(cfg: UploadConfig, retry: RetryPolicy) -> UploadSettings:
+    from .upload import UploadSettings
+
+    return UploadSettings(bucket=cfg.bucket, prefix=cfg.prefix, region=cfg.region, endpoint=cfg.endpoint,
+                          concurrency=cfg.concurrency, part_size=cfg.part_size, always=cfg.always, retry=retry)
+
+
+def check_uploads(cfg: UploadConfig) -> None:
+    """Raise `ConfigError` (exit 2, before anything starts) when uploads are configured but
+    cannot work: the `oss` extra missing, no bucket, no credentials in the environment."""
+    if not cfg.enabled:
+        return
+    try:
+        settings = _settings(cfg, RetryPolicy())
+    except ImportError:
+        raise ConfigError("alibabacloud-oss-v2 is not installed: pip install 'opensearch-media-pipeline[oss]'",
+                          key="upload") from None
+    problem = settings.check()
+    if problem is not None:
+        raise ConfigError(problem, key="upload")
+
+
+class Uploads:
+    """One run's uploads. `async with` it; `prepare(job)` gives the job to submit."""
+
+    def __init__(self, cfg: UploadConfig, *, retry: RetryPolicy, poll_timeout: float, state_dir: Path,
+                 checkpoint: Checkpoint, on_bytes: Callable[[int], None] | None = None) -> None:
+        self.enabled = cfg.enabled
+        self._cfg = cfg
+        self._retry = retry
+        self._expires = min(poll_timeout + PRESIGN_MARGIN_S, PRESIGN_MAX_S)
+        self._state_dir = state_dir
+        self._ckpt = checkpoint
+        self._on_bytes = on_bytes
+        self._session: OssSession | None = None
+        self._settings: UploadSettings | None = None
+
+    async def __aenter__(self) -> Uploads:
+        if self.enabled:
+            from .upload import OssSession
+
+            self._settings = _settings(self._cfg, self._retry)
+            self._session = OssSession(self._settings, self._state_dir, progress=self._on_bytes)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def wanted(self, job: Job) -> bool:
+        """Whether this item's file goes through OSS."""
+        if not self.enabled or job.source_kind != "path":
+            return False
+        if self._cfg.always or "path" not in CAPABILITIES[job.capability].sources:
+            return True
+        try:
+            return needs_upload(os.stat(job.source).st_size)
+        except OSError:
+            return False  # the body builder reports the file error
+
+    async def prepare(self, job: Job) -> Job:
+        """The job as it is submitted: unchanged, or pointing at its uploaded object."""
+        if not self.wanted(job):
+            return job
+        assert self._session is not None and self._settings is not None
+        known = self._ckpt.uploaded(job.id)
+        if known is not None:
+            bucket, key = known
+        else:
+            obj = await self._session.ensure_uploaded(Path(job.source))
+            bucket, key = obj.bucket, obj.key
+            self._ckpt.record_upload(job.id, bucket, key, obj.size, obj.sha256)
+        oss_uri = f"oss://{bucket}/{key}"
+        name = job.file_name or os.path.basename(job.source)
+        if "oss" in CAPABILITIES[job.capability].sources:
+            return dataclasses.replace(job, source_kind="oss", source=oss_uri, file_name=name, source_oss=oss_uri)
+        from .upload import UploadedObject, presign_get
+
+        url = presign_get(UploadedObject(bucket, key, 0, ""), self._settings, self._expires)
+        return dataclasses.replace(job, source_kind="url", source=url, file_name=name, source_oss=oss_uri)
+
+    def describe(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "bucket": self._cfg.bucket or None}

@@ -1,0 +1,167 @@
+"""Local media of any size through a run: big files go to OSS once (content-addressed), video by
+`oss://`, images by a presigned URL; the result line names the object; no secret is written."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+from support import read_results, write_manifest
+
+from pipeline.config import Config, UploadConfig
+from pipeline.emulator import EmulatorSettings, start_emulator
+from pipeline.emulator.oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET
+from pipeline.emulator.oss_server import start_oss
+from pipeline.errors import ConfigError
+from pipeline.exit_codes import ExitCode
+from pipeline.results import RunFiles
+from pipeline.runner import RunRequest, run
+
+KEY = "upload-run-key-93"
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def oss_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OSS_ACCESS_KEY_ID", DEFAULT_OSS_KEY_ID)
+    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", DEFAULT_OSS_KEY_SECRET)
+
+
+def big_file(path: Path, size: int) -> Path:
+    with open(path, "wb") as f:
+        chunk = os.urandom(MB)
+        for _ in range(size // MB):
+            f.write(chunk)
+    return path
+
+
+async def test_large_local_video_and_image_run_end_to_end(tmp_path: Path, oss_env: None) -> None:
+    """A 20 MB local video (segmentation and snapshot, sent as oss://) and a 12 MB local image
+    (extraction, sent as a presigned URL) succeed; each file is uploaded once although three items
+    share the video; the lines name the object; neither key is written anywhere."""
+    video = big_file(tmp_path / "talk.mp4", 20 * MB)
+    image = big_file(tmp_path / "poster.png", 12 * MB)
+    manifest = write_manifest(tmp_path / "m.jsonl", [
+        {"id": "seg", "capability": "video_segmentation", "path": str(video), "output": "oss://out/seg/"},
+        {"id": "snap", "capability": "video_snapshot", "path": str(video)},
+        {"id": "asr", "capability": "audio_asr", "path": str(video)},
+        {"id": "ocr", "capability": "image_analyze", "path": str(image)},
+    ])
+    settings = EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)
+    async with start_emulator(settings) as emu, start_oss() as oss:
+        emu.state.objects = oss.store  # the service routes read what was uploaded
+        cfg = Config(endpoint=emu.url, time_scale=20.0,
+                     upload=UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB))
+        files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
+        result = await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY, config=cfg))
+        counters = dict(oss.state.counters)
+    assert result.exit_code == ExitCode.OK, result.summary
+    lines = {line["id"]: line for line in read_results(tmp_path / "results.jsonl")}
+    assert all(line["status"] == "SUCCESS" for line in lines.values()), lines
+    assert {line["source_oss"] for k, line in lines.items() if k != "ocr"} == {lines["seg"]["source_oss"]}
+    assert lines["seg"]["source_oss"].startswith("oss://media/media-pipeline/") and \
+        lines["seg"]["source_oss"].endswith(".mp4")
+    assert lines["ocr"]["source_oss"].endswith(".png")
+    # The service read the uploaded object: its answer follows the object's bytes, not just its name.
+    assert lines["seg"]["data"] != [], lines["seg"]
+    uploads = counters.get("InitiateMultipartUpload", 0) + counters.get("PutObject", 0)
+    assert uploads == 2, counters  # one video, one image
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix not in (".mp4", ".png")]
+    for path in written:
+        text = path.read_bytes()
+        assert DEFAULT_OSS_KEY_SECRET.encode() not in text and KEY.encode() not in text, path
+
+
+async def test_a_resume_never_uploads_a_recorded_item_again(tmp_path: Path, oss_env: None) -> None:
+    """The checkpoint keeps each item's object: a second run of the same state dir (with the
+    item reopened by --retry-failed after a forced failure) neither hashes nor uploads the file."""
+    video = big_file(tmp_path / "clip.mp4", 9 * MB)
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "v", "capability": "video_snapshot", "path": str(video)}])
+    fail = EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)
+    async with start_oss() as oss:
+        cfg_upload = UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB)
+        files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
+        from pipeline.emulator import FaultSettings
+        async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0,
+                                                   faults=FaultSettings(task_fail_rate=1.0))) as emu:
+            first = await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY,
+                                         config=Config(endpoint=emu.url, time_scale=20.0, upload=cfg_upload)))
+        assert first.exit_code == ExitCode.PARTIAL
+        before = dict(oss.state.counters)
+        video.write_bytes(b"changed")  # were it hashed or uploaded again, this would show
+        async with start_emulator(fail) as emu:
+            again = await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY, retry_failed=True,
+                                         config=Config(endpoint=emu.url, time_scale=20.0, upload=cfg_upload)))
+        after = dict(oss.state.counters)
+    assert again.exit_code == ExitCode.OK, again.summary
+    assert after == before
+    (line,) = read_results(tmp_path / "results.jsonl")
+    assert line["status"] == "SUCCESS" and line["source_oss"].startswith("oss://media/")
+
+
+async def test_a_missing_object_fails_the_task_as_the_service_would(tmp_path: Path, oss_env: None) -> None:
+    """An oss:// input in a bucket the OSS emulator holds, but with no such object, ends FAILED
+    with a message naming the object; other buckets behave as before."""
+    manifest = write_manifest(tmp_path / "m.jsonl", [
+        {"id": "gone", "capability": "video_snapshot", "oss": "oss://media/nope.mp4"},
+        {"id": "elsewhere", "capability": "video_snapshot", "oss": "oss://other-bucket/v.mp4"},
+    ])
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss() as oss:
+        emu.state.objects = oss.store
+        big_file(tmp_path / "seed.mp4", MB)
+        from pipeline.upload import UploadSettings, ensure_uploaded
+        await ensure_uploaded(tmp_path / "seed.mp4", UploadSettings(bucket="media", endpoint=oss.url), tmp_path / "s")
+        files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
+        result = await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY,
+                                      config=Config(endpoint=emu.url, time_scale=20.0)))
+    lines = {line["id"]: line for line in read_results(tmp_path / "results.jsonl")}
+    assert result.exit_code == ExitCode.PARTIAL
+    assert lines["gone"]["status"] == "FAILED" and "oss://media/nope.mp4" in lines["gone"]["error"]["message"]
+    assert lines["elsewhere"]["status"] == "SUCCESS"
+
+
+async def test_uploads_without_credentials_stop_before_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """An upload section with no AccessKey in the environment is a ConfigError (exit 2) before
+    the state dir is created."""
+    monkeypatch.delenv("OSS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("OSS_ACCESS_KEY_SECRET", raising=False)
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "a", "capability": "video_snapshot",
+                                                      "oss": "oss://b/v.mp4"}])
+    cfg = Config(endpoint="http://127.0.0.1:9", upload=UploadConfig(bucket="media"))
+    files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
+    with pytest.raises(ConfigError, match="OSS_ACCESS_KEY_ID"):
+        await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY, config=cfg))
+    assert not (tmp_path / "state").exists()
+
+
+async def test_an_upload_cut_off_midway_resumes_from_its_parts(tmp_path: Path, oss_env: None) -> None:
+    """A run cancelled in the middle of a multipart upload (as a crash would cut it), then run
+    again: the upload continues with the same upload id from the parts already sent, and the
+    item is submitted to the service once."""
+    video = big_file(tmp_path / "long.mp4", 40 * MB)  # 8 parts of 5 MB
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "v", "capability": "video_snapshot", "path": str(video)}])
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss() as oss:
+        emu.state.objects = oss.store
+        cfg = Config(endpoint=emu.url, time_scale=20.0,
+                     upload=UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB, concurrency=1))
+        files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
+        request = RunRequest(manifest=str(manifest), files=files, api_key=KEY, config=cfg)
+        first = asyncio.create_task(run(request))
+        while oss.state.counters["UploadPart"] < 3 and not first.done():  # noqa: ASYNC110 - a counter
+            await asyncio.sleep(0.01)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        sent_before = oss.state.counters["UploadPart"]
+        assert 3 <= sent_before < 8
+        result = await run(request)
+        counters = dict(oss.state.counters)
+        created = emu.counters()["tasks_created_total"]
+    assert result.exit_code == ExitCode.OK, result.summary
+    assert counters["InitiateMultipartUpload"] == 1, counters
+    assert counters["UploadPart"] - sent_before <= 8 - sent_before + 3, counters  # only the rest (and in-flight)
+    assert created == 1
