@@ -92,12 +92,18 @@ def _inline(job: Job, content_b64: str | None) -> dict[str, Any]:
     return {job.source_kind: job.source}
 
 
+@functools.lru_cache(maxsize=4096)
+def _url_file_name(url: str) -> str | None:
+    """The last segment of the URL's path: never the host, never the query or fragment.
+    (Cached: the manifest checks and the body builder both ask, once per item.)"""
+    return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]) or None
+
+
 def _file_name(job: Job) -> str | None:
     if job.file_name:
         return job.file_name
     if job.source_kind == "url":
-        # The last segment of the URL's path: never the host, never the query or fragment.
-        return unquote(urlsplit(job.source).path.rstrip("/").rsplit("/", 1)[-1]) or None
+        return _url_file_name(job.source)
     if job.source_kind == "oss":  # object keys are literal: '?' and '#' are part of the name
         return job.source.rstrip("/").rsplit("/", 1)[-1] or None
     if job.source_kind == "path":

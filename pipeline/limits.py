@@ -24,6 +24,9 @@ Each QPS group gets one `GroupPacer`, whose dispatcher (`run()`) hands out send 
   anyio task group.
 - A 429 pauses the whole group (`Pacers.pause(capability, seconds)`, the one code path for
   it): every request of the group would meet the same limit.
+- Spare slots (`GroupPacer.spare_at()`): whether any request waits, and when the grid's next
+  slot is free. The poller spends a slot nobody waits for on a poll (work-conserving polling);
+  that poll still passes `acquire()`, so the guard counts it like any other request.
 """
 
 from __future__ import annotations
@@ -60,12 +63,13 @@ MOST_LATE_FRACTION = 0.25
 
 
 class _Ticket:
-    """One waiting acquire: granted by setting its event; skipped once abandoned."""
+    """One request's times, kept by the guard for the last `limit` requests: small on purpose
+    (with limits set very high, the guard keeps many of them)."""
 
     __slots__ = ("abandoned", "answered", "event", "sent")
 
     def __init__(self) -> None:
-        self.event = asyncio.Event()
+        self.event: asyncio.Event | None = asyncio.Event()  # dropped once granted
         self.abandoned = False  # the waiter was cancelled: its turn goes to the next one
         self.sent = -math.inf  # when the request left: the grant, then the waiter's wake-up
         self.answered: float | None = None  # when its answer (or error) came back
@@ -142,16 +146,25 @@ class GroupPacer:
         """Acquires waiting in `lane` now."""
         return sum(not t.abandoned for t in self._waiters[lane])
 
+    def spare_at(self) -> float | None:
+        """None while a submit or a poll waits (every slot is spoken for); otherwise the time
+        from which a request would be granted at once (now or earlier: a slot is unused)."""
+        if any(self._busy(lane) for lane in Lane):
+            return None
+        return self._slot_time(self._clock())
+
     async def acquire(self, lane: Lane) -> Permit:
         """Wait for this lane's next slot (cancel-safe: a cancelled waiter is skipped)."""
         queue = self._waiters[lane]
         if not self._busy(lane):  # the lane becomes busy: no credit for idling
             self._vt[lane] = max(self._vt[lane], self._vnow)
         ticket = _Ticket()
+        event = ticket.event
+        assert event is not None
         queue.append(ticket)
         self._wakeup.set()
         try:
-            await ticket.event.wait()
+            await event.wait()
         except BaseException:
             ticket.abandoned = True
             raise
@@ -179,11 +192,7 @@ class GroupPacer:
                 await self._wakeup.wait()
                 continue
             now = self._clock()
-            # On the grid unless we are more than one interval behind it (idle): then restart.
-            slot = self._next if now - self._next < self.interval else now
-            slot = max(slot, self._paused_until)
-            if self._sent is not None and len(self._sent) == self._sent.maxlen:
-                slot = max(slot, self._sent[0].arrived_by(self._most_late) + self._guard)
+            slot = self._slot_time(now)
             if slot > now:
                 await self._sleep(slot - now)
                 continue
@@ -192,10 +201,21 @@ class GroupPacer:
             self._vnow = self._vt[lane]
             ticket = self._waiters[lane].popleft()
             ticket.sent = now
+            assert ticket.event is not None
             ticket.event.set()
+            ticket.event = None  # the guard keeps the times, not the event
             self._next = slot + self.interval
             if self._sent is not None:
                 self._sent.append(ticket)
+
+    def _slot_time(self, now: float) -> float:
+        """The next grant's time: the grid, a pause, the sliding-window guard, whichever is latest."""
+        # On the grid unless we are more than one interval behind it (idle): then restart.
+        slot = self._next if now - self._next < self.interval else now
+        slot = max(slot, self._paused_until)
+        if self._sent is not None and len(self._sent) == self._sent.maxlen:
+            slot = max(slot, self._sent[0].arrived_by(self._most_late) + self._guard)
+        return slot
 
     def _busy(self, lane: Lane) -> bool:
         """Drop abandoned waiters at the head; True if the lane has one waiting."""
@@ -246,6 +266,11 @@ class Pacers:
             pacer.granted[lane] += 1
             return None
         return await pacer.acquire(lane)
+
+    def spare_slots(self, capability: str) -> GroupPacer | None:
+        """The capability's group as a spare-slot signal for its poller; None when polls are not
+        paced (they draw on no budget, so there is no slot to spare: the poll schedule alone)."""
+        return self.for_capability(capability) if self.polls_share else None
 
     def pause(self, capability: str, seconds: float) -> None:
         """After a 429: hold every request of the capability's group (the one place this is done)."""
