@@ -1,4 +1,4 @@
-"""Concurrent status polling of async tasks, with adaptive, jittered delays.
+"""Concurrent status polling of async tasks: adaptive, jittered delays, and spare slots spent.
 
 One `Poller` per capability keeps a heap of tasks ordered by when each is next due. Tasks
 arrive through a memory stream (from the submitters and, on resume, the reader); when every
@@ -11,7 +11,14 @@ Adaptive first poll (`FirstPollTuner`): when status polls count against the QPS 
 needless PENDING answer costs a slot a submit could have used. The tuner tracks the `target`
 quantile of the capability's task duration with a Robbins–Monro stochastic approximation in
 log space — after each first poll, `delay *= exp(rate * (pending - (1 - target)))` — which
-settles where a fraction `target` of the tasks are already done at their first poll.
+settles where a fraction `target` of the tasks are already done at their first poll. It is fed
+the first informative answer of each task (pending at or after its delay, done at or before
+it), which need not be the first poll once spare slots add polls.
+
+Work-conserving polling (`poll_chooser`): a poll costs a slot only when a submit waits for it.
+When the group's pacer reports a spare slot (nothing waits for its budget), a second loop
+spends it on the oldest-overdue task, never polling one task more often than `spare_floor`;
+while anything waits, only the per-task schedule above polls (today's economy).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from .client import ServiceClient
 from .decisions import PollJudgement, PollVerdict, judge_poll, next_poll_at, poll_timeout
 from .errors import FatalError, ServiceError
 from .job import Job
+from .poll_chooser import SpareSlots, likely_after, plan_spare
 from .responses import ApiResponse
 from .streams import items_of
 
@@ -44,6 +52,14 @@ __all__ = ["FirstPollTuner", "Poller", "TaskHandle"]
 SINGLE_SHOT = RetryPolicy(max_attempts=1, max_rate_limited=1)
 #: Status requests of one capability out at once.
 MAX_CONCURRENT_POLLS = 64
+#: While the budget is busy, the spare-slot loop looks again this many times per floor (or
+#: once per slot, if slots are further apart): a spare slot is found within a tenth of the floor.
+SPARE_RECHECKS = 10
+#: ... but never more often than this (real seconds): a client with millisecond poll delays
+#: (a benchmark against an emulator whose tasks finish at once) must not spin the loop.
+SPARE_MIN_SLEEP = 0.002
+#: The shortest delay between two polls of a task, as a fraction of `PollPolicy.first_delay`.
+FLOOR_FRACTION = 0.2
 
 
 class FirstPollTuner:
@@ -98,6 +114,13 @@ class TaskHandle:
     pending_polls: int = 0  # PENDING answers so far (the first one feeds the tuner)
     errors: int = 0  # retryable poll failures in a row
     deadline: float = math.inf
+    last_look: float = -math.inf  # the poller's clock at its last answer (its start before any)
+    tuned: bool = False  # the tuner has had this task's informative answer
+    due: int = -1  # sequence number of its live heap entry (-1: none, e.g. being polled)
+
+    def __post_init__(self) -> None:
+        if self.last_look == -math.inf:
+            self.last_look = self.started
 
 
 @dataclass(order=True)
@@ -117,7 +140,8 @@ LostFn = Callable[[TaskHandle, ServiceError], Awaitable["TaskHandle | None"]]
 class Poller:
     """Polls one capability's tasks until each is SUCCESS, FAILED, lost or past its deadline.
 
-    A `FatalError` from any poll ends `run()` with that error.
+    A `FatalError` from any poll ends `run()` with that error. With `spare` (the group's
+    spare-slot signal), slots nobody waits for are spent on polls (see the module docstring).
     """
 
     def __init__(
@@ -133,6 +157,8 @@ class Poller:
         clock: Callable[[], float] | None = None,
         rand: Callable[[], float] = random.random,
         max_concurrent: int = MAX_CONCURRENT_POLLS,
+        spare: SpareSlots | None = None,
+        spare_floor: float | None = None,
     ) -> None:
         self.capability = capability
         self._client = client  # its throttle paces polls in the group's poll lane
@@ -144,22 +170,28 @@ class Poller:
         self._clock = clock or asyncio.get_running_loop().time
         self._rand = rand
         self._slots = asyncio.Semaphore(max_concurrent)
-        self._heap: list[_Due] = []
+        self._heap: list[_Due] = []  # due times; an entry whose seq is not its handle's `due` is stale
+        self._waiting: dict[int, TaskHandle] = {}  # id -> handle: scheduled, not being polled
+        self._spare = spare
+        # Seconds between two spare polls of one task, at least: by default the floor the
+        # schedule itself keeps (a fifth of the first delay: 1 s by default, time scale applied).
+        self._spare_floor = spare_floor if spare_floor is not None else policy.first_delay * FLOOR_FRACTION
         self._seq = itertools.count()
         self._wake = asyncio.Event()  # asyncio's own (see limits.py): set by add() and by children
         self._active = 0  # status requests out now
         self._intake_open = True  # some sender may still hand over tasks
         self._fatal: FatalError | None = None
         self.polls = 0
+        self.spare_polls = 0  # polls made in spare slots (included in `polls`)
 
     def __repr__(self) -> str:
-        return (f"Poller({self.capability.name!r}, waiting={len(self._heap)}, "
-                f"active={self._active}, polls={self.polls})")
+        return (f"Poller({self.capability.name!r}, waiting={len(self._waiting)}, "
+                f"active={self._active}, polls={self.polls}, spare_polls={self.spare_polls})")
 
     @property
     def tasks(self) -> int:
         """Tasks being carried: waiting for their next poll or being polled."""
-        return len(self._heap) + self._active
+        return len(self._waiting) + self._active
 
     def add(self, handle: TaskHandle) -> None:
         """Start polling `handle`; the first poll is placed by the tuner."""
@@ -172,6 +204,8 @@ class Poller:
         """Poll until `handles` is closed by every sender and the last task is finished."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._intake, handles)
+            if self._spare is not None:
+                tg.start_soon(self._spend_spare, self._spare, tg)
             await self._dispatch(tg)
         if self._fatal is not None:
             raise self._fatal
@@ -186,6 +220,8 @@ class Poller:
     async def _dispatch(self, tg: TaskGroup) -> None:
         while True:
             self._wake.clear()  # before looking: a later add() sets it again
+            while self._heap and self._heap[0].seq != self._heap[0].handle.due:
+                heapq.heappop(self._heap)  # stale: the task was polled in a spare slot since
             if not self._heap:
                 if not self._intake_open and self._active == 0:
                     tg.cancel_scope.cancel()  # the intake is done too
@@ -204,11 +240,47 @@ class Poller:
                 continue
             await self._slots.acquire()
             due = heapq.heappop(self._heap)
-            self._active += 1
-            tg.start_soon(self._poll, due.handle, tg)
+            if due.seq != due.handle.due:  # went stale while waiting for a slot
+                self._slots.release()
+                continue
+            self._start(due.handle, tg)
+
+    async def _spend_spare(self, spare: SpareSlots, tg: TaskGroup) -> None:
+        """Spend the group's spare slots on polls until cancelled with the dispatcher's scope."""
+        floor = self._spare_floor
+        recheck = max(spare.interval, floor / SPARE_RECHECKS, SPARE_MIN_SLEEP)
+        while True:
+            spare_at = spare.spare_at()
+            now = self._clock()  # read after the pacer's: an idle pacer's "now" is not in the future
+            step = plan_spare(now, spare_at, self._waiting.values(), floor=floor,
+                              after=self._likely_after(), recheck=recheck)
+            if step.task is None or self._slots.locked():
+                await asyncio.sleep(max(step.wake_at - now, recheck if step.task is not None else 0.0))
+                continue
+            await self._slots.acquire()  # free (checked above): returns without yielding
+            assert isinstance(step.task, TaskHandle)
+            self.spare_polls += 1
+            self._start(step.task, tg)
+            # The poll takes the slot once the pacer grants it; until then the pacer reports no
+            # spare slot (a poll waits), so the next look is one slot later.
+            await asyncio.sleep(max(spare.interval, SPARE_MIN_SLEEP))
+
+    def _likely_after(self) -> float:
+        tuner = self.tuner
+        return likely_after(tuner.delay, tuner.observations) if tuner is not None else likely_after(None, 0)
+
+    def _start(self, handle: TaskHandle, tg: TaskGroup) -> None:
+        """Poll `handle` now (a slot of `_slots` is held): it leaves the waiting set meanwhile."""
+        self._waiting.pop(id(handle), None)
+        handle.due = -1  # its heap entry, if any, is stale from now on
+        self._active += 1
+        tg.start_soon(self._poll, handle, tg)
 
     def _schedule(self, handle: TaskHandle, when: float) -> None:
-        heapq.heappush(self._heap, _Due(when, next(self._seq), handle))
+        seq = next(self._seq)
+        handle.due = seq
+        self._waiting[id(handle)] = handle
+        heapq.heappush(self._heap, _Due(when, seq, handle))
         self._wake.set()
 
     async def _poll(self, handle: TaskHandle, tg: TaskGroup) -> None:
@@ -234,6 +306,7 @@ class Poller:
             raise
         except ServiceError as err:
             error = err
+        handle.last_look = self._clock()  # the floor counts from the answer: the request had arrived
         judgement = judge_poll(response, error, resubmits=handle.resubmits)
         await self._act(handle, judgement, response)
 
@@ -249,15 +322,13 @@ class Poller:
             await self._reschedule(handle, delay)
             return
         handle.errors = 0
-        first = handle.polls == 1
         if verdict is PollVerdict.PENDING:
             handle.pending_polls += 1
-            if first and self.tuner is not None:
-                self.tuner.observe(pending=True, age=self._clock() - handle.started)
+            self._learn(handle, pending=True)
             await self._reschedule(handle, self._next_delay(handle))
             return
-        if first and self.tuner is not None and judgement.finished:
-            self.tuner.observe(pending=False, age=self._clock() - handle.started)
+        if judgement.finished:
+            self._learn(handle, pending=False)
         if verdict is PollVerdict.RESUBMIT:
             assert judgement.error is not None
             replacement = await self._on_lost(handle, judgement.error)
@@ -265,6 +336,15 @@ class Poller:
                 self.add(replacement)
             return
         await self._on_finished(handle, response if verdict is PollVerdict.SUCCESS else None, judgement.error)
+
+    def _learn(self, handle: TaskHandle, *, pending: bool) -> None:
+        """Feed the tuner this task's first informative answer (the tuner says which are)."""
+        if self.tuner is None or handle.tuned:
+            return
+        before = self.tuner.observations
+        self.tuner.observe(pending=pending, age=self._clock() - handle.started)
+        # A finished task has no later answer: done with it either way.
+        handle.tuned = self.tuner.observations != before or not pending
 
     def _next_delay(self, handle: TaskHandle) -> float:
         """Delay after a PENDING answer. With a tuner: wait until the learned quantile if the
@@ -274,7 +354,7 @@ class Poller:
         if self.tuner is None:
             return poll_delay(handle.pending_polls + 1, policy, self._rand)
         age = self._clock() - handle.started
-        floor = policy.first_delay * 0.2
+        floor = policy.first_delay * FLOOR_FRACTION
         until_quantile = self.tuner.delay - age
         if until_quantile > floor:
             nominal = until_quantile

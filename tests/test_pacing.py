@@ -198,6 +198,44 @@ async def test_a_lone_lane_gets_the_full_rate():
     assert pacer.granted == {SUBMIT: 0, POLL: n}
 
 
+async def test_spare_at_says_when_a_slot_is_unused():
+    """`spare_at()` is None while a submit or a poll waits, and otherwise the grid's next free
+    slot: one interval after the last grant, or now once the grid has idled."""
+    fake = FakeTime()
+    pacer = GroupPacer("g", 5.0, clock=fake.clock, sleep=fake.sleep)
+    assert pacer.spare_at() == 100.0  # never used: free now
+    grants = await grants_of(pacer, [SUBMIT] * 3, fake)
+    assert pacer.spare_at() == pytest.approx(grants[-1][0] + 0.2)
+
+    async def waiter(lane: Lane) -> None:
+        await pacer.acquire(lane)
+
+    for lane in Lane:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, lane)
+            await until(lambda lane=lane: pacer.waiting(lane) == 1)
+            assert pacer.spare_at() is None, lane
+            tg.cancel_scope.cancel()
+    fake.now += 1.0  # idle for longer than an interval: the grid restarts at now
+    assert pacer.spare_at() == fake.now
+
+
+async def test_spare_at_respects_a_pause():
+    """A 429 pause moves the next spare slot to the pause's end."""
+    fake = FakeTime()
+    pacer = GroupPacer("g", 5.0, clock=fake.clock, sleep=fake.sleep)
+    pacer.pause(3.0)
+    assert pacer.spare_at() == pytest.approx(103.0)
+
+
+def test_spare_slots_only_when_polls_share_the_budget():
+    """Pacers hands a poller its group's spare-slot signal only when polls are paced."""
+    limits = {IMAGE_GROUP: 10.0, DETECT_GROUP: 20.0}
+    assert Pacers(limits, polls_share=False, clock=lambda: 0.0).spare_slots(IMAGE) is None
+    shared = Pacers(limits, polls_share=True, clock=lambda: 0.0)
+    assert shared.spare_slots(IMAGE) is shared[IMAGE_GROUP]
+
+
 async def test_a_cancelled_waiter_gives_its_turn_away():
     """An acquire cancelled while it waits takes no slot: the next waiter gets it, and it is not counted."""
     fake = FakeTime()

@@ -3,6 +3,7 @@ adaptive first-poll tuner (pure)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import socket
@@ -383,3 +384,57 @@ def test_tuner_respects_floor_and_ceiling():
         tuner.observe(pending=False)
     assert tuner.delay == 0.5
     assert math.isfinite(tuner.delay)
+
+
+# ---- spare slots (work-conserving polling) --------------------------------------------------
+
+#: The scheduled first poll is 10 s away: any poll within the test's first second is a spare one.
+SLOW = PollPolicy(first_delay=10.0, growth=1.0, max_delay=10.0, jitter=0.0, timeout=30.0)
+SPARE_FLOOR = 0.02
+
+
+class Spare:
+    """A group whose budget is idle (`spare_at` now) or busy (None), with a 1 ms grid."""
+
+    interval = 0.001
+
+    def __init__(self, idle: bool) -> None:
+        self.idle = idle
+
+    def spare_at(self) -> float | None:
+        return anyio.current_time() if self.idle else None
+
+
+def spare_poller(client: ServiceClient, calls: Calls, idle: bool) -> Poller:
+    return Poller(IMAGE, client, SLOW, on_finished=calls.on_finished, on_lost=calls.on_lost,
+                  pause=calls.pauses.append, rand=lambda: 0.5, spare=Spare(idle), spare_floor=SPARE_FLOOR)
+
+
+async def test_idle_budget_is_spent_on_polls_no_faster_than_the_floor(server, client):
+    """With the budget idle, a task is polled in spare slots long before its scheduled poll, found
+    done, and no two of its polls arrive within the floor."""
+    server.script("t-1", status("t-1", "PENDING"), status("t-1", "PENDING"), status("t-1", "PENDING"),
+                  status("t-1", "SUCCESS", data={}))
+    calls = Calls()
+    poller = spare_poller(client, calls, idle=True)
+    task = handle("t-1")
+    with anyio.fail_after(2):
+        await run_to_end(poller, [task])
+    times = server.times("t-1")
+    assert len(times) == 4 and times[-1] - task.started < 1.0
+    assert min(b - a for a, b in itertools.pairwise(times)) >= SPARE_FLOOR
+    assert poller.spare_polls == 4 and calls.finished[0][2] is None
+
+
+async def test_busy_budget_leaves_polls_to_the_schedule(server, client):
+    """While the budget is busy, no spare poll is made: nothing is polled before the scheduled time."""
+    server.script("t-1", status("t-1", "SUCCESS", data={}))
+    calls = Calls()
+    poller = spare_poller(client, calls, idle=False)
+    send, receive = anyio.create_memory_object_stream[TaskHandle](1)
+    async with anyio.create_task_group() as tg, send:
+        tg.start_soon(poller.run, receive)
+        await send.send(handle("t-1"))
+        await anyio.sleep(0.2)
+        tg.cancel_scope.cancel()
+    assert server.times("t-1") == [] and poller.spare_polls == 0
