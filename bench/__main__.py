@@ -20,7 +20,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import async_mix, baselines, client_ceiling, memory, report, resume, shared_account, sync_ceiling
+from . import (
+    async_mix,
+    baselines,
+    client_ceiling,
+    memory,
+    nightly_delta,
+    report,
+    resume,
+    shared_account,
+    sync_ceiling,
+)
 from .environment import REPO, machine
 from .figures import ScenarioResult
 
@@ -41,6 +51,7 @@ class Scenario(Protocol):
 SCENARIOS: dict[str, Scenario] = {
     "sync_ceiling": sync_ceiling,
     "async_mix": async_mix,
+    "nightly_delta": nightly_delta,
     "client_ceiling": client_ceiling,
     "memory": memory,
     "resume": resume,

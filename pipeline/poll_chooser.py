@@ -3,14 +3,15 @@
 A status poll costs something only when a submit is waiting for the same slot. When a QPS
 group's pacer has a slot nobody waits for (`SpareSlots.spare_at()`), the poller spends it on
 the task most likely finished; when submits (or scheduled polls) wait, it spends none, and
-the per-task schedule (one poll at the learned delay, then geometric growth) is all there is.
+the per-task schedule (`first_delay`, then geometric growth) is all there is.
 
-Which task: the oldest-overdue one. A task is a candidate once it is `likely_after` seconds
-old (the capability's learned "most are done by now" point, see `likely_after`), and at most
-once per `floor` seconds (counted from its submit or its last poll), so no task is polled
-faster than the floor however idle the budget is. Among candidates, the oldest goes first
-(in one capability every task has the same expected duration, so the oldest is the most
-overdue), then the one looked at longest ago.
+Which task: the oldest-overdue one, at most once per `floor` seconds (counted from its submit
+or its last answer), so no task is polled faster than the floor however idle the budget is.
+Within one capability every task has the same expected duration, so whatever that estimate
+is, the oldest task is the most overdue: no learned estimate changes the order. (One used to
+hold spare polls back until a task reached the learned 85th percentile of its duration; it
+made runs of long tasks slower and saved nothing where slots were contended.) Among tasks of
+the same age, the one looked at longest ago goes first.
 """
 
 from __future__ import annotations
@@ -20,13 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["SpareSlots", "SpareStep", "Watched", "likely_after", "next_candidate_at", "pick_spare", "plan_spare"]
-
-#: First-poll observations after which the learned delay is trusted in full as the point from
-#: which spare polls begin; before, that point grows in proportion (a handful of tasks, as in
-#: a small nightly batch, says little, and the budget is idle anyway).
-TRUST_OBSERVATIONS = 20
-
+__all__ = ["SpareSlots", "SpareStep", "Watched", "next_candidate_at", "pick_spare", "plan_spare"]
 
 class SpareSlots(Protocol):
     """A QPS group's spare-slot signal (`pipeline.limits.GroupPacer` provides it)."""
@@ -52,24 +47,15 @@ class SpareStep:
     wake_at: float
 
 
-def likely_after(delay: float | None, observations: int) -> float:
-    """Seconds after its submit from which a task is worth a spare poll: the learned first-poll
-    delay (where most tasks are done), scaled by how much it has been learned from; 0 without
-    a learned delay (adaptive polling off: every task is a candidate)."""
-    if delay is None:
-        return 0.0
-    return delay * min(1.0, observations / TRUST_OBSERVATIONS)
+def _ready_at(task: Watched, floor: float) -> float:
+    return task.last_look + floor
 
 
-def _ready_at(task: Watched, floor: float, after: float) -> float:
-    return max(task.last_look + floor, task.started + after)
-
-
-def pick_spare(tasks: Iterable[Watched], now: float, *, floor: float, after: float) -> Watched | None:
+def pick_spare(tasks: Iterable[Watched], now: float, *, floor: float) -> Watched | None:
     """The task a spare slot at `now` goes to, or None when no task may be polled yet."""
     best: Watched | None = None
     for task in tasks:
-        if _ready_at(task, floor, after) > now:
+        if _ready_at(task, floor) > now:
             continue
         # Oldest first (smallest `started`); among equals, the one looked at longest ago.
         if best is None or (task.started, task.last_look) < (best.started, best.last_look):
@@ -77,12 +63,12 @@ def pick_spare(tasks: Iterable[Watched], now: float, *, floor: float, after: flo
     return best
 
 
-def next_candidate_at(tasks: Iterable[Watched], *, floor: float, after: float) -> float:
+def next_candidate_at(tasks: Iterable[Watched], *, floor: float) -> float:
     """When the earliest task becomes a candidate (inf when there are none)."""
-    return min((_ready_at(task, floor, after) for task in tasks), default=math.inf)
+    return min((_ready_at(task, floor) for task in tasks), default=math.inf)
 
 
-def plan_spare(now: float, spare_at: float | None, tasks: Iterable[Watched], *, floor: float, after: float,
+def plan_spare(now: float, spare_at: float | None, tasks: Iterable[Watched], *, floor: float,
                recheck: float) -> SpareStep:
     """One step of the spare-slot loop at `now`.
 
@@ -97,8 +83,8 @@ def plan_spare(now: float, spare_at: float | None, tasks: Iterable[Watched], *, 
     if spare_at > now:
         return SpareStep(None, spare_at)
     listed = list(tasks)
-    task = pick_spare(listed, now, floor=floor, after=after)
+    task = pick_spare(listed, now, floor=floor)
     if task is not None:
         return SpareStep(task, now)
-    due = next_candidate_at(listed, floor=floor, after=after)
+    due = next_candidate_at(listed, floor=floor)
     return SpareStep(None, max(min(due, now + floor), now + recheck))

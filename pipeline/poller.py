@@ -1,4 +1,4 @@
-"""Concurrent status polling of async tasks: adaptive, jittered delays, and spare slots spent.
+"""Concurrent status polling of async tasks: a jittered schedule, and spare slots spent.
 
 One `Poller` per capability keeps a heap of tasks ordered by when each is next due. Tasks
 arrive through a memory stream (from the submitters and, on resume, the reader); when every
@@ -7,13 +7,10 @@ the earliest due time and fires the status request as a child task of its own ta
 a slow response never holds up the next poll. Each request passes the group's pacer through
 the client's throttle (the poll lane).
 
-Adaptive first poll (`FirstPollTuner`): when status polls count against the QPS limit, every
-needless PENDING answer costs a slot a submit could have used. The tuner tracks the `target`
-quantile of the capability's task duration with a Robbins–Monro stochastic approximation in
-log space — after each first poll, `delay *= exp(rate * (pending - (1 - target)))` — which
-settles where a fraction `target` of the tasks are already done at their first poll. It is fed
-the first informative answer of each task (pending at or after its delay, done at or before
-it), which need not be the first poll once spare slots add polls.
+Each task has a schedule: its first poll `first_delay` after its submit, then geometric
+growth up to `max_delay` (`backoff.poll_delay`), with jitter. While submits wait for the budget,
+that schedule is all there is (and the pacer's poll lane, a quarter of the slots, makes polls
+late enough that a task costs about two requests whatever the schedule).
 
 Work-conserving polling (`poll_chooser`): a poll costs a slot only when a submit waits for it.
 When the group's pacer reports a spare slot (nothing waits for its budget), a second loop
@@ -41,11 +38,11 @@ from .client import ServiceClient
 from .decisions import PollJudgement, PollVerdict, judge_poll, next_poll_at, poll_timeout
 from .errors import FatalError, ServiceError
 from .job import Job
-from .poll_chooser import SpareSlots, likely_after, plan_spare
+from .poll_chooser import SpareSlots, plan_spare
 from .responses import ApiResponse
 from .streams import items_of
 
-__all__ = ["FirstPollTuner", "Poller", "TaskHandle"]
+__all__ = ["Poller", "TaskHandle"]
 
 #: Polls are never retried inside the client: the poller reschedules them instead, so a 429
 #: or 5xx on a poll delays that poll and never fails the item.
@@ -62,44 +59,6 @@ SPARE_MIN_SLEEP = 0.002
 FLOOR_FRACTION = 0.2
 
 
-class FirstPollTuner:
-    """Learns where to place a capability's first poll (see the module docstring)."""
-
-    __slots__ = ("ceiling", "delay", "floor", "min_rate", "observations", "rate", "target")
-
-    #: How far (as a fraction) a poll's age may sit from the delay and still count.
-    TOLERANCE = 0.05
-
-    def __init__(self, initial: float, *, target: float = 0.85, rate: float = 0.3,
-                 min_rate: float = 0.02, floor: float = 0.0, ceiling: float = math.inf) -> None:
-        self.delay = initial  # seconds from submit to the first poll
-        self.target = target  # wanted share of tasks already finished at their first poll
-        self.rate = rate  # initial step size in log space
-        self.min_rate = min_rate  # the step shrinks to this, not below, so drift is still tracked
-        self.floor = floor
-        self.ceiling = ceiling
-        self.observations = 0
-
-    def observe(self, pending: bool, age: float | None = None) -> None:
-        """Feed the answer to one task's first poll, made `age` seconds after its submit.
-
-        Only informative answers move the estimate: "still pending" at an age below the
-        current delay, or "done" at an age above it, says nothing about the quantile at the
-        current delay.
-        """
-        if age is not None:
-            if pending and age < self.delay * (1.0 - self.TOLERANCE):
-                return
-            if not pending and age > self.delay * (1.0 + self.TOLERANCE):
-                return
-        self.observations += 1
-        # Robbins-Monro settles only with a shrinking gain: a constant one leaves the delay
-        # wandering about +-25% around the quantile. Gain ~ 1/sqrt(n), floored at min_rate.
-        gain = max(self.rate / math.sqrt(1.0 + self.observations / 20.0), self.min_rate)
-        step = gain * ((1.0 if pending else 0.0) - (1.0 - self.target))
-        self.delay = min(self.ceiling, max(self.floor, self.delay * math.exp(step)))
-
-
 @dataclass
 class TaskHandle:
     """An accepted async task being carried to its end."""
@@ -111,11 +70,10 @@ class TaskHandle:
     attempts: int = 1
     resubmits: int = 0
     polls: int = 0
-    pending_polls: int = 0  # PENDING answers so far (the first one feeds the tuner)
+    pending_polls: int = 0  # PENDING answers so far
     errors: int = 0  # retryable poll failures in a row
     deadline: float = math.inf
     last_look: float = -math.inf  # the poller's clock at its last answer (its start before any)
-    tuned: bool = False  # the tuner has had this task's informative answer
     due: int = -1  # sequence number of its live heap entry (-1: none, e.g. being polled)
 
     def __post_init__(self) -> None:
@@ -153,7 +111,6 @@ class Poller:
         on_finished: FinishFn,
         on_lost: LostFn,
         pause: Callable[[float], None],
-        tuner: FirstPollTuner | None = None,
         clock: Callable[[], float] | None = None,
         rand: Callable[[], float] = random.random,
         max_concurrent: int = MAX_CONCURRENT_POLLS,
@@ -166,15 +123,14 @@ class Poller:
         self._on_finished = on_finished
         self._on_lost = on_lost
         self._pause = pause  # pause the group after a 429
-        self.tuner = tuner
         self._clock = clock or asyncio.get_running_loop().time
         self._rand = rand
         self._slots = asyncio.Semaphore(max_concurrent)
         self._heap: list[_Due] = []  # due times; an entry whose seq is not its handle's `due` is stale
         self._waiting: dict[int, TaskHandle] = {}  # id -> handle: scheduled, not being polled
         self._spare = spare
-        # Seconds between two spare polls of one task, at least: by default the floor the
-        # schedule itself keeps (a fifth of the first delay: 1 s by default, time scale applied).
+        # Seconds between two spare polls of one task, at least: by default a fifth of the first
+        # delay (1 s with the default 5 s; the policy arrives time-scaled, so the floor is too).
         self._spare_floor = spare_floor if spare_floor is not None else policy.first_delay * FLOOR_FRACTION
         self._seq = itertools.count()
         self._wake = asyncio.Event()  # asyncio's own (see limits.py): set by add() and by children
@@ -194,11 +150,10 @@ class Poller:
         return len(self._waiting) + self._active
 
     def add(self, handle: TaskHandle) -> None:
-        """Start polling `handle`; the first poll is placed by the tuner."""
+        """Start polling `handle`: its first scheduled poll is `first_delay` after its submit."""
         if handle.deadline == math.inf:
             handle.deadline = handle.started + self._policy.timeout
-        expected = self.tuner.delay if self.tuner is not None else None
-        self._schedule(handle, handle.started + poll_delay(1, self._policy, self._rand, expected))
+        self._schedule(handle, handle.started + poll_delay(1, self._policy, self._rand))
 
     async def run(self, handles: MemoryObjectReceiveStream[TaskHandle]) -> None:
         """Poll until `handles` is closed by every sender and the last task is finished."""
@@ -252,8 +207,7 @@ class Poller:
         while True:
             spare_at = spare.spare_at()
             now = self._clock()  # read after the pacer's: an idle pacer's "now" is not in the future
-            step = plan_spare(now, spare_at, self._waiting.values(), floor=floor,
-                              after=self._likely_after(), recheck=recheck)
+            step = plan_spare(now, spare_at, self._waiting.values(), floor=floor, recheck=recheck)
             if step.task is None or self._slots.locked():
                 await asyncio.sleep(max(step.wake_at - now, recheck if step.task is not None else 0.0))
                 continue
@@ -264,10 +218,6 @@ class Poller:
             # The poll takes the slot once the pacer grants it; until then the pacer reports no
             # spare slot (a poll waits), so the next look is one slot later.
             await asyncio.sleep(max(spare.interval, SPARE_MIN_SLEEP))
-
-    def _likely_after(self) -> float:
-        tuner = self.tuner
-        return likely_after(tuner.delay, tuner.observations) if tuner is not None else likely_after(None, 0)
 
     def _start(self, handle: TaskHandle, tg: TaskGroup) -> None:
         """Poll `handle` now (a slot of `_slots` is held): it leaves the waiting set meanwhile."""
@@ -324,11 +274,8 @@ class Poller:
         handle.errors = 0
         if verdict is PollVerdict.PENDING:
             handle.pending_polls += 1
-            self._learn(handle, pending=True)
-            await self._reschedule(handle, self._next_delay(handle))
+            await self._reschedule(handle, poll_delay(handle.pending_polls + 1, self._policy, self._rand))
             return
-        if judgement.finished:
-            self._learn(handle, pending=False)
         if verdict is PollVerdict.RESUBMIT:
             assert judgement.error is not None
             replacement = await self._on_lost(handle, judgement.error)
@@ -336,31 +283,6 @@ class Poller:
                 self.add(replacement)
             return
         await self._on_finished(handle, response if verdict is PollVerdict.SUCCESS else None, judgement.error)
-
-    def _learn(self, handle: TaskHandle, *, pending: bool) -> None:
-        """Feed the tuner this task's first informative answer (the tuner says which are)."""
-        if self.tuner is None or handle.tuned:
-            return
-        before = self.tuner.observations
-        self.tuner.observe(pending=pending, age=self._clock() - handle.started)
-        # A finished task has no later answer: done with it either way.
-        handle.tuned = self.tuner.observations != before or not pending
-
-    def _next_delay(self, handle: TaskHandle) -> float:
-        """Delay after a PENDING answer. With a tuner: wait until the learned quantile if the
-        task is younger than it, else grow geometrically with the task's age (a long tail
-        costs O(log age) polls); without one, the plain policy schedule."""
-        policy = self._policy
-        if self.tuner is None:
-            return poll_delay(handle.pending_polls + 1, policy, self._rand)
-        age = self._clock() - handle.started
-        floor = policy.first_delay * FLOOR_FRACTION
-        until_quantile = self.tuner.delay - age
-        if until_quantile > floor:
-            nominal = until_quantile
-        else:
-            nominal = min(policy.max_delay, max(floor, age * (policy.growth - 1.0)))
-        return nominal * (1.0 + policy.jitter * (2.0 * self._rand() - 1.0))
 
     async def _reschedule(self, handle: TaskHandle, delay: float) -> None:
         when = next_poll_at(self._clock(), delay, handle.deadline)

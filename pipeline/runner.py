@@ -42,7 +42,7 @@ from .job import Job
 from .limiter import build_pacers, check_limiter
 from .limits import Lane, PacerBackend, PermitLike
 from .outcome import RunOutcome, Stop, StopReason, decide, is_run_fault
-from .poller import FirstPollTuner, Poller, TaskHandle
+from .poller import Poller, TaskHandle
 from .report import RunStats, stats_from_checkpoint, summarize, with_live_counters
 from .results import ResultLine, RunFiles
 from .resume import check_identity, check_paths, manifest_key, prepare
@@ -249,7 +249,6 @@ class Run:
             connection_limit=max(100, cfg.submit_workers * len(CAPABILITIES) + 64))
 
     def _build_pollers(self, polling: PollPolicy) -> dict[str, Poller]:
-        adaptive = self.cfg.adaptive_polling
         # Spare slots need the pacer's signal; the Redis backend has none, so its polls keep
         # their per-task schedule alone (today's behaviour).
         spare_slots = getattr(self._pacers, "spare_slots", None)
@@ -257,9 +256,7 @@ class Run:
             name: Poller(cap, self._client, polling, on_finished=self._submitter.task_finished,
                          on_lost=self._submitter.on_lost,
                          pause=lambda seconds, name=name: self._pacers.pause(name, seconds),  # type: ignore[misc]
-                         tuner=FirstPollTuner(polling.first_delay, target=adaptive.target,
-                                              floor=polling.first_delay / 50, ceiling=polling.timeout)
-                         if adaptive.enabled else None, rand=self._rand,
+                         rand=self._rand,
                          spare=spare_slots(name) if spare_slots is not None else None)
             for name, cap in CAPABILITIES.items() if cap.is_async}
 

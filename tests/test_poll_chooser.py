@@ -12,7 +12,7 @@ import anyio.lowlevel
 import pytest
 
 from pipeline.limits import GroupPacer, Lane
-from pipeline.poll_chooser import TRUST_OBSERVATIONS, likely_after, next_candidate_at, pick_spare, plan_spare
+from pipeline.poll_chooser import next_candidate_at, pick_spare, plan_spare
 
 FLOOR = 1.0
 
@@ -36,55 +36,37 @@ class Task:
 def test_spare_slots_go_to_the_oldest_overdue_task_first():
     """Among tasks that may be polled, the oldest (most overdue) wins, whatever the order given."""
     tasks = [Task("young", 90.0), Task("oldest", 60.0), Task("middle", 75.0)]
-    assert pick_spare(tasks, 100.0, floor=FLOOR, after=5.0).name == "oldest"
-    assert pick_spare(list(reversed(tasks)), 100.0, floor=FLOOR, after=5.0).name == "oldest"
-
-
-def test_a_task_younger_than_the_likely_end_is_not_chosen():
-    """A task not yet `after` seconds old is left to its schedule, even if it is the only one."""
-    assert pick_spare([Task("young", 98.0)], 100.0, floor=FLOOR, after=5.0) is None
-    assert pick_spare([Task("young", 98.0), Task("due", 94.0)], 100.0, floor=FLOOR, after=5.0).name == "due"
+    assert pick_spare(tasks, 100.0, floor=FLOOR).name == "oldest"
+    assert pick_spare(list(reversed(tasks)), 100.0, floor=FLOOR).name == "oldest"
 
 
 def test_a_task_looked_at_within_the_floor_is_skipped_for_the_next_oldest():
     """The oldest task, polled less than a floor ago, gives its turn to the next oldest."""
     tasks = [Task("oldest", 60.0, last_look=99.5), Task("next", 70.0, last_look=95.0)]
-    assert pick_spare(tasks, 100.0, floor=FLOOR, after=0.0).name == "next"
-    assert pick_spare(tasks, 100.6, floor=FLOOR, after=0.0).name == "oldest"
+    assert pick_spare(tasks, 100.0, floor=FLOOR).name == "next"
+    assert pick_spare(tasks, 100.6, floor=FLOOR).name == "oldest"
 
 
 def test_busy_budget_means_no_spare_poll():
     """While anything waits for the group's budget (`spare_at` None), nothing is polled and the
     loop looks again one recheck later."""
-    step = plan_spare(100.0, None, [Task("old", 0.0)], floor=FLOOR, after=0.0, recheck=0.1)
+    step = plan_spare(100.0, None, [Task("old", 0.0)], floor=FLOOR, recheck=0.1)
     assert step.task is None and step.wake_at == pytest.approx(100.1)
 
 
 def test_next_free_slot_still_to_come_is_waited_for():
     """A free slot later than now is waited for, not taken early."""
-    step = plan_spare(100.0, 100.15, [Task("old", 0.0)], floor=FLOOR, after=0.0, recheck=0.1)
+    step = plan_spare(100.0, 100.15, [Task("old", 0.0)], floor=FLOOR, recheck=0.1)
     assert step.task is None and step.wake_at == 100.15
 
 
 def test_without_candidates_the_loop_sleeps_until_the_first_is_due():
     """With no candidate yet, the loop wakes when the first task becomes one (at most a floor away)."""
     tasks = [Task("a", 99.0, last_look=99.7)]
-    assert next_candidate_at(tasks, floor=FLOOR, after=0.0) == pytest.approx(100.7)
-    step = plan_spare(100.0, 100.0, tasks, floor=FLOOR, after=0.0, recheck=0.1)
+    assert next_candidate_at(tasks, floor=FLOOR) == pytest.approx(100.7)
+    step = plan_spare(100.0, 100.0, tasks, floor=FLOOR, recheck=0.1)
     assert step.task is None and step.wake_at == pytest.approx(100.7)
-    assert plan_spare(100.0, 100.0, [], floor=FLOOR, after=0.0, recheck=0.1).wake_at == pytest.approx(101.0)
-
-
-@pytest.mark.parametrize(("delay", "observations", "expected"), [
-    (None, 0, 0.0),  # no learned duration: every task is a candidate
-    (30.0, 0, 0.0),  # nothing learned yet
-    (30.0, TRUST_OBSERVATIONS // 2, 15.0),
-    (30.0, TRUST_OBSERVATIONS, 30.0),
-    (30.0, 10 * TRUST_OBSERVATIONS, 30.0),
-])
-def test_likely_after_grows_with_what_was_learned(delay, observations, expected):
-    """Spare polls start at the learned delay once it is trusted, earlier in proportion before."""
-    assert likely_after(delay, observations) == pytest.approx(expected)
+    assert plan_spare(100.0, 100.0, [], floor=FLOOR, recheck=0.1).wake_at == pytest.approx(101.0)
 
 
 # ---- the loop against a real pacer on a fake clock ------------------------------------------
@@ -127,7 +109,7 @@ async def drive(*, submits: int, scheduled_polls: int, until: float) -> tuple[li
 
     async def spare_loop() -> None:
         while time.now < until:
-            step = plan_spare(time.now, pacer.spare_at(), tasks, floor=FLOOR, after=0.0, recheck=pacer.interval)
+            step = plan_spare(time.now, pacer.spare_at(), tasks, floor=FLOOR, recheck=pacer.interval)
             if step.task is None:
                 if pacer.spare_at() is not None:  # nothing waits: the dispatcher is idle, move time here
                     time.now = max(time.now, step.wake_at)

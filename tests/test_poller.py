@@ -1,13 +1,10 @@
-"""The Poller against a tiny scripted status server on 127.0.0.1 (millisecond poll delays), and the
-adaptive first-poll tuner (pure)."""
+"""The Poller against a tiny scripted status server on 127.0.0.1 (millisecond poll delays), with and
+without spare slots of the group's budget."""
 
 from __future__ import annotations
 
 import itertools
-import math
-import random
 import socket
-import statistics
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +19,7 @@ from pipeline.capabilities import CAPABILITIES
 from pipeline.client import ApiResponse, ServiceClient
 from pipeline.errors import AuthError, PollTimeout, ServiceError, ServiceUnreachable, TaskFailed, TaskNotExist
 from pipeline.job import Job
-from pipeline.poller import FirstPollTuner, Poller, TaskHandle
+from pipeline.poller import Poller, TaskHandle
 
 KEY = "poller-test-key"
 IMAGE = CAPABILITIES["image_analyze"]
@@ -110,10 +107,9 @@ class Calls:
         return {h.task_id: (response, err) for h, response, err in self.finished}
 
 
-def make_poller(client: ServiceClient, calls: Calls, policy: PollPolicy = FAST,
-                tuner: FirstPollTuner | None = None) -> Poller:
+def make_poller(client: ServiceClient, calls: Calls, policy: PollPolicy = FAST) -> Poller:
     return Poller(IMAGE, client, policy, on_finished=calls.on_finished, on_lost=calls.on_lost,
-                  pause=calls.pauses.append, tuner=tuner, rand=lambda: 0.5)
+                  pause=calls.pauses.append, rand=lambda: 0.5)
 
 
 def handle(task_id: str, *, resubmits: int = 0) -> TaskHandle:
@@ -281,109 +277,6 @@ async def test_unreachable_service_ends_run_with_service_unreachable():
             with anyio.fail_after(10), pytest.raises(ServiceUnreachable):
                 await make_poller(dead, calls).run(receive)
     assert calls.finished == []
-
-
-# ---- the tuner places the first poll -------------------------------------------------------
-
-
-async def test_tuner_places_the_first_poll_and_learns_from_it(server, client):
-    """With a tuner, the first poll comes at the tuner's delay (not the policy's 5 ms), and a
-    PENDING answer there lengthens the delay."""
-    server.script("t-1", status("t-1", "PENDING"), status("t-1", "SUCCESS", data={}))
-    tuner = FirstPollTuner(0.05)
-    calls = Calls()
-    task = handle("t-1")
-    await run_to_end(make_poller(client, calls, FAST, tuner), [task])
-    assert server.times("t-1")[0] - task.started >= 0.05
-    assert tuner.observations == 1
-    assert tuner.delay > 0.05
-    assert calls.finished[0][2] is None
-
-
-# ---- FirstPollTuner (pure) ----------------------------------------------------------------
-
-LOW, HIGH, TARGET = 2.0, 8.0, 0.85
-QUANTILE = LOW + TARGET * (HIGH - LOW)  # 7.1 s for U(2, 8)
-
-
-def feed(tuner: FirstPollTuner, rng: random.Random, n: int) -> list[float]:
-    """Observe n tasks with U(LOW, HIGH) durations; a task is pending at its first poll iff it outlasts the delay."""
-    history = []
-    for _ in range(n):
-        duration = rng.uniform(LOW, HIGH)
-        tuner.observe(pending=duration > tuner.delay)
-        history.append(tuner.delay)
-    return history
-
-
-@pytest.mark.parametrize("initial", [5.0, 0.5, 60.0])
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_tuner_settles_on_the_target_quantile(initial, seed):
-    """After ~2000 first polls the tuner's delay (averaged over its last 500 steps) is within ±10% of the
-    0.85 quantile."""
-    tuner = FirstPollTuner(initial, target=TARGET)
-    history = feed(tuner, random.Random(seed), 2000)
-    settled = statistics.mean(history[-500:])
-    assert abs(settled - QUANTILE) <= 0.10 * QUANTILE, f"settled at {settled:.2f}s, target {QUANTILE:.2f}s"
-    assert tuner.observations == 2000
-
-
-def test_tuner_hits_the_target_share_of_finished_tasks():
-    """Once settled, about `target` of the tasks are already finished at their first poll."""
-    tuner = FirstPollTuner(5.0, target=TARGET)
-    rng = random.Random(11)
-    feed(tuner, rng, 1000)
-    finished = 0
-    for _ in range(2000):
-        duration = rng.uniform(LOW, HIGH)
-        pending = duration > tuner.delay
-        finished += not pending
-        tuner.observe(pending=pending)
-    assert finished / 2000 == pytest.approx(TARGET, abs=0.03)
-
-
-def test_tuner_final_delay_is_within_ten_percent():
-    """The delay after 2000 observations (not just its average) is within ±10% of the target quantile for
-    almost every seed."""
-    misses = []
-    for seed in range(20):
-        tuner = FirstPollTuner(5.0, target=TARGET)
-        feed(tuner, random.Random(seed), 2000)
-        if abs(tuner.delay - QUANTILE) > 0.10 * QUANTILE:
-            misses.append((seed, round(tuner.delay, 2)))
-    assert len(misses) <= 1, f"final delay off by more than 10% for seeds {misses}"
-
-
-def test_tuner_moves_up_on_pending_and_down_on_finished():
-    """A pending first poll lengthens the delay; a finished one shortens it."""
-    tuner = FirstPollTuner(4.0, target=TARGET)
-    tuner.observe(pending=True)
-    longer = tuner.delay
-    assert longer > 4.0
-    tuner.observe(pending=False)
-    assert tuner.delay < longer
-
-
-def test_tuner_ignores_uninformative_answers():
-    """"Pending" well before the delay, or "done" well after it, says nothing about the quantile: no step."""
-    tuner = FirstPollTuner(4.0, target=TARGET)
-    tuner.observe(pending=True, age=2.0)
-    tuner.observe(pending=False, age=8.0)
-    assert (tuner.delay, tuner.observations) == (4.0, 0)
-    tuner.observe(pending=True, age=4.0)
-    assert tuner.observations == 1 and tuner.delay > 4.0
-
-
-def test_tuner_respects_floor_and_ceiling():
-    """However one-sided the answers, the delay stays within [floor, ceiling]."""
-    tuner = FirstPollTuner(1.0, target=TARGET, floor=0.5, ceiling=2.0)
-    for _ in range(200):
-        tuner.observe(pending=True)
-    assert tuner.delay == 2.0
-    for _ in range(2000):
-        tuner.observe(pending=False)
-    assert tuner.delay == 0.5
-    assert math.isfinite(tuner.delay)
 
 
 # ---- spare slots (work-conserving polling) --------------------------------------------------
