@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .backoff import RetryPolicy
 from .capabilities import CAPABILITIES
 from .checkpoint import Checkpoint
-from .config import UploadConfig
+from .config_sections import UploadConfig
 from .errors import ConfigError
 from .job import Job
 from .manifest_item import needs_upload

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from support import read_results, write_manifest
 
-from pipeline.config import Config, UploadConfig
+from pipeline.config import Config
+from pipeline.config_sections import UploadConfig
 from pipeline.emulator import EmulatorSettings, start_emulator
 from pipeline.emulator.oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET
 from pipeline.emulator.oss_server import start_oss

@@ -1,6 +1,6 @@
 """Upload benchmark: throughput to the local emulator's OSS and the client's RSS while uploading.
 
-``python -m pipeline.upload_bench [SIZE_MB]`` prints one JSON object. The emulator runs as its
+``python -m bench.upload_io [SIZE_MB]`` prints one JSON object. The emulator runs as its
 own process (``python -m pipeline emulator --oss-port 0``), so the RSS measured here is the
 uploading client's alone: resident memory is sampled every ``SAMPLE_S`` seconds while the
 upload runs, and the peak is reported beside the baseline before it started. The goal is a
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .upload import OssSession, UploadSettings
+from pipeline.upload import OssSession, UploadSettings
 
 __all__ = ["bench_upload", "current_rss_mb"]
 
