@@ -30,6 +30,7 @@ from . import (
     resume,
     shared_account,
     sync_ceiling,
+    upload,
 )
 from .environment import REPO, machine
 from .figures import ScenarioResult
@@ -57,6 +58,7 @@ SCENARIOS: dict[str, Scenario] = {
     "resume": resume,
     "baselines": baselines,
     "shared_account": shared_account,
+    "upload": upload,
 }
 
 
