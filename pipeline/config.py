@@ -38,11 +38,11 @@ from .config_checks import (
     parse_env,
     web_url_problem,
 )
-from .config_sections import AdaptivePolling, FailureThreshold, UploadConfig
+from .config_sections import FailureThreshold, UploadConfig
 from .errors import ConfigError
 
 __all__ = [
-    "ENV_KEYS", "ENV_ONLY_KEYS", "FILE_KEYS", "FLAGS", "AdaptivePolling", "Config", "FailureThreshold",
+    "ENV_KEYS", "ENV_ONLY_KEYS", "FILE_KEYS", "FLAGS", "Config", "FailureThreshold",
     "load_config", "parse_duration",
 ]
 
@@ -126,7 +126,6 @@ class Config:
     request_timeout: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     polling: PollPolicy = field(default_factory=PollPolicy)
-    adaptive_polling: AdaptivePolling = field(default_factory=AdaptivePolling)
     failure_threshold: FailureThreshold = field(default_factory=FailureThreshold)
     upload: UploadConfig = field(default_factory=UploadConfig)
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=_default_prices)
@@ -168,7 +167,6 @@ class Config:
             (self.failure_threshold.window >= 0, "failure_threshold.window", "must be >= 0"),
             (0 <= self.failure_threshold.max_ratio <= 1, "failure_threshold.max_ratio",
              "must be in [0, 1]"),
-            (0 < self.adaptive_polling.target < 1, "adaptive_polling.target", "must be in (0, 1)"),
             (bool(self.currency.strip()), "currency", "must not be empty"),
             (self.max_cost is None or (finite_number(self.max_cost) and self.max_cost >= 0), "max_cost",
              "must be a finite amount >= 0 (in the price table's currency)"),
@@ -261,7 +259,6 @@ def _get(obj: Any, dotted: str) -> Any:
 _NESTED: dict[str, type] = {
     "retry": RetryPolicy,
     "polling": PollPolicy,
-    "adaptive_polling": AdaptivePolling,
     "failure_threshold": FailureThreshold,
     "upload": UploadConfig,
 }

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-__all__ = ["AdaptivePolling", "FailureThreshold", "UploadConfig"]
+__all__ = ["FailureThreshold", "UploadConfig"]
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,3 @@ class UploadConfig:
     @property
     def enabled(self) -> bool:
         return bool(self.bucket)
-
-
-@dataclass(frozen=True)
-class AdaptivePolling:
-    """Learn each capability's task duration and place the first poll where `target` of the
-    tasks are already finished (a quantile tracked by stochastic approximation)."""
-
-    enabled: bool = True
-    target: float = 0.85

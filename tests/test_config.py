@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.backoff import PollPolicy, RetryPolicy
 from pipeline.capabilities import CAPABILITIES
-from pipeline.config import FILE_KEYS, AdaptivePolling, Config, FailureThreshold, load_config
+from pipeline.config import FILE_KEYS, Config, FailureThreshold, load_config
 from pipeline.data import default_config_path, sample_manifests_dir
 from pipeline.errors import ConfigError
 
@@ -32,7 +32,6 @@ def test_no_file_no_env_no_flags_gives_the_dataclass_defaults():
     assert config == Config()
     assert config.retry == RetryPolicy()
     assert config.polling == PollPolicy()
-    assert config.adaptive_polling == AdaptivePolling()
     assert config.failure_threshold == FailureThreshold()
 
 
