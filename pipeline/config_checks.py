@@ -91,7 +91,8 @@ def _url_problem(url: str, schemes: tuple[str, ...], example: str) -> str | None
     except ValueError:
         return f"{safe_url(url)!r} is not a valid URL; {expected}"
     if parts.scheme.lower() not in schemes or not parts.hostname:
-        return f"{safe_url(url)!r} must be an {' or '.join(s + '://' for s in schemes)} URL with a host; {expected}"
+        starts = " or ".join(s + "://" for s in schemes)
+        return f"{safe_url(url)!r} must be a URL with a host, starting {starts}; {expected}"
     return None
 
 
