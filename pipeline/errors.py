@@ -238,6 +238,8 @@ class AuthError(FatalError):
     """HTTP 401/403: the API key is missing, wrong or not allowed."""
 
     default_code = "Unauthorized"
+    #: What the user must fix (an OSS refusal names the OSS AccessKey variables instead).
+    credential = "DASHSCOPE_API_KEY"
 
 
 class EndpointError(FatalError):

@@ -292,7 +292,7 @@ class Run:
     def _on_fatal(self, exc: FatalError) -> None:
         reason = StopReason.AUTH if isinstance(exc, AuthError) else StopReason.UNREACHABLE \
             if isinstance(exc, ServiceUnreachable) else StopReason.INTERRUPTED
-        advice = ("fix DASHSCOPE_API_KEY, then run the same command again to resume" if reason is StopReason.AUTH
+        advice = (f"fix {exc.credential}, then run the same command again to resume" if isinstance(exc, AuthError)
                   else "nothing was marked failed; run the same command again to resume")
         self.request_stop(Stop(reason, f"{exc.code}: {exc.message}; {advice}"))
 

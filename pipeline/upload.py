@@ -204,6 +204,9 @@ class OssSession:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        for task in tasks:  # a failure whose waiter was cancelled first is not "never retrieved"
+            if task.done() and not task.cancelled():
+                task.exception()
         if self._aio is not None:
             await self._aio.close()
         self._pool.shutdown(wait=True)

@@ -40,6 +40,7 @@ class OssAuthError(AuthError):
     """OSS refused the AccessKey pair (403 InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied)."""
 
     default_code = "OssAccessDenied"
+    credential = "OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET"
 
 
 class OssBucketMissing(FatalError):

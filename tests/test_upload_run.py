@@ -166,3 +166,51 @@ async def test_an_upload_cut_off_midway_resumes_from_its_parts(tmp_path: Path, o
     assert counters["InitiateMultipartUpload"] == 1, counters
     assert counters["UploadPart"] - sent_before <= 8 - sent_before + 3, counters  # only the rest (and in-flight)
     assert created == 1
+
+
+def test_a_refused_oss_key_stops_like_a_refused_api_key(tmp_path: Path) -> None:
+    """Through the command line, against `emulator --oss-port`: a wrong OSS secret stops the run
+    with exit 4, naming the OSS variables to fix, with no traceback and no line written; the
+    right secret then uploads and finishes."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from support import REPO, cli, cli_env
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    port, oss_port = free_port(), free_port()
+    emu = subprocess.Popen([sys.executable, "-m", "pipeline", "emulator", "--port", str(port), "--api-key", KEY,
+                            "--time-scale", "20", "--oss-port", str(oss_port), "--oss-key-id", "AK",
+                            "--oss-key-secret", "SK"], cwd=REPO, env=cli_env(), text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", oss_port)) == 0:
+                    break
+            time.sleep(0.05)
+        big_file(tmp_path / "clip.mp4", 9 * MB)
+        manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "v", "capability": "video_snapshot",
+                                                          "path": str(tmp_path / "clip.mp4")}])
+        (tmp_path / "cfg.yaml").write_text(f'upload: {{bucket: media, endpoint: "http://127.0.0.1:{oss_port}"}}\n')
+        args = ["run", str(manifest), "--config", str(tmp_path / "cfg.yaml"), "--endpoint",
+                f"http://127.0.0.1:{port}", "--out", str(tmp_path / "r.jsonl"), "--progress", "off"]
+        env = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": "20", "OSS_ACCESS_KEY_ID": "AK"}
+        refused = cli(args, env={**env, "OSS_ACCESS_KEY_SECRET": "wrong"})
+        assert refused.returncode == 4, refused.stderr[-2000:]
+        assert "OSS_ACCESS_KEY_SECRET" in refused.stderr and "Traceback" not in refused.stderr
+        assert read_results(tmp_path / "r.jsonl") == []
+        done = cli(args, env={**env, "OSS_ACCESS_KEY_SECRET": "SK"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        (line,) = read_results(tmp_path / "r.jsonl")
+        assert line["status"] == "SUCCESS" and line["source_oss"].startswith("oss://media/")
+    finally:
+        emu.terminate()
+        emu.communicate(timeout=20)
