@@ -41,6 +41,8 @@ from .processes import run_pipeline
 
 TITLE = "Nightly delta: 30 items, media-like durations, polls counted"
 PER_CAPABILITY = 5
+MIX_PER_CAPABILITY = 50  # the 300-item batch
+TARGET_MIX_RATIO = 1.08  # its makespan ÷ last real end, at most
 SEED = 7  # the emulator's seed (durations are drawn from it) and the samples' seed
 MEDIAN_S = {"image_analyze": 4.0, "video_segmentation": 9.0, "video_snapshot": 9.0,
             "video_summarization": 9.0, "audio_asr": 9.0}
@@ -51,10 +53,10 @@ TARGET_MAKESPAN_RATIO = 1.10  # (makespan - one request interval) ÷ last real e
 TARGET_LAG_P95_S = 1.5  # detection lag p95 in emulated seconds (real seconds at time scale 1)
 
 
-def wanted_durations() -> dict[str, list[float]]:
+def wanted_durations(per_capability: int = PER_CAPABILITY) -> dict[str, list[float]]:
     """Log-normal samples per async capability, emulated seconds, ascending (seeded)."""
     rng = random.Random(SEED)
-    return {cap: sorted(rng.lognormvariate(math.log(MEDIAN_S[cap]), SIGMA) for _ in range(PER_CAPABILITY))
+    return {cap: sorted(rng.lognormvariate(math.log(MEDIAN_S[cap]), SIGMA) for _ in range(per_capability))
             for cap in ASYNC_CAPS}
 
 
@@ -70,16 +72,17 @@ def drawn_duration(line: str, span: tuple[float, float]) -> float:
     return seeded_random(SEED, "duration", segment, key, 1).uniform(*span)
 
 
-def fitted_manifest(path: Path) -> tuple[dict[str, tuple[float, float]], dict[str, list[float]]]:
+def fitted_manifest(path: Path, per_capability: int = PER_CAPABILITY
+                    ) -> tuple[dict[str, tuple[float, float]], dict[str, list[float]]]:
     """Write the manifest; return each capability's emulator span and the durations it will draw."""
-    wanted = wanted_durations()
+    wanted = wanted_durations(per_capability)
     spans = {cap: (round(min(d) - 0.5, 3), round(max(d) + 0.5, 3)) for cap, d in wanted.items()}
     lines: list[str] = []
     got: dict[str, list[float]] = {}
     n = 0
     for cap in ALL_CAPS:
         if cap not in wanted:  # synchronous: any body will do
-            lines += [TEMPLATES[cap] % {"id": f"{cap}-{i}", "n": i} for i in range(PER_CAPABILITY)]
+            lines += [TEMPLATES[cap] % {"id": f"{cap}-{i}", "n": i} for i in range(per_capability)]
             continue
         todo = list(wanted[cap])
         got[cap] = []
@@ -105,7 +108,7 @@ def _epoch(iso: str) -> float:
 
 
 def measure_run(manifest: Path, work: Path, name: str, scale: float, spans: Mapping[str, Sequence[float]],
-                extra: Mapping[str, Any]) -> dict[str, Any]:
+                extra: Mapping[str, Any], per_capability: int = PER_CAPABILITY) -> dict[str, Any]:
     """One run against a fresh emulator: makespan, last real end, lag, requests (see the docstring)."""
     settings = emulator_settings(time_scale=scale, durations=spans, polls_count=True, seed=SEED)
     with Emulator(settings, work / name) as emu:
@@ -126,7 +129,7 @@ def measure_run(manifest: Path, work: Path, name: str, scale: float, spans: Mapp
             "failed": run_.summary["failed"], "async_tasks": tasks,
             "async_requests": sum(async_routes.values()), "throttled": counters["throttled_total"],
             "lag_real_s": {k: lag[k] for k in ("count", "p50", "p95", "max")},
-            "polls_per_task": {cap: sum(r["polls"] for r in rows if r["capability"] == cap) / PER_CAPABILITY
+            "polls_per_task": {cap: sum(r["polls"] for r in rows if r["capability"] == cap) / per_capability
                                for cap in ASYNC_CAPS}}
 
 
@@ -139,6 +142,10 @@ def run(quick: bool = False) -> ScenarioResult:
         work = Path(tmp)
         spans, durations = fitted_manifest(work / "manifest.jsonl")
         runs = {"default": measure_run(work / "manifest.jsonl", work, "default", scale, spans, {})}
+        # The issue's second batch size: 300 items (50 per capability), same duration spread.
+        spans300, _ = fitted_manifest(work / "manifest300.jsonl", MIX_PER_CAPABILITY)
+        runs["mix300"] = measure_run(work / "manifest300.jsonl", work, "mix300", scale, spans300, {},
+                                     MIX_PER_CAPABILITY)
     r = runs["default"]
     lag = r["lag_real_s"]
     result.add("(makespan − one request interval) ÷ last real task end",
@@ -149,6 +156,12 @@ def run(quick: bool = False) -> ScenarioResult:
                    target=("<=", TARGET_LAG_P95_S) if pct == "p95" else None, digits=2)
     result.add("counted requests per async task", r["async_requests"] / max(r["async_tasks"], 1), digits=2)
     result.add("429s", r["throttled"])
+    m = runs["mix300"]
+    result.add("300 items: (makespan − one request interval) ÷ last real task end",
+               (m["makespan_s"] - interval) / m["last_real_end_s"], target=("<=", TARGET_MIX_RATIO))
+    result.add("300 items: counted requests per async task", m["async_requests"] / max(m["async_tasks"], 1),
+               digits=2)
+    result.add("300 items: 429s", m["throttled"])
     everything = sorted(d for ds in durations.values() for d in ds)
     result.raw = {"time_scale": scale, "per_capability": PER_CAPABILITY, "sigma": SIGMA,
                   "median_emulated_s": MEDIAN_S, "durations_emulated_s": durations,
