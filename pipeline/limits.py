@@ -36,13 +36,14 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from enum import Enum
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 
 from .capabilities import CAPABILITIES
 
-__all__ = ["DEFAULT_WEIGHTS", "GroupPacer", "Lane", "PacerBackend", "Pacers", "Permit", "PermitLike"]
+__all__ = ["DEFAULT_WEIGHTS", "CapabilityPacers", "GroupPacer", "Lane", "PacerBackend", "Pacers", "Permit",
+           "PermitLike"]
 
 
 class Lane(str, Enum):
@@ -225,7 +226,48 @@ class GroupPacer:
         return bool(queue)
 
 
-class Pacers:
+class _GroupLike(Protocol):
+    granted: dict[Lane, int]
+
+    async def acquire(self, lane: Lane) -> PermitLike: ...
+
+    async def wait_pause(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
+G = TypeVar("G", bound=_GroupLike)
+
+
+class CapabilityPacers(Generic[G]):
+    """What every pacer backend does the same way: reach a QPS group through a capability
+    name, let unshared polls through (only a 429 pause holds them), and pause after a 429."""
+
+    def __init__(self, groups: dict[str, G], *, polls_share: bool) -> None:
+        self._groups = groups
+        self.polls_share = polls_share
+
+    def __getitem__(self, group: str) -> G:
+        return self._groups[group]
+
+    def for_capability(self, capability: str) -> G:
+        return self._groups[CAPABILITIES[capability].qps_group]
+
+    async def acquire(self, capability: str, lane: Lane) -> PermitLike | None:
+        """A slot for one request of `capability` (None: polls that are not paced)."""
+        pacer = self.for_capability(capability)
+        if lane is Lane.POLL and not self.polls_share:
+            await pacer.wait_pause()  # unpaced, but a 429 pause holds polls too
+            pacer.granted[lane] += 1
+            return None
+        return await pacer.acquire(lane)
+
+    def pause(self, capability: str, seconds: float) -> None:
+        """After a 429: hold every request of the capability's group (the one place this is done)."""
+        self.for_capability(capability).pause(seconds)
+
+
+class Pacers(CapabilityPacers[GroupPacer]):
     """All groups of a run, reached through capability names (the group comes from the
     capability table). `polls_share` decides whether polls go through the pacer.
 
@@ -239,18 +281,11 @@ class Pacers:
                  clock: Callable[[], float] | None = None,
                  sleep: Callable[[float], Awaitable[object]] = anyio.sleep) -> None:
         windows = windows or {}
-        self._groups = {
+        super().__init__({
             group: GroupPacer(group, qps, window=windows.get(group, (1.0, 0))[0],
                               limit=windows.get(group, (1.0, 0))[1] or None, weights=weights,
                               clock=clock, sleep=sleep)
-            for group, qps in limits.items()}
-        self.polls_share = polls_share
-
-    def __getitem__(self, group: str) -> GroupPacer:
-        return self._groups[group]
-
-    def for_capability(self, capability: str) -> GroupPacer:
-        return self._groups[CAPABILITIES[capability].qps_group]
+            for group, qps in limits.items()}, polls_share=polls_share)
 
     async def run(self) -> None:
         """Every group's dispatcher, until cancelled."""
@@ -258,20 +293,7 @@ class Pacers:
             for pacer in self._groups.values():
                 tg.start_soon(pacer.run, name=f"pacer-{pacer.group}")
 
-    async def acquire(self, capability: str, lane: Lane) -> Permit | None:
-        """A slot for one request of `capability` (None: polls that are not paced)."""
-        pacer = self.for_capability(capability)
-        if lane is Lane.POLL and not self.polls_share:
-            await pacer.wait_pause()  # unpaced, but a 429 pause holds polls too
-            pacer.granted[lane] += 1
-            return None
-        return await pacer.acquire(lane)
-
     def spare_slots(self, capability: str) -> GroupPacer | None:
         """The capability's group as a spare-slot signal for its poller; None when polls are not
         paced (they draw on no budget, so there is no slot to spare: the poll schedule alone)."""
         return self.for_capability(capability) if self.polls_share else None
-
-    def pause(self, capability: str, seconds: float) -> None:
-        """After a 429: hold every request of the capability's group (the one place this is done)."""
-        self.for_capability(capability).pause(seconds)

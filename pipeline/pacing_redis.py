@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .capabilities import CAPABILITIES
-from .limits import Lane
-from .pacing_redis_group import KEY_TTL_MS, RedisGroupPacer, RedisPermit
+from .limits import CapabilityPacers, Lane
+from .pacing_redis_group import KEY_TTL_MS, RedisGroupPacer
 from .pacing_redis_keys import connect, display_url, group_keys, proc_key, scan_processes
 from .pacing_redis_script import BOOK_SCRIPT, PAUSE_SCRIPT, ClockBounds
 
@@ -198,7 +197,7 @@ class RedisLink:
         await self._close_stale()
 
 
-class RedisPacers:
+class RedisPacers(CapabilityPacers[RedisGroupPacer]):
     """All QPS groups of a run, booked in Redis: the interface of `pipeline.limits.Pacers`
     plus `url` and `namespace`. Build it inside the running loop; `run()` in the run's task group."""
 
@@ -212,27 +211,19 @@ class RedisPacers:
         windows = windows or {}
         clock = clock or anyio.current_time
         self.link = RedisLink(url, namespace, timeout=timeout, host=host, pid=pid, clock=clock)
-        self._groups = {
+        super().__init__({
             group: RedisGroupPacer(self.link, group, qps, window=windows.get(group, (1.0, 0))[0],
                                    limit=windows.get(group, (1.0, 0))[1], weights=weights, clock=clock, sleep=sleep)
-            for group, qps in limits.items()}
-        self.polls_share = polls_share
+            for group, qps in limits.items()}, polls_share=polls_share)
         self._beat = (heartbeat_every, heartbeat_ttl, retry_every)
 
     def __repr__(self) -> str:
         return f"RedisPacers({self.link!r}, groups={sorted(self._groups)})"
 
-    def __getitem__(self, group: str) -> RedisGroupPacer:
-        return self._groups[group]
-
     @property
     def degraded(self) -> bool:
         """True while Redis cannot be reached and each group paces this process alone."""
         return self.link.lost
-
-    def for_capability(self, capability: str) -> RedisGroupPacer:
-        """The group pacer a capability draws from (its `qps_group` in the capability table)."""
-        return self._groups[CAPABILITIES[capability].qps_group]
 
     async def run(self) -> None:
         """Dispatchers, the update flusher and the heartbeat, until cancelled."""
@@ -248,20 +239,6 @@ class RedisPacers:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.link.aclose()
-
-    async def acquire(self, capability: str, lane: Lane) -> RedisPermit | None:
-        """A slot for one request of `capability` (None: polls that are not paced). Never
-        raises because Redis is down: the group falls back to pacing this process alone."""
-        pacer = self.for_capability(capability)
-        if lane is Lane.POLL and not self.polls_share:
-            await pacer.wait_pause()  # unpaced, but a 429 pause holds polls too
-            pacer.granted[lane] += 1
-            return None
-        return await pacer.acquire(lane)
-
-    def pause(self, capability: str, seconds: float) -> None:
-        """After a 429: hold every request of the capability's group, in every process."""
-        self.for_capability(capability).pause(seconds)
 
 
 async def booking_round_trip(url: str, samples: int = 200) -> float:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
+from pipeline.checkpoint import Checkpoint
 from pipeline.emulator import EmulatorSettings, RunningEmulator, start_emulator
 
 EMU_KEY = "test-emulator-key"
@@ -94,3 +96,17 @@ class FakeClock:
 def emu_clock() -> FakeClock:
     """A frozen clock for the emulator; tests advance it explicitly."""
     return FakeClock()
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path) -> Iterator[Checkpoint]:
+    """A fresh checkpoint in the test's temp dir (the state tests' fixture)."""
+    c = Checkpoint.open(tmp_path / "state")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """Where the test's results file goes."""
+    return tmp_path / "results.jsonl"

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from pathlib import Path
 
 import pytest
 from state_support import CAP, SVC, outcome
 
 from pipeline.checkpoint import Checkpoint, Outcome
 from pipeline.errors import StateError
-
-
-@pytest.fixture
-def ckpt(tmp_path: Path):
-    c = Checkpoint.open(tmp_path / "state")
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    return tmp_path / "results.jsonl"
-
 
 # ---- checkpoint ---------------------------------------------------------------------------
 

@@ -10,22 +10,8 @@ import pytest
 from state_support import CAP, SVC, encode, file_ids, line_for, outcome, write_done
 
 from pipeline import resume as resume_module
-from pipeline.checkpoint import Checkpoint
 from pipeline.errors import StateError, UsageError
 from pipeline.resume import check_identity, check_paths, drop_lines, reconcile
-
-
-@pytest.fixture
-def ckpt(tmp_path: Path):
-    c = Checkpoint.open(tmp_path / "state")
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    return tmp_path / "results.jsonl"
-
 
 # ---- reconcile ----------------------------------------------------------------------------
 

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import pytest
 from state_support import file_ids, line_for, write_done
 
-from pipeline.checkpoint import Checkpoint
 from pipeline.results import ResultLine
 from pipeline.sink import Sink
-
-
-@pytest.fixture
-def ckpt(tmp_path: Path):
-    c = Checkpoint.open(tmp_path / "state")
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    return tmp_path / "results.jsonl"
 
 
 async def feed(sink: Sink, lines: list[ResultLine], *, yield_every: int = 0) -> None:
