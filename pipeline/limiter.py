@@ -13,6 +13,12 @@ from .limits import Lane, PacerBackend, Pacers
 
 __all__ = ["build_pacers", "check_limiter", "limiter_namespace"]
 
+#: A process's heartbeat in the shared limiter: how often, how long it lives, and how often a
+#: lost Redis is tried again (seconds at time scale 1).
+HEARTBEAT_EVERY_S = 3.0
+HEARTBEAT_TTL_S = 10.0
+REDIS_RETRY_S = 1.0
+
 
 def build_pacers(cfg: Config, api_key: str) -> PacerBackend:
     """The run's pacers (build them inside the running loop)."""
@@ -26,8 +32,11 @@ def build_pacers(cfg: Config, api_key: str) -> PacerBackend:
         return Pacers(groups, polls_share=cfg.polls_share_qps, windows=windows, weights=weights)
     from .pacing_redis import RedisPacers  # the `redis` extra: only a shared limiter needs it
 
+    scale = cfg.time_scale  # heartbeats follow the windows' time scale (the emulator's test facility)
     return RedisPacers(groups, polls_share=cfg.polls_share_qps, windows=windows, weights=weights,
-                       url=cfg.limiter, namespace=limiter_namespace(cfg, api_key))
+                       url=cfg.limiter, namespace=limiter_namespace(cfg, api_key),
+                       heartbeat_every=HEARTBEAT_EVERY_S / scale, heartbeat_ttl=HEARTBEAT_TTL_S / scale,
+                       retry_every=REDIS_RETRY_S / scale)
 
 
 def limiter_namespace(cfg: Config, api_key: str) -> str:

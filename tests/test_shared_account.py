@@ -75,10 +75,10 @@ def test_redis_lost_mid_run_degrades_and_finishes(tmp_path: Path, emu: EmulatorT
                                                    own_redis_server: RedisServer) -> None:
     """Redis killed while three shards run: they log a warning, keep pacing on their own share of
     the limit, and finish every item."""
-    manifest = write_manifest(tmp_path / "m.jsonl", items(150, ["object_detection"]))
+    manifest = write_manifest(tmp_path / "m.jsonl", items(300, ["object_detection"]))
     procs = start_shards(tmp_path, manifest, emu.url, own_redis_server.url)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and emu.counters()["requests_total"] < 30:
+    while time.monotonic() < deadline and emu.counters()["requests_total"] < 80:
         time.sleep(0.02)
     own_redis_server.kill()
     errors = [p.communicate(timeout=120)[1] for p in procs]
