@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -23,8 +24,9 @@ from .pings import Pinger
 from .progress import count_lines, show_progress
 from .report import RunStats, format_summary, summarize
 from .results import RunFiles
-from .runner import Run, RunRequest, RunResult
+from .runner import Run, RunRequest, RunResult, single_error
 from .shards import parse_shard
+from .shutdown import SIGNALS
 
 if sys.version_info < (3, 11):  # anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
@@ -80,10 +82,7 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def _prepare(args: object) -> tuple[Config, RunRequest]:
-    import argparse
-
-    assert isinstance(args, argparse.Namespace)
+def _prepare(args: argparse.Namespace) -> tuple[Config, RunRequest]:
     config = load_config(args.config, overrides=config_overrides(args))
     if not config.endpoint:
         raise ConfigError("no endpoint: give --endpoint URL, set PIPELINE_ENDPOINT, or put endpoint "
@@ -102,10 +101,7 @@ def _prepare(args: object) -> tuple[Config, RunRequest]:
                               retry_failed=args.retry_failed, append=args.append, shard=shard)
 
 
-def _run(args: object) -> int:
-    import argparse
-
-    assert isinstance(args, argparse.Namespace)
+def _run(args: argparse.Namespace) -> int:
     config, request = _prepare(args)
     stats = RunStats()
     limits = {name: config.limit_rps(name) for name in CAPABILITIES}
@@ -154,10 +150,10 @@ def _run(args: object) -> int:
     try:
         code, result = anyio.run(with_progress)
     except BaseExceptionGroup as group:
-        raise group.exceptions[0] from None
+        raise single_error(group) from None
     # The run's own handlers are gone with its loop; a signal from here on still means "stop
     # now", and everything is already consistent on disk.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in SIGNALS:
         signal.signal(sig, lambda *_: os._exit(ExitCode.INTERRUPTED))
     assert result is not None
     where = f"results: {request.files.results}   summary: {request.files.summary}"

@@ -149,6 +149,46 @@ class Checkpoint:
     def set_meta(self, key: str, value: str) -> None:
         self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    # ---- the run's manifests, their counts, and how the last session stopped -------------
+    def manifests(self) -> list[str]:
+        """The manifests of this run, oldest first (a state dir from before `--append` has one)."""
+        raw = self.get_meta("manifests") or self.get_meta("manifest") or ""
+        return [m for m in raw.split("\n") if m]
+
+    def add_manifest(self, key: str) -> None:
+        """`key` joins the run's manifests and becomes the current one."""
+        self.set_meta("manifests", "\n".join([*self.manifests(), key]))
+        self.set_meta("manifest", key)
+
+    def save_manifest_counts(self, key: str, *, rejected: int, items: int | None) -> None:
+        """A manifest's rejected lines and items, as a session that read it saw them. `items`
+        None: the session stopped part-way, so its rejects are a lower bound."""
+        if items is None:
+            rejected = max(rejected, int(self.get_meta(f"rejected:{key}") or 0))
+        else:
+            self.set_meta(f"items:{key}", str(items))
+        self.set_meta(f"rejected:{key}", str(rejected))
+
+    def rejected_lines(self) -> int:
+        """Rejected lines over every manifest of the run (they count in its outcome)."""
+        return sum(int(self.get_meta(f"rejected:{m}") or 0) for m in self.manifests())
+
+    def item_count(self) -> int | None:
+        """Valid items over every manifest of the run; None until each was read to its end."""
+        counts = [self.get_meta(f"items:{m}") for m in self.manifests()]
+        return sum(int(n) for n in counts if n) if counts and all(counts) else None
+
+    def last_stop(self) -> dict[str, Any] | None:
+        """How the last session stopped (`outcome.Stop.to_record()`), or None (it finished)."""
+        try:
+            record = json.loads(self.get_meta("last_stop") or "null")
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
+    def set_last_stop(self, record: dict[str, Any] | None) -> None:
+        self.set_meta("last_stop", json.dumps(record))
+
     # ---- resume --------------------------------------------------------------------------
     def count_done(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'done'").fetchone()[0])

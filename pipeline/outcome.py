@@ -7,8 +7,10 @@ whole run, how many manifest lines were rejected) to an outcome and an exit code
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from .exit_codes import ExitCode
 
@@ -58,6 +60,17 @@ class Stop:
 
     def __str__(self) -> str:
         return f"{self.reason.value}: {self.detail}"
+
+    def to_record(self) -> dict[str, str]:
+        return {"reason": self.reason.value, "detail": self.detail}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> Stop | None:
+        """The stop a record describes; None for no record or one this version cannot read."""
+        try:
+            return cls(StopReason(record["reason"]), str(record["detail"])) if record else None
+        except (ValueError, KeyError, TypeError):
+            return None
 
 
 class RunOutcome(str, Enum):

@@ -83,8 +83,7 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
                 f"{state_dir} is new): move it away or pick another --out; to resume the run that wrote it, "
                 "give that run's --state-dir")
         ckpt.set_meta("out", out_key)
-        ckpt.set_meta("manifest", manifest_key(manifest))
-        ckpt.set_meta("manifests", manifest_key(manifest))
+        ckpt.add_manifest(manifest_key(manifest))
         ckpt.set_meta("created_at", str(time.time()))
         if shard:
             ckpt.set_meta("shard", shard)
@@ -94,7 +93,7 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
             f"state dir {state_dir} belongs to a run writing {recorded_out}, not {out_key}: "
             "give the same --out to resume it, or a new --state-dir for a new run")
     key = manifest_key(manifest)
-    known = (ckpt.get_meta("manifests") or ckpt.get_meta("manifest") or "").split("\n")
+    known = ckpt.manifests()
     if key in known:
         return
     if not append:
@@ -102,8 +101,7 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
             f"state dir {state_dir} holds a run of {known[-1]}, not {key}: run that manifest again to resume; "
             "add --append to add this manifest's items to the run (ids already done are skipped); "
             "or give a new --out for a separate run")
-    ckpt.set_meta("manifests", "\n".join([*known, key]))
-    ckpt.set_meta("manifest", key)
+    ckpt.add_manifest(key)
     log.info("--append: %s joins the run (ids already done are skipped)", key)
 
 

@@ -58,7 +58,7 @@ from .validate import item_cost_bound
 if sys.version_info < (3, 11):  # anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Run", "RunRequest", "RunResult", "run"]
+__all__ = ["Run", "RunRequest", "RunResult", "run", "single_error"]
 
 log = logging.getLogger("pipeline.run")
 
@@ -175,7 +175,7 @@ class Run:
                 async with self._client, uploads:
                     await self._run_groups(reader, line_send, line_receive)
             except BaseExceptionGroup as group:
-                raise _single(group) from None
+                raise single_error(group) from None
             finally:
                 self._signals.remove()  # last: a second signal during the clean-up still exits at once
         ckpt.set_meta("failure_window", self._watch.state())
@@ -328,24 +328,17 @@ class Run:
     def _save_manifest_counts(self, reader: Reader) -> None:
         """What `status` and later sessions need to know of this manifest: its rejected lines
         (they count in the whole run's outcome) and its number of items."""
-        key = manifest_key(self.req.manifest)
-        if reader.complete:
-            self._ckpt.set_meta(f"rejected:{key}", str(reader.rejected))
-            self._ckpt.set_meta(f"items:{key}", str(reader.items))
-        else:
-            before = int(self._ckpt.get_meta(f"rejected:{key}") or 0)
-            self._ckpt.set_meta(f"rejected:{key}", str(max(before, reader.rejected)))
+        self._ckpt.save_manifest_counts(manifest_key(self.req.manifest), rejected=reader.rejected,
+                                        items=reader.items if reader.complete else None)
 
     # ---- result ------------------------------------------------------------------------
     def _result(self) -> RunResult:
         self.stats.finished = self.stats.started + self.stats.elapsed()
         totals = stats_from_checkpoint(self._ckpt)
         failed = sum(c.failed for c in totals.values())
-        rejected = sum(int(self._ckpt.get_meta(f"rejected:{m}") or 0)
-                       for m in (self._ckpt.get_meta("manifests") or "").split("\n") if m)
+        rejected = self._ckpt.rejected_lines()
         outcome, code = decide(self._stop, failed=failed, rejected=rejected)
-        self._ckpt.set_meta("last_stop", json.dumps(
-            {"reason": self._stop.reason.value, "detail": self._stop.detail} if self._stop else None))
+        self._ckpt.set_last_stop(self._stop.to_record() if self._stop else None)
         for name, poller in self._pollers.items():
             self.stats.caps[name].polls = poller.polls
         caps = with_live_counters(totals, self.stats.caps)
@@ -367,11 +360,12 @@ def _nowhere() -> MemoryObjectSendStream[TaskHandle]:
     return send
 
 
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one real error inside a task group's exception group (a failing sink, a bug)."""
-    errors = [e for e in group.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
+    # asyncio's own class, not anyio's lookup: this also runs after the loop has closed.
+    errors = [e for e in group.exceptions if not isinstance(e, asyncio.CancelledError)]
     first = errors[0] if errors else group.exceptions[0]
-    return _single(first) if isinstance(first, BaseExceptionGroup) else first
+    return single_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def run(request: RunRequest, **kwargs: Any) -> RunResult:

@@ -22,7 +22,7 @@ from .report import estimate_cost
 from .results import ItemStatus, ResultLine
 from .validate import item_cost
 
-__all__ = ["SpendLedger", "line_cost"]
+__all__ = ["SpendLedger", "line_cost", "spend_report"]
 
 log = logging.getLogger("pipeline.run")
 
@@ -78,6 +78,10 @@ class SpendLedger:
         return line_cost(line, self._cfg.prices)
 
     def report(self) -> dict[str, Any]:
-        settled, reserved = self._ckpt.spend()
-        return {"settled": round(settled, 6), "reserved": round(reserved, 6), "cap": self._cfg.max_cost,
-                "currency": self._cfg.currency}
+        return spend_report(*self._ckpt.spend(), self._cfg)
+
+
+def spend_report(settled: float, reserved: float, config: Config) -> dict[str, Any]:
+    """The ledger as the summary and `status` show it."""
+    return {"settled": round(settled, 6), "reserved": round(reserved, 6), "cap": config.max_cost,
+            "currency": config.currency}

@@ -6,7 +6,6 @@ comes from `outcome.decide`, the same function `run` uses, so the two always agr
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,9 @@ from .checkpoint import Checkpoint
 from .config import Config
 from .errors import StateError, UsageError
 from .exit_codes import ExitCode
-from .outcome import Stop, StopReason, decide
+from .outcome import Stop, decide
 from .report import stats_from_checkpoint, summarize
+from .spend import spend_report
 from .statelock import describe, live_holder
 
 __all__ = ["format_status", "status"]
@@ -49,10 +49,11 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
         try:
             caps = stats_from_checkpoint(ckpt)
             counts = ckpt.counts()
-            meta = {key: ckpt.get_meta(key) for key in ("manifest", "manifests", "out", "last_stop")}
-            manifests = [m for m in (meta["manifests"] or meta["manifest"] or "").split("\n") if m]
-            rejected = sum(int(ckpt.get_meta(f"rejected:{m}") or 0) for m in manifests)
-            items = [ckpt.get_meta(f"items:{m}") for m in manifests]
+            out = ckpt.get_meta("out")
+            manifests = ckpt.manifests()
+            rejected = ckpt.rejected_lines()
+            total_items = ckpt.item_count()
+            stop = Stop.from_record(ckpt.last_stop())
             try:
                 settled, reserved = ckpt.spend()
             except sqlite3.OperationalError:  # a state dir from before the spend ledger
@@ -66,22 +67,19 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
         caps[cap].in_flight = n
     retry = {cap: c.get("retry", 0) for cap, c in counts.items() if c.get("retry")}
     holder = live_holder(state_dir)
-    stop = _stop(meta["last_stop"])
     failed = sum(c.failed for c in caps.values())
     outcome, code = decide(stop, failed=failed, rejected=rejected)
     summary = summarize(caps, prices=config.prices, elapsed=None, rejected=rejected,
                         outcome="running" if holder else outcome.value)
     done = summary["succeeded"] + summary["failed"]
-    total_items = sum(int(n) for n in items if n) if items and all(items) else None
     in_flight_total = sum(in_flight.values())
     summary.update(
         state_dir=str(state_dir), manifest=manifests[-1] if manifests else None, manifests=manifests,
-        results=meta["out"], live_run=holder, exit_code=None if holder else int(code),
+        results=out, live_run=holder, exit_code=None if holder else int(code),
         reason=str(stop) if stop and not holder else None, in_flight=in_flight, in_flight_total=in_flight_total,
         waiting_for_retry=retry, items=total_items,
         queued=max(total_items - done - in_flight_total, 0) if total_items is not None else None,
-        spend={"settled": round(settled, 6), "reserved": round(reserved, 6), "cap": config.max_cost,
-               "currency": config.currency})
+        spend=spend_report(settled, reserved, config))
     return summary
 
 
@@ -98,14 +96,6 @@ def _sharing(config: Config, api_key: str | None) -> list[dict[str, Any]] | None
     try:
         return anyio.run(live_processes, config.limiter, limiter_namespace(config, api_key or ""))
     except Exception:  # status is read-only and best effort: Redis may be down
-        return None
-
-
-def _stop(raw: str | None) -> Stop | None:
-    try:
-        record = json.loads(raw) if raw else None
-        return Stop(StopReason(record["reason"]), str(record["detail"])) if record else None
-    except (ValueError, KeyError, TypeError):
         return None
 
 

@@ -197,3 +197,36 @@ def test_no_cap_still_records_reservations(ckpt):
     """Without a cap every reservation is granted and still recorded."""
     assert ckpt.reserve("a", 5.0, None)
     assert ckpt.spend() == pytest.approx((0.0, 5.0))
+
+
+def test_a_state_dir_from_before_append_still_counts_its_rejected_lines(ckpt):
+    """A state dir that records only `manifest` (made before --append existed) still lists it, so
+    its rejected lines and items count in the run's outcome (the runner read only `manifests`)."""
+    ckpt.set_meta("manifest", "/data/old.jsonl")
+    assert ckpt.manifests() == ["/data/old.jsonl"]
+    ckpt.save_manifest_counts("/data/old.jsonl", rejected=2, items=5)
+    assert (ckpt.rejected_lines(), ckpt.item_count()) == (2, 5)
+
+
+def test_manifest_counts_of_a_session_stopped_part_way_never_go_down(ckpt):
+    """A session that stopped before the end of its manifest saw fewer rejects: the count keeps the
+    larger one, and the item total stays unknown until a session reads the manifest to its end."""
+    ckpt.add_manifest("m")
+    ckpt.save_manifest_counts("m", rejected=3, items=None)
+    ckpt.save_manifest_counts("m", rejected=1, items=None)
+    assert (ckpt.rejected_lines(), ckpt.item_count()) == (3, None)
+    ckpt.add_manifest("n")
+    ckpt.save_manifest_counts("m", rejected=1, items=10)
+    assert (ckpt.manifests(), ckpt.rejected_lines(), ckpt.item_count()) == (["m", "n"], 1, None)
+
+
+def test_last_stop_round_trips_and_tolerates_garbage(ckpt):
+    """The last session's stop is kept as a record the outcome module reads back; a record it
+    cannot read is no stop, not a crash."""
+    from pipeline.outcome import Stop, StopReason
+
+    stop = Stop(StopReason.SPEND_CAP, "cap reached")
+    ckpt.set_last_stop(stop.to_record())
+    assert Stop.from_record(ckpt.last_stop()) == stop
+    ckpt.set_meta("last_stop", "{not json")
+    assert ckpt.last_stop() is None and Stop.from_record({"reason": "bogus", "detail": "x"}) is None
