@@ -3,8 +3,10 @@
 Every API request goes through the same gate, in this order: bearer auth (401), the body
 size limit (400, checked from Content-Length before reading when possible), a running 429
 burst, the QPS sliding window (429 + Retry-After), the fault draw (dropped connection, 500,
-slow answer), then the service id, JSON parsing and field validation (400), and finally the
-capability's work. Control routes need no auth: the emulator is a local test tool.
+slow answer), then the service id, JSON parsing and field validation (400; a summarization's
+``input.chunks`` are also checked against what a segmentation of its source returned, see
+chunks.py), and finally the capability's work. Control routes need no auth: the emulator is a
+local test tool.
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ from typing import Any
 
 from aiohttp import web
 
+from .chunks import check_summarization_chunks, input_source
 from .control import add_control_routes
 from .counters import route_name, submission_key
 from .faults import FaultDraw, seeded_random
 from .results import build_result, source_name
-from .settings import ASYNC_CAPABILITIES, OBJECT_DETECTION, EmulatorSettings
+from .settings import (
+    ASYNC_CAPABILITIES,
+    OBJECT_DETECTION,
+    VIDEO_SEGMENTATION,
+    VIDEO_SUMMARIZATION,
+    EmulatorSettings,
+)
 from .state import STATE, Clock, EmulatorState
 from .tasks import Task, TaskStatus
 from .validation import check_service_id, validate_body
@@ -232,6 +241,8 @@ def _submit(
     state: EmulatorState, capability: str, service_id: str, workspace: str, body: Any
 ) -> tuple[Any, dict[str, Any] | None]:
     body = validate_body(capability, body)
+    if capability == VIDEO_SUMMARIZATION:
+        check_summarization_chunks(state.segments, state.counters, body)
     key = submission_key(capability, service_id, body)
     occurrence = state.counters.record_submission(key)
     missing, seen_as = _oss_input(state, body)
@@ -255,6 +266,7 @@ def _submit(
         data=None if failed else data,
         usage=None if failed else usage,
         error=(missing or f"emulated processing failure for {source}") if failed else None,
+        source=input_source(body.get("input")),
     )
     state.counters.tasks_created[capability] += 1
     state.counters.record_task_end(task.ready_at)
@@ -286,6 +298,8 @@ def _mark_delivered(state: EmulatorState, task: Task) -> None:
     task.seen_done_at = state.clock()
     state.counters.results_delivered[task.outcome.value] += 1
     state.counters.record_detection(task.ready_at, task.seen_done_at)
+    if task.capability == VIDEO_SEGMENTATION and task.outcome is TaskStatus.SUCCESS and task.source:
+        state.segments.remember(task.source, task.data)  # a summarization must send these back
 
 
 async def _not_found(request: web.Request) -> web.Response:

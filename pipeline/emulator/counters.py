@@ -32,6 +32,10 @@
                                    # clock (real) seconds; p50/p95/max are null before any
       "last_task_end_at": 1241.0,  # clock time of the latest real task end so far (tasks
                                    # created since the last reset); null before any
+      "chained_chunks_matched": 1,     # summarization creates whose input.chunks were exactly
+                                       # the chunks a segmentation of the same source returned
+      "chained_chunks_mismatched": 0,  # ... whose chunks differed from them (answered 400)
+      "chained_chunks_unchecked": 0,   # ... whose source was never segmented here, or absent
     }
 
 A "submission" is a create (or detection) that was processed: it passed auth, limits, faults
@@ -52,6 +56,7 @@ from .ratelimit import WindowPeak
 from .settings import CAPABILITIES
 
 FAULT_KINDS = ("error_500", "slow", "dropped", "burst_429", "task_fail")
+CHAIN_OUTCOMES = ("matched", "mismatched", "unchecked")  # chunks.py: a summarization's chunks
 LAG_PERCENTILES = (50, 95)  # reported as "p50", "p95" next to "max"
 
 
@@ -110,6 +115,7 @@ class Counters:
         self.detection_lags: list[float] = []  # per detected task: first final answer - real end
         self._pending_ends: list[float] = []  # heap: real end times of tasks not yet past
         self.last_task_end_at: float | None = None  # latest real end already past, as of the last look
+        self.chained_chunks: Counter[str] = Counter()  # chunks.py outcome -> summarization creates
 
     def record_request(self, route: str, status: int | str) -> None:
         """Count one answer (an HTTP status, or ``"dropped"``) on ``route``."""
@@ -183,4 +189,5 @@ class Counters:
                               for c, s in self.accepted_span.items()},
             "detection_lag": lag_summary(self.detection_lags),
             "last_task_end_at": self._advance_ends(now),
+            **{f"chained_chunks_{o}": self.chained_chunks[o] for o in CHAIN_OUTCOMES},
         }

@@ -1,4 +1,5 @@
-"""Everything one running emulator knows: settings, clock, limiters, tasks, faults, counters.
+"""Everything one running emulator knows: settings, clock, limiters, tasks, faults, counters,
+and the chunks its segmentations returned.
 
 It lives on the event loop that serves the app; from another thread, go through
 ``EmulatorThread`` which hops onto that loop.
@@ -12,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .chunks import SegmentLedger
 from .counters import Counters
 from .faults import FaultInjector
 from .oss_store import ObjectStore
@@ -37,6 +39,9 @@ class EmulatorState:
         #: The OSS emulator's objects, when one runs beside this app: an `oss://` input in a
         #: bucket it holds must exist, and results derive from the object's bytes.
         self.objects: ObjectStore | None = None
+        #: Chunks video-segmentation returned, by source: a summarization must send them back
+        #: unchanged (chunks.py). Not cleared by a counters reset or by forgetting tasks.
+        self.segments = SegmentLedger()
 
     @property
     def faults(self) -> FaultSettings:

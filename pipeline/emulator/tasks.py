@@ -37,6 +37,7 @@ class Task:
     error: str | None = None  # result.error on FAILED
     delivered: bool = False  # a client has been sent the final status
     seen_done_at: float | None = None  # clock time of the first answer that carried the final status
+    source: str | None = None  # input.oss or input.url of the create, when it had one
 
     def status(self, now: float) -> TaskStatus:
         return TaskStatus.PENDING if now < self.ready_at else self.outcome
@@ -77,6 +78,7 @@ class TaskStore:
         data: Any = None,
         usage: dict[str, Any] | None = None,
         error: str | None = None,
+        source: str | None = None,
     ) -> Task:
         """Create a task that finishes ``duration`` real seconds from ``now``."""
         self.expire(now)
@@ -91,6 +93,7 @@ class TaskStore:
             data=data,
             usage=usage,
             error=error,
+            source=source,
         )
         self._tasks[task.task_id] = task
         if self.ttl is not None:
