@@ -34,6 +34,7 @@ from .config_checks import (
     is_loopback_host,
     limiter_problem,
     metrics_file_problem,
+    output_templates,
     parse_duration,
     parse_env,
     web_url_problem,
@@ -132,6 +133,9 @@ class Config:
     #: Currency of the price table (the service bills in CNY).
     currency: str = "CNY"
     usage_estimates: Mapping[str, Mapping[str, float]] = field(default_factory=_default_usage_estimates)
+    #: OSS prefix templates by canonical capability name (an alias in the file is resolved when
+    #: loaded): the `output` of an analysis of that capability that gives none.
+    outputs: Mapping[str, str] = field(default_factory=dict)
     #: Spend cap in `currency`: settled plus reserved cost never goes past it. None: no cap.
     max_cost: float | None = None
     #: Seconds the run may last before it stops, resumable. None: no limit.
@@ -179,6 +183,7 @@ class Config:
             if not ok:
                 raise ConfigError(f"{expected}, got {_get(self, key)!r}", key=key)
         self._check_tables()
+        object.__setattr__(self, "outputs", output_templates(self.outputs))
         self._check_services()
 
     def _check_tables(self) -> None:
@@ -263,7 +268,7 @@ _NESTED: dict[str, type] = {
     "upload": UploadConfig,
 }
 #: Mappings that a layer extends entry by entry instead of replacing.
-_TABLES = ("qps", "prices", "usage_estimates")
+_TABLES = ("qps", "prices", "usage_estimates", "outputs")
 _DEFAULTS = Config()
 
 

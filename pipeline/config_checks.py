@@ -1,4 +1,5 @@
-"""Pure parsers and checks for single configuration values: durations, URLs, loopback hosts.
+"""Pure parsers and checks for single configuration values: durations, URLs, loopback hosts,
+OSS output templates.
 
 Each `*_problem` check returns None when the value is fine, or a sentence saying what is
 expected; the caller (`config.py`) turns it into a `ConfigError` naming the key. `coerce` and
@@ -14,18 +15,24 @@ import ipaddress
 import math
 import os
 import re
+import string
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .capabilities import CAPABILITIES, resolve
 from .errors import ConfigError
 
 __all__ = [
+    "OUTPUT_PLACEHOLDERS",
     "coerce",
+    "fill_output",
     "finite_number",
     "is_loopback_host",
     "limiter_problem",
     "metrics_file_problem",
+    "output_template_problem",
+    "output_templates",
     "parse_duration",
     "parse_env",
     "safe_url",
@@ -119,6 +126,61 @@ def metrics_file_problem(path: str) -> str | None:
     if os.path.isdir(path):
         return f"{path!r} is a directory; give a file path such as {os.path.join(path, 'pipeline.prom')!r}"
     return None
+
+
+#: The placeholders an `outputs` template may hold, filled per analysis by `fill_output`.
+OUTPUT_PLACEHOLDERS = ("id", "analysis", "capability")
+_TEMPLATE_EXAMPLE = "oss://bucket/results/{analysis}/{id}/"
+_TEMPLATE_BUCKET = re.compile(r"oss://[^/{}\s]+/")
+
+
+def output_template_problem(template: object) -> str | None:
+    """None for an OSS prefix template such as 'oss://bucket/results/{analysis}/{id}/' whose
+    placeholders are only {id}, {analysis} and {capability}; otherwise what is wrong."""
+    if not isinstance(template, str):
+        return f"must be an OSS prefix template such as {_TEMPLATE_EXAMPLE!r}, got {template!r}"
+    if not _TEMPLATE_BUCKET.match(template):
+        return (f"must start with oss:// and a bucket written out, then a slash, such as {_TEMPLATE_EXAMPLE!r} "
+                f"(got {template!r})")
+    allowed = ", ".join("{" + name + "}" for name in OUTPUT_PLACEHOLDERS)
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as exc:
+        return (f"is not a valid template ({exc}) in {template!r}: placeholders are {allowed}; "
+                "write a literal brace twice ({{ or }})")
+    for name, spec, conversion in fields:
+        if name not in OUTPUT_PLACEHOLDERS or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            return f"unknown placeholder {shown} in {template!r}: use only {allowed}"
+    return None
+
+
+def output_templates(outputs: Mapping[str, Any]) -> dict[str, str]:
+    """`outputs` by canonical capability name, each template checked; ConfigError names the key."""
+    templates: dict[str, str] = {}
+    given: dict[str, str] = {}
+    for name, template in outputs.items():
+        key = f"outputs.{name}"
+        cap = resolve(name) if isinstance(name, str) else None
+        if cap is None:
+            raise ConfigError(f"unknown capability (known: {', '.join(CAPABILITIES)})", key=key)
+        if "oss" not in cap.output_types:
+            raise ConfigError(f"{cap.name} takes no output location (its result is in the result line): "
+                              "remove this entry", key=key)
+        if cap.name in templates:
+            raise ConfigError(f"{cap.name} has a template already (outputs.{given[cap.name]}): give one per "
+                              "capability", key=key)
+        problem = output_template_problem(template)
+        if problem:
+            raise ConfigError(problem, key=key)
+        templates[cap.name], given[cap.name] = template, name
+    return templates
+
+
+def fill_output(template: str, *, item_id: str, analysis: str, capability: str) -> str:
+    """An `outputs` template (checked by `output_template_problem`) filled for one analysis."""
+    return template.format(id=item_id, analysis=analysis, capability=capability)
 
 
 def finite_number(value: object) -> bool:

@@ -252,3 +252,42 @@ def test_ambiguous_creates_from_a_file(tmp_path):
     path = write(tmp_path, "retry:\n  ambiguous_creates: -1\n")
     err = load_error(path)
     assert (err.key, err.source) == ("retry.ambiguous_creates", str(path))
+
+
+# ---- output templates -------------------------------------------------------------------------
+
+
+def test_outputs_default_to_none_and_aliases_load_as_canonical_names(tmp_path):
+    """No templates by default; a capability given by an alias is stored under its canonical name."""
+    assert Config().outputs == {}
+    path = write(tmp_path, "outputs:\n  Segment Video: 'oss://b/seg/{analysis}/{id}/'\n"
+                           "  video_summarization: 'oss://b/sum/{capability}/{id}/'\n")
+    assert load_config(path, env=NO_ENV).outputs == {"video_segmentation": "oss://b/seg/{analysis}/{id}/",
+                                                     "video_summarization": "oss://b/sum/{capability}/{id}/"}
+
+
+@pytest.mark.parametrize(("entry", "says"), [
+    ("video_segmentation: 'oss://b/{item}/'", "unknown placeholder {item}"),
+    ("video_segmentation: 'oss://b/{id:>10}/'", "unknown placeholder {id:>10}"),
+    ("video_segmentation: 'oss://b/{id'", "is not a valid template"),
+    ("video_segmentation: 's3://b/{id}/'", "must start with oss://"),
+    ("video_segmentation: 'oss://{id}/x/'", "bucket written out"),
+    ("video_segmentation: 5", "got 5"),
+    ("teleport: 'oss://b/{id}/'", "unknown capability (known: image_analyze"),
+    ("ocr: 'oss://b/{id}/'", "image_analyze takes no output location"),
+    ("object_detection: 'oss://b/{id}/'", "object_detection takes no output location"),
+    ("video segmentation: 'oss://b/x/'\n  video_segmentation: 'oss://b/y/'", "has a template already"),
+])
+def test_bad_output_templates_name_the_key_and_the_file(tmp_path, entry, says):
+    """A template with an unknown placeholder, a non-OSS or bucketless prefix, for an unknown capability
+    or one that takes no output, or twice for one capability, is refused at load naming outputs.<name>."""
+    path = write(tmp_path, f"outputs:\n  {entry}\n")
+    err = load_error(path)
+    assert err.key is not None and err.key.startswith("outputs.") and err.source == str(path)
+    assert says in str(err) and err.key in str(err)
+
+
+def test_outputs_must_be_a_mapping(tmp_path):
+    """`outputs: oss://...` (one template for everything) is refused: it is a mapping by capability."""
+    err = load_error(write(tmp_path, "outputs: 'oss://b/{id}/'\n"))
+    assert err.key == "outputs" and "mapping" in str(err)
