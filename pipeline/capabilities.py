@@ -71,6 +71,9 @@ class Capability:
     content_needs_file_name: bool = False
     #: Extra per-item checks beyond the fields above; return a reason or None.
     check: Callable[[Job], str | None] | None = None
+    #: Run `after` this capability, it takes that result's `data` as its `chunks` (the
+    #: protocol chains video segmentation -> summarization this way).
+    chunks_from: str | None = None
 
     def parse_result(self, result: Mapping[str, Any]) -> Any:
         """The `data` of a result line: `result.data` for tasks, `result` itself when sync."""
@@ -269,6 +272,7 @@ CAPABILITIES: dict[str, Capability] = {
             requires_output_oss=True,
             output_types=("oss",),
             media_types=VIDEO_TYPES,
+            chunks_from="video_segmentation",
         ),
         Capability(
             name="audio_asr",

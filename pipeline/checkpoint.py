@@ -1,6 +1,6 @@
 """Durable job state in `--state-dir`: SQLite in WAL mode.
 
-What is stored, per item id:
+What is stored, per (item id, analysis) key (`job.job_key`; the `id` column holds the key):
 - `submitted`: the service accepted the task and gave `task_id`; on resume it is polled,
   never submitted again (docs/design.md, invariant 2).
 - `done`: its result line is in the results file. Its outcome (status, error code, usage)
@@ -26,6 +26,9 @@ from typing import Any
 
 from .errors import StateError
 
+#: How the `jobs` rows are keyed: "2" is (item id, analysis); before it, the item id alone.
+KEY_FORMAT = "2"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -41,7 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_code   TEXT,
     usage        TEXT,
     elapsed      REAL,
-    finished_at  REAL
+    finished_at  REAL,
+    line_at      INTEGER  -- where its line starts in the results file, once done
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 -- Local files uploaded to OSS, per item: a resume never hashes or uploads them again.
@@ -77,7 +81,8 @@ class PendingTask:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the store keeps of a finished item (the result line itself lives in the file)."""
+    """What the store keeps of a finished (item, analysis); `id` is its key. The result line
+    itself lives in the file, at byte `line_at`."""
 
     id: str
     capability: str
@@ -88,6 +93,7 @@ class Outcome:
     usage: dict[str, Any] | None
     elapsed: float | None
     attempts: int = 0
+    line_at: int | None = None
 
 
 class Checkpoint:
@@ -134,7 +140,28 @@ class Checkpoint:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.executescript(SCHEMA)
         conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
-        return cls(conn, path)
+        ckpt = cls(conn, path)
+        ckpt._upgrade()
+        return ckpt
+
+    def _upgrade(self) -> None:
+        """Bring a state dir from before analyses to today's keys: an item's rows were keyed
+        by its id alone; they become (id, capability), the analysis such an item has. Its
+        lines' offsets are filled in by `resume.prepare` (`needs_line_index`)."""
+        if self.get_meta("key_format") == KEY_FORMAT:
+            return
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+        with self._transaction():
+            if "line_at" not in columns:
+                self._conn.execute("ALTER TABLE jobs ADD COLUMN line_at INTEGER")
+            if self._conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchone():
+                # Reservations first, while the jobs rows still hold the old keys.
+                self._conn.execute(
+                    "UPDATE spend SET id = id || char(31) || (SELECT capability FROM jobs WHERE jobs.id = spend.id) "
+                    "WHERE instr(id, char(31)) = 0 AND EXISTS (SELECT 1 FROM jobs WHERE jobs.id = spend.id)")
+                self._conn.execute("UPDATE jobs SET id = id || char(31) || capability WHERE instr(id, char(31)) = 0")
+                self.set_meta("needs_line_index", "1")
+            self.set_meta("key_format", KEY_FORMAT)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -230,20 +257,44 @@ class Checkpoint:
                 self._settle(costs)
             self._conn.executemany(
                 "INSERT INTO jobs (id, capability, service_id, state, task_id, status, error_code, usage, "
-                "elapsed, finished_at, attempts) VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?) "
+                "elapsed, finished_at, attempts, line_at) VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET state = 'done', task_id = excluded.task_id, "
                 "status = excluded.status, error_code = excluded.error_code, usage = excluded.usage, "
                 "elapsed = excluded.elapsed, finished_at = excluded.finished_at, "
-                "attempts = MAX(jobs.attempts, excluded.attempts)",
+                "attempts = MAX(jobs.attempts, excluded.attempts), line_at = excluded.line_at",
                 [
                     (o.id, o.capability, o.service_id, o.task_id, o.status, o.error_code,
-                     json.dumps(o.usage) if o.usage is not None else None, o.elapsed, now, o.attempts)
+                     json.dumps(o.usage) if o.usage is not None else None, o.elapsed, now, o.attempts, o.line_at)
                     for o in outcomes
                 ],
             )
             self.set_meta("sink_offset", str(sink_offset))
 
-    # ---- uploads -------------------------------------------------------------------------
+    # ---- where each line is in the results file ------------------------------------------
+    def line_at(self, key: str) -> int | None:
+        """Where the line of a done key starts in the results file (None: not done, or unknown)."""
+        row = self._conn.execute("SELECT line_at FROM jobs WHERE id = ? AND state = 'done'", (key,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def done_line(self, key: str) -> tuple[bool, int | None]:
+        """(whether `key` is done, where its line starts when known)."""
+        row = self._conn.execute("SELECT state, line_at FROM jobs WHERE id = ?", (key,)).fetchone()
+        if row is None or row[0] != "done":
+            return False, None
+        return True, (int(row[1]) if row[1] is not None else None)
+
+    def done_lines(self) -> Iterator[tuple[str, int | None]]:
+        """(key, line start) of every done key, in key order, so an item's analyses come
+        together (every key of an item starts with its id and the separator). Streams: the
+        primary key's index gives the order, nothing is sorted in memory."""
+        yield from self._conn.execute("SELECT id, line_at FROM jobs WHERE state = 'done' ORDER BY id")
+
+    def set_line_offsets(self, offsets: Iterable[tuple[int, str]]) -> None:
+        """(line start, key) pairs: where lines are after the results file was rewritten or indexed."""
+        with self._transaction():
+            self._conn.executemany("UPDATE jobs SET line_at = ? WHERE id = ?", offsets)
+
+    # ---- uploads (per item id: an item's analyses share its one source) -------------------
     def record_upload(self, job_id: str, bucket: str, key: str, size: int, sha256: str) -> None:
         """Durably note the OSS object holding `job_id`'s local file."""
         self._conn.execute("INSERT OR REPLACE INTO uploads (id, bucket, key, size, sha256) VALUES (?, ?, ?, ?, ?)",

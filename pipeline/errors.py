@@ -20,7 +20,8 @@
           │    ├── TaskNotExist       4xx BadRequest.TaskNotExist (unknown or expired task id)
           │    ├── TaskFailed         the task ended FAILED (the message is the service's)
           │    ├── PollTimeout        still PENDING at the poll deadline (task id kept)
-          │    └── BadResponse        a create answer without a task id
+          │    ├── BadResponse        a create answer without a task id
+          │    └── DependencyFailed   not submitted: the analysis it comes `after` failed
           └── FatalError        every further call would fail the same way: stop the run
                ├── AuthError          401, 403                              (exit 4)
                ├── EndpointError      1xx/3xx: the endpoint is not the service (e.g. a redirect)
@@ -40,6 +41,7 @@ __all__ = [
     "AuthError",
     "BadResponse",
     "ConfigError",
+    "DependencyFailed",
     "EndpointError",
     "FatalError",
     "InvalidParameter",
@@ -228,6 +230,12 @@ class BadResponse(PermanentError):
     """A create answer the pipeline cannot use (no task id)."""
 
     default_code = "BadResponse"
+
+
+class DependencyFailed(PermanentError):
+    """Never sent (nothing billed): the analysis this one comes `after` failed."""
+
+    default_code = "DependencyFailed"
 
 
 class FatalError(ServiceError):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StateError
+from .job import job_key
 
 __all__ = ["ItemStatus", "ResultLine", "RunFiles", "iso"]
 
@@ -34,7 +35,8 @@ def iso(ts: float | None) -> str | None:
 
 @dataclass(frozen=True)
 class ResultLine:
-    """One line of the results file: exactly one per item, success or failure."""
+    """One line of the results file: exactly one per (item, analysis), success or failure.
+    `analysis` is the analysis name; an item without `analyses` has its capability's name."""
 
     id: str
     capability: str
@@ -51,19 +53,29 @@ class ResultLine:
     elapsed_s: float | None = None
     meta: Any = None
     source_oss: str | None = None
+    analysis: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.analysis:
+            object.__setattr__(self, "analysis", self.capability)
+
+    @property
+    def key(self) -> str:
+        """The checkpoint key of the (item, analysis) this line ends."""
+        return job_key(self.id, self.analysis)
 
     @classmethod
     def finished(cls, *, id: str, capability: str, service_id: str, status: ItemStatus,
                  finished_at: float, submitted_at: float | None = None, task_id: str | None = None,
                  data: Any = None, usage: dict[str, Any] | None = None,
                  error: dict[str, Any] | None = None, attempts: int = 1, polls: int = 0,
-                 meta: Any = None, source_oss: str | None = None) -> ResultLine:
+                 meta: Any = None, source_oss: str | None = None, analysis: str = "") -> ResultLine:
         """Build a line from clock readings (seconds since the epoch)."""
         elapsed = round(finished_at - submitted_at, 3) if submitted_at is not None else None
         return cls(id=id, capability=capability, service_id=service_id, status=status, task_id=task_id,
                    data=data, usage=usage, error=error, attempts=attempts, polls=polls,
                    submitted_at=iso(submitted_at), finished_at=iso(finished_at), elapsed_s=elapsed,
-                   meta=meta, source_oss=source_oss)
+                   meta=meta, source_oss=source_oss, analysis=analysis)
 
     @property
     def error_code(self) -> str | None:
@@ -74,8 +86,9 @@ class ResultLine:
         # Built by hand, not dataclasses.asdict: asdict deep-copies `data` (a detection's
         # objects, a transcript's segments) only to serialize it, which cost a third of the
         # client's CPU per item in the client-ceiling benchmark.
-        record = {"id": self.id, "capability": self.capability, "service_id": self.service_id,
-                  "status": self.status.value, "task_id": self.task_id, "data": self.data, "usage": self.usage,
+        record = {"id": self.id, "analysis": self.analysis, "capability": self.capability,
+                  "service_id": self.service_id, "status": self.status.value, "task_id": self.task_id,
+                  "data": self.data, "usage": self.usage,
                   "error": self.error, "attempts": self.attempts, "polls": self.polls,
                   "submitted_at": self.submitted_at, "finished_at": self.finished_at,
                   "elapsed_s": self.elapsed_s, "meta": self.meta}
@@ -110,7 +123,8 @@ class ResultLine:
             usage=usage if isinstance(usage, dict) else None, error=error if isinstance(error, dict) else None,
             attempts=attempts if isinstance(attempts, int) else 0, polls=int(record.get("polls") or 0),
             submitted_at=record.get("submitted_at"), finished_at=record.get("finished_at"),
-            elapsed_s=record.get("elapsed_s"), meta=record.get("meta"), source_oss=record.get("source_oss"))
+            elapsed_s=record.get("elapsed_s"), meta=record.get("meta"), source_oss=record.get("source_oss"),
+            analysis=analysis if isinstance(analysis := record.get("analysis"), str) else "")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from .idset import IdSet
 from .results import ResultLine
 from .sink import outcome_of
 
-__all__ = ["ResumeState", "check_identity", "check_paths", "drop_lines", "prepare", "reconcile"]
+__all__ = ["ResumeState", "check_identity", "check_paths", "drop_lines", "index_lines", "prepare", "read_line",
+           "reconcile"]
 
 log = logging.getLogger("pipeline.run")
 
@@ -35,7 +36,8 @@ NOT_RETRIED_CODES = ("InvalidParameter",)
 
 @dataclass
 class ResumeState:
-    """What a run starts from: ids already done, and unfinished items the checkpoint knows."""
+    """What a run starts from: keys (item id, analysis) already done, and unfinished ones the
+    checkpoint knows, by key."""
 
     done: IdSet
     pending: dict[str, PendingTask] = field(default_factory=dict)
@@ -108,6 +110,9 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
 def prepare(ckpt: Checkpoint, *, out: Path, retry_failed: bool) -> ResumeState:
     """Reconcile, apply `--retry-failed`, and read what is done and what is unfinished."""
     reconcile(out, ckpt)
+    if ckpt.get_meta("needs_line_index") == "1":  # a state dir from before analyses
+        index_lines(out, ckpt)
+        ckpt.set_meta("needs_line_index", "0")
     if retry_failed:
         # The flag first: a crash between the two must not leave reopened items whose old
         # lines stay in the file (a later drop with no retry ids is a no-op).
@@ -160,7 +165,7 @@ def _parse(raw: bytes, path: Path, *, start: int) -> list[Outcome]:
     for line in raw.splitlines(keepends=True):
         if line.strip():
             where = f"{path} at byte {position}"
-            outcomes.append(outcome_of(ResultLine.from_json(line, where=where)))
+            outcomes.append(outcome_of(ResultLine.from_json(line, where=where), position))
         position += len(line)
     return outcomes
 
@@ -177,7 +182,7 @@ def _reconcile_short_file(path: Path, ckpt: Checkpoint, size: int, offset: int) 
                 f.truncate(good_end)
                 break
             if raw.strip():
-                in_file.append(outcome_of(ResultLine.from_json(raw, where=f"{path} at byte {good_end}")))
+                in_file.append(outcome_of(ResultLine.from_json(raw, where=f"{path} at byte {good_end}"), good_end))
             good_end += len(raw)
     present = {o.id for o in in_file}
     missing = ckpt.ids_in_state("done") - present
@@ -191,26 +196,54 @@ def _reconcile_short_file(path: Path, ckpt: Checkpoint, size: int, offset: int) 
     return len(in_file)
 
 
-def drop_lines(path: Path, ids: set[str], ckpt: Checkpoint) -> int:
-    """Remove the lines of `ids` from the results file (for `--retry-failed`), atomically."""
-    if not path.exists() or not ids:
+def drop_lines(path: Path, keys: set[str], ckpt: Checkpoint) -> int:
+    """Remove the lines of `keys` from the results file (for `--retry-failed`), atomically;
+    the lines after the first removed one move, and the checkpoint learns where to."""
+    if not path.exists() or not keys:
         return 0
     tmp = path.with_name(path.name + ".rewrite")
     dropped = 0
+    moved: list[tuple[int, str]] = []
     with open(path, "rb") as src, open(tmp, "wb") as dst:
         for raw in src:
             if not raw.endswith(b"\n"):
                 break  # torn tail: never copy half a line
             try:
-                line_id = ResultLine.from_json(raw).id
+                key: str | None = ResultLine.from_json(raw).key
             except StateError:
-                line_id = None
-            if line_id in ids:
+                key = None
+            if key in keys:
                 dropped += 1
                 continue
+            if dropped and key is not None:
+                moved.append((dst.tell(), key))
             dst.write(raw)
         dst.flush()
         os.fsync(dst.fileno())
     os.replace(tmp, path)
+    ckpt.set_line_offsets(moved)
     ckpt.set_meta("sink_offset", str(path.stat().st_size))
     return dropped
+
+
+def index_lines(path: Path, ckpt: Checkpoint) -> int:
+    """Note where every line of the results file starts (a state dir from before analyses
+    kept no offsets; `export --by-item` and chained analyses read lines by them)."""
+    if not path.exists():
+        return 0
+    offsets: list[tuple[int, str]] = []
+    with open(path, "rb") as f:
+        at = 0
+        for raw in f:
+            if raw.strip() and raw.endswith(b"\n"):
+                offsets.append((at, ResultLine.from_json(raw, where=f"{path} at byte {at}").key))
+            at += len(raw)
+    ckpt.set_line_offsets(offsets)
+    return len(offsets)
+
+
+def read_line(path: Path, at: int) -> ResultLine:
+    """The result line that starts at byte `at` of the results file."""
+    with open(path, "rb") as f:
+        f.seek(at)
+        return ResultLine.from_json(f.readline(), where=f"{path} at byte {at}")

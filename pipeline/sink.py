@@ -30,11 +30,11 @@ BATCH_MAX = 1000
 BATCH_WAIT_S = 0.005
 
 
-def outcome_of(line: ResultLine) -> Outcome:
-    """What the checkpoint keeps of a written line."""
-    return Outcome(id=line.id, capability=line.capability, service_id=line.service_id, status=line.status.value,
+def outcome_of(line: ResultLine, line_at: int | None = None) -> Outcome:
+    """What the checkpoint keeps of a line written at byte `line_at` of the results file."""
+    return Outcome(id=line.key, capability=line.capability, service_id=line.service_id, status=line.status.value,
                    task_id=line.task_id, error_code=line.error_code, usage=line.usage, elapsed=line.elapsed_s,
-                   attempts=line.attempts)
+                   attempts=line.attempts, line_at=line_at)
 
 
 class Sink:
@@ -73,10 +73,16 @@ class Sink:
 
     def write(self, f: BinaryIO, batch: list[ResultLine]) -> None:
         """Append `batch`, flush, then mark it done with the file's new size (one transaction)."""
-        f.write(b"".join(line.to_json().encode("utf-8") + b"\n" for line in batch))
+        encoded = [line.to_json().encode("utf-8") + b"\n" for line in batch]
+        at = f.tell()
+        outcomes = []
+        for line, raw in zip(batch, encoded, strict=True):
+            outcomes.append(outcome_of(line, at))
+            at += len(raw)
+        f.write(b"".join(encoded))
         f.flush()
-        costs = [(line.id, self._cost(line)) for line in batch] if self._cost is not None else []
-        self._checkpoint.mark_done([outcome_of(line) for line in batch], f.tell(), costs)
+        costs = [(line.key, self._cost(line)) for line in batch] if self._cost is not None else []
+        self._checkpoint.mark_done(outcomes, f.tell(), costs)
         self.written += len(batch)
         if self._on_written is not None:
             for line in batch:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoint import Checkpoint, Outcome
+from pipeline.job import job_key, split_key
 from pipeline.results import ItemStatus, ResultLine
 
 CAP = "image_analyze"
@@ -24,8 +25,23 @@ def encode(line: ResultLine) -> bytes:
     return line.to_json().encode() + b"\n"
 
 
+def key(job_id: str) -> str:
+    """The checkpoint key of a test item (one analysis: its capability)."""
+    return job_key(job_id, CAP)
+
+
 def outcome(job_id: str, status: str = "SUCCESS", code: str | None = None, task_id: str | None = None) -> Outcome:
-    return Outcome(job_id, CAP, SVC, status, task_id, code, None, None, 1)
+    return Outcome(key(job_id), CAP, SVC, status, task_id, code, None, None, 1)
+
+
+def done_ids(ckpt: Checkpoint) -> list[str]:
+    """The item ids the checkpoint has done, sorted."""
+    return sorted(split_key(k)[0] for k in ckpt.iter_done_ids())
+
+
+def pending_ids(ckpt: Checkpoint) -> dict[str, Any]:
+    """The checkpoint's unfinished items by item id."""
+    return {split_key(k)[0]: task for k, task in ckpt.pending().items()}
 
 
 def file_ids(path: Path) -> list[str]:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from state_support import CAP, SVC, encode, file_ids, line_for, outcome, write_done
+from state_support import CAP, SVC, done_ids, encode, file_ids, key, line_for, outcome, pending_ids, write_done
 
 from pipeline import resume as resume_module
 from pipeline.errors import StateError, UsageError
@@ -29,18 +29,18 @@ def test_reconcile_marks_extra_complete_lines_done_without_duplicating(out, ckpt
     """Complete lines past the recorded offset (crash before mark_done) are marked done, not rewritten."""
     write_done(out, ckpt, ["a", "b"])
     recorded = ckpt.sink_offset()
-    ckpt.record_submitted("c", CAP, SVC, "t-c", attempts=1)
+    ckpt.record_submitted(key("c"), CAP, SVC, "t-c", attempts=1)
     with open(out, "ab") as f:  # the crash came between the file write and mark_done
         f.write(encode(line_for("c", task_id="t-c")) + encode(line_for("d", "FAILED", "TaskFailed")))
     size = out.stat().st_size
     assert size > recorded
 
     assert reconcile(out, ckpt) == 2
-    assert sorted(ckpt.iter_done_ids()) == ["a", "b", "c", "d"]
-    assert ckpt.pending() == {}
+    assert done_ids(ckpt) == ["a", "b", "c", "d"]
+    assert pending_ids(ckpt) == {}
     assert ckpt.sink_offset() == size
     assert file_ids(out) == ["a", "b", "c", "d"]
-    assert {o.id: o.error_code for o in ckpt.outcomes()}["d"] == "TaskFailed"
+    assert {o.id: o.error_code for o in ckpt.outcomes()}[key("d")] == "TaskFailed"
     assert reconcile(out, ckpt) == 0  # idempotent
 
 
@@ -53,7 +53,7 @@ def test_reconcile_cuts_a_torn_last_line(out, ckpt):
     assert reconcile(out, ckpt) == 1
     assert out.read_bytes().endswith(b"\n")
     assert ckpt.sink_offset() == out.stat().st_size
-    assert sorted(ckpt.iter_done_ids()) == ["a", "b"]
+    assert done_ids(ckpt) == ["a", "b"]
 
     with open(out, "ab") as f:  # what the next run's sink does
         f.write(encode(line_for("c")))
@@ -68,21 +68,21 @@ def test_reconcile_cuts_a_torn_line_right_after_the_offset(out, ckpt):
         f.write(b'{"id":"b","capa')
     assert reconcile(out, ckpt) == 0
     assert out.stat().st_size == recorded
-    assert list(ckpt.iter_done_ids()) == ["a"]
+    assert done_ids(ckpt) == ["a"]
 
 
 def test_reconcile_trusts_a_file_shorter_than_the_offset(out, ckpt):
     """A file shorter than the recorded offset wins: its lines are done, the missing done items go back to pending."""
     write_done(out, ckpt, ["a", "b"])
-    ckpt.record_submitted("c", CAP, SVC, "t-c", attempts=1)
+    ckpt.record_submitted(key("c"), CAP, SVC, "t-c", attempts=1)
     ckpt.mark_done([outcome("c", task_id="t-c"), outcome("d")], ckpt.sink_offset() + 10_000)
     with open(out, "ab") as f:
         f.write(b'{"id":"tor')  # and a torn tail, to be cut
     assert reconcile(out, ckpt) == 2
     assert file_ids(out) == ["a", "b"]
     assert ckpt.sink_offset() == out.stat().st_size
-    assert sorted(ckpt.iter_done_ids()) == ["a", "b"]
-    pending = ckpt.pending()
+    assert done_ids(ckpt) == ["a", "b"]
+    pending = pending_ids(ckpt)
     assert set(pending) == {"c", "d"}
     assert (pending["c"].state, pending["c"].task_id) == ("submitted", "t-c")  # polled, not resubmitted
     assert (pending["d"].state, pending["d"].task_id) == ("retry", None)
@@ -102,7 +102,7 @@ def test_drop_lines_removes_exactly_the_given_ids(out, ckpt):
     """drop_lines removes the lines of the given ids, keeps every other line byte for byte, and moves the offset."""
     write_done(out, ckpt, ["a", "b", "c", "d"])
     kept = [raw for raw in out.read_bytes().splitlines(keepends=True) if json.loads(raw)["id"] in ("a", "c")]
-    assert drop_lines(out, {"b", "d", "not-there"}, ckpt) == 2
+    assert drop_lines(out, {key("b"), key("d"), key("not-there")}, ckpt) == 2
     assert out.read_bytes() == b"".join(kept)
     assert ckpt.sink_offset() == out.stat().st_size
     assert not out.with_name(out.name + ".rewrite").exists()
@@ -111,7 +111,7 @@ def test_drop_lines_removes_exactly_the_given_ids(out, ckpt):
 
 def test_drop_lines_with_nothing_to_drop(out, ckpt):
     """An empty id set, or a missing file, changes nothing."""
-    assert drop_lines(out, {"a"}, ckpt) == 0
+    assert drop_lines(out, {key("a")}, ckpt) == 0
     write_done(out, ckpt, ["a"])
     before = out.read_bytes()
     assert drop_lines(out, set(), ckpt) == 0
@@ -128,7 +128,7 @@ def test_drop_lines_is_atomic(out, ckpt, monkeypatch):
 
     monkeypatch.setattr(resume_module.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk gone"):
-        drop_lines(out, {"a"}, ckpt)
+        drop_lines(out, {key("a")}, ckpt)
     assert out.read_bytes() == before
     assert ckpt.sink_offset() == offset
 
@@ -141,11 +141,11 @@ def test_retry_failed_round_trip(out, ckpt):
             f.write(encode(ln))
     assert reconcile(out, ckpt) == 3
     reopened = ckpt.reopen_failed(skip_codes=("InvalidParameter",))
-    assert reopened == ["bad"]
+    assert reopened == [key("bad")]
     assert drop_lines(out, ckpt.ids_in_state("retry"), ckpt) == 1
     assert file_ids(out) == ["ok", "inv"]
     assert reconcile(out, ckpt) == 0
-    assert set(ckpt.pending()) == {"bad"}
+    assert set(pending_ids(ckpt)) == {"bad"}
 
 
 
@@ -181,7 +181,7 @@ def test_a_cut_short_file_repolls_async_items_and_resubmits_only_sync_ones(out, 
     with open(out, "r+b") as f:
         f.truncate(keep)
     reconcile(out, ckpt)
-    pending = ckpt.pending()
+    pending = pending_ids(ckpt)
     assert pending["async-lost"].state == "submitted" and pending["async-lost"].task_id == "t-1"
     assert pending["sync-lost"].state == "retry"
     assert "1 recorded tasks will be polled again" in caplog.text

@@ -7,8 +7,9 @@ import json
 import anyio
 import anyio.lowlevel
 import pytest
-from state_support import file_ids, line_for, write_done
+from state_support import done_ids, file_ids, key, line_for, write_done
 
+from pipeline.job import split_key
 from pipeline.results import ResultLine
 from pipeline.sink import Sink
 
@@ -32,7 +33,7 @@ async def test_sink_writes_queued_lines_in_one_batch(out, ckpt, monkeypatch):
 
     def spy(outcomes, sink_offset, costs=()):
         outcomes = list(outcomes)
-        batches.append([o.id for o in outcomes])
+        batches.append([split_key(o.id)[0] for o in outcomes])
         real_mark_done(outcomes, sink_offset, costs)
 
     monkeypatch.setattr(ckpt, "mark_done", spy)
@@ -46,7 +47,7 @@ async def test_sink_writes_queued_lines_in_one_batch(out, ckpt, monkeypatch):
     assert batches == [[f"j{i}" for i in range(5)]]
     assert sink.written == 5
     assert ckpt.sink_offset() == out.stat().st_size
-    assert sorted(ckpt.iter_done_ids()) == [f"j{i}" for i in range(5)]
+    assert done_ids(ckpt) == [f"j{i}" for i in range(5)]
 
 
 async def test_sink_keeps_writing_as_lines_arrive_and_ends_when_the_senders_close(out, ckpt):
@@ -61,7 +62,7 @@ async def test_on_written_runs_after_the_line_is_durable(out, ckpt):
     seen: list[tuple[str, bool, bool]] = []
 
     def on_written(line: ResultLine) -> None:
-        seen.append((line.id, line.id in file_ids(out), line.id in set(ckpt.iter_done_ids())))
+        seen.append((line.id, line.id in file_ids(out), line.id in set(done_ids(ckpt))))
 
     await feed(Sink(out, ckpt, on_written=on_written), [line_for("j0"), line_for("j1"), line_for("late")],
                yield_every=1)
@@ -70,7 +71,7 @@ async def test_on_written_runs_after_the_line_is_durable(out, ckpt):
 
 async def test_sink_settles_each_items_cost(out, ckpt):
     """With a cost function, each written line replaces its spend reservation with its cost."""
-    ckpt.reserve("a", 1.0, None)
+    ckpt.reserve(key("a"), 1.0, None)
     await feed(Sink(out, ckpt, cost=lambda line: 0.25), [line_for("a")])
     assert ckpt.spend() == pytest.approx((0.25, 0.0))
 
