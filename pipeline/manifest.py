@@ -1,59 +1,81 @@
 """Read a manifest as a lazy stream of validated `Job`s and `Rejected` records.
 
-`read_manifest` picks the format by extension (JSON Lines, CSV, YAML; ``-`` is JSON Lines on
-stdin), streams it record by record (`pipeline.manifest_formats`), checks each item with
-`validate_item` (`pipeline.manifest_item`) and rejects repeated ids. A bad record never stops
-the stream: it comes out as a `Rejected` with its line number and a reason that names the field
-and says how to fix it. Local media files are only stat()ed here, never read.
+`read_manifest` picks the format by extension (JSON Lines, CSV, YAML, plain text with a source
+per line; ``-`` is JSON Lines on stdin), streams it record by record
+(`pipeline.manifest_formats`), checks each item with `validate_record`
+(`pipeline.manifest_analyses`, one Job per analysis of the item) and rejects repeated ids. A
+bad record never stops the stream: it comes out as a `Rejected` with its line number and a
+reason that names the field and says how to fix it. Local media files are only stat()ed here,
+never read.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .capabilities import MAX_BODY_BYTES, resolve
+from .capabilities import MAX_BODY_BYTES
 from .errors import ManifestError
 from .idset import IdSet
-from .job import Job
-from .manifest_formats import RawRecord, Rejected, iter_csv, iter_jsonl
+from .job import Job, job_key
+from .manifest_analyses import analysis_names, run_analyses, validate_record
+from .manifest_formats import RawRecord, Rejected, iter_csv, iter_jsonl, iter_txt
 from .manifest_item import ALLOWED_KEYS, derive_id, estimated_body_bytes, validate_item
 from .manifest_yaml import iter_yaml
 
 __all__ = ["ALLOWED_KEYS", "FORMATS", "Rejected", "Skipped", "derive_id",
-           "estimated_body_bytes", "read_manifest", "validate_item"]
+           "estimated_body_bytes", "read_manifest", "validate_item", "validate_record"]
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
-           ".yaml": "yaml", ".yml": "yaml"}
+           ".yaml": "yaml", ".yml": "yaml", ".txt": "txt"}
+
 
 @dataclass(frozen=True)
 class Skipped:
-    """An item the caller already finished (see `read_manifest`'s `skip`): not validated again."""
+    """One analysis of an item the caller already finished (see `read_manifest`'s `skip`): not
+    validated again. `analysis` defaults to the capability and `key` to ``job_key(id, analysis)``."""
 
     line: int
     id: str
-    capability: str | None  # canonical name when the item names a known capability
+    capability: str | None  # canonical name when the analysis names a known capability
+    key: str = ""
+    analysis: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.analysis is None:
+            object.__setattr__(self, "analysis", self.capability)
+        if not self.key:
+            object.__setattr__(self, "key", job_key(self.id, self.analysis) if self.analysis else self.id)
 
 
 def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None = None,
                   base_dir: Path | None = None, max_body_bytes: int = MAX_BODY_BYTES,
                   check_files: bool = True, skip: Callable[[str], bool] | None = None,
-                  expected_items: int = 0, uploads: bool = False) -> Iterator[Job | Rejected | Skipped]:
+                  expected_items: int = 0, uploads: bool = False, analyses: Sequence[str] | None = None,
+                  outputs: Mapping[str, str] | None = None) -> Iterator[Job | Rejected | Skipped]:
     """Stream the manifest at `path` (``"-"`` or None: JSON Lines on `stdin`) as Jobs and Rejecteds.
 
-    Relative `path` sources resolve against `base_dir` (default: the manifest's directory, or
-    the working directory for stdin). Raises `ManifestError` at once for an unsupported
-    extension or a manifest that does not exist; everything else is a `Rejected` in the stream.
+    Each item gives one Job per analysis, in manifest order (`validate_record`). Relative `path`
+    sources resolve against `base_dir` (default: the manifest's directory, or the working
+    directory for stdin). `analyses` (``--analyses``) are the capabilities of items that name
+    neither `capability` nor `analyses`; `outputs` (config `outputs`) fills the output of
+    analyses that give none. Raises `ManifestError` at once for an unknown or repeated name in
+    `analyses`, an unsupported extension or a manifest that does not exist; everything else is
+    a `Rejected` in the stream.
 
-    `skip(id)` (a resume's "already done?") is asked before validation; the first item with
-    such an id comes out as `Skipped`, without the validation cost (file checks included),
-    so resuming a huge manifest reaches the unfinished items fast. Repeats still get rejected.
+    `skip(key)` (a resume's "already done?", asked with `job_key(id, analysis)`; for an item
+    with a single `capability` also with its bare id, as state from before analyses has it) is
+    asked before validation: an item whose every analysis is done comes out as one `Skipped` per
+    analysis, without the validation cost (file checks included), so resuming a huge manifest
+    reaches the unfinished items fast; an item with some analyses left is validated and yields
+    all its Jobs (the caller tells done ones by `Job.key`). Repeated ids still get rejected.
     `expected_items` (a hint, e.g. a resume's done count) sizes the duplicate-id table up front.
     """
+    run_wide = run_analyses(analyses)
     records: Iterable[RawRecord]
     if path is None or str(path) == "-":
         source: Any = stdin if stdin is not None else sys.stdin
@@ -65,8 +87,8 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
         kind = FORMATS.get(manifest.suffix.lower())
         if kind is None:
             raise ManifestError(f"unsupported manifest type '{manifest.suffix or '(none)'}': use "
-                                ".jsonl, .ndjson or .json (JSON Lines), .csv, .yaml or .yml, "
-                                "or '-' for JSON Lines on stdin", source=str(manifest))
+                                ".jsonl, .ndjson or .json (JSON Lines), .csv, .yaml or .yml, .txt (a URL, "
+                                "oss:// or path per line), or '-' for JSON Lines on stdin", source=str(manifest))
         if not manifest.is_file():
             what = "is not a file" if manifest.exists() else "does not exist"
             raise ManifestError(f"manifest {what}: check the path", source=str(manifest))
@@ -74,8 +96,9 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
             raise ManifestError("manifest is not readable: check its permissions", source=str(manifest))
         records = _records(manifest, kind, max_body_bytes)
         base = base_dir or manifest.parent.absolute()
-    return _validated(records, base, max_body_bytes=max_body_bytes, check_files=check_files, skip=skip,
-                      expected_items=expected_items, uploads=uploads)
+    return _validated(records, base, skip=skip, expected_items=expected_items, analyses=run_wide,
+                      checks={"max_body_bytes": max_body_bytes, "check_files": check_files, "uploads": uploads,
+                              "outputs": outputs})
 
 
 def _records(manifest: Path, kind: str, max_body_bytes: int) -> Iterator[RawRecord]:
@@ -83,13 +106,14 @@ def _records(manifest: Path, kind: str, max_body_bytes: int) -> Iterator[RawReco
         with open(manifest, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
             yield from iter_csv(f, max_field=2 * max_body_bytes)
     else:
+        readers = {"jsonl": iter_jsonl, "yaml": iter_yaml, "txt": iter_txt}
         with open(manifest, "rb") as fb:
-            yield from (iter_jsonl(fb) if kind == "jsonl" else iter_yaml(fb))
+            yield from readers[kind](fb)
 
 
-def _validated(records: Iterable[RawRecord], base: Path, *, max_body_bytes: int,
-               check_files: bool, skip: Callable[[str], bool] | None = None,
-               expected_items: int = 0, uploads: bool = False) -> Iterator[Job | Rejected | Skipped]:
+def _validated(records: Iterable[RawRecord], base: Path, *, skip: Callable[[str], bool] | None,
+               expected_items: int, analyses: tuple[str, ...],
+               checks: Mapping[str, Any]) -> Iterator[Job | Rejected | Skipped]:
     seen = IdSet(expected=expected_items)
     for record in records:
         if isinstance(record, Rejected):
@@ -97,24 +121,41 @@ def _validated(records: Iterable[RawRecord], base: Path, *, max_body_bytes: int,
             continue
         line, raw = record
         if skip is not None and isinstance(raw, Mapping):
-            quick_id = _quick_id(raw)
-            if quick_id is not None and skip(quick_id) and seen.add(quick_id):
-                name = raw.get("capability")
-                cap = resolve(name) if isinstance(name, str) else None
-                yield Skipped(line, quick_id, cap.name if cap else None)
+            done = _done(line, raw, skip, analyses)
+            if done and seen.add(done[0].id):
+                yield from done
                 continue
-        result = validate_item(raw, line, base_dir=base, max_body_bytes=max_body_bytes,
-                               check_files=check_files, uploads=uploads)
-        if result.id is not None and not seen.add(result.id) and isinstance(result, Job):
+        result = validate_record(raw, line, base_dir=base, analyses=analyses, **checks)
+        item_id = result.id if isinstance(result, Rejected) else result[0].id
+        if item_id is not None and not seen.add(item_id) and not isinstance(result, Rejected):
             derived = isinstance(raw, Mapping) and raw.get("id") is None
             hint = " (this item has no id and repeats an earlier item exactly)" if derived else ""
-            result = Rejected(line, f"duplicate id '{result.id}': ids must be unique within a "
-                                    f"manifest{hint}", result.id)
-        yield result
+            result = Rejected(line, f"duplicate id '{item_id}': ids must be unique within a "
+                                    f"manifest{hint}", item_id)
+        if isinstance(result, Rejected):
+            yield result
+        else:
+            yield from result
+
+
+def _done(line: int, raw: Mapping[str, Any], skip: Callable[[str], bool],
+          analyses: tuple[str, ...]) -> list[Skipped]:
+    """One `Skipped` per analysis when `skip` says every analysis of the item is done, told
+    without validating it; otherwise (or when its analyses cannot be told cheaply) none."""
+    item_id = _quick_id(raw)
+    names = analysis_names(raw, analyses) if item_id is not None else None
+    if item_id is None or not names:
+        return []
+    # State written before items had analyses knows a single-capability item by its bare id.
+    legacy = raw.get("analyses") is None and raw.get("capability") is not None
+    keys = [job_key(item_id, name) for name, _ in names]
+    if not all(skip(key) or (legacy and skip(item_id)) for key in keys):
+        return []
+    return [Skipped(line, item_id, cap, key=key, analysis=name) for (name, cap), key in zip(names, keys, strict=True)]
 
 
 def _quick_id(raw: Mapping[str, Any]) -> str | None:
-    """The id `validate_item` would give this item, without validating it (None if unusable)."""
+    """The id `validate_record` would give this item, without validating it (None if unusable)."""
     value = raw.get("id")
     if value is None:
         return derive_id(raw)

@@ -1,5 +1,5 @@
-"""Streaming readers for JSON Lines and CSV manifests, and the `Rejected` record they share
-with the YAML reader (`pipeline.manifest_yaml`).
+"""Streaming readers for JSON Lines, plain text (a source per line) and CSV manifests, and the
+`Rejected` record they share with the YAML reader (`pipeline.manifest_yaml`).
 
 Each reader turns an open file into a lazy stream of ``(line, raw_item)`` pairs, or a
 `Rejected` when a record cannot even be parsed, and reads on after it. Nothing here knows
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
 #: CSV columns that hold JSON text (see docs/design.md, "Interfaces").
-JSON_COLUMNS = frozenset({"parameters", "output", "options", "chunks", "meta"})
+JSON_COLUMNS = frozenset({"parameters", "output", "options", "chunks", "meta", "analyses"})
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,9 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODER = json.JSONDecoder(object_pairs_hook=unique_keys)
 
 
-def iter_jsonl(lines: Iterable[bytes | str]) -> Iterator[RawRecord]:
-    """One record per line; blank lines and lines starting with ``#`` are skipped; an object that
-    repeats a key is rejected naming the key."""
+def _text_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, str] | Rejected]:
+    """(number, stripped text) of each line that is neither blank nor a ``#`` comment, or a
+    `Rejected` for a line that is not UTF-8 (a leading BOM is dropped)."""
     for number, raw in enumerate(lines, start=1):
         if isinstance(raw, bytes):
             try:
@@ -80,8 +81,18 @@ def iter_jsonl(lines: Iterable[bytes | str]) -> Iterator[RawRecord]:
                 yield Rejected(number, "line is not valid UTF-8: save the manifest as UTF-8")
                 continue
         text = text.strip()
-        if not text or text.startswith("#"):
+        if text and not text.startswith("#"):
+            yield number, text
+
+
+def iter_jsonl(lines: Iterable[bytes | str]) -> Iterator[RawRecord]:
+    """One record per line; blank lines and lines starting with ``#`` are skipped; an object that
+    repeats a key is rejected naming the key."""
+    for record in _text_lines(lines):
+        if isinstance(record, Rejected):
+            yield record
             continue
+        number, text = record
         try:
             item = _DECODER.decode(text)
             if "\\u" in text and not is_unicode(item):
@@ -97,6 +108,32 @@ def iter_jsonl(lines: Iterable[bytes | str]) -> Iterator[RawRecord]:
             yield Rejected(number, f"malformed JSON: {exc.msg} at column {exc.colno}{hint}")
         except (UnicodeError, RecursionError, ValueError) as exc:  # lone surrogates, deep nesting
             yield Rejected(number, f"malformed JSON: {exc}")
+
+
+# --------------------------------------------------------------------------- plain text
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def iter_txt(lines: Iterable[bytes | str]) -> Iterator[RawRecord]:
+    """One source per line: ``http(s)://`` is a url, ``oss://`` an oss object, anything else a
+    local path (relative to the manifest's directory). Blank lines and lines starting with ``#``
+    are skipped. The items carry no id (one is derived) and no capability (``--analyses``)."""
+    for record in _text_lines(lines):
+        if isinstance(record, Rejected):
+            yield record
+            continue
+        number, text = record
+        scheme = _SCHEME.match(text)
+        kind = "path" if scheme is None else {"http": "url", "https": "url", "oss": "oss"}.get(scheme[1].lower())
+        if kind is None:
+            yield Rejected(number, f"unsupported source '{scheme[0] if scheme else text}': a .txt manifest "
+                                   "line is an http(s):// URL, an oss://bucket/key or a local file path")
+        elif text.startswith("{"):
+            yield Rejected(number, "a .txt manifest holds one source per line (URL, oss:// or path); for items "
+                                   "with fields write a .jsonl manifest")
+        else:
+            yield number, {kind: text}
 
 
 LONE_SURROGATE = "text holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape): not valid Unicode"
@@ -115,11 +152,14 @@ def is_unicode(value: Any) -> bool:
 
 
 def _csv_value(column: str, cell: str) -> Any:
-    """A cell's value: JSON for the JSON columns (``output`` may be a bare oss:// string)."""
+    """A cell's value: JSON for the JSON columns (``output`` may be a bare oss:// string, and
+    ``analyses`` capability names separated by commas)."""
     if column not in JSON_COLUMNS:
         return cell
     if column == "output" and not cell.startswith("{"):
         return cell
+    if column == "analyses" and not cell.startswith("["):
+        return [name.strip() for name in cell.split(",")]
     try:
         return _DECODER.decode(cell)
     except DuplicateKeyError as exc:

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,12 @@ from .capabilities import (
     resolve,
     valid_service_id,
 )
+from .config_checks import fill_output
 from .job import SOURCE_KINDS, Job
 from .manifest_formats import Rejected
 
-__all__ = ["ALLOWED_KEYS", "JSON_OVERHEAD", "derive_id", "estimated_body_bytes", "validate_item"]
+__all__ = ["ALLOWED_KEYS", "JSON_OVERHEAD", "MISSING_CAPABILITY", "ItemError", "capability_of", "check_id",
+           "check_keys", "derive_id", "describe", "estimated_body_bytes", "show", "validate_item"]
 
 ALLOWED_KEYS = ("id", "capability", "service_id", "url", "oss", "path", "content", "file_name",
                 "file_type", "parameters", "output", "options", "chunks", "meta")
@@ -46,38 +48,51 @@ _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _COUNTS = {2: "two", 3: "three", 4: "four"}
 
 
-class _Invalid(Exception):
-    """One reason an item is rejected (internal: becomes a `Rejected`)."""
+class ItemError(Exception):
+    """One reason an item is rejected (becomes a `Rejected`; `check_*` raise it)."""
+
+
+#: What an item without capability or analyses is told.
+MISSING_CAPABILITY = "missing capability: give capability, analyses, or run with --analyses"
 
 
 def validate_item(raw: object, line: int, *, base_dir: Path | None = None,
                   max_body_bytes: int = MAX_BODY_BYTES, check_files: bool = True,
-                  uploads: bool = False) -> Job | Rejected:
-    """Check one raw item and build its `Job`, or say why not. Only stat()s local files.
+                  uploads: bool = False, outputs: Mapping[str, str] | None = None,
+                  analysis: str | None = None) -> Job | Rejected:
+    """Check one raw item of one capability and build its `Job`, or say why not. Only stat()s local files.
 
     With `uploads` (OSS uploads configured), a local file of any size is accepted, and so is a
-    `path` for a capability that reads `oss`: it will be uploaded and sent as `oss://`."""
+    `path` for a capability that reads `oss`: it will be uploaded and sent as `oss://`.
+    `outputs` (config `outputs`: canonical capability -> OSS prefix template) fills `output`
+    when the item gives none; `analysis` names the Job (default: the capability).
+    (`pipeline.manifest_analyses.validate_record` takes items with several analyses.)"""
     if not isinstance(raw, Mapping):
-        return Rejected(line, f"item must be an object with a capability and a source, got {_describe(raw)}")
+        return Rejected(line, f"item must be an object with a capability and a source, got {describe(raw)}")
     item = {k: v for k, v in raw.items() if v is not None}  # null means absent, as empty CSV cells do
     item_id: str | None = None
     try:
-        item_id = _check_id(item)
-        _check_keys(item)
-        cap = _check_capability(item)
+        item_id = check_id(item)
+        check_keys(item)
+        cap = capability_of(item.get("capability"), missing=MISSING_CAPABILITY)
         kind, source = _check_source(item, cap, base_dir or Path.cwd(), max_body_bytes, check_files, uploads=uploads)
         service_id = _check_service_id(item, cap)
         _check_optional(item, cap)
         job_id = item_id if item_id is not None else derive_id(item)
+        name = analysis or cap.name
+        output = item.get("output")
+        template = outputs.get(cap.name) if outputs and output is None else None
+        if template is not None:
+            output = {"type": "oss", "oss": fill_output(template, item_id=job_id, analysis=name, capability=cap.name)}
         job = Job(id=job_id, capability=cap.name, service_id=service_id, source_kind=kind, source=source,
                   line=line, file_name=_file_name(item, cap, kind, job_id), file_type=item.get("file_type"),
-                  parameters=item.get("parameters"), output=item.get("output"),
-                  options=item.get("options"), chunks=item.get("chunks"), meta=item.get("meta"))
+                  parameters=item.get("parameters"), output=output, options=item.get("options"),
+                  chunks=item.get("chunks"), meta=item.get("meta"), analysis=name)
         _check_output(cap, job)
         for rule in (media_type_problem(cap, job), cap.check(job) if cap.check is not None else None):
             if rule:
-                raise _Invalid(rule)
-    except _Invalid as exc:
+                raise ItemError(rule)
+    except ItemError as exc:
         return Rejected(line, str(exc), item_id)
     return job
 
@@ -106,37 +121,40 @@ def estimated_body_bytes(file_size: int) -> int:
 # ---------------------------------------------------------------------------- the checks
 
 
-def _check_id(item: dict[str, Any]) -> str | None:
+def check_id(item: Mapping[str, Any]) -> str | None:
+    """The item's id (None: none given, derive one); raises `ItemError` for a bad one."""
     if "id" not in item:
         return None
     value = item["id"]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         # 17, 17.0 and "17" would all become "17": refuse rather than guess which was meant.
-        raise _Invalid(f"id must be a string, got a number {value!r}: quote it (\"{value}\") so it "
+        raise ItemError(f"id must be a string, got a number {value!r}: quote it (\"{value}\") so it "
                        "is kept exactly as written")
     if not isinstance(value, str):
-        raise _Invalid(f"id must be a non-empty string, got {_describe(value)}")
+        raise ItemError(f"id must be a non-empty string, got {describe(value)}")
     if not value.strip():
-        raise _Invalid("id must be a non-empty string: remove it to have one derived from the content")
+        raise ItemError("id must be a non-empty string: remove it to have one derived from the content")
     return value
 
 
-def _check_keys(item: dict[str, Any]) -> None:
+def check_keys(item: Mapping[str, Any], allowed: Collection[str] = ALLOWED_KEYS) -> None:
+    """Raise `ItemError` for the first key not in `allowed`, suggesting the closest allowed one."""
     for key in item:
-        if key not in ALLOWED_KEYS:
-            close = difflib.get_close_matches(str(key), ALLOWED_KEYS, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(ALLOWED_KEYS)}"
-            raise _Invalid(f"unknown field '{key}' ({hint})")
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+            raise ItemError(f"unknown field '{key}' ({hint})")
 
 
-def _check_capability(item: dict[str, Any]) -> Capability:
-    name = item.get("capability")
+def capability_of(name: object, *, missing: str) -> Capability:
+    """The capability `name` (canonical or alias) stands for; raises `ItemError`: `missing` when
+    None, or an unknown capability listing the known ones."""
     known = ", ".join(CAPABILITIES)
     if name is None:
-        raise _Invalid(f"missing capability: give one of {known}")
+        raise ItemError(f"{missing} (known capabilities: {known})")
     cap = resolve(name) if isinstance(name, str) else None
     if cap is None:
-        raise _Invalid(f"unknown capability {_show(name)} (known: {known})")
+        raise ItemError(f"unknown capability {show(name)} (known: {known})")
     return cap
 
 
@@ -144,9 +162,9 @@ def _check_source(item: dict[str, Any], cap: Capability, base_dir: Path, max_bod
                   check_files: bool, *, uploads: bool = False) -> tuple[str, str]:
     present = [kind for kind in SOURCE_KINDS if kind in item]
     if not present:
-        raise _Invalid("no source: give exactly one of url, oss, path, content")
+        raise ItemError("no source: give exactly one of url, oss, path, content")
     if len(present) > 1:
-        raise _Invalid(f"{_COUNTS[len(present)]} sources ({', '.join(present)}): give exactly one")
+        raise ItemError(f"{_COUNTS[len(present)]} sources ({', '.join(present)}): give exactly one")
     kind, value = present[0], item[present[0]]
     remote = "upload it to OSS and use oss, or give a url" if "oss" in cap.sources else "give a url"
     uploaded = uploads and kind == "path"  # sent as oss:// or a presigned url, whatever its size
@@ -155,19 +173,19 @@ def _check_source(item: dict[str, Any], cap: Capability, base_dir: Path, max_bod
                 "content": "inline content"}[kind]
         hint = remote if kind in ("path", "content") else \
             "give one of " + ", ".join(k for k in SOURCE_KINDS if k in cap.sources)
-        raise _Invalid(f"{cap.name} does not accept {what}: {hint}")
+        raise ItemError(f"{cap.name} does not accept {what}: {hint}")
     if not isinstance(value, str) or not value.strip():
-        raise _Invalid(f"{kind} must be a non-empty string, got {_show(value)}")
+        raise ItemError(f"{kind} must be a non-empty string, got {show(value)}")
     if kind == "url" and not re.match(r"https?://\S", value, re.IGNORECASE):
-        raise _Invalid(f"url must start with http:// or https:// (got {_show(value)})")
+        raise ItemError(f"url must start with http:// or https:// (got {show(value)})")
     if kind == "oss" and not _OSS_OBJECT.fullmatch(value):
-        raise _Invalid(f"oss must be an OSS object path like oss://bucket/key (got {_show(value)})")
+        raise ItemError(f"oss must be an OSS object path like oss://bucket/key (got {show(value)})")
     if kind == "content":
         if len(value) + JSON_OVERHEAD > max_body:
-            raise _Invalid(f"content is {len(value) / _MB:.1f} MB of base64, too large to send inline "
+            raise ItemError(f"content is {len(value) / _MB:.1f} MB of base64, too large to send inline "
                            f"(the request body limit is {max_body / _MB:.0f} MB): {remote}")
         if len(value) % 4 or not _B64.fullmatch(value):
-            raise _Invalid("content must be standard base64 (A-Z a-z 0-9 + / with = padding; "
+            raise ItemError("content must be standard base64 (A-Z a-z 0-9 + / with = padding; "
                            "no 'data:' prefix, no line breaks)")
     if kind == "path":
         given = os.path.expanduser(value)
@@ -182,19 +200,19 @@ def _check_local_file(path: str, given: str, base_dir: Path, max_body: int, remo
         st = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
-            raise _Invalid(f"path: {path} is a symbolic link to a file that does not exist "
+            raise ItemError(f"path: {path} is a symbolic link to a file that does not exist "
                            f"({os.readlink(path)})") from None
         where = "" if os.path.isabs(given) else f" (relative paths are resolved against {base_dir})"
-        raise _Invalid(f"path: no such file {path}{where}") from None
+        raise ItemError(f"path: no such file {path}{where}") from None
     except OSError as exc:
-        raise _Invalid(f"path: cannot access {path}: {exc.strerror}") from None
+        raise ItemError(f"path: cannot access {path}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise _Invalid(f"path: {path} is not a regular file")
+        raise ItemError(f"path: {path} is not a regular file")
     # The file is read at submit time, long after this check: refuse now what would fail then.
     if not os.access(path, os.R_OK):
-        raise _Invalid(f"path: {path} is not readable by this user: check its permissions")
+        raise ItemError(f"path: {path} is not readable by this user: check its permissions")
     if estimated_body_bytes(st.st_size) > max_body:
-        raise _Invalid(f"path: {path} is {st.st_size / _MB:.1f} MB, too large to send inline "
+        raise ItemError(f"path: {path} is {st.st_size / _MB:.1f} MB, too large to send inline "
                        f"(as base64 it needs {estimated_body_bytes(st.st_size) / _MB:.1f} MB; the "
                        f"request body limit is {max_body / _MB:.0f} MB): {remote}")
 
@@ -202,11 +220,11 @@ def _check_local_file(path: str, given: str, base_dir: Path, max_body: int, remo
 def _check_service_id(item: dict[str, Any], cap: Capability) -> str:
     service_id = item.get("service_id", cap.default_service_id)
     if not isinstance(service_id, str) or not valid_service_id(service_id):
-        raise _Invalid(f"service_id must be 'ops-' followed by letters, digits, '.', '_' or '-' (no '..'), "
-                       f"got {_show(service_id)}: omit it to use {cap.default_service_id}")
+        raise ItemError(f"service_id must be 'ops-' followed by letters, digits, '.', '_' or '-' (no '..'), "
+                       f"got {show(service_id)}: omit it to use {cap.default_service_id}")
     owner = owner_of_service_id(service_id)
     if owner is not None and owner is not cap:
-        raise _Invalid(f"service_id {service_id} belongs to {owner.name}, not {cap.name}: "
+        raise ItemError(f"service_id {service_id} belongs to {owner.name}, not {cap.name}: "
                        f"use one of {', '.join(cap.known_service_ids)}")
     return service_id
 
@@ -219,7 +237,7 @@ def _file_name(item: dict[str, Any], cap: Capability, kind: str, job_id: str) ->
         return name
     file_type = item.get("file_type")
     if file_type is None:
-        raise _Invalid(f"inline content for {cap.name} needs a file name: give file_name (e.g. "
+        raise ItemError(f"inline content for {cap.name} needs a file name: give file_name (e.g. "
                        "\"scan.png\") or file_type (the name then becomes <id>.<file_type>)")
     return f"{_UNSAFE_NAME_CHARS.sub('_', job_id)}.{file_type.lower()}"
 
@@ -227,10 +245,10 @@ def _file_name(item: dict[str, Any], cap: Capability, kind: str, job_id: str) ->
 def _check_optional(item: dict[str, Any], cap: Capability) -> None:
     for key in ("file_name", "file_type"):
         if key in item and (not isinstance(item[key], str) or not item[key].strip()):
-            raise _Invalid(f"{key} must be a non-empty string, got {_show(item[key])}")
+            raise ItemError(f"{key} must be a non-empty string, got {show(item[key])}")
     for key in ("parameters", "options"):
         if key in item and not isinstance(item[key], Mapping):
-            raise _Invalid(f"{key} must be an object, got {_describe(item[key])}")
+            raise ItemError(f"{key} must be an object, got {describe(item[key])}")
     for name, value in item.get("parameters", {}).items():
         spec = cap.parameters.get(name)
         if spec is None:
@@ -238,35 +256,35 @@ def _check_optional(item: dict[str, Any], cap: Capability) -> None:
         wrong_bool = isinstance(value, bool) and bool not in spec.types
         if wrong_bool or not isinstance(value, spec.types):
             expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in spec.types)
-            raise _Invalid(f"parameters.{name} must be {expected}, got {_describe(value)} {_show(value)}")
+            raise ItemError(f"parameters.{name} must be {expected}, got {describe(value)} {show(value)}")
         if spec.choices and value not in spec.choices:
-            raise _Invalid(f"parameters.{name} must be one of {', '.join(map(str, spec.choices))}, "
-                           f"got {_show(value)}")
+            raise ItemError(f"parameters.{name} must be one of {', '.join(map(str, spec.choices))}, "
+                           f"got {show(value)}")
         if spec.minimum is not None and isinstance(value, (int, float)) and value < spec.minimum:
-            raise _Invalid(f"parameters.{name} must be at least {spec.minimum:g}, got {_show(value)}")
+            raise ItemError(f"parameters.{name} must be at least {spec.minimum:g}, got {show(value)}")
     chunks = item.get("chunks")
     if chunks is not None:
         if not isinstance(chunks, list):
-            raise _Invalid(f"chunks must be a list of chunk objects, got {_describe(chunks)}")
+            raise ItemError(f"chunks must be a list of chunk objects, got {describe(chunks)}")
         for i, chunk in enumerate(chunks):
             if not isinstance(chunk, Mapping):
-                raise _Invalid(f"chunks[{i}] must be an object, got {_describe(chunk)}")
+                raise ItemError(f"chunks[{i}] must be an object, got {describe(chunk)}")
     output = item.get("output")
     if output is not None:
         if not cap.output_types:
-            raise _Invalid(f"output is not used by {cap.name}: remove it")
+            raise ItemError(f"output is not used by {cap.name}: remove it")
         if not isinstance(output, (str, Mapping)):
-            raise _Invalid(f"output must be an object like {{\"oss\": \"oss://bucket/prefix/\"}} "
-                           f"or an oss:// string, got {_describe(output)}")
+            raise ItemError(f"output must be an object like {{\"oss\": \"oss://bucket/prefix/\"}} "
+                           f"or an oss:// string, got {describe(output)}")
         if isinstance(output, Mapping) and not isinstance(output.get("type", ""), str):
-            raise _Invalid(f"output.type must be a string, got {_describe(output['type'])}")
+            raise ItemError(f"output.type must be a string, got {describe(output['type'])}")
     for key in ("parameters", "options", "chunks", "output", "meta"):
         if key not in item or isinstance(item[key], str):
             continue
         try:  # YAML can hold what JSON cannot (sets, binary, NaN); results and checkpoints are JSON
             json.dumps(item[key], allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise _Invalid(f"{key} must be plain JSON data: {exc}") from None
+            raise ItemError(f"{key} must be plain JSON data: {exc}") from None
 
 
 def _check_output(cap: Capability, job: Job) -> None:
@@ -274,21 +292,23 @@ def _check_output(cap: Capability, job: Job) -> None:
     oss, kind = output.get("oss"), output.get("type")
     example = '{"oss": "oss://bucket/prefix/"}'
     if oss is not None and not (isinstance(oss, str) and _OSS_PREFIX.fullmatch(oss)):
-        raise _Invalid(f"output.oss must be an OSS location like oss://bucket/prefix/ (got {_show(oss)})")
+        raise ItemError(f"output.oss must be an OSS location like oss://bucket/prefix/ (got {show(oss)})")
     if cap.requires_output_oss and (kind != "oss" or oss is None):
-        raise _Invalid(f"output.oss is required for {cap.name}: give output: {example}")
+        raise ItemError(f"output.oss is required for {cap.name}: give output: {example}, or set "
+                        f"outputs.{cap.name} in the config")
     if job.output is not None and kind not in cap.output_types:
-        raise _Invalid(f"output.type must be one of {', '.join(cap.output_types)} for {cap.name}, "
-                       f"got {_show(kind)}")
+        raise ItemError(f"output.type must be one of {', '.join(cap.output_types)} for {cap.name}, "
+                       f"got {show(kind)}")
     if kind == "oss" and oss is None:
-        raise _Invalid(f"output.oss is required when output.type is oss: give output: {example}")
+        raise ItemError(f"output.oss is required when output.type is oss: give output: {example}")
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
                list: "a list", dict: "an object"}
 
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
+    """What kind of JSON value `value` is, for messages ("a string", "an object", ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -304,6 +324,7 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _show(value: object, limit: int = 60) -> str:
+def show(value: object, limit: int = 60) -> str:
+    """`value` as a message quotes it, cut to `limit` characters."""
     text = repr(value) if not isinstance(value, str) else f"'{value}'"
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -262,13 +262,13 @@ def test_stdin_bad_utf8_rejects_one_line(monkeypatch: pytest.MonkeyPatch) -> Non
     assert isinstance(results[1], Job) and results[1].line == 2
 
 
-@pytest.mark.parametrize("name", ["m.txt", "m.xlsx", "manifest"])
+@pytest.mark.parametrize("name", ["m.tsv", "m.xlsx", "manifest"])
 def test_unsupported_extension_is_a_manifest_error(tmp_path: Path, name: str) -> None:
     """An unknown extension raises ManifestError at once, listing the supported ones."""
     (tmp_path / name).write_text("{}\n")
     with pytest.raises(ManifestError) as info:
         read_manifest(tmp_path / name)
-    assert all(ext in str(info.value) for ext in (".jsonl", ".csv", ".yaml"))
+    assert all(ext in str(info.value) for ext in (".jsonl", ".csv", ".yaml", ".txt"))
 
 
 def test_missing_manifest_is_a_manifest_error(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import tracemalloc
 from pathlib import Path
 
 from pipeline.job import Job
-from pipeline.manifest import read_manifest
+from pipeline.manifest import derive_id, read_manifest
 from pipeline.manifest_formats import Rejected
 
 GOOD = "- {id: good, capability: ocr, url: 'https://h/ok.png'}\n"
@@ -163,3 +163,73 @@ def test_yaml_syntax_error_is_reported_once_after_the_good_items(tmp_path: Path)
     assert isinstance(results[0], Job)
     assert len(results) == 2 and isinstance(results[1], Rejected) and results[1].line == 4
     assert "YAML syntax error" in results[1].reason
+
+
+# --------------------------------------------------------------------------- plain text
+
+
+def test_txt_lines_are_urls_oss_objects_or_paths_beside_the_manifest(tmp_path: Path) -> None:
+    """Each line of a .txt manifest is one source: http(s) a url, oss:// an oss object, anything
+    else a local path relative to the manifest's directory; blank and '#' lines are skipped and
+    every item keeps its own line number and an id derived from its source."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.png").write_bytes(b"\x89PNG")
+    manifest = tmp_path / "photos.txt"
+    manifest.write_bytes(b"\xef\xbb\xbf# my photos\n"
+                         b"https://h/a.png\n"
+                         b"\n"
+                         b"   HTTP://h/b.jpg  \n"
+                         b"photos/cat.png\n"
+                         b"  # indented comment\n"
+                         b"oss://bucket/v.mp4\n")
+    results = list(read_manifest(manifest, analyses=("image_analyze",)))
+    assert [(r.line, type(r).__name__) for r in results] == [(2, "Job"), (4, "Job"), (5, "Job"), (7, "Rejected")]
+    a, b, cat, video = results
+    assert isinstance(a, Job) and isinstance(b, Job) and isinstance(cat, Job)
+    assert [(j.source_kind, j.source) for j in (a, b)] == [("url", "https://h/a.png"), ("url", "HTTP://h/b.jpg")]
+    assert (cat.source_kind, cat.source) == ("path", str(tmp_path / "photos" / "cat.png"))
+    assert a.id == derive_id({"url": "https://h/a.png"}) and a.analysis == "image_analyze"
+    assert isinstance(video, Rejected) and "image_analyze does not accept an oss source" in video.reason
+
+
+def test_txt_oss_lines_and_several_analyses(tmp_path: Path) -> None:
+    """oss:// lines are oss sources; --analyses gives each line one Job per analysis."""
+    manifest = tmp_path / "videos.txt"
+    manifest.write_text("oss://bucket/a.mp4\noss://bucket/b.mp4\n")
+    results = list(read_manifest(manifest, analyses=("video_snapshot", "asr")))
+    assert [(r.line, r.source_kind, r.source, r.analysis) for r in results if isinstance(r, Job)] == [
+        (1, "oss", "oss://bucket/a.mp4", "video_snapshot"), (1, "oss", "oss://bucket/a.mp4", "audio_asr"),
+        (2, "oss", "oss://bucket/b.mp4", "video_snapshot"), (2, "oss", "oss://bucket/b.mp4", "audio_asr")]
+
+
+def test_txt_bad_lines_are_rejected_on_their_line(tmp_path: Path) -> None:
+    """Unsupported schemes, JSON objects, bad UTF-8, missing files and (without --analyses) the
+    missing capability are rejected each on its own line; the reader goes on."""
+    manifest = tmp_path / "m.txt"
+    manifest.write_bytes(b"ftp://h/a.png\n"
+                         b'{"url": "https://h/a.png"}\n'
+                         b"https://h/\xff.png\n"
+                         b"missing.png\n"
+                         b"https://h/ok.png\n")
+    results = list(read_manifest(manifest, analyses=("ocr",)))
+    assert [(r.line, type(r).__name__) for r in results] == [
+        (1, "Rejected"), (2, "Rejected"), (3, "Rejected"), (4, "Rejected"), (5, "Job")]
+    reasons = [r.reason for r in results if isinstance(r, Rejected)]
+    assert reasons[0].startswith("unsupported source 'ftp://': a .txt manifest line is an http(s):// URL")
+    assert "for items with fields write a .jsonl manifest" in reasons[1]
+    assert "UTF-8" in reasons[2]
+    assert "no such file" in reasons[3] and str(tmp_path) in reasons[3]
+    without = list(read_manifest(manifest))
+    assert without[-1].line == 5 and isinstance(without[-1], Rejected)
+    assert without[-1].reason.startswith("missing capability: give capability, analyses, or run with --analyses")
+
+
+def test_csv_analyses_column_takes_names_or_json(tmp_path: Path) -> None:
+    """A CSV `analyses` cell is capability names separated by commas, or a JSON list."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('id,url,analyses\n'
+                        'a,https://h/a.png,"ocr, object_detection"\n'
+                        'b,https://h/b.png,"[{""name"": ""vlm"", ""capability"": ""ocr""}]"\n')
+    results = list(read_manifest(manifest))
+    assert [(r.line, r.id, r.analysis) for r in results if isinstance(r, Job)] == [
+        (2, "a", "image_analyze"), (2, "a", "object_detection"), (3, "b", "vlm")]
