@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,10 @@ def file_ids(path: Path) -> list[str]:
 
 
 def write_done(path: Path, ckpt: Checkpoint, ids: list[str], **extra: Any) -> None:
-    """Append lines for `ids` and mark them done, the way the sink does."""
+    """Append lines for `ids` and mark them done with their offsets, the way the sink does."""
+    outcomes = []
     with open(path, "ab") as f:
         for i in ids:
+            outcomes.append(dataclasses.replace(outcome(i, task_id=extra.get("task_id")), line_at=f.tell()))
             f.write(encode(line_for(i, **extra)))
-    ckpt.mark_done([outcome(i, task_id=extra.get("task_id")) for i in ids], path.stat().st_size)
+    ckpt.mark_done(outcomes, path.stat().st_size)

@@ -6,7 +6,7 @@ import os
 import sqlite3
 
 import pytest
-from state_support import CAP, SVC, outcome
+from state_support import CAP, SVC, done_ids, key, outcome, pending_ids
 
 from pipeline.checkpoint import Checkpoint, Outcome
 from pipeline.errors import StateError
@@ -18,16 +18,16 @@ def test_recorded_task_id_survives_close_and_reopen(tmp_path):
     """A task id recorded as submitted is still there, as pending, after the store is closed and reopened."""
     state = tmp_path / "state"
     c = Checkpoint.open(state)
-    c.record_submitted("job-1", CAP, SVC, "task-abc", attempts=2)
+    c.record_submitted(key("job-1"), CAP, SVC, "task-abc", attempts=2)
     c.close()
     c = Checkpoint.open(state)
     try:
-        pending = c.pending()
+        pending = pending_ids(c)
         assert set(pending) == {"job-1"}
         task = pending["job-1"]
         assert (task.state, task.task_id, task.attempts) == ("submitted", "task-abc", 2)
         assert task.submitted_at is not None
-        assert list(c.iter_done_ids()) == []
+        assert done_ids(c) == []
     finally:
         c.close()
 
@@ -49,27 +49,27 @@ def test_close_twice_is_safe(ckpt):
 def test_mark_done_moves_the_offset_and_the_state(ckpt):
     """mark_done marks the batch done and records the results-file offset in the same step."""
     assert ckpt.sink_offset() == 0
-    ckpt.record_submitted("a", CAP, SVC, "t-a", attempts=1)
+    ckpt.record_submitted(key("a"), CAP, SVC, "t-a", attempts=1)
     ckpt.mark_done([outcome("a", task_id="t-a"), outcome("b")], 123)
     assert ckpt.sink_offset() == 123
-    assert sorted(ckpt.iter_done_ids()) == ["a", "b"]
-    assert ckpt.pending() == {}
+    assert done_ids(ckpt) == ["a", "b"]
+    assert pending_ids(ckpt) == {}
     ckpt.mark_done([outcome("c")], 456)
     assert ckpt.sink_offset() == 456
 
 
 def test_record_submitted_again_accumulates_attempts(ckpt):
     """A resubmission replaces the task id and adds its attempts to the earlier ones."""
-    ckpt.record_submitted("a", CAP, SVC, "t-1", attempts=2)
-    ckpt.record_submitted("a", CAP, SVC, "t-2", attempts=3, resubmits=1)
-    task = ckpt.pending()["a"]
+    ckpt.record_submitted(key("a"), CAP, SVC, "t-1", attempts=2)
+    ckpt.record_submitted(key("a"), CAP, SVC, "t-2", attempts=3, resubmits=1)
+    task = pending_ids(ckpt)["a"]
     assert (task.task_id, task.attempts, task.resubmits) == ("t-2", 5, 1)
 
 
 def test_counts_and_outcomes(ckpt):
     """counts() groups by capability and state/status; outcomes() returns what mark_done stored."""
-    ckpt.record_submitted("s1", CAP, SVC, "t-s1", attempts=1)
-    ckpt.record_submitted("v1", "video_snapshot", "ops-video-snapshot-001", "t-v1", attempts=1)
+    ckpt.record_submitted(key("s1"), CAP, SVC, "t-s1", attempts=1)
+    ckpt.record_submitted(key("v1"), "video_snapshot", "ops-video-snapshot-001", "t-v1", attempts=1)
     ckpt.mark_done([
         Outcome("ok1", CAP, SVC, "SUCCESS", None, None, {"pages": 2}, 0.5, 1),
         Outcome("ok2", CAP, SVC, "SUCCESS", None, None, None, None, 1),
@@ -94,7 +94,7 @@ def test_read_only_open_sees_the_data_and_refuses_writes(tmp_path):
     writer.mark_done([outcome("a")], 7)
     reader = Checkpoint.open(state, read_only=True)
     try:
-        assert list(reader.iter_done_ids()) == ["a"]
+        assert done_ids(reader) == ["a"]
         assert reader.sink_offset() == 7
         with pytest.raises(sqlite3.OperationalError):
             reader.set_meta("sink_offset", "0")
@@ -118,12 +118,12 @@ def test_reopen_failed_keeps_task_id_only_for_poll_timeout(ckpt):
         outcome("ok", "SUCCESS", task_id="t-ok"),
     ], 0)
     reopened = ckpt.reopen_failed()
-    assert sorted(reopened) == ["task-failed", "timeout"]
-    pending = ckpt.pending()
+    assert sorted(reopened) == [key("task-failed"), key("timeout")]
+    pending = pending_ids(ckpt)
     assert set(pending) == {"timeout", "task-failed"}
     assert pending["timeout"].state == "retry" and pending["timeout"].task_id == "t-timeout"
     assert pending["task-failed"].state == "retry" and pending["task-failed"].task_id is None
-    assert list(ckpt.iter_done_ids()) == ["ok"]
+    assert done_ids(ckpt) == ["ok"]
 
 
 def test_reopen_failed_skips_the_given_codes(ckpt):
@@ -134,15 +134,15 @@ def test_reopen_failed_skips_the_given_codes(ckpt):
         outcome("nocode", "FAILED", None),
     ], 0)
     reopened = ckpt.reopen_failed(skip_codes=("InvalidParameter",))
-    assert sorted(reopened) == ["nocode", "server"]
-    assert list(ckpt.iter_done_ids()) == ["invalid"]
-    assert ckpt.ids_in_state("retry") == {"nocode", "server"}
+    assert sorted(reopened) == [key("nocode"), key("server")]
+    assert done_ids(ckpt) == ["invalid"]
+    assert ckpt.ids_in_state("retry") == {key("nocode"), key("server")}
 
 
 def test_reopen_failed_without_skip_codes_reopens_failures_with_no_code(ckpt):
     """With no skip codes, every FAILED item is reopened, including one with no error code."""
     ckpt.mark_done([outcome("nocode", "FAILED", None), outcome("coded", "FAILED", "InternalError")], 0)
-    assert sorted(ckpt.reopen_failed()) == ["coded", "nocode"]
+    assert sorted(ckpt.reopen_failed()) == [key("coded"), key("nocode")]
 
 
 

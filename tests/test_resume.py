@@ -250,3 +250,68 @@ def test_another_results_file_is_refused(out, ckpt, tmp_path):
     check_identity(ckpt, out=out, manifest="m.jsonl", append=False, state_dir=tmp_path)
     with pytest.raises(UsageError, match="belongs to a run writing"):
         check_identity(ckpt, out=tmp_path / "other.jsonl", manifest="m.jsonl", append=False, state_dir=tmp_path)
+
+
+# ---- where lines are: offsets kept, moved by a rewrite, indexed for old state dirs ------------
+
+
+def _lines_at(out: Path, ckpt) -> dict[str, str]:
+    """{item id: the id of the line found at its recorded offset}."""
+    found = {}
+    with open(out, "rb") as f:
+        for k, at in ckpt.done_lines():
+            f.seek(at)
+            found[k.split("\x1f")[0]] = json.loads(f.readline())["id"]
+    return found
+
+
+def test_drop_lines_moves_the_offsets_of_the_lines_after(out, ckpt):
+    """After --retry-failed's rewrite, every kept line's recorded offset points at that line."""
+    write_done(out, ckpt, ["a", "b", "c", "d"])
+    assert drop_lines(out, {key("b")}, ckpt) == 1
+    found = _lines_at(out, ckpt)
+    assert {i: found[i] for i in ("a", "c", "d")} == {"a": "a", "c": "c", "d": "d"}
+
+
+def test_a_state_dir_from_before_analyses_is_upgraded_and_indexed(tmp_path, out):
+    """Rows keyed by the item id alone become (id, capability), reservations follow them, and
+    the next run's preparation notes where each line is: nothing runs twice."""
+    import sqlite3
+
+    state = tmp_path / "old-state"
+    state.mkdir()
+    conn = sqlite3.connect(state / "checkpoint.sqlite3")
+    conn.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, capability TEXT NOT NULL, service_id TEXT NOT NULL,
+            state TEXT NOT NULL, task_id TEXT, submitted_at REAL, attempts INTEGER NOT NULL DEFAULT 0,
+            resubmits INTEGER NOT NULL DEFAULT 0, status TEXT, error_code TEXT, usage TEXT, elapsed REAL,
+            finished_at REAL);
+        CREATE TABLE spend (id TEXT PRIMARY KEY, reserved REAL NOT NULL DEFAULT 0, settled REAL NOT NULL DEFAULT 0);
+    """)
+    old_lines = []
+    for job_id in ("a", "b"):
+        record = json.loads(line_for(job_id).to_json())
+        del record["analysis"]  # lines from before analyses had none
+        old_lines.append(json.dumps(record).encode() + b"\n")
+    out.write_bytes(b"".join(old_lines))
+    conn.executemany("INSERT INTO jobs (id, capability, service_id, state, status) VALUES (?, ?, ?, 'done', 'SUCCESS')",
+                     [("a", CAP, SVC), ("b", CAP, SVC)])
+    conn.execute("INSERT INTO jobs (id, capability, service_id, state, task_id) VALUES ('c', ?, ?, 'submitted', 't-c')",
+                 (CAP, SVC))
+    conn.execute("INSERT INTO spend (id, reserved) VALUES ('c', 0.5)")
+    conn.execute("INSERT INTO meta VALUES ('sink_offset', ?)", (str(out.stat().st_size),))
+    conn.commit()
+    conn.close()
+
+    from pipeline.checkpoint import Checkpoint
+    ckpt = Checkpoint.open(state)
+    try:
+        state_now = resume_module.prepare(ckpt, out=out, retry_failed=False)
+        assert key("a") in state_now.done and key("b") in state_now.done
+        assert set(state_now.pending) == {key("c")}
+        assert state_now.pending[key("c")].task_id == "t-c"  # polled, not submitted again
+        assert _lines_at(out, ckpt) == {"a": "a", "b": "b"}
+        assert ckpt.reserve(key("c"), 0.5, 0.5)  # its own reservation, not a second one
+    finally:
+        ckpt.close()
