@@ -24,6 +24,7 @@ from . import (
     async_mix,
     baselines,
     client_ceiling,
+    export_by_item,
     memory,
     nightly_delta,
     report,
@@ -59,6 +60,7 @@ SCENARIOS: dict[str, Scenario] = {
     "baselines": baselines,
     "shared_account": shared_account,
     "upload": upload,
+    "export_by_item": export_by_item,
 }
 
 
