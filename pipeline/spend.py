@@ -11,7 +11,7 @@ is replaced by the cost the service's usage says (in the same transaction as the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .checkpoint import Checkpoint
@@ -50,16 +50,17 @@ class SpendLedger:
         Without a cap nothing is reserved (only settled costs are kept)."""
         if self._cfg.max_cost is None:
             return True
-        return self._ckpt.reserve(job.id, self._bound(job.service_id, self._cfg), self._cfg.max_cost)
+        return self._ckpt.reserve(job.key, self._bound(job.service_id, self._cfg), self._cfg.max_cost)
 
-    def preview(self, manifest: str, skip: Callable[[str], bool]) -> None:
-        """With a cap: if the likely cost of the items still to do exceeds what the cap leaves,
-        say so and how many items it will likely cover (the run goes on; the cap stops it)."""
+    def preview(self, manifest: str, skip: Callable[[str], bool], analyses: Sequence[str] | None = None) -> None:
+        """With a cap: if the likely cost of the analyses still to do exceeds what the cap leaves,
+        say so and how many it will likely cover (the run goes on; the cap stops it). `skip(key)`
+        says an (item, analysis) key is done (`Job.key`); `analyses` is the run's ``--analyses``."""
         cap = self._cfg.max_cost
         if cap is None or manifest == "-":  # stdin cannot be read twice
             return
-        costs = [item_cost(job.service_id, self._cfg)
-                 for job in read_manifest(manifest, check_files=False, skip=skip) if isinstance(job, Job)]
+        jobs = read_manifest(manifest, check_files=False, skip=skip, analyses=analyses, outputs=self._cfg.outputs)
+        costs = [item_cost(job.service_id, self._cfg) for job in jobs if isinstance(job, Job) and not skip(job.key)]
         settled, reserved = self._ckpt.spend()
         room = max(cap - settled - reserved, 0.0)
         likely = sum(costs)
@@ -70,7 +71,7 @@ class SpendLedger:
             if spent + cost > room:
                 break
             spent, covered = spent + cost, covered + 1
-        log.warning("the %d items left will likely cost %.4f %s; --max-cost %g leaves %.4f: it will likely "
+        log.warning("the %d analyses left will likely cost %.4f %s; --max-cost %g leaves %.4f: it will likely "
                     "cover about %d of them, then stop (exit 6)", len(costs), likely, self._cfg.currency, cap,
                     room, covered)
 

@@ -1,9 +1,10 @@
 """`validate`: check every manifest line without touching the network, and estimate the cost.
 
-It reads the manifest through the same `read_manifest` / `validate_item` as `run`, so it
-passes exactly the items a run would accept. The report counts valid items by capability and
-source kind, lists each problem with its line number, and gives two cost figures in the
-config's currency:
+It reads the manifest through the same `read_manifest` / `validate_record` as `run` (with the
+same `--analyses` and config `outputs`), so it passes exactly the items a run would accept. The
+report counts valid items and their analyses (an item has one per capability it runs), the
+analyses by capability and source kind and by name, lists each problem with its line number,
+and gives two cost figures in the config's currency, counted per analysis:
 
 - ``estimated_cost`` (likely): per success, the request price plus every per-unit price times
   the per-item usage guess in ``config.usage_estimates``;
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,13 +88,18 @@ def estimate_manifest_cost(by_service: Mapping[str, int], config: Config) -> Cos
     return CostEstimate(round(likely, 6), round(bound, 6), unpriced, unestimated)
 
 
-def validate(manifest: str, config: Config) -> tuple[ExitCode, dict[str, Any]]:
-    """Check every line: counts by capability and source kind, problems, a cost estimate.
+def validate(manifest: str, config: Config, analyses: Sequence[str] | None = None) -> tuple[ExitCode, dict[str, Any]]:
+    """Check every line: counts of items and analyses (by capability and source kind, by name),
+    problems, a cost estimate. `analyses` (``--analyses``) are the capabilities of items that
+    name neither capability nor analyses.
 
     Returns `ExitCode.OK` when every line is a valid item, `ExitCode.PARTIAL` when some lines
-    were rejected or there are no items at all. A manifest that cannot be opened raises
-    `ManifestError` (the CLI's exit 2).
+    were rejected or there are no items at all. A manifest that cannot be opened, or an unknown
+    name in `analyses`, raises `ManifestError` (the CLI's exit 2).
     """
+    items = 0
+    last_item: tuple[int, str] | None = None  # an item's Jobs come one after another
+    by_name: Counter[str] = Counter()
     by_cap: Counter[str] = Counter()
     by_source: dict[str, Counter[str]] = defaultdict(Counter)
     by_service: Counter[str] = Counter()
@@ -101,7 +107,7 @@ def validate(manifest: str, config: Config) -> tuple[ExitCode, dict[str, Any]]:
     rejected = 0
     uploads = config.upload.enabled
     to_upload: dict[str, int] = {}  # file -> bytes: a file in several items uploads once
-    for item in read_manifest(manifest, uploads=uploads):
+    for item in read_manifest(manifest, uploads=uploads, analyses=analyses, outputs=config.outputs):
         if isinstance(item, Rejected):
             rejected += 1
             if len(problems) < MAX_PROBLEMS_SHOWN:
@@ -109,6 +115,9 @@ def validate(manifest: str, config: Config) -> tuple[ExitCode, dict[str, Any]]:
             continue
         assert not isinstance(item, Skipped)  # only a resume's `skip` makes these
         assert isinstance(item, Job)
+        if (item.line, item.id) != last_item:
+            items, last_item = items + 1, (item.line, item.id)
+        by_name[item.analysis] += 1
         by_cap[item.capability] += 1
         by_source[item.capability][item.source_kind] += 1
         by_service[item.service_id] += 1
@@ -121,9 +130,12 @@ def validate(manifest: str, config: Config) -> tuple[ExitCode, dict[str, Any]]:
     cost = estimate_manifest_cost(by_service, config)
     report = {
         "manifest": manifest,
-        "valid_items": sum(by_cap.values()),
+        "valid_items": items,
+        "analyses": sum(by_name.values()),
         "rejected_lines": rejected,
+        # "items" here counts analyses of the capability (one per item that runs it).
         "by_capability": {cap: {"items": n, "sources": dict(by_source[cap])} for cap, n in by_cap.items()},
+        "by_analysis": dict(by_name),
         "by_service": dict(by_service),
         "problems": problems,
         "problems_not_shown": max(rejected - MAX_PROBLEMS_SHOWN, 0),
@@ -141,8 +153,9 @@ def validate(manifest: str, config: Config) -> tuple[ExitCode, dict[str, Any]]:
 
 def format_validate(report: Mapping[str, Any]) -> str:
     """The `validate` report as text, for a terminal."""
-    lines = [f"{report['manifest']}: {report['valid_items']} valid items, "
-             f"{report['rejected_lines']} rejected lines"]
+    names = ", ".join(f"{name} {n}" for name, n in report["by_analysis"].items())
+    lines = [f"{report['manifest']}: {report['valid_items']} valid items, {report['analyses']} analyses"
+             f"{f' ({names})' if names else ''}, {report['rejected_lines']} rejected lines"]
     for cap, entry in sorted(report["by_capability"].items()):
         sources = ", ".join(f"{k} {v}" for k, v in sorted(entry["sources"].items()))
         lines.append(f"  {cap:<20} {entry['items']:>8}   ({sources})")

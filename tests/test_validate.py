@@ -129,3 +129,43 @@ def test_yaml_alias_bomb_is_reported_not_expanded(tmp_path: Path) -> None:
     code, report = validate(str(manifest), CONFIG)
     assert code is ExitCode.PARTIAL and report["rejected_lines"] == 10 and report["valid_items"] == 0
     assert all("aliases" in p["reason"] for p in report["problems"])
+
+
+def test_items_and_analyses_are_counted_apart(tmp_path: Path) -> None:
+    """An item with several analyses is one valid item and one analysis each: per capability and
+    cost count analyses, and the report (JSON and text) counts them by name."""
+    video = "https://h/v.mp4"
+    rows = [
+        {"id": "a", "url": "https://h/a.png", "analyses": ["ocr", "object_detection"]},
+        {"id": "b", "url": "https://h/b.png"},  # gets --analyses
+        {"id": "c", "url": "https://h/c.png", "capability": "object_detection"},
+        {"id": "v", "url": video, "analyses": [
+            {"name": "seg", "capability": "video_segmentation"},
+            {"name": "summary", "capability": "video_summarization", "after": "seg"}]},
+    ]
+    config = dataclasses.replace(CONFIG, outputs={"video_segmentation": "oss://b/{analysis}/{id}/",
+                                                  "video_summarization": "oss://b/{analysis}/{id}/"})
+    code, report = validate(write(tmp_path / "m.jsonl", rows), config, analyses=("image_analyze", "object_detection"))
+    assert code is ExitCode.OK, report["problems"]
+    assert (report["valid_items"], report["analyses"]) == (4, 7)
+    assert report["by_analysis"] == {"image_analyze": 2, "object_detection": 3, "seg": 1, "summary": 1}
+    assert {cap: entry["items"] for cap, entry in report["by_capability"].items()} == {
+        "image_analyze": 2, "object_detection": 3, "video_segmentation": 1, "video_summarization": 1}
+    assert report["by_service"]["ops-object-detect-001"] == 3
+    assert report["estimated_cost"] == pytest.approx(2 * 0.001 + 0.001 + 200 * 0.002 + 50 * 0.004)
+    text = format_validate(report)
+    assert "4 valid items, 7 analyses (image_analyze 2, object_detection 3, seg 1, summary 1), 0 rejected" in text
+
+
+def test_without_analyses_or_templates_validate_reports_what_run_would(tmp_path: Path) -> None:
+    """Without --analyses an item naming no capability is a problem; without a template a
+    segmentation without output is one, hinting at the config key; a bad --analyses name is a
+    usage error before reading."""
+    manifest = write(tmp_path / "m.jsonl", [{"url": "https://h/b.png"},
+                                            {"capability": "video_segmentation", "url": "https://h/v.mp4"}])
+    code, report = validate(manifest, CONFIG)
+    assert code is ExitCode.PARTIAL and [p["line"] for p in report["problems"]] == [1, 2]
+    assert "run with --analyses" in report["problems"][0]["reason"]
+    assert "set outputs.video_segmentation in the config" in report["problems"][1]["reason"]
+    with pytest.raises(ManifestError, match="unknown capability 'nope'"):
+        validate(manifest, CONFIG, analyses=("nope",))
