@@ -153,9 +153,11 @@ def validate(manifest: str, config: Config, analyses: Sequence[str] | None = Non
 
 def format_validate(report: Mapping[str, Any]) -> str:
     """The `validate` report as text, for a terminal."""
-    names = ", ".join(f"{name} {n}" for name, n in report["by_analysis"].items())
-    lines = [f"{report['manifest']}: {report['valid_items']} valid items, {report['analyses']} analyses"
-             f"{f' ({names})' if names else ''}, {report['rejected_lines']} rejected lines"]
+    lines = [f"{report['manifest']}: {report['valid_items']} valid items, "
+             f"{report['rejected_lines']} rejected lines"]
+    if report["analyses"]:
+        names = ", ".join(f"{name} {n}" for name, n in report["by_analysis"].items())
+        lines.append(f"  {report['valid_items']} items, {report['analyses']} analyses ({names})")
     for cap, entry in sorted(report["by_capability"].items()):
         sources = ", ".join(f"{k} {v}" for k, v in sorted(entry["sources"].items()))
         lines.append(f"  {cap:<20} {entry['items']:>8}   ({sources})")

@@ -154,7 +154,8 @@ def test_items_and_analyses_are_counted_apart(tmp_path: Path) -> None:
     assert report["by_service"]["ops-object-detect-001"] == 3
     assert report["estimated_cost"] == pytest.approx(2 * 0.001 + 0.001 + 200 * 0.002 + 50 * 0.004)
     text = format_validate(report)
-    assert "4 valid items, 7 analyses (image_analyze 2, object_detection 3, seg 1, summary 1), 0 rejected" in text
+    assert "4 valid items, 0 rejected lines\n  4 items, 7 analyses (image_analyze 2, object_detection 3, seg 1, " \
+           "summary 1)\n" in text
 
 
 def test_without_analyses_or_templates_validate_reports_what_run_would(tmp_path: Path) -> None:
