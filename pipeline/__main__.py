@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "validate":
             from . import validate
-            code, report = validate.validate(args.manifest, load_config(args.config))
+            code, report = validate.validate(args.manifest, load_config(args.config), analyses=args.analyses)
             print(json.dumps(report, indent=2) if args.json else validate.format_validate(report))
             return int(code)
         if args.command == "status":
@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          os.environ.get("DASHSCOPE_API_KEY"))
             print(json.dumps(report, indent=2) if args.json else status.format_status(report))
             return int(code)
+        if args.command == "export":
+            from . import export
+            return export.main(args)
         if args.command == "demo":
             from . import demo
             return demo.main(args)
@@ -98,7 +101,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Config, RunRequest]:
     if shard is not None:  # each shard its own files, so shards never share a lock or a results file
         files = RunFiles(shard.path(files.results), shard.path(files.state_dir))
     return config, RunRequest(manifest=args.manifest, files=files, api_key=api_key, config=config,
-                              retry_failed=args.retry_failed, append=args.append, shard=shard)
+                              retry_failed=args.retry_failed, append=args.append, shard=shard,
+                              analyses=args.analyses)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 from . import __version__
 from .exit_codes import epilog
 
-__all__ = ["MODULE_PROG", "build_parser", "config_overrides", "default_prog"]
+__all__ = ["MODULE_PROG", "analyses_list", "build_parser", "config_overrides", "default_prog"]
 
 #: What `--help` calls the program when it runs as `python -m pipeline`.
 MODULE_PROG = "python -m pipeline"
@@ -63,8 +63,10 @@ def _add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="run (or resume) a manifest", description="Run a manifest, or resume it "
                        "when the state dir already holds this run. The API key comes from DASHSCOPE_API_KEY.",
                        epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("manifest", help="JSONL, CSV or YAML manifest; - reads JSONL from stdin")
+    p.add_argument("manifest", help="JSONL, CSV, YAML or TXT (a source per line) manifest; - reads JSONL "
+                   "from stdin")
     p.add_argument("--config", metavar="FILE", help="YAML config file (every key: configs/default.yaml)")
+    _analyses_option(p)
     p.add_argument("--out", default="results.jsonl", help="results file (default: results.jsonl)")
     p.add_argument("--state-dir", metavar="DIR",
                    help="checkpoint directory (default: <out>.state next to the results)")
@@ -98,6 +100,21 @@ def _add_run(sub: Any) -> None:
     _logging_options(p, top=False)
 
 
+def analyses_list(text: str) -> tuple[str, ...]:
+    """`--analyses image_analyze,object_detection`: capability names, comma-separated."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give capability names separated by commas, "
+                                         "e.g. image_analyze,object_detection")
+    return names
+
+
+def _analyses_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--analyses", type=analyses_list, metavar="CAP[,CAP...]",
+                   help="analyses for items that name neither capability nor analyses (and for every "
+                        "line of a .txt manifest), e.g. image_analyze,object_detection")
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command; `prog` None means "derived from sys.argv[0]" (`default_prog`)."""
     parser = argparse.ArgumentParser(
@@ -111,8 +128,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_run(sub)
 
     p = sub.add_parser("validate", help="check every manifest line; no network")
-    p.add_argument("manifest", help="JSONL, CSV or YAML manifest; - reads JSONL from stdin")
-    p.add_argument("--config", metavar="FILE", help="YAML config file (prices for the cost estimate)")
+    p.add_argument("manifest", help="JSONL, CSV, YAML or TXT manifest; - reads JSONL from stdin")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (prices, output templates)")
+    _analyses_option(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _logging_options(p, top=False)
 
@@ -121,6 +139,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="a run's checkpoint directory; repeat it to see several runs")
     p.add_argument("--config", metavar="FILE", help="YAML config file (prices for the cost estimate)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _logging_options(p, top=False)
+
+    p = sub.add_parser("export", help="the results of a run, one JSON object per item with all its analyses")
+    p.add_argument("--by-item", action="store_true", required=True,
+                   help="one object per item: {id, meta, status, analyses: {name: result}}")
+    p.add_argument("--state-dir", metavar="DIR", required=True, help="the run's checkpoint directory")
+    p.add_argument("--out", metavar="FILE", default="-", help="where to write (default: - for stdout)")
     _logging_options(p, top=False)
 
     # Imported here: each brings its own module's weight, needed only to build the parser.

@@ -35,7 +35,7 @@ def count_lines(manifest: str) -> int | None:
     path = Path(manifest)
     suffix = path.suffix.lower()
     try:
-        if suffix in (".jsonl", ".ndjson", ".json"):
+        if suffix in (".jsonl", ".ndjson", ".json", ".txt"):
             n = 0
             with open(path, "rb") as f:
                 for raw in f:
@@ -59,6 +59,8 @@ class Snapshot:
     def __init__(self, stats: RunStats, limits: Mapping[str, float], total: int | None,
                  history: deque[tuple[float, int, dict[str, int]]]) -> None:
         now = time.monotonic()
+        if total:  # lines to write: manifest lines times the analyses per item seen so far
+            total = round(total * stats.units_per_record())
         self.elapsed = stats.elapsed()
         done_total = sum(s.done + s.skipped for s in stats.caps.values())
         history.append((now, done_total, {name: s.requests for name, s in stats.caps.items()}))

@@ -56,6 +56,13 @@ class RunStats:
         self.finished: float | None = None
         self.ambiguous = 0  # creates re-sent after a timeout or dropped connection: possibly billed twice
         self.uploaded_bytes = 0  # local files' bytes sent to OSS this session
+        # Manifest records read and the (item, analysis) units they held: progress scales the
+        # manifest's line count by their ratio to estimate the lines a run will write.
+        self.records_read = 0
+        self.units_read = 0
+
+    def units_per_record(self) -> float:
+        return self.units_read / self.records_read if self.records_read else 1.0
 
     def elapsed(self) -> float:
         return (self.finished or self._clock()) - self.started

@@ -33,12 +33,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .backoff import PollPolicy
 from .capabilities import CAPABILITIES
+from .chaining import Chain
 from .checkpoint import Checkpoint
 from .client import ServiceClient
 from .config import Config
 from .errors import AuthError, FatalError, ServiceError, ServiceUnreachable
 from .exit_codes import ExitCode
-from .job import Job
+from .job import Job, split_key
 from .limiter import build_pacers, check_limiter
 from .limits import Lane, PacerBackend, PermitLike
 from .outcome import RunOutcome, Stop, StopReason, decide, is_run_fault
@@ -77,6 +78,8 @@ class RunRequest:
     retry_failed: bool = False
     append: bool = False
     shard: Shard | None = None
+    #: `--analyses`: for items that name neither capability nor analyses.
+    analyses: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -163,13 +166,15 @@ class Run:
                                     uploads=uploads if uploads.enabled else None)
         self._pollers = self._build_pollers(cfg.effective_polling())
         shard = self.req.shard
-        self._ledger.preview(self.req.manifest, lambda item_id: item_id in state.done or (
-            shard is not None and not shard.owns(item_id)))
+        self._ledger.preview(self.req.manifest, lambda key: key in state.done or (
+            shard is not None and not shard.owns(split_key(key)[0])), analyses=self.req.analyses)
+        self._chain = Chain(ckpt, files.results)
         self._reader_scope = anyio.CancelScope()
         self._poller_scope = anyio.CancelScope()
         with open(files.rejects, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230 - small, local, at start
-            reader = Reader(self.req.manifest, state, self._control, self._submitter, rejects, shard=self.req.shard,
-                            uploads=cfg.upload.enabled)
+            reader = Reader(self.req.manifest, state, self._control, self._submitter, rejects, chain=self._chain,
+                            shard=self.req.shard, uploads=cfg.upload.enabled, analyses=self.req.analyses,
+                            outputs=cfg.outputs)
             self._signals.install(asyncio.get_running_loop())
             try:
                 async with self._client, uploads:
@@ -177,6 +182,7 @@ class Run:
             except BaseExceptionGroup as group:
                 raise single_error(group) from None
             finally:
+                self._chain.close()
                 self._signals.remove()  # last: a second signal during the clean-up still exits at once
         ckpt.set_meta("failure_window", self._watch.state())
         self._save_manifest_counts(reader)
@@ -317,6 +323,7 @@ class Run:
 
     def _on_written(self, line: ResultLine) -> None:
         self.stats.on_line(line)
+        self._chain.on_written(line)
         error = line.error or {}
         tripped = self._watch.record(line.status.value == "FAILED" and is_run_fault(
             error.get("code"), error.get("http_status")))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import IO, TypeVar
 
 import anyio
@@ -19,6 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .bodies import request_body
 from .capabilities import CAPABILITIES, MAX_BODY_BYTES
+from .chaining import Chain, follow
 from .checkpoint import Checkpoint
 from .client import ServiceClient
 from .decisions import ResumeRoute, route_resumed
@@ -175,7 +176,7 @@ class Submitter:
                                                 http_status=response.http_status))
             return None
         # Durable before the poller sees it: a crash from here on polls, never resubmits.
-        submitted_at = self._ckpt.record_submitted(job.id, job.capability, job.service_id, task_id,
+        submitted_at = self._ckpt.record_submitted(job.key, job.capability, job.service_id, task_id,
                                                    attempts=response.attempts, resubmits=resubmits)
         return self.handle(job, task_id, submitted_at, response.attempts, resubmits)
 
@@ -215,7 +216,8 @@ class Submitter:
             else None,
             usage=response.usage if response is not None else None,
             error=error.to_dict() if error is not None else None, attempts=attempts, polls=polls,
-            submitted_at=submitted_at, finished_at=time.time(), meta=job.meta, source_oss=self._source_oss(job))
+            submitted_at=submitted_at, finished_at=time.time(), meta=job.meta, source_oss=self._source_oss(job),
+            analysis=job.analysis)
         # Shielded: a line the service was paid for must reach the sink even while the run stops.
         with anyio.CancelScope(shield=True):
             await self._lines.send(line)
@@ -234,8 +236,12 @@ class Reader:
     sending items whose task the checkpoint recorded straight to their poller."""
 
     def __init__(self, manifest: str, state: ResumeState, control: Control, submitter: Submitter,
-                 rejects: IO[str], *, shard: Shard | None = None, uploads: bool = False) -> None:
+                 rejects: IO[str], *, chain: Chain, shard: Shard | None = None, uploads: bool = False,
+                 analyses: tuple[str, ...] | None = None, outputs: Mapping[str, str] | None = None) -> None:
         self._manifest = manifest
+        self._chain = chain
+        self._analyses = analyses  # --analyses: for items that name none
+        self._outputs = outputs  # config `outputs:` templates
         self._shard = shard
         self._uploads = uploads  # local files of any size are accepted: they go through OSS
         self._state = state
@@ -243,24 +249,47 @@ class Reader:
         self._submitter = submitter
         self._rejects = rejects
         self.rejected = 0
-        self.items = 0  # valid items seen, done ones included
+        self.items = 0  # valid (item, analysis) units seen, done ones included
         self.complete = False  # read to the end (not stopped part-way)
 
     async def run(self, jobs: dict[str, MemoryObjectSendStream[Job]],
                   handles: dict[str, MemoryObjectSendStream[TaskHandle]]) -> None:
+        """Read the manifest, then go on with chained analyses as their parents end."""
         try:
-            await self._read(jobs, handles)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._release, jobs)
+                await self._read(jobs, handles)
+                self._chain.reader_done()
         finally:  # closing them is how the submitters and pollers learn the reader is done
             for job_stream in jobs.values():
                 job_stream.close()
             for handle_stream in handles.values():
                 handle_stream.close()
 
+    async def _release(self, jobs: dict[str, MemoryObjectSendStream[Job]]) -> None:
+        """Chained analyses whose parent ended in this session."""
+        async with self._chain.ready as ready:
+            async for child, parent in ready:
+                if self._control.taking:
+                    await self._go_on(child, parent, jobs)
+
+    async def _go_on(self, child: Job, parent: ResultLine, jobs: dict[str, MemoryObjectSendStream[Job]]) -> None:
+        """Queue `child` now that its parent ended, or write it FAILED (DependencyFailed) unsent."""
+        step = follow(child, parent)
+        if isinstance(step, Job):
+            self._control.stats.caps[step.capability].queued += 1
+            await put(jobs[step.capability], step)
+            return
+        await self._control.acquire_slot(child.capability)
+        await self._submitter.finish(child, ItemStatus.FAILED, error=step, attempts=0)
+
     async def _read(self, jobs: dict[str, MemoryObjectSendStream[Job]],
                     handles: dict[str, MemoryObjectSendStream[TaskHandle]]) -> None:
         state, stats = self._state, self._control.stats
         items = read_manifest(self._manifest, max_body_bytes=MAX_BODY_BYTES, skip=state.done.__contains__,
-                              expected_items=len(state.done) + len(state.pending), uploads=self._uploads)
+                              expected_items=len(state.done) + len(state.pending), uploads=self._uploads,
+                              analyses=self._analyses, outputs=self._outputs)
+        last_line = -1
         for seen, item in enumerate(items, 1):
             if not self._control.taking:
                 return
@@ -268,8 +297,12 @@ class Reader:
                 await anyio.lowlevel.checkpoint()
             if not self._mine(item):
                 continue
+            if item.line != last_line:  # an item's analyses come one after another, on its line
+                last_line = item.line
+                stats.records_read += 1
             if not isinstance(item, Rejected):
                 self.items += 1
+                stats.units_read += 1
             if isinstance(item, Skipped):  # done in an earlier session
                 if item.capability is not None:
                     stats.caps[item.capability].skipped += 1
@@ -277,13 +310,21 @@ class Reader:
             if isinstance(item, Rejected):
                 self._reject(item)
                 continue
-            known = state.pending.pop(item.id, None)
+            if item.key in state.done:  # one analysis of an item whose others are not all done
+                stats.caps[item.capability].skipped += 1
+                continue
+            known = state.pending.pop(item.key, None)
             if known is not None and route_resumed(known) is ResumeRoute.POLL:
                 assert known.task_id is not None
                 await self._control.acquire_slot(item.capability)
                 await put(handles[item.capability], self._submitter.handle(
                     item, known.task_id, known.submitted_at, known.attempts, known.resubmits))
                 continue
+            if item.after is not None:
+                parent = self._chain.parent_line(item)
+                if parent is not None:  # ended already: in an earlier session, or just now
+                    await self._go_on(item, parent, jobs)
+                continue  # else it waits: `_release` takes it on when the parent's line is written
             stats.caps[item.capability].queued += 1
             await put(jobs[item.capability], item)
         self.complete = True
