@@ -3,7 +3,13 @@
 The embedded default that works on a fresh machine with no account: it starts the emulator on
 127.0.0.1 (a free port, a throw-away API key held only in memory), runs every sample manifest
 as its own run with the same runner `run` uses, and prints per manifest the rejected lines,
-one line per result and the summary, then an overall table and where the files are.
+one line per result (per item and analysis) and the summary, then an overall table and where
+the files are.
+
+`analyses.jsonl` shows items with several analyses, a chained pair (`after`) and an output left
+to the config's `outputs` templates: its run gets `DEMO_OUTPUTS`. The catalogs run without
+them, so that `catalog.jsonl`'s deliberately invalid segmentation (no `output.oss`) stays
+invalid.
 
 Time is scaled (`--time-scale`, default 20) in the emulator and the client together, so task
 durations shrink and QPS windows with them: the client behaves as it would against the real
@@ -11,7 +17,8 @@ service, only faster.
 
 A sample line that a comment marks as "deliberately invalid" is expected to be rejected: it is
 reported but does not make the demo fail. Anything else (a failed item, an unexpected reject,
-a missing or repeated result line, an aborted run) does.
+a missing or repeated result line, a chained analysis written before its parent, an aborted
+run) does.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import logging
 import secrets
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +39,7 @@ from .config import Config
 from .data import sample_manifests_dir
 from .emulator import EmulatorSettings, start_emulator
 from .exit_codes import ExitCode
-from .job import Job
+from .job import Job, job_key, split_key
 from .manifest import FORMATS, read_manifest
 from .report import format_summary
 from .results import RunFiles
@@ -46,6 +54,13 @@ MARKER = ".pipeline-demo"
 DEMO_SEED = 7  # emulator results are deterministic per seed: the same demo prints the same data
 DELIBERATE = "deliberately invalid"
 PREVIEW_WIDTH = 72
+#: The demo's config `outputs`: where segmentation and summarization write when an analysis names
+#: no `output`. Given only to the samples in OUTPUTS_SAMPLES (see the module docstring).
+DEMO_OUTPUTS: Mapping[str, str] = {
+    "video_segmentation": "oss://demo-bucket/results/{analysis}/{id}/",
+    "video_summarization": "oss://demo-bucket/results/{analysis}/{id}/",
+}
+OUTPUTS_SAMPLES = frozenset({"analyses.jsonl"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +83,9 @@ class ManifestRun:
     state_dir: Path
     result: RunResult | None = None
     error: str | None = None  # the run could not even start or finish
-    valid_ids: list[str] = field(default_factory=list)  # in manifest order
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> result line
+    outputs: Mapping[str, str] = field(default_factory=dict)  # the run's config `outputs`
+    jobs: list[Job] = field(default_factory=list)  # one per (item, analysis), in manifest order
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # Job.key -> result line
     rejects: list[dict[str, Any]] = field(default_factory=list)
     deliberate: set[int] = field(default_factory=set)  # lines the samples mean to be rejected
     problems: list[str] = field(default_factory=list)  # real failures, in words
@@ -77,6 +93,11 @@ class ManifestRun:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def named(self) -> bool:
+        """Whether some item has several analyses or a named one: then lines show the analysis."""
+        return len({j.id for j in self.jobs}) < len(self.jobs) or any(j.analysis != j.capability for j in self.jobs)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -123,6 +144,11 @@ def prepare_out_dir(out_dir: Path, *, keep: bool) -> str | None:
     return None
 
 
+def outputs_for(manifest: Path) -> Mapping[str, str]:
+    """The config `outputs` the demo runs `manifest` with (`DEMO_OUTPUTS` or none)."""
+    return DEMO_OUTPUTS if manifest.name in OUTPUTS_SAMPLES else {}
+
+
 def output_name(manifest: Path) -> str:
     """`catalog.jsonl` -> `catalog-jsonl`: the samples share a stem, so the format is kept."""
     return f"{manifest.stem}-{manifest.suffix.lstrip('.').lower()}"
@@ -150,11 +176,14 @@ async def _run_all(manifests: list[Path], out_dir: Path, scale: float) -> list[M
     async with start_emulator(settings, host="127.0.0.1", port=0) as emu:
         _say(f"emulator listening on {emu.url} (time scale {scale:g}: tasks and QPS windows "
              f"{scale:g}x faster than the real service)")
-        config = Config(endpoint=emu.url, time_scale=scale)
         for manifest in manifests:
             name = output_name(manifest)
-            item = ManifestRun(manifest, out_dir / f"{name}.results.jsonl", out_dir / f"{name}.state")
+            item = ManifestRun(manifest, out_dir / f"{name}.results.jsonl", out_dir / f"{name}.state",
+                               outputs=outputs_for(manifest))
             _say(f"\n=== {manifest.name} " + "=" * max(0, 60 - len(manifest.name)))
+            for cap, template in item.outputs.items():
+                _say(f"config outputs: {cap} without an output writes to {template}")
+            config = Config(endpoint=emu.url, time_scale=scale, outputs=item.outputs)
             try:
                 item.result = await run(RunRequest(manifest=str(manifest),
                                                    files=RunFiles(item.out, item.state_dir), api_key=api_key,
@@ -179,7 +208,7 @@ def check(item: ManifestRun) -> None:
     assert item.result is not None
     if item.result.reason:
         item.problems.append(f"the run stopped: {item.result.reason}")
-    item.valid_ids = [j.id for j in read_manifest(item.manifest) if isinstance(j, Job)]
+    item.jobs = [j for j in read_manifest(item.manifest, outputs=item.outputs) if isinstance(j, Job)]
     item.deliberate = deliberate_lines(item.manifest)
     rejects_file = RunFiles(item.out, item.state_dir).rejects
     if rejects_file.exists():
@@ -189,18 +218,25 @@ def check(item: ManifestRun) -> None:
             item.problems.append(f"line {reject['line']} was rejected: {reject['reason']}")
     lines = [json.loads(line) for line in item.out.read_text(encoding="utf-8").splitlines() if line] \
         if item.out.exists() else []
-    counts = Counter(line["id"] for line in lines)
-    item.results = {line["id"]: line for line in lines}
-    missing = [i for i in item.valid_ids if counts[i] == 0]
-    repeated = sorted(i for i, n in counts.items() if n > 1)
+    keys = [job_key(line["id"], line.get("analysis") or line["capability"]) for line in lines]
+    counts = Counter(keys)
+    item.results = dict(zip(keys, lines, strict=True))
+    position = {key: n for n, key in enumerate(keys)}
+    labels = {j.key: _label(j) for j in item.jobs}
+    missing = [labels[j.key] for j in item.jobs if counts[j.key] == 0]
+    repeated = sorted(labels.get(key) or "/".join(filter(None, split_key(key))) for key, n in counts.items() if n > 1)
     if missing:
         item.problems.append(f"no result line for {', '.join(missing)}")
     if repeated:
         item.problems.append(f"more than one result line for {', '.join(repeated)}")
-    failed = [i for i in item.valid_ids if item.results.get(i, {}).get("status") == "FAILED"]
-    for item_id in failed:
-        error = item.results[item_id].get("error") or {}
-        item.problems.append(f"{item_id} failed: {error.get('code')}: {error.get('message')}")
+    for job in item.jobs:
+        line = item.results.get(job.key, {})
+        if line.get("status") == "FAILED":
+            error = line.get("error") or {}
+            item.problems.append(f"{labels[job.key]} failed: {error.get('code')}: {error.get('message')}")
+        parent = job.after_key
+        if parent is not None and job.key in position and position.get(parent, len(keys)) > position[job.key]:
+            item.problems.append(f"{labels[job.key]} was written before {job.after}, the analysis it comes after")
 
 
 def print_manifest(item: ManifestRun) -> None:
@@ -214,17 +250,22 @@ def print_manifest(item: ManifestRun) -> None:
             who = f" ({reject['id']})" if reject.get("id") else ""
             _say(f"  line {reject['line']}{who}: {reject['reason']}{note}")
     _say("results:")
-    for item_id in item.valid_ids:
-        line = item.results.get(item_id)
+    if item.named:
+        _say(f"  {'id':<16} {'analysis':<19} {'capability':<20} status")
+    for job in item.jobs:
+        who = f"{job.id:<16} {job.analysis:<19}" if item.named else f"{job.id:<32}"
+        line = item.results.get(job.key)
         if line is None:
-            _say(f"  {item_id:<32} (no result line)")
+            _say(f"  {who} (no result line)")
             continue
         if line["status"] == "SUCCESS":
             detail = preview(line.get("data"))
         else:
             error = line.get("error") or {}
             detail = f"{error.get('code')}: {error.get('message')}"
-        _say(f"  {item_id:<32} {line['capability']:<20} {line['status']:<8} {_clip(detail)}")
+        if job.after is not None:
+            detail = f"after {job.after}: {detail}"
+        _say(f"  {who} {line['capability']:<20} {line['status']:<8} {_clip(detail)}")
     assert item.result is not None
     _say(format_summary(item.result.summary))
     skipped = sum(c.get("skipped_already_done", 0) for c in item.result.summary["capabilities"].values())
@@ -264,25 +305,34 @@ def _first_text(value: Any) -> str | None:
 
 def print_overall(runs: list[ManifestRun], out_dir: Path) -> None:
     _say("\n=== overall " + "=" * 52)
-    _say(f"  {'manifest':<16} {'items':>5} {'ok':>5} {'failed':>6} {'rejected':>14} {'wall s':>7}  verdict")
+    _say(f"  {'manifest':<16} {'items':>5} {'analyses':>8} {'ok':>5} {'failed':>6} {'rejected':>14} {'wall s':>7}"
+         "  verdict")
     for r in runs:
         s = r.result.summary if r.result is not None else {}
         expected = sum(1 for x in r.rejects if x["line"] in r.deliberate)
         rejected = f"{len(r.rejects)}" + (f" ({expected} expected)" if expected else "")
         verdict = "as expected" if r.ok else f"{len(r.problems)} problem(s)"
-        _say(f"  {r.manifest.name:<16} {len(r.valid_ids):>5} {s.get('succeeded', 0):>5} "
+        _say(f"  {r.manifest.name:<16} {len({j.id for j in r.jobs}):>5} {len(r.jobs):>8} {s.get('succeeded', 0):>5} "
              f"{s.get('failed', 0):>6} {rejected:>14} {s.get('wall_time_s') or 0:>7.2f}  {verdict}")
     names = ", ".join(output_name(r.manifest) for r in runs)
     _say(f"\nfiles in {out_dir}/, for NAME in {names}:")
-    _say("  NAME.results.jsonl          one JSON line per valid item")
+    _say("  NAME.results.jsonl          one JSON line per valid item and analysis")
     _say("  NAME.results.rejects.jsonl  rejected manifest lines: {line, id, reason}")
     _say("  NAME.results.summary.json   the summary above, as JSON")
     _say("  NAME.state/                 the checkpoint (python -m pipeline status --state-dir ...)")
+    if any(r.named for r in runs):
+        _say("one JSON object per item, its analyses together: python -m pipeline export --by-item --state-dir "
+             f"{out_dir}/NAME.state")
     _say("\nagainst the real service (your own catalog: the sample URLs are placeholders):")
     _say("  export DASHSCOPE_API_KEY=sk-...")
     _say("  python -m pipeline validate MANIFEST")
     _say("  python -m pipeline run MANIFEST --endpoint <host or https://host> --workspace <name> "
          "--out results.jsonl")
+
+
+def _label(job: Job) -> str:
+    """How messages name one (item, analysis): the id alone when the analysis is its capability."""
+    return job.id if job.analysis == job.capability else f"{job.id}/{job.analysis}"
 
 
 def _clip(text: str) -> str:

@@ -15,11 +15,11 @@ import pytest
 
 from pipeline import demo
 from pipeline.capabilities import CAPABILITIES
-from pipeline.job import Job
-from pipeline.manifest import read_manifest
+from pipeline.job import Job, job_key
+from pipeline.manifest import Rejected, read_manifest
 from pipeline.results import RunFiles
 
-#: Fast enough that the three sample runs take about a second in all.
+#: Fast enough that the four sample runs take a second or two in all.
 TIME_SCALE = 200.0
 KNOWN_KEY = "demo-test-key-0123456789abcdef"
 
@@ -53,7 +53,12 @@ def sample_manifests() -> list[Path]:
 
 
 def valid_jobs(manifest: Path) -> list[Job]:
-    return [j for j in read_manifest(manifest) if isinstance(j, Job)]
+    """One Job per (item, analysis), read with the config `outputs` the demo gives that manifest."""
+    return [j for j in read_manifest(manifest, outputs=demo.outputs_for(manifest)) if isinstance(j, Job)]
+
+
+def line_key(line: dict[str, object]) -> str:
+    return job_key(str(line["id"]), str(line["analysis"]))
 
 
 def result_lines(out_dir: Path, manifest: Path) -> list[dict[str, object]]:
@@ -76,23 +81,78 @@ def test_samples_cover_every_capability() -> None:
 
 
 def test_every_valid_item_has_exactly_one_success_line(demo_run: DemoRun) -> None:
-    """Each valid item of each sample manifest has exactly one result line, and it is SUCCESS."""
+    """Each (item, analysis) of each sample manifest has exactly one result line, and it is SUCCESS."""
     for manifest in sample_manifests():
-        ids = [job.id for job in valid_jobs(manifest)]
-        assert ids, manifest
+        keys = [job.key for job in valid_jobs(manifest)]
+        assert keys, manifest
         lines = result_lines(demo_run.out_dir, manifest)
-        assert Counter(str(line["id"]) for line in lines) == Counter(ids), manifest
+        assert Counter(line_key(line) for line in lines) == Counter(keys), manifest
         assert {line["status"] for line in lines} == {"SUCCESS"}, manifest
+
+
+ANALYSES = demo.SAMPLES_DIR / "analyses.jsonl"
+
+
+def test_analyses_sample_has_one_line_per_item_and_analysis(demo_run: DemoRun) -> None:
+    """analyses.jsonl: an image with three analyses (one a VLM under its own name), a video with a
+    chained pair and keyframes, and one relying on the output template; one line for each."""
+    lines = result_lines(demo_run.out_dir, ANALYSES)
+    got = Counter((line["id"], line["analysis"], line["capability"], line["service_id"]) for line in lines)
+    assert got == Counter({
+        ("shopfront-0042", "image_analyze", "image_analyze", "ops-image-analyze-ocr-001"): 1,
+        ("shopfront-0042", "describe", "image_analyze", "ops-image-analyze-vlm-001"): 1,
+        ("shopfront-0042", "object_detection", "object_detection", "ops-object-detect-001"): 1,
+        ("town-hall-2024", "seg", "video_segmentation", "ops-video-segment-001"): 1,
+        ("town-hall-2024", "summary", "video_summarization", "ops-video-summarize-001"): 1,
+        ("town-hall-2024", "keyframes", "video_snapshot", "ops-video-snapshot-001"): 1,
+        ("lecture-07", "video_segmentation", "video_segmentation", "ops-video-segment-001"): 1,
+        ("lecture-07", "summary", "video_summarization", "ops-video-summarize-001"): 1,
+    })
+    assert all(list(line)[:2] == ["id", "analysis"] for line in lines)
+    for item_id, analysis in [("shopfront-0042", "describe"), ("town-hall-2024", "summary")]:
+        assert any(row.split()[:2] == [item_id, analysis] for row in demo_run.stdout.splitlines()), analysis
+
+
+def test_chained_summary_succeeds_after_its_segmentation(demo_run: DemoRun) -> None:
+    """Each summary `after` a segmentation is SUCCESS, written after its parent's line and submitted
+    only once the parent had finished. The emulator answers 400 to a summarization whose chunks
+    differ from those its segmentation returned, so SUCCESS also says the chunks were passed on."""
+    lines = result_lines(demo_run.out_dir, ANALYSES)
+    position = {line_key(line): n for n, line in enumerate(lines)}
+    chained = [job for job in valid_jobs(ANALYSES) if job.after is not None]
+    assert {(job.id, job.analysis, job.after) for job in chained} == {
+        ("town-hall-2024", "summary", "seg"), ("lecture-07", "summary", "video_segmentation")}
+    for job in chained:
+        assert job.after_key is not None
+        child, parent = lines[position[job.key]], lines[position[job.after_key]]
+        assert parent["status"] == child["status"] == "SUCCESS"
+        assert position[job.key] > position[job.after_key], job.key
+        assert str(child["submitted_at"]) >= str(parent["finished_at"]), job.key
+        assert isinstance(parent["data"], list) and parent["data"], "the segmentation returned no chunks"
+    assert "after seg: " in demo_run.stdout
+
+
+def test_output_template_fills_the_missing_output(demo_run: DemoRun) -> None:
+    """lecture-07 gives no output: the demo's config `outputs` fills it (printed), and without it
+    the item would be rejected. The catalogs run without templates."""
+    rejected = [r for r in read_manifest(ANALYSES) if isinstance(r, Rejected)]
+    assert [r.id for r in rejected] == ["lecture-07"]
+    outputs = {job.analysis: job.output for job in valid_jobs(ANALYSES) if job.id == "lecture-07"}
+    assert outputs == {
+        "video_segmentation": {"type": "oss", "oss": "oss://demo-bucket/results/video_segmentation/lecture-07/"},
+        "summary": {"type": "oss", "oss": "oss://demo-bucket/results/summary/lecture-07/"}}
+    assert "config outputs: video_segmentation without an output writes to " in demo_run.stdout
+    assert all(not demo.outputs_for(m) for m in sample_manifests() if m != ANALYSES)
 
 
 def test_local_image_result_quotes_its_file_name(demo_run: DemoRun) -> None:
     """A `path` item is sent as base64 and its result names the local file."""
     checked = 0
     for manifest in sample_manifests():
-        by_id = {line["id"]: line for line in result_lines(demo_run.out_dir, manifest)}
+        by_key = {line_key(line): line for line in result_lines(demo_run.out_dir, manifest)}
         for job in valid_jobs(manifest):
             if job.source_kind == "path":
-                data = by_id[job.id]["data"]
+                data = by_key[job.key]["data"]
                 assert isinstance(data, dict)
                 assert Path(job.source).name in str(data["content"])
                 checked += 1
@@ -112,7 +172,7 @@ def test_deliberate_invalid_line_is_reported_with_its_line_number(demo_run: Demo
 
 
 def test_summary_json_files_exist_and_match(demo_run: DemoRun) -> None:
-    """Each run leaves a summary JSON file whose success count is the manifest's valid items."""
+    """Each run leaves a summary JSON file whose success count is the manifest's valid (item, analysis) pairs."""
     for manifest in sample_manifests():
         out = demo_run.out_dir / f"{demo.output_name(manifest)}.results.jsonl"
         summary = json.loads(RunFiles.for_results(out).summary.read_text(encoding="utf-8"))
@@ -157,5 +217,5 @@ def test_keep_resumes_instead_of_running_again(tmp_path: Path) -> None:
     assert second.code == 0, second.stdout
     assert "not submitted again" in second.stdout
     for manifest in sample_manifests():
-        ids = [job.id for job in valid_jobs(manifest)]
-        assert Counter(str(line["id"]) for line in result_lines(tmp_path / "out", manifest)) == Counter(ids)
+        keys = [job.key for job in valid_jobs(manifest)]
+        assert Counter(line_key(line) for line in result_lines(tmp_path / "out", manifest)) == Counter(keys)
