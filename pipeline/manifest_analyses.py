@@ -223,7 +223,7 @@ def _check_after(specs: list[_Spec], run_wide: bool) -> None:
         if target is None:
             others = ", ".join(s.name for s in specs if s is not spec)
             raise ItemError(f"{spec.where(run_wide)}: after '{spec.after}' names no analysis of this item "
-                            f"(names: {others or 'none'})")
+                            f"({f'its other analyses: {others}' if others else 'it has no other analysis'})")
         if _CHUNKS_FROM.get(spec.cap.name) == target.cap.name and "chunks" in spec.fields:
             raise ItemError(f"{spec.where(run_wide)}: chunks come from '{target.name}' (the {target.cap.name} "
                             "it runs after): remove chunks")

@@ -91,7 +91,7 @@ def test_bad_manifest_exits_2(tmp_path: Path) -> None:
     """A manifest that does not exist, or of an unknown format, is exit 2 with a clear message."""
     missing = cli(["run", str(tmp_path / "nope.jsonl"), "--endpoint", "http://127.0.0.1:9"], env=ENV)
     assert missing.returncode == 2 and "nope.jsonl" in missing.stderr
-    odd = tmp_path / "m.txt"
+    odd = tmp_path / "m.tsv"
     odd.write_text("{}\n")
     wrong = cli(["validate", str(odd)])
     assert wrong.returncode == 2 and ".jsonl" in wrong.stderr

@@ -209,7 +209,7 @@ def test_after_chains_may_be_any_depth() -> None:
 def test_after_an_unknown_name_lists_the_names() -> None:
     got = reason(analyses({"name": "a", "capability": "video_snapshot"}, {"name": "b", "capability": "audio_asr"},
                           {**SUMMARY, "after": "seg"}))
-    assert got == "analyses[2] (summary): after 'seg' names no analysis of this item (names: a, b)"
+    assert got == "analyses[2] (summary): after 'seg' names no analysis of this item (its other analyses: a, b)"
 
 
 def test_after_cycles_are_refused() -> None:
