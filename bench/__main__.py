@@ -1,11 +1,12 @@
-"""`python -m bench [SCENARIO ...] [--quick] [--write] [--report-only]`: the benchmark suite.
+"""`python -m bench [SCENARIO ...] [--quick] [--write | --merge] [--report-only]`: the benchmark suite.
 
 With no scenario named, all run against the emulator, and BENCHMARKS.md (repo root) and
 bench/results.json are rewritten. Naming scenarios, or `--quick` (a tiny smoke variant of
 each), prints the table and writes nothing unless `--write` is given, so a partial run never
 replaces the full report by accident. `--report-only` measures nothing: it renders
 BENCHMARKS.md again from bench/results.json (after a change to the report or to a
-scenario's notes).
+scenario's notes). `--merge` measures the named scenarios and puts them beside the earlier
+figures of the others (a new scenario, or one whose code changed); the header says so.
 """
 
 from __future__ import annotations
@@ -102,6 +103,26 @@ def report_only(json_path: Path, markdown_path: Path) -> int:
     return 1 if any("error" in r.raw for r in results) else 0
 
 
+def merge(results: list[ScenarioResult], *, command: str, date: str, seconds: float) -> int:
+    """Put freshly measured scenarios into the committed report, keeping the others' figures
+    (and the machine they were measured on); the header names both runs."""
+    if not RESULTS.is_file():
+        print(f"error: {RESULTS} does not exist: run the whole suite first (make bench)", file=sys.stderr)
+        return 2
+    earlier, header = report.load(RESULTS)
+    fresh = {r.key: r for r in results}
+    merged = [fresh.pop(r.key, r) for r in earlier] + list(fresh.values())
+    for result in merged:
+        render_notes(result, header["machine"])
+    report.write(merged, markdown_path=MARKDOWN, json_path=RESULTS, machine=header["machine"],
+                 command=f"{header['command']}; then {command}",
+                 date=f"{header['date']}; {', '.join(r.key for r in results)} measured {date}",
+                 total_seconds=header["total_seconds"] + seconds, partial=header["partial"], how=header["how"])
+    print(f"[bench] merged {', '.join(r.key for r in results)} into BENCHMARKS.md and bench/results.json",
+          file=sys.stderr)
+    return 1 if any("error" in r.raw for r in results) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code (1 when a scenario failed to run)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").split("\n\n")[0])
@@ -112,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="write BENCHMARKS.md and bench/results.json even for a partial or quick run")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: render BENCHMARKS.md again from bench/results.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="measure the named scenarios and put them into bench/results.json and "
+                             "BENCHMARKS.md beside the others' earlier figures (the header says so)")
     args = parser.parse_args(argv)
     if args.report_only:
         if args.scenarios or args.quick or args.write:
@@ -128,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results = [run_one(key, args.quick, info) for key in keys]
     total = time.monotonic() - started
+    if args.merge:
+        if not args.scenarios or args.quick or args.write:
+            parser.error("--merge takes scenarios, and no --quick or --write")
+        return merge(results, command=command, date=date, seconds=total)
     if partial and not args.write:
         print(report.table(results))
         for result in results:

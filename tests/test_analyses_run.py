@@ -213,3 +213,45 @@ def test_kill_9_between_the_two_steps_resumes_at_the_second(tmp_path: Path) -> N
     # Summaries recorded as submitted were polled, not sent again: only a submit on the wire at
     # the kill (one per worker at most) can have been sent twice.
     assert counters["duplicate_submissions"] <= SUBMIT_WORKERS
+
+
+async def test_a_txt_manifest_with_run_wide_analyses(tmp_path: Path) -> None:
+    """`run photos.txt --analyses image_analyze,object_detection`: each line's source gets both
+    analyses; a second run with one more analysis runs only that one."""
+    from pipeline.results import RunFiles
+    from pipeline.runner import RunRequest, run
+
+    manifest = tmp_path / "photos.txt"
+    manifest.write_text("# holiday photos\nhttps://example.com/p/1.jpg\n\nhttps://example.com/p/2.png\n")
+    files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
+    async with start_emulator(emulator()) as emu:
+        first = await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY, config=config(emu),
+                                     analyses=("object_detection",)))
+        second = await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY, config=config(emu),
+                                      analyses=("object_detection", "image_analyze")))
+        counters = emu.counters()
+    assert first.exit_code == second.exit_code == ExitCode.OK, second.summary
+    lines = by_key(read_results(tmp_path / "results.jsonl"))
+    assert sorted(analysis for _, analysis in lines) == ["image_analyze", "image_analyze",
+                                                          "object_detection", "object_detection"]
+    assert len({item_id for item_id, _ in lines}) == 2  # the same derived id for a line's two analyses
+    assert counters["duplicate_submissions"] == 0
+    assert sum(counters["tasks_created"].values()) == 2  # the second run: the two OCR tasks only
+
+
+def test_export_by_item_after_a_run(tmp_path: Path) -> None:
+    """The CLI's export of a finished run: one object per item with every analysis under its name."""
+    manifest = write_manifest(tmp_path / "m.jsonl", [chained(0), chained(1)])
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE,
+                                         durations={"video-segmentation": (0.5, 1.0),
+                                                    "video-summarization": (0.5, 1.0)})) as emu:
+        env = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": str(SCALE)}
+        done = cli(["run", str(manifest), "--out", str(tmp_path / "r.jsonl"), "--endpoint", emu.url], env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    exported = cli(["export", "--by-item", "--state-dir", str(tmp_path / "r.jsonl.state")])
+    assert exported.returncode == 0, exported.stderr
+    items = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [item["id"] for item in items] == ["vid-000", "vid-001"]
+    for item in items:
+        assert item["status"] == "SUCCESS" and sorted(item["analyses"]) == ["seg", "summary"]
+        assert item["meta"] == {"n": int(item["id"][-1])}
