@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.capabilities import CAPABILITIES
 from pipeline.checkpoint import Checkpoint, Outcome
+from pipeline.job import job_key
 
 from .emulator_process import Emulator, fast_client, fast_emulator, fast_settings_raw, submissions
 from .figures import ScenarioResult
@@ -32,7 +33,8 @@ from .processes import rss_at, run_pipeline, thin
 TITLE = "Resume after 1,000,000 finished items"
 BATCH = 100_000  # items marked done per checkpoint transaction while building the state
 TARGET_FIRST_SUBMISSION_S = 10  # process start to the first new submission, at most
-LINE = ('{"id":"%(id)s","capability":"%(cap)s","service_id":"%(sid)s","status":"SUCCESS","task_id":%(task)s,'
+LINE = ('{"id":"%(id)s","analysis":"%(cap)s","capability":"%(cap)s","service_id":"%(sid)s","status":"SUCCESS",'
+        '"task_id":%(task)s,'
         '"data":{"note":"synthetic result of %(id)s"},"usage":{"units":1},"error":null,"attempts":1,"polls":%(polls)d,'
         '"submitted_at":"2025-01-01T00:00:00.000Z","finished_at":"2025-01-01T00:00:01.000Z","elapsed_s":1.0,'
         '"meta":null}\n')
@@ -58,8 +60,9 @@ def build_state(work: Path, done: int, left: int) -> tuple[Path, Path, Path]:
                     item = f"item-{i:07d}"
                     text.append(LINE % {"id": item, "cap": cap, "sid": sid, "task": task,
                                         "polls": 0 if cap == "object_detection" else 1})
-                    outcomes.append(Outcome(item, cap, sid, "SUCCESS", None if task == "null" else f"task-{i}",
-                                            None, {"units": 1}, 1.0, 1))
+                    task_id = None if task == "null" else f"task-{i}"
+                    outcomes.append(Outcome(job_key(item, cap), cap, sid, "SUCCESS", task_id, None, {"units": 1},
+                                            1.0, 1))
                 f.write("".join(text))
                 f.flush()
                 ckpt.mark_done(outcomes, sink_offset=f.tell())
