@@ -105,7 +105,7 @@ def format_status(report: dict[str, Any]) -> str:
         t = report["total"]
         parts.append(f"total: {t['succeeded']} succeeded, {t['failed']} failed, {t['rejected_lines']} rejected "
                      f"lines, {t['in_flight_total']} in flight"
-                     + (f", {t['queued']} not started of {t['items']} items" if t["items"] is not None else ""))
+                     + (f", {t['queued']} not started of {t['items']} analyses" if t["items"] is not None else ""))
         return "\n\n".join(parts)
     return _format_one(report)
 
@@ -123,7 +123,7 @@ def _format_one(s: dict[str, Any]) -> str:
     progress = (f"{s['succeeded']} succeeded, {s['failed']} failed, {s['rejected_lines']} rejected lines; "
                 f"in flight (task recorded, not finished): {s['in_flight_total']}")
     if s.get("items") is not None:
-        progress += f"; not started: {s['queued']} of {s['items']} items"
+        progress += f"; not started: {s['queued']} of {s['items']} (item, analysis) results"
     lines.append(progress)
     spend = s["spend"]
     cap = f" of cap {spend['cap']:g}" if spend.get("cap") is not None else ""

@@ -145,7 +145,7 @@ def test_status_during_and_after_a_run(tmp_path: Path) -> None:
     lines = read_results(tmp_path / "results.jsonl")
     assert f"{len(lines)} succeeded, 0 failed, 0 rejected lines" in after.stdout
     assert "outcome:   completed (exit 0)" in after.stdout
-    assert "not started: 0 of 40 items" in after.stdout
+    assert "not started: 0 of 40 (item, analysis) results" in after.stdout
     nothing = cli(["status", "--state-dir", str(tmp_path / "empty")])
     assert nothing.returncode == 2
 
