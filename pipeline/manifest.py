@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from .capabilities import MAX_BODY_BYTES
 from .errors import ManifestError
 from .idset import IdSet
-from .job import Job, job_key
+from .job import KEY_SEP, Job, job_key
 from .manifest_analyses import analysis_names, run_analyses, validate_record
 from .manifest_formats import RawRecord, Rejected, iter_csv, iter_jsonl, iter_txt
 from .manifest_item import ALLOWED_KEYS, derive_id, estimated_body_bytes, validate_item
@@ -34,7 +34,7 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv
            ".yaml": "yaml", ".yml": "yaml", ".txt": "txt"}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Skipped:
     """One analysis of an item the caller already finished (see `read_manifest`'s `skip`): not
     validated again. `analysis` defaults to the capability and `key` to ``job_key(id, analysis)``."""
@@ -47,9 +47,9 @@ class Skipped:
 
     def __post_init__(self) -> None:
         if self.analysis is None:
-            object.__setattr__(self, "analysis", self.capability)
+            self.analysis = self.capability
         if not self.key:
-            object.__setattr__(self, "key", job_key(self.id, self.analysis) if self.analysis else self.id)
+            self.key = job_key(self.id, self.analysis) if self.analysis else self.id
 
 
 def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None = None,
@@ -67,8 +67,7 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
     `analyses`, an unsupported extension or a manifest that does not exist; everything else is
     a `Rejected` in the stream.
 
-    `skip(key)` (a resume's "already done?", asked with `job_key(id, analysis)`; for an item
-    with a single `capability` also with its bare id, as state from before analyses has it) is
+    `skip(key)` (a resume's "already done?", asked with `job_key(id, analysis)`) is
     asked before validation: an item whose every analysis is done comes out as one `Skipped` per
     analysis, without the validation cost (file checks included), so resuming a huge manifest
     reaches the unfinished items fast; an item with some analyses left is validated and yields
@@ -141,17 +140,19 @@ def _validated(records: Iterable[RawRecord], base: Path, *, skip: Callable[[str]
 def _done(line: int, raw: Mapping[str, Any], skip: Callable[[str], bool],
           analyses: tuple[str, ...]) -> list[Skipped]:
     """One `Skipped` per analysis when `skip` says every analysis of the item is done, told
-    without validating it; otherwise (or when its analyses cannot be told cheaply) none."""
+    without validating it; otherwise (or when its analyses cannot be told cheaply) none.
+    (A resume asks this of every done item first: it is kept to a few lookups.)"""
     item_id = _quick_id(raw)
     names = analysis_names(raw, analyses) if item_id is not None else None
     if item_id is None or not names:
         return []
-    # State written before items had analyses knows a single-capability item by its bare id.
-    legacy = raw.get("analyses") is None and raw.get("capability") is not None
-    keys = [job_key(item_id, name) for name, _ in names]
-    if not all(skip(key) or (legacy and skip(item_id)) for key in keys):
-        return []
-    return [Skipped(line, item_id, cap, key=key, analysis=name) for (name, cap), key in zip(names, keys, strict=True)]
+    skipped = []
+    for name, cap in names:
+        key = item_id + KEY_SEP + name
+        if not skip(key):
+            return []
+        skipped.append(Skipped(line, item_id, cap, key, name))
+    return skipped
 
 
 def _quick_id(raw: Mapping[str, Any]) -> str | None:

@@ -93,3 +93,22 @@ def config_file(path: Path, **values: Any) -> Path:
 
     path.write_text(yaml.safe_dump(values))
     return path
+
+
+def checkpoint_counts(state_dir: Path) -> dict[str, dict[str, int]]:
+    """{capability: {"submitted": n, "SUCCESS": n, ...}} of a run's checkpoint, read-only; empty
+    while the run is still creating it (for tests that wait on a live run's progress)."""
+    from pipeline.checkpoint import Checkpoint
+
+    if not (state_dir / Checkpoint.DB_NAME).exists():
+        return {}
+    try:
+        state = Checkpoint.open(state_dir, read_only=True)
+    except Exception:  # the run is creating it right now
+        return {}
+    try:
+        return state.counts()
+    except Exception:
+        return {}
+    finally:
+        state.close()

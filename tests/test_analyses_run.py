@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import REPO, cli, cli_env, config_file, read_results, write_manifest
+from support import REPO, checkpoint_counts, cli, cli_env, config_file, read_results, write_manifest
 from test_engine import config, emulator, run_once
 
-from pipeline.checkpoint import Checkpoint
 from pipeline.emulator import EmulatorSettings, EmulatorThread, FaultSettings, start_emulator
 from pipeline.exit_codes import ExitCode
 
@@ -159,21 +158,6 @@ SUBMIT_WORKERS = 2
 SLOW_SUMMARY = {"video-segmentation": (0.5, 1.0), "video-summarization": (30.0, 40.0)}
 
 
-def _counts(state_dir: Path) -> dict[str, dict[str, int]]:
-    if not (state_dir / Checkpoint.DB_NAME).exists():
-        return {}
-    try:
-        state = Checkpoint.open(state_dir, read_only=True)
-    except Exception:  # the run is creating it right now
-        return {}
-    try:
-        return state.counts()
-    except Exception:
-        return {}
-    finally:
-        state.close()
-
-
 @pytest.mark.slow
 def test_kill_9_between_the_two_steps_resumes_at_the_second(tmp_path: Path) -> None:
     """kill -9 once every segmentation is done and summarizations are under way; the resume
@@ -192,7 +176,7 @@ def test_kill_9_between_the_two_steps_resumes_at_the_second(tmp_path: Path) -> N
         deadline = time.monotonic() + 60
         counts: dict[str, dict[str, int]] = {}
         while time.monotonic() < deadline and proc.poll() is None:
-            counts = _counts(tmp_path / "state")
+            counts = checkpoint_counts(tmp_path / "state")
             if counts.get("video_segmentation", {}).get("SUCCESS", 0) == n \
                     and counts.get("video_summarization", {}).get("submitted", 0) >= 1:
                 break

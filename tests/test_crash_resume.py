@@ -12,7 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import REPO, assert_exactly_once, cli, cli_env, config_file, items, jobs_of, read_results, write_manifest
+from support import (
+    REPO,
+    assert_exactly_once,
+    checkpoint_counts,
+    cli,
+    cli_env,
+    config_file,
+    items,
+    jobs_of,
+    read_results,
+    write_manifest,
+)
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.emulator import EmulatorSettings, EmulatorThread, FaultSettings
@@ -50,22 +61,11 @@ def _start(args: list[str], key: str = KEY) -> subprocess.Popen[str]:
 
 def _state_counts(state_dir: Path) -> dict[str, int]:
     """{"submitted": n, "SUCCESS": n, "FAILED": n, ...} over every capability (read-only)."""
-    if not (state_dir / Checkpoint.DB_NAME).exists():
-        return {}
-    try:
-        state = Checkpoint.open(state_dir, read_only=True)
-    except Exception:  # the run is creating it right now
-        return {}
-    try:
-        totals: dict[str, int] = {}
-        for counts in state.counts().values():
-            for key, n in counts.items():
-                totals[key] = totals.get(key, 0) + n
-        return totals
-    except Exception:
-        return {}
-    finally:
-        state.close()
+    totals: dict[str, int] = {}
+    for counts in checkpoint_counts(state_dir).values():
+        for key, n in counts.items():
+            totals[key] = totals.get(key, 0) + n
+    return totals
 
 
 def _wait_for(state_dir: Path, proc: subprocess.Popen[str], ready: Callable[[dict[str, int]], bool],

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.capabilities import CAPABILITIES
 from pipeline.errors import ManifestError
-from pipeline.job import Job
+from pipeline.job import Job, job_key
 from pipeline.manifest import Rejected, Skipped, derive_id, read_manifest
 
 DATA = Path(__file__).parent / "data" / "manifests"
@@ -363,7 +363,7 @@ def test_skip_yields_done_items_without_validating_them(tmp_path: Path) -> None:
     ]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    done = {"gone", derive_id(anonymous)}
+    done = {job_key("gone", "image_analyze"), job_key(derive_id(anonymous), "audio_asr")}
     out = list(read_manifest(manifest, skip=done.__contains__))
     assert [type(o).__name__ for o in out] == ["Skipped", "Skipped", "Job", "Rejected"]
     assert out[0] == Skipped(1, "gone", "image_analyze") and out[1].capability == "audio_asr"
