@@ -27,8 +27,26 @@ def split_key(key: str) -> tuple[str, str | None]:
     return (item_id, analysis) if sep else (key, None)
 
 
+class OfAnalysis:
+    """What a job and its result line share: one (item, analysis), named `key` in the checkpoint.
+    A frozen dataclass mixes it in; an empty `analysis` becomes the capability."""
+
+    id: str
+    capability: str
+    analysis: str
+
+    def __post_init__(self) -> None:
+        if not self.analysis:
+            object.__setattr__(self, "analysis", self.capability)
+
+    @property
+    def key(self) -> str:
+        """Its checkpoint key: (item id, analysis)."""
+        return job_key(self.id, self.analysis)
+
+
 @dataclass(frozen=True)
-class Job:
+class Job(OfAnalysis):
     """One analysis of one manifest item after validation: the unit of work.
 
     `analysis` names it within the item (default: the capability); `after` names the analysis
@@ -55,15 +73,6 @@ class Job:
     source_oss: str | None = None
     analysis: str = ""
     after: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.analysis:
-            object.__setattr__(self, "analysis", self.capability)
-
-    @property
-    def key(self) -> str:
-        """Its checkpoint key: (item id, analysis)."""
-        return job_key(self.id, self.analysis)
 
     @property
     def after_key(self) -> str | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StateError
-from .job import job_key
+from .job import OfAnalysis
 
 __all__ = ["ItemStatus", "ResultLine", "RunFiles", "iso"]
 
@@ -34,7 +34,7 @@ def iso(ts: float | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class ResultLine:
+class ResultLine(OfAnalysis):
     """One line of the results file: exactly one per (item, analysis), success or failure.
     `analysis` is the analysis name; an item without `analyses` has its capability's name."""
 
@@ -54,15 +54,6 @@ class ResultLine:
     meta: Any = None
     source_oss: str | None = None
     analysis: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.analysis:
-            object.__setattr__(self, "analysis", self.capability)
-
-    @property
-    def key(self) -> str:
-        """The checkpoint key of the (item, analysis) this line ends."""
-        return job_key(self.id, self.analysis)
 
     @classmethod
     def finished(cls, *, id: str, capability: str, service_id: str, status: ItemStatus,
