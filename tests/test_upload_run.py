@@ -214,3 +214,27 @@ def test_a_refused_oss_key_stops_like_a_refused_api_key(tmp_path: Path) -> None:
     finally:
         emu.terminate()
         emu.communicate(timeout=20)
+
+
+async def test_an_items_analyses_share_one_upload_and_chain_on_it(tmp_path: Path, oss_env: None) -> None:
+    """A 12 MB local video with three analyses (segmentation, a summary after it, keyframes) is
+    uploaded once; the summary is sent the segmentation's chunks for that very object."""
+    video = big_file(tmp_path / "lecture.mp4", 12 * MB)
+    manifest = write_manifest(tmp_path / "m.jsonl", [
+        {"id": "lecture", "path": str(video), "analyses": [
+            {"name": "seg", "capability": "video_segmentation", "output": "oss://out/seg/"},
+            {"name": "summary", "capability": "video_summarization", "after": "seg", "output": "oss://out/sum/"},
+            "video_snapshot"]}])
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss() as oss:
+        emu.state.objects = oss.store
+        cfg = Config(endpoint=emu.url, time_scale=20.0,
+                     upload=UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB))
+        result = await run(RunRequest(manifest=str(manifest), files=RunFiles(tmp_path / "r.jsonl", tmp_path / "s"),
+                                      api_key=KEY, config=cfg))
+        oss_counters, counters = dict(oss.state.counters), emu.counters()
+    assert result.exit_code == ExitCode.OK, result.summary
+    lines = {line["analysis"]: line for line in read_results(tmp_path / "r.jsonl")}
+    assert sorted(lines) == ["seg", "summary", "video_snapshot"]
+    assert len({line["source_oss"] for line in lines.values()}) == 1  # one object for the three
+    assert oss_counters.get("InitiateMultipartUpload", 0) + oss_counters.get("PutObject", 0) == 1, oss_counters
+    assert counters["chained_chunks_matched"] == 1
