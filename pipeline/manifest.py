@@ -128,7 +128,8 @@ def _validated(records: Iterable[RawRecord], base: Path, *, skip: Callable[[str]
         item_id = result.id if isinstance(result, Rejected) else result[0].id
         if item_id is not None and not seen.add(item_id) and not isinstance(result, Rejected):
             derived = isinstance(raw, Mapping) and raw.get("id") is None
-            hint = " (this item has no id and repeats an earlier item exactly)" if derived else ""
+            hint = (" (this item has no id and repeats an earlier item's fields, analyses aside: put all its "
+                    "analyses on one line, or give each an id)") if derived else ""
             result = Rejected(line, f"duplicate id '{item_id}': ids must be unique within a "
                                     f"manifest{hint}", item_id)
         if isinstance(result, Rejected):

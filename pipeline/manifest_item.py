@@ -98,8 +98,10 @@ def validate_item(raw: object, line: int, *, base_dir: Path | None = None,
 
 
 def derive_id(item: Mapping[str, Any]) -> str:
-    """A stable id from the item's content: the same item (minus `id`) always gets the same one."""
-    content = {k: v for k, v in item.items() if k != "id" and v is not None}
+    """A stable id from the item's content: the same item (minus `id`) always gets the same one.
+    `analyses` is left out: they are what is done with the item, not what it is, so adding an
+    analysis to an item without an id later runs just that analysis."""
+    content = {k: v for k, v in item.items() if k not in ("id", "analyses") and v is not None}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return "item-" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 

@@ -81,9 +81,13 @@ def test_an_item_without_analyses_is_one_job_named_after_its_capability() -> Non
 
 
 def test_derived_id_is_the_items_and_shared_by_its_analyses() -> None:
-    """Without an id, every analysis gets the one id derived from the whole item."""
+    """Without an id, every analysis gets the one id derived from the item, its analyses aside:
+    adding an analysis later keeps the id, so the analyses already done stay done."""
     raw = {"url": IMG, "analyses": ["ocr", "object_detection"]}
     assert {j.id for j in jobs(raw)} == {derive_id(raw)}
+    more = {"url": IMG, "analyses": ["ocr", "object_detection", {"name": "vlm", "capability": "ocr"}]}
+    assert {j.id for j in jobs(more)} == {derive_id(raw)}
+    assert derive_id({**raw, "meta": {"k": 1}}) != derive_id(raw)
 
 
 # --------------------------------------------------------------------------- names
