@@ -60,7 +60,7 @@ def markdown(results: Sequence[ScenarioResult], *, machine: dict[str, Any], comm
         f"- **Command:** `{command}`" + (" (a subset or quick run: not the full suite)" if partial else
                                           " — what `make bench` runs, with the project venv's Python"),
         f"- **Date:** {date}",
-        f"- **Suite time:** {total_seconds:.0f} s",
+        f"- **Suite time:** {round(total_seconds, 1):.0f} s",
         f"- **Machine:** {machine['cores']} cores, {machine['ram_gb']} GB RAM, {machine['cpu_model']}; "
         f"Python {machine['python']}; {machine['os']}",
         "",
@@ -84,7 +84,7 @@ def markdown(results: Sequence[ScenarioResult], *, machine: dict[str, Any], comm
     for n, r in enumerate(results, 1):
         out.append(f"### {n}. {r.title}")
         out.append("")
-        out.append(f"Took {r.seconds:.0f} s.")
+        out.append(f"Took {round(r.seconds, 1):.0f} s.")  # as results.json keeps it, so a re-render matches
         out.append("")
         for note in r.notes:
             out.append(f"- {note}")

@@ -93,3 +93,17 @@ def test_failed_scenario_is_listed_without_notes() -> None:
     bench_main.render_notes(failed, {})
     assert failed.notes == []
     assert "**ERROR**" in report.table([failed])
+
+
+def test_a_fresh_report_and_its_re_render_agree_on_rounded_seconds(results_data: dict[str, Any],
+                                                                      tmp_path: Path) -> None:
+    """The markdown written right after a run shows seconds as results.json keeps them (to 0.1 s),
+    so `--report-only` gives the same text: 46.52 s is stored as 46.5 and shown as 46 both times."""
+    result = ScenarioResult("sync_ceiling", "t", raw={"error": "not run"}, seconds=46.52)
+    json_path, fresh, again = tmp_path / "results.json", tmp_path / "fresh.md", tmp_path / "again.md"
+    report.write([result], markdown_path=fresh, json_path=json_path, machine=results_data["machine"], command="c",
+                 date="d",
+                 total_seconds=100.46, partial=True)
+    bench_main.report_only(json_path, again)
+    assert "Took 46 s." in fresh.read_text()
+    assert fresh.read_text() == again.read_text()
