@@ -20,81 +20,13 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checkpoint_schema import KEY_FORMAT, SCHEMA, Outcome, PendingTask, upgrade
 from .errors import StateError
 
-#: How the `jobs` rows are keyed: "2" is (item id, analysis); before it, the item id alone.
-KEY_FORMAT = "2"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    id           TEXT PRIMARY KEY,
-    capability   TEXT NOT NULL,
-    service_id   TEXT NOT NULL,
-    state        TEXT NOT NULL CHECK (state IN ('submitted', 'done', 'retry')),
-    task_id      TEXT,
-    submitted_at REAL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    resubmits    INTEGER NOT NULL DEFAULT 0,
-    status       TEXT,
-    error_code   TEXT,
-    usage        TEXT,
-    elapsed      REAL,
-    finished_at  REAL,
-    line_at      INTEGER  -- where its line starts in the results file, once done
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
--- Local files uploaded to OSS, per item: a resume never hashes or uploads them again.
-CREATE TABLE IF NOT EXISTS uploads (
-    id     TEXT PRIMARY KEY,
-    bucket TEXT NOT NULL,
-    key    TEXT NOT NULL,
-    size   INTEGER NOT NULL,
-    sha256 TEXT NOT NULL
-);
--- The spend ledger: a pessimistic reservation made before each submission, replaced by the
--- settled cost when the item's line is written (in the same transaction).
-CREATE TABLE IF NOT EXISTS spend (
-    id       TEXT PRIMARY KEY,
-    reserved REAL NOT NULL DEFAULT 0,
-    settled  REAL NOT NULL DEFAULT 0
-);
-"""
-
-
-@dataclass(frozen=True)
-class PendingTask:
-    """A job the store knows about but has not finished: what resume needs to carry it on."""
-
-    id: str
-    state: str
-    task_id: str | None
-    submitted_at: float | None
-    attempts: int
-    resubmits: int
-    error_code: str | None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the store keeps of a finished (item, analysis); `id` is its key. The result line
-    itself lives in the file, at byte `line_at`."""
-
-    id: str
-    capability: str
-    service_id: str
-    status: str
-    task_id: str | None
-    error_code: str | None
-    usage: dict[str, Any] | None
-    elapsed: float | None
-    attempts: int = 0
-    line_at: int | None = None
-
+__all__ = ["KEY_FORMAT", "Checkpoint", "Outcome", "PendingTask"]
 
 class Checkpoint:
     """The state store of one run. Open with `Checkpoint.open(state_dir)`; `close()` is safe twice."""
@@ -140,28 +72,8 @@ class Checkpoint:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.executescript(SCHEMA)
         conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
-        ckpt = cls(conn, path)
-        ckpt._upgrade()
-        return ckpt
-
-    def _upgrade(self) -> None:
-        """Bring a state dir from before analyses to today's keys: an item's rows were keyed
-        by its id alone; they become (id, capability), the analysis such an item has. Its
-        lines' offsets are filled in by `resume.prepare` (`needs_line_index`)."""
-        if self.get_meta("key_format") == KEY_FORMAT:
-            return
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
-        with self._transaction():
-            if "line_at" not in columns:
-                self._conn.execute("ALTER TABLE jobs ADD COLUMN line_at INTEGER")
-            if self._conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchone():
-                # Reservations first, while the jobs rows still hold the old keys.
-                self._conn.execute(
-                    "UPDATE spend SET id = id || char(31) || (SELECT capability FROM jobs WHERE jobs.id = spend.id) "
-                    "WHERE instr(id, char(31)) = 0 AND EXISTS (SELECT 1 FROM jobs WHERE jobs.id = spend.id)")
-                self._conn.execute("UPDATE jobs SET id = id || char(31) || capability WHERE instr(id, char(31)) = 0")
-                self.set_meta("needs_line_index", "1")
-            self.set_meta("key_format", KEY_FORMAT)
+        upgrade(conn)
+        return cls(conn, path)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -271,11 +183,6 @@ class Checkpoint:
             self.set_meta("sink_offset", str(sink_offset))
 
     # ---- where each line is in the results file ------------------------------------------
-    def line_at(self, key: str) -> int | None:
-        """Where the line of a done key starts in the results file (None: not done, or unknown)."""
-        row = self._conn.execute("SELECT line_at FROM jobs WHERE id = ? AND state = 'done'", (key,)).fetchone()
-        return int(row[0]) if row and row[0] is not None else None
-
     def done_line(self, key: str) -> tuple[bool, int | None]:
         """(whether `key` is done, where its line starts when known)."""
         row = self._conn.execute("SELECT state, line_at FROM jobs WHERE id = ?", (key,)).fetchone()
