@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from .capabilities import MAX_BODY_BYTES
 from .errors import ManifestError
 from .idset import IdSet
-from .job import KEY_SEP, Job, job_key
+from .job import Job, job_key
 from .manifest_analyses import analysis_names, run_analyses, validate_record
 from .manifest_formats import RawRecord, Rejected, iter_csv, iter_jsonl, iter_txt
 from .manifest_item import ALLOWED_KEYS, derive_id, estimated_body_bytes, validate_item
@@ -149,7 +149,7 @@ def _done(line: int, raw: Mapping[str, Any], skip: Callable[[str], bool],
         return []
     skipped = []
     for name, cap in names:
-        key = item_id + KEY_SEP + name
+        key = job_key(item_id, name)
         if not skip(key):
             return []
         skipped.append(Skipped(line, item_id, cap, key, name))

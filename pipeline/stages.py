@@ -207,8 +207,9 @@ class Submitter:
 
     async def finish(self, job: Job, status: ItemStatus, *, response: ApiResponse | None = None,
                      error: ServiceError | None = None, task_id: str | None = None, attempts: int = 1,
-                     polls: int = 0, submitted_at: float | None = None) -> None:
-        """Hand the item's one line to the sink and free its in-flight slot."""
+                     polls: int = 0, submitted_at: float | None = None, holds_slot: bool = True) -> None:
+        """Hand the item's one line to the sink and free its in-flight slot (`holds_slot`
+        False: it never took one, e.g. a chained analysis written FAILED without a submission)."""
         cap = CAPABILITIES[job.capability]
         line = ResultLine.finished(
             id=job.id, capability=job.capability, service_id=job.service_id, status=status, task_id=task_id,
@@ -221,7 +222,8 @@ class Submitter:
         # Shielded: a line the service was paid for must reach the sink even while the run stops.
         with anyio.CancelScope(shield=True):
             await self._lines.send(line)
-        self._control.release_slot(job.capability)
+        if holds_slot:
+            self._control.release_slot(job.capability)
 
 
     def _source_oss(self, job: Job) -> str | None:
@@ -249,8 +251,12 @@ class Reader:
         self._submitter = submitter
         self._rejects = rejects
         self.rejected = 0
-        self.items = 0  # valid (item, analysis) units seen, done ones included
         self.complete = False  # read to the end (not stopped part-way)
+
+    @property
+    def items(self) -> int:
+        """Valid (item, analysis) units seen this session, done ones included."""
+        return self._control.stats.units_read
 
     async def run(self, jobs: dict[str, MemoryObjectSendStream[Job]],
                   handles: dict[str, MemoryObjectSendStream[TaskHandle]]) -> None:
@@ -280,8 +286,7 @@ class Reader:
             self._control.stats.caps[step.capability].queued += 1
             await put(jobs[step.capability], step)
             return
-        await self._control.acquire_slot(child.capability)
-        await self._submitter.finish(child, ItemStatus.FAILED, error=step, attempts=0)
+        await self._submitter.finish(child, ItemStatus.FAILED, error=step, attempts=0, holds_slot=False)
 
     async def _read(self, jobs: dict[str, MemoryObjectSendStream[Job]],
                     handles: dict[str, MemoryObjectSendStream[TaskHandle]]) -> None:
@@ -301,7 +306,6 @@ class Reader:
                 last_line = item.line
                 stats.records_read += 1
             if not isinstance(item, Rejected):
-                self.items += 1
                 stats.units_read += 1
             if isinstance(item, Skipped):  # done in an earlier session
                 if item.capability is not None:
@@ -310,10 +314,11 @@ class Reader:
             if isinstance(item, Rejected):
                 self._reject(item)
                 continue
-            if item.key in state.done:  # one analysis of an item whose others are not all done
+            key = item.key
+            if key in state.done:  # one analysis of an item whose others are not all done
                 stats.caps[item.capability].skipped += 1
                 continue
-            known = state.pending.pop(item.key, None)
+            known = state.pending.pop(key, None)
             if known is not None and route_resumed(known) is ResumeRoute.POLL:
                 assert known.task_id is not None
                 await self._control.acquire_slot(item.capability)
