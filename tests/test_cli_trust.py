@@ -56,14 +56,28 @@ def wait_for_lock_and_tasks(state: Path, proc: subprocess.Popen[str]) -> dict[st
     raise AssertionError("the run never showed tasks in flight")
 
 
+def wait_for_counter(emu: EmulatorThread, name: str, value: int, proc: subprocess.Popen[str]) -> None:
+    """Poll the emulator's counters until `name` reaches `value` (while the run is alive)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if emu.counters()[name] >= value:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{name} never reached {value}: {emu.counters()[name]}")
+
+
 def test_a_second_run_on_a_live_state_dir_exits_7_and_touches_nothing(tmp_path: Path) -> None:
     """While one run holds the state dir, a second exits 7 at once naming the holder's pid and
     writes nothing; status works meanwhile and marks the run live."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(20, ["video_snapshot"]))
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=9, time_scale=SCALE, durations=SLOW)) as emu:
+    # Tasks that stay PENDING for the whole test: once all 20 are created, the first run has
+    # nothing left to submit, so any task created from then on would be the second run's.
+    pending = {cap: (3000.0, 3000.0) for cap in SLOW}
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=9, time_scale=SCALE, durations=pending)) as emu:
         args = run_args(tmp_path, manifest, emu.url)
         first = start(args)
         try:
+            wait_for_counter(emu, "tasks_created_total", 20, first)
             report = wait_for_lock_and_tasks(tmp_path / "results.jsonl.state", first)
             assert report["outcome"] == "running"
             files_before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
