@@ -99,13 +99,18 @@ class Checkpoint:
         self.set_meta("manifests", "\n".join([*self.manifests(), key]))
         self.set_meta("manifest", key)
 
-    def save_manifest_counts(self, key: str, *, rejected: int, items: int | None) -> None:
+    def save_manifest_counts(self, key: str, *, rejected: int, items: int | None,
+                             shared: int | None = None) -> None:
         """A manifest's rejected lines and items, as a session that read it saw them. `items`
-        None: the session stopped part-way, so its rejects are a lower bound."""
+        None: the session stopped part-way, so its rejects are a lower bound. `shared`: of its
+        items, those an earlier manifest of the run already holds (given by the session that
+        joined it with `--append`, the only one that can tell them apart)."""
         if items is None:
             rejected = max(rejected, int(self.get_meta(f"rejected:{key}") or 0))
         else:
             self.set_meta(f"items:{key}", str(items))
+        if shared is not None:
+            self.set_meta(f"shared:{key}", str(max(shared, int(self.get_meta(f"shared:{key}") or 0))))
         self.set_meta(f"rejected:{key}", str(rejected))
 
     def rejected_lines(self) -> int:
@@ -113,9 +118,14 @@ class Checkpoint:
         return sum(int(self.get_meta(f"rejected:{m}") or 0) for m in self.manifests())
 
     def item_count(self) -> int | None:
-        """Valid items over every manifest of the run; None until each was read to its end."""
-        counts = [self.get_meta(f"items:{m}") for m in self.manifests()]
-        return sum(int(n) for n in counts if n) if counts and all(counts) else None
+        """Distinct valid (item, analysis) units over every manifest of the run (a unit repeated
+        by an appended manifest counts once); None until each was read to its end."""
+        manifests = self.manifests()
+        counts = [self.get_meta(f"items:{m}") for m in manifests]
+        if not counts or not all(counts):
+            return None
+        shared = sum(int(self.get_meta(f"shared:{m}") or 0) for m in manifests)
+        return max(sum(int(n) for n in counts if n) - shared, 0)
 
     def last_stop(self) -> dict[str, Any] | None:
         """How the last session stopped (`outcome.Stop.to_record()`), or None (it finished)."""
@@ -275,6 +285,15 @@ class Checkpoint:
                 "UPDATE jobs SET state = 'retry', task_id = CASE WHEN error_code = 'PollTimeout' "
                 f"THEN task_id ELSE NULL END WHERE {where}", skip)
         return ids
+
+    def iter_keys(self, state: str, status: str | None = None) -> Iterator[str]:
+        """The keys in `state` (and, for done ones, of `status`), streamed: `status` over several
+        state dirs counts each (item, analysis) once from these."""
+        if status is None:
+            yield from (r[0] for r in self._conn.execute("SELECT id FROM jobs WHERE state = ?", (state,)))
+        else:
+            yield from (r[0] for r in self._conn.execute(
+                "SELECT id FROM jobs WHERE state = ? AND status = ?", (state, status)))
 
     def ids_in_state(self, state: str) -> set[str]:
         return {r[0] for r in self._conn.execute("SELECT id FROM jobs WHERE state = ?", (state,))}

@@ -14,7 +14,7 @@ from typing import Any
 
 from .exit_codes import ExitCode
 
-__all__ = ["RunOutcome", "Stop", "StopReason", "decide", "is_run_fault"]
+__all__ = ["UNFINISHED", "RunOutcome", "Stop", "StopReason", "decide", "is_run_fault"]
 
 
 class StopReason(str, Enum):
@@ -71,6 +71,12 @@ class Stop:
             return cls(StopReason(record["reason"]), str(record["detail"])) if record else None
         except (ValueError, KeyError, TypeError):
             return None
+
+
+#: What the checkpoint says while a session runs, until it records how it ended: a session that
+#: never got that far (kill -9, a full disk, a crash) is a stop a resume carries on from.
+UNFINISHED = Stop(StopReason.INTERRUPTED, "the last session did not finish (killed, or stopped by an "
+                  "error such as a full disk); run the same command again to resume")
 
 
 class RunOutcome(str, Enum):

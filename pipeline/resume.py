@@ -70,8 +70,10 @@ def check_paths(manifest: str, out: Path) -> None:
 
 
 def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, state_dir: Path,
-                   shard: str | None = None) -> None:
-    """Bind a new state dir to its results file, manifest and shard, or check a resumed one."""
+                   shard: str | None = None) -> bool:
+    """Bind a new state dir to its results file, manifest and shard, or check a resumed one.
+    Returns whether the manifest joined the run now (`--append`): this session alone can tell
+    which of its items an earlier manifest holds too."""
     out_key = str(out.resolve())
     recorded_out = ckpt.get_meta("out")
     recorded_shard = ckpt.get_meta("shard")
@@ -89,7 +91,7 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
         ckpt.set_meta("created_at", str(time.time()))
         if shard:
             ckpt.set_meta("shard", shard)
-        return
+        return False
     if recorded_out != out_key:
         raise UsageError(
             f"state dir {state_dir} belongs to a run writing {recorded_out}, not {out_key}: "
@@ -97,7 +99,7 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
     key = manifest_key(manifest)
     known = ckpt.manifests()
     if key in known:
-        return
+        return False
     if not append:
         raise UsageError(
             f"state dir {state_dir} holds a run of {known[-1]}, not {key}: run that manifest again to resume; "
@@ -105,6 +107,7 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
             "or give a new --out for a separate run")
     ckpt.add_manifest(key)
     log.info("--append: %s joins the run (ids already done are skipped)", key)
+    return True
 
 
 def prepare(ckpt: Checkpoint, *, out: Path, retry_failed: bool) -> ResumeState:

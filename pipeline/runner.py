@@ -42,7 +42,7 @@ from .exit_codes import ExitCode
 from .job import Job, split_key
 from .limiter import build_pacers, check_limiter
 from .limits import Lane, PacerBackend, PermitLike
-from .outcome import RunOutcome, Stop, StopReason, decide, is_run_fault
+from .outcome import UNFINISHED, RunOutcome, Stop, StopReason, decide, is_run_fault
 from .poller import Poller, TaskHandle
 from .report import RunStats, stats_from_checkpoint, summarize, with_live_counters
 from .results import ResultLine, RunFiles
@@ -140,9 +140,12 @@ class Run:
     # ---- the run -----------------------------------------------------------------------
     async def _execute(self, ckpt: Checkpoint) -> RunResult:
         files = self.req.files
-        check_identity(ckpt, out=files.results, manifest=self.req.manifest, append=self.req.append,
-                       state_dir=files.state_dir, shard=str(self.req.shard) if self.req.shard else None)
+        self._joined = check_identity(ckpt, out=files.results, manifest=self.req.manifest, append=self.req.append,
+                                      state_dir=files.state_dir, shard=str(self.req.shard) if self.req.shard else None)
         state = prepare(ckpt, out=files.results, retry_failed=self.req.retry_failed)
+        # Until this session records how it ended, the run counts as unfinished: after a kill -9
+        # or a full disk, `status` says what a resume needs (exit 3), not "completed".
+        ckpt.set_last_stop(UNFINISHED.to_record())
         files.results.parent.mkdir(parents=True, exist_ok=True)
         cfg = self.cfg
         self._ckpt = ckpt
@@ -336,7 +339,8 @@ class Run:
         """What `status` and later sessions need to know of this manifest: its rejected lines
         (they count in the whole run's outcome) and its number of items."""
         self._ckpt.save_manifest_counts(manifest_key(self.req.manifest), rejected=reader.rejected,
-                                        items=reader.items if reader.complete else None)
+                                        items=reader.items if reader.complete else None,
+                                        shared=reader.known if self._joined else None)
 
     # ---- result ------------------------------------------------------------------------
     def _result(self) -> RunResult:

@@ -252,6 +252,9 @@ class Reader:
         self._rejects = rejects
         self.rejected = 0
         self.complete = False  # read to the end (not stopped part-way)
+        #: Units of this manifest the checkpoint knew at the start (done, or a task recorded):
+        #: after `--append`, the ones an earlier manifest of the run holds too.
+        self.known = 0
 
     @property
     def items(self) -> int:
@@ -308,6 +311,7 @@ class Reader:
             if not isinstance(item, Rejected):
                 stats.units_read += 1
             if isinstance(item, Skipped):  # done in an earlier session
+                self.known += 1
                 if item.capability is not None:
                     stats.caps[item.capability].skipped += 1
                 continue
@@ -316,9 +320,11 @@ class Reader:
                 continue
             key = item.key
             if key in state.done:  # one analysis of an item whose others are not all done
+                self.known += 1
                 stats.caps[item.capability].skipped += 1
                 continue
             known = state.pending.pop(key, None)
+            self.known += known is not None
             if known is not None and route_resumed(known) is ResumeRoute.POLL:
                 assert known.task_id is not None
                 await self._control.acquire_slot(item.capability)

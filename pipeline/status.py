@@ -15,7 +15,8 @@ from .checkpoint import Checkpoint
 from .config import Config
 from .errors import StateError, UsageError
 from .exit_codes import ExitCode
-from .outcome import Stop, decide
+from .idset import IdSet
+from .outcome import UNFINISHED, Stop, decide
 from .report import stats_from_checkpoint, summarize
 from .spend import spend_report
 from .statelock import describe, live_holder
@@ -25,20 +26,53 @@ __all__ = ["format_status", "status"]
 
 def status(state_dirs: list[Path], config: Config, api_key: str | None = None) -> tuple[ExitCode, dict[str, Any]]:
     """One report per state dir (a shard each, say) and, for several, the totals. With a shared
-    (Redis) limiter configured, also the processes that share the account's budget now."""
+    (Redis) limiter configured, also the processes that share the account's budget now.
+
+    The exit code is the run's (what `run` exited with, or what a resume needs: 3 for a run that
+    did not finish; 7 while a run is live); for several state dirs, the highest of theirs."""
     runs = [_one(state_dir, config) for state_dir in state_dirs]
     sharing = _sharing(config, api_key)
     if sharing is not None:
         for run in runs:
             run["sharing_budget"] = sharing
+    code = max(ExitCode(run["status_exit_code"]) for run in runs)
     if len(runs) == 1:
-        return ExitCode.OK, runs[0]
-    keys = ("succeeded", "failed", "rejected_lines", "in_flight_total", "queued", "items", "estimated_cost")
+        return code, runs[0]
+    keys = ("rejected_lines", "estimated_cost")
     total: dict[str, Any] = {}
     for key in keys:
         values = [run.get(key) for run in runs]
         total[key] = None if any(v is None for v in values) else round(sum(values), 6)  # type: ignore[arg-type]
-    return ExitCode.OK, {"runs": runs, "total": total}
+    total.update(_distinct(state_dirs, runs))
+    total["exit_code"] = int(code)
+    return code, {"runs": runs, "total": total}
+
+
+def _distinct(state_dirs: list[Path], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over several state dirs that count each (item, analysis) once, however many of
+    them hold it (the same dir given twice; dirs of different shardings of one `--out` made by
+    an older version): succeeded if any holds it succeeded, else failed if any holds it failed,
+    else in flight if any has a task for it. Streams the keys into compact sets."""
+    succeeded, failed, in_flight = IdSet(), IdSet(), IdSet()
+    rows = 0
+    for state, status_, into in (("done", "SUCCESS", succeeded), ("done", "FAILED", failed),
+                                 ("submitted", None, in_flight)):
+        for state_dir in state_dirs:
+            ckpt = Checkpoint.open(state_dir, read_only=True)
+            try:
+                for key in ckpt.iter_keys(state, status_):
+                    rows += 1
+                    if not any(key in seen for seen in (succeeded, failed, in_flight)):
+                        into.add(key)
+            finally:
+                ckpt.close()
+    started = len(succeeded) + len(failed) + len(in_flight)
+    duplicates = rows - started
+    items = [run.get("items") for run in runs]
+    total_items = None if any(n is None for n in items) else max(sum(items) - duplicates, 0)  # type: ignore[arg-type]
+    return {"succeeded": len(succeeded), "failed": len(failed), "in_flight_total": len(in_flight),
+            "items": total_items, "duplicates": duplicates,
+            "queued": None if total_items is None else max(total_items - started, 0)}
 
 
 def _one(state_dir: Path, config: Config) -> dict[str, Any]:
@@ -68,18 +102,23 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
     retry = {cap: c.get("retry", 0) for cap, c in counts.items() if c.get("retry")}
     holder = live_holder(state_dir)
     failed = sum(c.failed for c in caps.values())
+    succeeded = sum(c.succeeded for c in caps.values())
+    in_flight_total = sum(in_flight.values())
+    queued = max(total_items - succeeded - failed - in_flight_total, 0) if total_items is not None else None
+    if stop is None and (in_flight_total or retry or queued):
+        # No stop recorded, yet work is left: a session of a version that did not mark itself
+        # unfinished died part-way. A resume is what it needs, as for any other interruption.
+        stop = UNFINISHED
     outcome, code = decide(stop, failed=failed, rejected=rejected)
     summary = summarize(caps, prices=config.prices, elapsed=None, rejected=rejected,
                         outcome="running" if holder else outcome.value)
-    done = summary["succeeded"] + summary["failed"]
-    in_flight_total = sum(in_flight.values())
     summary.update(
         state_dir=str(state_dir), manifest=manifests[-1] if manifests else None, manifests=manifests,
         results=out, live_run=holder, exit_code=None if holder else int(code),
         reason=str(stop) if stop and not holder else None, in_flight=in_flight, in_flight_total=in_flight_total,
-        waiting_for_retry=retry, items=total_items,
-        queued=max(total_items - done - in_flight_total, 0) if total_items is not None else None,
-        spend=spend_report(settled, reserved, config))
+        waiting_for_retry=retry, items=total_items, queued=queued,
+        spend=spend_report(settled, reserved, config),
+        status_exit_code=int(ExitCode.LOCKED if holder else code))
     return summary
 
 
@@ -105,7 +144,11 @@ def format_status(report: dict[str, Any]) -> str:
         t = report["total"]
         parts.append(f"total: {t['succeeded']} succeeded, {t['failed']} failed, {t['rejected_lines']} rejected "
                      f"lines, {t['in_flight_total']} in flight"
-                     + (f", {t['queued']} not started of {t['items']} analyses" if t["items"] is not None else ""))
+                     + (f", {t['queued']} not started of {t['items']} (item, analysis) results"
+                        if t["items"] is not None else "")
+                     + (f"; {t['duplicates']} held by more than one state dir, counted once"
+                        if t["duplicates"] else "")
+                     + f" (status exit {t['exit_code']})")
         return "\n\n".join(parts)
     return _format_one(report)
 
@@ -117,6 +160,8 @@ def _format_one(s: dict[str, Any]) -> str:
     if s.get("sharing_budget") is not None:
         lines.append(f"sharing the account's budget now: {len(s['sharing_budget'])} processes ("
                      + ", ".join(f"{p.get('host')}:{p.get('pid')}" for p in s["sharing_budget"]) + ")")
+    if s.get("live_run"):
+        lines.append(f"outcome:   {s['outcome']} (not finished yet; status exits {int(ExitCode.LOCKED)} while it is)")
     else:
         reason = f": {s['reason']}" if s.get("reason") else ""
         lines.append(f"outcome:   {s['outcome']} (exit {s['exit_code']}){reason}")

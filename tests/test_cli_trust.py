@@ -48,7 +48,7 @@ def wait_for_lock_and_tasks(state: Path, proc: subprocess.Popen[str]) -> dict[st
     while time.monotonic() < deadline and proc.poll() is None:
         if (state / "checkpoint.sqlite3").exists():
             probe = cli(["status", "--state-dir", str(state), "--json"])
-            if probe.returncode == 0:
+            if probe.returncode == 7:  # status of a live run exits 7, like a run started on it
                 report = json.loads(probe.stdout)
                 if report["live_run"] and report["in_flight_total"] > 0:
                     return report

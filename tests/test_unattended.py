@@ -127,7 +127,7 @@ def test_kill_9_during_a_capped_run_never_passes_the_cap(tmp_path: Path) -> None
         while time.monotonic() < deadline and proc.poll() is None:
             probe = cli(["status", "--state-dir", str(state), "--json"]) if (state / "checkpoint.sqlite3").exists() \
                 else None
-            if probe is not None and probe.returncode == 0 and json.loads(probe.stdout)["in_flight_total"] >= 3:
+            if probe is not None and probe.returncode == 7 and json.loads(probe.stdout)["in_flight_total"] >= 3:
                 break
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)

@@ -1,0 +1,111 @@
+"""`status` tells what a resume will do: a run that did not finish is not "completed", a live run
+is "running", the command exits with the run's code, and counts are per distinct (item, analysis)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import REPO, checkpoint_counts, cli, cli_env, config_file, items, write_manifest
+
+from pipeline.emulator import EmulatorSettings, EmulatorThread
+
+KEY = "status-test-key-41c2"
+SCALE = 10.0
+ENV = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": str(SCALE)}
+CAPS = ("image-analyze", "video-segmentation", "video-snapshot", "video-summarization", "audio-asr")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def emu() -> EmulatorThread:
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE,
+                                         durations={c: (0.5, 1.0) for c in CAPS})) as running:
+        yield running
+
+
+def run_args(tmp: Path, manifest: Path, url: str, *extra: str) -> list[str]:
+    cfg = config_file(tmp / "cfg.yaml", qps_headroom=0.9, polling={"first_delay": 1.0, "max_delay": 5.0})
+    return ["run", str(manifest), "--out", str(tmp / "results.jsonl"), "--endpoint", url,
+            "--config", str(cfg), "--progress", "off", *extra]
+
+
+def status(*state_dirs: Path) -> tuple[int, dict[str, object]]:
+    args = ["status", "--json"]
+    for state_dir in state_dirs:
+        args += ["--state-dir", str(state_dir)]
+    done = cli(args)
+    return done.returncode, (json.loads(done.stdout) if done.stdout.strip() else {})
+
+
+def test_status_of_a_live_run_then_after_kill_9(tmp_path: Path) -> None:
+    """A live run is "running" (exit 7, no "exit None"); after kill -9 with tasks in flight it is
+    "stopped" with exit 3 (what a resume needs), never "completed (exit 0)"."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(10, ["video_snapshot"]))
+    state = tmp_path / "results.jsonl.state"
+    pending = {c: (3000.0, 3000.0) for c in CAPS}  # tasks stay in flight for the whole test
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=pending)) as emu:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *run_args(tmp_path, manifest, emu.url)],
+                                cwd=REPO, env=cli_env(ENV), text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if checkpoint_counts(state).get("video_snapshot", {}).get("submitted", 0) >= 10:
+                    break
+                time.sleep(0.05)
+            live = cli(["status", "--state-dir", str(state)])
+            live_json = cli(["status", "--state-dir", str(state), "--json"])
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert live.returncode == 7, live.stdout + live.stderr
+    assert "outcome:   running" in live.stdout and "exit None" not in live.stdout
+    assert json.loads(live_json.stdout)["outcome"] == "running"
+    text = cli(["status", "--state-dir", str(state)])
+    code, report = status(state)
+    assert code == 3 and text.returncode == 3, text.stdout
+    assert report["outcome"] == "stopped" and report["exit_code"] == 3
+    assert report["in_flight_total"] == 10
+    assert "completed" not in text.stdout and "resume" in text.stdout
+
+
+def test_status_exits_with_the_runs_code_and_2_for_no_state(tmp_path: Path, emu: EmulatorThread) -> None:
+    """`status` exits 0 for a run that succeeded, 1 for one with a rejected line, 2 for a state
+    dir that does not exist or is not a checkpoint; with several, the highest code."""
+    good = write_manifest(tmp_path / "good.jsonl", items(3))
+    assert cli(run_args(tmp_path, good, emu.url), env=ENV).returncode == 0
+    code, report = status(tmp_path / "results.jsonl.state")
+    assert code == 0 and report["outcome"] == "completed"
+    other = tmp_path / "b"
+    other.mkdir()
+    partial = write_manifest(other / "m.jsonl", [*items(2), "{broken"])
+    assert cli(run_args(other, partial, emu.url), env=ENV).returncode == 1
+    assert status(other / "results.jsonl.state")[0] == 1
+    both, _ = status(tmp_path / "results.jsonl.state", other / "results.jsonl.state")
+    assert both == 1
+    missing = cli(["status", "--state-dir", str(tmp_path / "nowhere")])
+    assert missing.returncode == 2 and "holds no run" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "checkpoint.sqlite3").write_bytes(b"not sqlite at all" * 100)
+    damaged = cli(["status", "--state-dir", str(tmp_path / "empty")])
+    assert damaged.returncode == 2 and "Traceback" not in damaged.stderr
+
+
+def test_status_after_append_with_a_repeated_id_counts_it_once(tmp_path: Path, emu: EmulatorThread) -> None:
+    """--append of a manifest repeating an id already done: status says nothing is left to start
+    (the repeated id is one (item, analysis), not two) and the run completed."""
+    day1 = write_manifest(tmp_path / "day1.jsonl", items(5))
+    repeat = items(1)[0]
+    day2 = write_manifest(tmp_path / "day2.jsonl", [repeat, {**items(6)[5], "id": "new-1"}])
+    assert cli(run_args(tmp_path, day1, emu.url), env=ENV).returncode == 0
+    appended = cli(run_args(tmp_path, day2, emu.url, "--append"), env=ENV)
+    assert appended.returncode == 0, appended.stderr[-2000:]
+    code, report = status(tmp_path / "results.jsonl.state")
+    assert code == 0
+    assert report["succeeded"] == 6 and report["items"] == 6 and report["queued"] == 0
