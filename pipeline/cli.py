@@ -81,7 +81,8 @@ def _add_run(sub: Any) -> None:
                         "being refused as another run's")
     p.add_argument("--shard", metavar="K/N",
                    help="run only the items whose id hashes to K mod N (K may be 'auto': "
-                        "JOB_COMPLETION_INDEX); --out and the state dir get a per-shard name")
+                        "JOB_COMPLETION_INDEX); --out and the state dir get a per-shard name; every run "
+                        "of one --out must use the same N (another is refused: exit 2)")
     p.add_argument("--progress", choices=("auto", "rich", "plain", "off"), default="auto",
                    help="live progress on stderr (auto: rich on a terminal, plain lines otherwise)")
     p.add_argument("--limiter", metavar="URL",
@@ -89,7 +90,8 @@ def _add_run(sub: Any) -> None:
                         "account; env PIPELINE_LIMITER")
     limits = p.add_argument_group("limits (either stops the run resumable)")
     limits.add_argument("--max-cost", type=float, metavar="AMOUNT",
-                        help="spend cap in the price table's currency; env PIPELINE_MAX_COST")
+                        help="spend cap in the price table's currency; env PIPELINE_MAX_COST; with --shard "
+                             "it is per shard (each shard has its own ledger: N shards may spend N x AMOUNT)")
     limits.add_argument("--max-duration", metavar="DURATION",
                         help="stop after this long: seconds, or 90s, 15m, 6h, 1d, 1h30m")
     unattended = p.add_argument_group("unattended runs")

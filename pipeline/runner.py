@@ -47,7 +47,7 @@ from .poller import Poller, TaskHandle
 from .report import RunStats, stats_from_checkpoint, summarize, with_live_counters
 from .results import ResultLine, RunFiles
 from .resume import check_identity, check_paths, manifest_key, prepare
-from .shards import Shard
+from .shards import Shard, check_sharding
 from .shutdown import FailureWatch, SignalHandlers
 from .sink import Sink
 from .spend import SpendLedger
@@ -112,6 +112,7 @@ class Run:
     async def execute(self) -> RunResult:
         files = self.req.files
         check_paths(self.req.manifest, files.results)
+        check_sharding(files.results, files.state_dir, self.req.shard)  # before anything is created
         await check_limiter(self.cfg)  # a shared limiter that cannot be reached: exit 2, nothing written
         check_uploads(self.cfg.upload)  # uploads configured but impossible: exit 2, nothing written
         files.state_dir.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,9 @@ def test_parse_shard(text: str, env: dict[str, str], expected: Shard) -> None:
     ("x/4", {}, "K must be"),
     ("2", {}, "expected K/N"),
     ("auto/4", {}, "JOB_COMPLETION_INDEX is not set"),
+    ("auto/3", {"JOB_COMPLETION_INDEX": "5"}, "auto/3 with JOB_COMPLETION_INDEX='5': K must be between 0 and 2"),
+    ("auto/3", {"JOB_COMPLETION_INDEX": "x"}, "JOB_COMPLETION_INDEX='x': K must be a whole number"),
+    ("x" * 500 + "/3", {}, r"^--shard 'x{40}': K must"),
 ])
 def test_bad_shards_are_usage_errors(text: str, env: dict[str, str], message: str) -> None:
     """A shard that cannot be is a usage error naming the flag and what is expected."""
@@ -78,3 +81,56 @@ async def test_shards_split_a_manifest_without_overlap(tmp_path: Path) -> None:
     assert_exactly_once(lines, jobs_of(manifest))
     assert sorted(r.summary["rejected_lines"] for r in results) == [0, 0, 1]
     assert sum(r.exit_code == ExitCode.OK for r in results) == 2
+
+
+def _files(tmp: Path, shard: Shard | None, state_dir: Path | None = None) -> RunFiles:
+    files = RunFiles.for_results(tmp / "r.jsonl", state_dir)
+    return files if shard is None else RunFiles(shard.path(files.results), shard.path(files.state_dir))
+
+
+async def test_another_sharding_of_the_same_out_is_refused_and_pays_nothing(tmp_path: Path) -> None:
+    """After 0/2 and 1/2 ran 30 items, 0/3 (a changed Indexed Job `completions`) and an unsharded
+    run on the same --out are refused (exit 2) naming the state dirs and shard spec of the run
+    there and how to go on; the service sees no second submission; the same sharding still resumes."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(30, ["image_analyze", "object_detection"]))
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=2, time_scale=50.0,
+                                               durations={"image-analyze": (0.2, 0.4)})) as emu:
+        cfg = Config(endpoint=emu.url, time_scale=50.0, qps_headroom=0.9)
+
+        async def go(shard: Shard | None, state_dir: Path | None = None) -> ExitCode:
+            result = await run(RunRequest(manifest=str(manifest), files=_files(tmp_path, shard, state_dir),
+                                          api_key=KEY, config=cfg, shard=shard))
+            return result.exit_code
+
+        assert [await go(Shard(k, 2)) for k in range(2)] == [ExitCode.OK, ExitCode.OK]
+        submitted = len(emu.counters()["submissions"])
+        assert submitted == 30
+        before = sorted(p.name for p in tmp_path.iterdir())
+        for other, state_dir in [(Shard(0, 3), None), (Shard(2, 3), None), (None, None),
+                                 (None, tmp_path / "elsewhere"), (Shard(1, 3), tmp_path / "elsewhere")]:
+            with pytest.raises(UsageError) as refused:
+                await go(other, state_dir)
+            message = str(refused.value)
+            assert "r.jsonl.state.shard-0-of-2" in message and "r.jsonl.state.shard-1-of-2" in message
+            assert "--shard K/2" in message and "--out" in message, message
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # a refused run leaves nothing behind
+        assert await go(Shard(1, 2)) == ExitCode.OK  # the same sharding resumes (nothing left to do)
+        counters = emu.counters()
+    assert len(counters["submissions"]) == 30 and counters["duplicate_submissions"] == 0
+
+
+async def test_sharding_an_unsharded_out_is_refused(tmp_path: Path) -> None:
+    """An unsharded run's --out, then `--shard 0/2` (default or explicit --state-dir): refused,
+    naming the unsharded state dir; nothing is submitted again."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(6, ["object_detection"]))
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=2, time_scale=50.0)) as emu:
+        cfg = Config(endpoint=emu.url, time_scale=50.0, qps_headroom=0.9)
+        first = await run(RunRequest(manifest=str(manifest), files=_files(tmp_path, None, tmp_path / "s1"),
+                                     api_key=KEY, config=cfg))
+        assert first.exit_code == ExitCode.OK
+        for state_dir in (None, tmp_path / "s2", tmp_path / "s1"):
+            with pytest.raises(UsageError, match=r"(?s)r\.jsonl.*unsharded.*--shard") as refused:
+                await run(RunRequest(manifest=str(manifest), files=_files(tmp_path, Shard(0, 2), state_dir),
+                                     api_key=KEY, config=cfg, shard=Shard(0, 2)))
+            assert "without --shard" in str(refused.value)
+        assert emu.counters()["duplicate_submissions"] == 0
