@@ -20,8 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import REPO, assert_exactly_once, checkpoint_counts, cli, cli_env, config_file, items, jobs_of, \
-    read_results, write_manifest
+from support import (
+    REPO,
+    assert_exactly_once,
+    checkpoint_counts,
+    cli,
+    cli_env,
+    config_file,
+    items,
+    jobs_of,
+    read_results,
+    write_manifest,
+)
 
 from pipeline.emulator import EmulatorSettings, EmulatorThread
 from pipeline.exit_codes import ExitCode
