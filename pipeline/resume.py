@@ -98,6 +98,16 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
             "give the same --out to resume it, or a new --state-dir for a new run")
     key = manifest_key(manifest)
     known = ckpt.manifests()
+    if key == "-" and key in known:
+        # stdin has no name: what is piped in now may be another catalog, so it joins only when asked.
+        if not append:
+            raise UsageError(
+                f"state dir {state_dir} holds a run read from stdin, and stdin cannot be told from another "
+                "catalog: add --append to let what is piped in now join the run (ids already done are "
+                "skipped: that is also how a run read from stdin resumes); or give a new --out for a "
+                "separate run")
+        log.info("--append: stdin joins the run again (ids already done are skipped)")
+        return False
     if key in known:
         return False
     if not append:
