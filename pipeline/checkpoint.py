@@ -113,6 +113,15 @@ class Checkpoint:
             self.set_meta(f"shared:{key}", str(max(shared, int(self.get_meta(f"shared:{key}") or 0))))
         self.set_meta(f"rejected:{key}", str(rejected))
 
+    def set_empty(self, key: str, empty: bool) -> None:
+        """Whether a manifest, read to its end, held no item at all (for any shard)."""
+        self.set_meta(f"empty:{key}", "1" if empty else "0")
+
+    def catalog_empty(self) -> bool:
+        """Every manifest of the run was read to its end and held no item: nothing to succeed."""
+        manifests = self.manifests()
+        return bool(manifests) and all(self.get_meta(f"empty:{m}") == "1" for m in manifests)
+
     def rejected_lines(self) -> int:
         """Rejected lines over every manifest of the run (they count in its outcome)."""
         return sum(int(self.get_meta(f"rejected:{m}") or 0) for m in self.manifests())

@@ -85,12 +85,13 @@ class RunOutcome(str, Enum):
     STOPPED = "stopped"
 
 
-def decide(stop: Stop | None, *, failed: int, rejected: int) -> tuple[RunOutcome, ExitCode]:
+def decide(stop: Stop | None, *, failed: int, rejected: int, empty: bool = False) -> tuple[RunOutcome, ExitCode]:
     """The outcome and exit code of the whole run: a stop wins; then any failed item or
-    rejected line in any session makes it "completed with failures" (exit 1)."""
+    rejected line in any session, or a catalog with no items at all (`validate` says "no
+    items", exit 1), makes it "completed with failures" (exit 1)."""
     if stop is not None:
         return RunOutcome.STOPPED, stop.reason.exit_code
-    if failed or rejected:
+    if failed or rejected or empty:
         return RunOutcome.COMPLETED_WITH_FAILURES, ExitCode.PARTIAL
     return RunOutcome.COMPLETED, ExitCode.OK
 

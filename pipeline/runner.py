@@ -342,6 +342,8 @@ class Run:
         self._ckpt.save_manifest_counts(manifest_key(self.req.manifest), rejected=reader.rejected,
                                         items=reader.items if reader.complete else None,
                                         shared=reader.known if self._joined else None)
+        if reader.complete:
+            self._ckpt.set_empty(manifest_key(self.req.manifest), not reader.any_items and not reader.rejected)
 
     # ---- result ------------------------------------------------------------------------
     def _result(self) -> RunResult:
@@ -349,7 +351,10 @@ class Run:
         totals = stats_from_checkpoint(self._ckpt)
         failed = sum(c.failed for c in totals.values())
         rejected = self._ckpt.rejected_lines()
-        outcome, code = decide(self._stop, failed=failed, rejected=rejected)
+        empty = self._ckpt.catalog_empty()
+        if empty and self._stop is None:
+            log.warning("the manifest has no items (validate says the same): nothing was run, exit 1")
+        outcome, code = decide(self._stop, failed=failed, rejected=rejected, empty=empty)
         self._ckpt.set_last_stop(self._stop.to_record() if self._stop else None)
         for name, poller in self._pollers.items():
             self.stats.caps[name].polls = poller.polls

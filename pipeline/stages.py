@@ -252,6 +252,7 @@ class Reader:
         self._rejects = rejects
         self.rejected = 0
         self.complete = False  # read to the end (not stopped part-way)
+        self.any_items = False  # a valid item seen, whichever shard owns it: an empty catalog is not a success
         #: Units of this manifest the checkpoint knew at the start (done, or a task recorded):
         #: after `--append`, the ones an earlier manifest of the run holds too.
         self.known = 0
@@ -303,6 +304,7 @@ class Reader:
                 return
             if seen % READER_YIELD_EVERY == 0:
                 await anyio.lowlevel.checkpoint()
+            self.any_items = self.any_items or not isinstance(item, Rejected)
             if not self._mine(item):
                 continue
             if item.line != last_line:  # an item's analyses come one after another, on its line

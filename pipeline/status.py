@@ -87,6 +87,7 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
             manifests = ckpt.manifests()
             rejected = ckpt.rejected_lines()
             total_items = ckpt.item_count()
+            empty = ckpt.catalog_empty()
             stop = Stop.from_record(ckpt.last_stop())
             try:
                 settled, reserved = ckpt.spend()
@@ -109,7 +110,7 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
         # No stop recorded, yet work is left: a session of a version that did not mark itself
         # unfinished died part-way. A resume is what it needs, as for any other interruption.
         stop = UNFINISHED
-    outcome, code = decide(stop, failed=failed, rejected=rejected)
+    outcome, code = decide(stop, failed=failed, rejected=rejected, empty=empty)
     summary = summarize(caps, prices=config.prices, elapsed=None, rejected=rejected,
                         outcome="running" if holder else outcome.value)
     summary.update(

@@ -109,3 +109,23 @@ def test_status_after_append_with_a_repeated_id_counts_it_once(tmp_path: Path, e
     code, report = status(tmp_path / "results.jsonl.state")
     assert code == 0
     assert report["succeeded"] == 6 and report["items"] == 6 and report["queued"] == 0
+
+
+def test_an_empty_catalog_is_exit_1_like_validate(tmp_path: Path, emu: EmulatorThread) -> None:
+    """An empty manifest, or empty stdin, runs to exit 1 (validate says "no items", exit 1) and
+    status says the same; a shard that owns none of a non-empty catalog's items still exits 0."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("# nothing yet\n")
+    assert cli(["validate", str(empty)]).returncode == 1
+    done = cli(run_args(tmp_path, empty, emu.url), env=ENV)
+    assert done.returncode == 1 and "no items" in done.stderr, done.stderr[-2000:]
+    assert status(tmp_path / "results.jsonl.state")[0] == 1
+    (tmp_path / "p").mkdir()
+    piped = subprocess.run([sys.executable, "-m", "pipeline", *run_args(tmp_path / "p", Path("-"), emu.url)],
+                           input="", text=True, capture_output=True, cwd=REPO, env=cli_env(ENV), timeout=60,
+                           check=False)
+    assert piped.returncode == 1, piped.stderr[-2000:]
+    (tmp_path / "s").mkdir()
+    one = write_manifest(tmp_path / "s" / "one.jsonl", items(1))
+    codes = [cli(run_args(tmp_path / "s", one, emu.url, "--shard", f"{k}/4"), env=ENV).returncode for k in range(4)]
+    assert codes == [0, 0, 0, 0]
