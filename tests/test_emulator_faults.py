@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -10,6 +11,7 @@ import aiohttp
 import pytest
 
 from pipeline.emulator import EmulatorSettings, FaultSettings, api_path, start_emulator
+from pipeline.emulator.settings import SettingsError
 
 KEY = "faults-key"
 DETECT = api_path("image-object-detection", "ops-object-detect-001", "detect")
@@ -161,3 +163,36 @@ async def test_faults_change_at_run_time_through_the_control_route() -> None:
             assert resp.status == 400 and "eror_500_rate" in (await resp.json())["message"]
         emu.state.update_faults(error_500_rate=0.0)
         assert (await _detect_statuses(http, 1)) == [200]
+
+
+@pytest.mark.parametrize("kind", ["not_json", "missing_fields"])
+async def test_bad_body_answers_200_after_processing(kind: str) -> None:
+    """bad_body_rate 1.0 answers 200 with an unusable body (HTML, or JSON without the task id,
+    the status or the result) after the request was processed: the create's task exists and
+    its submission is counted, and a status answered so is not counted as delivered."""
+    async with start_emulator(_settings(bad_body_rate=1.0, bad_body=kind)) as emu, _session(emu.url) as http:
+        async with http.post(ASR, json=ASR_BODY) as resp:
+            assert resp.status == 200
+            raw = await resp.read()
+        async with http.post(DETECT, json=_detect_body(0)) as resp:
+            assert resp.status == 200
+            detect_raw = await resp.read()
+        counters = emu.counters()
+        assert counters["tasks_created_total"] == 1 and sum(counters["submissions"].values()) == 2
+        if kind == "not_json":
+            assert raw.startswith(b"<html>") and detect_raw.startswith(b"<html>")
+        else:
+            assert json.loads(raw)["result"] == {} and "result" not in json.loads(detect_raw)
+            task_id = next(iter(emu.state.tasks._tasks))  # the one task the unusable answer hid
+            async with http.get(ASR_STATUS, params={"task_id": task_id}) as resp:
+                body = await resp.json()
+            assert resp.status == 200 and "status" not in body["result"]
+            assert emu.counters()["results_delivered"] == {"SUCCESS": 0, "FAILED": 0}
+        assert counters["faults"]["bad_body"] == 2
+        assert counters["requests"]["POST audio-asr create"] == {"200": 1}
+
+
+async def test_bad_body_kind_is_checked() -> None:
+    """An unknown bad_body kind is refused, naming the setting and the kinds it takes."""
+    with pytest.raises(SettingsError, match=r"faults\.bad_body must be one of not_json, missing_fields"):
+        FaultSettings(bad_body="garbage")

@@ -3,9 +3,9 @@
 Every API request goes through the same gate, in this order: bearer auth (401), the body
 size limit (400, checked from Content-Length before reading when possible), a running 429
 burst, the QPS sliding window (429 + Retry-After), the fault draw (dropped connection, 500,
-slow answer), then the service id, JSON parsing and field validation (400; a summarization's
-``input.chunks`` are also checked against what a segmentation of its source returned, see
-chunks.py), and finally the capability's work. Control routes need no auth: the emulator is a
+slow answer; a bad 2xx body replaces the answer after processing), then the service id, JSON
+parsing and field validation (400; a summarization's ``input.chunks`` are also checked against
+what a segmentation of its source returned, see chunks.py), and finally the capability's work. Control routes need no auth: the emulator is a
 local test tool.
 """
 
@@ -42,6 +42,7 @@ from .wire import (
     TASK_NOT_EXIST,
     THROTTLING,
     ApiError,
+    bad_body_response,
     error_response,
     format_retry_after,
     invalid,
@@ -118,7 +119,11 @@ async def _serve(request: web.Request, capability: str, kind: str) -> web.Stream
             result, usage = _submit(state, capability, service_id, workspace, _parse_json(raw))
         if draw.drop:
             raise _Dropped
-        if finished is not None:  # only now: a dropped answer was never seen by the client
+        if draw.bad_body:  # processed (a create's task exists, billed), but the answer is unusable
+            state.counters.record_fault("bad_body")
+            state.counters.record_request(route, 200)
+            return bad_body_response(request_id, state.faults.bad_body, kind, result)
+        if finished is not None:  # only now: a dropped or unusable answer was never seen by the client
             _mark_delivered(state, finished)
     except ApiError as error:
         if draw.drop:  # drop_after_processing: even an error answer is lost

@@ -20,7 +20,8 @@
       "results_delivered": {"SUCCESS": 3, "FAILED": 0},  # distinct tasks whose final status
                                                          # a client has been sent
       "tasks_forgotten": 0,
-      "faults": {"error_500": 0, "slow": 0, "dropped": 0, "burst_429": 0, "task_fail": 0},
+      "faults": {"error_500": 0, "slow": 0, "dropped": 0, "burst_429": 0, "task_fail": 0,
+                 "bad_body": 0},
       "first_offered_at": 1234.5,  # emulator clock (time.monotonic by default) of the first
                                    # request counted against a limit; null before any
       "accepted_span": {"image-analyze": {"first": 1234.5, "last": 1240.1, "count": 57}, ...},
@@ -55,7 +56,7 @@ from typing import Any
 from .ratelimit import WindowPeak
 from .settings import CAPABILITIES
 
-FAULT_KINDS = ("error_500", "slow", "dropped", "burst_429", "task_fail")
+FAULT_KINDS = ("error_500", "slow", "dropped", "burst_429", "task_fail", "bad_body")
 CHAIN_OUTCOMES = ("matched", "mismatched", "unchecked")  # chunks.py: a summarization's chunks
 LAG_PERCENTILES = (50, 95)  # reported as "p50", "p95" next to "max"
 

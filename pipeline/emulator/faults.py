@@ -1,4 +1,4 @@
-"""Deterministic fault draws: which request gets a 500, a drop, a delay, a 429 burst.
+"""Deterministic fault draws: which request gets a 500, a drop, a delay, a 429 burst, a bad body.
 
 Each draw uses its own ``random.Random`` seeded from a hash of the emulator seed, the route,
 the request's identity (the sha256 of a create's body, or a poll's task id) and how many
@@ -34,6 +34,7 @@ class FaultDraw:
     drop: bool = False
     error_500: bool = False
     slow: bool = False
+    bad_body: bool = False  # drawn last: adding it left the draws of the four before unchanged
 
 
 NO_FAULT = FaultDraw()
@@ -64,13 +65,14 @@ class FaultInjector:
         key = (capability, kind, identity)
         self._seen[key] += 1
         rng = seeded_random(self.seed, "fault", *key, self._seen[key])
-        # Always draw all four in this order, so changing one rate never shifts the others.
-        burst, drop, error, slow = (rng.random() for _ in range(DRAWS_PER_REQUEST))
+        # Always draw all of them in this order, so changing one rate never shifts the others.
+        burst, drop, error, slow, bad_body = (rng.random() for _ in range(DRAWS_PER_REQUEST))
         result = FaultDraw(
             burst_429=burst < settings.burst_429_rate,
             drop=drop < settings.drop_rate,
             error_500=error < settings.error_500_rate,
             slow=slow < settings.slow_rate,
+            bad_body=bad_body < settings.bad_body_rate,
         )
         if result.burst_429:
             self._bursts[capability] = now + settings.burst_429_seconds / time_scale

@@ -73,6 +73,10 @@ DEFAULT_DURATIONS: Mapping[str, tuple[float, float]] = {
 
 #: Route kinds a fault restriction may name, as ``"<capability>:<kind>"``.
 ROUTE_KINDS = ("create", "status", "detect")
+#: What a ``bad_body`` answer carries instead of the service's JSON: an HTML page (a proxy's,
+#: say), or the JSON envelope without the field the route answers with (a create's
+#: ``result.task_id``, a status's ``result.status``, a detection's ``result``).
+BAD_BODY_KINDS = ("not_json", "missing_fields")
 
 
 class SettingsError(ValueError):
@@ -125,6 +129,8 @@ class FaultSettings:
     capability (``"audio-asr"``) or ``"<capability>:<kind>"`` with kind create/status/detect;
     empty means every API route. ``drop_after_processing`` makes a dropped create be processed
     first (task created, billed) so the client loses an accepted submission's answer.
+    ``bad_body_rate`` answers 200 with a body the client cannot use (``bad_body``: one of
+    ``BAD_BODY_KINDS``) after the request was processed: a create's task exists and is billed.
     """
 
     error_500_rate: float = 0.0
@@ -135,15 +141,21 @@ class FaultSettings:
     task_fail_rate: float = 0.0
     burst_429_rate: float = 0.0
     burst_429_seconds: float = 2.0
+    bad_body_rate: float = 0.0
+    bad_body: str = "not_json"
     routes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("error_500_rate", "slow_rate", "drop_rate", "task_fail_rate", "burst_429_rate"):
+        for name in ("error_500_rate", "slow_rate", "drop_rate", "task_fail_rate", "burst_429_rate",
+                     "bad_body_rate"):
             object.__setattr__(self, name, _rate(name, getattr(self, name)))
         for name in ("slow_seconds", "burst_429_seconds"):
             object.__setattr__(self, name, _seconds(f"faults.{name}", getattr(self, name)))
         if not isinstance(self.drop_after_processing, bool):
             raise SettingsError("faults.drop_after_processing must be true or false")
+        if self.bad_body not in BAD_BODY_KINDS:
+            raise SettingsError(f"faults.bad_body must be one of {', '.join(BAD_BODY_KINDS)}, "
+                                f"got {str(self.bad_body)[:40]!r}")
         # Typed as a tuple, but YAML and the control route hand in whatever JSON held.
         routes: object = self.routes
         if not isinstance(routes, (list, tuple)) or not all(isinstance(r, str) for r in routes):

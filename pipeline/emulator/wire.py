@@ -64,6 +64,22 @@ def ok_response(
     )
 
 
+def bad_body_response(request_id: str, kind: str, route_kind: str, result: Any) -> web.Response:
+    """A 200 the client cannot use (the ``bad_body`` fault): ``not_json``, an HTML page such as a
+    proxy's; ``missing_fields``, the envelope without what the route answers with (a create's
+    ``result.task_id``, a status's ``result.status``, a detection's ``result``)."""
+    headers = {"x-acs-request-id": request_id}
+    if kind == "not_json":
+        page = "<html><body><h1>200 OK</h1><p>upstream answered; gateway page</p></body></html>"
+        return web.Response(text=page, content_type="text/html", headers=headers)
+    body: dict[str, Any] = {"request_id": request_id, "latency": 1}
+    if route_kind == "status" and isinstance(result, dict):
+        body["result"] = {k: v for k, v in result.items() if k != "status"}
+    elif route_kind == "create":
+        body["result"] = {}
+    return web.Response(text=_dumps(body), content_type="application/json", headers=headers)
+
+
 def error_response(request_id: str, error: ApiError) -> web.Response:
     """The JSON error body for ``error``, with its status and headers."""
     body = {"request_id": request_id, "code": error.code, "message": error.message}
