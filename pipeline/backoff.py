@@ -32,11 +32,15 @@ class RetryPolicy:
     """How the client retries one request.
 
     ``max_attempts`` counts every request for non-429 failures, the first included.
-    429s draw on their own, larger budget ``max_rate_limited`` (the number of 429 answers
-    tolerated for one request) because a 429 must slow the client, not fail the item.
+    A 429 slows the client and never fails an item: a create keeps waiting for as long as the
+    service throttles, and ``max_rate_limited`` (once the 429 budget of one request) is now the
+    number of 429 answers in a row to one create after which a warning says for how long the
+    service has throttled (then at most once a minute per capability). For a status poll it is
+    still the 429s one call takes before handing back to the poller, which polls again later.
     ``ambiguous_creates`` is how many times a create whose outcome is unknown (a timeout or
-    a dropped connection after the body was sent) may be sent again: the service may have
-    accepted, and billed, the first one, so this budget is small and may be 0.
+    a dropped connection after the body was sent, or a 2xx whose body cannot be used) may be
+    sent again: the service may have accepted, and billed, the first one, so this budget is
+    small and may be 0.
     """
 
     base: float = 1.0

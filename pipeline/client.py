@@ -4,6 +4,12 @@ Everything above it sees ``ApiResponse`` and the ``pipeline.errors`` tree; aioht
 exceptions are translated here (always ``raise ... from exc``). Retries live here too:
 each attempt first waits on the caller's ``throttle`` (its QPS limiter), then sends; a
 retryable failure waits ``backoff.retry_delay`` via the injected ``sleep``.
+
+A create (or a synchronous call) is never failed for 429s: another application on the same
+account can hold the quota for minutes, so it keeps waiting (the caller's ``sleep`` and
+``throttle`` raise ``Stopped`` when the run stops) and a warning says, at most every
+``warn_every`` seconds per capability, for how long the service has throttled. A 2xx whose
+body cannot be used was accepted: for a create it is ambiguous, like a timeout after sending.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from types import TracebackType
@@ -32,6 +39,7 @@ from .errors import (
     ServiceError,
     ServiceUnreachable,
     TransportError,
+    UnreadableResponse,
     redact,
 )
 from .limits import Lane, PermitLike
@@ -44,6 +52,9 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"opensearch-media-pipeline/{__version__}"
 _PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # workspace, segment, service id
 _MAX_SNIPPET = 200  # characters of a non-JSON error body kept in the message
+_MAX_CODE = 60  # characters of a server's error code quoted in a warning
+#: Seconds between two "the service has throttled" warnings of one capability, by default.
+THROTTLE_WARN_EVERY = 60.0
 
 
 def build_base_url(endpoint: str, protocol: str, workspace: str) -> str:
@@ -118,6 +129,8 @@ class ServiceClient:
         on_ambiguous: Callable[[str], None] | None = None,
         connection_limit: int = 100,
         session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        warn_every: float = THROTTLE_WARN_EVERY,
     ) -> None:
         key = (api_key or "").strip()
         if not key:
@@ -147,6 +160,10 @@ class ServiceClient:
         self._on_response = on_response  # (capability, http_status) after every HTTP response
         self._on_ambiguous = on_ambiguous  # (capability) before re-sending a create that may have landed
         self._connection_limit = connection_limit
+        self._clock = clock  # for how long a capability has been throttled
+        self._warn_every = warn_every  # clock seconds between two throttling warnings of a capability
+        self._throttled_since: dict[str, float] = {}  # capability -> clock time of its first 429 in a row
+        self._warned_at: dict[str, float] = {}  # capability -> clock time of its last throttling warning
         self._session = session  # created lazily in the running loop when None
         self._owns_session = session is None  # only a session we made is ours to close
         self._closed = False
@@ -160,18 +177,25 @@ class ServiceClient:
         make the call (``result`` is the answer). The URL comes from the capability.
 
         A create whose outcome is unknown (a timeout or a dropped connection after the body may
-        have been sent) may have been accepted and billed: it is retried at most
+        have been sent, or a 2xx whose body cannot be used: no JSON, no result, an async create
+        without a task id) may have been accepted and billed: it is retried at most
         ``retry.ambiguous_creates`` times, and ``on_ambiguous`` is told of each such retry.
+        429s never end it: it waits for as long as the service throttles (see the module docstring).
         """
         url = self._url(capability.segment, service_id) + ("/async" if capability.is_async else "")
-        return await self._call("POST", capability.name, url, body=body, params=None, retry=retry)
+        return await self._call("POST", capability.name, url, body=body, params=None, retry=retry,
+                                needs="task_id" if capability.is_async else None)
 
     async def get_task_status(
         self, capability: Capability, service_id: str, task_id: str, *, retry: RetryPolicy | None = None
     ) -> ApiResponse:
-        """GET ``{ws}/{segment}/{service_id}/async/task-status?task_id=…``; ``result`` holds ``status``."""
+        """GET ``{ws}/{segment}/{service_id}/async/task-status?task_id=…``; ``result`` holds ``status``.
+
+        429s draw on ``retry.max_rate_limited`` and then raise ``RateLimited``: the poller
+        passes a single-shot policy and reschedules the poll itself, never failing the task."""
         url = f"{self._url(capability.segment, service_id)}/async/task-status"
-        return await self._call("GET", capability.name, url, body=None, params={"task_id": task_id}, retry=retry)
+        return await self._call("GET", capability.name, url, body=None, params={"task_id": task_id}, retry=retry,
+                                needs="status")
 
     async def close(self) -> None:
         """Close the session if this client created it. Safe to call more than once."""
@@ -224,8 +248,10 @@ class ServiceClient:
         body: Mapping[str, Any] | None,
         params: dict[str, str] | None,
         retry: RetryPolicy | None,
+        needs: str | None,
     ) -> ApiResponse:
         policy = retry or self._retry
+        create = method == "POST"  # a create or a synchronous call: may be billed, never failed by 429s
         data: bytes | None = None
         if body is not None:
             try:
@@ -236,7 +262,7 @@ class ServiceClient:
                 ) from exc
         attempts = 0
         failures = 0  # non-429 retryable failures, against max_attempts
-        rate_limited = 0  # 429 answers, against max_rate_limited
+        rate_limited = 0  # 429 answers in a row: a warning each max_rate_limited (a poll: its budget)
         ambiguous = 0  # creates that may have landed, against ambiguous_creates
         while True:
             attempts += 1
@@ -246,7 +272,7 @@ class ServiceClient:
                 permit = await self._throttle(capability, Lane.POLL if method == "GET" else Lane.SUBMIT)
             try:
                 try:
-                    response = await self._send(method, capability, url, data, params)
+                    response = await self._send(method, capability, url, data, params, needs=needs)
                 finally:
                     if permit is not None:
                         permit.answered()
@@ -255,10 +281,15 @@ class ServiceClient:
                 if isinstance(err, RateLimited):
                     rate_limited += 1
                     exhausted, step = rate_limited >= policy.max_rate_limited, rate_limited
+                    if create:  # never failed for 429s: it waits, however long (a stop ends the wait)
+                        exhausted = False
+                        if rate_limited % policy.max_rate_limited == 0:
+                            self._warn_throttled(capability, rate_limited, err)
                 else:
                     failures += 1
                     exhausted, step = failures >= policy.max_attempts, failures
-                maybe_landed = method == "POST" and isinstance(err, TransportError) and err.maybe_sent
+                maybe_landed = create and ((isinstance(err, TransportError) and err.maybe_sent)
+                                           or isinstance(err, UnreadableResponse))
                 if maybe_landed:
                     ambiguous += 1
                     exhausted = exhausted or ambiguous > policy.ambiguous_creates
@@ -267,6 +298,10 @@ class ServiceClient:
                         raise ServiceUnreachable(
                             "ServiceUnreachable", f"cannot reach {self._where}: {err.message}",
                             attempts=attempts) from err
+                    if maybe_landed:
+                        sent = "once" if ambiguous == 1 else f"{ambiguous} times"
+                        err.message += (f" (sent {sent} with no usable answer: the service may have accepted, "
+                                        "and billed, it; `run --retry-failed` sends it again)")
                     raise
                 delay = retry_delay(step, policy, self._rand, err.retry_after)
                 log.debug("%s %s: %s; retrying in %.2fs", method, capability, err, delay)
@@ -282,9 +317,11 @@ class ServiceClient:
                 return replace(response, attempts=attempts) if attempts != 1 else response
 
     async def _send(
-        self, method: str, capability: str, url: str, data: bytes | None, params: dict[str, str] | None
+        self, method: str, capability: str, url: str, data: bytes | None, params: dict[str, str] | None,
+        *, needs: str | None = None,
     ) -> ApiResponse:
-        """One HTTP exchange, translated: ApiResponse or a ServiceError, never an aiohttp error."""
+        """One HTTP exchange, translated: ApiResponse or a ServiceError, never an aiohttp error.
+        A 2xx whose result lacks ``needs`` (a non-empty string) is `UnreadableResponse`."""
         session = self._get_session()
         try:
             async with session.request(
@@ -319,10 +356,28 @@ class ServiceClient:
 
         if self._on_response is not None:
             self._on_response(capability, status)
+        if status == 429:
+            self._throttled_since.setdefault(capability, self._clock())
+        elif self._throttled_since.pop(capability, None) is not None:
+            self._warned_at.pop(capability, None)  # the spell is over; the next one warns afresh
         header_request_id = headers.get("x-acs-request-id")
         if 200 <= status <= 299:
-            return parse_success(status, raw, header_request_id, self._redact)
+            return parse_success(status, raw, header_request_id, self._redact, needs=needs)
         raise parse_failure(status, reason, raw, header_request_id, headers.get("Retry-After"), redact=self._redact)
+
+    def _warn_throttled(self, capability: str, answers: int, err: ServiceError) -> None:
+        """Say, at most every `warn_every` seconds per capability, that the service has throttled it."""
+        now = self._clock()
+        last = self._warned_at.get(capability)
+        if last is not None and now - last < self._warn_every:
+            return
+        self._warned_at[capability] = now
+        seconds = now - self._throttled_since.get(capability, now)
+        lasted = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
+        log.warning("the service has throttled %s for %s (%d answers 429 %s in a row to one request); another "
+                    "application on this account may be using its quota. The run keeps waiting: it is slow, "
+                    "not broken, and fails nothing for it; --max-duration bounds it, Ctrl-C stops it resumably",
+                    capability, lasted, answers, err.code[:_MAX_CODE])
 
     def _redact(self, text: str) -> str:
         return redact(text, self._api_key)

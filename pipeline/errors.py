@@ -12,7 +12,10 @@
      └── ServiceError           anything that came out of a call to the service
           ├── RetryableError    try again later (the client retries these itself)
           │    ├── RateLimited        429                        code from server, or TooManyRequests
-          │    ├── ServerError        5xx; 2xx with an unreadable body (code UnreadableResponse)
+          │    ├── ServerError        5xx
+          │    │    └── UnreadableResponse  a 2xx whose body cannot be used (not JSON, no
+          │    │                          result, a create without task id): it was accepted,
+          │    │                          so a create answered so is ambiguous (maybe billed)
           │    └── TransportError     no HTTP answer: code Timeout | ConnectionError
           ├── PermanentError    this item will fail the same way every time: record it, go on
           │    ├── InvalidParameter   400 InvalidParameter, every other 4xx; a local file that
@@ -60,6 +63,7 @@ __all__ = [
     "TaskFailed",
     "TaskNotExist",
     "TransportError",
+    "UnreadableResponse",
     "UsageError",
     "classify",
     "redact",
@@ -179,9 +183,18 @@ class RateLimited(RetryableError):
 
 
 class ServerError(RetryableError):
-    """HTTP 5xx, or a 2xx whose body could not be understood (code ``UnreadableResponse``)."""
+    """HTTP 5xx, or (``UnreadableResponse``) a 2xx whose body could not be used."""
 
     default_code = "InternalServerError"
+
+
+class UnreadableResponse(ServerError):
+    """A 2xx whose body the pipeline cannot use (a proxy's HTML page, JSON without `result`, a
+    create answer without a task id, a status answer without a status). The service accepted
+    the request: a create (or a synchronous call) answered so may have been billed, so it is
+    re-sent only within `retry.ambiguous_creates`; a status poll is simply asked again."""
+
+    default_code = "UnreadableResponse"
 
 
 class TransportError(RetryableError):

@@ -36,7 +36,7 @@ from .backoff import PollPolicy, RetryPolicy, poll_delay, retry_delay
 from .capabilities import Capability
 from .client import ServiceClient
 from .decisions import PollJudgement, PollVerdict, judge_poll, next_poll_at, poll_timeout
-from .errors import FatalError, ServiceError
+from .errors import FatalError, RateLimited, ServiceError
 from .job import Job
 from .poll_chooser import SpareSlots, plan_spare
 from .responses import ApiResponse
@@ -45,7 +45,8 @@ from .streams import items_of
 __all__ = ["Poller", "TaskHandle"]
 
 #: Polls are never retried inside the client: the poller reschedules them instead, so a 429
-#: or 5xx on a poll delays that poll and never fails the item.
+#: or 5xx on a poll delays that poll and never fails the item (a 429 not even at the poll
+#: deadline: the deadline judges the task's own answers, and a 429 is none).
 SINGLE_SHOT = RetryPolicy(max_attempts=1, max_rate_limited=1)
 #: Status requests of one capability out at once.
 MAX_CONCURRENT_POLLS = 64
@@ -269,6 +270,9 @@ class Poller:
                                 judgement.error.retry_after)
             if judgement.pause_group:
                 self._pause(delay)  # the whole group would meet the same limit
+            if isinstance(judgement.error, RateLimited):  # says nothing of the task: never a PollTimeout
+                self._schedule(handle, self._clock() + delay)
+                return
             await self._reschedule(handle, delay)
             return
         handle.errors = 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backoff import parse_retry_after
-from .errors import ServerError, ServiceError, classify
+from .errors import ServiceError, UnreadableResponse, classify
 
 __all__ = ["ApiResponse", "parse_failure", "parse_success"]
 
@@ -34,25 +34,20 @@ class ApiResponse:
     attempts: int = 1
 
 
-def parse_success(status: int, raw: bytes, header_request_id: str | None, redact: Redact) -> ApiResponse:
-    """A 2xx body -> ApiResponse; a body the pipeline cannot read is a ServerError
-    (`UnreadableResponse`: retried, and a run fault when it persists, e.g. a proxy's HTML page)."""
+def parse_success(status: int, raw: bytes, header_request_id: str | None, redact: Redact,
+                  *, needs: str | None = None) -> ApiResponse:
+    """A 2xx body -> ApiResponse; a body the pipeline cannot use is `UnreadableResponse` (a
+    proxy's HTML page, JSON without a `result` object, or without `result[needs]` as a
+    non-empty string: a create's `task_id`, a status answer's `status`)."""
     try:
         payload = json.loads(raw)
     except ValueError as exc:
-        raise ServerError(
-            UNREADABLE,
-            redact(f"HTTP {status} body is not JSON: {_snippet(raw)}"),
-            http_status=status,
-            request_id=header_request_id,
-        ) from exc
+        raise _unreadable(status, "body is not JSON", raw, header_request_id, redact) from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("result"), dict):
-        raise ServerError(
-            UNREADABLE,
-            redact(f"HTTP {status} body has no 'result' object: {_snippet(raw)}"),
-            http_status=status,
-            request_id=header_request_id,
-        )
+        raise _unreadable(status, "body has no 'result' object", raw, header_request_id, redact)
+    wanted = payload["result"].get(needs) if needs else "-"
+    if not isinstance(wanted, str) or not wanted:
+        raise _unreadable(status, f"body has no {needs!r} in its result", raw, header_request_id, redact)
     latency = payload.get("latency")
     usage = payload.get("usage")
     return ApiResponse(
@@ -62,6 +57,12 @@ def parse_success(status: int, raw: bytes, header_request_id: str | None, redact
         result=payload["result"],
         usage=usage if isinstance(usage, dict) else None,
     )
+
+
+def _unreadable(status: int, what: str, raw: bytes, header_request_id: str | None,
+                redact: Redact) -> UnreadableResponse:
+    return UnreadableResponse(UNREADABLE, redact(f"HTTP {status} {what}: {_snippet(raw)}"), http_status=status,
+                              request_id=header_request_id)
 
 
 def parse_failure(

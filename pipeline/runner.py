@@ -35,7 +35,7 @@ from .backoff import PollPolicy
 from .capabilities import CAPABILITIES
 from .chaining import Chain
 from .checkpoint import Checkpoint
-from .client import ServiceClient
+from .client import THROTTLE_WARN_EVERY, ServiceClient
 from .config import Config
 from .errors import AuthError, FatalError, ServiceError, ServiceUnreachable
 from .exit_codes import ExitCode
@@ -256,7 +256,8 @@ class Run:
             cfg.endpoint or "", cfg.workspace, self.req.api_key, protocol=cfg.protocol, timeout=cfg.request_timeout,
             retry=cfg.effective_retry(), rand=self._rand, throttle=self._throttle, sleep=self._backoff_sleep,
             on_retry=self._on_retry, on_response=self.stats.on_response, on_ambiguous=self.stats.on_ambiguous,
-            connection_limit=max(100, cfg.submit_workers * len(CAPABILITIES) + 64))
+            connection_limit=max(100, cfg.submit_workers * len(CAPABILITIES) + 64),
+            warn_every=THROTTLE_WARN_EVERY / cfg.time_scale)
 
     def _build_pollers(self, polling: PollPolicy) -> dict[str, Poller]:
         # Spare slots need the pacer's signal; the Redis backend has none, so its polls keep

@@ -359,14 +359,47 @@ async def test_429_has_its_own_budget(mocked, make_client, sleep):
     assert len(sleep.delays) == 10
 
 
-async def test_429_budget_is_bounded(mocked, make_client, sleep):
-    """Endless 429s end in RateLimited after max_rate_limited requests, so a run always ends."""
-    mocked.post(CREATE, status=429, repeat=True)
+async def test_429_budget_is_bounded_for_a_status_poll(mocked, make_client, sleep):
+    """Endless 429s on a status poll end in RateLimited after max_rate_limited requests: the
+    poller reschedules that poll itself (it never fails the task for it)."""
+    mocked.get(STATUS, status=429, repeat=True)
     with pytest.raises(RateLimited) as info:
-        await make_client(retry=RetryPolicy(max_rate_limited=4)).submit(IMAGE, SID, BODY)
+        await make_client(retry=RetryPolicy(max_rate_limited=4)).get_task_status(IMAGE, SID, "task-1")
     assert info.value.attempts == 4
-    assert len(calls(mocked, "POST", CREATE)) == 4
+    assert len(calls(mocked, "GET", STATUS)) == 4
     assert len(sleep.delays) == 3
+
+
+class FakeClock:
+    """A clock the test's fake sleep moves forward."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_429_storm_longer_than_the_budget_never_fails_a_create(mocked, make_client, caplog):
+    """A create answered 429 far past max_rate_limited keeps waiting (another application may hold
+    the account's quota for minutes) and succeeds once the service answers; each max_rate_limited
+    429s in a row a warning says for how long the service has throttled, at most once a minute."""
+    clock = FakeClock()
+
+    async def sleep(delay: float) -> None:
+        clock.now += 10.0  # every backoff is 10 s of the service's time
+
+    mocked.post(CREATE, status=429, payload={"code": "Throttling.RateQuota"}, headers={"Retry-After": "10"},
+                repeat=40)
+    mocked.post(CREATE, payload=OK)
+    client = make_client(retry=RetryPolicy(max_rate_limited=3), sleep=sleep, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="pipeline.client"):
+        response = await client.submit(IMAGE, SID, BODY)
+    assert response.attempts == 41 and response.result == {"task_id": "task-1"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert 4 <= len(warnings) <= 7, warnings  # 400 s of 429s: about one a minute, not one per 3 answers
+    assert "throttled image_analyze for" in warnings[-1] and "6.3 minutes" in warnings[-1], warnings[-1]
+    assert "keeps waiting" in warnings[-1] and "--max-duration" in warnings[-1]
 
 
 async def test_500_four_times_then_success(mocked, make_client, sleep):
@@ -582,17 +615,67 @@ async def test_connection_errors_are_retried(mocked, make_client, exc):
     assert info.value.__cause__ is exc
 
 
-async def test_unreadable_2xx_body_is_a_retryable_bad_response(mocked, make_client):
-    """A 2xx whose body is not JSON with a result object is ServerError(UnreadableResponse), retried."""
-    mocked.post(CREATE, body="<html>maintenance</html>", content_type="text/html")
-    mocked.post(CREATE, payload={"request_id": "r"})
-    mocked.post(CREATE, payload=OK)
-    assert (await make_client().submit(IMAGE, SID, BODY)).attempts == 3
+async def test_unreadable_2xx_to_a_status_poll_is_retried(mocked, make_client):
+    """A 2xx to a status poll whose body is not JSON, has no result object or no status is
+    ServerError(UnreadableResponse), retried with the whole max_attempts budget (a GET bills nothing)."""
+    mocked.get(STATUS, body="<html>maintenance</html>", content_type="text/html")
+    mocked.get(STATUS, payload={"request_id": "r"})
+    mocked.get(STATUS, payload={"result": {"task_id": "task-1"}})
+    mocked.get(STATUS, payload={"result": {"task_id": "task-1", "status": "PENDING"}})
+    ambiguous: list[str] = []
+    assert (await make_client(on_ambiguous=ambiguous.append).get_task_status(IMAGE, SID, "task-1")).attempts == 4
+    assert ambiguous == []
 
-    mocked.post(CREATE, body="oops", repeat=True)
+    mocked.get(STATUS, body="oops", repeat=True)
     with pytest.raises(ServerError) as info:
-        await make_client().submit(IMAGE, SID, BODY)
-    assert info.value.code == "UnreadableResponse"
+        await make_client().get_task_status(IMAGE, SID, "task-1")
+    assert info.value.code == "UnreadableResponse" and info.value.attempts == 5
+
+
+UNREADABLE_CREATES = [
+    pytest.param(CREATE, IMAGE, {"body": "<html>gateway</html>", "content_type": "text/html"}, id="create-not-json"),
+    pytest.param(CREATE, IMAGE, {"payload": {"request_id": "r"}}, id="create-no-result"),
+    pytest.param(CREATE, IMAGE, {"payload": {"request_id": "r", "result": {}}}, id="create-no-task-id"),
+    pytest.param(CREATE, IMAGE, {"payload": {"result": {"task_id": 17}}}, id="create-task-id-not-text"),
+    pytest.param(DETECT, DETECTION, {"body": "<html>gateway</html>", "content_type": "text/html"},
+                 id="detect-not-json"),
+    pytest.param(DETECT, DETECTION, {"payload": {"request_id": "r"}}, id="detect-no-result"),
+]
+
+
+@pytest.mark.parametrize(("url", "cap", "answer"), UNREADABLE_CREATES)
+async def test_an_unreadable_2xx_to_a_create_is_ambiguous(mocked, make_client, url, cap, answer):
+    """A 2xx to a create (or a synchronous detection) whose body cannot be used means the service
+    accepted, and billed, it: it is sent again at most ambiguous_creates times (on_ambiguous hears
+    of each re-send) and then fails with UnreadableResponse, not max_attempts times."""
+    mocked.post(url, status=200, repeat=True, **answer)
+    ambiguous: list[str] = []
+    client = make_client(on_ambiguous=ambiguous.append, retry=RetryPolicy(max_attempts=5, ambiguous_creates=1))
+    with pytest.raises(ServerError) as info:
+        await client.submit(cap, "ops-object-detect-001" if cap is DETECTION else SID, BODY)
+    assert (info.value.code, info.value.http_status, info.value.attempts) == ("UnreadableResponse", 200, 2)
+    assert len(calls(mocked, "POST", url)) == 2
+    assert ambiguous == [cap.name]
+    assert len(info.value.message) < 400
+
+
+async def test_an_unreadable_2xx_to_a_create_is_final_without_an_ambiguous_budget(mocked, make_client, sleep):
+    """With ambiguous_creates=0 an unreadable 2xx to a create is final at once: one request, no sleep."""
+    mocked.post(CREATE, payload={"result": {}}, repeat=True)
+    client = make_client(retry=RetryPolicy(ambiguous_creates=0))
+    with pytest.raises(ServerError) as info:
+        await client.submit(IMAGE, SID, BODY)
+    assert info.value.code == "UnreadableResponse" and "task_id" in info.value.message
+    assert len(calls(mocked, "POST", CREATE)) == 1 and sleep.delays == []
+
+
+async def test_an_unreadable_2xx_then_an_answer_succeeds(mocked, make_client):
+    """An unreadable 2xx followed by a proper answer to the re-send gives that answer."""
+    mocked.post(CREATE, body="<html>gateway</html>", content_type="text/html")
+    mocked.post(CREATE, payload=OK)
+    ambiguous: list[str] = []
+    response = await make_client(on_ambiguous=ambiguous.append).submit(IMAGE, SID, BODY)
+    assert response.attempts == 2 and response.result == {"task_id": "task-1"} and ambiguous == [NAME]
 
 
 async def test_throttle_awaited_once_per_attempt(mocked, make_client):
@@ -612,7 +695,7 @@ async def test_throttle_awaited_once_per_attempt(mocked, make_client):
     assert seen == [(NAME, Lane.SUBMIT)] * 4
     assert all(type(lane) is Lane for _, lane in seen)
     seen.clear()
-    mocked.get(STATUS, payload=OK)
+    mocked.get(STATUS, payload={"result": {"task_id": "task-1", "status": "PENDING"}})
     await client.get_task_status(IMAGE, SID, "task-1")
     assert seen == [(NAME, Lane.POLL)]
 

@@ -198,6 +198,30 @@ async def test_failing_polls_are_retried_and_a_429_pauses_the_group(server, clie
     assert busy.polls == 3
 
 
+async def test_429s_past_the_deadline_never_time_a_task_out(server, client):
+    """Polls answered 429 for longer than the poll timeout do not end the task in PollTimeout: the
+    deadline judges the task's own answers, so it ends SUCCESS once the service answers again."""
+    throttled = error(429, "Throttling.RateQuota", {"Retry-After": "0.02"})
+    server.script("t-throttled", *[throttled] * 25, status("t-throttled", "SUCCESS", data={"n": 2}))
+    calls = Calls()
+    task = handle("t-throttled")
+    await run_to_end(make_poller(client, calls, DEADLINE), [task])
+    assert server.times("t-throttled")[-1] > task.deadline  # the 429s outlasted the deadline
+    [(_, response, err)] = calls.finished
+    assert err is None and response is not None and response.result["data"] == {"n": 2}
+    assert task.polls == 26
+
+
+async def test_a_pending_answer_after_429s_past_the_deadline_is_a_poll_timeout(server, client):
+    """Once the service answers PENDING again after the deadline, the task times out as usual."""
+    throttled = error(429, "Throttling.RateQuota", {"Retry-After": "0.02"})
+    server.script("t-late", *[throttled] * 25, status("t-late", "PENDING"))
+    calls = Calls()
+    await run_to_end(make_poller(client, calls, DEADLINE), [handle("t-late")])
+    [(_, response, err)] = calls.finished
+    assert response is None and isinstance(err, PollTimeout)
+
+
 # ---- a lost task --------------------------------------------------------------------------
 
 

@@ -5,8 +5,8 @@ size limit (400, checked from Content-Length before reading when possible), a ru
 burst, the QPS sliding window (429 + Retry-After), the fault draw (dropped connection, 500,
 slow answer; a bad 2xx body replaces the answer after processing), then the service id, JSON
 parsing and field validation (400; a summarization's ``input.chunks`` are also checked against
-what a segmentation of its source returned, see chunks.py), and finally the capability's work. Control routes need no auth: the emulator is a
-local test tool.
+what a segmentation of its source returned, see chunks.py), and finally the capability's work.
+Control routes need no auth: the emulator is a local test tool.
 """
 
 from __future__ import annotations
