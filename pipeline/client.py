@@ -31,6 +31,7 @@ import aiohttp
 from . import __version__
 from .backoff import RetryPolicy, retry_delay
 from .capabilities import Capability
+from .echo import shown
 from .errors import (
     ConfigError,
     InvalidParameter,
@@ -74,13 +75,13 @@ def build_base_url(endpoint: str, protocol: str, workspace: str) -> str:
     if "://" not in text:
         scheme = (protocol or "").strip().lower()
         if scheme not in ("http", "https"):
-            raise ConfigError(f"must be 'http' or 'https', got {protocol!r}", key="protocol")
+            raise ConfigError(f"must be 'http' or 'https', got {shown(protocol)}", key="protocol")
         text = f"{scheme}://{text}"
     try:
         parts = urlsplit(text)
         port = parts.port  # raises ValueError on a bad port
     except ValueError as exc:
-        raise ConfigError(f"{endpoint!r} is not a valid address; {expected}", key="endpoint") from exc
+        raise ConfigError(f"{shown(endpoint)} is not a valid address; {expected}", key="endpoint") from exc
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname
@@ -90,10 +91,10 @@ def build_base_url(endpoint: str, protocol: str, workspace: str) -> str:
         or parts.fragment
         or any(c.isspace() for c in text)
     ):
-        raise ConfigError(f"{endpoint!r} is not a valid address; {expected}", key="endpoint")
+        raise ConfigError(f"{shown(endpoint)} is not a valid address; {expected}", key="endpoint")
     if not _PATH_PART.fullmatch(workspace or ""):
         raise ConfigError(
-            f"{workspace!r} is not a valid workspace name; expected letters, digits, '.', '_' or '-' "
+            f"{shown(workspace)} is not a valid workspace name; expected letters, digits, '.', '_' or '-' "
             "(usually 'default')",
             key="workspace",
         )
@@ -139,9 +140,9 @@ class ServiceClient:
             # Never echo the key itself, not even in this message.
             raise ConfigError("contains characters not allowed in an HTTP header", key="api_key")
         if timeout <= 0:
-            raise ConfigError(f"must be > 0 seconds, got {timeout!r}", key="timeout")
+            raise ConfigError(f"must be > 0 seconds, got {shown(timeout)}", key="timeout")
         if connection_limit < 0:
-            raise ConfigError(f"must be >= 0 (0 = unlimited), got {connection_limit!r}", key="connection_limit")
+            raise ConfigError(f"must be >= 0 (0 = unlimited), got {shown(connection_limit)}", key="connection_limit")
         self.base_url = build_base_url(endpoint, protocol, workspace)
         self._where = urlsplit(self.base_url).netloc  # for messages: host and port only
         self._api_key = key  # only for redaction; the header below is what is sent
@@ -226,7 +227,7 @@ class ServiceClient:
             if not isinstance(value, str) or not _PATH_PART.fullmatch(value):
                 raise InvalidParameter(
                     "InvalidParameter",
-                    f"{name} {value!r} is not valid: expected letters, digits, '.', '_' or '-'",
+                    f"{name} {shown(value)} is not valid: expected letters, digits, '.', '_' or '-'",
                 )
         return f"{self.base_url}/{segment}/{service_id}"
 

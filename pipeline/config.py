@@ -19,7 +19,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,7 +39,9 @@ from .config_checks import (
     web_url_problem,
 )
 from .config_sections import FailureThreshold, UploadConfig
+from .echo import clipped, shown
 from .errors import ConfigError
+from .yaml_strict import Refused, StrictLoader, yaml_problem
 
 __all__ = [
     "ENV_KEYS", "ENV_ONLY_KEYS", "FILE_KEYS", "FLAGS", "Config", "FailureThreshold",
@@ -181,7 +182,7 @@ class Config:
         ]
         for ok, key, expected in checks:
             if not ok:
-                raise ConfigError(f"{expected}, got {_get(self, key)!r}", key=key)
+                raise ConfigError(f"{expected}, got {shown(_get(self, key))}", key=key)
         self._check_tables()
         object.__setattr__(self, "outputs", output_templates(self.outputs))
         self._check_services()
@@ -190,18 +191,18 @@ class Config:
         for name, limit in self.qps.items():
             if name not in CAPABILITIES:
                 raise ConfigError(f"unknown capability (known: {', '.join(CAPABILITIES)})",
-                                  key=f"qps.{name}")
+                                  key=f"qps.{clipped(name)}")
             if not finite_number(limit) or limit <= 0:
-                raise ConfigError(f"must be a finite number > 0, got {limit!r}", key=f"qps.{name}")
+                raise ConfigError(f"must be a finite number > 0, got {shown(limit)}", key=f"qps.{name}")
         for section in ("prices", "usage_estimates"):
             for service_id, table in getattr(self, section).items():
                 if not isinstance(table, Mapping):
-                    raise ConfigError(f"must be a mapping of usage keys to numbers, got {table!r}",
-                                      key=f"{section}.{service_id}")
+                    raise ConfigError(f"must be a mapping of usage keys to numbers, got {shown(table)}",
+                                      key=f"{section}.{clipped(service_id)}")
                 for unit, price in table.items():
                     if not finite_number(price) or price < 0:
-                        raise ConfigError(f"must be a number >= 0, got {price!r}",
-                                          key=f"{section}.{service_id}.{unit}")
+                        raise ConfigError(f"must be a number >= 0, got {shown(price)}",
+                                          key=f"{section}.{clipped(service_id)}.{clipped(unit)}")
 
     def _check_services(self) -> None:
         # The endpoint is parsed exactly as the client will parse it, so a run never gets as
@@ -213,7 +214,7 @@ class Config:
         if self.time_scale != 1 and self.endpoint is not None and not is_loopback_host(host):
             raise ConfigError(
                 f"time scale {self.time_scale:g} (PIPELINE_TIME_SCALE) is a test/demo facility for the local "
-                f"emulator and needs a loopback endpoint (127.0.0.0/8, ::1, localhost), not {host!r}: "
+                f"emulator and needs a loopback endpoint (127.0.0.0/8, ::1, localhost), not {shown(host)}: "
                 "unset PIPELINE_TIME_SCALE to run against the service", key="time_scale")
         for key in ("pushgateway", "ping_url"):
             url = getattr(self, key)
@@ -273,7 +274,7 @@ _DEFAULTS = Config()
 
 
 def _unknown(key: str, known: frozenset[str] | set[str], source: str) -> ConfigError:
-    return ConfigError(f"unknown key (known: {', '.join(sorted(known))})", key=key, source=source)
+    return ConfigError(f"unknown key (known: {', '.join(sorted(known))})", key=clipped(key), source=source)
 
 
 def _merge(merged: dict[str, Any], origin: dict[str, str], values: Mapping[Any, Any], source: str,
@@ -287,7 +288,7 @@ def _merge(merged: dict[str, Any], origin: dict[str, str], values: Mapping[Any, 
             raise _unknown(str(key), FILE_KEYS, source)
         if key in _NESTED:
             if not isinstance(value, Mapping):
-                raise ConfigError(f"must be a mapping, got {value!r}", key=key, source=source)
+                raise ConfigError(f"must be a mapping, got {shown(value)}", key=key, source=source)
             defaults = _NESTED[key]()
             known = {f.name for f in dataclasses.fields(defaults)}
             section = merged.setdefault(key, {})
@@ -324,20 +325,51 @@ def _construct(merged: Mapping[str, Any], origin: Mapping[str, str]) -> Config:
         raise ConfigError(exc.message, key=exc.key, source=next((s for s in sources if s), None)) from None
 
 
+#: A config file is a few KB; anything bigger is the wrong file (or a device such as /dev/zero).
+MAX_FILE_BYTES = 1 << 20
+
+
+class _ConfigLoader(StrictLoader):
+    """The loader manifests use too (`yaml_strict`): no anchors, aliases or repeated keys."""
+
+    kind = "a config file"
+
+
 def _read_file(path: str | os.PathLike[str]) -> Mapping[Any, Any]:
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except IsADirectoryError:
+        raise ConfigError("is a directory: give the path of a YAML config file (every key: "
+                          "configs/default.yaml)", source=source) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror}", source=source) from None
+        raise ConfigError(f"cannot read config file: {exc.strerror}; check the path and its permissions",
+                          source=source) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"is larger than {MAX_FILE_BYTES // (1 << 20)} MB: a config file is a few KB of YAML; "
+                          "is this the right file?", source=source)
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at line {line}): save it as UTF-8",
+                          source=source) from None
+    try:
+        loader = _ConfigLoader(text)  # checks every character already
+        try:
+            node = loader.get_single_node()
+            data = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except Refused as exc:
+        raise ConfigError(str(exc), source=source) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", source=source) from None
+        raise ConfigError(f"not valid YAML: {yaml_problem(exc, 'the config file')}", source=source) from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):
-        raise ConfigError("the top level must be a mapping of keys to values", source=source)
+        raise ConfigError(f"the top level must be a mapping of keys to values, got {shown(data)}", source=source)
     return data
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .capabilities import CAPABILITIES, resolve
+from .echo import clipped, shown
 from .errors import ConfigError
 
 __all__ = [
@@ -57,7 +58,7 @@ def parse_duration(text: str) -> float:
         return float(raw)
     match = _DURATION.fullmatch(raw)
     if not raw or match is None:
-        raise ValueError(f"{text!r} is not a duration; expected {_DURATION_FORMS}")
+        raise ValueError(f"{shown(text)} is not a duration; expected {_DURATION_FORMS}")
     return sum(float(value) * _UNIT_SECONDS[unit] for unit, value in match.groupdict().items() if value)
 
 
@@ -91,15 +92,15 @@ def safe_url(url: str) -> str:
 def _url_problem(url: str, schemes: tuple[str, ...], example: str) -> str | None:
     expected = f"expected a URL such as {example!r}"
     if not url or any(c.isspace() for c in url):
-        return f"{safe_url(url)!r} is not a URL; {expected}"
+        return f"{shown(safe_url(url))} is not a URL; {expected}"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        return f"{safe_url(url)!r} is not a valid URL; {expected}"
+        return f"{shown(safe_url(url))} is not a valid URL; {expected}"
     if parts.scheme.lower() not in schemes or not parts.hostname:
         starts = " or ".join(s + "://" for s in schemes)
-        return f"{safe_url(url)!r} must be a URL with a host, starting {starts}; {expected}"
+        return f"{shown(safe_url(url))} must be a URL with a host, starting {starts}; {expected}"
     return None
 
 
@@ -122,9 +123,9 @@ def metrics_file_problem(path: str) -> str | None:
         return "must be a file path, got an empty string"
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
-        return f"the directory {directory!r} of {path!r} does not exist; create it first"
+        return f"the directory {shown(directory)} of {shown(path)} does not exist; create it first"
     if os.path.isdir(path):
-        return f"{path!r} is a directory; give a file path such as {os.path.join(path, 'pipeline.prom')!r}"
+        return f"{shown(path)} is a directory; give a file path such as {shown(os.path.join(path, 'pipeline.prom'))}"
     return None
 
 
@@ -138,21 +139,21 @@ def output_template_problem(template: object) -> str | None:
     """None for an OSS prefix template such as 'oss://bucket/results/{analysis}/{id}/' whose
     placeholders are only {id}, {analysis} and {capability}; otherwise what is wrong."""
     if not isinstance(template, str):
-        return f"must be an OSS prefix template such as {_TEMPLATE_EXAMPLE!r}, got {template!r}"
+        return f"must be an OSS prefix template such as {_TEMPLATE_EXAMPLE!r}, got {shown(template)}"
     if not _TEMPLATE_BUCKET.match(template):
         return (f"must start with oss:// and a bucket written out, then a slash, such as {_TEMPLATE_EXAMPLE!r} "
-                f"(got {template!r})")
+                f"(got {shown(template)})")
     allowed = ", ".join("{" + name + "}" for name in OUTPUT_PLACEHOLDERS)
     try:
         fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
                   if name is not None]
     except ValueError as exc:
-        return (f"is not a valid template ({exc}) in {template!r}: placeholders are {allowed}; "
+        return (f"is not a valid template ({exc}) in {shown(template)}: placeholders are {allowed}; "
                 "write a literal brace twice ({{ or }})")
     for name, spec, conversion in fields:
         if name not in OUTPUT_PLACEHOLDERS or spec or conversion:
-            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            return f"unknown placeholder {shown} in {template!r}: use only {allowed}"
+            given = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            return f"unknown placeholder {clipped(given)} in {shown(template)}: use only {allowed}"
     return None
 
 
@@ -161,7 +162,7 @@ def output_templates(outputs: Mapping[str, Any]) -> dict[str, str]:
     templates: dict[str, str] = {}
     given: dict[str, str] = {}
     for name, template in outputs.items():
-        key = f"outputs.{name}"
+        key = f"outputs.{clipped(name)}"
         cap = resolve(name) if isinstance(name, str) else None
         if cap is None:
             raise ConfigError(f"unknown capability (known: {', '.join(CAPABILITIES)})", key=key)
@@ -205,22 +206,22 @@ def coerce(key: str, value: Any, default: Any, source: str) -> Any:
         default = 0.0  # numbers, though their default is None
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f"must be true or false, got {value!r}", key=key, source=source)
+            raise ConfigError(f"must be true or false, got {shown(value)}", key=key, source=source)
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"must be a number, got {value!r}", key=key, source=source)
+            raise ConfigError(f"must be a number, got {shown(value)}", key=key, source=source)
         return float(value)
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"must be an integer, got {value!r}", key=key, source=source)
+            raise ConfigError(f"must be an integer, got {shown(value)}", key=key, source=source)
     elif isinstance(default, str):
         if not isinstance(value, str):
-            raise ConfigError(f"must be a string, got {value!r}", key=key, source=source)
+            raise ConfigError(f"must be a string, got {shown(value)}", key=key, source=source)
     elif default is None:  # optional strings: endpoint, metrics_file, URLs, limiter_namespace
         if value is not None and not isinstance(value, str):
-            raise ConfigError(f"must be a string or null, got {value!r}", key=key, source=source)
+            raise ConfigError(f"must be a string or null, got {shown(value)}", key=key, source=source)
     elif isinstance(default, Mapping) and not isinstance(value, Mapping):
-        raise ConfigError(f"must be a mapping, got {value!r}", key=key, source=source)
+        raise ConfigError(f"must be a mapping, got {shown(value)}", key=key, source=source)
     return value
 
 
@@ -232,13 +233,13 @@ def parse_env(var: str, key: str, raw: str, current: Any) -> Any:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"must be true or false, got {raw!r}", key=key, source=var)
+        raise ConfigError(f"must be true or false, got {shown(raw)}", key=key, source=var)
     if isinstance(current, float) or key == "max_cost":
         try:
             value = float(raw)
         except ValueError:
-            raise ConfigError(f"must be a number, got {raw!r}", key=key, source=var) from None
+            raise ConfigError(f"must be a number, got {shown(raw)}", key=key, source=var) from None
         if not math.isfinite(value):
-            raise ConfigError(f"must be a finite number, got {raw!r}", key=key, source=var)
+            raise ConfigError(f"must be a finite number, got {shown(raw)}", key=key, source=var)
         return value
     return raw

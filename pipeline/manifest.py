@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .capabilities import MAX_BODY_BYTES
+from .echo import shown
 from .errors import ManifestError
 from .idset import IdSet
 from .job import Job, job_key
@@ -130,7 +131,7 @@ def _validated(records: Iterable[RawRecord], base: Path, *, skip: Callable[[str]
             derived = isinstance(raw, Mapping) and raw.get("id") is None
             hint = (" (this item has no id and repeats an earlier item's fields, analyses aside: put all its "
                     "analyses on one line, or give each an id)") if derived else ""
-            result = Rejected(line, f"duplicate id '{item_id}': ids must be unique within a "
+            result = Rejected(line, f"duplicate id {shown(item_id)}: ids must be unique within a "
                                     f"manifest{hint}", item_id)
         if isinstance(result, Rejected):
             yield result

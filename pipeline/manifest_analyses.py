@@ -66,11 +66,11 @@ def run_analyses(names: Sequence[str] | None) -> tuple[str, ...]:
     for given in names or ():
         cap = resolve(given) if isinstance(given, str) else None
         if cap is None:
-            raise ManifestError(f"unknown capability {given!r} (known: {', '.join(CAPABILITIES)}): give "
+            raise ManifestError(f"unknown capability {show(given)} (known: {', '.join(CAPABILITIES)}): give "
                                 "capability names separated by commas, e.g. image_analyze,object_detection",
                                 source="--analyses")
         if cap.name in canonical:
-            raise ManifestError(f"{given!r} is {cap.name} again: give each capability once (two analyses of one "
+            raise ManifestError(f"{show(given)} is {cap.name} again: give each capability once (two analyses of one "
                                 "capability need names: list them per item under analyses)", source="--analyses")
         canonical.append(cap.name)
     return tuple(canonical)

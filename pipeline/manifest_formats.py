@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
+from .echo import shown
+
 #: CSV columns that hold JSON text (see docs/design.md, "Interfaces").
 JSON_COLUMNS = frozenset({"parameters", "output", "options", "chunks", "meta", "analyses"})
 
@@ -127,7 +129,7 @@ def iter_txt(lines: Iterable[bytes | str]) -> Iterator[RawRecord]:
         scheme = _SCHEME.match(text)
         kind = "path" if scheme is None else {"http": "url", "https": "url", "oss": "oss"}.get(scheme[1].lower())
         if kind is None:
-            yield Rejected(number, f"unsupported source '{scheme[0] if scheme else text}': a .txt manifest "
+            yield Rejected(number, f"unsupported source {shown(scheme[0] if scheme else text)}: a .txt manifest "
                                    "line is an http(s):// URL, an oss://bucket/key or a local file path")
         elif text.startswith("{"):
             yield Rejected(number, "a .txt manifest holds one source per line (URL, oss:// or path); for items "

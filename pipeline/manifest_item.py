@@ -30,6 +30,7 @@ from .capabilities import (
     valid_service_id,
 )
 from .config_checks import fill_output
+from .echo import clipped, shown
 from .job import SOURCE_KINDS, Job
 from .manifest_formats import Rejected
 
@@ -130,7 +131,7 @@ def check_id(item: Mapping[str, Any]) -> str | None:
     value = item["id"]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         # 17, 17.0 and "17" would all become "17": refuse rather than guess which was meant.
-        raise ItemError(f"id must be a string, got a number {value!r}: quote it (\"{value}\") so it "
+        raise ItemError(f"id must be a string, got a number {show(value)}: quote it (\"{clipped(str(value))}\") so it "
                        "is kept exactly as written")
     if not isinstance(value, str):
         raise ItemError(f"id must be a non-empty string, got {describe(value)}")
@@ -143,9 +144,9 @@ def check_keys(item: Mapping[str, Any], allowed: Collection[str] = ALLOWED_KEYS)
     """Raise `ItemError` for the first key not in `allowed`, suggesting the closest allowed one."""
     for key in item:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
+            close = difflib.get_close_matches(str(key)[:100], allowed, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
-            raise ItemError(f"unknown field '{key}' ({hint})")
+            raise ItemError(f"unknown field {show(key)} ({hint})")
 
 
 def capability_of(name: object, *, missing: str) -> Capability:
@@ -202,19 +203,19 @@ def _check_local_file(path: str, given: str, base_dir: Path, max_body: int, remo
         st = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
-            raise ItemError(f"path: {path} is a symbolic link to a file that does not exist "
-                           f"({os.readlink(path)})") from None
+            raise ItemError(f"path: {clipped(path)} is a symbolic link to a file that does not exist "
+                           f"({clipped(os.readlink(path))})") from None
         where = "" if os.path.isabs(given) else f" (relative paths are resolved against {base_dir})"
-        raise ItemError(f"path: no such file {path}{where}") from None
+        raise ItemError(f"path: no such file {clipped(path)}{where}") from None
     except OSError as exc:
-        raise ItemError(f"path: cannot access {path}: {exc.strerror}") from None
+        raise ItemError(f"path: cannot access {clipped(path)}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise ItemError(f"path: {path} is not a regular file")
+        raise ItemError(f"path: {clipped(path)} is not a regular file")
     # The file is read at submit time, long after this check: refuse now what would fail then.
     if not os.access(path, os.R_OK):
-        raise ItemError(f"path: {path} is not readable by this user: check its permissions")
+        raise ItemError(f"path: {clipped(path)} is not readable by this user: check its permissions")
     if estimated_body_bytes(st.st_size) > max_body:
-        raise ItemError(f"path: {path} is {st.st_size / _MB:.1f} MB, too large to send inline "
+        raise ItemError(f"path: {clipped(path)} is {st.st_size / _MB:.1f} MB, too large to send inline "
                        f"(as base64 it needs {estimated_body_bytes(st.st_size) / _MB:.1f} MB; the "
                        f"request body limit is {max_body / _MB:.0f} MB): {remote}")
 
@@ -226,7 +227,7 @@ def _check_service_id(item: dict[str, Any], cap: Capability) -> str:
                        f"got {show(service_id)}: omit it to use {cap.default_service_id}")
     owner = owner_of_service_id(service_id)
     if owner is not None and owner is not cap:
-        raise ItemError(f"service_id {service_id} belongs to {owner.name}, not {cap.name}: "
+        raise ItemError(f"service_id {clipped(service_id)} belongs to {owner.name}, not {cap.name}: "
                        f"use one of {', '.join(cap.known_service_ids)}")
     return service_id
 
@@ -327,6 +328,5 @@ def describe(value: object) -> str:
 
 
 def show(value: object, limit: int = 60) -> str:
-    """`value` as a message quotes it, cut to `limit` characters."""
-    text = repr(value) if not isinstance(value, str) else f"'{value}'"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """`value` as a message quotes it, bounded (`echo.shown`: the one rule of every message)."""
+    return shown(value, limit)

@@ -4,66 +4,32 @@ A YAML manifest is a top-level list of item mappings, one item mapping per docum
 (``---``-separated), or a mapping whose ``items:`` key holds the list. Items are composed one
 node at a time from PyYAML's event stream, so a huge list is never loaded whole.
 
-Anchors and aliases (``&a`` / ``*a``) are refused: an alias is a reference, so a 1 KB file in
-which each item repeats the previous one nine times describes gigabytes of data once anything
-(JSON encoding, the result line) walks it. Refusing them keeps every item as big as its text.
-The item that holds one is rejected and the reader skips to the next item.
+Anchors and aliases (``&a`` / ``*a``), nesting deeper than `yaml_strict.MAX_DEPTH`, repeated
+keys and integers too long to convert are refused by the loader config files share
+(`yaml_strict`): an alias is a reference, so a 1 KB file in which each item repeats the previous
+one nine times describes gigabytes of data once anything (JSON encoding, the result line) walks
+it. Refusing them keeps every item as big as its text. The item that holds one is rejected and
+the reader skips to the next item.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO
 
 import yaml
 
 from .manifest_formats import LONE_SURROGATE, RawRecord, Rejected, is_unicode
+from .yaml_strict import Refused, StrictLoader, yaml_problem
 
 __all__ = ["iter_yaml"]
 
-_OPENS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
-_CLOSES = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
-_ALIAS_REASON = ("YAML anchors and aliases (&name, *name) are not accepted in a manifest (one alias can "
-                 "stand for gigabytes of repeated data): write the value out in full ({what} at line {line})")
 
 
-class _Refused(Exception):
-    """An anchor or alias event, not yet consumed (internal: becomes a `Rejected`)."""
+class _ManifestLoader(StrictLoader):
+    """The shared strict loader (`yaml_strict`), naming the file a manifest in its messages."""
 
-    def __init__(self, what: str, line: int) -> None:
-        super().__init__(_ALIAS_REASON.format(what=what, line=line))
-
-
-class _ManifestLoader(yaml.SafeLoader):
-    """SafeLoader without the timestamp resolver (dates stay strings, so items stay JSON) and
-    without anchors or aliases; it counts open collections so a refused item can be skipped."""
-
-    depth = 0  # collections opened and not yet closed, over the whole stream
-
-    def get_event(self) -> Any:
-        event = super().get_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, _OPENS):
-            self.depth += 1
-        elif isinstance(event, _CLOSES):
-            self.depth -= 1
-        return event
-
-    def next_event(self) -> Any:
-        """The next event, not consumed (PyYAML's own method is untyped)."""
-        return self.peek_event()  # type: ignore[no-untyped-call]
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> Any:
-        event = self.next_event()
-        if getattr(event, "anchor", None) is not None:  # AliasEvent, or a node with &anchor
-            sign = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
-            raise _Refused(f"{sign}{event.anchor}", event.start_mark.line + 1)
-        return super().compose_node(parent, index)
-
-
-_ManifestLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+    kind = "a manifest"
 
 
 def iter_yaml(stream: IO[bytes] | IO[str]) -> Iterator[RawRecord]:
@@ -75,7 +41,7 @@ def iter_yaml(stream: IO[bytes] | IO[str]) -> Iterator[RawRecord]:
     try:
         loader = _ManifestLoader(stream)  # reads (and decodes) the first chunk already
     except yaml.YAMLError as exc:
-        yield Rejected(1, f"YAML error: {_yaml_problem(exc)}; the file was not read")
+        yield Rejected(1, f"YAML error: {yaml_problem(exc, 'the manifest')}; the file was not read")
         return
     try:
         loader.get_event()  # StreamStart
@@ -94,9 +60,11 @@ def iter_yaml(stream: IO[bytes] | IO[str]) -> Iterator[RawRecord]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.context_mark or exc.problem_mark  # where the broken construct began
         line = mark.line + 1 if mark is not None else loader.line + 1
-        yield Rejected(line, f"YAML syntax error: {_yaml_problem(exc)}; the rest of the file was not read")
+        yield Rejected(line, f"YAML syntax error: {yaml_problem(exc, 'the manifest')}; the rest of the "
+                             "file was not read")
     except yaml.YAMLError as exc:  # e.g. a ReaderError for bytes that are not UTF-8
-        yield Rejected(loader.line + 1, f"YAML error: {_yaml_problem(exc)}; the rest of the file was not read")
+        yield Rejected(loader.line + 1, f"YAML error: {yaml_problem(exc, 'the manifest')}; the rest of the "
+                                        "file was not read")
     finally:
         loader.dispose()
 
@@ -149,7 +117,7 @@ def _compose(loader: _ManifestLoader) -> yaml.Node | Rejected:
     depth = loader.depth
     try:
         node: yaml.Node = loader.compose_node(None, None)
-    except _Refused as exc:
+    except Refused as exc:
         # The node is only partly consumed: read on until its last event (depth back to where it began).
         loader.get_event()
         while loader.depth > depth:
@@ -168,16 +136,4 @@ def _construct(loader: _ManifestLoader, node: yaml.Node | Rejected) -> RawRecord
     except yaml.YAMLError as exc:  # e.g. an unknown tag; the next item is unaffected
         loader.constructed_objects, loader.recursive_objects, loader.state_generators = {}, {}, []
         loader.deep_construct = False
-        return Rejected(line, f"YAML item cannot be read: {_yaml_problem(exc)}")
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """The one-line gist of a PyYAML error (its str() spans several lines with marks)."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        parts = [exc.context, exc.problem]
-        if exc.problem_mark is not None:
-            parts.append(f"at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}")
-        return " ".join(p for p in parts if p)
-    if isinstance(exc, yaml.reader.ReaderError):
-        return f"not valid UTF-8 ({exc.reason} at character {exc.position}): save the manifest as UTF-8"
-    return str(exc).replace("\n", " ")
+        return Rejected(line, f"YAML item cannot be read: {yaml_problem(exc, 'the manifest')}")

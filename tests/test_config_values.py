@@ -60,7 +60,8 @@ def test_http_only_when_asked(tmp_path, file_text, endpoint, scheme):
 ])
 def test_endpoint_errors_name_where_the_value_came_from(tmp_path, where, key, bad):
     """A bad endpoint, workspace or protocol names its flag (--endpoint), variable (PIPELINE_ENDPOINT) or file."""
-    path = write(tmp_path, f"endpoint: host.example.com\n{key}: {bad!r}\n" if where == "file" else "")
+    base = "" if key == "endpoint" else "endpoint: host.example.com\n"  # a key given twice is refused
+    path = write(tmp_path, f"{base}{key}: {bad!r}\n" if where == "file" else "")
     env = {f"PIPELINE_{key.upper()}": bad} if where == "env" else {}
     flags = {key: bad} if where == "flag" else {}
     err = load_error(path, env=env, **flags)
@@ -291,3 +292,58 @@ def test_outputs_must_be_a_mapping(tmp_path):
     """`outputs: oss://...` (one template for everything) is refused: it is a mapping by capability."""
     err = load_error(write(tmp_path, "outputs: 'oss://b/{id}/'\n"))
     assert err.key == "outputs" and "mapping" in str(err)
+
+
+# ---- the file itself: aliases, size, encoding, repeated keys, echoed values ---------------
+
+_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8))
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    (_LAUGHS, "anchors and aliases"),
+    ("retry: &r {attempts: 3}\npoll: *r\n", "anchors and aliases"),
+    ("endpoint: a.example.com\nendpoint: b.example.com\n", "given twice"),
+    ("qps:\n" + "  " * 1 + "[" * 150 + "]" * 150 + "\n", "nested deeper"),
+    ("workspace: \x00\n", "U+0000"),
+])
+def test_a_config_file_that_means_something_else_is_refused(tmp_path, text, says):
+    """Aliases (a 600-byte file describing gigabytes), repeated keys, deep nesting and NUL bytes are refused
+    at once with a one-line message naming the file, as in manifests."""
+    path = write(tmp_path, text)
+    err = load_error(path)
+    assert says in str(err)
+    assert str(path) in str(err)
+    assert len(str(err)) < 600
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("workspace: " + "w/" * 50_000 + "\n", "workspace"),
+    ("qps: {image_analyze: [" + ", ".join(["1"] * 50_000) + "]}\n", "qps.image_analyze"),
+    ("x" * 1000 + ": 1\n", "x"),  # PyYAML takes keys up to 1024 characters
+    ("prices: {" + "p" * 1000 + ": {request: -1}}\n", "prices"),
+])
+def test_every_echoed_value_in_a_config_error_is_bounded(tmp_path, text, key):
+    """A huge value, key or list in a config file is quoted by a bounded excerpt, not echoed whole."""
+    err = load_error(write(tmp_path, text))
+    assert key in str(err)
+    assert len(str(err)) < 800
+
+
+def test_a_config_file_that_is_not_utf8_or_too_big_or_a_directory_is_refused(tmp_path):
+    """Bytes that are not UTF-8, a file over 1 MB (/dev/zero would never end) and a directory each get a message."""
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(b"workspace: caf\xe9\n")
+    assert "UTF-8" in str(load_error(bad))
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    assert "larger than" in str(load_error(big))
+    assert "is a directory" in str(load_error(tmp_path))
+
+
+def test_a_bom_is_accepted_in_a_config_file(tmp_path):
+    """A UTF-8 BOM (as some editors save) is read past, not taken for part of the first key."""
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbfworkspace: mine\n")
+    assert load_config(path, env=NO_ENV, overrides={}).workspace == "mine"
