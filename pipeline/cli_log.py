@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from .errors import redact
+from .loggable import WIRE_LOGGER
 
 
 class JsonFormatter(logging.Formatter):
@@ -70,5 +71,8 @@ def setup_logging(*, verbose: int = 0, quiet: bool = False, fmt: str = "text") -
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # -v: what each stage decided (pipeline.run, pipeline.pacing at DEBUG); -vv: every request
+    # too (pipeline.wire, one line per HTTP exchange) and aiohttp's own records.
+    logging.getLogger(WIRE_LOGGER).setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
     if verbose < 2:
         logging.getLogger("aiohttp").setLevel(logging.WARNING)

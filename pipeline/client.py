@@ -44,11 +44,13 @@ from .errors import (
     redact,
 )
 from .limits import Lane, PermitLike
+from .loggable import WIRE_LOGGER
 from .responses import ApiResponse, parse_failure, parse_success
 
 __all__ = ["ApiResponse", "ServiceClient", "build_base_url"]
 
 log = logging.getLogger(__name__)
+wire = logging.getLogger(WIRE_LOGGER)
 
 USER_AGENT = f"opensearch-media-pipeline/{__version__}"
 _PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # workspace, segment, service id
@@ -324,6 +326,7 @@ class ServiceClient:
         """One HTTP exchange, translated: ApiResponse or a ServiceError, never an aiohttp error.
         A 2xx whose result lacks ``needs`` (a non-empty string) is `UnreadableResponse`."""
         session = self._get_session()
+        started = time.monotonic() if wire.isEnabledFor(logging.DEBUG) else None
         try:
             async with session.request(
                 method,
@@ -339,14 +342,17 @@ class ServiceClient:
                 headers = resp.headers
                 reason = resp.reason or ""
         except (asyncio.TimeoutError, TimeoutError) as exc:  # includes aiohttp.ServerTimeoutError
+            self._log_exchange(started, method, url, "timeout")
             raise TransportError(
                 "Timeout", self._redact(f"no answer within {self._timeout.total}s ({str(exc) or type(exc).__name__})")
             ) from exc
         except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS: nothing was sent
+            self._log_exchange(started, method, url, "not connected")
             raise TransportError(
                 "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}"), maybe_sent=False
             ) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            self._log_exchange(started, method, url, "connection dropped")
             raise TransportError(
                 "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}")
             ) from exc
@@ -355,6 +361,7 @@ class ServiceClient:
                 "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}")
             ) from exc
 
+        self._log_exchange(started, method, url, status, headers.get("x-acs-request-id"))
         if self._on_response is not None:
             self._on_response(capability, status)
         if status == 429:
@@ -365,6 +372,14 @@ class ServiceClient:
         if 200 <= status <= 299:
             return parse_success(status, raw, header_request_id, self._redact, needs=needs)
         raise parse_failure(status, reason, raw, header_request_id, headers.get("Retry-After"), redact=self._redact)
+
+    def _log_exchange(self, started: float | None, method: str, url: str, answer: int | str,
+                      request_id: str | None = None) -> None:
+        """-vv: one line per exchange (`started` is None unless the wire logger is on)."""
+        if started is not None:
+            path = url[len(self.base_url):] if url.startswith(self.base_url) else url
+            wire.debug("%s %s -> %s in %.0f ms%s", method, path, answer, (time.monotonic() - started) * 1000,
+                       f" (request {request_id[:64]})" if request_id else "")
 
     def _warn_throttled(self, capability: str, answers: int, err: ServiceError) -> None:
         """Say, at most every `warn_every` seconds per capability, that the service has throttled it."""

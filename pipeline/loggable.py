@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+#: The logger of one DEBUG record per HTTP exchange with the service (method, path, status,
+#: milliseconds, request id; never a header or a body): shown only with -vv.
+WIRE_LOGGER = "pipeline.wire"
+
 
 def with_scheme(url: str) -> str:
     """`url`, with `http://` in front when it has no scheme (prometheus_client's convention)."""

@@ -33,6 +33,9 @@ class CapabilityStats:
     retries: int = 0
     submits: int = 0  # create/detect requests accepted
     polls: int = 0
+    #: Seconds requests waited for the QPS pacer, and how many waited, per lane ("submit", "poll").
+    paced_s: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    paced: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     #: service id -> usage key -> total
     usage: defaultdict[str, defaultdict[str, float]] = field(

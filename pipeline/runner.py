@@ -23,6 +23,7 @@ import logging
 import math
 import random
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from .chaining import Chain
 from .checkpoint import Checkpoint
 from .client import THROTTLE_WARN_EVERY, ServiceClient
 from .config import Config
+from .decisions import ResumeRoute, route_resumed
 from .errors import AuthError, FatalError, ServiceError, ServiceUnreachable
 from .exit_codes import ExitCode
 from .job import Job, split_key
@@ -144,6 +146,10 @@ class Run:
         self._joined = check_identity(ckpt, out=files.results, manifest=self.req.manifest, append=self.req.append,
                                       state_dir=files.state_dir, shard=str(self.req.shard) if self.req.shard else None)
         state = prepare(ckpt, out=files.results, retry_failed=self.req.retry_failed)
+        routes = Counter(route_resumed(task).value for task in state.pending.values())
+        log.debug("resume: %d (item, analysis) results done (skipped unread), %d recorded tasks to poll, %d known "
+                  "items to submit (again)", len(state.done), routes[ResumeRoute.POLL.value],
+                  routes[ResumeRoute.QUEUE.value])
         # Until this session records how it ended, the run counts as unfinished: after a kill -9
         # or a full disk, `status` says what a resume needs (exit 3), not "completed".
         ckpt.set_last_stop(UNFINISHED.to_record())
@@ -190,6 +196,7 @@ class Run:
                 self._signals.remove()  # last: a second signal during the clean-up still exits at once
         ckpt.set_meta("failure_window", self._watch.state())
         self._save_manifest_counts(reader)
+        self._log_stages(reader)
         return self._result()
 
     async def _run_groups(self, reader: Reader, line_send: MemoryObjectSendStream[ResultLine],
@@ -314,9 +321,16 @@ class Run:
             f"{reserved:.4f}); submitted tasks were finished; raise the cap and run the same command to go on")))
 
     async def _throttle(self, capability: str, lane: Lane) -> PermitLike | None:
+        clock = asyncio.get_running_loop().time
+        started = clock()
         if lane is Lane.SUBMIT:
-            return await self._control.interruptible(lambda: self._pacers.acquire(capability, lane))
-        return await self._pacers.acquire(capability, lane)
+            permit = await self._control.interruptible(lambda: self._pacers.acquire(capability, lane))
+        else:
+            permit = await self._pacers.acquire(capability, lane)
+        stats = self.stats.caps[capability]
+        stats.paced_s[lane.value] += clock() - started
+        stats.paced[lane.value] += 1
+        return permit
 
     async def _backoff_sleep(self, seconds: float) -> None:
         await self._control.interruptible(lambda: anyio.sleep(seconds))
@@ -345,6 +359,23 @@ class Run:
                                         shared=reader.known if self._joined else None)
         if reader.complete:
             self._ckpt.set_empty(manifest_key(self.req.manifest), not reader.any_items and not reader.rejected)
+
+    def _log_stages(self, reader: Reader) -> None:
+        """-v: what each stage decided this session."""
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        routed = ", ".join(f"{n} {what}" for what, n in reader.routed.items()) or "nothing"
+        log.debug("reader: %s the manifest; (item, analysis) results: %s; %d lines rejected",
+                  "read all of" if reader.complete else "stopped part-way through", routed, reader.rejected)
+        for name, stats in self.stats.caps.items():
+            waits = [f"{stats.paced[lane]} {lane}s waited {stats.paced_s[lane]:.1f} s in all"
+                     for lane in ("submit", "poll") if stats.paced[lane]]
+            if waits:
+                log.debug("pacer %s: %s", name, "; ".join(waits))
+        for name, poller in self._pollers.items():
+            if poller.polls:
+                log.debug("poller %s: %d status checks, %d of them in spare pacer slots", name, poller.polls,
+                          poller.spare_polls)
 
     # ---- result ------------------------------------------------------------------------
     def _result(self) -> RunResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import IO, TypeVar
 
@@ -253,6 +254,8 @@ class Reader:
         self.rejected = 0
         self.complete = False  # read to the end (not stopped part-way)
         self.any_items = False  # a valid item seen, whichever shard owns it: an empty catalog is not a success
+        #: What became of the (item, analysis) units read, by route (for -v).
+        self.routed: Counter[str] = Counter()
         #: Units of this manifest the checkpoint knew at the start (done, or a task recorded):
         #: after `--append`, the ones an earlier manifest of the run holds too.
         self.known = 0
@@ -306,6 +309,7 @@ class Reader:
                 await anyio.lowlevel.checkpoint()
             self.any_items = self.any_items or not isinstance(item, Rejected)
             if not self._mine(item):
+                self.routed["left to other shards"] += not isinstance(item, Rejected)
                 continue
             if item.line != last_line:  # an item's analyses come one after another, on its line
                 last_line = item.line
@@ -314,6 +318,7 @@ class Reader:
                 stats.units_read += 1
             if isinstance(item, Skipped):  # done in an earlier session
                 self.known += 1
+                self.routed["done already"] += 1
                 if item.capability is not None:
                     stats.caps[item.capability].skipped += 1
                 continue
@@ -323,21 +328,25 @@ class Reader:
             key = item.key
             if key in state.done:  # one analysis of an item whose others are not all done
                 self.known += 1
+                self.routed["done already"] += 1
                 stats.caps[item.capability].skipped += 1
                 continue
             known = state.pending.pop(key, None)
             self.known += known is not None
             if known is not None and route_resumed(known) is ResumeRoute.POLL:
                 assert known.task_id is not None
+                self.routed["recorded tasks polled"] += 1
                 await self._control.acquire_slot(item.capability)
                 await put(handles[item.capability], self._submitter.handle(
                     item, known.task_id, known.submitted_at, known.attempts, known.resubmits))
                 continue
             if item.after is not None:
+                self.routed["chained to their parent"] += 1
                 parent = self._chain.parent_line(item)
                 if parent is not None:  # ended already: in an earlier session, or just now
                     await self._go_on(item, parent, jobs)
                 continue  # else it waits: `_release` takes it on when the parent's line is written
+            self.routed["queued to submit"] += 1
             stats.caps[item.capability].queued += 1
             await put(jobs[item.capability], item)
         self.complete = True

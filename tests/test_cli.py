@@ -166,3 +166,19 @@ def test_json_logs_and_plain_progress(tmp_path: Path, emu: EmulatorThread) -> No
     assert text.returncode == 0
     plain = [line for line in text.stderr.splitlines() if "progress: " in line]
     assert plain and "image_analyze: q=" in plain[-1]
+
+
+@pytest.mark.parametrize("flags", [[], ["-v"], ["-vv"]])
+def test_verbosity_says_what_each_stage_decided_then_every_request(tmp_path: Path, emu: EmulatorThread,
+                                                                   flags: list[str]) -> None:
+    """-v adds what the resume, the reader, the pacers and the pollers decided; -vv adds one line per
+    HTTP exchange (method, path, status; never the key); without either, neither appears."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(6, ["image_analyze", "object_detection"]))
+    done = cli([*run_args(tmp_path, manifest, emu), "--progress", "off", *flags], env=ENV)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stage_lines = ("resume: 0 (item, analysis) results done", "reader: read all of the manifest",
+                   "6 queued to submit", "pacer image_analyze: 3 submits waited", "poller image_analyze:")
+    request_line = "POST /image-object-detection/ops-object-detect-001 -> 200 in "
+    assert all((line in done.stderr) == bool(flags) for line in stage_lines), done.stderr[-3000:]
+    assert (request_line in done.stderr) == (flags == ["-vv"]), done.stderr[-3000:]
+    assert KEY not in done.stderr
