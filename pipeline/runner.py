@@ -197,6 +197,7 @@ class Run:
         ckpt.set_meta("failure_window", self._watch.state())
         self._save_manifest_counts(reader)
         self._log_stages(reader)
+        self._drop_moot_stop(reader)
         return self._result()
 
     async def _run_groups(self, reader: Reader, line_send: MemoryObjectSendStream[ResultLine],
@@ -359,6 +360,17 @@ class Run:
                                         shared=reader.known if self._joined else None)
         if reader.complete:
             self._ckpt.set_empty(manifest_key(self.req.manifest), not reader.any_items and not reader.rejected)
+
+    def _drop_moot_stop(self, reader: Reader) -> None:
+        """A stop that came when nothing was left to do (a time limit shorter than a resume of a
+        finished run, a signal as the last line was written) stopped nothing: the outcome is the
+        work's. Every unit read ended this session as skipped or as a line, and the reader read all."""
+        if self._stop is None or not reader.complete:
+            return
+        ended = sum(s.succeeded + s.failed + s.skipped for s in self.stats.caps.values())
+        if ended == self.stats.units_read:
+            log.info("%s came after the last item had ended: nothing was left to stop", self._stop.reason.value)
+            self._stop = None
 
     def _log_stages(self, reader: Reader) -> None:
         """-v: what each stage decided this session."""

@@ -182,3 +182,14 @@ def test_verbosity_says_what_each_stage_decided_then_every_request(tmp_path: Pat
     assert all((line in done.stderr) == bool(flags) for line in stage_lines), done.stderr[-3000:]
     assert (request_line in done.stderr) == (flags == ["-vv"]), done.stderr[-3000:]
     assert KEY not in done.stderr
+
+
+def test_a_time_limit_on_a_finished_run_stops_nothing(tmp_path: Path, emu: EmulatorThread) -> None:
+    """Resuming a finished run with a --max-duration shorter than anything exits 0 as the run did, not
+    3 'time limit reached': the limit came when nothing was left to stop."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(40, ["object_detection"]))
+    first = cli(run_args(tmp_path, manifest, emu), env=ENV)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = cli([*run_args(tmp_path, manifest, emu), "--max-duration", "0.0001"], env=ENV)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "results.summary.json").read_text())["outcome"] == "completed"
