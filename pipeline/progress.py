@@ -59,7 +59,13 @@ class Snapshot:
     def __init__(self, stats: RunStats, limits: Mapping[str, float], total: int | None,
                  history: deque[tuple[float, int, dict[str, int]]]) -> None:
         now = time.monotonic()
-        if total:  # lines to write: manifest lines times the analyses per item seen so far
+        self.records = total  # the manifest's records (lines), counted once before the run
+        # Result lines to expect: exact once the reader has read everything (the units it read,
+        # rejected lines aside); until then the records times the analyses per record so far.
+        self.estimate = not stats.read_complete
+        if stats.read_complete:
+            total = stats.units_read
+        elif total:
             total = round(total * stats.units_per_record())
         self.elapsed = stats.elapsed()
         done_total = sum(s.done + s.skipped for s in stats.caps.values())
@@ -84,11 +90,11 @@ class Snapshot:
         self.total = total
         self.eta: float | None = None
         if total and t1 > t0 and d1 > d0:
-            remaining = max(total - done_total - stats.rejected, 0)
+            remaining = max(total - done_total - (stats.rejected if self.estimate else 0), 0)
             self.eta = remaining / ((d1 - d0) / (t1 - t0))
 
     def plain(self) -> str:
-        parts = [f"progress: {self.done}{'/' + str(self.total) if self.total else ''} done"
+        parts = [f"progress: {self.done}{self.of_total()} done"
                  f", {self.rejected} rejected, elapsed {_hms(self.elapsed)}"
                  f"{', eta ' + _hms(self.eta) if self.eta is not None else ''}"
                  + (f", uploaded {self.uploaded_mb:.1f} MB at {self.upload_rate:.1f} MB/s" if self.uploaded_mb
@@ -100,13 +106,21 @@ class Snapshot:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "done": self.done, "total_lines": self.total, "rejected": self.rejected,
+            "done": self.done, "total_lines": self.records, "expected_results": self.total,
+            "expected_is_estimate": self.estimate, "rejected": self.rejected,
             "uploaded_mb": round(self.uploaded_mb, 3),
             "elapsed_s": round(self.elapsed, 1), "eta_s": round(self.eta, 1) if self.eta else None,
             "capabilities": {r[0]: {"queued": r[1], "in_flight": r[2], "succeeded": r[3],
                                     "failed": r[4], "request_rate": round(r[5], 2), "limit": r[6],
                                     "rate_limited": r[7], "retries": r[8]} for r in self.rows},
         }
+
+
+    def of_total(self) -> str:
+        """'/N' of the results expected ('/~N' while an estimate), or nothing when unknown."""
+        if not self.total:
+            return ""
+        return f"/{'~' if self.estimate else ''}{self.total}"
 
 
 def _hms(seconds: float | None) -> str:
@@ -141,7 +155,7 @@ async def _rich(stats: RunStats, limits: Mapping[str, float], total: int | None,
 
     def render() -> Table:
         snap = Snapshot(stats, limits, total, history)
-        title = (f"{snap.done}{'/' + str(total) if total else ''} done · {snap.rejected} rejected · "
+        title = (f"{snap.done}{snap.of_total()} done · {snap.rejected} rejected · "
                  f"elapsed {_hms(snap.elapsed)} · ETA {_hms(snap.eta)}"
                  + (f" · uploaded {snap.uploaded_mb:.1f} MB ({snap.upload_rate:.1f} MB/s)" if snap.uploaded_mb else ""))
         table = Table(title=title, title_justify="left", expand=False)

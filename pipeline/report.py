@@ -63,6 +63,7 @@ class RunStats:
         # manifest's line count by their ratio to estimate the lines a run will write.
         self.records_read = 0
         self.units_read = 0
+        self.read_complete = False  # the reader has read the whole manifest: units_read is final
 
     def units_per_record(self) -> float:
         return self.units_read / self.records_read if self.records_read else 1.0

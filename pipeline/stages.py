@@ -349,7 +349,7 @@ class Reader:
             self.routed["queued to submit"] += 1
             stats.caps[item.capability].queued += 1
             await put(jobs[item.capability], item)
-        self.complete = True
+        self.complete = stats.read_complete = True
         if self.rejected > LOG_FIRST:
             log.warning("%d manifest lines rejected in all; every one is in %s", self.rejected,
                         self._rejects.name)
