@@ -55,18 +55,21 @@ async def test_redis_lost_mid_run_degrades_then_recovers(own_redis_server: Redis
             for i in range(3):
                 for _ in range(2):
                     tg.start_soon(worker, i)
-            await anyio.sleep(0.2)
+            await until(lambda: {i for _, i, _ in grants} == {0, 1, 2})  # every pacer books through Redis
             server.kill()
             await until(lambda: all(p.degraded for p in pacers))
             lost_at = anyio.current_time()
-            await anyio.sleep(0.5)
+
+            def granted_in_outage(i: int) -> int:
+                return sum(1 for t, j, degraded in grants if j == i and degraded and t > lost_at + 0.15)
+
+            await until(lambda: all(granted_in_outage(i) >= 6 for i in range(3)), within=30)  # a state, not a time
             server.start()
             await until(lambda: not any(p.degraded for p in pacers))
             back_at = anyio.current_time()
-            await anyio.sleep(0.3)
+            await until(lambda: has_grid(server.url, ns))  # booking resumed in the new server
             stop.set()
             await until(lambda: len(grants) > 0)
-            assert await has_grid(server.url, ns)  # booking resumed in the new server
             tg.cancel_scope.cancel()
 
     outage = [(t, i) for t, i, degraded in grants if degraded and lost_at + 0.15 < t < back_at]
