@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -173,11 +174,22 @@ def test_second_signal_exits_at_once_and_stays_consistent(tmp_path: Path, emu: E
     deadline = time.monotonic() + 30  # until requests are on the wire, held by the emulator
     while time.monotonic() < deadline and emu.counters()["faults"]["slow"] < 1:
         time.sleep(0.02)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
     proc.send_signal(signal.SIGINT)  # the drain now waits for the submits out
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60  # until the run says it drains: the first signal was handled
+    while time.monotonic() < deadline and not any("second Ctrl-C exits now" in line for line in lines):
+        time.sleep(0.02)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    proc.wait(timeout=30)
+    reader.join(timeout=10)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    err = "".join(lines)
     assert proc.returncode == 3, err[-2000:]
     assert time.monotonic() - sent < 20.0
     assert "second SIGINT" in err
