@@ -3,6 +3,7 @@ rule says of each, and the signatures by which each option knows its own earlier
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import export
 from pipeline.checkpoint import Checkpoint
 from pipeline.errors import UsageError
 from pipeline.manifest_formats import Rejected
@@ -118,10 +120,12 @@ def test_results_inside_the_state_dir_are_refused(tmp_path: Path) -> None:
 
 # ---- what each option's own output looks like ------------------------------------------------
 def test_the_signatures_match_what_the_writers_write(tmp_path: Path) -> None:
-    """The keys a run knows its rejects and summary files by are the keys their writers
-    write; a state dir is known by the checkpoint's and the lock's names."""
+    """The keys a run knows its rejects and summary files by, and an export its own lines by, are
+    the keys their writers write; a state dir is known by the checkpoint's and the lock's names."""
     assert set(Rejected(line=3, reason="bad", id="x").to_dict()) == REJECT_KEYS
     assert set(summarize({}, prices={}, elapsed=1.0, outcome="completed")) >= SUMMARY_KEYS
+    line = json.loads(export._encode("a", [("ocr", {"status": "SUCCESS", "meta": None})]))
+    assert set(line) == export.EXPORT_KEYS
     assert set(STATE_MARKERS) == {Checkpoint.DB_NAME, LOCK_NAME}
 
 

@@ -1,6 +1,6 @@
-"""Issue 18's path bugs, as a user met them: `--metrics-file` on the results file, a refused
-foreign `--out` leaving a state dir behind, and refused runs (exit 7, exit 2) that still pinged
-and rewrote the shared metrics file."""
+"""Issue 18's path bugs, as a user met them: `--metrics-file` on the results file, `export --out` on
+a live run's manifest, a refused foreign `--out` leaving a state dir behind, and refused runs
+(exit 7, exit 2) that still pinged and rewrote the shared metrics file."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from paths_support import ENV, KEY, SCALE, UNREACHABLE, World, changes, fresh_wo
 from support import config_file, items, write_manifest
 
 from pipeline.__main__ import main
+from pipeline.checkpoint import Checkpoint
 from pipeline.emulator import EmulatorSettings, EmulatorThread
 from pipeline.statelock import StateDirLock
 
@@ -58,6 +59,32 @@ def test_metrics_file_on_the_results_file_is_refused_before_anything(tmp_path: P
         assert emu.counters()["requests_total"] == 0
     assert f"--out {out} is also --metrics-file" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "m.jsonl"]
+
+
+def test_export_refuses_a_live_runs_manifests_and_empty_rejects(world: World,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 18 bug 2: `export --out` replaced the run's manifest even while the run was live. Now
+    the run's manifests (one joined with --append too) and its rejects file are refused, even
+    empty ones only the state dir can tell apart, and nothing changes."""
+    day2 = world.root / "day2.jsonl"
+    day2.write_text("")  # an empty catalog joined with --append: only the checkpoint knows it is an input
+    (world.root / "results.rejects.jsonl").write_text("")  # no line rejected: an empty rejects file
+    lock = StateDirLock(world.state_dir)
+    lock.acquire()  # the run is live: status says so, another run would exit 7
+    live = Checkpoint.open(world.state_dir)  # and writes its checkpoint meanwhile
+    try:
+        live.add_manifest(str(day2.resolve()))
+        before = snapshot(world)
+        for target, named in [(world.manifest, "already exists and is not an export"),
+                              (day2, f"is a manifest of the run ({day2.resolve()})"),
+                              (world.root / "results.rejects.jsonl", "is the run's rejects file")]:
+            err = refused(["export", "--by-item", "--state-dir", str(world.state_dir), "--out", str(target)], capsys)
+            assert f"--out {target} {named}" in err
+        # SQLite's shared-memory index is the live run's and every reader's (a reader marks it)
+        assert [c for c in changes(before, snapshot(world)) if not c.endswith(".sqlite3-shm")] == []
+    finally:
+        live.close()
+        lock.release()
 
 
 def test_a_refused_foreign_out_leaves_no_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
