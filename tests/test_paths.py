@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import export
+from pipeline import demo, export
 from pipeline.checkpoint import Checkpoint
 from pipeline.errors import UsageError
 from pipeline.manifest_formats import Rejected
@@ -139,3 +139,12 @@ def test_the_metrics_textfile_replaces_only_its_own(tmp_path: Path) -> None:
                           ("r.jsonl", b'{"id": "a"}\n'), ("cfg.yaml", b"qps_headroom: 0.9\n"), ("bin", b"\xff\xfe")]:
         (tmp_path / name).write_bytes(content)
         assert "is not a metrics textfile this pipeline wrote" in (textfile_ours(tmp_path / name) or ""), name
+
+
+def test_demo_keep_never_writes_into_a_directory_it_did_not_make(tmp_path: Path) -> None:
+    """`demo --keep --out-dir DIR` wrote its marker and runs into any directory; now a directory
+    with files the demo did not write is refused with --keep too, and left as it was."""
+    (tmp_path / "notes.txt").write_text("keep me")
+    problem = demo.prepare_out_dir(tmp_path, keep=True)
+    assert problem is not None and "holds files the demo did not write" in problem
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
