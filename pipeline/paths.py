@@ -117,7 +117,7 @@ def _problem(target: Target, protected: Mapping[str, Path], state_dirs: Iterable
     except FileNotFoundError:
         st = None
     except NotADirectoryError:
-        return f"cannot be written: {_under_a_file(_file_above(path))}"
+        return _under_a_file(_file_above(path))
     except OSError as exc:
         return f"cannot be looked at ({exc.strerror}): give another path"
     if st is not None and stat.S_ISLNK(st.st_mode):
@@ -236,12 +236,12 @@ def _parent_problem(target: Target) -> str | None:
             return f"cannot be written: this user cannot create files in {shown_path(parent)}"
         return None
     if os.path.lexists(parent):
-        return f"cannot be written: {_under_a_file(parent)}"
+        return _under_a_file(parent)
     if not target.parents:
         return f"cannot be written: the directory {shown_path(parent)} does not exist; create it first"
     existing = _file_above(target.path)
     if not os.path.isdir(existing):
-        return f"cannot be written: {_under_a_file(existing)}"
+        return _under_a_file(existing)
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"cannot be written: this user cannot create directories in {shown_path(existing)}"
     return None
