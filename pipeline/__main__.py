@@ -102,7 +102,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Config, RunRequest]:
         files = RunFiles(shard.path(files.results), shard.path(files.state_dir))
     return config, RunRequest(manifest=args.manifest, files=files, api_key=api_key, config=config,
                               retry_failed=args.retry_failed, append=args.append, shard=shard,
-                              analyses=args.analyses)
+                              analyses=args.analyses, config_file=Path(args.config) if args.config else None)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -124,19 +124,25 @@ def _run(args: argparse.Namespace) -> int:
             metrics.progress(live_summary())
 
     async def with_progress() -> tuple[int, RunResult | None]:
-        if pinger is not None:
-            await pinger.start()
         result: RunResult | None = None
         code: int = ExitCode.INTERRUPTED
+        started = False  # pings and metrics begin only once the run is accepted: a refused one touches neither
+
+        async def on_started() -> None:
+            nonlocal started
+            started = True
+            if pinger is not None:
+                await pinger.start()
+            if metrics is not None:
+                tg.start_soon(metrics_ticks)
+
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(lambda: show_progress(
                     stats, limits, total=count_lines(args.manifest), mode="off" if args.quiet else args.progress,
                     interval=config.progress_interval))
-                if metrics is not None:
-                    tg.start_soon(metrics_ticks)
                 try:
-                    result = await Run(request, stats=stats).execute()
+                    result = await Run(request, stats=stats, on_started=on_started).execute()
                     code = result.exit_code
                 except (PipelineError, OSError) as exc:
                     code = exit_code_for(exc)
@@ -145,9 +151,9 @@ def _run(args: argparse.Namespace) -> int:
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                if metrics is not None:
+                if metrics is not None and started:
                     await metrics.finish(result.summary if result else live_summary(), int(code))
-                if pinger is not None:
+                if pinger is not None and started:
                     await pinger.finish(int(code))
         return code, result
 

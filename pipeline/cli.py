@@ -67,7 +67,8 @@ def _add_run(sub: Any) -> None:
                    "from stdin")
     p.add_argument("--config", metavar="FILE", help="YAML config file (every key: configs/default.yaml)")
     _analyses_option(p)
-    p.add_argument("--out", default="results.jsonl", help="results file (default: results.jsonl)")
+    p.add_argument("--out", default="results.jsonl", metavar="FILE",
+                   help="results file (default: results.jsonl); rejects and summary files are named after it")
     p.add_argument("--state-dir", metavar="DIR",
                    help="checkpoint directory (default: <out>.state next to the results)")
     p.add_argument("--endpoint", metavar="URL",
@@ -96,7 +97,8 @@ def _add_run(sub: Any) -> None:
                         help="stop after this long: seconds, or 90s, 15m, 6h, 1d, 1h30m")
     unattended = p.add_argument_group("unattended runs")
     unattended.add_argument("--metrics-file", metavar="PATH",
-                            help="write Prometheus metrics to this textfile (its directory must exist)")
+                            help="write Prometheus metrics to this textfile (its directory must exist; an "
+                                 "existing file is replaced only when it is a textfile this pipeline wrote)")
     unattended.add_argument("--pushgateway", metavar="URL", help="push the final metrics to this Pushgateway")
     unattended.add_argument("--ping-url", metavar="URL", help="ping this URL at start and end (dead man's switch)")
     _logging_options(p, top=False)
@@ -147,7 +149,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--by-item", action="store_true", required=True,
                    help="one object per item: {id, meta, status, analyses: {name: result}}")
     p.add_argument("--state-dir", metavar="DIR", required=True, help="the run's checkpoint directory")
-    p.add_argument("--out", metavar="FILE", default="-", help="where to write (default: - for stdout)")
+    p.add_argument("--out", metavar="FILE", default="-",
+                   help="where to write (default: - for stdout); an existing file is replaced only when it is "
+                        "an earlier export")
     _logging_options(p, top=False)
 
     # Imported here: each brings its own module's weight, needed only to build the parser.

@@ -38,9 +38,11 @@ from typing import Any
 from .config import Config
 from .data import sample_manifests_dir
 from .emulator import EmulatorSettings, start_emulator
+from .errors import UsageError
 from .exit_codes import ExitCode
 from .job import Job, job_key, split_key
 from .manifest import FORMATS, read_manifest
+from .paths import Kind, Target, check_targets
 from .report import format_summary
 from .results import RunFiles
 from .runner import RunRequest, RunResult, run
@@ -65,8 +67,9 @@ OUTPUTS_SAMPLES = frozenset({"analyses.jsonl"})
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the demo's options to ``parser``."""
-    parser.add_argument("--out-dir", default="demo-output",
-                        help="where results, rejects, summaries and state go (default: demo-output)")
+    parser.add_argument("--out-dir", default="demo-output", metavar="DIR",
+                        help="where results, rejects, summaries and state go (default: demo-output); a new or "
+                             "empty directory, or one an earlier demo made")
     parser.add_argument("--time-scale", type=float, default=20.0,
                         help="run the emulator and the client this many times faster than the "
                              "real service (default: 20)")
@@ -131,17 +134,23 @@ def find_manifests(directory: Path) -> list[Path]:
 
 
 def prepare_out_dir(out_dir: Path, *, keep: bool) -> str | None:
-    """Start fresh (unless `keep`), deleting only a directory an earlier demo made; a problem or None."""
+    """Start fresh (unless `keep`), deleting only a directory an earlier demo made; a problem or None.
+    The directory is checked by the rule of every writing option (`paths.check_targets`) first."""
+    try:
+        check_targets([Target("--out-dir", out_dir, Kind.DIR, parents=True, ours=_demo_ours)])
+    except UsageError as exc:
+        return str(exc)
     if out_dir.exists() and not keep:
-        if not out_dir.is_dir():
-            return f"--out-dir {out_dir} is a file: give a directory"
-        if any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
-            return (f"--out-dir {out_dir} holds files the demo did not write: "
-                    "give another --out-dir, or empty it first")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text("written by `python -m pipeline demo`; the next demo deletes this directory\n")
     return None
+
+
+def _demo_ours(out_dir: Path) -> str | None:
+    if (out_dir / MARKER).exists():
+        return None
+    return "holds files the demo did not write: give another --out-dir, or empty it first"
 
 
 def outputs_for(manifest: Path) -> Mapping[str, str]:

@@ -21,7 +21,9 @@ The checkpoint is opened read-only, so a live run's state dir can be exported: t
 what was done when it started (while it reads, that run's SQLite WAL file cannot be reset and
 grows a little).
 
-`--out FILE` is written whole or not at all (a temporary file renamed over it). On stdout the
+`--out FILE` is written whole or not at all (a temporary file renamed over it). It replaces
+only an earlier export: the run's own files, its manifests, the state dir, devices, directories,
+symbolic links and any other existing file are refused before anything is written. On stdout the
 items before an error (a line the results file no longer holds where the checkpoint says) are
 already written; the exit code is 2 all the same.
 """
@@ -43,8 +45,10 @@ from .checkpoint import KEY_FORMAT, Checkpoint
 from .errors import StateError, UsageError
 from .exit_codes import ExitCode
 from .job import KEY_SEP, job_key, split_key
+from .paths import Target, check_targets, first_json_line_keys, shown_path
+from .results import RunFiles
 
-__all__ = ["ANALYSIS_FIELDS", "ByteSink", "export_by_item", "main"]
+__all__ = ["ANALYSIS_FIELDS", "EXPORT_KEYS", "ByteSink", "check_out", "export_by_item", "main"]
 
 log = logging.getLogger("pipeline.export")
 
@@ -52,6 +56,9 @@ log = logging.getLogger("pipeline.export")
 ANALYSIS_FIELDS = ("capability", "service_id", "status", "task_id", "data", "usage", "error", "attempts",
                    "polls", "submitted_at", "finished_at", "elapsed_s")
 SUCCESS = "SUCCESS"
+#: The keys of every line of an export (`_encode`): how an earlier export is known before it is replaced.
+EXPORT_KEYS = frozenset({"id", "status", "meta", "analyses"})
+RESULT_KEYS = frozenset({"id", "analysis", "capability", "status"})
 #: Bytes read first at a line's offset (more when the line is longer): most lines fit.
 READ_AHEAD = 4096
 WRITE_BUFFER = 256 * 1024
@@ -66,6 +73,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("export writes one object per item: give --by-item")
     state_dir = Path(args.state_dir)
     out = str(args.out or "-")
+    if out != "-":  # all that can be told without the checkpoint, before opening it creates SQLite's files
+        check_out(Path(out), state_dir)
     ckpt = _open(state_dir)
     try:
         results = _results_path(ckpt, state_dir)
@@ -78,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
             if counts is None:
                 return int(ExitCode.OK)
         else:
-            _refuse_run_files(Path(out), results, state_dir)
+            check_out(Path(out), state_dir, run=(ckpt, results))
             counts = _to_file(Path(out), write)
     finally:
         ckpt.close()
@@ -244,10 +253,6 @@ def _encode(item_id: str, group: list[tuple[str, dict[str, Any]]]) -> bytes:
 def _to_file(out: Path, write: Callable[[ByteSink], tuple[int, int]]) -> tuple[int, int]:
     """Write `out` whole or not at all: a temporary file next to it, renamed over it at the end."""
     parent = out.parent if str(out.parent) else Path(".")
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory: give the path of a file")
-    if not parent.is_dir():
-        raise UsageError(f"--out {out}: the directory {parent} does not exist")
     tmp = parent / f".{out.name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, unlike mkstemp's 0600
     try:
@@ -263,13 +268,32 @@ def _to_file(out: Path, write: Callable[[ByteSink], tuple[int, int]]) -> tuple[i
     return counts
 
 
-def _refuse_run_files(out: Path, results: Path, state_dir: Path) -> None:
-    """An export must never replace the run's own results file or its checkpoint."""
-    target = out.resolve()
-    if target == results.resolve():
-        raise UsageError(f"--out {out} is the run's results file: give the export a file of its own")
-    if target.parent == state_dir.resolve():
-        raise UsageError(f"--out {out} is in the run's state dir: give the export a file outside it")
+def check_out(out: Path, state_dir: Path, *, run: tuple[Checkpoint, Path] | None = None) -> None:
+    """Refuse an `--out` the export was not made for (`paths.check_targets`): a directory, a
+    device, a symbolic link, a path whose directory is missing, anything in the state dir, an
+    existing file that is not an earlier export (a config, a results file: only an export is
+    replaced by an export); with `run` (its open checkpoint and results file), also the run's
+    results, rejects and summary files and its manifests, even empty."""
+    inputs: dict[str, Path | None] = {}
+    if run is not None:
+        ckpt, results = run
+        files = RunFiles.for_results(results)
+        inputs = {"the run's results file": results, "the run's rejects file": files.rejects,
+                  "the run's summary file": files.summary}
+        for n, manifest in enumerate(m for m in ckpt.manifests() if m != "-"):
+            inputs[f"a manifest of the run ({shown_path(manifest)})" if n else "the run's manifest"] = Path(manifest)
+    check_targets([Target("--out", out, ours=_export_ours)], inputs=inputs, state_dirs=[state_dir])
+
+
+def _export_ours(path: Path) -> str | None:
+    keys = first_json_line_keys(path)
+    if keys == EXPORT_KEYS:
+        return None
+    what = "not an export (its first line is not an item object with id, status, meta and analyses)"
+    if keys is not None and keys >= RESULT_KEYS:
+        what = "a run's results file (one line per item and analysis), not an export"
+    return (f"already exists and is {what}: move it away or give --out a path of its own; an export replaces "
+            "only an earlier export")
 
 
 def _to_stdout(write: Callable[[ByteSink], tuple[int, int]]) -> tuple[int, int] | None:

@@ -155,6 +155,25 @@ def previous_last_success(path: Path) -> float | None:
     return None
 
 
+def textfile_ours(path: Path, limit: int = 1024 * 1024) -> str | None:
+    """None when `path` holds nothing but this pipeline's metrics (an earlier run's textfile,
+    which is replaced whole, as the textfile collector expects); otherwise why it must not be
+    replaced (the run's `--metrics-file` check, `paths.Target.ours`)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None
+    ours = (f"{PREFIX}", f"# HELP {PREFIX}", f"# TYPE {PREFIX}")
+    if text is not None and len(raw) <= limit and all(
+            line.startswith(ours) for line in text.splitlines() if line.strip()):
+        return None
+    return (f"already exists and is not a metrics textfile this pipeline wrote (every line a {PREFIX}* metric): "
+            "move it away or give --metrics-file a path of its own, such as "
+            "/var/lib/node_exporter/textfile/media_pipeline.prom")
+
+
 def check_metrics_path(path: str) -> str | None:
     """Why `path` cannot take the metrics textfile, or None when it can (checked before a run)."""
     if missing := missing_extra():

@@ -24,8 +24,9 @@ import math
 import random
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -82,6 +83,8 @@ class RunRequest:
     shard: Shard | None = None
     #: `--analyses`: for items that name neither capability nor analyses.
     analyses: tuple[str, ...] | None = None
+    #: `--config`: read, never written; no file of the run may be it.
+    config_file: Path | None = None
 
 
 @dataclass
@@ -101,8 +104,10 @@ class Run:
     """One execution of `run`: lock the state dir, wire the stages, run them, report."""
 
     def __init__(self, request: RunRequest, *, stats: RunStats | None = None,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 on_started: Callable[[], Awaitable[None]] | None = None) -> None:
         self.req = request
+        self._on_started = on_started  # once accepted: a refused run (exit 2, 7) must not ping or write metrics
         self.cfg = request.config
         self.stats = stats or RunStats()
         self._rand = rand
@@ -113,7 +118,8 @@ class Run:
 
     async def execute(self) -> RunResult:
         files = self.req.files
-        check_paths(self.req.manifest, files.results)
+        metrics_file = Path(self.cfg.metrics_file) if self.cfg.metrics_file else None
+        check_paths(self.req.manifest, files, config_file=self.req.config_file, metrics_file=metrics_file)
         check_sharding(files.results, files.state_dir, self.req.shard)  # before anything is created
         await check_limiter(self.cfg)  # a shared limiter that cannot be reached: exit 2, nothing written
         check_uploads(self.cfg.upload)  # uploads configured but impossible: exit 2, nothing written
@@ -150,6 +156,8 @@ class Run:
         log.debug("resume: %d (item, analysis) results done (skipped unread), %d recorded tasks to poll, %d known "
                   "items to submit (again)", len(state.done), routes[ResumeRoute.POLL.value],
                   routes[ResumeRoute.QUEUE.value])
+        if self._on_started is not None:
+            await self._on_started()
         # Until this session records how it ended, the run counts as unfinished: after a kill -9
         # or a full disk, `status` says what a resume needs (exit 3), not "completed".
         ckpt.set_last_stop(UNFINISHED.to_record())

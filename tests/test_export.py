@@ -19,6 +19,7 @@ from pipeline.sink import Sink
 
 CAPS = {"caption": "image_analyze", "objects": "object_detection", "ocr": "image_analyze"}
 SERVICE = {"image_analyze": "ops-image-analyze-ocr-001", "object_detection": "ops-object-detect-001"}
+OLD_EXPORT = '{"id":"old","status":"SUCCESS","meta":null,"analyses":{}}\n'
 
 
 def line(item_id: str, analysis: str, status: str = "SUCCESS", **extra: Any) -> ResultLine:
@@ -137,7 +138,7 @@ def test_cli_writes_the_file_and_logs_the_counts(run: Run, tmp_path: Path, capsy
     """`python -m pipeline export --by-item --out FILE`: exit 0, the file, and one line saying how much."""
     three_items(run)
     target = tmp_path / "by-item.jsonl"
-    target.write_text("old export\n")
+    target.write_text(OLD_EXPORT)  # an earlier export: the one kind of file an export replaces
     assert main(["export", "--by-item", "--state-dir", str(run.state_dir), "--out", str(target)]) == 0
     assert [json.loads(raw)["id"] for raw in target.read_text().splitlines()] == ["a", "b", "c"]
     captured = capsys.readouterr()
@@ -187,10 +188,10 @@ def test_an_edited_results_file_is_refused(run: Run, tmp_path: Path, capsys: pyt
     lines = run.out.read_bytes().splitlines(keepends=True)
     run.out.write_bytes(b"".join(reversed(lines)))
     target = tmp_path / "by-item.jsonl"
-    target.write_text("previous export\n")
+    target.write_text(OLD_EXPORT)
     err = fails(["export", "--by-item", "--state-dir", str(run.state_dir), "--out", str(target)], capsys)
     assert "was changed after the run wrote it" in err and "item 'a'" in err and "Restore the file" in err
-    assert target.read_text() == "previous export\n"  # the old export is left whole
+    assert target.read_text() == OLD_EXPORT  # the old export is left whole
 
 
 def test_a_results_file_cut_short_is_refused(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
@@ -227,5 +228,5 @@ def test_the_export_never_replaces_the_results_file(run: Run, capsys: pytest.Cap
     three_items(run)
     before = run.out.read_bytes()
     err = fails(["export", "--by-item", "--state-dir", str(run.state_dir), "--out", str(run.out)], capsys)
-    assert "is the run's results file" in err
+    assert "is a run's results file" in err
     assert run.out.read_bytes() == before
