@@ -28,7 +28,7 @@ async def oss_emu(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningOss]:
     monkeypatch.setenv("OSS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", SECRET)
     monkeypatch.delenv("OSS_SESSION_TOKEN", raising=False)
-    async with start_oss(OssSettings(key_id=KEY_ID, key_secret=SECRET)) as running:
+    async with start_oss(OssSettings(key_id=KEY_ID, key_secret=SECRET, buckets=("media",))) as running:
         yield running
 
 

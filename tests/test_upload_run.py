@@ -14,7 +14,7 @@ from support import read_results, write_manifest
 from pipeline.config import Config
 from pipeline.config_sections import UploadConfig
 from pipeline.emulator import EmulatorSettings, start_emulator
-from pipeline.emulator.oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET
+from pipeline.emulator.oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET, OssSettings
 from pipeline.emulator.oss_server import start_oss
 from pipeline.errors import ConfigError
 from pipeline.exit_codes import ExitCode
@@ -22,6 +22,7 @@ from pipeline.results import RunFiles
 from pipeline.runner import RunRequest, run
 
 KEY = "upload-run-key-93"
+MEDIA = OssSettings(buckets=("media",))  # the emulator's OSS with the bucket these tests upload to
 MB = 1024 * 1024
 
 
@@ -52,7 +53,7 @@ async def test_large_local_video_and_image_run_end_to_end(tmp_path: Path, oss_en
         {"id": "ocr", "capability": "image_analyze", "path": str(image)},
     ])
     settings = EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)
-    async with start_emulator(settings) as emu, start_oss() as oss:
+    async with start_emulator(settings) as emu, start_oss(MEDIA) as oss:
         emu.state.objects = oss.store  # the service routes read what was uploaded
         cfg = Config(endpoint=emu.url, time_scale=20.0,
                      upload=UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB))
@@ -82,7 +83,7 @@ async def test_a_resume_never_uploads_a_recorded_item_again(tmp_path: Path, oss_
     video = big_file(tmp_path / "clip.mp4", 9 * MB)
     manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "v", "capability": "video_snapshot", "path": str(video)}])
     fail = EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)
-    async with start_oss() as oss:
+    async with start_oss(MEDIA) as oss:
         cfg_upload = UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB)
         files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
         from pipeline.emulator import FaultSettings
@@ -110,7 +111,7 @@ async def test_a_missing_object_fails_the_task_as_the_service_would(tmp_path: Pa
         {"id": "gone", "capability": "video_snapshot", "oss": "oss://media/nope.mp4"},
         {"id": "elsewhere", "capability": "video_snapshot", "oss": "oss://other-bucket/v.mp4"},
     ])
-    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss() as oss:
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss(MEDIA) as oss:
         emu.state.objects = oss.store
         big_file(tmp_path / "seed.mp4", MB)
         from pipeline.upload import UploadSettings, ensure_uploaded
@@ -145,7 +146,7 @@ async def test_an_upload_cut_off_midway_resumes_from_its_parts(tmp_path: Path, o
     item is submitted to the service once."""
     video = big_file(tmp_path / "long.mp4", 40 * MB)  # 8 parts of 5 MB
     manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "v", "capability": "video_snapshot", "path": str(video)}])
-    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss() as oss:
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss(MEDIA) as oss:
         emu.state.objects = oss.store
         cfg = Config(endpoint=emu.url, time_scale=20.0,
                      upload=UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB, concurrency=1))
@@ -187,7 +188,7 @@ def test_a_refused_oss_key_stops_like_a_refused_api_key(tmp_path: Path) -> None:
     port, oss_port = free_port(), free_port()
     emu = subprocess.Popen([sys.executable, "-m", "pipeline", "emulator", "--port", str(port), "--api-key", KEY,
                             "--time-scale", "20", "--oss-port", str(oss_port), "--oss-key-id", "AK",
-                            "--oss-key-secret", "SK"], cwd=REPO, env=cli_env(), text=True,
+                            "--oss-key-secret", "SK", "--oss-bucket", "media"], cwd=REPO, env=cli_env(), text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
@@ -225,7 +226,7 @@ async def test_an_items_analyses_share_one_upload_and_chain_on_it(tmp_path: Path
             {"name": "seg", "capability": "video_segmentation", "output": "oss://out/seg/"},
             {"name": "summary", "capability": "video_summarization", "after": "seg", "output": "oss://out/sum/"},
             "video_snapshot"]}])
-    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss() as oss:
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss(MEDIA) as oss:
         emu.state.objects = oss.store
         cfg = Config(endpoint=emu.url, time_scale=20.0,
                      upload=UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB))
