@@ -6,6 +6,9 @@ recorded in the checkpoint against the item (so a resume never hashes or uploads
 and the item is rewritten to what its capability reads: `oss://bucket/key` where the body
 takes `oss`, else a presigned GET URL valid longer than the poll timeout. The result line
 records the object (`source_oss`).
+
+Before the run starts (`check_uploads`): the `oss` extra, the bucket and the credentials must be
+there (exit 2), and one HEAD checks the bucket exists (exit 2) and OSS takes the key pair (exit 4).
 """
 
 from __future__ import annotations
@@ -37,36 +40,44 @@ PRESIGN_MARGIN_S = 3600.0
 PRESIGN_MAX_S = 7 * 24 * 3600.0
 
 
-def _settings(cfg: UploadConfig, retry: RetryPolicy) -> UploadSettings:
+def _settings(cfg: UploadConfig, retry: RetryPolicy, timeout: float) -> UploadSettings:
     from .upload import UploadSettings
 
     return UploadSettings(bucket=cfg.bucket, prefix=cfg.prefix, region=cfg.region, endpoint=cfg.endpoint,
-                          concurrency=cfg.concurrency, part_size=cfg.part_size, always=cfg.always, retry=retry)
+                          concurrency=cfg.concurrency, part_size=cfg.part_size, always=cfg.always, retry=retry,
+                          timeout=timeout)
 
 
-def check_uploads(cfg: UploadConfig) -> None:
-    """Raise `ConfigError` (exit 2, before anything starts) when uploads are configured but
-    cannot work: the `oss` extra missing, no bucket, no credentials in the environment."""
+async def check_uploads(cfg: UploadConfig, *, timeout: float = 30.0) -> None:
+    """Before anything starts, when uploads are configured: raise `ConfigError` (exit 2) if they
+    cannot work (the `oss` extra missing, no bucket or credentials, a bucket OSS does not have)
+    and `OssAuthError` (exit 4) if OSS refuses the key pair. One HEAD, no retry, `timeout`
+    seconds at most; OSS not answering is left to the uploads (they stop the run resumably)."""
     if not cfg.enabled:
         return
     try:
-        settings = _settings(cfg, RetryPolicy())
+        settings = _settings(cfg, RetryPolicy(), timeout)
     except ImportError:
         raise ConfigError("alibabacloud-oss-v2 is not installed: pip install 'opensearch-media-pipeline[oss]'",
                           key="upload") from None
     problem = settings.check()
     if problem is not None:
         raise ConfigError(problem, key="upload")
+    from .upload import probe
+
+    await probe(settings)
 
 
 class Uploads:
     """One run's uploads. `async with` it; `prepare(job)` gives the job to submit."""
 
     def __init__(self, cfg: UploadConfig, *, retry: RetryPolicy, poll_timeout: float, state_dir: Path,
-                 checkpoint: Checkpoint, on_bytes: Callable[[int], None] | None = None) -> None:
+                 checkpoint: Checkpoint, on_bytes: Callable[[int], None] | None = None,
+                 timeout: float = 30.0) -> None:
         self.enabled = cfg.enabled
         self._cfg = cfg
         self._retry = retry
+        self._timeout = timeout  # each OSS request's connect and read timeout: the run's request_timeout
         self._expires = min(poll_timeout + PRESIGN_MARGIN_S, PRESIGN_MAX_S)
         self._state_dir = state_dir
         self._ckpt = checkpoint
@@ -78,7 +89,7 @@ class Uploads:
         if self.enabled:
             from .upload import OssSession
 
-            self._settings = _settings(self._cfg, self._retry)
+            self._settings = _settings(self._cfg, self._retry, self._timeout)
             self._session = OssSession(self._settings, self._state_dir, progress=self._on_bytes)
         return self
 

@@ -99,7 +99,7 @@ async def test_a_resume_never_uploads_a_recorded_item_again(tmp_path: Path, oss_
                                          config=Config(endpoint=emu.url, time_scale=20.0, upload=cfg_upload)))
         after = dict(oss.state.counters)
     assert again.exit_code == ExitCode.OK, again.summary
-    assert after == before
+    assert after == {**before, "HeadObject": before["HeadObject"] + 1}  # the start check's one HEAD
     (line,) = read_results(tmp_path / "results.jsonl")
     assert line["status"] == "SUCCESS" and line["source_oss"].startswith("oss://media/")
 
@@ -171,8 +171,8 @@ async def test_an_upload_cut_off_midway_resumes_from_its_parts(tmp_path: Path, o
 
 def test_a_refused_oss_key_stops_like_a_refused_api_key(tmp_path: Path) -> None:
     """Through the command line, against `emulator --oss-port`: a wrong OSS secret stops the run
-    with exit 4, naming the OSS variables to fix, with no traceback and no line written; the
-    right secret then uploads and finishes."""
+    at the start check with exit 4, naming the OSS variables to fix, with no traceback and nothing
+    written; the right secret then uploads and finishes."""
     import socket
     import subprocess
     import sys
@@ -204,10 +204,12 @@ def test_a_refused_oss_key_stops_like_a_refused_api_key(tmp_path: Path) -> None:
         args = ["run", str(manifest), "--config", str(tmp_path / "cfg.yaml"), "--endpoint",
                 f"http://127.0.0.1:{port}", "--out", str(tmp_path / "r.jsonl"), "--progress", "off"]
         env = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": "20", "OSS_ACCESS_KEY_ID": "AK"}
-        refused = cli(args, env={**env, "OSS_ACCESS_KEY_SECRET": "wrong"})
+        refused = cli(args, env={**env, "OSS_ACCESS_KEY_SECRET": "wrong-secret-8d1f"})
         assert refused.returncode == 4, refused.stderr[-2000:]
         assert "OSS_ACCESS_KEY_SECRET" in refused.stderr and "Traceback" not in refused.stderr
-        assert read_results(tmp_path / "r.jsonl") == []
+        assert "wrong-secret-8d1f" not in refused.stderr
+        # The start check's HEAD was refused: nothing was started, nothing written.
+        assert not (tmp_path / "r.jsonl").exists() and not (tmp_path / "r.jsonl.state").exists()
         done = cli(args, env={**env, "OSS_ACCESS_KEY_SECRET": "SK"})
         assert done.returncode == 0, done.stderr[-2000:]
         (line,) = read_results(tmp_path / "r.jsonl")
