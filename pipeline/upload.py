@@ -13,7 +13,9 @@ Objects are named ``{prefix}/{sha256}.{ext}`` so the same bytes upload once: a H
 skips an object already there with the same size, and a HEAD after an upload checks it landed
 (a 2xx from something that is not OSS, a proxy's page, stored nothing). One attempt is that
 HEAD, upload, HEAD together, so an attempt after a lost answer finds the object its predecessor
-stored and sends nothing again. Small files go up with one PutObject,
+stored and sends nothing again. An upload whose object a checkpoint recorded is reused without
+reading the file, as long as the file keeps the size and mtime it had when hashed
+(``ensure_uploaded(path, known=...)``). Small files go up with one PutObject,
 larger ones through the SDK's multipart ``Uploader`` whose resumable checkpoint lives in
 ``state_dir/oss-upload/`` (upload id only; parts are found again with ListParts), so an upload
 killed midway continues from the parts already sent. Files are streamed, never read whole.
@@ -135,17 +137,24 @@ class UploadSettings:
 
 @dataclass(frozen=True)
 class UploadedObject:
-    """An object holding a local file's bytes."""
+    """An object holding a local file's bytes; ``mtime_ns`` is the file's when it was hashed
+    (None: not known, e.g. a record from before it was kept)."""
 
     bucket: str
     key: str
     size: int
     sha256: str
+    mtime_ns: int | None = field(default=None, compare=False)  # the local file's, not the object's
 
     @property
     def oss_uri(self) -> str:
         """``oss://bucket/key``, as the services' ``oss`` inputs take it."""
         return f"oss://{self.bucket}/{self.key}"
+
+    def holds(self, stamp: FileStamp) -> bool:
+        """Whether a file with ``stamp`` still has the bytes hashed for this object, short of
+        reading it: the same size and modification time (an unknown mtime never matches)."""
+        return self.mtime_ns is not None and (self.size, self.mtime_ns) == (stamp.size, stamp.mtime_ns)
 
 
 def _sdk_config(settings: UploadSettings) -> Any:
@@ -260,12 +269,18 @@ class OssSession:
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def ensure_uploaded(self, path: Path) -> UploadedObject:
-        """The object holding ``path``'s bytes, uploading them unless already there."""
+    async def ensure_uploaded(self, path: Path, known: UploadedObject | None = None) -> UploadedObject:
+        """The object holding ``path``'s bytes, uploading them unless already there.
+
+        ``known`` (the object a checkpoint recorded for this file) is returned as it is, with
+        no hash and no request, while the file keeps the size and mtime it had then; a file
+        changed since is hashed again (and uploaded when its bytes changed)."""
         if self._closed:
             raise RuntimeError("OssSession is closed")
         path = await self._in_thread(Path.absolute, path)
         stamp = await self._in_thread(stamp_of, path)
+        if known is not None and known.holds(stamp):
+            return known
         task = self._work.get((path, stamp))
         if task is None or _failed(task):
             task = asyncio.create_task(self._upload(path), name=f"upload {path.name}")
@@ -277,7 +292,7 @@ class OssSession:
         async with self._slots:
             sha256, stamp = await self._in_thread(hash_file, path)
         key = object_key(self.settings.prefix, sha256, path)
-        obj = UploadedObject(self.settings.bucket, key, stamp.size, sha256)
+        obj = UploadedObject(self.settings.bucket, key, stamp.size, sha256, stamp.mtime_ns)
         # Two names for the same bytes share one object: the second waits for the first's upload.
         send = self._sends.get(key)
         if send is None or _failed(send):

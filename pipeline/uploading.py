@@ -2,10 +2,11 @@
 
 For each such item (or every `path` item with `upload.always`): the file is uploaded once,
 content-addressed (`upload.py` does the OSS work through the official SDK), the object is
-recorded in the checkpoint against the item (so a resume never hashes or uploads it again),
-and the item is rewritten to what its capability reads: `oss://bucket/key` where the body
-takes `oss`, else a presigned GET URL valid longer than the poll timeout. The result line
-records the object (`source_oss`).
+recorded in the checkpoint against the item with the file's size and mtime (so a resume
+neither hashes nor uploads it again while the file keeps them, and uploads the new bytes of a
+file changed since), and the item is rewritten to what its capability reads: `oss://bucket/key`
+where the body takes `oss`, else a presigned GET URL valid longer than the poll timeout. The
+result line records the object (`source_oss`).
 
 Before the run starts (`check_uploads`): the `oss` extra, the bucket and the credentials must be
 there (exit 2), and one HEAD checks the bucket exists (exit 2) and OSS takes the key pair (exit 4).
@@ -24,6 +25,7 @@ from .backoff import RetryPolicy
 from .capabilities import CAPABILITIES
 from .checkpoint import Checkpoint
 from .config_sections import UploadConfig
+from .echo import clipped
 from .errors import ConfigError
 from .job import Job
 from .manifest_item import needs_upload
@@ -113,20 +115,28 @@ class Uploads:
         if not self.wanted(job):
             return job
         assert self._session is not None and self._settings is not None
-        known = self._ckpt.uploaded(job.id)
-        if known is not None:
-            bucket, key = known
-        else:
-            obj = await self._session.ensure_uploaded(Path(job.source))
-            bucket, key = obj.bucket, obj.key
-            self._ckpt.record_upload(job.id, bucket, key, obj.size, obj.sha256)
+        from .upload import UploadedObject
+
+        record = self._ckpt.upload_record(job.id)
+        known = None
+        if record is not None and record.bucket == self._settings.bucket:
+            known = UploadedObject(record.bucket, record.key, record.size, record.sha256, record.mtime_ns)
+        # The recorded object is reused only while the file keeps its size and mtime; else it is
+        # hashed again, and its new bytes (if they changed) uploaded before the item is sent.
+        obj = await self._session.ensure_uploaded(Path(job.source), known=known)
+        if obj is not known:
+            if record is not None and record.key != obj.key:
+                log.warning("%s changed since it was uploaded for item %s (%d -> %d bytes): its new content is "
+                            "uploaded and sent", clipped(job.source), clipped(job.id), record.size, obj.size)
+            self._ckpt.record_upload(job.id, obj.bucket, obj.key, obj.size, obj.sha256, mtime_ns=obj.mtime_ns)
+        bucket, key = obj.bucket, obj.key
         oss_uri = f"oss://{bucket}/{key}"
         name = job.file_name or os.path.basename(job.source)
         if "oss" in CAPABILITIES[job.capability].sources:
             return dataclasses.replace(job, source_kind="oss", source=oss_uri, file_name=name, source_oss=oss_uri)
-        from .upload import UploadedObject, presign_get
+        from .upload import presign_get
 
-        url = presign_get(UploadedObject(bucket, key, 0, ""), self._settings, self._expires)
+        url = presign_get(obj, self._settings, self._expires)
         return dataclasses.replace(job, source_kind="url", source=url, file_name=name, source_oss=oss_uri)
 
     def describe(self) -> dict[str, Any]:

@@ -77,33 +77,6 @@ async def test_large_local_video_and_image_run_end_to_end(tmp_path: Path, oss_en
         assert DEFAULT_OSS_KEY_SECRET.encode() not in text and KEY.encode() not in text, path
 
 
-async def test_a_resume_never_uploads_a_recorded_item_again(tmp_path: Path, oss_env: None) -> None:
-    """The checkpoint keeps each item's object: a second run of the same state dir (with the
-    item reopened by --retry-failed after a forced failure) neither hashes nor uploads the file."""
-    video = big_file(tmp_path / "clip.mp4", 9 * MB)
-    manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "v", "capability": "video_snapshot", "path": str(video)}])
-    fail = EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)
-    async with start_oss(MEDIA) as oss:
-        cfg_upload = UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB)
-        files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
-        from pipeline.emulator import FaultSettings
-        async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0,
-                                                   faults=FaultSettings(task_fail_rate=1.0))) as emu:
-            first = await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY,
-                                         config=Config(endpoint=emu.url, time_scale=20.0, upload=cfg_upload)))
-        assert first.exit_code == ExitCode.PARTIAL
-        before = dict(oss.state.counters)
-        video.write_bytes(b"changed")  # were it hashed or uploaded again, this would show
-        async with start_emulator(fail) as emu:
-            again = await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY, retry_failed=True,
-                                         config=Config(endpoint=emu.url, time_scale=20.0, upload=cfg_upload)))
-        after = dict(oss.state.counters)
-    assert again.exit_code == ExitCode.OK, again.summary
-    assert after == {**before, "HeadObject": before["HeadObject"] + 1}  # the start check's one HEAD
-    (line,) = read_results(tmp_path / "results.jsonl")
-    assert line["status"] == "SUCCESS" and line["source_oss"].startswith("oss://media/")
-
-
 async def test_a_missing_object_fails_the_task_as_the_service_would(tmp_path: Path, oss_env: None) -> None:
     """An oss:// input in a bucket the OSS emulator holds, but with no such object, ends FAILED
     with a message naming the object; other buckets behave as before."""
