@@ -33,13 +33,20 @@ from .manifest_item import needs_upload
 if TYPE_CHECKING:
     from .upload import OssSession, UploadSettings
 
-__all__ = ["Uploads", "check_uploads"]
+__all__ = ["Uploads", "check_uploads", "goes_to_oss"]
 
 log = logging.getLogger("pipeline.run")
 
 #: A presigned URL outlives the poll timeout by this much (and never 7 days).
 PRESIGN_MARGIN_S = 3600.0
 PRESIGN_MAX_S = 7 * 24 * 3600.0
+
+
+def goes_to_oss(capability: str, size: int, *, always: bool) -> bool:
+    """Whether a local file of `size` bytes for `capability` is uploaded (uploads configured):
+    every one with `upload.always` or where the capability takes no inline content, else those
+    too big for the request body. `run` and `validate` decide with this one rule."""
+    return always or "path" not in CAPABILITIES[capability].sources or needs_upload(size)
 
 
 def _settings(cfg: UploadConfig, retry: RetryPolicy, timeout: float) -> UploadSettings:
@@ -103,10 +110,10 @@ class Uploads:
         """Whether this item's file goes through OSS."""
         if not self.enabled or job.source_kind != "path":
             return False
-        if self._cfg.always or "path" not in CAPABILITIES[job.capability].sources:
-            return True
+        if goes_to_oss(job.capability, 0, always=self._cfg.always):
+            return True  # whatever its size: no stat needed
         try:
-            return needs_upload(os.stat(job.source).st_size)
+            return goes_to_oss(job.capability, os.stat(job.source).st_size, always=False)
         except OSError:
             return False  # the body builder reports the file error
 
