@@ -20,7 +20,10 @@ resumably (exit 3) rather than failing items for an OSS that is down or failing.
 
 from __future__ import annotations
 
+import asyncio
+
 import alibabacloud_oss_v2 as oss
+import requests
 
 from .errors import (
     AuthError,
@@ -40,6 +43,8 @@ __all__ = ["OssAuthError", "OssBucketMissing", "OssUnavailable", "UploadCancelle
 MAX_UNWRAP = 8  # wrappers followed at most: a cycle must not hang error handling
 # The SDK's "no usable answer" errors (refused, reset, timed out): retried as TransportError.
 _NO_ANSWER: tuple[type[BaseException], ...] = (oss.exceptions.RequestError, oss.exceptions.ResponseError)
+# What the SDK's two transports (requests, aiohttp) raise inside those when a timeout ran out.
+_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError, requests.exceptions.Timeout)
 # A 2xx whose body is not OSS's answer (a proxy's page), or whose CRC does not match what was sent.
 _UNUSABLE: tuple[type[BaseException], ...] = (oss.exceptions.DeserializationError, oss.exceptions.InconsistentError)
 
@@ -113,7 +118,9 @@ def translate(exc: BaseException, context: str) -> BaseException:
     if isinstance(cause, oss.exceptions.ServiceError):
         return _from_service(cause, context)
     if isinstance(cause, _NO_ANSWER):
-        return TransportError("ConnectionError", f"{context}: {cause}")
+        inner = getattr(cause, "unwrap", lambda: None)()
+        code = "Timeout" if isinstance(inner, _TIMEOUTS) else "ConnectionError"
+        return TransportError(code, f"{context}: {cause}")
     if isinstance(cause, _UNUSABLE):
         return UnreadableResponse(None, f"{context}: {cause}")
     if isinstance(cause, (oss.exceptions.FileNotExist, oss.exceptions.FileNotReadable)):
