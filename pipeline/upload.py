@@ -56,18 +56,8 @@ from .errors import ConfigError, RetryableError, ServiceError, UnreadableRespons
 from .upload_errors import OssAuthError, OssBucketMissing, OssUnavailable, UploadCancelled, translate
 from .upload_files import FileStamp, check_unchanged, hash_file, object_key, stamp_of
 
-__all__ = [
-    "CREDENTIAL_ENV",
-    "OssAuthError",
-    "OssBucketMissing",
-    "OssSession",
-    "OssUnavailable",
-    "UploadSettings",
-    "UploadedObject",
-    "ensure_uploaded",
-    "presign_get",
-    "probe",
-]
+__all__ = ["CREDENTIAL_ENV", "OssAuthError", "OssBucketMissing", "OssSession", "OssUnavailable", "UploadSettings",
+           "UploadedObject", "ensure_uploaded", "presign_get", "probe"]
 
 T = TypeVar("T")
 CREDENTIAL_ENV = ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET")  # OSS_SESSION_TOKEN is optional
