@@ -55,7 +55,7 @@ def _generate(path: Path, size: int) -> None:
 async def _start_emulator(key_id: str, secret: str) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pipeline", "emulator", "--port", "0", "--oss-port", "0",
-        "--oss-key-id", key_id, "--oss-key-secret", secret,
+        "--oss-key-id", key_id, "--oss-key-secret", secret, "--oss-bucket", "bench",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
     assert proc.stdout is not None

@@ -17,7 +17,7 @@ from .capabilities import CAPABILITIES
 from .cli import build_parser, config_overrides
 from .cli_log import setup_logging
 from .config import Config, load_config
-from .errors import ConfigError, ManifestError, PipelineError, StateLocked, UsageError
+from .errors import AuthError, ConfigError, ManifestError, PipelineError, StateLocked, UsageError
 from .exit_codes import ExitCode
 from .metrics import RunMetrics
 from .pings import Pinger
@@ -38,6 +38,8 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     """The exit code of an error that ended a command before or outside a run's own outcome."""
     if isinstance(exc, StateLocked):
         return ExitCode.LOCKED
+    if isinstance(exc, AuthError):  # OSS refused the key pair at the start check
+        return ExitCode.AUTH
     if isinstance(exc, (ConfigError, UsageError, ManifestError)):
         return ExitCode.USAGE
     return ExitCode.INTERRUPTED  # resumable: a signal outside the run, a full disk, ...

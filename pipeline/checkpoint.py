@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .checkpoint_schema import KEY_FORMAT, SCHEMA, Outcome, PendingTask, upgrade
+from .checkpoint_schema import KEY_FORMAT, SCHEMA, Outcome, PendingTask, UploadRecord, upgrade
 from .errors import StateError
 
 __all__ = ["KEY_FORMAT", "Checkpoint", "Outcome", "PendingTask"]
@@ -221,10 +221,24 @@ class Checkpoint:
             self._conn.executemany("UPDATE jobs SET line_at = ? WHERE id = ?", offsets)
 
     # ---- uploads (per item id: an item's analyses share its one source) -------------------
-    def record_upload(self, job_id: str, bucket: str, key: str, size: int, sha256: str) -> None:
-        """Durably note the OSS object holding `job_id`'s local file."""
-        self._conn.execute("INSERT OR REPLACE INTO uploads (id, bucket, key, size, sha256) VALUES (?, ?, ?, ?, ?)",
-                           (job_id, bucket, key, size, sha256))
+    def record_upload(self, job_id: str, bucket: str, key: str, size: int, sha256: str, *,
+                      mtime_ns: int | None = None) -> None:
+        """Durably note the OSS object holding `job_id`'s local file (of `size` bytes, modified
+        at `mtime_ns` when it was hashed)."""
+        with self._transaction():
+            self._conn.execute("INSERT OR REPLACE INTO uploads (id, bucket, key, size, sha256) VALUES (?, ?, ?, ?, ?)",
+                               (job_id, bucket, key, size, sha256))
+            self._conn.execute("DELETE FROM upload_stamps WHERE id = ?", (job_id,))
+            if mtime_ns is not None:
+                self._conn.execute("INSERT INTO upload_stamps (id, mtime_ns) VALUES (?, ?)", (job_id, mtime_ns))
+
+    def upload_record(self, job_id: str) -> UploadRecord | None:
+        """What `record_upload` noted for `job_id`, if anything."""
+        row = self._conn.execute(
+            "SELECT u.bucket, u.key, u.size, u.sha256, s.mtime_ns FROM uploads u "
+            "LEFT JOIN upload_stamps s ON s.id = u.id WHERE u.id = ?", (job_id,)).fetchone()
+        return UploadRecord(str(row[0]), str(row[1]), int(row[2]), str(row[3]),
+                            None if row[4] is None else int(row[4])) if row else None
 
     def uploaded(self, job_id: str) -> tuple[str, str] | None:
         """(bucket, key) of the object `job_id`'s file was uploaded to, if it was."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["KEY_FORMAT", "SCHEMA", "Outcome", "PendingTask", "upgrade"]
+__all__ = ["KEY_FORMAT", "SCHEMA", "Outcome", "PendingTask", "UploadRecord", "upgrade"]
 
 #: How the `jobs` rows are keyed: "2" is (item id, analysis); before it, the item id alone.
 KEY_FORMAT = "2"
@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS uploads (
     size   INTEGER NOT NULL,
     sha256 TEXT NOT NULL
 );
+-- The local file's modification time when the object above was hashed (a table of its own, so
+-- state dirs from before it need no upgrade): a reuse of an upload re-checks size and mtime.
+CREATE TABLE IF NOT EXISTS upload_stamps (
+    id       TEXT PRIMARY KEY,
+    mtime_ns INTEGER NOT NULL
+);
 -- The spend ledger: a pessimistic reservation made before each submission, replaced by the
 -- settled cost when the item's line is written (in the same transaction).
 CREATE TABLE IF NOT EXISTS spend (
@@ -47,6 +53,17 @@ CREATE TABLE IF NOT EXISTS spend (
     settled  REAL NOT NULL DEFAULT 0
 );
 """
+
+
+class UploadRecord(NamedTuple):
+    """The object an item's local file was uploaded to, and the file's size and mtime then
+    (`mtime_ns` None: recorded before mtimes were kept)."""
+
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    mtime_ns: int | None
 
 
 @dataclass(frozen=True)

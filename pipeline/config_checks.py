@@ -18,7 +18,7 @@ import re
 import string
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .capabilities import CAPABILITIES, resolve
 from .echo import clipped, shown
@@ -32,6 +32,7 @@ __all__ = [
     "is_loopback_host",
     "limiter_problem",
     "metrics_file_problem",
+    "output_segment",
     "output_template_problem",
     "output_templates",
     "parse_duration",
@@ -179,9 +180,27 @@ def output_templates(outputs: Mapping[str, Any]) -> dict[str, str]:
     return templates
 
 
+def output_segment(value: str) -> str:
+    """`value` as an `outputs` template holds it: one OSS path segment, whatever it contains.
+
+    The one rule: percent-encode (RFC 3986) the UTF-8 bytes of everything but ASCII letters,
+    digits and `-` `.` `_` `~`, and the dots of a value made only of dots. So `/` cannot add a
+    level (`a/x` becomes `a%2Fx`, never under `a/`), `../../etc` cannot climb (`..%2F..%2Fetc`),
+    `?`, `#` and spaces are never taken for a URL's query, fragment or a separator, and two
+    different values never give the same segment (`%` itself becomes `%25`). Ids of letters,
+    digits, `-`, `_` and `.` are unchanged.
+    """
+    quoted = quote(value, safe="")
+    if quoted and quoted.strip(".") == "":  # "." and ".." name directories in paths
+        quoted = quoted.replace(".", "%2E")
+    return quoted
+
+
 def fill_output(template: str, *, item_id: str, analysis: str, capability: str) -> str:
-    """An `outputs` template (checked by `output_template_problem`) filled for one analysis."""
-    return template.format(id=item_id, analysis=analysis, capability=capability)
+    """An `outputs` template (checked by `output_template_problem`) filled for one analysis,
+    each value escaped as one path segment (`output_segment`)."""
+    return template.format(id=output_segment(item_id), analysis=output_segment(analysis),
+                           capability=output_segment(capability))
 
 
 def finite_number(value: object) -> bool:

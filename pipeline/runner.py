@@ -122,7 +122,8 @@ class Run:
         check_paths(self.req.manifest, files, config_file=self.req.config_file, metrics_file=metrics_file)
         check_sharding(files.results, files.state_dir, self.req.shard)  # before anything is created
         await check_limiter(self.cfg)  # a shared limiter that cannot be reached: exit 2, nothing written
-        check_uploads(self.cfg.upload)  # uploads configured but impossible: exit 2, nothing written
+        # Uploads configured but impossible: exit 2 (no bucket, no key pair) or 4 (refused), nothing written.
+        await check_uploads(self.cfg.upload, timeout=self.cfg.request_timeout)
         files.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()  # before anything in the state dir is opened for writing
         try:
@@ -177,7 +178,8 @@ class Run:
                           cost=self._ledger.cost if cfg.max_cost is not None else None)
         line_send, line_receive = anyio.create_memory_object_stream[ResultLine](LINE_BUFFER)
         uploads = Uploads(cfg.upload, retry=cfg.effective_retry(), poll_timeout=cfg.polling.timeout,
-                          state_dir=files.state_dir, checkpoint=ckpt, on_bytes=self.stats.on_uploaded)
+                          state_dir=files.state_dir, checkpoint=ckpt, on_bytes=self.stats.on_uploaded,
+                          timeout=cfg.request_timeout)
         self._submitter = Submitter(control=self._control, client=self._client, checkpoint=ckpt, lines=line_send,
                                     clock=asyncio.get_running_loop().time, reserve=self._ledger.reserve,
                                     on_fatal=self._on_fatal, on_cap_reached=self._on_cap_reached,

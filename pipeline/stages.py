@@ -137,7 +137,7 @@ class Submitter:
         if self._uploads is not None and self._uploads.wanted(job):
             try:
                 job = await self._uploads.prepare(job)
-            except FatalError as exc:  # OSS refused the AccessKey: every upload would fail alike
+            except FatalError as exc:  # OSS refused the key pair, or is down: every upload would fail alike
                 self._control.release_slot(job.capability)
                 self._on_fatal(exc)
                 return None

@@ -4,12 +4,18 @@
 
     settings = UploadSettings(bucket="media", prefix="pipeline", endpoint="http://127.0.0.1:9000")
     if (problem := settings.check()) is not None: ...             # exit 2 before anything starts
+    await probe(settings)                                         # one HEAD: the bucket and the key pair
     async with OssSession(settings, state_dir) as session:
         obj = await session.ensure_uploaded(Path("ep12.mp4"))     # UploadedObject, obj.oss_uri
         url = presign_get(obj, settings, expires_s=7200)          # for url-only capabilities
 
 Objects are named ``{prefix}/{sha256}.{ext}`` so the same bytes upload once: a HEAD first
-skips an object already there with the same size. Small files go up with one PutObject,
+skips an object already there with the same size, and a HEAD after an upload checks it landed
+(a 2xx from something that is not OSS, a proxy's page, stored nothing). One attempt is that
+HEAD, upload, HEAD together, so an attempt after a lost answer finds the object its predecessor
+stored and sends nothing again. An upload whose object a checkpoint recorded is reused without
+reading the file, as long as the file keeps the size and mtime it had when hashed
+(``ensure_uploaded(path, known=...)``). Small files go up with one PutObject,
 larger ones through the SDK's multipart ``Uploader`` whose resumable checkpoint lives in
 ``state_dir/oss-upload/`` (upload id only; parts are found again with ListParts), so an upload
 killed midway continues from the parts already sent. Files are streamed, never read whole.
@@ -20,8 +26,10 @@ Credentials come only from the SDK's environment variables (``OSS_ACCESS_KEY_ID`
 ``OSS_ACCESS_KEY_SECRET``, optional ``OSS_SESSION_TOKEN``) and are never written anywhere.
 
 Errors: :class:`~pipeline.upload_files.FileError` (this item fails), :class:`OssAuthError`
-(403: stop the run, like a 401), ``ServerError``/``TransportError`` after the retries for
-5xx and dropped connections (retried with :func:`pipeline.backoff.retry_delay`).
+(403: stop the run, like a 401), :class:`OssBucketMissing` (stop the run), and
+:class:`OssUnavailable` once 5xx, 429s, timeouts, dropped connections and unusable 2xx answers
+outlast the retries (retried with :func:`pipeline.backoff.retry_delay`): OSS, not the item, is
+failing, so the run stops resumably rather than failing items.
 """
 
 from __future__ import annotations
@@ -43,19 +51,13 @@ import alibabacloud_oss_v2 as oss
 import alibabacloud_oss_v2.aio as oss_aio
 
 from .backoff import RetryPolicy, retry_delay
-from .errors import ConfigError, RetryableError, ServiceError
-from .upload_errors import OssAuthError, UploadCancelled, translate
+from .echo import clipped, shown
+from .errors import ConfigError, RetryableError, ServiceError, UnreadableResponse
+from .upload_errors import OssAuthError, OssBucketMissing, OssUnavailable, UploadCancelled, translate
 from .upload_files import FileStamp, check_unchanged, hash_file, object_key, stamp_of
 
-__all__ = [
-    "CREDENTIAL_ENV",
-    "OssAuthError",
-    "OssSession",
-    "UploadSettings",
-    "UploadedObject",
-    "ensure_uploaded",
-    "presign_get",
-]
+__all__ = ["CREDENTIAL_ENV", "OssAuthError", "OssBucketMissing", "OssSession", "OssUnavailable", "UploadSettings",
+           "UploadedObject", "ensure_uploaded", "presign_get", "probe"]
 
 T = TypeVar("T")
 CREDENTIAL_ENV = ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET")  # OSS_SESSION_TOKEN is optional
@@ -64,6 +66,8 @@ MIN_PART = 100 * 1024  # OSS refuses smaller parts (except the last)
 MAX_PRESIGN = 7 * 24 * 3600  # OSS's limit for a presigned URL, in seconds
 CHECKPOINT_DIR = "oss-upload"  # under the state dir: the SDK uploader's .ucp files
 PART_PARALLEL = 3  # parts in flight per multipart upload (the SDK's default)
+#: The start check's object: a content-addressed name no file has (no sha256 is all zeros).
+PROBE_NAME = "0" * 64
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class UploadSettings:
     part_size: int = 8 * MIB  # files this big or bigger go multipart
     always: bool = False  # upload every `path` source, not only those too big to send inline
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float = 30.0  # seconds to connect, and between bytes of an answer (the run's request_timeout)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -85,6 +90,8 @@ class UploadSettings:
         if self.part_size < MIN_PART:
             raise ConfigError(f"must be >= {MIN_PART} bytes (OSS's minimum part), got {self.part_size!r}",
                               key="upload.part_size")
+        if not self.timeout > 0:
+            raise ConfigError(f"must be > 0 seconds, got {self.timeout!r}", key="request_timeout")
 
     def check(self, env: Mapping[str, str] | None = None) -> str | None:
         """Why uploads cannot start (missing bucket or credentials), or None; checked before the run."""
@@ -96,6 +103,12 @@ class UploadSettings:
             return (f"{' and '.join(missing)} not set: OSS uploads need an AccessKey pair in the environment "
                     "(OSS_ACCESS_KEY_ID, OSS_ACCESS_KEY_SECRET, and OSS_SESSION_TOKEN for temporary ones)")
         return None
+
+    @property
+    def where(self) -> str:
+        """The endpoint and bucket, as a message names them."""
+        endpoint = self.endpoint or f"oss-{self.region}.aliyuncs.com"
+        return f"{clipped(endpoint)} (bucket {shown(self.bucket)})"
 
     @property
     def path_style(self) -> bool:
@@ -114,17 +127,24 @@ class UploadSettings:
 
 @dataclass(frozen=True)
 class UploadedObject:
-    """An object holding a local file's bytes."""
+    """An object holding a local file's bytes; ``mtime_ns`` is the file's when it was hashed
+    (None: not known, e.g. a record from before it was kept)."""
 
     bucket: str
     key: str
     size: int
     sha256: str
+    mtime_ns: int | None = field(default=None, compare=False)  # the local file's, not the object's
 
     @property
     def oss_uri(self) -> str:
         """``oss://bucket/key``, as the services' ``oss`` inputs take it."""
         return f"oss://{self.bucket}/{self.key}"
+
+    def holds(self, stamp: FileStamp) -> bool:
+        """Whether a file with ``stamp`` still has the bytes hashed for this object, short of
+        reading it: the same size and modification time (an unknown mtime never matches)."""
+        return self.mtime_ns is not None and (self.size, self.mtime_ns) == (stamp.size, stamp.mtime_ns)
 
 
 def _sdk_config(settings: UploadSettings) -> Any:
@@ -135,6 +155,8 @@ def _sdk_config(settings: UploadSettings) -> Any:
     if settings.endpoint:
         cfg.endpoint = settings.endpoint
         cfg.use_path_style = settings.path_style
+    # A hang or a silent server ends an attempt after this, not after the SDK's 10 s + 20 s.
+    cfg.connect_timeout = cfg.readwrite_timeout = settings.timeout
     # Retries are ours (pipeline.backoff), so a failure is seen once, classified, then retried.
     cfg.retryer = oss.retry.NopRetryer()
     return cfg
@@ -147,6 +169,29 @@ def presign_get(obj: UploadedObject, settings: UploadSettings, expires_s: float)
     client = oss.Client(_sdk_config(settings))
     request = oss.GetObjectRequest(bucket=obj.bucket, key=obj.key)
     return str(client.presign(request, expires=timedelta(seconds=expires_s)).url)
+
+
+async def probe(settings: UploadSettings) -> None:
+    """The start check: one HEAD, no retry, of an object no file can be named after.
+
+    A missing bucket raises `ConfigError` (exit 2: fix the config, nothing started) and a key
+    pair OSS refuses raises :class:`OssAuthError` (exit 4). Anything else (OSS unreachable,
+    slow, failing) is left to the uploads, which retry and stop the run resumably: a run whose
+    items need no upload should not wait on OSS.
+    """
+    request = oss.HeadObjectRequest(bucket=settings.bucket,
+                                    key=object_key(settings.prefix, PROBE_NAME, Path("probe")))
+    async with oss_aio.AsyncClient(_sdk_config(settings)) as client:
+        try:
+            await client.head_object(request)
+        except Exception as exc:
+            error = translate(exc, f"HEAD oss://{settings.bucket}/{request.key}")
+            if isinstance(error, OssBucketMissing):
+                raise ConfigError(f"the bucket {shown(settings.bucket)} does not exist at "
+                                  f"{clipped(settings.endpoint or settings.region)}: create it, or fix the name",
+                                  key="upload.bucket") from None
+            if isinstance(error, OssAuthError):
+                raise error from None
 
 
 def _failed(task: asyncio.Task[Any]) -> bool:
@@ -214,12 +259,18 @@ class OssSession:
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def ensure_uploaded(self, path: Path) -> UploadedObject:
-        """The object holding ``path``'s bytes, uploading them unless already there."""
+    async def ensure_uploaded(self, path: Path, known: UploadedObject | None = None) -> UploadedObject:
+        """The object holding ``path``'s bytes, uploading them unless already there.
+
+        ``known`` (the object a checkpoint recorded for this file) is returned as it is, with
+        no hash and no request, while the file keeps the size and mtime it had then; a file
+        changed since is hashed again (and uploaded when its bytes changed)."""
         if self._closed:
             raise RuntimeError("OssSession is closed")
         path = await self._in_thread(Path.absolute, path)
         stamp = await self._in_thread(stamp_of, path)
+        if known is not None and known.holds(stamp):
+            return known
         task = self._work.get((path, stamp))
         if task is None or _failed(task):
             task = asyncio.create_task(self._upload(path), name=f"upload {path.name}")
@@ -231,7 +282,7 @@ class OssSession:
         async with self._slots:
             sha256, stamp = await self._in_thread(hash_file, path)
         key = object_key(self.settings.prefix, sha256, path)
-        obj = UploadedObject(self.settings.bucket, key, stamp.size, sha256)
+        obj = UploadedObject(self.settings.bucket, key, stamp.size, sha256, stamp.mtime_ns)
         # Two names for the same bytes share one object: the second waits for the first's upload.
         send = self._sends.get(key)
         if send is None or _failed(send):
@@ -242,9 +293,16 @@ class OssSession:
 
     async def _send(self, path: Path, obj: UploadedObject, stamp: FileStamp) -> None:
         async with self._slots:
-            if await self._retrying(lambda: self._exists(obj)):
-                return
-            await self._retrying(lambda: self._put_file(path, obj, stamp))
+            await self._retrying(lambda: self._send_once(path, obj, stamp))
+
+    async def _send_once(self, path: Path, obj: UploadedObject, stamp: FileStamp) -> None:
+        """One attempt: HEAD, and unless the object is there, upload it and HEAD it again."""
+        if await self._exists(obj):
+            return
+        await self._put_file(path, obj, stamp)
+        if not await self._exists(obj):
+            raise UnreadableResponse(None, f"{obj.oss_uri}: the upload was answered 2xx but the object is not there "
+                                           f"with its {obj.size} bytes (is the endpoint OSS?)")
 
     async def _exists(self, obj: UploadedObject) -> bool:
         if self._aio is None:
@@ -259,16 +317,22 @@ class OssSession:
         return bool(head.content_length == obj.size)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``, again after a backoff while it fails with a retryable error (5xx, no answer)."""
+        """``call()``, again after a backoff while it fails with a retryable error (5xx, 429, no
+        answer, an unusable 2xx); past the retries, :class:`OssUnavailable`."""
         attempt = 1
         while True:
             try:
                 return await call()
             except Exception as exc:
                 error = translate(exc, "OSS")
-                if not isinstance(error, RetryableError) or attempt >= self.settings.retry.max_attempts:
-                    if isinstance(error, ServiceError):
-                        error.attempts = attempt
+                if isinstance(error, ServiceError):
+                    error.attempts = attempt
+                if isinstance(error, RetryableError) and attempt >= self.settings.retry.max_attempts:
+                    status = f" (HTTP {error.http_status})" if error.http_status else ""
+                    raise OssUnavailable(
+                        None, f"OSS at {self.settings.where} failed {attempt} attempts in a row, the last with "
+                              f"{error.code}{status}: {clipped(error.message, 300)}", attempts=attempt) from exc
+                if not isinstance(error, RetryableError):
                     if error is exc:
                         raise
                     raise error from exc

@@ -3,19 +3,27 @@
 The SDK wraps what went wrong (``UploadError`` -> ``OperationError`` -> the cause); the cause
 decides::
 
-    SDK ServiceError 401/403 ............ OssAuthError     (FatalError via AuthError: stop the run)
-    SDK ServiceError NoSuchBucket ....... OssBucketMissing (FatalError: every item would fail)
-    SDK ServiceError 429 ................ RateLimited      (retried)
-    SDK ServiceError 5xx ................ ServerError      (retried)
-    SDK ServiceError other 4xx .......... InvalidParameter (this item fails; 404 is read by HEAD)
-    RequestError / ResponseError ........ TransportError   (no answer, dropped connection: retried)
-    FileNotExist / FileNotReadable ...... FileError        (this item fails)
+    SDK ServiceError 401/403 ............ OssAuthError       (FatalError via AuthError: stop the run, exit 4)
+    SDK ServiceError NoSuchBucket ....... OssBucketMissing   (FatalError: every item would fail)
+    SDK ServiceError 429 ................ RateLimited        (retried)
+    SDK ServiceError 5xx ................ ServerError        (retried)
+    SDK ServiceError other 4xx .......... InvalidParameter   (this item fails; 404 is read by HEAD)
+    RequestError / ResponseError ........ TransportError     (no answer, dropped connection: retried)
+    DeserializationError, InconsistentError  UnreadableResponse (a 2xx that is not OSS's answer,
+                                                             a CRC that does not match: retried)
+    FileNotExist / FileNotReadable ...... FileError          (this item fails)
     missing credentials ................. OssAuthError
+
+What outlasts the retries becomes :class:`OssUnavailable` (``pipeline.upload``): a run stops
+resumably (exit 3) rather than failing items for an OSS that is down or failing.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 import alibabacloud_oss_v2 as oss
+import requests
 
 from .errors import (
     AuthError,
@@ -26,14 +34,19 @@ from .errors import (
     ServerError,
     ServiceError,
     TransportError,
+    UnreadableResponse,
 )
 from .upload_files import FileError
 
-__all__ = ["OssAuthError", "OssBucketMissing", "UploadCancelled", "translate"]
+__all__ = ["OssAuthError", "OssBucketMissing", "OssUnavailable", "UploadCancelled", "translate"]
 
 MAX_UNWRAP = 8  # wrappers followed at most: a cycle must not hang error handling
 # The SDK's "no usable answer" errors (refused, reset, timed out): retried as TransportError.
 _NO_ANSWER: tuple[type[BaseException], ...] = (oss.exceptions.RequestError, oss.exceptions.ResponseError)
+# What the SDK's two transports (requests, aiohttp) raise inside those when a timeout ran out.
+_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError, requests.exceptions.Timeout)
+# A 2xx whose body is not OSS's answer (a proxy's page), or whose CRC does not match what was sent.
+_UNUSABLE: tuple[type[BaseException], ...] = (oss.exceptions.DeserializationError, oss.exceptions.InconsistentError)
 
 
 class OssAuthError(AuthError):
@@ -47,6 +60,14 @@ class OssBucketMissing(FatalError):
     """The configured bucket does not exist: every upload would fail the same way."""
 
     default_code = "NoSuchBucket"
+
+
+class OssUnavailable(FatalError):
+    """OSS could not be used after every retry (unreachable, timing out, failing, answering
+    what is not OSS): every upload would fail alike, and none is the item's fault, so the run
+    stops resumably (exit 3) and marks nothing failed."""
+
+    default_code = "OssUnavailable"
 
 
 class UploadCancelled(PipelineError):
@@ -97,7 +118,11 @@ def translate(exc: BaseException, context: str) -> BaseException:
     if isinstance(cause, oss.exceptions.ServiceError):
         return _from_service(cause, context)
     if isinstance(cause, _NO_ANSWER):
-        return TransportError("ConnectionError", f"{context}: {cause}")
+        inner = getattr(cause, "unwrap", lambda: None)()
+        code = "Timeout" if isinstance(inner, _TIMEOUTS) else "ConnectionError"
+        return TransportError(code, f"{context}: {cause}")
+    if isinstance(cause, _UNUSABLE):
+        return UnreadableResponse(None, f"{context}: {cause}")
     if isinstance(cause, (oss.exceptions.FileNotExist, oss.exceptions.FileNotReadable)):
         return FileError(None, f"{context}: {cause}")
     if isinstance(cause, oss.exceptions.CredentialsBaseError):

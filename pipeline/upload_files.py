@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PermanentError
 
 __all__ = [
-    "HASH_CHUNK", "FileChanged", "FileError", "FileStamp", "check_unchanged", "hash_file", "object_key", "stamp_of",
+    "HASH_CHUNK", "FileChanged", "FileError", "FileStamp", "check_unchanged", "distinct_contents", "hash_file",
+    "object_key", "stamp_of",
 ]
 
 HASH_CHUNK = 1024 * 1024  # bytes read at a time while hashing: memory stays flat for any size
@@ -90,6 +92,39 @@ def hash_file(path: Path) -> tuple[str, FileStamp]:
         raise FileChanged(None, f"{path}: changed while hashed ({before.size} bytes at start, {read} read)")
     check_unchanged(path, before, "while hashed")
     return digest.hexdigest(), before
+
+
+def distinct_contents(paths: Iterable[Path]) -> tuple[int, int]:
+    """(files, bytes) that uploading `paths` sends: objects are content-addressed, so identical
+    bytes upload once whatever their names.
+
+    Paths to one file (the same device and inode: repeated, relative and absolute, hard links)
+    count once without reading it; files are read only when another distinct file has their
+    size, since only then can their bytes be the same. A file that cannot be read or hashed
+    counts as distinct (the run reports its problem)."""
+    by_size: dict[int, dict[tuple[int, int], Path]] = {}
+    for path in paths:
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        by_size.setdefault(info.st_size, {}).setdefault((info.st_dev, info.st_ino), path)
+    files = total = 0
+    for size, group in by_size.items():
+        if len(group) == 1:
+            distinct = 1
+        else:
+            digests: set[str] = set()
+            unreadable = 0
+            for path in group.values():
+                try:
+                    digests.add(hash_file(path)[0])
+                except FileError:
+                    unreadable += 1
+            distinct = len(digests) + unreadable
+        files += distinct
+        total += distinct * size
+    return files, total
 
 
 def object_key(prefix: str, sha256: str, path: Path) -> str:

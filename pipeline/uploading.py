@@ -2,10 +2,14 @@
 
 For each such item (or every `path` item with `upload.always`): the file is uploaded once,
 content-addressed (`upload.py` does the OSS work through the official SDK), the object is
-recorded in the checkpoint against the item (so a resume never hashes or uploads it again),
-and the item is rewritten to what its capability reads: `oss://bucket/key` where the body
-takes `oss`, else a presigned GET URL valid longer than the poll timeout. The result line
-records the object (`source_oss`).
+recorded in the checkpoint against the item with the file's size and mtime (so a resume
+neither hashes nor uploads it again while the file keeps them, and uploads the new bytes of a
+file changed since), and the item is rewritten to what its capability reads: `oss://bucket/key`
+where the body takes `oss`, else a presigned GET URL valid longer than the poll timeout. The
+result line records the object (`source_oss`).
+
+Before the run starts (`check_uploads`): the `oss` extra, the bucket and the credentials must be
+there (exit 2), and one HEAD checks the bucket exists (exit 2) and OSS takes the key pair (exit 4).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from .backoff import RetryPolicy
 from .capabilities import CAPABILITIES
 from .checkpoint import Checkpoint
 from .config_sections import UploadConfig
+from .echo import clipped
 from .errors import ConfigError
 from .job import Job
 from .manifest_item import needs_upload
@@ -28,7 +33,7 @@ from .manifest_item import needs_upload
 if TYPE_CHECKING:
     from .upload import OssSession, UploadSettings
 
-__all__ = ["Uploads", "check_uploads"]
+__all__ = ["Uploads", "check_uploads", "goes_to_oss"]
 
 log = logging.getLogger("pipeline.run")
 
@@ -37,36 +42,51 @@ PRESIGN_MARGIN_S = 3600.0
 PRESIGN_MAX_S = 7 * 24 * 3600.0
 
 
-def _settings(cfg: UploadConfig, retry: RetryPolicy) -> UploadSettings:
+def goes_to_oss(capability: str, size: int, *, always: bool) -> bool:
+    """Whether a local file of `size` bytes for `capability` is uploaded (uploads configured):
+    every one with `upload.always` or where the capability takes no inline content, else those
+    too big for the request body. `run` and `validate` decide with this one rule."""
+    return always or "path" not in CAPABILITIES[capability].sources or needs_upload(size)
+
+
+def _settings(cfg: UploadConfig, retry: RetryPolicy, timeout: float) -> UploadSettings:
     from .upload import UploadSettings
 
     return UploadSettings(bucket=cfg.bucket, prefix=cfg.prefix, region=cfg.region, endpoint=cfg.endpoint,
-                          concurrency=cfg.concurrency, part_size=cfg.part_size, always=cfg.always, retry=retry)
+                          concurrency=cfg.concurrency, part_size=cfg.part_size, always=cfg.always, retry=retry,
+                          timeout=timeout)
 
 
-def check_uploads(cfg: UploadConfig) -> None:
-    """Raise `ConfigError` (exit 2, before anything starts) when uploads are configured but
-    cannot work: the `oss` extra missing, no bucket, no credentials in the environment."""
+async def check_uploads(cfg: UploadConfig, *, timeout: float = 30.0) -> None:
+    """Before anything starts, when uploads are configured: raise `ConfigError` (exit 2) if they
+    cannot work (the `oss` extra missing, no bucket or credentials, a bucket OSS does not have)
+    and `OssAuthError` (exit 4) if OSS refuses the key pair. One HEAD, no retry, `timeout`
+    seconds at most; OSS not answering is left to the uploads (they stop the run resumably)."""
     if not cfg.enabled:
         return
     try:
-        settings = _settings(cfg, RetryPolicy())
+        settings = _settings(cfg, RetryPolicy(), timeout)
     except ImportError:
         raise ConfigError("alibabacloud-oss-v2 is not installed: pip install 'opensearch-media-pipeline[oss]'",
                           key="upload") from None
     problem = settings.check()
     if problem is not None:
         raise ConfigError(problem, key="upload")
+    from .upload import probe
+
+    await probe(settings)
 
 
 class Uploads:
     """One run's uploads. `async with` it; `prepare(job)` gives the job to submit."""
 
     def __init__(self, cfg: UploadConfig, *, retry: RetryPolicy, poll_timeout: float, state_dir: Path,
-                 checkpoint: Checkpoint, on_bytes: Callable[[int], None] | None = None) -> None:
+                 checkpoint: Checkpoint, on_bytes: Callable[[int], None] | None = None,
+                 timeout: float = 30.0) -> None:
         self.enabled = cfg.enabled
         self._cfg = cfg
         self._retry = retry
+        self._timeout = timeout  # each OSS request's connect and read timeout: the run's request_timeout
         self._expires = min(poll_timeout + PRESIGN_MARGIN_S, PRESIGN_MAX_S)
         self._state_dir = state_dir
         self._ckpt = checkpoint
@@ -78,7 +98,7 @@ class Uploads:
         if self.enabled:
             from .upload import OssSession
 
-            self._settings = _settings(self._cfg, self._retry)
+            self._settings = _settings(self._cfg, self._retry, self._timeout)
             self._session = OssSession(self._settings, self._state_dir, progress=self._on_bytes)
         return self
 
@@ -90,10 +110,10 @@ class Uploads:
         """Whether this item's file goes through OSS."""
         if not self.enabled or job.source_kind != "path":
             return False
-        if self._cfg.always or "path" not in CAPABILITIES[job.capability].sources:
-            return True
+        if goes_to_oss(job.capability, 0, always=self._cfg.always):
+            return True  # whatever its size: no stat needed
         try:
-            return needs_upload(os.stat(job.source).st_size)
+            return goes_to_oss(job.capability, os.stat(job.source).st_size, always=False)
         except OSError:
             return False  # the body builder reports the file error
 
@@ -102,20 +122,28 @@ class Uploads:
         if not self.wanted(job):
             return job
         assert self._session is not None and self._settings is not None
-        known = self._ckpt.uploaded(job.id)
-        if known is not None:
-            bucket, key = known
-        else:
-            obj = await self._session.ensure_uploaded(Path(job.source))
-            bucket, key = obj.bucket, obj.key
-            self._ckpt.record_upload(job.id, bucket, key, obj.size, obj.sha256)
+        from .upload import UploadedObject
+
+        record = self._ckpt.upload_record(job.id)
+        known = None
+        if record is not None and record.bucket == self._settings.bucket:
+            known = UploadedObject(record.bucket, record.key, record.size, record.sha256, record.mtime_ns)
+        # The recorded object is reused only while the file keeps its size and mtime; else it is
+        # hashed again, and its new bytes (if they changed) uploaded before the item is sent.
+        obj = await self._session.ensure_uploaded(Path(job.source), known=known)
+        if obj is not known:
+            if record is not None and record.key != obj.key:
+                log.warning("%s changed since it was uploaded for item %s (%d -> %d bytes): its new content is "
+                            "uploaded and sent", clipped(job.source), clipped(job.id), record.size, obj.size)
+            self._ckpt.record_upload(job.id, obj.bucket, obj.key, obj.size, obj.sha256, mtime_ns=obj.mtime_ns)
+        bucket, key = obj.bucket, obj.key
         oss_uri = f"oss://{bucket}/{key}"
         name = job.file_name or os.path.basename(job.source)
         if "oss" in CAPABILITIES[job.capability].sources:
             return dataclasses.replace(job, source_kind="oss", source=oss_uri, file_name=name, source_oss=oss_uri)
-        from .upload import UploadedObject, presign_get
+        from .upload import presign_get
 
-        url = presign_get(UploadedObject(bucket, key, 0, ""), self._settings, self._expires)
+        url = presign_get(obj, self._settings, self._expires)
         return dataclasses.replace(job, source_kind="url", source=url, file_name=name, source_oss=oss_uri)
 
     def describe(self) -> dict[str, Any]:

@@ -19,13 +19,15 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .config import Config
 from .exit_codes import ExitCode
 from .job import Job
 from .manifest import Rejected, Skipped, read_manifest
-from .manifest_item import needs_upload
+from .upload_files import distinct_contents
+from .uploading import goes_to_oss
 
 __all__ = ["BOUND_FACTOR", "CostEstimate", "estimate_manifest_cost", "format_validate", "item_cost",
            "item_cost_bound", "validate"]
@@ -106,7 +108,7 @@ def validate(manifest: str, config: Config, analyses: Sequence[str] | None = Non
     problems: list[dict[str, Any]] = []
     rejected = 0
     uploads = config.upload.enabled
-    to_upload: dict[str, int] = {}  # file -> bytes: a file in several items uploads once
+    to_upload: set[str] = set()  # the local files that go through OSS
     for item in read_manifest(manifest, uploads=uploads, analyses=analyses, outputs=config.outputs):
         if isinstance(item, Rejected):
             rejected += 1
@@ -121,13 +123,13 @@ def validate(manifest: str, config: Config, analyses: Sequence[str] | None = Non
         by_cap[item.capability] += 1
         by_source[item.capability][item.source_kind] += 1
         by_service[item.service_id] += 1
-        if uploads and item.source_kind == "path" and item.source not in to_upload:
-            size = os.stat(item.source).st_size
-            if config.upload.always or needs_upload(size):
-                to_upload[item.source] = size
+        if (uploads and item.source_kind == "path" and item.source not in to_upload
+                and goes_to_oss(item.capability, os.stat(item.source).st_size, always=config.upload.always)):
+            to_upload.add(item.source)
     if not by_cap and not rejected:
         problems.append({"line": None, "id": None, "reason": NO_ITEMS})
     cost = estimate_manifest_cost(by_service, config)
+    upload_files, upload_bytes = distinct_contents(Path(source) for source in sorted(to_upload))
     report = {
         "manifest": manifest,
         "valid_items": items,
@@ -145,7 +147,8 @@ def validate(manifest: str, config: Config, analyses: Sequence[str] | None = Non
         "cost_bound_factor": BOUND_FACTOR,
         "unpriced_services": cost.unpriced,
         "usage_without_estimate": cost.unestimated,
-        "uploads": {"files": len(to_upload), "bytes": sum(to_upload.values())},
+        # Content-addressed: byte-identical files (and one file under several paths) upload once.
+        "uploads": {"files": upload_files, "bytes": upload_bytes},
     }
     clean = rejected == 0 and bool(by_cap)
     return (ExitCode.OK if clean else ExitCode.PARTIAL), report

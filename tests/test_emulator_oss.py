@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 async def oss_emu() -> AsyncIterator[RunningOss]:
-    """The emulator's OSS app on a free port with a known AccessKey pair."""
-    async with start_oss(OssSettings(key_id=KEY_ID, key_secret=SECRET)) as running:
+    """The emulator's OSS app on a free port with a known AccessKey pair and one bucket."""
+    async with start_oss(OssSettings(key_id=KEY_ID, key_secret=SECRET, buckets=(BUCKET,))) as running:
         yield running
 
 
@@ -198,7 +198,7 @@ def test_header_signature_covers_signed_headers() -> None:
 async def test_cli_serves_oss_beside_the_service() -> None:
     """`emulator --oss-port 0 --oss-key-id --oss-key-secret` serves OSS that the SDK can write to and read from."""
     argv = [sys.executable, "-m", "pipeline", "emulator", "--port", "0", "--oss-port", "0",
-            "--oss-key-id", KEY_ID, "--oss-key-secret", SECRET]
+            "--oss-key-id", KEY_ID, "--oss-key-secret", SECRET, "--oss-bucket", BUCKET]
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

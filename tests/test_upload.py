@@ -13,9 +13,9 @@ import pytest
 from pipeline.backoff import RetryPolicy
 from pipeline.emulator.oss import OssSettings
 from pipeline.emulator.oss_server import RunningOss, start_oss
-from pipeline.errors import FatalError, ServerError, TransportError
+from pipeline.errors import FatalError
 from pipeline.upload import OssSession, UploadSettings, ensure_uploaded, presign_get
-from pipeline.upload_errors import OssAuthError
+from pipeline.upload_errors import OssAuthError, OssUnavailable
 from pipeline.upload_files import FileChanged, FileError, check_unchanged, object_key, stamp_of
 
 KEY_ID, SECRET = "upload-test-key-id", "upload-test-key-secret-0123456789"
@@ -28,7 +28,7 @@ async def oss_emu(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningOss]:
     monkeypatch.setenv("OSS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", SECRET)
     monkeypatch.delenv("OSS_SESSION_TOKEN", raising=False)
-    async with start_oss(OssSettings(key_id=KEY_ID, key_secret=SECRET)) as running:
+    async with start_oss(OssSettings(key_id=KEY_ID, key_secret=SECRET, buckets=("media",))) as running:
         yield running
 
 
@@ -61,16 +61,18 @@ async def test_large_file_uploads_multipart_and_head_shows_it(oss_emu: RunningOs
 
 
 async def test_same_file_twice_uploads_once(oss_emu: RunningOss, tmp_path: Path) -> None:
-    """A second run finds the object by HEAD (same size) and sends no body again."""
+    """A second run finds the object by HEAD (same size) and sends no body again (the first
+    run's second HEAD checks its upload landed)."""
     image = _file(tmp_path / "a.png", 300 * 1024)
     first = await ensure_uploaded(image, _settings(oss_emu), tmp_path / "state")
     second = await ensure_uploaded(image, _settings(oss_emu), tmp_path / "state")
     assert first == second
-    assert oss_emu.state.counters["PutObject"] == 1 and oss_emu.state.counters["HeadObject"] == 2
+    assert oss_emu.state.counters["PutObject"] == 1 and oss_emu.state.counters["HeadObject"] == 3
 
 
 async def test_same_file_in_fifty_items_is_hashed_and_uploaded_once(oss_emu: RunningOss, tmp_path: Path) -> None:
-    """Fifty concurrent items naming one file, and one naming a copy of it, cost one HEAD and one PutObject."""
+    """Fifty concurrent items naming one file, and one naming a copy of it, cost one HEAD, one
+    PutObject and the HEAD that checks it landed."""
     image = _file(tmp_path / "a.jpg", 200 * 1024)
     copy = tmp_path / "copy.jpg"
     copy.write_bytes(image.read_bytes())
@@ -78,7 +80,7 @@ async def test_same_file_in_fifty_items_is_hashed_and_uploaded_once(oss_emu: Run
         results = await asyncio.gather(*(session.ensure_uploaded(image) for _ in range(50)),
                                        session.ensure_uploaded(copy))
     assert len(set(results)) == 1  # same bytes, same object, whatever the name
-    assert oss_emu.state.counters["PutObject"] == 1 and oss_emu.state.counters["HeadObject"] == 1
+    assert oss_emu.state.counters["PutObject"] == 1 and oss_emu.state.counters["HeadObject"] == 2
 
 
 async def test_cancelled_multipart_resumes_from_sent_parts(oss_emu: RunningOss, tmp_path: Path) -> None:
@@ -190,7 +192,8 @@ def test_check_unchanged_detects_size_and_mtime(tmp_path: Path) -> None:
 
 
 async def test_5xx_and_dropped_connections_are_retried(oss_emu: RunningOss, tmp_path: Path) -> None:
-    """A 503 HEAD, a dropped PutObject and a 503 PutObject are retried with backoff delays, then it succeeds."""
+    """A 503 HEAD, a dropped PutObject and a 503 PutObject are retried with backoff delays, each
+    attempt a HEAD first, then it succeeds and a last HEAD finds the object."""
     delays: list[float] = []
 
     async def fake_sleep(seconds: float) -> None:
@@ -203,26 +206,46 @@ async def test_5xx_and_dropped_connections_are_retried(oss_emu: RunningOss, tmp_
     async with OssSession(_settings(oss_emu), tmp_path / "state", sleep=fake_sleep, rand=lambda: 0.5) as session:
         obj = await session.ensure_uploaded(image)
     assert oss_emu.store.get("media", obj.key) is not None
-    assert delays == [0.5, 0.5, 1.0]  # full jitter at rand 0.5, base 1 s: HEAD attempt 1, PUT attempts 1, 2
-    assert oss_emu.state.counters["HeadObject"] == 2 and oss_emu.state.counters["PutObject"] == 3
+    assert delays == [0.5, 1.0, 2.0]  # full jitter at rand 0.5, base 1 s: attempts 1, 2, 3
+    assert oss_emu.state.counters["HeadObject"] == 5 and oss_emu.state.counters["PutObject"] == 3
 
 
-async def test_retries_give_up_with_the_last_error(oss_emu: RunningOss, tmp_path: Path) -> None:
-    """When every attempt gets a 503 the upload raises ServerError carrying the attempt count."""
+@pytest.mark.parametrize("fault", ["drop_after", "garbage"])
+async def test_an_upload_whose_answer_is_lost_or_unusable_is_checked_by_head(
+        oss_emu: RunningOss, tmp_path: Path, fault: str) -> None:
+    """A PutObject stored then cut off is found by the next attempt's HEAD and not sent again; a
+    PutObject answered 200 by something that stored nothing (a proxy's page) is caught by the
+    HEAD after it and sent again. Either way the object is there, written once."""
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    oss_emu.state.inject("PutObject", fault)  # type: ignore[arg-type]
+    image = _file(tmp_path / "r.png", 5000)
+    async with OssSession(_settings(oss_emu), tmp_path / "state", sleep=no_sleep) as session:
+        obj = await session.ensure_uploaded(image)
+    assert oss_emu.state.stored[("media", obj.key)] == 1
+    assert oss_emu.state.counters["PutObject"] == (1 if fault == "drop_after" else 2)
+
+
+async def test_retries_give_up_saying_oss_is_unavailable(oss_emu: RunningOss, tmp_path: Path) -> None:
+    """When every attempt gets a 503 the upload raises OssUnavailable (a stop, not an item's
+    failure) naming the endpoint, the bucket, the attempts and the last error."""
     async def no_sleep(_seconds: float) -> None:
         return None
 
     oss_emu.state.inject("HeadObject", "503", times=10)
     settings = _settings(oss_emu, retry=RetryPolicy(max_attempts=3))
     async with OssSession(settings, tmp_path / "state", sleep=no_sleep) as session:
-        with pytest.raises(ServerError) as caught:
+        with pytest.raises(OssUnavailable) as caught:
             await session.ensure_uploaded(_file(tmp_path / "x.png", 10))
-    assert caught.value.attempts == 3 and caught.value.http_status == 503
+    assert isinstance(caught.value, FatalError) and caught.value.attempts == 3
+    message = caught.value.message
+    assert oss_emu.url in message and "'media'" in message and "3 attempts" in message and "503" in message
     assert oss_emu.state.counters["HeadObject"] == 3
 
 
-async def test_unreachable_endpoint_is_a_transport_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing listening at the endpoint gives TransportError after the retries, not a crash."""
+async def test_unreachable_endpoint_is_oss_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listening at the endpoint gives OssUnavailable after the retries, not a crash."""
     monkeypatch.setenv("OSS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", SECRET)
 
@@ -231,9 +254,10 @@ async def test_unreachable_endpoint_is_a_transport_error(tmp_path: Path, monkeyp
 
     settings = UploadSettings(bucket="media", endpoint="http://127.0.0.1:9", retry=RetryPolicy(max_attempts=2))
     async with OssSession(settings, tmp_path / "state", sleep=no_sleep) as session:
-        with pytest.raises(TransportError) as caught:
+        with pytest.raises(OssUnavailable) as caught:
             await session.ensure_uploaded(_file(tmp_path / "x.png", 10))
-    assert caught.value.attempts == 2
+    assert caught.value.attempts == 2 and "ConnectionError" in caught.value.message
+    assert "127.0.0.1:9" in caught.value.message and SECRET not in caught.value.message
 
 
 @pytest.mark.parametrize(

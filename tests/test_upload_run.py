@@ -14,7 +14,7 @@ from support import read_results, write_manifest
 from pipeline.config import Config
 from pipeline.config_sections import UploadConfig
 from pipeline.emulator import EmulatorSettings, start_emulator
-from pipeline.emulator.oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET
+from pipeline.emulator.oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET, OssSettings
 from pipeline.emulator.oss_server import start_oss
 from pipeline.errors import ConfigError
 from pipeline.exit_codes import ExitCode
@@ -22,6 +22,7 @@ from pipeline.results import RunFiles
 from pipeline.runner import RunRequest, run
 
 KEY = "upload-run-key-93"
+MEDIA = OssSettings(buckets=("media",))  # the emulator's OSS with the bucket these tests upload to
 MB = 1024 * 1024
 
 
@@ -52,7 +53,7 @@ async def test_large_local_video_and_image_run_end_to_end(tmp_path: Path, oss_en
         {"id": "ocr", "capability": "image_analyze", "path": str(image)},
     ])
     settings = EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)
-    async with start_emulator(settings) as emu, start_oss() as oss:
+    async with start_emulator(settings) as emu, start_oss(MEDIA) as oss:
         emu.state.objects = oss.store  # the service routes read what was uploaded
         cfg = Config(endpoint=emu.url, time_scale=20.0,
                      upload=UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB))
@@ -76,33 +77,6 @@ async def test_large_local_video_and_image_run_end_to_end(tmp_path: Path, oss_en
         assert DEFAULT_OSS_KEY_SECRET.encode() not in text and KEY.encode() not in text, path
 
 
-async def test_a_resume_never_uploads_a_recorded_item_again(tmp_path: Path, oss_env: None) -> None:
-    """The checkpoint keeps each item's object: a second run of the same state dir (with the
-    item reopened by --retry-failed after a forced failure) neither hashes nor uploads the file."""
-    video = big_file(tmp_path / "clip.mp4", 9 * MB)
-    manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "v", "capability": "video_snapshot", "path": str(video)}])
-    fail = EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)
-    async with start_oss() as oss:
-        cfg_upload = UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB)
-        files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
-        from pipeline.emulator import FaultSettings
-        async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0,
-                                                   faults=FaultSettings(task_fail_rate=1.0))) as emu:
-            first = await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY,
-                                         config=Config(endpoint=emu.url, time_scale=20.0, upload=cfg_upload)))
-        assert first.exit_code == ExitCode.PARTIAL
-        before = dict(oss.state.counters)
-        video.write_bytes(b"changed")  # were it hashed or uploaded again, this would show
-        async with start_emulator(fail) as emu:
-            again = await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY, retry_failed=True,
-                                         config=Config(endpoint=emu.url, time_scale=20.0, upload=cfg_upload)))
-        after = dict(oss.state.counters)
-    assert again.exit_code == ExitCode.OK, again.summary
-    assert after == before
-    (line,) = read_results(tmp_path / "results.jsonl")
-    assert line["status"] == "SUCCESS" and line["source_oss"].startswith("oss://media/")
-
-
 async def test_a_missing_object_fails_the_task_as_the_service_would(tmp_path: Path, oss_env: None) -> None:
     """An oss:// input in a bucket the OSS emulator holds, but with no such object, ends FAILED
     with a message naming the object; other buckets behave as before."""
@@ -110,7 +84,7 @@ async def test_a_missing_object_fails_the_task_as_the_service_would(tmp_path: Pa
         {"id": "gone", "capability": "video_snapshot", "oss": "oss://media/nope.mp4"},
         {"id": "elsewhere", "capability": "video_snapshot", "oss": "oss://other-bucket/v.mp4"},
     ])
-    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss() as oss:
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss(MEDIA) as oss:
         emu.state.objects = oss.store
         big_file(tmp_path / "seed.mp4", MB)
         from pipeline.upload import UploadSettings, ensure_uploaded
@@ -145,7 +119,7 @@ async def test_an_upload_cut_off_midway_resumes_from_its_parts(tmp_path: Path, o
     item is submitted to the service once."""
     video = big_file(tmp_path / "long.mp4", 40 * MB)  # 8 parts of 5 MB
     manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "v", "capability": "video_snapshot", "path": str(video)}])
-    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss() as oss:
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss(MEDIA) as oss:
         emu.state.objects = oss.store
         cfg = Config(endpoint=emu.url, time_scale=20.0,
                      upload=UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB, concurrency=1))
@@ -170,8 +144,8 @@ async def test_an_upload_cut_off_midway_resumes_from_its_parts(tmp_path: Path, o
 
 def test_a_refused_oss_key_stops_like_a_refused_api_key(tmp_path: Path) -> None:
     """Through the command line, against `emulator --oss-port`: a wrong OSS secret stops the run
-    with exit 4, naming the OSS variables to fix, with no traceback and no line written; the
-    right secret then uploads and finishes."""
+    at the start check with exit 4, naming the OSS variables to fix, with no traceback and nothing
+    written; the right secret then uploads and finishes."""
     import socket
     import subprocess
     import sys
@@ -187,7 +161,7 @@ def test_a_refused_oss_key_stops_like_a_refused_api_key(tmp_path: Path) -> None:
     port, oss_port = free_port(), free_port()
     emu = subprocess.Popen([sys.executable, "-m", "pipeline", "emulator", "--port", str(port), "--api-key", KEY,
                             "--time-scale", "20", "--oss-port", str(oss_port), "--oss-key-id", "AK",
-                            "--oss-key-secret", "SK"], cwd=REPO, env=cli_env(), text=True,
+                            "--oss-key-secret", "SK", "--oss-bucket", "media"], cwd=REPO, env=cli_env(), text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
@@ -203,10 +177,12 @@ def test_a_refused_oss_key_stops_like_a_refused_api_key(tmp_path: Path) -> None:
         args = ["run", str(manifest), "--config", str(tmp_path / "cfg.yaml"), "--endpoint",
                 f"http://127.0.0.1:{port}", "--out", str(tmp_path / "r.jsonl"), "--progress", "off"]
         env = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": "20", "OSS_ACCESS_KEY_ID": "AK"}
-        refused = cli(args, env={**env, "OSS_ACCESS_KEY_SECRET": "wrong"})
+        refused = cli(args, env={**env, "OSS_ACCESS_KEY_SECRET": "wrong-secret-8d1f"})
         assert refused.returncode == 4, refused.stderr[-2000:]
         assert "OSS_ACCESS_KEY_SECRET" in refused.stderr and "Traceback" not in refused.stderr
-        assert read_results(tmp_path / "r.jsonl") == []
+        assert "wrong-secret-8d1f" not in refused.stderr
+        # The start check's HEAD was refused: nothing was started, nothing written.
+        assert not (tmp_path / "r.jsonl").exists() and not (tmp_path / "r.jsonl.state").exists()
         done = cli(args, env={**env, "OSS_ACCESS_KEY_SECRET": "SK"})
         assert done.returncode == 0, done.stderr[-2000:]
         (line,) = read_results(tmp_path / "r.jsonl")
@@ -225,7 +201,7 @@ async def test_an_items_analyses_share_one_upload_and_chain_on_it(tmp_path: Path
             {"name": "seg", "capability": "video_segmentation", "output": "oss://out/seg/"},
             {"name": "summary", "capability": "video_summarization", "after": "seg", "output": "oss://out/sum/"},
             "video_snapshot"]}])
-    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss() as oss:
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss(MEDIA) as oss:
         emu.state.objects = oss.store
         cfg = Config(endpoint=emu.url, time_scale=20.0,
                      upload=UploadConfig(bucket="media", endpoint=oss.url, part_size=5 * MB))

@@ -8,7 +8,9 @@ The key itself is never printed. ``--port 0`` binds a free port; the URL printed
 ``--oss-port PORT`` also serves the OSS subset (path-style, V4-signed; :mod:`.oss`) on that
 port, printing ``emulator OSS listening on http://HOST:PORT``. Its AccessKey pair is, first
 found: ``--oss-key-id``/``--oss-key-secret``, ``OSS_ACCESS_KEY_ID``/``OSS_ACCESS_KEY_SECRET``,
-and the documented defaults; the secret is never printed.
+and the documented defaults; the secret is never printed. Buckets exist only once created, as on
+OSS: ``--oss-bucket NAME`` (repeatable, or names separated by commas) creates them at start, and
+a client may create more with PutBucket; any other bucket answers 404 ``NoSuchBucket``.
 """
 
 from __future__ import annotations
@@ -62,15 +64,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--oss-key-secret", default=None,
         help="AccessKey secret (default: $OSS_ACCESS_KEY_SECRET, else the documented emulator secret)",
     )
+    parser.add_argument(
+        "--oss-bucket", action="append", default=None, metavar="NAME",
+        help="a bucket that exists from the start (repeatable, or comma-separated); others need PutBucket",
+    )
 
 
 def build_oss_settings(args: argparse.Namespace) -> OssSettings | None:
     """The OSS app's settings when ``--oss-port`` is given, else None."""
     if getattr(args, "oss_port", None) is None:
+        if getattr(args, "oss_bucket", None):
+            raise SettingsError("--oss-bucket needs --oss-port (the OSS subset is served only with it)")
         return None
     key_id = args.oss_key_id or os.environ.get("OSS_ACCESS_KEY_ID") or DEFAULT_OSS_KEY_ID
     secret = args.oss_key_secret or os.environ.get("OSS_ACCESS_KEY_SECRET") or DEFAULT_OSS_KEY_SECRET
-    return OssSettings(key_id=key_id, key_secret=secret)
+    buckets = tuple(name.strip() for given in args.oss_bucket or () for name in given.split(",") if name.strip())
+    try:
+        return OssSettings(key_id=key_id, key_secret=secret, buckets=buckets)
+    except ValueError as exc:  # a bucket name OSS would refuse
+        raise SettingsError(f"--oss-bucket: {exc}") from None
 
 
 def build_settings(args: argparse.Namespace) -> tuple[EmulatorSettings, str]:
@@ -108,7 +120,9 @@ async def serve(
             if oss is not None:
                 running_oss = await stack.enter_async_context(start_oss(oss, host, oss_port))
                 emu.state.objects = running_oss.store  # the service routes read what was uploaded
-                print(f"emulator OSS listening on {running_oss.url} (key id {oss.key_id!r}, path-style)", flush=True)
+                buckets = ", ".join(oss.buckets) or "none yet (create them with PutBucket, or --oss-bucket)"
+                print(f"emulator OSS listening on {running_oss.url} (key id {oss.key_id!r}, path-style; "
+                      f"buckets: {buckets})", flush=True)
             print(
                 f"  api key: {key_source}; seed {settings.seed}; time scale {settings.time_scale:g}; "
                 f"counters at {emu.url}/_emulator/counters",
@@ -163,10 +177,10 @@ def main(args: argparse.Namespace) -> int:
         return _fail(problem)
     try:
         settings, key_source = build_settings(args)
+        oss = build_oss_settings(args)
     except SettingsError as exc:
         return _fail(str(exc))
     try:
-        oss = build_oss_settings(args)
         asyncio.run(serve(settings, args.host, args.port, key_source, oss=oss, oss_port=oss_port or 0))
     except OSError as exc:  # bind failures: address in use, no permission, unknown host
         return _fail(bind_problem(args.host, args.port, exc))

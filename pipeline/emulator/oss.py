@@ -3,6 +3,7 @@
 Operations (as the ``alibabacloud-oss-v2`` SDK sends them; see docs/protocol.md, OSS):
 
 =========================  ==========================================================
+PutBucket                  ``PUT /b`` (the SDK's ``put_bucket``)
 PutObject                  ``PUT /b/k``
 HeadObject / GetObject     ``HEAD`` / ``GET /b/k`` (GET also as a presigned URL)
 DeleteObject               ``DELETE /b/k``
@@ -15,13 +16,17 @@ AbortMultipartUpload       ``DELETE /b/k?uploadId=U``
 
 Every request must be signed with the configured AccessKey pair (:mod:`.oss_sign`); errors
 are OSS's XML ``<Error>`` with an ``x-oss-request-id`` header (for HEAD, base64 in ``x-oss-err``,
-as OSS does, since a HEAD answer has no body). Buckets are created on first use.
-:attr:`OssState.counters` counts requests per operation; :meth:`OssState.inject` makes the next
-requests of an operation answer 503 or drop the connection, for retry tests.
+as OSS does, since a HEAD answer has no body). A bucket must exist, as on OSS: created by
+PutBucket or named in :attr:`OssSettings.buckets` (``emulator --oss-bucket``); an object
+operation on any other bucket answers 404 ``NoSuchBucket``. :attr:`OssState.counters` counts
+requests per operation, :attr:`OssState.stored` the objects written per (bucket, key), and
+:attr:`OssState.faults` (:mod:`.oss_faults`) makes requests fail in the ways a network and a
+server can, for retry and outage tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 import xml.etree.ElementTree as ET
@@ -31,31 +36,40 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Literal
 
 from aiohttp import web
 
+from .oss_faults import GARBAGE_BODY, FaultKind, OssFault, OssFaults
 from .oss_sign import SignedRequest, verify_header_auth, verify_query_auth
-from .oss_store import NoSuchUpload, ObjectStore, StoredObject
+from .oss_store import NoSuchUpload, ObjectStore, StoredObject, bucket_name_problem
 
 __all__ = ["DEFAULT_OSS_KEY_ID", "DEFAULT_OSS_KEY_SECRET", "OSS_STATE", "OssSettings", "OssState", "create_oss_app"]
 
 DEFAULT_OSS_KEY_ID = "emulator-oss-key-id"
 DEFAULT_OSS_KEY_SECRET = "emulator-oss-key-secret"
 BODY_CHUNK = 256 * 1024  # bytes read from a request body at a time, straight to disk
-Fault = Literal["503", "drop"]
+#: Operations that write an object: counted in `OssState.stored` when they succeed.
+WRITES = ("PutObject", "CompleteMultipartUpload")
 
 
 @dataclass(frozen=True)
 class OssSettings:
-    """The AccessKey pair requests must be signed with, and where objects live (None: a temp dir)."""
+    """The AccessKey pair requests must be signed with, where objects live (None: a temp dir),
+    and the buckets that exist from the start (others must be created with PutBucket)."""
 
     key_id: str = DEFAULT_OSS_KEY_ID
     key_secret: str = DEFAULT_OSS_KEY_SECRET
     root: Path | None = None
+    buckets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in self.buckets:
+            problem = bucket_name_problem(name)
+            if problem is not None:
+                raise ValueError(problem)
 
     def __repr__(self) -> str:  # the secret stays out of logs and test output
-        return f"OssSettings(key_id={self.key_id!r}, root={self.root!r})"
+        return f"OssSettings(key_id={self.key_id!r}, root={self.root!r}, buckets={self.buckets!r})"
 
 
 @dataclass
@@ -65,11 +79,13 @@ class OssState:
     settings: OssSettings
     store: ObjectStore
     counters: Counter[str] = field(default_factory=Counter)  # operation name -> requests seen
-    faults: dict[str, list[Fault]] = field(default_factory=dict)  # operation -> faults still to apply
+    stored: Counter[tuple[str, str]] = field(default_factory=Counter)  # (bucket, key) -> objects written
+    faults: OssFaults = field(default_factory=OssFaults)
+    active: int = 0  # requests being handled now (a slow or hung one included)
 
-    def inject(self, operation: str, fault: Fault = "503", times: int = 1) -> None:
-        """Make the next ``times`` requests of ``operation`` fail with ``fault``."""
-        self.faults.setdefault(operation, []).extend([fault] * times)
+    def inject(self, operation: str, fault: FaultKind = "503", times: int | None = 1) -> None:
+        """Make the next ``times`` requests of ``operation`` meet ``fault`` (see :mod:`.oss_faults`)."""
+        self.faults.inject(operation, fault, times)
 
 
 OSS_STATE: web.AppKey[OssState] = web.AppKey("oss_state", OssState)
@@ -122,7 +138,7 @@ def _error_response(request: web.Request, error: OssError, request_id: str) -> w
 def _operation(method: str, query: dict[str, str], has_key: bool) -> str:
     """The OSS operation a request is, from its method and sub-resources."""
     if not has_key:
-        return "Unsupported"
+        return "PutBucket" if method == "PUT" and not query else "Unsupported"
     if method == "PUT":
         return "UploadPart" if "uploadId" in query else "PutObject"
     if method == "POST":
@@ -190,6 +206,16 @@ async def _dispatch(
 ) -> web.StreamResponse:
     store, query = state.store, request.rel_url.query
     head = {"x-oss-request-id": rid}
+    if op == "PutBucket":
+        problem = bucket_name_problem(bucket)
+        if problem is not None:
+            raise OssError(400, "InvalidBucketName", problem)
+        await request.read()  # an optional CreateBucketConfiguration: every bucket is alike here
+        if not store.create_bucket(bucket):
+            raise OssError(409, "BucketAlreadyExists", "The requested bucket name is not available.")
+        return web.Response(headers={**head, "Location": f"/{bucket}"})
+    if not store.holds_bucket(bucket):
+        raise OssError(404, "NoSuchBucket", "The specified bucket does not exist.")
     if op == "PutObject":
         obj = await store.put(bucket, key, _body(request))
         return web.Response(headers={**head, "ETag": obj.etag})
@@ -237,37 +263,92 @@ async def _dispatch(
     raise OssError(400, "NotImplemented", "the emulator serves object operations only (path-style /bucket/key)")
 
 
+async def _drain(request: web.Request) -> None:
+    """Read what is left of a body the answer does not need, so the client (which sends it whole
+    before reading the answer) gets the answer rather than a reset connection."""
+    while await request.content.readany():
+        pass
+
+
+def _drop(request: web.Request) -> web.HTTPException:
+    """Close the connection with no answer; the caller raises what this returns."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.HTTPInternalServerError()
+
+
+async def _before(request: web.Request, state: OssState, fault: OssFault, rid: str) -> web.StreamResponse | None:
+    """What a fault does before the request is served: an answer that replaces it, or None
+    (serve it; a ``slow`` one after its wait). Raises for a connection closed unanswered."""
+    kind = fault.kind
+    if kind == "slow":
+        await asyncio.sleep(fault.seconds)
+        return None
+    if kind == "drop_after":
+        return None
+    if kind == "drop":
+        raise _drop(request)
+    if kind == "hang":
+        await state.faults.released()
+        raise _drop(request)
+    await _drain(request)
+    if kind == "garbage":
+        return web.Response(body=GARBAGE_BODY, content_type="text/html", headers={"x-oss-request-id": rid})
+    status = int(kind)
+    code = "ServiceUnavailable" if status == 503 else "InternalError"
+    return _error_response(request, OssError(status, code, "injected fault"), rid)
+
+
+async def _serve(request: web.Request, state: OssState, *, op: str, bucket: str, key: str,
+                 rid: str) -> web.StreamResponse:
+    try:
+        _check_signature(request, bucket, key, state.settings)
+        response = await _dispatch(request, state, op=op, bucket=bucket, key=key, rid=rid)
+    except NoSuchUpload:
+        error = OssError(404, "NoSuchUpload", "The specified upload does not exist.")
+    except OssError as exc:
+        error = exc
+    else:
+        if op in WRITES:
+            state.stored[(bucket, key)] += 1
+        return response
+    await _drain(request)
+    return _error_response(request, error, rid)
+
+
 async def _handle(request: web.Request) -> web.StreamResponse:
     state = request.app[OSS_STATE]
     rid = _request_id()
     bucket, _, key = request.path.lstrip("/").partition("/")
     op = _operation(request.method, dict(request.rel_url.query), bool(bucket and key))
     state.counters[op] += 1
-    pending = state.faults.get(op)
-    if pending:
-        fault = pending.pop(0)
-        if fault == "drop" and request.transport is not None:
-            request.transport.close()  # the client sees the connection drop with no answer
-            raise web.HTTPInternalServerError()
-        return _error_response(request, OssError(503, "ServiceUnavailable", "injected fault"), rid)
+    state.active += 1
     try:
-        _check_signature(request, bucket, key, state.settings)
-        return await _dispatch(request, state, op=op, bucket=bucket, key=key, rid=rid)
-    except NoSuchUpload:
-        error = OssError(404, "NoSuchUpload", "The specified upload does not exist.")
-    except OssError as exc:
-        error = exc
-    # Read what is left of a refused body, so the client (which sends it whole before reading
-    # the answer) gets the error rather than a reset connection.
-    while await request.content.readany():
-        pass
-    return _error_response(request, error, rid)
+        fault = state.faults.take(op)
+        if fault is not None:
+            answer = await _before(request, state, fault, rid)
+            if answer is not None:
+                return answer
+        try:
+            response = await _serve(request, state, op=op, bucket=bucket, key=key, rid=rid)
+        except ConnectionResetError:  # the client gave up (a slow answer past its timeout): nothing stored
+            raise _drop(request) from None
+        if fault is not None and fault.kind == "drop_after":
+            raise _drop(request)  # processed: the object is there, but the client never hears so
+        return response
+    finally:
+        state.active -= 1
 
 
 def create_oss_app(settings: OssSettings | None = None, store: ObjectStore | None = None) -> web.Application:
     """The OSS app; ``app[OSS_STATE]`` is its live state. The store's temp dir goes with the app."""
     settings = settings or OssSettings()
-    state = OssState(settings, store or ObjectStore(settings.root))
+    if store is None:
+        store = ObjectStore(settings.root, settings.buckets)
+    else:
+        for bucket in settings.buckets:
+            store.create_bucket(bucket)
+    state = OssState(settings, store)
     app = web.Application()
     app[OSS_STATE] = state
     app.router.add_route("*", "/{tail:.*}", _handle)

@@ -2,8 +2,9 @@
 
 Bodies are streamed to disk chunk by chunk (a 2 GB upload never sits in memory), and each
 object is one file, so GetObject streams it back and the service routes can read an
-``oss://bucket/key`` input by path (:meth:`ObjectStore.get`). Buckets exist once something
-has been put in them (the emulator creates them on first use).
+``oss://bucket/key`` input by path (:meth:`ObjectStore.get`). A bucket exists only once it was
+created (:meth:`ObjectStore.create_bucket`: PutBucket, or the buckets the emulator was started
+with), as on OSS: writing to a misspelled bucket fails here as it would there.
 
 ETags follow OSS: the upper-case hex MD5 of the body in quotes for PutObject; for a
 completed multipart upload, the MD5 of the parts' binary MD5s followed by ``-<parts>``.
@@ -15,15 +16,26 @@ import asyncio
 import hashlib
 import itertools
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["NoSuchUpload", "ObjectStore", "PartInfo", "StoredObject"]
+__all__ = ["BUCKET_NAME_RULE", "NoSuchUpload", "ObjectStore", "PartInfo", "StoredObject", "bucket_name_problem"]
 
 COPY_CHUNK = 1024 * 1024  # bytes per read when parts are joined into the object file
+#: OSS's rule for bucket names (3 to 63 characters).
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+BUCKET_NAME_RULE = "3 to 63 lower-case letters, digits or '-', starting and ending with a letter or digit"
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """None for a valid OSS bucket name; otherwise what is wrong with it."""
+    if BUCKET_NAME.fullmatch(name):
+        return None
+    return f"{name[:80]!r} is not a valid bucket name: {BUCKET_NAME_RULE}"
 
 
 @dataclass(frozen=True)
@@ -81,15 +93,17 @@ class ObjectStore:
     Single-threaded by design: it is used from the emulator's event loop only.
     """
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, buckets: Iterable[str] = ()) -> None:
         self._owned = root is None  # a temp dir we made is ours to delete in close()
         self.root = Path(tempfile.mkdtemp(prefix="oss-emulator-")) if root is None else root
+        self._buckets: set[str] = set(buckets)
         self._objects: dict[tuple[str, str], StoredObject] = {}
         self._uploads: dict[str, _Upload] = {}
         self._ids = itertools.count(1)  # file names and upload ids: unique within this store
 
     def __repr__(self) -> str:
-        return f"ObjectStore(root={str(self.root)!r}, objects={len(self._objects)}, uploads={len(self._uploads)})"
+        return (f"ObjectStore(root={str(self.root)!r}, buckets={len(self._buckets)}, objects={len(self._objects)}, "
+                f"uploads={len(self._uploads)})")
 
     # -- lookups the service routes use ------------------------------------------------------
 
@@ -99,8 +113,25 @@ class ObjectStore:
         return obj.path if obj is not None else None
 
     def holds_bucket(self, bucket: str) -> bool:
-        """Whether ``bucket`` exists here (something was put or initiated in it)."""
-        return any(b == bucket for b, _ in self._objects) or any(u.bucket == bucket for u in self._uploads.values())
+        """Whether ``bucket`` exists here (it was created)."""
+        return bucket in self._buckets
+
+    # -- buckets ----------------------------------------------------------------------------------
+
+    def create_bucket(self, bucket: str) -> bool:
+        """PutBucket: True when it is new, False when it existed already."""
+        if bucket in self._buckets:
+            return False
+        self._buckets.add(bucket)
+        return True
+
+    def delete_bucket(self, bucket: str) -> None:
+        """Forget ``bucket`` and everything in it (OSS refuses a non-empty one; a test may not)."""
+        for name, key in [k for k in self._objects if k[0] == bucket]:
+            self.delete(name, key)
+        for upload_id in [u for u, up in self._uploads.items() if up.bucket == bucket]:
+            self._drop_upload(upload_id)
+        self._buckets.discard(bucket)
 
     def stat(self, bucket: str, key: str) -> StoredObject | None:
         """The object's record (size, ETag, path), or None."""
