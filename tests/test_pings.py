@@ -137,6 +137,18 @@ async def test_client_error_is_not_retried(hc: PingServer) -> None:
     assert len(hc.received) == 1 and sleeps.delays == []
 
 
+@pytest.mark.parametrize(("status", "hint"), [(401, "the ping URL's credentials were refused: fix them in --ping-url"),
+                                              (404, "no check at that URL: fix --ping-url")])
+async def test_a_refused_ping_says_what_to_fix(hc: PingServer, caplog: pytest.LogCaptureFixture, status: int,
+                                              hint: str) -> None:
+    """A 401 or 404 (which no retry mends) names the flag to fix, and still never the URL's path."""
+    hc.statuses[:] = [status]
+    with caplog.at_level(logging.WARNING, logger="pipeline.pings"):
+        assert await Pinger(hc.url(), sleep=Sleeps()).start() is False
+    assert [r.getMessage() for r in caplog.records] == [
+        f"health ping (start) to 127.0.0.1:{hc.server.port} failed: PingRefused (HTTP {status}); {hint}"]
+
+
 async def test_a_hanging_server_is_cut_off_by_the_budget(hc: PingServer, caplog: pytest.LogCaptureFixture) -> None:
     """A server that never answers costs the ping its time budget, then False and a 'timed out' warning."""
     hc.hang = asyncio.Event()
