@@ -218,7 +218,7 @@ class Config:
                 "unset PIPELINE_TIME_SCALE to run against the service", key="time_scale")
         for key in ("pushgateway", "ping_url"):
             url = getattr(self, key)
-            problem = None if url is None else web_url_problem(url)
+            problem = None if url is None else web_url_problem(url, key)
             if problem:
                 raise ConfigError(problem, key=key)
         problem = limiter_problem(self.limiter)

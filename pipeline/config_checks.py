@@ -18,7 +18,7 @@ import re
 import string
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from .capabilities import CAPABILITIES, resolve
 from .echo import clipped, shown
@@ -37,6 +37,8 @@ __all__ = [
     "output_templates",
     "parse_duration",
     "parse_env",
+    "ping_url_problem",
+    "pushgateway_problem",
     "safe_url",
     "web_url_problem",
 ]
@@ -90,32 +92,95 @@ def safe_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def _url_problem(url: str, schemes: tuple[str, ...], example: str) -> str | None:
-    expected = f"expected a URL such as {example!r}"
+#: Each URL option's own example, so a refused value is answered with the form its option takes.
+PING_URL_EXAMPLE = "https://hc-ping.com/<uuid>"
+PUSHGATEWAY_EXAMPLE = "http://pushgateway:9091"
+LIMITER_EXAMPLE = "redis://127.0.0.1:6379/0"
+#: Redis' SELECT takes a C int: no server has a database numbered past this.
+MAX_REDIS_DB = 2**31 - 1
+
+
+def _url_problem(url: str, schemes: tuple[str, ...], example: str, hint: str = "") -> str | None:
+    expected = f"expected a URL such as {example!r}{hint}"
     if not url or any(c.isspace() for c in url):
         return f"{shown(safe_url(url))} is not a URL; {expected}"
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        port = parts.port
     except ValueError:
-        return f"{shown(safe_url(url))} is not a valid URL; {expected}"
-    if parts.scheme.lower() not in schemes or not parts.hostname:
+        return f"{shown(safe_url(url))} is not a valid URL (a port is a number from 1 to 65535); {expected}"
+    if parts.scheme.lower() not in schemes or not parts.hostname or "://" not in url:
         starts = " or ".join(s + "://" for s in schemes)
         return f"{shown(safe_url(url))} must be a URL with a host, starting {starts}; {expected}"
+    if port == 0:
+        return f"{shown(safe_url(url))} has port 0, which nothing listens on; {expected}"
     return None
 
 
-def web_url_problem(url: str) -> str | None:
-    """None for an http(s) URL with a host (Pushgateway, ping URL); otherwise what is wrong."""
-    return _url_problem(url, ("http", "https"), "https://host:9091")
+def ping_url_problem(url: str) -> str | None:
+    """None for an http(s) ping URL with a host (a query is kept); otherwise what is wrong."""
+    return _url_problem(url, ("http", "https"), PING_URL_EXAMPLE)
+
+
+def pushgateway_problem(url: str) -> str | None:
+    """None for an http(s) Pushgateway address with a host; otherwise what is wrong. A query or a
+    fragment is refused: the push API appends its path to the address, so it would land in them."""
+    problem = _url_problem(url, ("http", "https"), PUSHGATEWAY_EXAMPLE)
+    if problem is None and (urlsplit(url).query or urlsplit(url).fragment):
+        return (f"{shown(safe_url(url))} has a query or fragment, which the Pushgateway's API has no place for: "
+                f"give its address only, such as {PUSHGATEWAY_EXAMPLE!r}")
+    return problem
+
+
+def web_url_problem(url: str, key: str) -> str | None:
+    """None when `url` suits config key `key` (`pushgateway` or `ping_url`); otherwise what is wrong."""
+    return pushgateway_problem(url) if key == "pushgateway" else ping_url_problem(url)
 
 
 def limiter_problem(value: str) -> str | None:
-    """None for `memory` or a redis:// / rediss:// URL with a host; otherwise what is wrong."""
+    """None for `memory` or a Redis URL redis-py connects to as written: redis:// or rediss://
+    with a host, or unix:// with a socket path; a database number (path `/N` or `?db=N`) from 0
+    up; in the query only `db` (and `ssl_*` for rediss://). Otherwise what is wrong."""
     if value == "memory":
         return None
-    problem = _url_problem(value, ("redis", "rediss"), "redis://127.0.0.1:6379/0")
+    problem = _redis_url_problem(value)
     return None if problem is None else f"must be 'memory' or a Redis URL: {problem}"
+
+
+def _redis_url_problem(url: str) -> str | None:
+    hint = " (rediss:// for TLS, unix:///path/to/redis.sock for a socket)"
+    if not url.lower().startswith("unix://"):
+        return _url_problem(url, ("redis", "rediss", "unix"), LIMITER_EXAMPLE, hint) or _redis_db_problem(url)
+    parts = urlsplit(url)
+    if parts.hostname or parts.path in ("", "/"):
+        return (f"{shown(safe_url(url))} must give the socket's path after unix:// (three slashes); "
+                f"expected a URL such as 'unix:///run/redis/redis.sock'")
+    return _redis_db_problem(url)
+
+
+def _redis_db_problem(url: str) -> str | None:
+    """The database and query of a Redis URL that has a scheme and a host (or a socket path).
+
+    redis-py reads `/abc` as no database at all and `/1/2` as database 12: both are refused here.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    given = [] if scheme == "unix" or parts.path in ("", "/") else [parts.path[1:]]
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "db":
+            given.append(value)
+        elif not (scheme == "rediss" and name.startswith("ssl_")):
+            allowed = "db" + (" and ssl_… options" if scheme == "rediss" else "")
+            return (f"{shown(safe_url(url))} sets {shown(name)} in its query; a limiter URL takes only {allowed} "
+                    "(the pipeline sets its own timeouts and retries so that it notices a lost Redis at once)")
+    if parts.fragment:
+        return f"{shown(safe_url(url))} has a fragment (#…), which means nothing to Redis: remove it"
+    if len(given) > 1:
+        return f"{shown(safe_url(url))} gives the database twice: once, as /N or as ?db=N"
+    if given and not (re.fullmatch(r"[0-9]{1,10}", given[0]) and int(given[0]) <= MAX_REDIS_DB):
+        return (f"the database {shown(given[0])} in {shown(safe_url(url))} is not a Redis database number: "
+                f"a whole number from 0 (Redis has 16 by default, 0 to 15), such as {LIMITER_EXAMPLE!r}")
+    return None
 
 
 def metrics_file_problem(path: str) -> str | None:

@@ -37,19 +37,19 @@ here, which is also what `summarize()` means when it leaves a zero out.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
-
-import anyio.to_thread
+from urllib.parse import urlsplit
 
 from .loggable import host_of, safe_reason, with_scheme
+from .pushgateway import push_requests, send
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -59,6 +59,8 @@ log = logging.getLogger("pipeline.metrics")
 PREFIX = "media_pipeline_"
 LAST_SUCCESS = PREFIX + "last_success_timestamp_seconds"
 DEFAULT_JOB = "media_pipeline"
+#: The most seconds a push may take, both groups together: a dead gateway delays a run's exit by no more.
+PUSH_BUDGET_S = 5.0
 #: Overrides the host name as the Pushgateway `instance` when `RunMetrics` is given none.
 INSTANCE_ENV = "MEDIA_PIPELINE_INSTANCE"
 
@@ -216,37 +218,49 @@ def missing_extra() -> str | None:
     return None
 
 
-Handler = Callable[[str, str, float | None, list[tuple[str, str]], bytes], Callable[[], None]]
-
-
 def push(gateway_url: str, summary: Mapping[str, Any], *, exit_code: int, job: str = DEFAULT_JOB,
-         instance: str, timeout: float = 5.0, now: float | None = None) -> bool:
-    """Push the finished run's metrics to a Pushgateway; True when it took them. Never raises.
+         instance: str, timeout: float = PUSH_BUDGET_S, now: float | None = None) -> bool:
+    """`push_async` for synchronous callers (not from a running event loop)."""
+    return asyncio.run(push_async(gateway_url, summary, exit_code=exit_code, job=job, instance=instance,
+                                  timeout=timeout, now=now))
 
-    Blocking (urllib, inside prometheus_client): from async code call it in a thread
-    (`RunMetrics.finish` does). The group is `job` + `instance` and is replaced whole; a run
-    that ended with exit code 0 also replaces `.../result/success` with its success time.
-    Credentials in the URL (`https://user:pass@host`) are sent as basic auth, never logged.
+
+async def push_async(gateway_url: str, summary: Mapping[str, Any], *, exit_code: int, job: str = DEFAULT_JOB,
+                     instance: str, timeout: float = PUSH_BUDGET_S, now: float | None = None) -> bool:
+    """Push the finished run's metrics to a Pushgateway; True when it took them. Never raises,
+    and returns within `timeout` seconds whatever the gateway does (a hang, a trickle).
+
+    The group is `job` + `instance` and is replaced whole; a run that ended with exit code 0
+    also replaces `.../result/success` with its success time. Credentials in the URL
+    (`https://user:pass@host`) are sent as basic auth, never logged.
     """
     host = host_of(gateway_url)
     try:
-        from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+        from prometheus_client import CollectorRegistry, Gauge
 
         now = time.time() if now is None else now
-        gateway, handler = _gateway_and_handler(gateway_url)
         registry = build_registry(summary, exit_code=exit_code, finished=True, now=now, last_success=None)
-        push_to_gateway(gateway, job=job, registry=registry, grouping_key={"instance": instance},
-                        timeout=timeout, handler=handler)
+        groups: list[tuple[dict[str, str], CollectorRegistry]] = [({"instance": instance}, registry)]
         if exit_code == 0:
             success = CollectorRegistry()
             Gauge(LAST_SUCCESS, "when a run last ended with exit code 0", registry=success).set(now)
-            push_to_gateway(gateway, job=job, registry=success,
-                            grouping_key={"instance": instance, "result": "success"},
-                            timeout=timeout, handler=handler)
+            groups.append(({"instance": instance, "result": "success"}, success))
+        await send(push_requests(gateway_url, job, groups), gateway=gateway_url, timeout=timeout)
     except Exception as exc:  # a metrics failure must never change the run's outcome
-        log.warning("metrics push to %s failed: %s", host, safe_reason(exc))
+        reason = f"timed out after {timeout:g} s" if isinstance(exc, asyncio.TimeoutError) else safe_reason(exc)
+        log.warning("metrics push to %s failed: %s%s", host, reason, _hint(exc))
         return False
     return True
+
+
+def _hint(exc: BaseException) -> str:
+    """What to fix when the gateway refused the push itself (401/403: credentials, 404: address)."""
+    status = getattr(exc, "status", None)
+    if status in (401, 403):
+        return "; the Pushgateway refused the credentials: fix user:password in --pushgateway"
+    if status in (404, 405):
+        return "; is --pushgateway the Pushgateway's address (without /metrics/...)?"
+    return ""
 
 
 class RunMetrics:
@@ -277,12 +291,7 @@ class RunMetrics:
         self._write(summary, exit_code=exit_code, finished=True)
         if self._pushgateway is None:
             return
-        gateway = self._pushgateway
-        try:
-            await anyio.to_thread.run_sync(
-                lambda: push(gateway, summary, exit_code=exit_code, job=self._job, instance=self._instance))
-        except Exception as exc:  # push() does not raise; the thread hand-off itself might
-            log.warning("metrics push to %s failed: %s", host_of(gateway), safe_reason(exc))
+        await push_async(self._pushgateway, summary, exit_code=exit_code, job=self._job, instance=self._instance)
 
     def _write(self, summary: Mapping[str, Any], *, exit_code: int | None, finished: bool) -> None:
         if self._textfile is None:
@@ -300,27 +309,6 @@ class RunMetrics:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _gateway_and_handler(url: str) -> tuple[str, Handler]:
-    """The gateway URL without credentials, and a handler that sends them as basic auth."""
-    from prometheus_client.exposition import basic_auth_handler, default_handler
-
-    parts = urlsplit(with_scheme(url))
-    if parts.username is None:
-        return urlunsplit(parts), default_handler
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
-    if parts.port:
-        netloc += f":{parts.port}"
-    username, password = unquote(parts.username), unquote(parts.password or "")
-
-    def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
-                data: bytes) -> Callable[[], None]:
-        handle: Callable[[], None] = basic_auth_handler(url, method, timeout, headers, data, username, password)
-        return handle
-
-    return urlunsplit(parts._replace(netloc=netloc)), handler
-
-
 def _number(value: Any) -> float:
     """A summary figure as a float; anything absent or not a number counts as 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -14,6 +14,8 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .echo import clipped
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -98,15 +100,37 @@ async def check_redis(url: str, *, timeout: float = 2.0) -> str | None:
     try:
         await client.ping()
         version = str((await client.info("server")).get("redis_version", "0"))
-    except Exception as exc:  # any failure to answer is "unreachable", whatever layer raised it
-        reason = _scrub(f"{type(exc).__name__}: {exc}", url)
-        return f"cannot reach the Redis limiter at {display_url(url)} ({reason}); start it or fix --limiter"
+    except Exception as exc:  # any failure to answer is "unusable", whatever layer raised it
+        return _unusable(url, exc)
     finally:
         await client.aclose()
     if _version(version) < MIN_REDIS:
         need = ".".join(map(str, MIN_REDIS))
         return f"the Redis limiter at {display_url(url)} runs Redis {version}; the shared pacer needs {need} or later"
     return None
+
+
+def _unusable(url: str, exc: BaseException) -> str:
+    """Why the Redis at `url` cannot be used, from the error its first commands raised."""
+    from redis.exceptions import AuthenticationError, InvalidResponse, NoPermissionError, ResponseError
+
+    where = display_url(url)
+    reason = clipped(_scrub(f"{type(exc).__name__}: {exc}", url), 200)
+    if isinstance(exc, AuthenticationError):
+        return (f"the Redis limiter at {where} refused the credentials ({reason}); put the password in the URL: "
+                "redis://:PASSWORD@host:6379/0, or redis://USER:PASSWORD@host:6379/0 for an ACL user")
+    if isinstance(exc, NoPermissionError):
+        return (f"the Redis user of the limiter at {where} may not run what the pacer needs ({reason}); "
+                "allow it PING, INFO, SCRIPT, EVALSHA, EVAL, TIME, SET, DEL, SCAN, MGET and ZADD")
+    if isinstance(exc, ResponseError) and "DB index is out of range" in str(exc):
+        return (f"the Redis at {where} has no such database ({reason}): Redis has 16 by default (0 to 15) unless "
+                "its `databases` setting says more; pick one it has, such as /0")
+    if isinstance(exc, ResponseError):
+        return f"the Redis limiter at {where} answered with an error ({reason}); its log says why: fix it or --limiter"
+    if isinstance(exc, InvalidResponse):
+        return (f"what answers at {where} does not speak the Redis protocol ({reason}): "
+                "is that the Redis port? fix --limiter")
+    return f"cannot reach the Redis limiter at {where} ({reason}); start it or fix --limiter"
 
 
 def _version(text: str) -> tuple[int, ...]:

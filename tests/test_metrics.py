@@ -262,7 +262,7 @@ async def test_push_refused_by_the_gateway_returns_false(gateway: tuple[TestServ
                                      instance="refuse")
     assert ok is False
     assert [r.getMessage() for r in caplog.records] == [f"metrics push to 127.0.0.1:{server.port} failed: "
-                                                        "HTTPError (HTTP 400)"]
+                                                        "PushRefused (HTTP 400)"]
 
 
 def closed_port() -> int:

@@ -23,6 +23,7 @@ class PingServer:
 
     server: TestServer
     received: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # method, path, rid, body
+    queries: list[str] = field(default_factory=list)  # each request's raw query string, as sent
     statuses: list[int] = field(default_factory=list)
     hang: asyncio.Event | None = None  # when set to an Event, requests wait for it
 
@@ -37,6 +38,7 @@ async def hc() -> AsyncIterator[PingServer]:
 
     async def ping(request: web.Request) -> web.Response:
         state.received.append((request.method, request.path, request.query.get("rid", ""), await request.read()))
+        state.queries.append(request.query_string)
         if state.hang is not None:
             await state.hang.wait()
         return web.Response(status=state.statuses.pop(0) if state.statuses else 200, text="OK")
@@ -86,6 +88,20 @@ async def test_start_then_failure_code(hc: PingServer) -> None:
     assert [p for _, p, _, _ in hc.received] == [f"/ping/{SECRET}/start", f"/ping/{SECRET}/5"]
 
 
+@pytest.mark.parametrize("query", ["token=abc", "token=a%2Bb%26c&x=", "flag", "rid=mine&token=abc"])
+async def test_a_query_string_stays_the_query(hc: PingServer, query: str) -> None:
+    """A ping URL with a query gets its suffix on the path and keeps its query byte for byte,
+    with the run id added (a `rid` of the user's own is replaced, so start and end still pair)."""
+    pinger = Pinger(f"{hc.url()}/?{query}#frag", sleep=Sleeps())
+    assert await pinger.start() is True
+    assert await pinger.finish(3, body="log") is True
+    assert [(m, p) for m, p, _, _ in hc.received] == [("GET", f"/ping/{SECRET}/start"), ("POST", f"/ping/{SECRET}/3")]
+    kept = "&".join(part for part in query.split("&") if not part.startswith("rid="))
+    rid = hc.received[0][2]
+    assert hc.queries == [f"{kept}&rid={rid}"] * 2
+    assert rid != "mine" and hc.received[1][2] == rid
+
+
 async def test_finish_posts_the_tail_of_a_body(hc: PingServer) -> None:
     """A body is POSTed, cut to its last BODY_LIMIT bytes so the end of the log survives."""
     body = "x" * BODY_LIMIT + "outcome: completed"
@@ -121,6 +137,18 @@ async def test_client_error_is_not_retried(hc: PingServer) -> None:
     assert len(hc.received) == 1 and sleeps.delays == []
 
 
+@pytest.mark.parametrize(("status", "hint"), [(401, "the ping URL's credentials were refused: fix them in --ping-url"),
+                                              (404, "no check at that URL: fix --ping-url")])
+async def test_a_refused_ping_says_what_to_fix(hc: PingServer, caplog: pytest.LogCaptureFixture, status: int,
+                                              hint: str) -> None:
+    """A 401 or 404 (which no retry mends) names the flag to fix, and still never the URL's path."""
+    hc.statuses[:] = [status]
+    with caplog.at_level(logging.WARNING, logger="pipeline.pings"):
+        assert await Pinger(hc.url(), sleep=Sleeps()).start() is False
+    assert [r.getMessage() for r in caplog.records] == [
+        f"health ping (start) to 127.0.0.1:{hc.server.port} failed: PingRefused (HTTP {status}); {hint}"]
+
+
 async def test_a_hanging_server_is_cut_off_by_the_budget(hc: PingServer, caplog: pytest.LogCaptureFixture) -> None:
     """A server that never answers costs the ping its time budget, then False and a 'timed out' warning."""
     hc.hang = asyncio.Event()
@@ -151,3 +179,17 @@ async def test_dead_server_does_not_raise_and_logs_once(caplog: pytest.LogCaptur
 def test_check_ping_url(url: str, ok: bool) -> None:
     """Only http(s) URLs with a host (and a numeric port, if any) pass the check."""
     assert (check_ping_url(url) is None) is ok
+
+
+@pytest.mark.parametrize(("url", "suffix", "expected"), [
+    ("https://hc.example/ok?token=abc", "/start", "https://hc.example/ok/start?token=abc&rid=R"),
+    ("https://hc.example/ok/?token=abc", "", "https://hc.example/ok?token=abc&rid=R"),
+    ("https://hc.example", "/5", "https://hc.example/5?rid=R"),
+    ("https://u:p@[::1]:8443/p/x#top", "/start", "https://u:p@[::1]:8443/p/x/start?rid=R"),
+    ("https://hc.example/p?a=1&rid=old&b", "/1", "https://hc.example/p/1?a=1&b&rid=R"),
+])
+def test_ping_target_puts_the_suffix_on_the_path(url: str, suffix: str, expected: str) -> None:
+    """The suffix goes on the path, the query is kept with its own rid replaced, the fragment dropped."""
+    from pipeline.pings import ping_target
+
+    assert ping_target(url, suffix, "R") == expected
