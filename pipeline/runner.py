@@ -48,7 +48,7 @@ from .report import RunStats, stats_from_checkpoint, summarize, with_live_counte
 from .results import ResultLine, RunFiles
 from .resume import check_identity, check_paths, manifest_key, prepare
 from .shards import Shard, check_sharding
-from .shutdown import FailureWatch, SignalHandlers
+from .shutdown import FailureWatch, SignalHandlers, carried_window
 from .sink import Sink
 from .spend import SpendLedger
 from .stages import Control, Reader, Submitter
@@ -144,6 +144,10 @@ class Run:
         self._joined = check_identity(ckpt, out=files.results, manifest=self.req.manifest, append=self.req.append,
                                       state_dir=files.state_dir, shard=str(self.req.shard) if self.req.shard else None)
         state = prepare(ckpt, out=files.results, retry_failed=self.req.retry_failed)
+        # Read before this session marks itself unfinished; saved now, so a kill -9 of a resume after
+        # exit 5 does not bring the outage's window back.
+        window = carried_window(ckpt.get_meta("failure_window") or "", Stop.from_record(ckpt.last_stop()))
+        ckpt.set_meta("failure_window", window)
         # Until this session records how it ended, the run counts as unfinished: after a kill -9
         # or a full disk, `status` says what a resume needs (exit 3), not "completed".
         ckpt.set_last_stop(UNFINISHED.to_record())
@@ -152,8 +156,7 @@ class Run:
         self._ckpt = ckpt
         self._stop_event = anyio.Event()
         self._control = Control(cfg.max_in_flight, self.stats)
-        self._watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio,
-                                   ckpt.get_meta("failure_window") or "")
+        self._watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio, window)
         self._ledger = SpendLedger(ckpt, cfg, item_cost_bound)
         self._pacers = self._build_pacers()
         self._client = self._build_client()
