@@ -158,6 +158,7 @@ class Run:
         self._control = Control(cfg.max_in_flight, self.stats)
         self._watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio, window)
         self._ledger = SpendLedger(ckpt, cfg, item_cost_bound)
+        self._ledger.start()  # what a killed session left reserved for submits never sent is released
         self._pacers = self._build_pacers()
         self._client = self._build_client()
         # Costs are settled in the ledger only under a cap: without one, the summary's cost comes
@@ -168,7 +169,8 @@ class Run:
         uploads = Uploads(cfg.upload, retry=cfg.effective_retry(), poll_timeout=cfg.polling.timeout,
                           state_dir=files.state_dir, checkpoint=ckpt, on_bytes=self.stats.on_uploaded)
         self._submitter = Submitter(control=self._control, client=self._client, checkpoint=ckpt, lines=line_send,
-                                    clock=asyncio.get_running_loop().time, reserve=self._ledger.reserve,
+                                    clock=asyncio.get_running_loop().time,
+                                    reserve=lambda job: self._ledger.reserve(job, self._control.interruptible),
                                     on_fatal=self._on_fatal, on_cap_reached=self._on_cap_reached,
                                     uploads=uploads if uploads.enabled else None)
         self._pollers = self._build_pollers(cfg.effective_polling())
@@ -181,7 +183,7 @@ class Run:
         with open(files.rejects, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230 - small, local, at start
             reader = Reader(self.req.manifest, state, self._control, self._submitter, rejects, chain=self._chain,
                             shard=self.req.shard, uploads=cfg.upload.enabled, analyses=self.req.analyses,
-                            outputs=cfg.outputs)
+                            outputs=cfg.outputs, adopt=self._ledger.adopt)
             self._signals.install(asyncio.get_running_loop())
             try:
                 async with self._client, uploads:
@@ -192,6 +194,7 @@ class Run:
                 self._chain.close()
                 self._signals.remove()  # last: a second signal during the clean-up still exits at once
         ckpt.set_meta("failure_window", self._watch.state())
+        self._ledger.clear_stale()  # reservations of submits never sent (the stop came first)
         self._save_manifest_counts(reader)
         return self._result()
 
@@ -310,11 +313,8 @@ class Run:
                   else "nothing was marked failed; run the same command again to resume")
         self.request_stop(Stop(reason, f"{exc.code}: {exc.message}; {advice}"))
 
-    def _on_cap_reached(self, job: Job) -> None:
-        settled, reserved = self._ckpt.spend()
-        self.request_stop(Stop(StopReason.SPEND_CAP, (
-            f"--max-cost {self.cfg.max_cost:g} {self.cfg.currency} reached (settled {settled:.4f}, reserved "
-            f"{reserved:.4f}); submitted tasks were finished; raise the cap and run the same command to go on")))
+    def _on_cap_reached(self, job: Job | None = None) -> None:
+        self.request_stop(Stop(StopReason.SPEND_CAP, self._ledger.stop_detail()))
 
     async def _throttle(self, capability: str, lane: Lane) -> PermitLike | None:
         if lane is Lane.SUBMIT:
@@ -339,6 +339,8 @@ class Run:
             self._ckpt.set_meta("failure_window", self._watch.state())
         if tripped:
             self.request_stop(Stop(StopReason.THRESHOLD, tripped))
+        if self._ledger.over_cap():  # a settlement above its reservation: send nothing more
+            self._on_cap_reached()
 
     def _save_manifest_counts(self, reader: Reader) -> None:
         """What `status` and later sessions need to know of this manifest: its rejected lines
@@ -352,6 +354,8 @@ class Run:
     # ---- result ------------------------------------------------------------------------
     def _result(self) -> RunResult:
         self.stats.finished = self.stats.started + self.stats.elapsed()
+        if self._stop is not None and self._stop.reason is StopReason.SPEND_CAP:  # the figures after the drain
+            self._stop = Stop(StopReason.SPEND_CAP, self._ledger.stop_detail())
         totals = stats_from_checkpoint(self._ckpt)
         failed = sum(c.failed for c in totals.values())
         rejected = self._ckpt.rejected_lines()
