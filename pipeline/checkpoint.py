@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint_schema import KEY_FORMAT, SCHEMA, Outcome, PendingTask, UploadRecord, upgrade
+from .checkpoint_spend import SpendStore
 from .errors import StateError
 
 __all__ = ["KEY_FORMAT", "Checkpoint", "Outcome", "PendingTask"]
 
-class Checkpoint:
-    """The state store of one run. Open with `Checkpoint.open(state_dir)`; `close()` is safe twice."""
+class Checkpoint(SpendStore):
+    """The state store of one run. Open with `Checkpoint.open(state_dir)`; `close()` is safe twice.
+    The spend ledger's methods (`reserve`, `spend`, …) come from `checkpoint_spend.SpendStore`."""
 
     DB_NAME = "checkpoint.sqlite3"
 
@@ -244,49 +246,6 @@ class Checkpoint:
         """(bucket, key) of the object `job_id`'s file was uploaded to, if it was."""
         row = self._conn.execute("SELECT bucket, key FROM uploads WHERE id = ?", (job_id,)).fetchone()
         return (str(row[0]), str(row[1])) if row else None
-
-    # ---- spend ledger --------------------------------------------------------------------
-    def reserve(self, job_id: str, amount: float, cap: float | None) -> bool:
-        """Reserve `amount` for submitting `job_id` unless settled + reserved would pass `cap`
-        (None: no cap, reserve anyway). Replaces an earlier reservation of the same id."""
-        with self._transaction():
-            row = self._conn.execute("SELECT reserved FROM spend WHERE id = ?", (job_id,)).fetchone()
-            own = float(row[0]) if row else 0.0
-            if cap is not None:
-                settled, reserved = self.spend()
-                if settled + reserved - own + amount > cap + 1e-9:
-                    return False
-            self._conn.execute(
-                "INSERT INTO spend (id, reserved) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET reserved = "
-                "excluded.reserved", (job_id, amount))
-            self._adjust_totals(reserved=amount - own)
-        return True
-
-    def spend(self) -> tuple[float, float]:
-        """(settled, reserved) over the whole run: kept as running totals (a sum over the
-        table on every submission would cost O(items) each time)."""
-        if self._totals is None:
-            row = self._conn.execute(
-                "SELECT COALESCE(SUM(settled), 0), COALESCE(SUM(reserved), 0) FROM spend").fetchone()
-            self._totals = [float(row[0]), float(row[1])]
-        return self._totals[0], self._totals[1]
-
-    def _adjust_totals(self, *, settled: float = 0.0, reserved: float = 0.0) -> None:
-        if self._totals is not None:
-            self._totals[0] += settled
-            self._totals[1] += reserved
-
-    def _settle(self, costs: list[tuple[str, float]]) -> None:
-        if self._totals is not None:
-            ids = [job_id for job_id, _ in costs]
-            marks = ",".join("?" * len(ids))
-            row = self._conn.execute(
-                f"SELECT COALESCE(SUM(reserved), 0), COALESCE(SUM(settled), 0) FROM spend WHERE id IN ({marks})",
-                ids).fetchone()
-            self._adjust_totals(settled=sum(c for _, c in costs) - float(row[1]), reserved=-float(row[0]))
-        self._conn.executemany(
-            "INSERT INTO spend (id, reserved, settled) VALUES (?, 0, ?) "
-            "ON CONFLICT (id) DO UPDATE SET reserved = 0, settled = excluded.settled", costs)
 
     def sink_offset(self) -> int:
         value = self.get_meta("sink_offset")

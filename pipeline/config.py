@@ -156,6 +156,7 @@ class Config:
     #: Test/demo facility (PIPELINE_TIME_SCALE, never a file key): divides every delay and
     #: multiplies every QPS limit, to match an emulator started with the same time scale.
     time_scale: float = 1.0
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)  # key -> where it was set
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str, str]] = [
@@ -253,7 +254,7 @@ class Config:
 
 
 #: Every key a `--config` file may set (the time scale is not one).
-FILE_KEYS = frozenset(f.name for f in dataclasses.fields(Config)) - ENV_ONLY_KEYS
+FILE_KEYS = frozenset(f.name for f in dataclasses.fields(Config)) - ENV_ONLY_KEYS - {"sources"}
 
 
 def _get(obj: Any, dotted: str) -> Any:
@@ -316,7 +317,7 @@ def _construct(merged: Mapping[str, Any], origin: Mapping[str, str]) -> Config:
         for key in _TABLES:
             if key in kwargs:
                 kwargs[key] = {**getattr(_DEFAULTS, key), **kwargs[key]}
-        return Config(**kwargs)
+        return Config(**kwargs, sources=dict(origin))
     except ConfigError as exc:
         # The dataclasses name the dotted key; the source is whichever layer set it (or the
         # nearest enclosing key: "prices.ops-x.request" was set as part of "prices.ops-x").

@@ -51,7 +51,7 @@ from .report import RunStats, stats_from_checkpoint, summarize, with_live_counte
 from .results import ResultLine, RunFiles
 from .resume import check_identity, check_paths, manifest_key, prepare
 from .shards import Shard, check_sharding
-from .shutdown import FailureWatch, SignalHandlers
+from .shutdown import FailureWatch, SignalHandlers, carried_window
 from .sink import Sink
 from .spend import SpendLedger
 from .stages import Control, Reader, Submitter
@@ -159,6 +159,10 @@ class Run:
                   routes[ResumeRoute.QUEUE.value])
         if self._on_started is not None:
             await self._on_started()
+        # Read before this session marks itself unfinished; saved now, so a kill -9 of a resume after
+        # exit 5 does not bring the outage's window back.
+        window = carried_window(ckpt.get_meta("failure_window") or "", Stop.from_record(ckpt.last_stop()))
+        ckpt.set_meta("failure_window", window)
         # Until this session records how it ended, the run counts as unfinished: after a kill -9
         # or a full disk, `status` says what a resume needs (exit 3), not "completed".
         ckpt.set_last_stop(UNFINISHED.to_record())
@@ -167,9 +171,9 @@ class Run:
         self._ckpt = ckpt
         self._stop_event = anyio.Event()
         self._control = Control(cfg.max_in_flight, self.stats)
-        self._watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio,
-                                   ckpt.get_meta("failure_window") or "")
+        self._watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio, window)
         self._ledger = SpendLedger(ckpt, cfg, item_cost_bound)
+        self._ledger.start()  # what a killed session left reserved for submits never sent is released
         self._pacers = self._build_pacers()
         self._client = self._build_client()
         # Costs are settled in the ledger only under a cap: without one, the summary's cost comes
@@ -181,7 +185,8 @@ class Run:
                           state_dir=files.state_dir, checkpoint=ckpt, on_bytes=self.stats.on_uploaded,
                           timeout=cfg.request_timeout)
         self._submitter = Submitter(control=self._control, client=self._client, checkpoint=ckpt, lines=line_send,
-                                    clock=asyncio.get_running_loop().time, reserve=self._ledger.reserve,
+                                    clock=asyncio.get_running_loop().time,
+                                    reserve=lambda job: self._ledger.reserve(job, self._control.interruptible),
                                     on_fatal=self._on_fatal, on_cap_reached=self._on_cap_reached,
                                     uploads=uploads if uploads.enabled else None)
         self._pollers = self._build_pollers(cfg.effective_polling())
@@ -194,7 +199,7 @@ class Run:
         with open(files.rejects, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230 - small, local, at start
             reader = Reader(self.req.manifest, state, self._control, self._submitter, rejects, chain=self._chain,
                             shard=self.req.shard, uploads=cfg.upload.enabled, analyses=self.req.analyses,
-                            outputs=cfg.outputs)
+                            outputs=cfg.outputs, adopt=self._ledger.adopt)
             self._signals.install(asyncio.get_running_loop())
             try:
                 async with self._client, uploads:
@@ -205,6 +210,7 @@ class Run:
                 self._chain.close()
                 self._signals.remove()  # last: a second signal during the clean-up still exits at once
         ckpt.set_meta("failure_window", self._watch.state())
+        self._ledger.clear_stale()  # reservations of submits never sent (the stop came first)
         self._save_manifest_counts(reader)
         self._log_stages(reader)
         self._drop_moot_stop(reader)
@@ -325,11 +331,8 @@ class Run:
                   else "nothing was marked failed; run the same command again to resume")
         self.request_stop(Stop(reason, f"{exc.code}: {exc.message}; {advice}"))
 
-    def _on_cap_reached(self, job: Job) -> None:
-        settled, reserved = self._ckpt.spend()
-        self.request_stop(Stop(StopReason.SPEND_CAP, (
-            f"--max-cost {self.cfg.max_cost:g} {self.cfg.currency} reached (settled {settled:.4f}, reserved "
-            f"{reserved:.4f}); submitted tasks were finished; raise the cap and run the same command to go on")))
+    def _on_cap_reached(self, job: Job | None = None) -> None:
+        self.request_stop(Stop(StopReason.SPEND_CAP, self._ledger.stop_detail()))
 
     async def _throttle(self, capability: str, lane: Lane) -> PermitLike | None:
         clock = asyncio.get_running_loop().time
@@ -361,6 +364,8 @@ class Run:
             self._ckpt.set_meta("failure_window", self._watch.state())
         if tripped:
             self.request_stop(Stop(StopReason.THRESHOLD, tripped))
+        if self._ledger.over_cap():  # a settlement above its reservation: send nothing more
+            self._on_cap_reached()
 
     def _save_manifest_counts(self, reader: Reader) -> None:
         """What `status` and later sessions need to know of this manifest: its rejected lines
@@ -402,6 +407,8 @@ class Run:
     # ---- result ------------------------------------------------------------------------
     def _result(self) -> RunResult:
         self.stats.finished = self.stats.started + self.stats.elapsed()
+        if self._stop is not None and self._stop.reason is StopReason.SPEND_CAP:  # the figures after the drain
+            self._stop = Stop(StopReason.SPEND_CAP, self._ledger.stop_detail())
         totals = stats_from_checkpoint(self._ckpt)
         failed = sum(c.failed for c in totals.values())
         rejected = self._ckpt.rejected_lines()

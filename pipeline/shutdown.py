@@ -15,8 +15,9 @@ from collections import deque
 from collections.abc import Callable
 
 from .exit_codes import ExitCode
+from .outcome import Stop, StopReason
 
-__all__ = ["SIGNALS", "FailureWatch", "SignalHandlers"]
+__all__ = ["SIGNALS", "FailureWatch", "SignalHandlers", "carried_window"]
 
 log = logging.getLogger("pipeline.run")
 
@@ -60,7 +61,8 @@ class FailureWatch:
     that means the run is broken (see `outcome.is_run_fault`), never for bad items.
 
     The window survives resumes: `state()` is saved in the checkpoint and given back to the
-    next session's watch. `window` 0 turns it off. `record()` returns the reason when it trips.
+    next session's watch (`carried_window` says which). `window` 0 turns it off. `record()`
+    returns the reason when it trips.
     """
 
     def __init__(self, window: int, max_ratio: float, state: str = "") -> None:
@@ -82,6 +84,17 @@ class FailureWatch:
         broken = sum(self._last)
         if broken > self.max_ratio * self.window:
             return (f"{broken} of the last {len(self._last)} finished items failed because the service or the "
-                    f"network failed (limit: more than {self.max_ratio:.0%} of {self.window}); "
-                    "look at the failures, then run the same command again")
+                    f"network failed (limit: more than {self.max_ratio:.0%} of {self.window}); look at the "
+                    "failures, then run the same command again to resume, with --retry-failed to send the items "
+                    "it failed again (the resume's window starts empty)")
         return None
+
+
+def carried_window(saved: str, last_stop: Stop | None) -> str:
+    """The failure window a new session starts from. The saved one, so that a window spans
+    interruptions (Ctrl-C, a time limit, kill -9: a broken service trips the watch just as in one
+    long session); but empty after the threshold itself stopped the run. That window is full of
+    the outage: carried over, it would trip again on the resume's first item whatever the service
+    does now. Exit 5 is never retried by a scheduler, so the resume comes after someone looked,
+    and its window judges only what happens from then on."""
+    return "" if last_stop is not None and last_stop.reason is StopReason.THRESHOLD else saved

@@ -103,14 +103,14 @@ class Submitter:
 
     def __init__(self, *, control: Control, client: ServiceClient, checkpoint: Checkpoint,
                  lines: MemoryObjectSendStream[ResultLine], clock: Callable[[], float],
-                 reserve: Callable[[Job], bool], on_fatal: Callable[[FatalError], None],
+                 reserve: Callable[[Job], Awaitable[bool]], on_fatal: Callable[[FatalError], None],
                  on_cap_reached: Callable[[Job], None], uploads: Uploads | None = None) -> None:
         self._control = control
         self._client = client
         self._ckpt = checkpoint
         self._lines = lines
         self._clock = clock  # the pollers' clock, for a handle's start
-        self._reserve = reserve
+        self._reserve = reserve  # the spend ledger's: may wait for room under a cap (Stopped by a stop)
         self._on_fatal = on_fatal
         self._on_cap_reached = on_cap_reached
         self._uploads = uploads  # the upload stage: local files too big to inline go to OSS first
@@ -144,16 +144,22 @@ class Submitter:
             except ServiceError as err:  # the file (FileError), or OSS after every retry
                 await self.finish(job, ItemStatus.FAILED, error=err, attempts=err.attempts)
                 return None
-        if not self._reserve(job):
+        try:
+            reserved = await self._reserve(job)
+        except Stopped:  # the run stopped while it waited for room under the cap
+            reserved = None
+        if not reserved:
             self._control.release_slot(job.capability)
-            self._on_cap_reached(job)
+            if reserved is False:
+                self._on_cap_reached(job)
             return None
         submitted_at = time.time()
         self._control.submit_started()
         try:
             body = await request_body(cap, job)
             response = await self._client.submit(cap, job.service_id, body)
-        except Stopped:  # its reservation stays: a retried create may have landed before the stop
+        except Stopped:  # its reservation is released when the session ends (a create that may have
+            # landed before the stop is counted as a possible double billing, as after a kill -9)
             self._control.release_slot(job.capability)
             return None
         except FatalError as exc:
@@ -240,8 +246,10 @@ class Reader:
 
     def __init__(self, manifest: str, state: ResumeState, control: Control, submitter: Submitter,
                  rejects: IO[str], *, chain: Chain, shard: Shard | None = None, uploads: bool = False,
-                 analyses: tuple[str, ...] | None = None, outputs: Mapping[str, str] | None = None) -> None:
+                 analyses: tuple[str, ...] | None = None, outputs: Mapping[str, str] | None = None,
+                 adopt: Callable[[Job], None] | None = None) -> None:
         self._manifest = manifest
+        self._adopt = adopt  # the spend ledger's: a recorded task's reservation is settled by this session
         self._chain = chain
         self._analyses = analyses  # --analyses: for items that name none
         self._outputs = outputs  # config `outputs:` templates
@@ -337,6 +345,8 @@ class Reader:
                 assert known.task_id is not None
                 self.routed["recorded tasks polled"] += 1
                 await self._control.acquire_slot(item.capability)
+                if self._adopt is not None:
+                    self._adopt(item)
                 await put(handles[item.capability], self._submitter.handle(
                     item, known.task_id, known.submitted_at, known.attempts, known.resubmits))
                 continue

@@ -316,7 +316,7 @@ def test_default_yaml_documents_exactly_the_defaults() -> None:
     """The packaged default.yaml sets every config-file key (not time_scale); loading it gives the defaults."""
     path = default_config_path()
     data = yaml.safe_load(path.read_text())
-    assert set(data) == FILE_KEYS == {f.name for f in dataclasses.fields(Config)} - {"time_scale"}
+    assert set(data) == FILE_KEYS == {f.name for f in dataclasses.fields(Config)} - {"time_scale", "sources"}
     assert set(data["retry"]) == {f.name for f in dataclasses.fields(RetryPolicy)}
     assert set(data["polling"]) == {f.name for f in dataclasses.fields(PollPolicy)}
     assert load_config(path, env={}) == Config()

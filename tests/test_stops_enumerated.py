@@ -188,8 +188,7 @@ STOPS = [
          paid_again=lambda ctx: SUBMIT_WORKERS * 2),
     Stop("4-key-refused", ExitCode.AUTH, _wrong_key, "stopped"),
     Stop("5-failure-threshold", ExitCode.THRESHOLD, _threshold, "stopped", ("--retry-failed",),
-         paid_again=lambda ctx: ctx.notes["failed"],
-         marks=(pytest.mark.xfail(strict=True, reason="fixed by the threshold/spend work"),)),
+         paid_again=lambda ctx: ctx.notes["failed"]),
     Stop("6-spend-cap", ExitCode.SPEND_CAP, _spend_cap, "stopped", ("--max-cost", "100")),
     Stop("7-locked", ExitCode.LOCKED, _locked, "running", clear=_let_first_finish, status_while=True),
 ]
