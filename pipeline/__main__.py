@@ -46,7 +46,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv=argv)
     args = parser.parse_args(argv)
     setup_logging(verbose=args.verbose, quiet=args.quiet, fmt=args.log_format)
     try:

@@ -12,14 +12,16 @@ Only arguments live here; `__main__.py` runs the commands. Two habits of the par
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from . import __version__
-from .exit_codes import epilog
+from .exit_codes import ExitCode, epilog
 
-__all__ = ["MODULE_PROG", "analyses_list", "build_parser", "config_overrides", "default_prog"]
+__all__ = ["MODULE_PROG", "analyses_list", "build_parser", "config_overrides", "default_prog", "wants_json_logs"]
 
 #: What `--help` calls the program when it runs as `python -m pipeline`.
 MODULE_PROG = "python -m pipeline"
@@ -119,15 +121,53 @@ def _analyses_option(p: argparse.ArgumentParser) -> None:
                         "line of a .txt manifest), e.g. image_analyze,object_detection")
 
 
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command; `prog` None means "derived from sys.argv[0]" (`default_prog`)."""
-    parser = argparse.ArgumentParser(
+def wants_json_logs(argv: Sequence[str]) -> bool:
+    """Whether `argv` asks for JSON logs, told without parsing it (a usage error is what
+    stops the parser): the last `--log-format` given wins, as argparse's would."""
+    wanted = False
+    for i, arg in enumerate(argv):
+        if arg == "--log-format" and i + 1 < len(argv):
+            wanted = argv[i + 1] == "json"
+        elif arg.startswith("--log-format="):
+            wanted = arg.split("=", 1)[1] == "json"
+    return wanted
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors come as one JSON record when the command line asks for
+    JSON logs (a scheduler parsing stderr line by line gets its record, not argparse's text)."""
+
+    @staticmethod
+    def json_errors() -> bool:
+        """Whether usage errors are JSON records (a subclass per command line says)."""
+        return False
+
+    def error(self, message: str) -> NoReturn:
+        if not self.json_errors():
+            super().error(message)
+        from .cli_log import JsonFormatter
+
+        record = logging.LogRecord("pipeline.cli", logging.ERROR, __file__, 0, "%s: error: %s",
+                                   (self.prog, message), None)
+        record.event = "usage_error"
+        self.exit(int(ExitCode.USAGE), JsonFormatter().format(record) + "\n")
+
+
+def build_parser(prog: str | None = None, argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; `prog` None means "derived from sys.argv[0]" (`default_prog`).
+    `argv` (default: sys.argv[1:]) is read only to tell whether usage errors should be JSON."""
+    class Parser(_Parser):
+        @staticmethod
+        def json_errors() -> bool:
+            return wants_json_logs(sys.argv[1:] if argv is None else argv)
+
+    parser = Parser(
         prog=prog if prog is not None else default_prog(sys.argv[0]),
         description="Batch pipeline for the OpenSearch multimodal content services.",
         epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _logging_options(parser, top=True)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     _add_run(sub)
 

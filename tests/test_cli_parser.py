@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import pytest
@@ -173,3 +174,33 @@ def test_missing_or_unknown_command_parts_are_usage_errors(argv, capsys):
     """No command, an unknown command, or status without --state-dir exits 2."""
     code, _ = output_of(argv, capsys)
     assert code == 2
+
+
+# ---- usage errors as JSON when JSON logs are asked for ----------------------------------------
+
+@pytest.mark.parametrize("argv", [
+    ["--log-format", "json", "run"],  # a missing argument, in the subparser
+    ["run", "m.jsonl", "--log-format=json", "--bogus"],  # an unknown flag, at the top
+    ["--log-format", "json", "run", "m.jsonl", "--max-cost", "abc"],  # a bad value
+    ["--log-format", "json", "nosuchcommand"],
+])
+def test_a_usage_error_is_one_json_record_when_json_logs_are_asked(argv, capsys):
+    """With --log-format json (before or after the command), argparse's errors come as one JSON line
+    on stderr, exit 2, so a scheduler parsing stderr gets a record instead of usage text."""
+    with pytest.raises(SystemExit) as info:
+        build_parser(PROG, argv=argv).parse_args(argv)
+    assert info.value.code == ExitCode.USAGE
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["level"] == "error" and record["event"] == "usage_error"
+    assert "error:" in record["message"]
+
+
+def test_a_usage_error_stays_text_otherwise(capsys):
+    """Without JSON logs (or with --log-format text given last) the error is argparse's usual text."""
+    argv = ["--log-format", "json", "run", "--log-format", "text"]
+    with pytest.raises(SystemExit):
+        build_parser(PROG, argv=argv).parse_args(argv)
+    err = capsys.readouterr().err
+    assert err.startswith("usage:") and "required: manifest" in err
