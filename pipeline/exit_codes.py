@@ -20,10 +20,10 @@ class ExitCode(IntEnum):
     PARTIAL = 1
     #: Usage or configuration error: nothing was started, nothing written.
     USAGE = 2
-    #: Interrupted (signal) or stopped by a time limit, or the service could not be reached:
-    #: run the same command again to resume.
+    #: Interrupted (signal) or stopped by a time limit, or the service (or OSS, for uploads)
+    #: could not be reached: run the same command again to resume.
     INTERRUPTED = 3
-    #: The service refused the API key (401/403): fix the key, then resume.
+    #: The service refused the API key (401/403), or OSS the AccessKey pair: fix it, then resume.
     AUTH = 4
     #: The failure threshold stopped the run: look at the failures before resuming.
     THRESHOLD = 5
@@ -41,8 +41,9 @@ _MEANINGS = {
     ExitCode.OK: "every item succeeded",
     ExitCode.PARTIAL: "finished; some items failed or manifest lines were rejected",
     ExitCode.USAGE: "usage or configuration error; nothing started",
-    ExitCode.INTERRUPTED: "interrupted, time limit reached or service unreachable; run again to resume",
-    ExitCode.AUTH: "the service refused the API key; fix it, then resume",
+    ExitCode.INTERRUPTED: "interrupted, time limit reached, or the service or OSS unreachable; run again "
+                          "to resume",
+    ExitCode.AUTH: "the service refused the API key (or OSS the AccessKey pair); fix it, then resume",
     ExitCode.THRESHOLD: "the failure threshold stopped the run; look at the failures",
     ExitCode.SPEND_CAP: "the spend cap was reached; raise it to resume",
     ExitCode.LOCKED: "another live run holds this state dir",

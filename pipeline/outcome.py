@@ -24,6 +24,7 @@ class StopReason(str, Enum):
     TIME_LIMIT = "time limit"
     UNREACHABLE = "service unreachable"
     AUTH = "API key refused"
+    OSS_AUTH = "OSS credentials refused"
     THRESHOLD = "failure threshold"
     SPEND_CAP = "spend cap"
 
@@ -39,7 +40,9 @@ class StopReason(str, Enum):
 
     @property
     def immediate(self) -> bool:
-        """Every further call would fail the same way: do not wait for calls on the wire."""
+        """Every further call would fail the same way: do not wait for calls on the wire. (OSS
+        refusing its key pair is not: the service's creates already sent may still be accepted,
+        and their task ids must be recorded.)"""
         return self in (StopReason.AUTH, StopReason.UNREACHABLE)
 
 
@@ -48,6 +51,7 @@ _EXIT = {
     StopReason.TIME_LIMIT: ExitCode.INTERRUPTED,
     StopReason.UNREACHABLE: ExitCode.INTERRUPTED,
     StopReason.AUTH: ExitCode.AUTH,
+    StopReason.OSS_AUTH: ExitCode.AUTH,
     StopReason.THRESHOLD: ExitCode.THRESHOLD,
     StopReason.SPEND_CAP: ExitCode.SPEND_CAP,
 }

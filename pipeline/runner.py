@@ -56,6 +56,7 @@ from .sink import Sink
 from .spend import SpendLedger
 from .stages import Control, Reader, Submitter
 from .statelock import StateDirLock
+from .upload_errors import OssAuthError
 from .uploading import Uploads, check_uploads
 from .validate import item_cost_bound
 
@@ -325,8 +326,9 @@ class Run:
 
     # ---- hooks -------------------------------------------------------------------------
     def _on_fatal(self, exc: FatalError) -> None:
-        reason = StopReason.AUTH if isinstance(exc, AuthError) else StopReason.UNREACHABLE \
-            if isinstance(exc, ServiceUnreachable) else StopReason.INTERRUPTED
+        reason = (StopReason.OSS_AUTH if isinstance(exc, OssAuthError) else StopReason.AUTH
+                  if isinstance(exc, AuthError) else StopReason.UNREACHABLE
+                  if isinstance(exc, ServiceUnreachable) else StopReason.INTERRUPTED)
         advice = (f"fix {exc.credential}, then run the same command again to resume" if isinstance(exc, AuthError)
                   else "nothing was marked failed; run the same command again to resume")
         self.request_stop(Stop(reason, f"{exc.code}: {exc.message}; {advice}"))

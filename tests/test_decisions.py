@@ -202,9 +202,13 @@ STOP_CODES = {
     StopReason.TIME_LIMIT: ExitCode.INTERRUPTED,
     StopReason.UNREACHABLE: ExitCode.INTERRUPTED,
     StopReason.AUTH: ExitCode.AUTH,
+    StopReason.OSS_AUTH: ExitCode.AUTH,
     StopReason.THRESHOLD: ExitCode.THRESHOLD,
     StopReason.SPEND_CAP: ExitCode.SPEND_CAP,
 }
+#: The stops that cancel creates already on the wire: every further call would fail alike.
+#: OSS refusing its key pair is not one: the service may still accept what was sent to it.
+IMMEDIATE = {StopReason.AUTH, StopReason.UNREACHABLE}
 
 
 @pytest.mark.parametrize(("reason", "code"), STOP_CODES.items())
@@ -213,6 +217,12 @@ def test_every_stop_reason_has_its_exit_code(reason, code):
     assert reason.exit_code is code
     for failed, rejected in ((0, 0), (3, 0), (0, 2)):
         assert decide(Stop(reason, "detail"), failed=failed, rejected=rejected) == (RunOutcome.STOPPED, code)
+
+
+def test_only_a_refused_api_key_or_an_unreachable_service_cancels_creates_on_the_wire():
+    """An OSS key pair refused mid-run waits for the service's creates already sent (their task ids
+    are recorded), unlike a refused API key or an unreachable service."""
+    assert {reason for reason in StopReason if reason.immediate} == IMMEDIATE
 
 
 def test_stop_reason_table_is_complete():
@@ -316,3 +326,4 @@ def test_window_zero_never_trips():
     assert all(watch.record(True) is None for _ in range(1000))
     resumed = FailureWatch(window=0, max_ratio=0.5, state="1" * 50)
     assert resumed.record(True) is None
+
