@@ -29,6 +29,7 @@ from .capabilities import CAPABILITIES
 from .client import build_base_url
 from .config_checks import (
     coerce,
+    extra_problem,
     finite_number,
     is_loopback_host,
     limiter_problem,
@@ -226,8 +227,10 @@ class Config:
         if problem:
             raise ConfigError(problem, key="limiter")
         problem = None if self.metrics_file is None else metrics_file_problem(self.metrics_file)
-        if problem:
-            raise ConfigError(problem, key="metrics_file")
+        for key in ("metrics_file", "pushgateway"):
+            problem = problem or (extra_problem(key) if getattr(self, key) is not None else None)
+            if problem:
+                raise ConfigError(problem, key=key)
 
     # ---- effective values, with time_scale applied -------------------------------------
     def limit_rps(self, capability: str) -> float:

@@ -11,6 +11,7 @@ URLs are echoed without their password, since a Pushgateway or Redis URL may car
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 import os
@@ -27,6 +28,7 @@ from .errors import ConfigError
 __all__ = [
     "OUTPUT_PLACEHOLDERS",
     "coerce",
+    "extra_problem",
     "fill_output",
     "finite_number",
     "is_loopback_host",
@@ -180,6 +182,15 @@ def _redis_db_problem(url: str) -> str | None:
     if given and not (re.fullmatch(r"[0-9]{1,10}", given[0]) and int(given[0]) <= MAX_REDIS_DB):
         return (f"the database {shown(given[0])} in {shown(safe_url(url))} is not a Redis database number: "
                 f"a whole number from 0 (Redis has 16 by default, 0 to 15), such as {LIMITER_EXAMPLE!r}")
+    return None
+
+
+def extra_problem(key: str) -> str | None:
+    """Why `key` (metrics_file, pushgateway) cannot work here: prometheus-client, its optional
+    extra, is not installed. Told without importing it (start-up pays nothing)."""
+    if importlib.util.find_spec("prometheus_client") is None:
+        return (f"{key} needs prometheus-client, which is not installed: pip install "
+                "'opensearch-media-pipeline[metrics]'")
     return None
 
 

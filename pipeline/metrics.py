@@ -46,9 +46,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from .loggable import host_of, safe_reason, with_scheme
+from .loggable import host_of, safe_reason
 from .pushgateway import push_requests, send
 
 if TYPE_CHECKING:
@@ -174,48 +173,6 @@ def textfile_ours(path: Path, limit: int = 1024 * 1024) -> str | None:
     return (f"already exists and is not a metrics textfile this pipeline wrote (every line a {PREFIX}* metric): "
             "move it away or give --metrics-file a path of its own, such as "
             "/var/lib/node_exporter/textfile/media_pipeline.prom")
-
-
-def check_metrics_path(path: str) -> str | None:
-    """Why `path` cannot take the metrics textfile, or None when it can (checked before a run)."""
-    if missing := missing_extra():
-        return missing
-    target = Path(path)
-    if not target.name.endswith(".prom"):
-        return f"{path}: the file name must end in .prom, or node-exporter's textfile collector ignores it"
-    if target.is_dir():
-        return f"{path} is a directory; give a file name ending in .prom"
-    directory = target.parent
-    if not directory.is_dir():
-        return f"{directory} does not exist (or is not a directory): create it or point --metrics-file elsewhere"
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return f"{directory} is not writable by this user"
-    return None
-
-
-def check_pushgateway_url(url: str) -> str | None:
-    """Why `url` is not a usable Pushgateway address, or None when it is."""
-    if missing := missing_extra():
-        return missing
-    parts = urlsplit(with_scheme(url))
-    if parts.scheme not in ("http", "https"):
-        return "the Pushgateway URL must be http:// or https://"
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError:
-        return "the Pushgateway URL has an invalid port"
-    if not parts.hostname:
-        return "the Pushgateway URL has no host"
-    return None
-
-
-def missing_extra() -> str | None:
-    """Why metrics cannot work here (prometheus-client not installed), or None."""
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        return "metrics need prometheus-client: pip install 'opensearch-media-pipeline[metrics]'"
-    return None
 
 
 def push(gateway_url: str, summary: Mapping[str, Any], *, exit_code: int, job: str = DEFAULT_JOB,

@@ -347,3 +347,18 @@ def test_a_bom_is_accepted_in_a_config_file(tmp_path):
     path = tmp_path / "bom.yaml"
     path.write_bytes(b"\xef\xbb\xbfworkspace: mine\n")
     assert load_config(path, env=NO_ENV, overrides={}).workspace == "mine"
+
+
+@pytest.mark.parametrize(("key", "value"), [("metrics_file", "run.prom"), ("pushgateway", "http://127.0.0.1:9091")])
+def test_metrics_options_without_the_metrics_extra_are_refused_at_load(tmp_path, monkeypatch, key, value):
+    """--metrics-file and --pushgateway without prometheus-client installed are a config error naming the
+    option and the extra to install, before anything starts (the push used only to warn at the end)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "prometheus_client" else real(name, *a))
+    if key == "metrics_file":
+        value = str(tmp_path / value)
+    err = load_error(**{key: value})
+    assert err.key == key and "[metrics]" in str(err)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.metrics import RunMetrics, check_metrics_path, check_pushgateway_url, push, write_textfile
+from pipeline.metrics import RunMetrics, push, write_textfile
 from pipeline.report import CapabilityStats, summarize
 
 OCR = "ops-image-analyze-ocr-001"
@@ -161,32 +160,6 @@ def test_status_summary_without_live_fields_is_tolerated(tmp_path: Path) -> None
     found = samples(path)
     assert value(found, "items", capability="audio_asr", status="succeeded") == 2
     assert value(found, "requests", capability="audio_asr") == 0
-
-
-def test_check_metrics_path(tmp_path: Path) -> None:
-    """A missing directory, a directory, or a name the collector ignores is a config error; a .prom file is fine."""
-    assert check_metrics_path(str(tmp_path / "run.prom")) is None
-    assert check_metrics_path(str(tmp_path / "existing.prom")) is None
-    assert "does not exist" in (check_metrics_path(str(tmp_path / "missing" / "run.prom")) or "")
-    assert ".prom" in (check_metrics_path(str(tmp_path / "run.txt")) or "")
-    (tmp_path / "dir.prom").mkdir()
-    assert "directory" in (check_metrics_path(str(tmp_path / "dir.prom")) or "")
-
-
-def test_checks_report_a_missing_metrics_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without prometheus-client installed, both checks name the extra to install instead of failing later."""
-    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # makes `import prometheus_client` fail
-    assert "[metrics]" in (check_metrics_path(str(tmp_path / "run.prom")) or "")
-    assert "[metrics]" in (check_pushgateway_url("http://127.0.0.1:9091") or "")
-
-
-@pytest.mark.parametrize(("url", "ok"), [
-    ("http://127.0.0.1:9091", True), ("pushgateway:9091", True), ("https://u:p@pg.example", True),
-    ("ftp://pg.example", False), ("http://", False), ("http://pg:port", False),
-])
-def test_check_pushgateway_url(url: str, ok: bool) -> None:
-    """http(s) URLs (or a bare host, as prometheus_client allows) with a host pass; others get a reason."""
-    assert (check_pushgateway_url(url) is None) is ok
 
 
 # ---- Pushgateway ------------------------------------------------------------------------------
