@@ -128,7 +128,7 @@ def test_status_during_and_after_a_run(tmp_path: Path) -> None:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         state = tmp_path / "results.jsonl.state"
         during = None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if (state / "checkpoint.sqlite3").exists():
                 probe = cli(["status", "--state-dir", str(state), "--json"])

@@ -44,7 +44,7 @@ def start(args: list[str]) -> subprocess.Popen[str]:
 
 def wait_for_lock_and_tasks(state: Path, proc: subprocess.Popen[str]) -> dict[str, object]:
     """Poll `status --json` until the run is live with tasks in flight."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:
         if (state / "checkpoint.sqlite3").exists():
             probe = cli(["status", "--state-dir", str(state), "--json"])

@@ -171,7 +171,7 @@ def test_second_signal_exits_at_once_and_stays_consistent(tmp_path: Path, emu: E
                 polling={"first_delay": 2.0, "max_delay": 10.0})
     proc = _start(args)
     results = tmp_path / "out" / "results.jsonl"
-    deadline = time.monotonic() + 30  # until requests are on the wire, held by the emulator
+    deadline = time.monotonic() + 90  # until requests are on the wire, held by the emulator
     while time.monotonic() < deadline and emu.counters()["faults"]["slow"] < 1:
         time.sleep(0.02)
     assert proc.stderr is not None
@@ -218,7 +218,7 @@ def test_sigterm_ends_a_busy_run_promptly(tmp_path: Path) -> None:
         proc = _start(["run", str(manifest), "--out", str(tmp_path / "r.jsonl"), "--endpoint", emu.url,
                        "--config", str(cfg), "--progress", "off"])
         results = tmp_path / "r.jsonl"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not (results.exists() and results.stat().st_size > 200_000):
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)

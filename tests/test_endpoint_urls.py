@@ -128,7 +128,7 @@ def unix_redis(tmp_path: Path) -> Iterator[Path]:
     proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no",
                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 90
         while not _answers(sock):
             assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.02)  # starting: the socket answers once it listens
