@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config
-from pipeline.limits import GUARD_MARGIN, GUARD_SLACK
+from pipeline.config.load import Config
+from pipeline.pacing.memory import GUARD_MARGIN, GUARD_SLACK
 
 from .emulator_process import Emulator, emulator_settings
 from .figures import ScenarioResult

@@ -26,10 +26,10 @@ from alibabacloud_searchplat20240529.client import Client
 from alibabacloud_tea_openapi.models import Config as SdkConfig
 from Tea.exceptions import TeaException  # type: ignore[import-untyped]
 
-from pipeline.capabilities import CAPABILITIES
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.job import Job
 from pipeline.emulator import api_path
-from pipeline.job import Job
-from pipeline.manifest import read_manifest
+from pipeline.manifest.reader import read_manifest
 
 from .emulator_process import Emulator, emulator_settings
 from .environment import KEY

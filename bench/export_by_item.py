@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import Checkpoint, Outcome
-from pipeline.job import job_key
+from pipeline.core.job import job_key
+from pipeline.state.checkpoint import Checkpoint, Outcome
 
 from .environment import PYTHON
 from .figures import ScenarioResult

@@ -27,12 +27,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.capabilities import CAPABILITIES
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.job import Job
 from pipeline.emulator.counters import submission_key
 from pipeline.emulator.faults import seeded_random
 from pipeline.emulator.validation import validate_body
-from pipeline.job import Job
-from pipeline.manifest_item import validate_item
+from pipeline.manifest.item import validate_item
 
 from .emulator_process import Emulator, emulator_settings
 from .figures import ScenarioResult

@@ -21,9 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.capabilities import CAPABILITIES
-from pipeline.checkpoint import Checkpoint, Outcome
-from pipeline.job import job_key
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.job import job_key
+from pipeline.state.checkpoint import Checkpoint, Outcome
 
 from .emulator_process import Emulator, fast_client, fast_emulator, fast_settings_raw, submissions
 from .figures import ScenarioResult

@@ -75,7 +75,7 @@ def run(quick: bool = False) -> ScenarioResult:
         redis = RedisServer(binary, work)
         redis.start()
         try:
-            from pipeline.pacing_redis import booking_round_trip
+            from pipeline.pacing.redis_pacer import booking_round_trip
 
             booking = asyncio.run(booking_round_trip(redis.url, samples=500))
             measured: dict[str, Any] = {}

@@ -4,7 +4,7 @@ The achieved rate is measured by the emulator: accepted requests minus one, over
 from the first to the last accepted request (`accepted_span` in its counters), divided by
 the limit in real requests per second (20 × time scale). A short reference run at time
 scale 1 (the real service's pace) shows how the ratio depends on the request interval, and
-the pipeline's own pacer (`pipeline.limits.GroupPacer`), driven alone in this process with
+the pipeline's own pacer (`pipeline.pacing.memory.GroupPacer`), driven alone in this process with
 no network at both rates, shows how much of any shortfall is the pacer's.
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 import anyio
 from aiolimiter import AsyncLimiter
 
-from pipeline.config import Config
-from pipeline.limits import GroupPacer, Lane
+from pipeline.config.load import Config
+from pipeline.pacing.memory import GroupPacer, Lane
 
 from .emulator_process import Emulator, emulator_settings, request_rate
 from .figures import ScenarioResult

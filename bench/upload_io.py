@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.upload import OssSession, UploadSettings
+from pipeline.upload.transfer import OssSession, UploadSettings
 
 __all__ = ["bench_upload", "current_rss_mb"]
 

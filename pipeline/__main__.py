@@ -13,20 +13,20 @@ from pathlib import Path
 
 import anyio
 
-from .capabilities import CAPABILITIES
-from .cli import build_parser, config_overrides
-from .cli_log import setup_logging
-from .config import Config, load_config
-from .errors import AuthError, ConfigError, ManifestError, PipelineError, StateLocked, UsageError
-from .exit_codes import ExitCode
-from .metrics import RunMetrics
-from .pings import Pinger
-from .progress import count_lines, show_progress
-from .report import RunStats, format_summary, summarize
-from .results import RunFiles
-from .runner import Run, RunRequest, RunResult, single_error
-from .shards import parse_shard
-from .shutdown import SIGNALS
+from .cli.logs import setup_logging
+from .cli.parser import build_parser, config_overrides
+from .config.load import Config, load_config
+from .core.capabilities import CAPABILITIES
+from .core.errors import AuthError, ConfigError, ManifestError, PipelineError, StateLocked, UsageError
+from .core.exit_codes import ExitCode
+from .core.results import RunFiles
+from .engine.runner import Run, RunRequest, RunResult, single_error
+from .engine.shutdown import SIGNALS
+from .observe.metrics import RunMetrics
+from .observe.pings import Pinger
+from .observe.progress import count_lines, show_progress
+from .observe.report import RunStats, format_summary, summarize
+from .state.shards import parse_shard
 
 if sys.version_info < (3, 11):  # anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
@@ -53,21 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "validate":
-            from . import validate
+            from .cli import validate
             code, report = validate.validate(args.manifest, load_config(args.config), analyses=args.analyses)
             print(json.dumps(report, indent=2) if args.json else validate.format_validate(report))
             return int(code)
         if args.command == "status":
-            from . import status
+            from .cli import status
             code, report = status.status([Path(d) for d in args.state_dir], load_config(args.config),
                                          os.environ.get("DASHSCOPE_API_KEY"))
             print(json.dumps(report, indent=2) if args.json else status.format_status(report))
             return int(code)
         if args.command == "export":
-            from . import export
+            from .cli import export
             return export.main(args)
         if args.command == "demo":
-            from . import demo
+            from .cli import demo
             return demo.main(args)
         if args.command == "emulator":
             from .emulator import cli as emulator_cli

@@ -8,8 +8,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from pipeline.checkpoint import Checkpoint
 from pipeline.emulator import EmulatorSettings, RunningEmulator, start_emulator
+from pipeline.state.checkpoint import Checkpoint
 
 EMU_KEY = "test-emulator-key"
 # time_scale 50 with 0.5-1.5 emulated seconds per task: tasks finish in 10-30 real ms.

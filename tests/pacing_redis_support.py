@@ -12,9 +12,9 @@ import anyio
 import anyio.abc
 import redis.asyncio as aioredis
 
-from pipeline.limits import Lane
-from pipeline.pacing_redis import RedisPacers
-from pipeline.pacing_redis_keys import group_keys, live_processes
+from pipeline.pacing.memory import Lane
+from pipeline.pacing.redis_keys import group_keys, live_processes
+from pipeline.pacing.redis_pacer import RedisPacers
 
 #: The test group (a QPS group of the capability table) and a capability drawing from it.
 GROUP, CAP = "image-object-detection", "object_detection"

@@ -6,9 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import Checkpoint, Outcome
-from pipeline.job import job_key, split_key
-from pipeline.results import ItemStatus, ResultLine
+from pipeline.core.job import job_key, split_key
+from pipeline.core.results import ItemStatus, ResultLine
+from pipeline.state.checkpoint import Checkpoint, Outcome
 
 CAP = "image_analyze"
 SVC = "ops-image-analyze-ocr-001"

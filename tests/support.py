@@ -10,10 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipeline.capabilities import CAPABILITIES
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.job import Job
 from pipeline.emulator.results import build_result
-from pipeline.job import Job
-from pipeline.manifest import read_manifest
+from pipeline.manifest.reader import read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,7 +98,7 @@ def config_file(path: Path, **values: Any) -> Path:
 def checkpoint_counts(state_dir: Path) -> dict[str, dict[str, int]]:
     """{capability: {"submitted": n, "SUCCESS": n, ...}} of a run's checkpoint, read-only; empty
     while the run is still creating it (for tests that wait on a live run's progress)."""
-    from pipeline.checkpoint import Checkpoint
+    from pipeline.state.checkpoint import Checkpoint
 
     if not (state_dir / Checkpoint.DB_NAME).exists():
         return {}

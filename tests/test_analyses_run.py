@@ -17,8 +17,8 @@ import pytest
 from support import REPO, checkpoint_counts, cli, cli_env, config_file, read_results, write_manifest
 from test_engine import config, emulator, run_once
 
+from pipeline.core.exit_codes import ExitCode
 from pipeline.emulator import EmulatorSettings, EmulatorThread, FaultSettings, start_emulator
-from pipeline.exit_codes import ExitCode
 
 KEY = "engine-test-key"
 
@@ -136,8 +136,8 @@ async def test_a_resume_decides_children_from_parents_done_earlier(tmp_path: Pat
         # The same state dir, first with only the parents (--append brings the full manifest in).
         files_first = await run_once(tmp_path, seg_only, config(emu))
         assert files_first.exit_code == ExitCode.OK
-        from pipeline.results import RunFiles
-        from pipeline.runner import RunRequest, run
+        from pipeline.core.results import RunFiles
+        from pipeline.engine.runner import RunRequest, run
         request = RunRequest(manifest=str(manifest), files=RunFiles(tmp_path / "results.jsonl", tmp_path / "state"),
                              api_key=KEY, config=config(emu), append=True)
         second = await run(request)
@@ -202,8 +202,8 @@ def test_kill_9_between_the_two_steps_resumes_at_the_second(tmp_path: Path) -> N
 async def test_a_txt_manifest_with_run_wide_analyses(tmp_path: Path) -> None:
     """`run photos.txt --analyses image_analyze,object_detection`: each line's source gets both
     analyses; a second run with one more analysis runs only that one."""
-    from pipeline.results import RunFiles
-    from pipeline.runner import RunRequest, run
+    from pipeline.core.results import RunFiles
+    from pipeline.engine.runner import RunRequest, run
 
     manifest = tmp_path / "photos.txt"
     manifest.write_text("# holiday photos\nhttps://example.com/p/1.jpg\n\nhttps://example.com/p/2.png\n")

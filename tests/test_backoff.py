@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.backoff import PollPolicy, RetryPolicy, parse_retry_after, poll_delay, retry_delay
-from pipeline.errors import ConfigError
+from pipeline.core.backoff import PollPolicy, RetryPolicy, parse_retry_after, poll_delay, retry_delay
+from pipeline.core.errors import ConfigError
 
 
 def const(value: float):

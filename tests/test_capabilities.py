@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.capabilities import (
+from pipeline.core.capabilities import (
     CAPABILITIES,
     IMAGE_TYPES,
     MAX_BODY_BYTES,
@@ -18,7 +18,7 @@ from pipeline.capabilities import (
     resolve,
     valid_service_id,
 )
-from pipeline.job import Job
+from pipeline.core.job import Job
 
 B64 = "QUJD"  # base64 of b"ABC", standing in for a local file read at submit time
 

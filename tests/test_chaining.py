@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from state_support import encode
 
-from pipeline.chaining import Chain, follow
-from pipeline.checkpoint import Checkpoint
-from pipeline.errors import DependencyFailed
-from pipeline.job import Job
-from pipeline.results import ItemStatus, ResultLine
-from pipeline.sink import outcome_of
+from pipeline.core.errors import DependencyFailed
+from pipeline.core.job import Job
+from pipeline.core.results import ItemStatus, ResultLine
+from pipeline.engine.chaining import Chain, follow
+from pipeline.state.checkpoint import Checkpoint
+from pipeline.state.sink import outcome_of
 
 CHUNKS = [{"chunk_index": 0, "start_time": 0.0, "end_time": 4.0, "transcript": "hello", "snapshots": []}]
 

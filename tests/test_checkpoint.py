@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 from state_support import CAP, SVC, done_ids, key, outcome, pending_ids
 
-from pipeline.checkpoint import Checkpoint, Outcome
-from pipeline.errors import StateError
+from pipeline.core.errors import StateError
+from pipeline.state.checkpoint import Checkpoint, Outcome
 
 # ---- checkpoint ---------------------------------------------------------------------------
 
@@ -223,7 +223,7 @@ def test_manifest_counts_of_a_session_stopped_part_way_never_go_down(ckpt):
 def test_last_stop_round_trips_and_tolerates_garbage(ckpt):
     """The last session's stop is kept as a record the outcome module reads back; a record it
     cannot read is no stop, not a crash."""
-    from pipeline.outcome import Stop, StopReason
+    from pipeline.core.outcome import Stop, StopReason
 
     stop = Stop(StopReason.SPEND_CAP, "cap reached")
     ckpt.set_last_stop(stop.to_record())

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.cli_log import setup_logging
+from pipeline.cli.logs import setup_logging
 
 SECRET = "sk-test-secret-0123456789"
 

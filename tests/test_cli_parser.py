@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from pipeline import __version__
-from pipeline.cli import MODULE_PROG, build_parser, config_overrides, default_prog
-from pipeline.config import load_config
-from pipeline.exit_codes import ExitCode
+from pipeline.cli.parser import MODULE_PROG, build_parser, config_overrides, default_prog
+from pipeline.config.load import load_config
+from pipeline.core.exit_codes import ExitCode
 
 PROG = "media-pipeline"
 

@@ -17,10 +17,9 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from pipeline import __version__
-from pipeline.backoff import RetryPolicy
-from pipeline.capabilities import CAPABILITIES
-from pipeline.client import ApiResponse, ServiceClient, build_base_url
-from pipeline.errors import (
+from pipeline.core.backoff import RetryPolicy
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.errors import (
     AuthError,
     ConfigError,
     EndpointError,
@@ -32,7 +31,8 @@ from pipeline.errors import (
     TaskNotExist,
     TransportError,
 )
-from pipeline.limits import Lane
+from pipeline.pacing.memory import Lane
+from pipeline.service.client import ApiResponse, ServiceClient, build_base_url
 
 KEY = "sk-test-Secret-0123456789"
 BASE = "http://127.0.0.1:8080/v3/openapi/workspaces/default"

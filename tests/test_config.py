@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.backoff import PollPolicy, RetryPolicy
-from pipeline.capabilities import CAPABILITIES
-from pipeline.config import FILE_KEYS, Config, FailureThreshold, load_config
+from pipeline.config.load import FILE_KEYS, Config, FailureThreshold, load_config
+from pipeline.core.backoff import PollPolicy, RetryPolicy
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.errors import ConfigError
 from pipeline.data import default_config_path, sample_manifests_dir
-from pipeline.errors import ConfigError
 
 NO_ENV: dict[str, str] = {}
 

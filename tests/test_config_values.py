@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.backoff import RetryPolicy
-from pipeline.client import build_base_url
-from pipeline.config import Config, load_config, parse_duration
-from pipeline.config_checks import is_loopback_host, safe_url
-from pipeline.errors import ConfigError
+from pipeline.config.checks import is_loopback_host, safe_url
+from pipeline.config.load import Config, load_config, parse_duration
+from pipeline.core.backoff import RetryPolicy
+from pipeline.core.errors import ConfigError
+from pipeline.service.client import build_base_url
 
 NO_ENV: dict[str, str] = {}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.manifest import read_manifest
-from pipeline.progress import count_lines
+from pipeline.manifest.reader import read_manifest
+from pipeline.observe.progress import count_lines
 
 SAMPLES = Path(__file__).parent.parent / "sample_manifests"
 DATA = Path(__file__).parent / "data" / "manifests"

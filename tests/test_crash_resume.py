@@ -26,8 +26,8 @@ from support import (
     write_manifest,
 )
 
-from pipeline.checkpoint import Checkpoint
 from pipeline.emulator import EmulatorSettings, EmulatorThread, FaultSettings
+from pipeline.state.checkpoint import Checkpoint
 
 KEY = "crash-test-key-5f1d0c"
 WRONG = "wrong-key-77aa31"

@@ -7,18 +7,7 @@ import math
 
 import pytest
 
-from pipeline.checkpoint import PendingTask
-from pipeline.client import ApiResponse
-from pipeline.decisions import (
-    PollJudgement,
-    PollVerdict,
-    ResumeRoute,
-    judge_poll,
-    next_poll_at,
-    poll_timeout,
-    route_resumed,
-)
-from pipeline.errors import (
+from pipeline.core.errors import (
     AuthError,
     BadResponse,
     EndpointError,
@@ -32,9 +21,20 @@ from pipeline.errors import (
     TaskNotExist,
     TransportError,
 )
-from pipeline.exit_codes import ExitCode
-from pipeline.outcome import RunOutcome, Stop, StopReason, decide, is_run_fault
-from pipeline.shutdown import FailureWatch
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.outcome import RunOutcome, Stop, StopReason, decide, is_run_fault
+from pipeline.engine.decisions import (
+    PollJudgement,
+    PollVerdict,
+    ResumeRoute,
+    judge_poll,
+    next_poll_at,
+    poll_timeout,
+    route_resumed,
+)
+from pipeline.engine.shutdown import FailureWatch
+from pipeline.service.client import ApiResponse
+from pipeline.state.checkpoint import PendingTask
 
 
 def answer(status: str, **result: object) -> ApiResponse:

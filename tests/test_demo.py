@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import demo
-from pipeline.capabilities import CAPABILITIES
-from pipeline.job import Job, job_key
-from pipeline.manifest import Rejected, read_manifest
-from pipeline.results import RunFiles
+from pipeline.cli import demo
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.job import Job, job_key
+from pipeline.core.results import RunFiles
+from pipeline.manifest.reader import Rejected, read_manifest
 
 #: Fast enough that the four sample runs take a second or two in all.
 TIME_SCALE = 200.0

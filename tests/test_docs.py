@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ENV_KEYS
+from pipeline.config.load import ENV_KEYS
+from pipeline.core.exit_codes import ExitCode
 from pipeline.data import default_config_path
-from pipeline.exit_codes import ExitCode
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"

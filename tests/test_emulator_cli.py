@@ -10,8 +10,8 @@ import sys
 import pytest
 from support import REPO, cli_env
 
+from pipeline.core.exit_codes import ExitCode
 from pipeline.emulator.cli import bind_problem, port_problem
-from pipeline.exit_codes import ExitCode
 
 
 def _emulator(*args: str) -> subprocess.CompletedProcess[str]:

@@ -33,8 +33,8 @@ from endpoint_faults import Fault, FaultyEndpoint, HttpEndpoint, RedisProxy
 from redis_server import RedisServer, own_redis_server
 from support import REPO, assert_exactly_once, cli_env, config_file, items, jobs_of, read_results, write_manifest
 
+from pipeline.core.exit_codes import ExitCode
 from pipeline.emulator import EmulatorSettings, RunningEmulator, start_emulator
-from pipeline.exit_codes import ExitCode
 
 pytestmark = pytest.mark.slow
 __all__ = ["own_redis_server"]  # the fixture, imported for pytest to find

@@ -14,11 +14,11 @@ import redis.asyncio as aioredis
 from redis_server import RedisServer, find_redis_server, redis_server
 from support import cli, config_file, items, write_manifest
 
-from pipeline.config import load_config
-from pipeline.config_checks import limiter_problem, ping_url_problem, pushgateway_problem
-from pipeline.errors import ConfigError
-from pipeline.pacing_redis import booking_round_trip
-from pipeline.pacing_redis_keys import check_redis
+from pipeline.config.checks import limiter_problem, ping_url_problem, pushgateway_problem
+from pipeline.config.load import load_config
+from pipeline.core.errors import ConfigError
+from pipeline.pacing.redis_keys import check_redis
+from pipeline.pacing.redis_pacer import booking_round_trip
 
 __all__ = ["redis_server"]  # the fixture, imported for pytest to find
 NO_ENV: dict[str, str] = {}

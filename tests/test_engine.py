@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from support import assert_exactly_once, expected_data, items, jobs_of, read_results, write_manifest
 
-from pipeline.backoff import PollPolicy
-from pipeline.capabilities import CAPABILITIES
-from pipeline.config import Config
+from pipeline.config.load import Config
+from pipeline.core.backoff import PollPolicy
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, FaultSettings, RunningEmulator, start_emulator
 from pipeline.emulator.results import build_result
-from pipeline.exit_codes import ExitCode
-from pipeline.results import RunFiles
-from pipeline.runner import RunRequest, RunResult, run
+from pipeline.engine.runner import RunRequest, RunResult, run
 
 KEY = "engine-test-key"
 SCALE = 10.0

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from pipeline.errors import (
+from pipeline.core.errors import (
     AuthError,
     ConfigError,
     EndpointError,

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from pipeline import export
 from pipeline.__main__ import main
-from pipeline.checkpoint import Checkpoint, Outcome
-from pipeline.job import KEY_SEP
-from pipeline.results import ItemStatus, ResultLine
-from pipeline.sink import Sink
+from pipeline.cli import export
+from pipeline.core.job import KEY_SEP
+from pipeline.core.results import ItemStatus, ResultLine
+from pipeline.state.checkpoint import Checkpoint, Outcome
+from pipeline.state.sink import Sink
 
 CAPS = {"caption": "image_analyze", "objects": "object_detection", "ocr": "image_analyze"}
 SERVICE = {"image_analyze": "ops-image-analyze-ocr-001", "object_detection": "ops-object-detect-001"}

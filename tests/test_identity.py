@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoint import Checkpoint
-from pipeline.errors import UsageError
-from pipeline.resume import check_identity
+from pipeline.core.errors import UsageError
+from pipeline.state.checkpoint import Checkpoint
+from pipeline.state.resume import check_identity
 
 
 def test_stdin_joins_an_existing_run_only_with_append(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import tracemalloc
 
 import pytest
 
-from pipeline import idset
-from pipeline.idset import IdSet
+from pipeline.core import idset
+from pipeline.core.idset import IdSet
 
 
 def test_add_says_new_once_per_id_and_remembers_across_growth() -> None:

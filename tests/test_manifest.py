@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.capabilities import CAPABILITIES
-from pipeline.errors import ManifestError
-from pipeline.job import Job, job_key
-from pipeline.manifest import Rejected, Skipped, derive_id, read_manifest
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.errors import ManifestError
+from pipeline.core.job import Job, job_key
+from pipeline.manifest.reader import Rejected, Skipped, derive_id, read_manifest
 
 DATA = Path(__file__).parent / "data" / "manifests"
 URL = "https://example.com/a.jpg"

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import ManifestError
-from pipeline.job import Job, job_key
-from pipeline.manifest import Rejected, Skipped, derive_id, read_manifest
-from pipeline.manifest_analyses import validate_record
+from pipeline.core.errors import ManifestError
+from pipeline.core.job import Job, job_key
+from pipeline.manifest.analyses import validate_record
+from pipeline.manifest.reader import Rejected, Skipped, derive_id, read_manifest
 
 IMG = "https://example.com/a.jpg"
 VIDEO = "https://example.com/v.mp4"

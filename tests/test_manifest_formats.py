@@ -7,9 +7,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from pipeline.job import Job
-from pipeline.manifest import derive_id, read_manifest
-from pipeline.manifest_formats import Rejected
+from pipeline.core.job import Job
+from pipeline.manifest.formats import Rejected
+from pipeline.manifest.reader import derive_id, read_manifest
 
 GOOD = "- {id: good, capability: ocr, url: 'https://h/ok.png'}\n"
 

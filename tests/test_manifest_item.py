@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.capabilities import CAPABILITIES, MAX_BODY_BYTES
-from pipeline.job import Job
-from pipeline.manifest import read_manifest
-from pipeline.manifest_formats import Rejected
-from pipeline.manifest_item import derive_id, estimated_body_bytes, validate_item
+from pipeline.core.capabilities import CAPABILITIES, MAX_BODY_BYTES
+from pipeline.core.job import Job
+from pipeline.manifest.formats import Rejected
+from pipeline.manifest.item import derive_id, estimated_body_bytes, validate_item
+from pipeline.manifest.reader import read_manifest
 
 URL = "https://example.com/a.jpg"
 VIDEO = "https://example.com/v.mp4"

@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.metrics import RunMetrics, push, write_textfile
-from pipeline.report import CapabilityStats, summarize
+from pipeline.observe.metrics import RunMetrics, push, write_textfile
+from pipeline.observe.report import CapabilityStats, summarize
 
 OCR = "ops-image-analyze-ocr-001"
 DETECT = "ops-object-detect-001"

@@ -28,17 +28,17 @@ from support import assert_exactly_once, read_results, write_manifest
 from tcp_gate import Gate
 
 from pipeline.__main__ import exit_code_for
-from pipeline.backoff import RetryPolicy
-from pipeline.config import Config
-from pipeline.config_sections import UploadConfig
+from pipeline.config.load import Config
+from pipeline.config.sections import UploadConfig
+from pipeline.core.backoff import RetryPolicy
+from pipeline.core.errors import PipelineError
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, RunningEmulator, start_emulator
 from pipeline.emulator.oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET, OssSettings
 from pipeline.emulator.oss_faults import UPLOAD_OPERATIONS, FaultKind
 from pipeline.emulator.oss_server import RunningOss, start_oss
-from pipeline.errors import PipelineError
-from pipeline.exit_codes import ExitCode
-from pipeline.results import RunFiles
-from pipeline.runner import RunRequest, run
+from pipeline.engine.runner import RunRequest, run
 
 KEY = "oss-faults-key-3a"
 REVOKED = "oss-faults-revoked-secret-9e"  # OSS's secret once the key pair is revoked

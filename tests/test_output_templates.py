@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config
-from pipeline.config_checks import fill_output, output_segment
-from pipeline.job import Job
-from pipeline.manifest import read_manifest
+from pipeline.config.checks import fill_output, output_segment
+from pipeline.config.load import Config
+from pipeline.core.job import Job
+from pipeline.manifest.reader import read_manifest
 
 TEMPLATE = "oss://media/results/{analysis}/{id}/"
 

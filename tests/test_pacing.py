@@ -10,7 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from pipeline.limits import GroupPacer, Lane, Pacers
+from pipeline.pacing.memory import GroupPacer, Lane, Pacers
 
 SUBMIT, POLL = Lane.SUBMIT, Lane.POLL
 #: QPS groups (the table's `qps_group`) and a capability of each: Pacers is keyed by group but

@@ -31,10 +31,10 @@ from pacing_redis_support import (
 )
 from redis_server import RedisServer, own_redis_server, redis_server
 
-from pipeline.limits import Lane
-from pipeline.pacing_redis import booking_round_trip
-from pipeline.pacing_redis_keys import default_namespace, group_keys, live_processes
-from pipeline.pacing_redis_script import ClockBounds, LocalBook, earliest_slot
+from pipeline.pacing.memory import Lane
+from pipeline.pacing.redis_keys import default_namespace, group_keys, live_processes
+from pipeline.pacing.redis_pacer import booking_round_trip
+from pipeline.pacing.redis_script import ClockBounds, LocalBook, earliest_slot
 
 __all__ = ["own_redis_server", "redis_server"]  # the fixtures, imported for pytest to find
 ROOT = Path(__file__).resolve().parents[1]  # subprocesses import `pipeline` from the checkout
@@ -116,8 +116,8 @@ def test_separate_processes_share_one_limit(redis_server: RedisServer, tmp_path:
 BOOKER = """
 import json, sys, time
 import anyio
-from pipeline.limits import Lane
-from pipeline.pacing_redis import RedisPacers
+from pipeline.pacing.memory import Lane
+from pipeline.pacing.redis_pacer import RedisPacers
 
 async def main(url, ns, count):
     pacers = RedisPacers({"image-object-detection": 50.0}, polls_share=True, url=url, namespace=ns,
@@ -260,7 +260,7 @@ async def test_heartbeat_of_a_killed_process_expires(redis_server: RedisServer, 
 BEATER = """
 import sys
 import anyio
-from pipeline.pacing_redis import RedisPacers
+from pipeline.pacing.redis_pacer import RedisPacers
 
 pacers = RedisPacers({"image-object-detection": 50.0}, polls_share=True, url=sys.argv[1], namespace=sys.argv[2],
                      heartbeat_every=0.05, heartbeat_ttl=0.3)

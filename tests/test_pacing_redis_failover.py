@@ -11,8 +11,8 @@ import pytest
 from pacing_redis_support import CAP, busiest, fresh_ns, has_grid, make_pacers, running, until
 from redis_server import RedisServer, own_redis_server, redis_server
 
-from pipeline.limits import Lane
-from pipeline.pacing_redis_keys import check_redis
+from pipeline.pacing.memory import Lane
+from pipeline.pacing.redis_keys import check_redis
 
 __all__ = ["own_redis_server", "redis_server"]  # the fixtures, imported for pytest to find
 
@@ -87,6 +87,6 @@ async def test_redis_lost_mid_run_degrades_then_recovers(own_redis_server: Redis
 @pytest.mark.parametrize(("text", "expected"), [("6.2.14", (6, 2, 14)), ("7.0", (7, 0)), ("x.y", (0,))])
 def test_redis_version_parsing(text: str, expected: tuple[int, ...]) -> None:
     """The version check reads Redis' dotted version and treats garbage as too old."""
-    from pipeline.pacing_redis_keys import _version
+    from pipeline.pacing.redis_keys import _version
 
     assert _version(text) == expected

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import demo
+from pipeline.cli import demo
 from pipeline.data import default_config_path, sample_manifests_dir
 
 REPO = Path(__file__).resolve().parent.parent

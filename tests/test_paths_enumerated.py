@@ -21,7 +21,7 @@ from paths_support import ENV, World, changes, fresh_world, make_template, snaps
 from support import REPO, cli_env
 
 from pipeline.__main__ import main
-from pipeline.cli import build_parser
+from pipeline.cli.parser import build_parser
 
 #: An option names a path when its metavar says so, or a word of its name does.
 PATH_METAVARS = frozenset({"FILE", "PATH", "DIR"})

@@ -15,9 +15,9 @@ from paths_support import ENV, KEY, SCALE, UNREACHABLE, World, changes, fresh_wo
 from support import config_file, items, write_manifest
 
 from pipeline.__main__ import main
-from pipeline.checkpoint import Checkpoint
 from pipeline.emulator import EmulatorSettings, EmulatorThread
-from pipeline.statelock import StateDirLock
+from pipeline.state.checkpoint import Checkpoint
+from pipeline.state.lock import StateDirLock
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pipeline.pings import BODY_LIMIT, Pinger, check_ping_url
+from pipeline.observe.pings import BODY_LIMIT, Pinger, check_ping_url
 
 SECRET = "0f3a1c9e-secret-check-uuid"
 
@@ -190,6 +190,6 @@ def test_check_ping_url(url: str, ok: bool) -> None:
 ])
 def test_ping_target_puts_the_suffix_on_the_path(url: str, suffix: str, expected: str) -> None:
     """The suffix goes on the path, the query is kept with its own rid replaced, the fragment dropped."""
-    from pipeline.pings import ping_target
+    from pipeline.observe.pings import ping_target
 
     assert ping_target(url, suffix, "R") == expected

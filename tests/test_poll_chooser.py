@@ -11,8 +11,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from pipeline.limits import GroupPacer, Lane
-from pipeline.poll_chooser import next_candidate_at, pick_spare, plan_spare
+from pipeline.engine.poll_chooser import next_candidate_at, pick_spare, plan_spare
+from pipeline.pacing.memory import GroupPacer, Lane
 
 FLOOR = 1.0
 

@@ -14,12 +14,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pipeline.backoff import PollPolicy
-from pipeline.capabilities import CAPABILITIES
-from pipeline.client import ApiResponse, ServiceClient
-from pipeline.errors import AuthError, PollTimeout, ServiceError, ServiceUnreachable, TaskFailed, TaskNotExist
-from pipeline.job import Job
-from pipeline.poller import Poller, TaskHandle
+from pipeline.core.backoff import PollPolicy
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.errors import AuthError, PollTimeout, ServiceError, ServiceUnreachable, TaskFailed, TaskNotExist
+from pipeline.core.job import Job
+from pipeline.engine.poller import Poller, TaskHandle
+from pipeline.service.client import ApiResponse, ServiceClient
 
 KEY = "poller-test-key"
 IMAGE = CAPABILITIES["image_analyze"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from pipeline.progress import Snapshot
-from pipeline.report import RunStats
+from pipeline.observe.progress import Snapshot
+from pipeline.observe.report import RunStats
 
 
 def snapshot(stats: RunStats, total: int | None) -> dict[str, object]:

@@ -8,7 +8,7 @@ import anyio
 import pytest
 from endpoint_faults import Fault, HttpEndpoint
 
-from pipeline.metrics import push_async
+from pipeline.observe.metrics import push_async
 
 SUMMARY = {"capabilities": {"image_analyze": {"succeeded": 3}}, "wall_time_s": 1.0}
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.capabilities import CAPABILITIES
-from pipeline.checkpoint import Outcome
-from pipeline.config import Config
-from pipeline.report import RunStats, estimate_cost, format_summary, stats_from_outcomes, summarize
-from pipeline.results import ItemStatus, ResultLine
+from pipeline.config.load import Config
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.results import ItemStatus, ResultLine
+from pipeline.observe.report import RunStats, estimate_cost, format_summary, stats_from_outcomes, summarize
+from pipeline.state.checkpoint import Outcome
 
 PRICES = Config().prices
 OCR = "ops-image-analyze-ocr-001"
@@ -204,8 +204,8 @@ def test_format_summary_of_every_capability():
 
 def test_stats_from_checkpoint_matches_the_python_aggregation(tmp_path):
     """The SQL aggregation of a checkpoint gives the same counts and usage as walking every outcome."""
-    from pipeline.checkpoint import Checkpoint, Outcome
-    from pipeline.report import stats_from_checkpoint, stats_from_outcomes
+    from pipeline.observe.report import stats_from_checkpoint, stats_from_outcomes
+    from pipeline.state.checkpoint import Checkpoint, Outcome
 
     ckpt = Checkpoint.open(tmp_path / "state")
     outcomes = [

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from state_support import CAP, SVC, line_for
 
-from pipeline.errors import StateError
-from pipeline.results import ItemStatus, ResultLine, RunFiles
+from pipeline.core.errors import StateError
+from pipeline.core.results import ItemStatus, ResultLine, RunFiles
 
 RESULT_KEYS = ["id", "analysis", "capability", "service_id", "status", "task_id", "data", "usage", "error",
                "attempts", "polls", "submitted_at", "finished_at", "elapsed_s", "meta"]

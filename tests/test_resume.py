@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from state_support import CAP, SVC, done_ids, encode, file_ids, key, line_for, outcome, pending_ids, write_done
 
-from pipeline import resume as resume_module
-from pipeline.errors import StateError, UsageError
-from pipeline.resume import check_identity, check_paths, drop_lines, reconcile
+from pipeline.core.errors import StateError, UsageError
+from pipeline.state import resume as resume_module
+from pipeline.state.resume import check_identity, check_paths, drop_lines, reconcile
 
 # ---- reconcile ----------------------------------------------------------------------------
 
@@ -304,7 +304,7 @@ def test_a_state_dir_from_before_analyses_is_upgraded_and_indexed(tmp_path, out)
     conn.commit()
     conn.close()
 
-    from pipeline.checkpoint import Checkpoint
+    from pipeline.state.checkpoint import Checkpoint
     ckpt = Checkpoint.open(state)
     try:
         state_now = resume_module.prepare(ckpt, out=out, retry_failed=False)

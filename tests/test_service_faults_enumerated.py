@@ -27,13 +27,13 @@ import pytest
 from support import assert_exactly_once, items, jobs_of, read_results, write_manifest
 from tcp_gate import Gate
 
-from pipeline.backoff import PollPolicy, RetryPolicy
-from pipeline.config import Config
+from pipeline.config.load import Config
+from pipeline.core.backoff import PollPolicy, RetryPolicy
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.outcome import is_run_fault
+from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, FaultSettings, RunningEmulator, start_emulator
-from pipeline.exit_codes import ExitCode
-from pipeline.outcome import is_run_fault
-from pipeline.results import RunFiles
-from pipeline.runner import RunRequest, RunResult, run
+from pipeline.engine.runner import RunRequest, RunResult, run
 
 KEY = "service-faults-key-4c1b"
 WRONG = "service-faults-wrong-key-77e0"

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from support import assert_exactly_once, items, jobs_of, read_results, write_manifest
 
-from pipeline.config import Config
+from pipeline.config.load import Config
+from pipeline.core.errors import UsageError
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, start_emulator
-from pipeline.errors import UsageError
-from pipeline.exit_codes import ExitCode
-from pipeline.results import RunFiles
-from pipeline.runner import RunRequest, run
-from pipeline.shards import Shard, parse_shard
+from pipeline.engine.runner import RunRequest, run
+from pipeline.state.shards import Shard, parse_shard
 
 KEY = "shard-test-key"
 

@@ -14,7 +14,7 @@ from redis_server import RedisServer, own_redis_server
 from support import REPO, assert_exactly_once, cli_env, config_file, items, jobs_of, read_results, write_manifest
 
 from pipeline.emulator import EmulatorSettings, EmulatorThread
-from pipeline.shards import Shard
+from pipeline.state.shards import Shard
 
 KEY = "shared-account-key-5d"
 SCALE = 4.0

@@ -9,9 +9,9 @@ import anyio.lowlevel
 import pytest
 from state_support import done_ids, file_ids, key, line_for, write_done
 
-from pipeline.job import split_key
-from pipeline.results import ResultLine
-from pipeline.sink import Sink
+from pipeline.core.job import split_key
+from pipeline.core.results import ResultLine
+from pipeline.state.sink import Sink
 
 
 async def feed(sink: Sink, lines: list[ResultLine], *, yield_every: int = 0) -> None:

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 from support import assert_exactly_once, cli, config_file, items, jobs_of, read_results, write_manifest
 
-from pipeline.backoff import PollPolicy
-from pipeline.capabilities import CAPABILITIES
-from pipeline.checkpoint import Checkpoint
-from pipeline.config import Config
+from pipeline.config.load import Config
+from pipeline.core.backoff import PollPolicy
+from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.job import Job
+from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, EmulatorThread, start_emulator
 from pipeline.emulator.results import build_result
-from pipeline.exit_codes import ExitCode
-from pipeline.job import Job
-from pipeline.results import RunFiles
-from pipeline.runner import RunRequest, RunResult, run
+from pipeline.engine.runner import RunRequest, RunResult, run
+from pipeline.state.checkpoint import Checkpoint
 
 KEY = "spend-cap-key-5e1b"
 SCALE = 10.0

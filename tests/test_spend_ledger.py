@@ -10,13 +10,13 @@ from typing import Any
 import anyio
 import pytest
 
-from pipeline.checkpoint import Checkpoint, Outcome
-from pipeline.config import Config, load_config
-from pipeline.job import Job
-from pipeline.manifest import read_manifest
-from pipeline.results import ItemStatus, ResultLine
-from pipeline.spend import SpendLedger, cap_origin, overrun_advice, unit_priced
-from pipeline.validate import item_cost_bound
+from pipeline.cli.validate import item_cost_bound
+from pipeline.config.load import Config, load_config
+from pipeline.core.job import Job
+from pipeline.core.results import ItemStatus, ResultLine
+from pipeline.engine.spend import SpendLedger, cap_origin, overrun_advice, unit_priced
+from pipeline.manifest.reader import read_manifest
+from pipeline.state.checkpoint import Checkpoint, Outcome
 
 OCR = "ops-image-analyze-ocr-001"
 VLM = "ops-image-analyze-vlm-001"

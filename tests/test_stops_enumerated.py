@@ -33,8 +33,8 @@ from support import (
     write_manifest,
 )
 
+from pipeline.core.exit_codes import ExitCode
 from pipeline.emulator import EmulatorSettings, EmulatorThread
-from pipeline.exit_codes import ExitCode
 
 KEY = "stops-test-key-9d3e"
 WRONG = "stops-wrong-key-51aa"

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from support import assert_exactly_once, items, jobs_of, read_results, write_manifest
 
-from pipeline.config import Config
+from pipeline.config.load import Config
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.outcome import UNFINISHED, Stop, StopReason, is_run_fault
+from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, FaultSettings, start_emulator
-from pipeline.exit_codes import ExitCode
-from pipeline.outcome import UNFINISHED, Stop, StopReason, is_run_fault
-from pipeline.results import RunFiles
-from pipeline.runner import RunRequest, RunResult, run
-from pipeline.shutdown import FailureWatch, carried_window
+from pipeline.engine.runner import RunRequest, RunResult, run
+from pipeline.engine.shutdown import FailureWatch, carried_window
 
 KEY = "threshold-key-83a0"
 SCALE = 10.0

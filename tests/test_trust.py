@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from support import assert_exactly_once, items, jobs_of, read_results, write_manifest
 
-from pipeline.backoff import PollPolicy
-from pipeline.config import Config
+from pipeline.config.load import Config
+from pipeline.core.backoff import PollPolicy
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, FaultSettings, start_emulator
-from pipeline.exit_codes import ExitCode
-from pipeline.results import RunFiles
-from pipeline.runner import RunRequest, RunResult, run
+from pipeline.engine.runner import RunRequest, RunResult, run
 
 KEY = "trust-test-key"
 SCALE = 10.0

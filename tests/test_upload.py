@@ -10,13 +10,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from pipeline.backoff import RetryPolicy
+from pipeline.core.backoff import RetryPolicy
+from pipeline.core.errors import FatalError
 from pipeline.emulator.oss import OssSettings
 from pipeline.emulator.oss_server import RunningOss, start_oss
-from pipeline.errors import FatalError
-from pipeline.upload import OssSession, UploadSettings, ensure_uploaded, presign_get
-from pipeline.upload_errors import OssAuthError, OssUnavailable
-from pipeline.upload_files import FileChanged, FileError, check_unchanged, object_key, stamp_of
+from pipeline.upload.errors import OssAuthError, OssUnavailable
+from pipeline.upload.files import FileChanged, FileError, check_unchanged, object_key, stamp_of
+from pipeline.upload.transfer import OssSession, UploadSettings, ensure_uploaded, presign_get
 
 KEY_ID, SECRET = "upload-test-key-id", "upload-test-key-secret-0123456789"
 MIB = 1024 * 1024

@@ -14,18 +14,18 @@ from typing import Any
 import pytest
 from support import read_results, write_manifest
 
-import pipeline.upload
-from pipeline.checkpoint import Checkpoint
-from pipeline.config import Config
-from pipeline.config_sections import UploadConfig
+import pipeline.upload.transfer
+from pipeline.config.load import Config
+from pipeline.config.sections import UploadConfig
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, FaultSettings, start_emulator
 from pipeline.emulator.oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET, OssSettings
 from pipeline.emulator.oss_server import RunningOss, start_oss
-from pipeline.exit_codes import ExitCode
-from pipeline.results import RunFiles
-from pipeline.runner import RunRequest, RunResult, run
-from pipeline.upload import UploadedObject
-from pipeline.upload_files import FileStamp
+from pipeline.engine.runner import RunRequest, RunResult, run
+from pipeline.state.checkpoint import Checkpoint
+from pipeline.upload.files import FileStamp
+from pipeline.upload.transfer import UploadedObject
 
 KEY = "changed-file-key-51"
 MB = 1000 * 1000  # the issue's figures: 9,000,000 bytes, then 12,000,000
@@ -40,15 +40,15 @@ def oss_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """The files the upload stage hashes, in order (it hashes through `pipeline.upload.hash_file`)."""
+    """The files the upload stage hashes, in order (it hashes through `pipeline.upload.transfer.hash_file`)."""
     calls: list[Path] = []
-    real: Callable[[Path], Any] = pipeline.upload.hash_file
+    real: Callable[[Path], Any] = pipeline.upload.transfer.hash_file
 
     def counting(path: Path) -> Any:
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(pipeline.upload, "hash_file", counting)
+    monkeypatch.setattr(pipeline.upload.transfer, "hash_file", counting)
     return calls
 
 

@@ -10,16 +10,16 @@ import pytest
 from support import read_results, write_manifest
 from tcp_gate import Gate
 
-from pipeline.backoff import RetryPolicy
-from pipeline.config import Config
-from pipeline.config_sections import UploadConfig
+from pipeline.config.load import Config
+from pipeline.config.sections import UploadConfig
+from pipeline.core.backoff import RetryPolicy
+from pipeline.core.errors import ConfigError
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, start_emulator
 from pipeline.emulator.oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET, OssSettings
 from pipeline.emulator.oss_server import start_oss
-from pipeline.errors import ConfigError
-from pipeline.exit_codes import ExitCode
-from pipeline.results import RunFiles
-from pipeline.runner import RunRequest, run
+from pipeline.engine.runner import RunRequest, run
 
 KEY = "upload-outage-key-20"
 SCALE = 10.0

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from support import read_results, write_manifest
 
-from pipeline.config import Config
-from pipeline.config_sections import UploadConfig
+from pipeline.config.load import Config
+from pipeline.config.sections import UploadConfig
+from pipeline.core.errors import ConfigError
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, start_emulator
 from pipeline.emulator.oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET, OssSettings
 from pipeline.emulator.oss_server import start_oss
-from pipeline.errors import ConfigError
-from pipeline.exit_codes import ExitCode
-from pipeline.results import RunFiles
-from pipeline.runner import RunRequest, run
+from pipeline.engine.runner import RunRequest, run
 
 KEY = "upload-run-key-93"
 MEDIA = OssSettings(buckets=("media",))  # the emulator's OSS with the bucket these tests upload to
@@ -87,7 +87,7 @@ async def test_a_missing_object_fails_the_task_as_the_service_would(tmp_path: Pa
     async with start_emulator(EmulatorSettings(api_key=KEY, seed=1, time_scale=20.0)) as emu, start_oss(MEDIA) as oss:
         emu.state.objects = oss.store
         big_file(tmp_path / "seed.mp4", MB)
-        from pipeline.upload import UploadSettings, ensure_uploaded
+        from pipeline.upload.transfer import UploadSettings, ensure_uploaded
         await ensure_uploaded(tmp_path / "seed.mp4", UploadSettings(bucket="media", endpoint=oss.url), tmp_path / "s")
         files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
         result = await run(RunRequest(manifest=str(manifest), files=files, api_key=KEY,

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import Config
-from pipeline.errors import ManifestError
-from pipeline.exit_codes import ExitCode
-from pipeline.manifest import Rejected, read_manifest
-from pipeline.validate import BOUND_FACTOR, format_validate, item_cost, item_cost_bound, validate
+from pipeline.cli.validate import BOUND_FACTOR, format_validate, item_cost, item_cost_bound, validate
+from pipeline.config.load import Config
+from pipeline.core.errors import ManifestError
+from pipeline.core.exit_codes import ExitCode
+from pipeline.manifest.reader import Rejected, read_manifest
 
 OK_ITEM = {"id": "ok", "capability": "image_analyze", "url": "https://h/a.png"}
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config
-from pipeline.config_sections import UploadConfig
-from pipeline.upload_files import distinct_contents
-from pipeline.validate import validate
+from pipeline.cli.validate import validate
+from pipeline.config.load import Config
+from pipeline.config.sections import UploadConfig
+from pipeline.upload.files import distinct_contents
 
 
 def _manifest(path: Path, rows: list[dict[str, str]]) -> str:
@@ -48,7 +48,7 @@ def test_distinct_contents_reads_only_files_whose_size_another_has(tmp_path: Pat
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Files of a size no other has are counted from their stat alone; a hard link is the same
     file; only same-size distinct files are hashed."""
-    import pipeline.upload_files as upload_files
+    import pipeline.upload.files as upload_files
 
     hashed: list[Path] = []
     real = upload_files.hash_file

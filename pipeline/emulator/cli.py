@@ -24,7 +24,7 @@ import sys
 from contextlib import AsyncExitStack
 from typing import Any
 
-from ..exit_codes import ExitCode
+from ..core.exit_codes import ExitCode
 from .oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET, OssSettings
 from .oss_server import start_oss
 from .server import start_emulator

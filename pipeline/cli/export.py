@@ -1,0 +1,329 @@
+"""`export --by-item`: the results of a run regrouped by item, one JSON object per item.
+
+The results file has one line per (item, analysis), in the order they finished. The export
+writes one object per item instead::
+
+    {"id": ..., "status": "SUCCESS" | "FAILED", "meta": ...,
+     "analyses": {"<analysis>": {"capability", "service_id", "status", "task_id", "data", "usage",
+                                 "error", "attempts", "polls", "submitted_at", "finished_at",
+                                 "elapsed_s"[, "source_oss"]}, ...}}
+
+`status` is SUCCESS when every analysis of the item succeeded; `meta` is the first line's (in
+analysis-name order; an item's lines all carry the same meta). Analyses are ordered by name.
+
+Items come in checkpoint key order: by id, compared byte-wise as UTF-8 (an id that extends
+another id with the key separator, U+001F, comes before that other id).
+
+Memory does not grow with the run: the checkpoint streams its done keys in key order
+(`Checkpoint.done_lines`), so every analysis of an item comes in one stretch; each line is read
+at the offset the checkpoint keeps for it, and an item is written as soon as its stretch ends.
+The checkpoint is opened read-only, so a live run's state dir can be exported: the export sees
+what was done when it started (while it reads, that run's SQLite WAL file cannot be reset and
+grows a little).
+
+`--out FILE` is written whole or not at all (a temporary file renamed over it). It replaces
+only an earlier export: the run's own files, its manifests, the state dir, devices, directories,
+symbolic links and any other existing file are refused before anything is written. On stdout the
+items before an error (a line the results file no longer holds where the checkpoint says) are
+already written; the exit code is 2 all the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from ..core.errors import StateError, UsageError
+from ..core.exit_codes import ExitCode
+from ..core.job import KEY_SEP, job_key, split_key
+from ..core.results import RunFiles
+from ..state.checkpoint import KEY_FORMAT, Checkpoint
+from ..state.paths import Target, check_targets, first_json_line_keys, shown_path
+
+__all__ = ["ANALYSIS_FIELDS", "EXPORT_KEYS", "ByteSink", "check_out", "export_by_item", "main"]
+
+log = logging.getLogger("pipeline.export")
+
+#: What an item's entry under `analyses` keeps of each of its lines, in this order.
+ANALYSIS_FIELDS = ("capability", "service_id", "status", "task_id", "data", "usage", "error", "attempts",
+                   "polls", "submitted_at", "finished_at", "elapsed_s")
+SUCCESS = "SUCCESS"
+#: The keys of every line of an export (`_encode`): how an earlier export is known before it is replaced.
+EXPORT_KEYS = frozenset({"id", "status", "meta", "analyses"})
+RESULT_KEYS = frozenset({"id", "analysis", "capability", "status"})
+#: Bytes read first at a line's offset (more when the line is longer): most lines fit.
+READ_AHEAD = 4096
+WRITE_BUFFER = 256 * 1024
+# Built once: json.loads / json.dumps with arguments build a new coder on every call.
+_decode = json.JSONDecoder().decode
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def main(args: argparse.Namespace) -> int:
+    """`python -m pipeline export --by-item --state-dir DIR [--out FILE|-]`; returns the exit code."""
+    if not args.by_item:
+        raise UsageError("export writes one object per item: give --by-item")
+    state_dir = Path(args.state_dir)
+    out = str(args.out or "-")
+    if out != "-":  # all that can be told without the checkpoint, before opening it creates SQLite's files
+        check_out(Path(out), state_dir)
+    ckpt = _open(state_dir)
+    try:
+        results = _results_path(ckpt, state_dir)
+
+        def write(sink: ByteSink) -> tuple[int, int]:
+            return export_by_item(ckpt, results, sink, state_dir=state_dir)
+
+        if out == "-":
+            counts = _to_stdout(write)
+            if counts is None:
+                return int(ExitCode.OK)
+        else:
+            check_out(Path(out), state_dir, run=(ckpt, results))
+            counts = _to_file(Path(out), write)
+    finally:
+        ckpt.close()
+    log.info("exported %d items (%d analyses) to %s", *counts, "stdout" if out == "-" else out)
+    return int(ExitCode.OK)
+
+
+class ByteSink(Protocol):
+    """Where the export's lines go (a binary file, stdout's byte layer)."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+def export_by_item(ckpt: Checkpoint, results: Path, sink: ByteSink, *, state_dir: Path) -> tuple[int, int]:
+    """Write one line per item to `sink`, reading `results`; returns (items, analyses) written."""
+    items = analyses = 0
+    done = ckpt.done_lines()
+    try:
+        with _Lines(results, state_dir) as lines:
+            for item_id, group in _items(done, lines, state_dir):
+                sink.write(_encode(item_id, group))
+                items += 1
+                analyses += len(group)
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{ckpt.path} is not a readable checkpoint ({exc})") from None
+    finally:  # on any exit: the key stream's cursor must end before the checkpoint is closed
+        close = getattr(done, "close", None)
+        if close is not None:
+            close()
+    return items, analyses
+
+
+# ---- the state dir ---------------------------------------------------------------------------
+def _open(state_dir: Path) -> Checkpoint:
+    if not (state_dir / Checkpoint.DB_NAME).is_file():
+        raise UsageError(f"{state_dir} holds no run (no {Checkpoint.DB_NAME} in it): give the --state-dir of a run")
+    ckpt = Checkpoint.open(state_dir, read_only=True)
+    if ckpt.get_meta("key_format") != KEY_FORMAT or ckpt.get_meta("needs_line_index") == "1":
+        ckpt.close()
+        raise StateError(_not_indexed(state_dir))
+    return ckpt
+
+
+def _not_indexed(state_dir: Path) -> str:
+    return (f"state dir {state_dir} is from an earlier version: the checkpoint does not know where each result "
+            "line is yet. Run `python -m pipeline run` once on it (the same manifest, --out and --state-dir; "
+            "resuming indexes the results file), then export again")
+
+
+def _results_path(ckpt: Checkpoint, state_dir: Path) -> Path:
+    recorded = ckpt.get_meta("out")
+    if not recorded:
+        raise StateError(f"state dir {state_dir} records no results file: it holds no run that wrote results")
+    return Path(recorded)
+
+
+class _Lines:
+    """The results file, open once: the line starting at a byte offset, as the dict it encodes.
+
+    Read with `os.pread` at each offset (no seek, no read buffer to refill after each jump)."""
+
+    def __init__(self, path: Path, state_dir: Path) -> None:
+        self.path = path
+        self._state_dir = state_dir
+        self._fd: int | None = None
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _line_at(self, at: int) -> bytes:
+        """The bytes from `at` to the end of the line (without the newline), or to the end of the file."""
+        if self._fd is None:  # opened at the first line: a run with nothing done may have no file yet
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise StateError(f"results file {self.path} of the run in {self._state_dir} is missing: restore "
+                                 "it (the export reads every item's lines from it)") from None
+        size = READ_AHEAD
+        while True:
+            raw = os.pread(self._fd, size, at)
+            end = raw.find(b"\n")
+            if end >= 0:
+                return raw[:end]
+            if len(raw) < size:  # the end of the file
+                return raw
+            size *= 4  # a long line (a transcript, many objects): read it whole
+
+    def read(self, key: str, at: int) -> dict[str, Any]:
+        """The line of `key` at byte `at`; it must be that key's line (else the file was edited)."""
+        raw = self._line_at(at)
+        try:
+            record = _decode(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            record = None
+        found = _key_of(record)
+        if found != key:
+            item_id, analysis = split_key(key)
+            there = "its end" if not raw else (f"the line of {found!r}" if found else "no result line")
+            raise StateError(
+                f"results file {self.path} was changed after the run wrote it: the state dir {self._state_dir} "
+                f"has the line of item {item_id!r} (analysis {analysis}) at byte {at}, but finds {there} there. "
+                "Restore the file the run wrote, then export again")
+        assert isinstance(record, dict)
+        return record
+
+
+def _key_of(record: Any) -> str | None:
+    """The checkpoint key of a parsed line, or None when it is not a result line."""
+    if not isinstance(record, dict):
+        return None
+    item_id, capability, analysis = record.get("id"), record.get("capability"), record.get("analysis")
+    if not isinstance(item_id, str) or not isinstance(capability, str):
+        return None
+    return job_key(item_id, analysis if isinstance(analysis, str) and analysis else capability)
+
+
+# ---- grouping --------------------------------------------------------------------------------
+def _items(done: Iterator[tuple[str, int | None]], lines: _Lines,
+           state_dir: Path) -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+    """(item id, [(analysis, line)]) per item, from the done keys in key order.
+
+    Every key starting with `<id><sep>` comes in one stretch of the key order, so an item is
+    complete once a key outside its stretch arrives. Its own keys may be split by those of an
+    item whose id is `<id><sep>...` (ids may hold the separator): such items nest, hence the
+    stack; it holds one item unless ids do that.
+    """
+    open_items: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
+    for key, at in done:
+        item_id, analysis = split_key(key)
+        if analysis is None or at is None:
+            raise StateError(_not_indexed(state_dir))
+        while open_items and not key.startswith(open_items[-1][0] + KEY_SEP):
+            yield open_items.pop()
+        if not open_items or open_items[-1][0] != item_id:
+            open_items.append((item_id, []))
+        open_items[-1][1].append((analysis, lines.read(key, at)))
+    while open_items:
+        yield open_items.pop()
+
+
+def _encode(item_id: str, group: list[tuple[str, dict[str, Any]]]) -> bytes:
+    """One item's output line. `group` is in key order, so already by analysis name."""
+    analyses: dict[str, dict[str, Any]] = {}
+    ok = True
+    for analysis, record in group:
+        entry = {name: record.get(name) for name in ANALYSIS_FIELDS}
+        source_oss = record.get("source_oss")
+        if source_oss is not None:
+            entry["source_oss"] = source_oss
+        analyses[analysis] = entry
+        ok = ok and entry["status"] == SUCCESS
+    item = {"id": item_id, "status": SUCCESS if ok else "FAILED", "meta": group[0][1].get("meta"),
+            "analyses": analyses}
+    return _encode_json(item).encode("utf-8") + b"\n"  # as json.dumps(ensure_ascii=False, separators=(",", ":"))
+
+
+# ---- where the export goes -------------------------------------------------------------------
+def _to_file(out: Path, write: Callable[[ByteSink], tuple[int, int]]) -> tuple[int, int]:
+    """Write `out` whole or not at all: a temporary file next to it, renamed over it at the end."""
+    parent = out.parent if str(out.parent) else Path(".")
+    tmp = parent / f".{out.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, unlike mkstemp's 0600
+    try:
+        with open(fd, "wb", buffering=WRITE_BUFFER) as f:
+            counts = write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return counts
+
+
+def check_out(out: Path, state_dir: Path, *, run: tuple[Checkpoint, Path] | None = None) -> None:
+    """Refuse an `--out` the export was not made for (`paths.check_targets`): a directory, a
+    device, a symbolic link, a path whose directory is missing, anything in the state dir, an
+    existing file that is not an earlier export (a config, a results file: only an export is
+    replaced by an export); with `run` (its open checkpoint and results file), also the run's
+    results, rejects and summary files and its manifests, even empty."""
+    inputs: dict[str, Path | None] = {}
+    if run is not None:
+        ckpt, results = run
+        files = RunFiles.for_results(results)
+        inputs = {"the run's results file": results, "the run's rejects file": files.rejects,
+                  "the run's summary file": files.summary}
+        for n, manifest in enumerate(m for m in ckpt.manifests() if m != "-"):
+            inputs[f"a manifest of the run ({shown_path(manifest)})" if n else "the run's manifest"] = Path(manifest)
+    check_targets([Target("--out", out, ours=_export_ours)], inputs=inputs, state_dirs=[state_dir])
+
+
+def _export_ours(path: Path) -> str | None:
+    keys = first_json_line_keys(path)
+    if keys == EXPORT_KEYS:
+        return None
+    what = "not an export (its first line is not an item object with id, status, meta and analyses)"
+    if keys is not None and keys >= RESULT_KEYS:
+        what = "a run's results file (one line per item and analysis), not an export"
+    return (f"already exists and is {what}: move it away or give --out a path of its own; an export replaces "
+            "only an earlier export")
+
+
+def _to_stdout(write: Callable[[ByteSink], tuple[int, int]]) -> tuple[int, int] | None:
+    """Write to stdout as UTF-8 bytes (JSON Lines), whatever the locale's encoding; None when
+    the reader closed the pipe before the end (`export ... | head`: nothing is wrong)."""
+    stream = sys.stdout
+    stream.flush()
+    binary: IO[bytes] | None = getattr(stream, "buffer", None)
+    try:
+        if binary is not None:
+            counts = write(binary)
+            binary.flush()
+        else:  # a replaced sys.stdout without a byte layer
+            counts = write(_TextSink(stream))
+            stream.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # so the interpreter's last flush does not fail again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        log.info("stdout was closed by its reader; the export stopped there")
+        return None
+    return counts
+
+
+class _TextSink:
+    """Bytes in, text out: for a sys.stdout that has no `buffer`."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes, /) -> int:
+        return self._stream.write(data.decode("utf-8"))

@@ -1,0 +1,208 @@
+"""The command line's grammar: `build_parser()` for `python -m pipeline` and `media-pipeline`.
+
+Only arguments live here; `__main__.py` runs the commands. Two habits of the parser:
+
+- `-v`, `-q` and `--log-format` work before or after the command (`-v run …` and `run … -v`):
+  they are defined on the main parser with real defaults and again on each command with
+  `argparse.SUPPRESS` defaults, so a command's copy sets the value only when it is given.
+- the program name in `--help` and `--version` is the one the user typed: `media-pipeline`
+  for the console script, `python -m pipeline` when run as a module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from .. import __version__
+from ..core.exit_codes import ExitCode, epilog
+
+__all__ = ["MODULE_PROG", "analyses_list", "build_parser", "config_overrides", "default_prog", "wants_json_logs"]
+
+#: What `--help` calls the program when it runs as `python -m pipeline`.
+MODULE_PROG = "python -m pipeline"
+#: `run` flags that are config keys: load_config(overrides=...) takes them under these names.
+_CONFIG_FLAGS = ("endpoint", "workspace", "max_cost", "max_duration", "metrics_file", "pushgateway",
+                 "ping_url", "limiter")
+
+
+def default_prog(argv0: str) -> str:
+    """The program name for `argv0` (`sys.argv[0]`): the console script's own name, or
+    `python -m pipeline` when Python runs the package's `__main__.py` (or `-c`)."""
+    name = os.path.basename(argv0)
+    if name.lower().endswith(".exe"):  # Windows console-script launchers
+        name = name[: -len(".exe")]
+    if name in ("", "-c", "__main__.py", "__main__"):
+        return MODULE_PROG
+    return name
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys given as flags, for `load_config(..., overrides=...)`; None = not given."""
+    return {key: getattr(args, key, None) for key in _CONFIG_FLAGS}
+
+
+def _logging_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # On the main parser the defaults are real; on a command they are SUPPRESS, so that an
+    # option not repeated after the command leaves the main parser's value alone.
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    group = parser.add_argument_group("logging (before or after the command)")
+    group.add_argument("-v", "--verbose", action="count", default=default(0),
+                       help="more detail (repeatable)")
+    group.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                       help="only warnings and errors")
+    group.add_argument("--log-format", choices=("text", "json"), default=default("text"),
+                       help="json: one JSON object per stderr line, for scheduled runs")
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="run (or resume) a manifest", description="Run a manifest, or resume it "
+                       "when the state dir already holds this run. The API key comes from DASHSCOPE_API_KEY.",
+                       epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("manifest", help="JSONL, CSV, YAML or TXT (a source per line) manifest; - reads JSONL "
+                   "from stdin")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (every key: configs/default.yaml)")
+    _analyses_option(p)
+    p.add_argument("--out", default="results.jsonl", metavar="FILE",
+                   help="results file (default: results.jsonl); rejects and summary files are named after it")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="checkpoint directory (default: <out>.state next to the results)")
+    p.add_argument("--endpoint", metavar="URL",
+                   help="service URL (https://host, http://127.0.0.1:8765) or a bare host, reached over "
+                        "https; env PIPELINE_ENDPOINT")
+    p.add_argument("--workspace", metavar="NAME", help="workspace name (default: default)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run failed items again (PollTimeout tasks are polled, not resubmitted)")
+    p.add_argument("--append", action="store_true",
+                   help="this manifest's items join the run already in the state dir, instead of "
+                        "being refused as another run's")
+    p.add_argument("--shard", metavar="K/N",
+                   help="run only the items whose id hashes to K mod N (K may be 'auto': "
+                        "JOB_COMPLETION_INDEX); --out and the state dir get a per-shard name; every run "
+                        "of one --out must use the same N (another is refused: exit 2)")
+    p.add_argument("--progress", choices=("auto", "rich", "plain", "off"), default="auto",
+                   help="live progress on stderr (auto: rich on a terminal, plain lines otherwise)")
+    p.add_argument("--limiter", metavar="URL",
+                   help="QPS pacer: memory (default), or a redis:// URL shared by every process on the "
+                        "account; env PIPELINE_LIMITER")
+    limits = p.add_argument_group("limits (either stops the run resumable)")
+    limits.add_argument("--max-cost", type=float, metavar="AMOUNT",
+                        help="spend cap in the price table's currency; env PIPELINE_MAX_COST; with --shard "
+                             "it is per shard (each shard has its own ledger: N shards may spend N x AMOUNT)")
+    limits.add_argument("--max-duration", metavar="DURATION",
+                        help="stop after this long: seconds, or 90s, 15m, 6h, 1d, 1h30m")
+    unattended = p.add_argument_group("unattended runs")
+    unattended.add_argument("--metrics-file", metavar="PATH",
+                            help="write Prometheus metrics to this textfile (its directory must exist; an "
+                                 "existing file is replaced only when it is a textfile this pipeline wrote)")
+    unattended.add_argument("--pushgateway", metavar="URL", help="push the final metrics to this Pushgateway")
+    unattended.add_argument("--ping-url", metavar="URL", help="ping this URL at start and end (dead man's switch)")
+    _logging_options(p, top=False)
+
+
+def analyses_list(text: str) -> tuple[str, ...]:
+    """`--analyses image_analyze,object_detection`: capability names, comma-separated."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give capability names separated by commas, "
+                                         "e.g. image_analyze,object_detection")
+    return names
+
+
+def _analyses_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--analyses", type=analyses_list, metavar="CAP[,CAP...]",
+                   help="analyses for items that name neither capability nor analyses (and for every "
+                        "line of a .txt manifest), e.g. image_analyze,object_detection")
+
+
+def wants_json_logs(argv: Sequence[str]) -> bool:
+    """Whether `argv` asks for JSON logs, told without parsing it (a usage error is what
+    stops the parser): the last `--log-format` given wins, as argparse's would."""
+    wanted = False
+    for i, arg in enumerate(argv):
+        if arg == "--log-format" and i + 1 < len(argv):
+            wanted = argv[i + 1] == "json"
+        elif arg.startswith("--log-format="):
+            wanted = arg.split("=", 1)[1] == "json"
+    return wanted
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors come as one JSON record when the command line asks for
+    JSON logs (a scheduler parsing stderr line by line gets its record, not argparse's text)."""
+
+    @staticmethod
+    def json_errors() -> bool:
+        """Whether usage errors are JSON records (a subclass per command line says)."""
+        return False
+
+    def error(self, message: str) -> NoReturn:
+        if not self.json_errors():
+            super().error(message)
+        from .logs import JsonFormatter
+
+        record = logging.LogRecord("pipeline.cli", logging.ERROR, __file__, 0, "%s: error: %s",
+                                   (self.prog, message), None)
+        record.event = "usage_error"
+        self.exit(int(ExitCode.USAGE), JsonFormatter().format(record) + "\n")
+
+
+def build_parser(prog: str | None = None, argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; `prog` None means "derived from sys.argv[0]" (`default_prog`).
+    `argv` (default: sys.argv[1:]) is read only to tell whether usage errors should be JSON."""
+    class Parser(_Parser):
+        @staticmethod
+        def json_errors() -> bool:
+            return wants_json_logs(sys.argv[1:] if argv is None else argv)
+
+    parser = Parser(
+        prog=prog if prog is not None else default_prog(sys.argv[0]),
+        description="Batch pipeline for the OpenSearch multimodal content services.",
+        epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _logging_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    _add_run(sub)
+
+    p = sub.add_parser("validate", help="check every manifest line; no network")
+    p.add_argument("manifest", help="JSONL, CSV, YAML or TXT manifest; - reads JSONL from stdin")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (prices, output templates)")
+    _analyses_option(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _logging_options(p, top=False)
+
+    p = sub.add_parser("status", help="what runs (finished, crashed or running) have done so far")
+    p.add_argument("--state-dir", metavar="DIR", action="append", required=True,
+                   help="a run's checkpoint directory; repeat it to see several runs")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (prices for the cost estimate)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _logging_options(p, top=False)
+
+    p = sub.add_parser("export", help="the results of a run, one JSON object per item with all its analyses")
+    p.add_argument("--by-item", action="store_true", required=True,
+                   help="one object per item: {id, meta, status, analyses: {name: result}}")
+    p.add_argument("--state-dir", metavar="DIR", required=True, help="the run's checkpoint directory")
+    p.add_argument("--out", metavar="FILE", default="-",
+                   help="where to write (default: - for stdout); an existing file is replaced only when it is "
+                        "an earlier export")
+    _logging_options(p, top=False)
+
+    # Imported here: each brings its own module's weight, needed only to build the parser.
+    from ..emulator import cli as emulator_cli
+    from . import demo
+
+    p = sub.add_parser("demo", help="run the sample manifests through an in-process emulator")
+    demo.add_arguments(p)
+    _logging_options(p, top=False)
+
+    p = sub.add_parser("emulator", help="run the local OpenSearch-compatible emulator")
+    emulator_cli.add_arguments(p)
+    _logging_options(p, top=False)
+    return parser

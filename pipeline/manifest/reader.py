@@ -1,0 +1,167 @@
+"""Read a manifest as a lazy stream of validated `Job`s and `Rejected` records.
+
+`read_manifest` picks the format by extension (JSON Lines, CSV, YAML, plain text with a source
+per line; ``-`` is JSON Lines on stdin), streams it record by record
+(`pipeline.manifest_formats`), checks each item with `validate_record`
+(`pipeline.manifest_analyses`, one Job per analysis of the item) and rejects repeated ids. A
+bad record never stops the stream: it comes out as a `Rejected` with its line number and a
+reason that names the field and says how to fix it. Local media files are only stat()ed here,
+never read.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..core.capabilities import MAX_BODY_BYTES
+from ..core.echo import shown
+from ..core.errors import ManifestError
+from ..core.idset import IdSet
+from ..core.job import Job, job_key
+from .analyses import analysis_names, run_analyses, validate_record
+from .formats import RawRecord, Rejected, iter_csv, iter_jsonl, iter_txt
+from .item import ALLOWED_KEYS, derive_id, estimated_body_bytes, validate_item
+from .yaml_items import iter_yaml
+
+__all__ = ["ALLOWED_KEYS", "FORMATS", "Rejected", "Skipped", "derive_id",
+           "estimated_body_bytes", "read_manifest", "validate_item", "validate_record"]
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+           ".yaml": "yaml", ".yml": "yaml", ".txt": "txt"}
+
+
+@dataclass(slots=True)
+class Skipped:
+    """One analysis of an item the caller already finished (see `read_manifest`'s `skip`): not
+    validated again. `analysis` defaults to the capability and `key` to ``job_key(id, analysis)``."""
+
+    line: int
+    id: str
+    capability: str | None  # canonical name when the analysis names a known capability
+    key: str = ""
+    analysis: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.analysis is None:
+            self.analysis = self.capability
+        if not self.key:
+            self.key = job_key(self.id, self.analysis) if self.analysis else self.id
+
+
+def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None = None,
+                  base_dir: Path | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+                  check_files: bool = True, skip: Callable[[str], bool] | None = None,
+                  expected_items: int = 0, uploads: bool = False, analyses: Sequence[str] | None = None,
+                  outputs: Mapping[str, str] | None = None) -> Iterator[Job | Rejected | Skipped]:
+    """Stream the manifest at `path` (``"-"`` or None: JSON Lines on `stdin`) as Jobs and Rejecteds.
+
+    Each item gives one Job per analysis, in manifest order (`validate_record`). Relative `path`
+    sources resolve against `base_dir` (default: the manifest's directory, or the working
+    directory for stdin). `analyses` (``--analyses``) are the capabilities of items that name
+    neither `capability` nor `analyses`; `outputs` (config `outputs`) fills the output of
+    analyses that give none. Raises `ManifestError` at once for an unknown or repeated name in
+    `analyses`, an unsupported extension or a manifest that does not exist; everything else is
+    a `Rejected` in the stream.
+
+    `skip(key)` (a resume's "already done?", asked with `job_key(id, analysis)`) is
+    asked before validation: an item whose every analysis is done comes out as one `Skipped` per
+    analysis, without the validation cost (file checks included), so resuming a huge manifest
+    reaches the unfinished items fast; an item with some analyses left is validated and yields
+    all its Jobs (the caller tells done ones by `Job.key`). Repeated ids still get rejected.
+    `expected_items` (a hint, e.g. a resume's done count) sizes the duplicate-id table up front.
+    """
+    run_wide = run_analyses(analyses)
+    records: Iterable[RawRecord]
+    if path is None or str(path) == "-":
+        source: Any = stdin if stdin is not None else sys.stdin
+        # Prefer the bytes underneath, so bad UTF-8 rejects one line instead of ending the run.
+        records = iter_jsonl(getattr(source, "buffer", source))
+        base = base_dir or Path.cwd()
+    else:
+        manifest = Path(path)
+        kind = FORMATS.get(manifest.suffix.lower())
+        if kind is None:
+            raise ManifestError(f"unsupported manifest type '{manifest.suffix or '(none)'}': use "
+                                ".jsonl, .ndjson or .json (JSON Lines), .csv, .yaml or .yml, .txt (a URL, "
+                                "oss:// or path per line), or '-' for JSON Lines on stdin", source=str(manifest))
+        if not manifest.is_file():
+            what = "is not a file" if manifest.exists() else "does not exist"
+            raise ManifestError(f"manifest {what}: check the path", source=str(manifest))
+        if not os.access(manifest, os.R_OK):
+            raise ManifestError("manifest is not readable: check its permissions", source=str(manifest))
+        records = _records(manifest, kind, max_body_bytes)
+        base = base_dir or manifest.parent.absolute()
+    return _validated(records, base, skip=skip, expected_items=expected_items, analyses=run_wide,
+                      checks={"max_body_bytes": max_body_bytes, "check_files": check_files, "uploads": uploads,
+                              "outputs": outputs})
+
+
+def _records(manifest: Path, kind: str, max_body_bytes: int) -> Iterator[RawRecord]:
+    if kind == "csv":
+        with open(manifest, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            yield from iter_csv(f, max_field=2 * max_body_bytes)
+    else:
+        readers = {"jsonl": iter_jsonl, "yaml": iter_yaml, "txt": iter_txt}
+        with open(manifest, "rb") as fb:
+            yield from readers[kind](fb)
+
+
+def _validated(records: Iterable[RawRecord], base: Path, *, skip: Callable[[str], bool] | None,
+               expected_items: int, analyses: tuple[str, ...],
+               checks: Mapping[str, Any]) -> Iterator[Job | Rejected | Skipped]:
+    seen = IdSet(expected=expected_items)
+    for record in records:
+        if isinstance(record, Rejected):
+            yield record
+            continue
+        line, raw = record
+        if skip is not None and isinstance(raw, Mapping):
+            done = _done(line, raw, skip, analyses)
+            if done and seen.add(done[0].id):
+                yield from done
+                continue
+        result = validate_record(raw, line, base_dir=base, analyses=analyses, **checks)
+        item_id = result.id if isinstance(result, Rejected) else result[0].id
+        if item_id is not None and not seen.add(item_id) and not isinstance(result, Rejected):
+            derived = isinstance(raw, Mapping) and raw.get("id") is None
+            hint = (" (this item has no id and repeats an earlier item's fields, analyses aside: put all its "
+                    "analyses on one line, or give each an id)") if derived else ""
+            result = Rejected(line, f"duplicate id {shown(item_id)}: ids must be unique within a "
+                                    f"manifest{hint}", item_id)
+        if isinstance(result, Rejected):
+            yield result
+        else:
+            yield from result
+
+
+def _done(line: int, raw: Mapping[str, Any], skip: Callable[[str], bool],
+          analyses: tuple[str, ...]) -> list[Skipped]:
+    """One `Skipped` per analysis when `skip` says every analysis of the item is done, told
+    without validating it; otherwise (or when its analyses cannot be told cheaply) none.
+    (A resume asks this of every done item first: it is kept to a few lookups.)"""
+    item_id = _quick_id(raw)
+    names = analysis_names(raw, analyses) if item_id is not None else None
+    if item_id is None or not names:
+        return []
+    skipped = []
+    for name, cap in names:
+        key = job_key(item_id, name)
+        if not skip(key):
+            return []
+        skipped.append(Skipped(line, item_id, cap, key, name))
+    return skipped
+
+
+def _quick_id(raw: Mapping[str, Any]) -> str | None:
+    """The id `validate_record` would give this item, without validating it (None if unusable)."""
+    value = raw.get("id")
+    if value is None:
+        return derive_id(raw)
+    if not isinstance(value, str):  # validation rejects it: never skip an item it would reject
+        return None
+    return value if value.strip() else None

@@ -1,0 +1,399 @@
+"""The only module that talks to aiohttp's client: one HTTP seam for the OpenSearch services.
+
+Everything above it sees ``ApiResponse`` and the ``pipeline.errors`` tree; aiohttp's own
+exceptions are translated here (always ``raise ... from exc``). Retries live here too:
+each attempt first waits on the caller's ``throttle`` (its QPS limiter), then sends; a
+retryable failure waits ``backoff.retry_delay`` via the injected ``sleep``.
+
+A create (or a synchronous call) is never failed for 429s: another application on the same
+account can hold the quota for minutes, so it keeps waiting (the caller's ``sleep`` and
+``throttle`` raise ``Stopped`` when the run stops) and a warning says, at most every
+``warn_every`` seconds per capability, for how long the service has throttled. A 2xx whose
+body cannot be used was accepted: for a create it is ambiguous, like a timeout after sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .. import __version__
+from ..core.backoff import RetryPolicy, retry_delay
+from ..core.capabilities import Capability
+from ..core.echo import shown
+from ..core.errors import (
+    ConfigError,
+    InvalidParameter,
+    RateLimited,
+    RetryableError,
+    ServiceError,
+    ServiceUnreachable,
+    TransportError,
+    UnreadableResponse,
+    redact,
+)
+from ..core.loggable import WIRE_LOGGER
+from ..pacing.memory import Lane, PermitLike
+from .responses import ApiResponse, parse_failure, parse_success
+
+__all__ = ["ApiResponse", "ServiceClient", "build_base_url"]
+
+log = logging.getLogger(__name__)
+wire = logging.getLogger(WIRE_LOGGER)
+
+USER_AGENT = f"opensearch-media-pipeline/{__version__}"
+_PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # workspace, segment, service id
+_MAX_SNIPPET = 200  # characters of a non-JSON error body kept in the message
+_MAX_CODE = 60  # characters of a server's error code quoted in a warning
+#: Seconds between two "the service has throttled" warnings of one capability, by default.
+THROTTLE_WARN_EVERY = 60.0
+
+
+def build_base_url(endpoint: str, protocol: str, workspace: str) -> str:
+    """``{scheme}://{host[:port]}/v3/openapi/workspaces/{workspace}`` (no trailing slash).
+
+    ``endpoint`` is a full URL (``http://127.0.0.1:8080``) or, as in the official SDK, a bare
+    host (``xxx.opensearch.aliyuncs.com``) combined with ``protocol`` ("http" or "https").
+    Raises ``ConfigError`` (a ``ValueError``) saying what is expected.
+    """
+    expected = (
+        "expected a host such as 'xxx.opensearch.aliyuncs.com' (with protocol http or https) "
+        "or a URL such as 'http://127.0.0.1:8080' with no path"
+    )
+    text = (endpoint or "").strip()
+    if not text:
+        raise ConfigError(f"is empty; {expected}", key="endpoint")
+    if "://" not in text:
+        scheme = (protocol or "").strip().lower()
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"must be 'http' or 'https', got {shown(protocol)}", key="protocol")
+        text = f"{scheme}://{text}"
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{shown(endpoint)} is not a valid address; {expected}", key="endpoint") from exc
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() for c in text)
+    ):
+        raise ConfigError(f"{shown(endpoint)} is not a valid address; {expected}", key="endpoint")
+    if not _PATH_PART.fullmatch(workspace or ""):
+        raise ConfigError(
+            f"{shown(workspace)} is not a valid workspace name; expected letters, digits, '.', '_' or '-' "
+            "(usually 'default')",
+            key="workspace",
+        )
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}/v3/openapi/workspaces/{workspace}"
+
+
+class ServiceClient:
+    """Calls the OpenSearch multimodal services; retries transient failures itself.
+
+    Use as ``async with ServiceClient(...) as client:`` or call ``close()`` (safe twice).
+    The aiohttp session is created lazily inside the running loop on the first call; a
+    session passed in is used as is and not closed by ``close()``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        workspace: str,
+        api_key: str,
+        *,
+        protocol: str = "https",
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        throttle: Callable[[str, Lane], Awaitable[PermitLike | None]] | None = None,
+        on_retry: Callable[[str, ServiceError, float], None] | None = None,
+        on_response: Callable[[str, int], None] | None = None,
+        on_ambiguous: Callable[[str], None] | None = None,
+        connection_limit: int = 100,
+        session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        warn_every: float = THROTTLE_WARN_EVERY,
+    ) -> None:
+        key = (api_key or "").strip()
+        if not key:
+            raise ConfigError("is empty; set the DASHSCOPE_API_KEY environment variable", key="api_key")
+        if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+            # Never echo the key itself, not even in this message.
+            raise ConfigError("contains characters not allowed in an HTTP header", key="api_key")
+        if timeout <= 0:
+            raise ConfigError(f"must be > 0 seconds, got {shown(timeout)}", key="timeout")
+        if connection_limit < 0:
+            raise ConfigError(f"must be >= 0 (0 = unlimited), got {shown(connection_limit)}", key="connection_limit")
+        self.base_url = build_base_url(endpoint, protocol, workspace)
+        self._where = urlsplit(self.base_url).netloc  # for messages: host and port only
+        self._api_key = key  # only for redaction; the header below is what is sent
+        self._headers = {
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._retry = retry or RetryPolicy()  # default policy; each call may override it
+        self._sleep = sleep  # injected so tests never really wait
+        self._rand = rand  # jitter source, [0, 1)
+        self._throttle = throttle  # the caller's QPS limiter: (capability, lane), awaited before every attempt
+        self._on_retry = on_retry  # (capability, error, delay) before each backoff sleep
+        self._on_response = on_response  # (capability, http_status) after every HTTP response
+        self._on_ambiguous = on_ambiguous  # (capability) before re-sending a create that may have landed
+        self._connection_limit = connection_limit
+        self._clock = clock  # for how long a capability has been throttled
+        self._warn_every = warn_every  # clock seconds between two throttling warnings of a capability
+        self._throttled_since: dict[str, float] = {}  # capability -> clock time of its first 429 in a row
+        self._warned_at: dict[str, float] = {}  # capability -> clock time of its last throttling warning
+        self._session = session  # created lazily in the running loop when None
+        self._owns_session = session is None  # only a session we made is ours to close
+        self._closed = False
+
+    # -- public calls ------------------------------------------------------------------
+
+    async def submit(
+        self, capability: Capability, service_id: str, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
+    ) -> ApiResponse:
+        """Create an async task (``result`` holds ``task_id``) or, for a synchronous capability,
+        make the call (``result`` is the answer). The URL comes from the capability.
+
+        A create whose outcome is unknown (a timeout or a dropped connection after the body may
+        have been sent, or a 2xx whose body cannot be used: no JSON, no result, an async create
+        without a task id) may have been accepted and billed: it is retried at most
+        ``retry.ambiguous_creates`` times, and ``on_ambiguous`` is told of each such retry.
+        429s never end it: it waits for as long as the service throttles (see the module docstring).
+        """
+        url = self._url(capability.segment, service_id) + ("/async" if capability.is_async else "")
+        return await self._call("POST", capability.name, url, body=body, params=None, retry=retry,
+                                needs="task_id" if capability.is_async else None)
+
+    async def get_task_status(
+        self, capability: Capability, service_id: str, task_id: str, *, retry: RetryPolicy | None = None
+    ) -> ApiResponse:
+        """GET ``{ws}/{segment}/{service_id}/async/task-status?task_id=…``; ``result`` holds ``status``.
+
+        429s draw on ``retry.max_rate_limited`` and then raise ``RateLimited``: the poller
+        passes a single-shot policy and reschedules the poll itself, never failing the task."""
+        url = f"{self._url(capability.segment, service_id)}/async/task-status"
+        return await self._call("GET", capability.name, url, body=None, params={"task_id": task_id}, retry=retry,
+                                needs="status")
+
+    async def close(self) -> None:
+        """Close the session if this client created it. Safe to call more than once."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session and not session.closed:
+            await session.close()
+
+    async def __aenter__(self) -> ServiceClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._session is not None else "idle")
+        return f"<ServiceClient {self.base_url} timeout={self._timeout.total}s {state}>"
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _url(self, segment: str, service_id: str) -> str:
+        for name, value in (("segment", segment), ("service_id", service_id)):
+            if not isinstance(value, str) or not _PATH_PART.fullmatch(value):
+                raise InvalidParameter(
+                    "InvalidParameter",
+                    f"{name} {shown(value)} is not valid: expected letters, digits, '.', '_' or '-'",
+                )
+        return f"{self.base_url}/{segment}/{service_id}"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("ServiceClient is closed; create a new one")
+        if self._session is None:
+            # Built here, inside the running loop, never at import or construction time.
+            connector = aiohttp.TCPConnector(limit=self._connection_limit)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def _call(
+        self,
+        method: str,
+        capability: str,
+        url: str,
+        *,
+        body: Mapping[str, Any] | None,
+        params: dict[str, str] | None,
+        retry: RetryPolicy | None,
+        needs: str | None,
+    ) -> ApiResponse:
+        policy = retry or self._retry
+        create = method == "POST"  # a create or a synchronous call: may be billed, never failed by 429s
+        data: bytes | None = None
+        if body is not None:
+            try:
+                data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                raise InvalidParameter(
+                    "InvalidParameter", self._redact(f"request body is not JSON-serializable: {exc}")
+                ) from exc
+        attempts = 0
+        failures = 0  # non-429 retryable failures, against max_attempts
+        rate_limited = 0  # 429 answers in a row: a warning each max_rate_limited (a poll: its budget)
+        ambiguous = 0  # creates that may have landed, against ambiguous_creates
+        while True:
+            attempts += 1
+            permit = None
+            if self._throttle is not None:
+                # every attempt, retries included, passes the limiter; status checks in the poll lane
+                permit = await self._throttle(capability, Lane.POLL if method == "GET" else Lane.SUBMIT)
+            try:
+                try:
+                    response = await self._send(method, capability, url, data, params, needs=needs)
+                finally:
+                    if permit is not None:
+                        permit.answered()
+            except RetryableError as err:
+                err.attempts = attempts
+                if isinstance(err, RateLimited):
+                    rate_limited += 1
+                    exhausted, step = rate_limited >= policy.max_rate_limited, rate_limited
+                    if create:  # never failed for 429s: it waits, however long (a stop ends the wait)
+                        exhausted = False
+                        if rate_limited % policy.max_rate_limited == 0:
+                            self._warn_throttled(capability, rate_limited, err)
+                else:
+                    failures += 1
+                    exhausted, step = failures >= policy.max_attempts, failures
+                maybe_landed = create and ((isinstance(err, TransportError) and err.maybe_sent)
+                                           or isinstance(err, UnreadableResponse))
+                if maybe_landed:
+                    ambiguous += 1
+                    exhausted = exhausted or ambiguous > policy.ambiguous_creates
+                if exhausted:
+                    if isinstance(err, TransportError) and not err.maybe_sent:
+                        raise ServiceUnreachable(
+                            "ServiceUnreachable", f"cannot reach {self._where}: {err.message}",
+                            attempts=attempts) from err
+                    if maybe_landed:
+                        sent = "once" if ambiguous == 1 else f"{ambiguous} times"
+                        err.message += (f" (sent {sent} with no usable answer: the service may have accepted, "
+                                        "and billed, it; `run --retry-failed` sends it again)")
+                    raise
+                delay = retry_delay(step, policy, self._rand, err.retry_after)
+                log.debug("%s %s: %s; retrying in %.2fs", method, capability, err, delay)
+                if self._on_retry is not None:
+                    self._on_retry(capability, err, delay)
+                if maybe_landed and self._on_ambiguous is not None:
+                    self._on_ambiguous(capability)
+                await self._sleep(delay)
+            except ServiceError as err:
+                err.attempts = attempts
+                raise
+            else:
+                return replace(response, attempts=attempts) if attempts != 1 else response
+
+    async def _send(
+        self, method: str, capability: str, url: str, data: bytes | None, params: dict[str, str] | None,
+        *, needs: str | None = None,
+    ) -> ApiResponse:
+        """One HTTP exchange, translated: ApiResponse or a ServiceError, never an aiohttp error.
+        A 2xx whose result lacks ``needs`` (a non-empty string) is `UnreadableResponse`."""
+        session = self._get_session()
+        started = time.monotonic() if wire.isEnabledFor(logging.DEBUG) else None
+        try:
+            async with session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # a redirect means a wrong endpoint; following it would turn POST into GET
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+                headers = resp.headers
+                reason = resp.reason or ""
+        except (asyncio.TimeoutError, TimeoutError) as exc:  # includes aiohttp.ServerTimeoutError
+            self._log_exchange(started, method, url, "timeout")
+            raise TransportError(
+                "Timeout", self._redact(f"no answer within {self._timeout.total}s ({str(exc) or type(exc).__name__})")
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS: nothing was sent
+            self._log_exchange(started, method, url, "not connected")
+            raise TransportError(
+                "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}"), maybe_sent=False
+            ) from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            self._log_exchange(started, method, url, "connection dropped")
+            raise TransportError(
+                "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}")
+            ) from exc
+        except aiohttp.ClientError as exc:  # a malformed HTTP answer and the like: transient at best
+            raise TransportError(
+                "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}")
+            ) from exc
+
+        self._log_exchange(started, method, url, status, headers.get("x-acs-request-id"))
+        if self._on_response is not None:
+            self._on_response(capability, status)
+        if status == 429:
+            self._throttled_since.setdefault(capability, self._clock())
+        elif self._throttled_since.pop(capability, None) is not None:
+            self._warned_at.pop(capability, None)  # the spell is over; the next one warns afresh
+        header_request_id = headers.get("x-acs-request-id")
+        if 200 <= status <= 299:
+            return parse_success(status, raw, header_request_id, self._redact, needs=needs)
+        raise parse_failure(status, reason, raw, header_request_id, headers.get("Retry-After"), redact=self._redact)
+
+    def _log_exchange(self, started: float | None, method: str, url: str, answer: int | str,
+                      request_id: str | None = None) -> None:
+        """-vv: one line per exchange (`started` is None unless the wire logger is on)."""
+        if started is not None:
+            path = url[len(self.base_url):] if url.startswith(self.base_url) else url
+            wire.debug("%s %s -> %s in %.0f ms%s", method, path, answer, (time.monotonic() - started) * 1000,
+                       f" (request {request_id[:64]})" if request_id else "")
+
+    def _warn_throttled(self, capability: str, answers: int, err: ServiceError) -> None:
+        """Say, at most every `warn_every` seconds per capability, that the service has throttled it."""
+        now = self._clock()
+        last = self._warned_at.get(capability)
+        if last is not None and now - last < self._warn_every:
+            return
+        self._warned_at[capability] = now
+        seconds = now - self._throttled_since.get(capability, now)
+        lasted = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
+        log.warning("the service has throttled %s for %s (%d answers 429 %s in a row to one request); another "
+                    "application on this account may be using its quota. The run keeps waiting: it is slow, "
+                    "not broken, and fails nothing for it; --max-duration bounds it, Ctrl-C stops it resumably",
+                    capability, lasted, answers, err.code[:_MAX_CODE])
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._api_key)

@@ -1,0 +1,304 @@
+"""Preparing a state dir for a run: whose it is, what the results file holds, what is left.
+
+Runs before the run writes anything (and after it holds the state-dir lock):
+- `check_paths`: every file the run writes (results, rejects, summary, state dir, metrics) may
+  be written there (`paths.check_targets`): nothing is created before that is known.
+- `check_identity`: a state dir belongs to one results file and one manifest (several with
+  `--append`); a new state dir never adopts a results file it did not create.
+- `reconcile`: the checkpoint and the results file agree after any crash (lines written past the
+  recorded size are marked done; a torn last line is cut; a file cut short is noticed and its
+  lost items' recorded tasks are polled again, not resubmitted).
+- `reopen_failed`: `--retry-failed` puts failed items back in play and removes their lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.echo import clipped
+from ..core.errors import StateError, UsageError
+from ..core.idset import IdSet
+from ..core.results import ResultLine, RunFiles
+from .checkpoint import Checkpoint, Outcome, PendingTask
+from .lock import LOCK_NAME
+from .paths import Kind, Target, check_targets, first_json_line_keys, json_object_keys, shown_path
+from .sink import outcome_of
+
+__all__ = ["ResumeState", "check_identity", "check_paths", "drop_lines", "index_lines", "prepare", "read_line",
+           "reconcile"]
+
+log = logging.getLogger("pipeline.run")
+
+#: Service rejections that another try cannot fix: `--retry-failed` leaves them alone.
+NOT_RETRIED_CODES = ("InvalidParameter",)
+#: The keys of a rejects file's lines (`Rejected.to_dict`) and keys every summary has
+#: (`report.summarize`): how a run knows those files as its own before rewriting them.
+REJECT_KEYS = frozenset({"line", "id", "reason"})
+SUMMARY_KEYS = frozenset({"outcome", "capabilities"})
+
+
+@dataclass
+class ResumeState:
+    """What a run starts from: keys (item id, analysis) already done, and unfinished ones the
+    checkpoint knows, by key."""
+
+    done: IdSet
+    pending: dict[str, PendingTask] = field(default_factory=dict)
+
+
+def manifest_key(manifest: str) -> str:
+    return manifest if manifest == "-" else str(Path(manifest).resolve())
+
+
+def check_paths(manifest: str, files: RunFiles | Path, *, config_file: Path | None = None,
+                metrics_file: Path | None = None) -> None:
+    """Refuse, before anything is created, a run whose files would overwrite what they were not
+    made for (`paths.check_targets`): the results file, its rejects and summary files, the state
+    dir and the metrics textfile, against the manifest, the config file and each other."""
+    if isinstance(files, Path):
+        files = RunFiles.for_results(files)
+    state_dir = files.state_dir
+    targets = [
+        Target("--out", files.results, parents=True, ours=lambda path: _results_ours(path, state_dir)),
+        Target("--out's rejects file", files.rejects, parents=True, ours=_rejects_ours),
+        Target("--out's summary file", files.summary, parents=True, ours=_summary_ours),
+        Target("the state dir (--state-dir, else --out + .state)", state_dir, Kind.DIR, parents=True,
+               ours=_state_dir_ours),
+    ]
+    if metrics_file is not None:
+        from ..observe.metrics import textfile_ours  # the metrics module is imported only by runs that use it
+
+        targets.append(Target("--metrics-file (config metrics_file)", metrics_file, ours=textfile_ours))
+    inputs = {"the manifest itself": None if manifest == "-" else Path(manifest),
+              "the config file (--config)": config_file}
+    check_targets(targets, inputs=inputs, state_dirs=[state_dir])
+
+
+def _results_ours(path: Path, state_dir: Path) -> str | None:
+    # Whether the state dir's run wrote it is `check_identity`'s to say, under the lock; without a
+    # checkpoint no run can have, and the refusal must come before the state dir is created.
+    if (state_dir / Checkpoint.DB_NAME).exists():
+        return None
+    return (f"already exists and was not written by this run (the state dir {shown_path(state_dir)} is new): move "
+            "it away or pick another --out; to resume the run that wrote it, give that run's --state-dir")
+
+
+def _rejects_ours(path: Path) -> str | None:
+    if first_json_line_keys(path) == REJECT_KEYS:
+        return None
+    return ("already exists and is not a rejects file this pipeline wrote (rewritten by every run of --out): move it "
+            "away or pick another --out")
+
+
+def _summary_ours(path: Path) -> str | None:
+    if (json_object_keys(path) or frozenset()) >= SUMMARY_KEYS:
+        return None
+    return ("already exists and is not a run summary this pipeline wrote (rewritten at the end of every run of "
+            "--out): move it away or pick another --out")
+
+
+def _state_dir_ours(path: Path) -> str | None:
+    with os.scandir(path) as entries:
+        names = {entry.name for entry in entries}
+    if Checkpoint.DB_NAME in names or names <= {LOCK_NAME}:
+        return None
+    example = sorted(names - {LOCK_NAME})[0]
+    return (f"holds files that are not a run's state (such as {clipped(example)}): give a new or empty directory, or "
+            "the state dir of the run to resume")
+
+
+def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, state_dir: Path,
+                   shard: str | None = None) -> bool:
+    """Bind a new state dir to its results file, manifest and shard, or check a resumed one.
+    Returns whether the manifest joined the run now (`--append`): this session alone can tell
+    which of its items an earlier manifest holds too."""
+    out_key = str(out.resolve())
+    recorded_out = ckpt.get_meta("out")
+    recorded_shard = ckpt.get_meta("shard")
+    if recorded_out is not None and (recorded_shard or None) != shard:
+        raise UsageError(f"state dir {state_dir} holds shard {recorded_shard or '(none)'} of a run, not "
+                         f"{shard or '(no --shard)'}: give the same --shard to resume it")
+    if recorded_out is None:
+        if out.exists() and out.stat().st_size > 0:
+            raise StateError(
+                f"results file {out} already exists and was not written by this run (the state dir "
+                f"{state_dir} is new): move it away or pick another --out; to resume the run that wrote it, "
+                "give that run's --state-dir")
+        ckpt.set_meta("out", out_key)
+        ckpt.add_manifest(manifest_key(manifest))
+        ckpt.set_meta("created_at", str(time.time()))
+        if shard:
+            ckpt.set_meta("shard", shard)
+        return False
+    if recorded_out != out_key:
+        raise UsageError(
+            f"state dir {state_dir} belongs to a run writing {recorded_out}, not {out_key}: "
+            "give the same --out to resume it, or a new --state-dir for a new run")
+    key = manifest_key(manifest)
+    known = ckpt.manifests()
+    if key == "-" and key in known:
+        # stdin has no name: what is piped in now may be another catalog, so it joins only when asked.
+        if not append:
+            raise UsageError(
+                f"state dir {state_dir} holds a run read from stdin, and stdin cannot be told from another "
+                "catalog: add --append to let what is piped in now join the run (ids already done are "
+                "skipped: that is also how a run read from stdin resumes); or give a new --out for a "
+                "separate run")
+        log.info("--append: stdin joins the run again (ids already done are skipped)")
+        return False
+    if key in known:
+        return False
+    if not append:
+        raise UsageError(
+            f"state dir {state_dir} holds a run of {known[-1]}, not {key}: run that manifest again to resume; "
+            "add --append to add this manifest's items to the run (ids already done are skipped); "
+            "or give a new --out for a separate run")
+    ckpt.add_manifest(key)
+    log.info("--append: %s joins the run (ids already done are skipped)", key)
+    return True
+
+
+def prepare(ckpt: Checkpoint, *, out: Path, retry_failed: bool) -> ResumeState:
+    """Reconcile, apply `--retry-failed`, and read what is done and what is unfinished."""
+    reconcile(out, ckpt)
+    if ckpt.get_meta("needs_line_index") == "1":  # a state dir from before analyses
+        index_lines(out, ckpt)
+        ckpt.set_meta("needs_line_index", "0")
+    if retry_failed:
+        # The flag first: a crash between the two must not leave reopened items whose old
+        # lines stay in the file (a later drop with no retry ids is a no-op).
+        ckpt.set_meta("drop_pending", "1")
+        reopened = ckpt.reopen_failed(skip_codes=NOT_RETRIED_CODES)
+        log.info("--retry-failed: %d failed items will run again", len(reopened))
+    if ckpt.get_meta("drop_pending") == "1":
+        dropped = drop_lines(out, ckpt.ids_in_state("retry"), ckpt)
+        ckpt.set_meta("drop_pending", "0")
+        log.info("removed %d superseded result lines", dropped)
+    done = IdSet(expected=ckpt.count_done())
+    for job_id in ckpt.iter_done_ids():
+        done.add(job_id)
+    return ResumeState(done, ckpt.pending())
+
+
+def reconcile(path: Path, ckpt: Checkpoint) -> int:
+    """Bring the checkpoint and the results file into agreement after any crash.
+
+    Returns how many lines were found written but not yet marked done.
+    """
+    offset = ckpt.sink_offset()
+    if not path.exists():
+        if offset > 0:
+            raise StateError(
+                f"results file {path} is missing, but the state dir records {offset} bytes of "
+                "results in it: restore the file, or start over with a new --state-dir")
+        return 0
+    size = path.stat().st_size
+    if size < offset:
+        return _reconcile_short_file(path, ckpt, size, offset)
+    if size == offset:
+        return 0
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        tail = f.read()
+        end = tail.rfind(b"\n") + 1  # 0 when there is no complete line
+        outcomes = _parse(tail[:end], path, start=offset)
+        if end < len(tail):  # a torn last line: the crash came mid-write
+            f.truncate(offset + end)
+    ckpt.mark_done(outcomes, offset + end)
+    if outcomes:
+        log.info("recovered %d result lines written just before an interruption", len(outcomes))
+    return len(outcomes)
+
+
+def _parse(raw: bytes, path: Path, *, start: int) -> list[Outcome]:
+    outcomes = []
+    position = start
+    for line in raw.splitlines(keepends=True):
+        if line.strip():
+            where = f"{path} at byte {position}"
+            outcomes.append(outcome_of(ResultLine.from_json(line, where=where), position))
+        position += len(line)
+    return outcomes
+
+
+def _reconcile_short_file(path: Path, ckpt: Checkpoint, size: int, offset: int) -> int:
+    """The file is shorter than recorded (cut short by hand, or a rewrite was interrupted):
+    trust the file. Items whose lines are gone are polled again through their recorded task
+    ids; only items with no task id (synchronous calls) are submitted again."""
+    in_file: list[Outcome] = []
+    good_end = 0
+    with open(path, "r+b") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                f.truncate(good_end)
+                break
+            if raw.strip():
+                in_file.append(outcome_of(ResultLine.from_json(raw, where=f"{path} at byte {good_end}"), good_end))
+            good_end += len(raw)
+    present = {o.id for o in in_file}
+    missing = ckpt.ids_in_state("done") - present
+    repoll, resubmit = ckpt.reset_to_pending(missing)
+    ckpt.mark_done(in_file, good_end)
+    if missing:
+        log.warning("results file %s is shorter than the state dir records (%d of %d bytes): %d items' lines "
+                    "are missing; %d recorded tasks will be polled again (not resubmitted), %d items without a "
+                    "task id (synchronous calls) will be submitted again", path, size, offset, len(missing),
+                    repoll, resubmit)
+    return len(in_file)
+
+
+def drop_lines(path: Path, keys: set[str], ckpt: Checkpoint) -> int:
+    """Remove the lines of `keys` from the results file (for `--retry-failed`), atomically;
+    the lines after the first removed one move, and the checkpoint learns where to."""
+    if not path.exists() or not keys:
+        return 0
+    tmp = path.with_name(path.name + ".rewrite")
+    dropped = 0
+    moved: list[tuple[int, str]] = []
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        for raw in src:
+            if not raw.endswith(b"\n"):
+                break  # torn tail: never copy half a line
+            try:
+                key: str | None = ResultLine.from_json(raw).key
+            except StateError:
+                key = None
+            if key in keys:
+                dropped += 1
+                continue
+            if dropped and key is not None:
+                moved.append((dst.tell(), key))
+            dst.write(raw)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
+    ckpt.set_line_offsets(moved)
+    ckpt.set_meta("sink_offset", str(path.stat().st_size))
+    return dropped
+
+
+def index_lines(path: Path, ckpt: Checkpoint) -> int:
+    """Note where every line of the results file starts (a state dir from before analyses
+    kept no offsets; `export --by-item` and chained analyses read lines by them)."""
+    if not path.exists():
+        return 0
+    offsets: list[tuple[int, str]] = []
+    with open(path, "rb") as f:
+        at = 0
+        for raw in f:
+            if raw.strip() and raw.endswith(b"\n"):
+                offsets.append((at, ResultLine.from_json(raw, where=f"{path} at byte {at}").key))
+            at += len(raw)
+    ckpt.set_line_offsets(offsets)
+    return len(offsets)
+
+
+def read_line(path: Path, at: int) -> ResultLine:
+    """The result line that starts at byte `at` of the results file."""
+    with open(path, "rb") as f:
+        f.seek(at)
+        return ResultLine.from_json(f.readline(), where=f"{path} at byte {at}")
