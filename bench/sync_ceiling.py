@@ -21,7 +21,8 @@ import anyio
 from aiolimiter import AsyncLimiter
 
 from pipeline.config.load import Config
-from pipeline.pacing.memory import GroupPacer, Lane
+from pipeline.core.lanes import Lane
+from pipeline.pacing.memory import GroupPacer
 
 from .emulator_process import Emulator, emulator_settings, request_rate
 from .figures import ScenarioResult

@@ -12,7 +12,7 @@ import anyio
 import anyio.abc
 import redis.asyncio as aioredis
 
-from pipeline.pacing.memory import Lane
+from pipeline.core.lanes import Lane
 from pipeline.pacing.redis_keys import group_keys, live_processes
 from pipeline.pacing.redis_pacer import RedisPacers
 

@@ -19,6 +19,7 @@ from yarl import URL
 from pipeline import __version__
 from pipeline.core.backoff import RetryPolicy
 from pipeline.core.capabilities import CAPABILITIES
+from pipeline.core.endpoint import build_base_url
 from pipeline.core.errors import (
     AuthError,
     ConfigError,
@@ -31,8 +32,8 @@ from pipeline.core.errors import (
     TaskNotExist,
     TransportError,
 )
-from pipeline.pacing.memory import Lane
-from pipeline.service.client import ApiResponse, ServiceClient, build_base_url
+from pipeline.core.lanes import Lane
+from pipeline.service.client import ApiResponse, ServiceClient
 
 KEY = "sk-test-Secret-0123456789"
 BASE = "http://127.0.0.1:8080/v3/openapi/workspaces/default"

@@ -10,8 +10,8 @@ import pytest
 from pipeline.config.checks import is_loopback_host, safe_url
 from pipeline.config.load import Config, load_config, parse_duration
 from pipeline.core.backoff import RetryPolicy
+from pipeline.core.endpoint import build_base_url
 from pipeline.core.errors import ConfigError
-from pipeline.service.client import build_base_url
 
 NO_ENV: dict[str, str] = {}
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.__main__ import main
 from pipeline.cli import export
+from pipeline.cli.main import main
 from pipeline.core.job import KEY_SEP
 from pipeline.core.results import ItemStatus, ResultLine
 from pipeline.state.checkpoint import Checkpoint, Outcome

@@ -27,7 +27,7 @@ import pytest
 from support import assert_exactly_once, read_results, write_manifest
 from tcp_gate import Gate
 
-from pipeline.__main__ import exit_code_for
+from pipeline.cli.main import exit_code_for
 from pipeline.config.load import Config
 from pipeline.config.sections import UploadConfig
 from pipeline.core.backoff import RetryPolicy

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config.checks import fill_output, output_segment
 from pipeline.config.load import Config
 from pipeline.core.job import Job
+from pipeline.core.templates import fill_output, output_segment
 from pipeline.manifest.reader import read_manifest
 
 TEMPLATE = "oss://media/results/{analysis}/{id}/"

@@ -10,7 +10,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from pipeline.pacing.memory import GroupPacer, Lane, Pacers
+from pipeline.core.lanes import Lane
+from pipeline.pacing.memory import GroupPacer, Pacers
 
 SUBMIT, POLL = Lane.SUBMIT, Lane.POLL
 #: QPS groups (the table's `qps_group`) and a capability of each: Pacers is keyed by group but

@@ -31,7 +31,7 @@ from pacing_redis_support import (
 )
 from redis_server import RedisServer, own_redis_server, redis_server
 
-from pipeline.pacing.memory import Lane
+from pipeline.core.lanes import Lane
 from pipeline.pacing.redis_keys import default_namespace, group_keys, live_processes
 from pipeline.pacing.redis_pacer import booking_round_trip
 from pipeline.pacing.redis_script import ClockBounds, LocalBook, earliest_slot
@@ -116,7 +116,7 @@ def test_separate_processes_share_one_limit(redis_server: RedisServer, tmp_path:
 BOOKER = """
 import json, sys, time
 import anyio
-from pipeline.pacing.memory import Lane
+from pipeline.core.lanes import Lane
 from pipeline.pacing.redis_pacer import RedisPacers
 
 async def main(url, ns, count):

@@ -11,7 +11,7 @@ import pytest
 from pacing_redis_support import CAP, busiest, fresh_ns, has_grid, make_pacers, running, until
 from redis_server import RedisServer, own_redis_server, redis_server
 
-from pipeline.pacing.memory import Lane
+from pipeline.core.lanes import Lane
 from pipeline.pacing.redis_keys import check_redis
 
 __all__ = ["own_redis_server", "redis_server"]  # the fixtures, imported for pytest to find

@@ -14,13 +14,13 @@ import pytest
 from pipeline.cli import demo, export
 from pipeline.core.errors import UsageError
 from pipeline.core.results import RunFiles
+from pipeline.engine.preflight import REJECT_KEYS, SUMMARY_KEYS, check_paths
 from pipeline.manifest.formats import Rejected
 from pipeline.observe.metrics import textfile_ours, write_textfile
 from pipeline.observe.report import summarize
 from pipeline.state.checkpoint import Checkpoint
 from pipeline.state.lock import LOCK_NAME
 from pipeline.state.paths import STATE_MARKERS, Kind, Target, check_targets
-from pipeline.state.resume import REJECT_KEYS, SUMMARY_KEYS, check_paths
 
 
 def _never(_: Path) -> str | None:

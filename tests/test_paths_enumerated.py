@@ -20,7 +20,7 @@ import pytest
 from paths_support import ENV, World, changes, fresh_world, make_template, snapshot
 from support import REPO, cli_env
 
-from pipeline.__main__ import main
+from pipeline.cli.main import main
 from pipeline.cli.parser import build_parser
 
 #: An option names a path when its metavar says so, or a word of its name does.

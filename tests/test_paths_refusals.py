@@ -14,7 +14,7 @@ import pytest
 from paths_support import ENV, KEY, SCALE, UNREACHABLE, World, changes, fresh_world, make_template, snapshot
 from support import config_file, items, write_manifest
 
-from pipeline.__main__ import main
+from pipeline.cli.main import main
 from pipeline.emulator import EmulatorSettings, EmulatorThread
 from pipeline.state.checkpoint import Checkpoint
 from pipeline.state.lock import StateDirLock

@@ -11,8 +11,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from pipeline.core.lanes import Lane
 from pipeline.engine.poll_chooser import next_candidate_at, pick_spare, plan_spare
-from pipeline.pacing.memory import GroupPacer, Lane
+from pipeline.pacing.memory import GroupPacer
 
 FLOOR = 1.0
 

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from pipeline.config.load import Config
+from pipeline.config.pricing import estimate_cost
 from pipeline.core.capabilities import CAPABILITIES
 from pipeline.core.results import ItemStatus, ResultLine
-from pipeline.observe.report import RunStats, estimate_cost, format_summary, stats_from_outcomes, summarize
+from pipeline.observe.report import RunStats, format_summary, stats_from_outcomes, summarize
 from pipeline.state.checkpoint import Outcome
 
 PRICES = Config().prices
@@ -202,9 +203,9 @@ def test_format_summary_of_every_capability():
     assert all(name in text for name in CAPABILITIES)
 
 
-def test_stats_from_checkpoint_matches_the_python_aggregation(tmp_path):
+def test_stats_from_checkpoint_totals_match_the_python_aggregation(tmp_path):
     """The SQL aggregation of a checkpoint gives the same counts and usage as walking every outcome."""
-    from pipeline.observe.report import stats_from_checkpoint, stats_from_outcomes
+    from pipeline.observe.report import stats_from_outcomes, stats_from_totals
     from pipeline.state.checkpoint import Checkpoint, Outcome
 
     ckpt = Checkpoint.open(tmp_path / "state")
@@ -218,7 +219,7 @@ def test_stats_from_checkpoint_matches_the_python_aggregation(tmp_path):
     ]
     ckpt.mark_done(outcomes, 0)
     try:
-        fast, slow = stats_from_checkpoint(ckpt), stats_from_outcomes(ckpt.outcomes())
+        fast, slow = stats_from_totals(*ckpt.totals()), stats_from_outcomes(ckpt.outcomes())
     finally:
         ckpt.close()
     for name in ("image_analyze", "audio_asr"):

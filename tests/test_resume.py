@@ -10,8 +10,9 @@ import pytest
 from state_support import CAP, SVC, done_ids, encode, file_ids, key, line_for, outcome, pending_ids, write_done
 
 from pipeline.core.errors import StateError, UsageError
+from pipeline.engine.preflight import check_paths
 from pipeline.state import resume as resume_module
-from pipeline.state.resume import check_identity, check_paths, drop_lines, reconcile
+from pipeline.state.resume import check_identity, drop_lines, reconcile
 
 # ---- reconcile ----------------------------------------------------------------------------
 

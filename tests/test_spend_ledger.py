@@ -10,11 +10,11 @@ from typing import Any
 import anyio
 import pytest
 
-from pipeline.cli.validate import item_cost_bound
 from pipeline.config.load import Config, load_config
+from pipeline.config.pricing import item_cost_bound, unit_priced
 from pipeline.core.job import Job
 from pipeline.core.results import ItemStatus, ResultLine
-from pipeline.engine.spend import SpendLedger, cap_origin, overrun_advice, unit_priced
+from pipeline.engine.spend import SpendLedger, cap_origin, overrun_advice
 from pipeline.manifest.reader import read_manifest
 from pipeline.state.checkpoint import Checkpoint, Outcome
 

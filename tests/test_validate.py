@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.cli.validate import BOUND_FACTOR, format_validate, item_cost, item_cost_bound, validate
+from pipeline.cli.validate import format_validate, validate
 from pipeline.config.load import Config
+from pipeline.config.pricing import BOUND_FACTOR, item_cost, item_cost_bound
 from pipeline.core.errors import ManifestError
 from pipeline.core.exit_codes import ExitCode
 from pipeline.manifest.reader import Rejected, read_manifest

@@ -65,18 +65,6 @@ DEMO_OUTPUTS: Mapping[str, str] = {
 OUTPUTS_SAMPLES = frozenset({"analyses.jsonl"})
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the demo's options to ``parser``."""
-    parser.add_argument("--out-dir", default="demo-output", metavar="DIR",
-                        help="where results, rejects, summaries and state go (default: demo-output); a new or "
-                             "empty directory, or one an earlier demo made")
-    parser.add_argument("--time-scale", type=float, default=20.0,
-                        help="run the emulator and the client this many times faster than the "
-                             "real service (default: 20)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the earlier output (the runs resume) instead of starting fresh")
-
-
 @dataclass
 class ManifestRun:
     """One sample manifest's run and what the demo checked about it."""

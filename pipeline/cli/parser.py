@@ -194,13 +194,19 @@ def build_parser(prog: str | None = None, argv: Sequence[str] | None = None) -> 
                         "an earlier export")
     _logging_options(p, top=False)
 
-    # Imported here: each brings its own module's weight, needed only to build the parser.
-    from ..emulator import cli as emulator_cli
-    from . import demo
-
     p = sub.add_parser("demo", help="run the sample manifests through an in-process emulator")
-    demo.add_arguments(p)
+    p.add_argument("--out-dir", default="demo-output", metavar="DIR",
+                   help="where results, rejects, summaries and state go (default: demo-output); a new or "
+                        "empty directory, or one an earlier demo made")
+    p.add_argument("--time-scale", type=float, default=20.0,
+                   help="run the emulator and the client this many times faster than the "
+                        "real service (default: 20)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the earlier output (the runs resume) instead of starting fresh")
     _logging_options(p, top=False)
+
+    # The emulator keeps its own options (it also runs alone); its cli module is light to import.
+    from ..emulator import cli as emulator_cli
 
     p = sub.add_parser("emulator", help="run the local OpenSearch-compatible emulator")
     emulator_cli.add_arguments(p)

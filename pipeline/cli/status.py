@@ -17,7 +17,7 @@ from ..core.exit_codes import ExitCode
 from ..core.idset import IdSet
 from ..core.outcome import UNFINISHED, Stop, decide
 from ..engine.spend import spend_report
-from ..observe.report import stats_from_checkpoint, summarize
+from ..observe.report import stats_from_totals, summarize
 from ..state.checkpoint import Checkpoint
 from ..state.lock import describe, live_holder
 
@@ -81,7 +81,7 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
     ckpt = Checkpoint.open(state_dir, read_only=True)
     try:
         try:
-            caps = stats_from_checkpoint(ckpt)
+            caps = stats_from_totals(*ckpt.totals())
             counts = ckpt.counts()
             out = ckpt.get_meta("out")
             manifests = ckpt.manifests()

@@ -18,76 +18,21 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config.load import Config
+from ..config.pricing import BOUND_FACTOR, estimate_manifest_cost
 from ..core.exit_codes import ExitCode
 from ..core.job import Job
 from ..manifest.reader import Rejected, Skipped, read_manifest
 from ..upload.files import distinct_contents
 from ..upload.stage import goes_to_oss
 
-__all__ = ["BOUND_FACTOR", "CostEstimate", "estimate_manifest_cost", "format_validate", "item_cost",
-           "item_cost_bound", "validate"]
+__all__ = ["format_validate", "validate"]
 
-#: How many times its per-item guess each per-unit usage (tokens, seconds) may reach in the
-#: pessimistic figure. Media vary a lot (a long video has many more tokens than a typical
-#: one); five times the typical usage covers the long tail of a catalog without making the
-#: figure useless. Raise the guesses in `usage_estimates` for catalogs of long media.
-BOUND_FACTOR = 5.0
 MAX_PROBLEMS_SHOWN = 200
 NO_ITEMS = "the manifest has no items"
-
-
-@dataclass(frozen=True)
-class CostEstimate:
-    """What a manifest costs if every item succeeds once, in the config's currency."""
-
-    likely: float
-    bound: float
-    #: Service ids with no price in the config (they add nothing to either figure).
-    unpriced: list[str]
-    #: "service_id: unit" pairs priced per unit with no usage guess (they add nothing either).
-    unestimated: list[str]
-
-
-def _unit_costs(service_id: str, config: Config, factor: float) -> float:
-    prices: Mapping[str, float] = config.prices.get(service_id) or {}
-    estimates: Mapping[str, float] = config.usage_estimates.get(service_id) or {}
-    per_unit = sum(price * estimates.get(unit, 0.0) for unit, price in prices.items() if unit != "request")
-    return prices.get("request", 0.0) + factor * per_unit
-
-
-def item_cost(service_id: str, config: Config) -> float:
-    """Likely cost of one successful submission of `service_id`: the request price plus each
-    per-unit price times its per-item guess in `config.usage_estimates` (0 when unpriced)."""
-    return _unit_costs(service_id, config, 1.0)
-
-
-def item_cost_bound(service_id: str, config: Config) -> float:
-    """Pessimistic cost of one submission of `service_id`: the request price plus each per-unit
-    price times `BOUND_FACTOR` times its per-item guess (0 when unpriced). Pure; what a spend
-    cap reserves before each submission."""
-    return _unit_costs(service_id, config, BOUND_FACTOR)
-
-
-def estimate_manifest_cost(by_service: Mapping[str, int], config: Config) -> CostEstimate:
-    """Likely and pessimistic cost of `by_service` (valid items per service id), if all succeed."""
-    likely = bound = 0.0
-    unpriced: list[str] = []
-    unestimated: list[str] = []
-    for service_id, n in sorted(by_service.items()):
-        prices = config.prices.get(service_id) or {}
-        if not prices:
-            unpriced.append(service_id)
-            continue
-        estimates = config.usage_estimates.get(service_id) or {}
-        unestimated += [f"{service_id}: {unit}" for unit in prices if unit != "request" and unit not in estimates]
-        likely += n * item_cost(service_id, config)
-        bound += n * item_cost_bound(service_id, config)
-    return CostEstimate(round(likely, 6), round(bound, 6), unpriced, unestimated)
 
 
 def validate(manifest: str, config: Config, analyses: Sequence[str] | None = None) -> tuple[ExitCode, dict[str, Any]]:

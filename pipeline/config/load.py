@@ -27,9 +27,10 @@ import yaml
 from ..core.backoff import PollPolicy, RetryPolicy
 from ..core.capabilities import CAPABILITIES
 from ..core.echo import clipped, shown
+from ..core.endpoint import build_base_url
 from ..core.errors import ConfigError
+from ..core.templates import output_templates
 from ..core.yaml_strict import Refused, StrictLoader, yaml_problem
-from ..service.client import build_base_url
 from .checks import (
     coerce,
     extra_problem,
@@ -37,7 +38,6 @@ from .checks import (
     is_loopback_host,
     limiter_problem,
     metrics_file_problem,
-    output_templates,
     parse_duration,
     parse_env,
     web_url_problem,

@@ -22,13 +22,20 @@ import os
 import signal
 import sys
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.exit_codes import ExitCode
-from .oss import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET, OssSettings
-from .oss_server import start_oss
-from .server import start_emulator
-from .settings import DEFAULT_API_KEY, EmulatorSettings, SettingsError, load_settings
+from .settings import (
+    DEFAULT_API_KEY,
+    DEFAULT_OSS_KEY_ID,
+    DEFAULT_OSS_KEY_SECRET,
+    EmulatorSettings,
+    SettingsError,
+    load_settings,
+)
+
+if TYPE_CHECKING:
+    from .oss import OssSettings
 
 DEFAULT_PORT = 8765
 MAX_PORT = 65535  # TCP ports are 16-bit
@@ -80,6 +87,8 @@ def build_oss_settings(args: argparse.Namespace) -> OssSettings | None:
     secret = args.oss_key_secret or os.environ.get("OSS_ACCESS_KEY_SECRET") or DEFAULT_OSS_KEY_SECRET
     buckets = tuple(name.strip() for given in args.oss_bucket or () for name in given.split(",") if name.strip())
     try:
+        from .oss import OssSettings  # aiohttp's server: only when the OSS subset is served
+
         return OssSettings(key_id=key_id, key_secret=secret, buckets=buckets)
     except ValueError as exc:  # a bucket name OSS would refuse
         raise SettingsError(f"--oss-bucket: {exc}") from None
@@ -115,6 +124,9 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     try:
         async with AsyncExitStack() as stack:
+            from .oss_server import start_oss
+            from .server import start_emulator
+
             emu = await stack.enter_async_context(start_emulator(settings, host, port))
             print(f"emulator listening on {emu.url}", flush=True)
             if oss is not None:

@@ -42,11 +42,10 @@ from aiohttp import web
 from .oss_faults import GARBAGE_BODY, FaultKind, OssFault, OssFaults
 from .oss_sign import SignedRequest, verify_header_auth, verify_query_auth
 from .oss_store import NoSuchUpload, ObjectStore, StoredObject, bucket_name_problem
+from .settings import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET
 
 __all__ = ["DEFAULT_OSS_KEY_ID", "DEFAULT_OSS_KEY_SECRET", "OSS_STATE", "OssSettings", "OssState", "create_oss_app"]
 
-DEFAULT_OSS_KEY_ID = "emulator-oss-key-id"
-DEFAULT_OSS_KEY_SECRET = "emulator-oss-key-secret"
 BODY_CHUNK = 256 * 1024  # bytes read from a request body at a time, straight to disk
 #: Operations that write an object: counted in `OssState.stored` when they succeed.
 WRITES = ("PutObject", "CompleteMultipartUpload")

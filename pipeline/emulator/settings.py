@@ -32,6 +32,9 @@ from typing import Any
 import yaml
 
 DEFAULT_API_KEY = "emulator-key"
+#: The AccessKey pair the emulator's OSS subset accepts unless told otherwise (documented, not secret).
+DEFAULT_OSS_KEY_ID = "emulator-oss-key-id"
+DEFAULT_OSS_KEY_SECRET = "emulator-oss-key-secret"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 IMAGE_ANALYZE = "image-analyze"

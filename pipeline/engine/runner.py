@@ -33,22 +33,23 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..cli.validate import item_cost_bound
 from ..config.load import Config
+from ..config.pricing import item_cost_bound
 from ..core.backoff import PollPolicy
 from ..core.capabilities import CAPABILITIES
 from ..core.errors import AuthError, FatalError, ServiceError, ServiceUnreachable
 from ..core.exit_codes import ExitCode
 from ..core.job import Job, split_key
+from ..core.lanes import Lane, PermitLike
 from ..core.outcome import UNFINISHED, RunOutcome, Stop, StopReason, decide, is_run_fault
 from ..core.results import ResultLine, RunFiles
-from ..observe.report import RunStats, stats_from_checkpoint, summarize, with_live_counters
+from ..observe.report import RunStats, stats_from_totals, summarize, with_live_counters
 from ..pacing.build import build_pacers, check_limiter
-from ..pacing.memory import Lane, PacerBackend, PermitLike
+from ..pacing.memory import PacerBackend
 from ..service.client import THROTTLE_WARN_EVERY, ServiceClient
 from ..state.checkpoint import Checkpoint
 from ..state.lock import StateDirLock
-from ..state.resume import check_identity, check_paths, manifest_key, prepare
+from ..state.resume import check_identity, manifest_key, prepare
 from ..state.shards import Shard, check_sharding
 from ..state.sink import Sink
 from ..upload.errors import OssAuthError
@@ -56,6 +57,7 @@ from ..upload.stage import Uploads, check_uploads
 from .chaining import Chain
 from .decisions import ResumeRoute, route_resumed
 from .poller import Poller, TaskHandle
+from .preflight import check_paths
 from .shutdown import FailureWatch, SignalHandlers, carried_window
 from .spend import SpendLedger
 from .stages import Control, Reader, Submitter
@@ -411,7 +413,7 @@ class Run:
         self.stats.finished = self.stats.started + self.stats.elapsed()
         if self._stop is not None and self._stop.reason is StopReason.SPEND_CAP:  # the figures after the drain
             self._stop = Stop(StopReason.SPEND_CAP, self._ledger.stop_detail())
-        totals = stats_from_checkpoint(self._ckpt)
+        totals = stats_from_totals(*self._ckpt.totals())
         failed = sum(c.failed for c in totals.values())
         rejected = self._ckpt.rejected_lines()
         empty = self._ckpt.catalog_empty()

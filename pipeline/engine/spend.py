@@ -26,18 +26,17 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
 
-from ..cli.validate import item_cost
 from ..config.load import Config
+from ..config.pricing import estimate_cost, item_cost, line_cost, unit_priced, usage_numbers
 from ..core.echo import clipped, shown
 from ..core.job import Job
 from ..core.results import ItemStatus, ResultLine
 from ..manifest.reader import read_manifest
-from ..observe.report import estimate_cost
 from ..state.checkpoint import Checkpoint
 
 __all__ = ["SpendLedger", "cap_origin", "line_cost", "overrun_advice", "spend_report", "unit_priced"]
@@ -49,24 +48,6 @@ Kind = tuple[str, str]  # (capability, service id): analyses that cost alike
 PATH_SHOWN = 240
 #: How a waiting reservation waits (the run's `Control.interruptible`: a stop ends the wait).
 Wait = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
-
-
-def line_cost(line: ResultLine, prices: Mapping[str, Mapping[str, float]]) -> float:
-    """What a finished item cost by the price table: tasks are billed on success only."""
-    if line.status is not ItemStatus.SUCCESS:
-        return 0.0
-    cost, _ = estimate_cost({line.service_id: _numbers(line.usage)}, {line.service_id: 1}, prices)
-    return cost
-
-
-def _numbers(usage: Mapping[str, Any] | None) -> dict[str, float]:
-    return {k: float(v) for k, v in (usage or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def unit_priced(service_id: str, prices: Mapping[str, Mapping[str, float]]) -> bool:
-    """Whether `service_id` is priced per unit of usage (tokens, seconds): what one of its
-    analyses costs is then unknown until the service reports usage."""
-    return any(unit != "request" and price for unit, price in (prices.get(service_id) or {}).items())
 
 
 def cap_origin(config: Config) -> str:
@@ -86,7 +67,7 @@ def overrun_advice(line: ResultLine, cost: float, reserved: float, config: Confi
     sid = line.service_id
     prices = config.prices.get(sid) or {}
     estimates = config.usage_estimates.get(sid) or {}
-    usage = _numbers(line.usage)
+    usage = usage_numbers(line.usage)
     over = [(price * (usage.get(unit, 0.0) - estimates.get(unit, 0.0)), unit) for unit, price in prices.items()
             if unit != "request" and price]
     unit = max(over)[1] if over else None
@@ -131,7 +112,7 @@ class SpendLedger:
         for key, state, service_id, status, usage in stale:
             if state == "done" and service_id is not None:
                 good = status == ItemStatus.SUCCESS.value
-                cost, _ = estimate_cost({service_id: _numbers(json.loads(usage) if usage else None)},
+                cost, _ = estimate_cost({service_id: usage_numbers(json.loads(usage) if usage else None)},
                                         {service_id: int(good)}, self._cfg.prices)
                 settle.append((key, cost if good else 0.0))
             else:

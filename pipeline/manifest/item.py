@@ -19,7 +19,6 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config.checks import fill_output
 from ..core.capabilities import (
     CAPABILITIES,
     MAX_BODY_BYTES,
@@ -32,6 +31,7 @@ from ..core.capabilities import (
 )
 from ..core.echo import clipped, shown
 from ..core.job import SOURCE_KINDS, Job
+from ..core.templates import fill_output
 from .formats import Rejected
 
 __all__ = ["ALLOWED_KEYS", "JSON_OVERHEAD", "MISSING_CAPABILITY", "ItemError", "capability_of", "check_id",

@@ -1,0 +1,5 @@
+"""What a person or a monitor sees of a run: the counts and summary, live progress, Prometheus
+metrics (textfile and Pushgateway) and dead man's switch pings.
+
+May import: core, config.
+"""

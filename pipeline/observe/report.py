@@ -8,17 +8,15 @@ printed and written as JSON next to the results.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from ..config.pricing import estimate_cost
 from ..core.capabilities import CAPABILITIES
 from ..core.results import ResultLine
-from ..state.checkpoint import Checkpoint, Outcome
-from ..state.sink import outcome_of
 
 
 @dataclass
@@ -89,7 +87,7 @@ class RunStats:
 
     def on_line(self, line: ResultLine) -> None:
         """Called by the sink for every line made durable."""
-        record(self.caps[line.capability], outcome_of(line))
+        record(self.caps[line.capability], line.status.value, line.service_id, line.usage, line.error_code)
 
     def totals(self) -> CapabilityStats:
         total = CapabilityStats()
@@ -100,41 +98,41 @@ class RunStats:
         return total
 
 
-def record(stats: CapabilityStats, outcome: Outcome) -> None:
-    if outcome.status == "SUCCESS":
+class Finished(Protocol):
+    """What the counts need of a finished (item, analysis): a checkpoint's outcome row, say."""
+
+    @property
+    def capability(self) -> str: ...
+    @property
+    def service_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def error_code(self) -> str | None: ...
+    @property
+    def usage(self) -> Mapping[str, Any] | None: ...
+
+
+def record(stats: CapabilityStats, status: str, service_id: str, usage: Mapping[str, Any] | None,
+           error_code: str | None) -> None:
+    """Count one finished (item, analysis) in `stats`."""
+    if status == "SUCCESS":
         stats.succeeded += 1
-        stats.successes_by_service[outcome.service_id] += 1
-        for key, value in (outcome.usage or {}).items():
+        stats.successes_by_service[service_id] += 1
+        for key, value in (usage or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                stats.usage[outcome.service_id][key] += value
+                stats.usage[service_id][key] += value
     else:
         stats.failed += 1
-        stats.errors[outcome.error_code or "Unknown"] += 1
+        stats.errors[error_code or "Unknown"] += 1
 
 
-def estimate_cost(usage: Mapping[str, Mapping[str, float]], successes: Mapping[str, int],
-                  prices: Mapping[str, Mapping[str, float]]) -> tuple[float, list[str]]:
-    """Estimated cost from usage and the price table; also the service ids with no price."""
-    cost = 0.0
-    unpriced: list[str] = []
-    for service_id in set(usage) | set(successes):
-        table = prices.get(service_id)
-        if not table:
-            if successes.get(service_id):
-                unpriced.append(service_id)
-            continue
-        cost += table.get("request", 0.0) * successes.get(service_id, 0)
-        for key, value in usage.get(service_id, {}).items():
-            cost += table.get(key, 0.0) * value
-    return round(cost, 6), sorted(unpriced)
+CountRow = tuple[str, str, str, "str | None", int]  # capability, service id, status, error code, count
+UsageRow = tuple[str, str, str, float]  # capability, service id, usage key, total (successes only)
 
 
-def stats_from_checkpoint(ckpt: Checkpoint) -> dict[str, CapabilityStats]:
-    """Per-capability outcome counts and usage of every finished item in the checkpoint."""
-    try:
-        counts, usage = ckpt.totals()
-    except sqlite3.OperationalError:  # an SQLite without JSON functions: the slow way
-        return stats_from_outcomes(ckpt.outcomes())
+def stats_from_totals(counts: Iterable[CountRow], usage: Iterable[UsageRow]) -> dict[str, CapabilityStats]:
+    """Per-capability counts and usage from grouped rows (the checkpoint's `totals()`)."""
     caps: dict[str, CapabilityStats] = {name: CapabilityStats() for name in CAPABILITIES}
     for capability, service_id, status, code, n in counts:
         stats = caps.setdefault(capability, CapabilityStats())
@@ -149,10 +147,11 @@ def stats_from_checkpoint(ckpt: Checkpoint) -> dict[str, CapabilityStats]:
     return caps
 
 
-def stats_from_outcomes(outcomes: Iterable[Outcome]) -> dict[str, CapabilityStats]:
+def stats_from_outcomes(outcomes: Iterable[Finished]) -> dict[str, CapabilityStats]:
+    """Per-capability counts and usage, one finished (item, analysis) at a time."""
     caps: dict[str, CapabilityStats] = {name: CapabilityStats() for name in CAPABILITIES}
-    for outcome in outcomes:
-        record(caps.setdefault(outcome.capability, CapabilityStats()), outcome)
+    for o in outcomes:
+        record(caps.setdefault(o.capability, CapabilityStats()), o.status, o.service_id, o.usage, o.error_code)
     return caps
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from ..config.load import Config
 from ..core.capabilities import CAPABILITIES
+from ..core.endpoint import build_base_url
 from ..core.errors import ConfigError
-from .memory import Lane, PacerBackend, Pacers
+from ..core.lanes import Lane
+from .memory import PacerBackend, Pacers
 
 __all__ = ["build_pacers", "check_limiter", "limiter_namespace"]
 
@@ -43,7 +45,6 @@ def limiter_namespace(cfg: Config, api_key: str) -> str:
     """The shared limiter's key space: `limiter_namespace`, or a hash of endpoint + key (never the key)."""
     if cfg.limiter_namespace:
         return cfg.limiter_namespace
-    from ..service.client import build_base_url
     from .redis_keys import default_namespace
 
     return default_namespace(build_base_url(cfg.endpoint or "", cfg.protocol, cfg.workspace), api_key)

@@ -35,22 +35,14 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
 import anyio
 
 from ..core.capabilities import CAPABILITIES
+from ..core.lanes import Lane, PermitLike
 
-__all__ = ["DEFAULT_WEIGHTS", "CapabilityPacers", "GroupPacer", "Lane", "PacerBackend", "Pacers", "Permit",
-           "PermitLike"]
-
-
-class Lane(str, Enum):
-    """Which queue of a group's pacer a request waits in."""
-
-    SUBMIT = "submit"
-    POLL = "poll"
+__all__ = ["DEFAULT_WEIGHTS", "CapabilityPacers", "GroupPacer", "PacerBackend", "Pacers", "Permit"]
 
 
 DEFAULT_WEIGHTS: Mapping[Lane, float] = {Lane.SUBMIT: 3.0, Lane.POLL: 1.0}
@@ -80,12 +72,6 @@ class _Ticket:
         and (while unanswered) assumed no later than `most_late` after it was sent."""
         bound = self.sent + most_late
         return min(bound, self.answered) if self.answered is not None else bound
-
-
-class PermitLike(Protocol):
-    """What a granted slot offers its holder, whichever backend granted it."""
-
-    def answered(self) -> None: ...
 
 
 class PacerBackend(Protocol):

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .memory import DEFAULT_WEIGHTS, GUARD_MARGIN, GUARD_SLACK, MOST_LATE_FRACTION, Lane
+from ..core.lanes import Lane
+from .memory import DEFAULT_WEIGHTS, GUARD_MARGIN, GUARD_SLACK, MOST_LATE_FRACTION
 from .redis_keys import group_keys
 from .redis_script import LocalBook
 

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .memory import CapabilityPacers, Lane
+from ..core.lanes import Lane
+from .memory import CapabilityPacers
 from .redis_group import KEY_TTL_MS, RedisGroupPacer
 from .redis_keys import connect, display_url, group_keys, proc_key, scan_processes
 from .redis_script import BOOK_SCRIPT, PAUSE_SCRIPT, ClockBounds

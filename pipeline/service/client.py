@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -32,6 +31,7 @@ from .. import __version__
 from ..core.backoff import RetryPolicy, retry_delay
 from ..core.capabilities import Capability
 from ..core.echo import shown
+from ..core.endpoint import PATH_PART, build_base_url
 from ..core.errors import (
     ConfigError,
     InvalidParameter,
@@ -43,68 +43,20 @@ from ..core.errors import (
     UnreadableResponse,
     redact,
 )
+from ..core.lanes import Lane, PermitLike
 from ..core.loggable import WIRE_LOGGER
-from ..pacing.memory import Lane, PermitLike
 from .responses import ApiResponse, parse_failure, parse_success
 
-__all__ = ["ApiResponse", "ServiceClient", "build_base_url"]
+__all__ = ["ApiResponse", "ServiceClient"]
 
 log = logging.getLogger(__name__)
 wire = logging.getLogger(WIRE_LOGGER)
 
 USER_AGENT = f"opensearch-media-pipeline/{__version__}"
-_PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # workspace, segment, service id
 _MAX_SNIPPET = 200  # characters of a non-JSON error body kept in the message
 _MAX_CODE = 60  # characters of a server's error code quoted in a warning
 #: Seconds between two "the service has throttled" warnings of one capability, by default.
 THROTTLE_WARN_EVERY = 60.0
-
-
-def build_base_url(endpoint: str, protocol: str, workspace: str) -> str:
-    """``{scheme}://{host[:port]}/v3/openapi/workspaces/{workspace}`` (no trailing slash).
-
-    ``endpoint`` is a full URL (``http://127.0.0.1:8080``) or, as in the official SDK, a bare
-    host (``xxx.opensearch.aliyuncs.com``) combined with ``protocol`` ("http" or "https").
-    Raises ``ConfigError`` (a ``ValueError``) saying what is expected.
-    """
-    expected = (
-        "expected a host such as 'xxx.opensearch.aliyuncs.com' (with protocol http or https) "
-        "or a URL such as 'http://127.0.0.1:8080' with no path"
-    )
-    text = (endpoint or "").strip()
-    if not text:
-        raise ConfigError(f"is empty; {expected}", key="endpoint")
-    if "://" not in text:
-        scheme = (protocol or "").strip().lower()
-        if scheme not in ("http", "https"):
-            raise ConfigError(f"must be 'http' or 'https', got {shown(protocol)}", key="protocol")
-        text = f"{scheme}://{text}"
-    try:
-        parts = urlsplit(text)
-        port = parts.port  # raises ValueError on a bad port
-    except ValueError as exc:
-        raise ConfigError(f"{shown(endpoint)} is not a valid address; {expected}", key="endpoint") from exc
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.username is not None
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-        or any(c.isspace() for c in text)
-    ):
-        raise ConfigError(f"{shown(endpoint)} is not a valid address; {expected}", key="endpoint")
-    if not _PATH_PART.fullmatch(workspace or ""):
-        raise ConfigError(
-            f"{shown(workspace)} is not a valid workspace name; expected letters, digits, '.', '_' or '-' "
-            "(usually 'default')",
-            key="workspace",
-        )
-    host = parts.hostname
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
-    return f"{parts.scheme}://{netloc}/v3/openapi/workspaces/{workspace}"
 
 
 class ServiceClient:
@@ -226,7 +178,7 @@ class ServiceClient:
 
     def _url(self, segment: str, service_id: str) -> str:
         for name, value in (("segment", segment), ("service_id", service_id)):
-            if not isinstance(value, str) or not _PATH_PART.fullmatch(value):
+            if not isinstance(value, str) or not PATH_PART.fullmatch(value):
                 raise InvalidParameter(
                     "InvalidParameter",
                     f"{name} {shown(value)} is not valid: expected letters, digits, '.', '_' or '-'",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -306,14 +307,24 @@ class Checkpoint(SpendStore):
     def totals(self) -> tuple[list[tuple[str, str, str, str | None, int]], list[tuple[str, str, str, float]]]:
         """Finished items grouped in SQL, so a summary of a million items costs no Python loop:
         (capability, service_id, status, error_code, count) rows and (capability, service_id,
-        usage key, sum) rows of the successful ones. Needs SQLite's JSON functions."""
+        usage key, sum) rows of the successful ones. Without SQLite's JSON functions, the usage
+        rows are summed in Python (the slow way, one outcome at a time)."""
         counts = self._conn.execute(
             "SELECT capability, service_id, status, error_code, COUNT(*) FROM jobs WHERE state = 'done' "
             "GROUP BY capability, service_id, status, error_code").fetchall()
-        usage = self._conn.execute(
-            "SELECT j.capability, j.service_id, u.key, SUM(u.value) FROM jobs AS j, json_each(j.usage) AS u "
-            "WHERE j.state = 'done' AND j.status = 'SUCCESS' AND j.usage IS NOT NULL "
-            "AND u.type IN ('integer', 'real') GROUP BY j.capability, j.service_id, u.key").fetchall()
+        try:
+            usage = self._conn.execute(
+                "SELECT j.capability, j.service_id, u.key, SUM(u.value) FROM jobs AS j, json_each(j.usage) AS u "
+                "WHERE j.state = 'done' AND j.status = 'SUCCESS' AND j.usage IS NOT NULL "
+                "AND u.type IN ('integer', 'real') GROUP BY j.capability, j.service_id, u.key").fetchall()
+        except sqlite3.OperationalError:  # no json_each in this SQLite
+            sums: defaultdict[tuple[str, str, str], float] = defaultdict(float)
+            for o in self.outcomes():
+                if o.status == "SUCCESS":
+                    for key, value in (o.usage or {}).items():
+                        if isinstance(value, (int, float)) and not isinstance(value, bool):
+                            sums[(o.capability, o.service_id, key)] += value
+            usage = [(*group, float(total)) for group, total in sums.items()]
         return counts, usage
 
     def counts(self) -> dict[str, dict[str, int]]:

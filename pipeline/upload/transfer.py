@@ -53,8 +53,9 @@ import alibabacloud_oss_v2.aio as oss_aio
 from ..core.backoff import RetryPolicy, retry_delay
 from ..core.echo import clipped, shown
 from ..core.errors import ConfigError, RetryableError, ServiceError, UnreadableResponse
-from .errors import OssAuthError, OssBucketMissing, OssUnavailable, UploadCancelled, translate
+from .errors import OssAuthError, OssBucketMissing, OssUnavailable, UploadCancelled
 from .files import FileStamp, check_unchanged, hash_file, object_key, stamp_of
+from .translate import translate
 
 __all__ = ["CREDENTIAL_ENV", "OssAuthError", "OssBucketMissing", "OssSession", "OssUnavailable", "UploadSettings",
            "UploadedObject", "ensure_uploaded", "presign_get", "probe"]

@@ -1,0 +1,128 @@
+"""`run`: one run of a manifest from the command line, with live progress, metrics and pings
+around it, and the summary printed at the end."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import anyio
+
+from ..config.load import Config, load_config
+from ..core.capabilities import CAPABILITIES
+from ..core.errors import ConfigError, PipelineError, UsageError
+from ..core.exit_codes import ExitCode
+from ..core.results import RunFiles
+from ..engine.runner import Run, RunRequest, RunResult, single_error
+from ..engine.shutdown import SIGNALS
+from ..observe.metrics import RunMetrics
+from ..observe.pings import Pinger
+from ..observe.progress import count_lines, show_progress
+from ..observe.report import RunStats, format_summary, summarize
+from ..state.shards import parse_shard
+from .main import exit_code_for
+from .parser import config_overrides
+
+if sys.version_info < (3, 11):  # anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["run_command"]
+
+log = logging.getLogger("pipeline")
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Config, RunRequest]:
+    config = load_config(args.config, overrides=config_overrides(args))
+    if not config.endpoint:
+        raise ConfigError("no endpoint: give --endpoint URL, set PIPELINE_ENDPOINT, or put endpoint "
+                          "in the --config file", key="endpoint")
+    api_key = os.environ.get("DASHSCOPE_API_KEY", "")
+    if not api_key.strip():
+        raise ConfigError("DASHSCOPE_API_KEY is not set: export your API key first", key="api_key")
+    if args.manifest != "-" and not Path(args.manifest).is_file():
+        what = "is a directory" if Path(args.manifest).is_dir() else "does not exist"
+        raise UsageError(f"manifest {args.manifest} {what}")
+    files = RunFiles.for_results(Path(args.out), Path(args.state_dir) if args.state_dir else None)
+    shard = parse_shard(args.shard) if args.shard else None
+    if shard is not None:  # each shard its own files, so shards never share a lock or a results file
+        files = RunFiles(shard.path(files.results), shard.path(files.state_dir))
+    return config, RunRequest(manifest=args.manifest, files=files, api_key=api_key, config=config,
+                              retry_failed=args.retry_failed, append=args.append, shard=shard,
+                              analyses=args.analyses, config_file=Path(args.config) if args.config else None)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run (or resume) the manifest `args` name; the exit code of the whole run."""
+    config, request = _prepare(args)
+    stats = RunStats()
+    limits = {name: config.limit_rps(name) for name in CAPABILITIES}
+    pinger = Pinger(config.ping_url) if config.ping_url else None
+    metrics = RunMetrics(textfile=Path(config.metrics_file) if config.metrics_file else None,
+                         pushgateway=config.pushgateway) if (config.metrics_file or config.pushgateway) else None
+
+    def live_summary() -> dict[str, object]:
+        return summarize(stats.caps, prices=config.prices, elapsed=stats.elapsed(), qps=limits,
+                         rejected=stats.rejected)
+
+    async def metrics_ticks() -> None:
+        assert metrics is not None
+        while True:
+            await anyio.sleep(config.progress_interval)
+            metrics.progress(live_summary())
+
+    async def with_progress() -> tuple[int, RunResult | None]:
+        result: RunResult | None = None
+        code: int = ExitCode.INTERRUPTED
+        started = False  # pings and metrics begin only once the run is accepted: a refused one touches neither
+
+        async def on_started() -> None:
+            nonlocal started
+            started = True
+            if pinger is not None:
+                await pinger.start()
+            if metrics is not None:
+                tg.start_soon(metrics_ticks)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: show_progress(
+                    stats, limits, total=count_lines(args.manifest), mode="off" if args.quiet else args.progress,
+                    interval=config.progress_interval))
+                try:
+                    result = await Run(request, stats=stats, on_started=on_started).execute()
+                    code = result.exit_code
+                except (PipelineError, OSError) as exc:
+                    code = exit_code_for(exc)
+                    raise
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if metrics is not None and started:
+                    await metrics.finish(result.summary if result else live_summary(), int(code))
+                if pinger is not None and started:
+                    await pinger.finish(int(code))
+        return code, result
+
+    try:
+        code, result = anyio.run(with_progress)
+    except BaseExceptionGroup as group:
+        raise single_error(group) from None
+    # The run's own handlers are gone with its loop; a signal from here on still means "stop
+    # now", and everything is already consistent on disk.
+    for sig in SIGNALS:
+        signal.signal(sig, lambda *_: os._exit(ExitCode.INTERRUPTED))
+    assert result is not None
+    where = f"results: {request.files.results}   summary: {request.files.summary}"
+    if args.log_format == "json":
+        log.info("run %s; %s", result.outcome.value, where, extra={"summary": result.summary})
+    elif not args.quiet:
+        print(format_summary(result.summary), file=sys.stderr)
+        print(where, file=sys.stderr)
+    if result.stop is not None:
+        log.error("run stopped (exit %d): %s", int(code), result.stop)
+    return int(code)
