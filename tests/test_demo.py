@@ -209,6 +209,31 @@ def test_fresh_start_never_deletes_a_directory_the_demo_did_not_make(tmp_path: P
     assert precious.read_text() == "keep me"
 
 
+def test_fresh_start_never_deletes_what_a_user_put_in_a_demos_directory(tmp_path: Path) -> None:
+    """A directory an earlier demo made, where the user then put files of their own, is refused and
+    left as it was: a fresh start replaces only the demo's own files (it deleted the directory whole)."""
+    out = tmp_path / "out"
+    assert demo.prepare_out_dir(out, keep=False) is None  # an earlier demo's directory: its marker
+    project = out / "myproject" / "src"
+    project.mkdir(parents=True)
+    (project / "main.py").write_text("code")
+    problem = demo.prepare_out_dir(out, keep=False)
+    assert problem is not None and "myproject" in problem
+    assert (project / "main.py").read_text() == "code"
+
+
+def test_a_fresh_start_replaces_the_demos_own_files_only(tmp_path: Path) -> None:
+    """An earlier demo's results and state are removed by a fresh start; the directory itself stays."""
+    out = tmp_path / "out"
+    assert demo.prepare_out_dir(out, keep=False) is None
+    files = demo.run_files(sample_manifests()[0], out)
+    files.results.write_text("{}\n")
+    files.state_dir.mkdir()
+    (files.state_dir / "checkpoint.sqlite3").write_bytes(b"")
+    assert demo.prepare_out_dir(out, keep=False) is None
+    assert not files.results.exists() and not files.state_dir.exists() and out.is_dir()
+
+
 def test_keep_resumes_instead_of_running_again(tmp_path: Path) -> None:
     """With --keep a second demo finds every item done and submits nothing again."""
     first = run_demo(tmp_path / "out")

@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import shutil
 from collections import Counter
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.load import Config
+from ..core.echo import clipped
 from ..core.errors import UsageError
 from ..core.exit_codes import ExitCode
 from ..core.job import Job, job_key, split_key
@@ -102,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
         log.error("no sample manifests in %s: the package is incomplete; reinstall it", SAMPLES_DIR)
         return ExitCode.USAGE
     out_dir = Path(args.out_dir)
-    problem = prepare_out_dir(out_dir, keep=bool(args.keep))
+    problem = prepare_out_dir(out_dir, keep=bool(args.keep), manifests=manifests)
     if problem:
         log.error("%s", problem)
         return ExitCode.USAGE
@@ -121,24 +123,53 @@ def find_manifests(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
 
 
-def prepare_out_dir(out_dir: Path, *, keep: bool) -> str | None:
-    """Start fresh (unless `keep`), deleting only a directory an earlier demo made; a problem or None.
-    The directory is checked by the rule of every writing option (`paths.check_targets`) first."""
+def run_files(manifest: Path, out_dir: Path) -> RunFiles:
+    """Where the demo writes `manifest`'s run in `out_dir`."""
+    name = output_name(manifest)
+    return RunFiles(out_dir / f"{name}.results.jsonl", out_dir / f"{name}.state")
+
+
+def demo_entries(out_dir: Path, manifests: list[Path]) -> set[str]:
+    """The names the demo writes in `out_dir`: its marker and each run's files."""
+    names = {MARKER}
+    for manifest in manifests:
+        files = run_files(manifest, out_dir)
+        names |= {files.results.name, files.rejects.name, files.summary.name, files.state_dir.name}
+    return names
+
+
+def prepare_out_dir(out_dir: Path, *, keep: bool, manifests: list[Path] | None = None) -> str | None:
+    """Start fresh (unless `keep`), deleting only what an earlier demo wrote there; a problem or None.
+    The directory is checked by the rule of every writing option (`paths.check_targets`) first: it
+    must be new, empty, or an earlier demo's holding nothing but the demo's own files."""
+    ours = demo_entries(out_dir, manifests if manifests is not None else find_manifests(SAMPLES_DIR))
     try:
-        check_targets([Target("--out-dir", out_dir, Kind.DIR, parents=True, ours=_demo_ours)])
+        check_targets([Target("--out-dir", out_dir, Kind.DIR, parents=True,
+                              ours=lambda path: _demo_ours(path, ours))])
     except UsageError as exc:
         return str(exc)
     if out_dir.exists() and not keep:
-        shutil.rmtree(out_dir)
+        for name in sorted(ours - {MARKER}):  # the demo's own entries only, never the directory
+            entry = out_dir / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MARKER).write_text("written by `python -m pipeline demo`; the next demo deletes this directory\n")
+    (out_dir / MARKER).write_text("written by `python -m pipeline demo`; the next demo replaces the files it "
+                                  "wrote here, and only those\n")
     return None
 
 
-def _demo_ours(out_dir: Path) -> str | None:
-    if (out_dir / MARKER).exists():
-        return None
-    return "holds files the demo did not write: give another --out-dir, or empty it first"
+def _demo_ours(out_dir: Path, ours: set[str]) -> str | None:
+    if not (out_dir / MARKER).exists():
+        return "holds files the demo did not write: give another --out-dir, or empty it first"
+    with os.scandir(out_dir) as entries:
+        foreign = sorted(entry.name for entry in entries if entry.name not in ours)
+    if foreign:
+        return (f"holds files an earlier demo did not write (such as {clipped(foreign[0])}): the demo replaces only "
+                "its own; give another --out-dir, or move them away")
+    return None
 
 
 def outputs_for(manifest: Path) -> Mapping[str, str]:
@@ -174,9 +205,8 @@ async def _run_all(manifests: list[Path], out_dir: Path, scale: float) -> list[M
         _say(f"emulator listening on {emu.url} (time scale {scale:g}: tasks and QPS windows "
              f"{scale:g}x faster than the real service)")
         for manifest in manifests:
-            name = output_name(manifest)
-            item = ManifestRun(manifest, out_dir / f"{name}.results.jsonl", out_dir / f"{name}.state",
-                               outputs=outputs_for(manifest))
+            files = run_files(manifest, out_dir)
+            item = ManifestRun(manifest, files.results, files.state_dir, outputs=outputs_for(manifest))
             _say(f"\n=== {manifest.name} " + "=" * max(0, 60 - len(manifest.name)))
             for cap, template in item.outputs.items():
                 _say(f"config outputs: {cap} without an output writes to {template}")
