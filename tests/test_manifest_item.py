@@ -98,11 +98,13 @@ def test_derived_ids_are_stable_and_content_based() -> None:
     ({"service_id": "ops-../../x"}, "got 'ops-../../x'"),
     ({"service_id": "ops-x?y=1#z"}, "got 'ops-x?y=1#z'"),
     ({"service_id": "ops-a/b"}, "letters, digits, '.', '_' or '-'"),
+    ({"service_id": "ops-" + "q" * 2_000_000}, "(2,000,004 characters)"),  # echoed in counts and the summary
 ])
 def test_service_ids_that_would_change_the_request_path_are_rejected(item: dict[str, Any], fragment: str) -> None:
-    """A service id with '/', '..', '?' or '#' is refused, since it would land in the request path."""
+    """A service id with '/', '..', '?' or '#' is refused, since it would land in the request path; so is
+    one longer than any service's (it is echoed whole in counts and summaries), by a bounded message."""
     text = reason({"capability": "ocr", "url": URL, **item})
-    assert text.startswith("service_id must be 'ops-' followed by") and fragment in text
+    assert text.startswith("service_id must be 'ops-' followed by") and fragment in text and len(text) < 400
 
 
 @pytest.mark.parametrize("interval, fragment", [
@@ -180,9 +182,18 @@ def test_numeric_ids_are_rejected_not_coerced() -> None:
     """An id written as a number is refused with a hint to quote it; the same id as text is fine."""
     for number in (17, 17.0):
         text = reason({"id": number, "capability": "ocr", "url": URL})
-        assert "id must be a string, got a number" in text and "quote it" in text
+        assert "id must be a string, got a number" in text and "quote the id as it is written" in text
     result = check({"id": "17", "capability": "ocr", "url": URL})
     assert isinstance(result, Job) and result.id == "17"
+
+
+def test_a_yaml_octal_looking_id_is_not_given_a_wrong_quoted_suggestion(tmp_path: Path) -> None:
+    """YAML reads `id: 017` as 15: the message says what it was read as and never suggests quoting "15"."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"- id: 017\n  capability: ocr\n  url: {URL}\n")
+    (rejected,) = list(read_manifest(manifest))
+    assert isinstance(rejected, Rejected)
+    assert "read as 15" in rejected.reason and '"15"' not in rejected.reason
 
 
 def test_csv_ids_stay_text(tmp_path: Path) -> None:

@@ -131,8 +131,10 @@ def check_id(item: Mapping[str, Any]) -> str | None:
     value = item["id"]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         # 17, 17.0 and "17" would all become "17": refuse rather than guess which was meant.
-        raise ItemError(f"id must be a string, got a number {show(value)}: quote it (\"{clipped(str(value))}\") so it "
-                       "is kept exactly as written")
+        # The number is what the parser made of the text (YAML reads 017 as 15, and JSON 1e3 as 1000.0):
+        # it cannot say what was written, so the hint does not guess.
+        raise ItemError(f"id must be a string, got a number (read as {show(value)}): quote the id as it is written "
+                       "in the manifest, so it is kept exactly")
     if not isinstance(value, str):
         raise ItemError(f"id must be a non-empty string, got {describe(value)}")
     if not value.strip():
@@ -220,11 +222,17 @@ def _check_local_file(path: str, given: str, base_dir: Path, max_body: int, remo
                        f"request body limit is {max_body / _MB:.0f} MB): {remote}")
 
 
+#: The longest service id accepted: the service's are about 25 characters, and a service id is
+#: echoed whole in counts, price tables and the summary (a 2 MB one was printed in full).
+MAX_SERVICE_ID = 96
+
+
 def _check_service_id(item: dict[str, Any], cap: Capability) -> str:
     service_id = item.get("service_id", cap.default_service_id)
-    if not isinstance(service_id, str) or not valid_service_id(service_id):
+    if not isinstance(service_id, str) or not valid_service_id(service_id) or len(service_id) > MAX_SERVICE_ID:
         raise ItemError(f"service_id must be 'ops-' followed by letters, digits, '.', '_' or '-' (no '..'), "
-                       f"got {show(service_id)}: omit it to use {cap.default_service_id}")
+                       f"at most {MAX_SERVICE_ID} characters, got {show(service_id)}: omit it to use "
+                       f"{cap.default_service_id}")
     owner = owner_of_service_id(service_id)
     if owner is not None and owner is not cap:
         raise ItemError(f"service_id {clipped(service_id)} belongs to {owner.name}, not {cap.name}: "
