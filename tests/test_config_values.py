@@ -277,7 +277,9 @@ def test_outputs_default_to_none_and_aliases_load_as_canonical_names(tmp_path):
     ("teleport: 'oss://b/{id}/'", "unknown capability (known: image_analyze"),
     ("ocr: 'oss://b/{id}/'", "image_analyze takes no output location"),
     ("object_detection: 'oss://b/{id}/'", "object_detection takes no output location"),
-    ("video segmentation: 'oss://b/x/'\n  video_segmentation: 'oss://b/y/'", "has a template already"),
+    ("video segmentation: 'oss://b/x/{id}/'\n  video_segmentation: 'oss://b/y/{id}/'", "has a template already"),
+    ("video_segmentation: 'oss://b/results/'", "must hold {id}"),  # every item under one prefix
+    ("video_segmentation: 'oss://b/results/{id}'", "must end with '/'"),
 ])
 def test_bad_output_templates_name_the_key_and_the_file(tmp_path, entry, says):
     """A template with an unknown placeholder, a non-OSS or bucketless prefix, for an unknown capability

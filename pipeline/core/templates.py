@@ -42,6 +42,12 @@ def output_template_problem(template: object) -> str | None:
         if name not in OUTPUT_PLACEHOLDERS or spec or conversion:
             given = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
             return f"unknown placeholder {clipped(given)} in {shown(template)}: use only {allowed}"
+    # Without {id} every item of the capability writes under one prefix, over each other's outputs.
+    if "id" not in {name for name, _, _ in fields}:
+        return (f"must hold {{id}}, or every item writes its output under the same prefix: "
+                f"such as {_TEMPLATE_EXAMPLE!r} (got {shown(template)})")
+    if not template.endswith("/"):
+        return f"must end with '/': it is a prefix the service writes under, such as {_TEMPLATE_EXAMPLE!r}"
     return None
 
 
