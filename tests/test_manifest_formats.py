@@ -132,6 +132,18 @@ def test_csv_bad_records_are_rejected_and_reading_goes_on(tmp_path: Path) -> Non
     assert job.parameters == {"interval": 2} and job.output == "oss://b/frames/" and job.meta == "just text"
 
 
+def test_a_csv_meta_cell_that_starts_like_json_must_be_json(tmp_path: Path) -> None:
+    """Plain text in a CSV meta cell stays a string, but `{bad` (JSON gone wrong) is rejected like a
+    bad parameters cell, instead of riding along as a string in every result line."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('id,capability,url,meta\na,ocr,https://h/a.png,{bad\nb,ocr,https://h/b.png,[1\n'
+                        'c,ocr,https://h/c.png,plain words\n')
+    results = list(read_manifest(manifest))
+    assert [type(r).__name__ for r in results] == ["Rejected", "Rejected", "Job"]
+    assert all("column 'meta' is not valid JSON" in r.reason for r in results[:2] if isinstance(r, Rejected))
+    assert isinstance(results[2], Job) and results[2].meta == "plain words"
+
+
 def test_yaml_bad_items_are_rejected_and_reading_goes_on(tmp_path: Path) -> None:
     """A YAML item that is not a mapping, uses an unsafe tag or holds a lone surrogate is rejected on
     its line, and the rest is read; dates stay text."""

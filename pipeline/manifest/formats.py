@@ -167,7 +167,9 @@ def _csv_value(column: str, cell: str) -> Any:
     except DuplicateKeyError as exc:
         raise ValueError(f"column '{column}': {exc}") from exc
     except json.JSONDecodeError as exc:
-        if column == "meta":  # any user data: plain text is kept as a string
+        # Any user data: plain text is kept as a string; text that starts like JSON but is not
+        # (`{bad`) is a mistake, and would end up in every result line as a string if kept.
+        if column == "meta" and not cell.lstrip().startswith(("{", "[")):
             return cell
         raise ValueError(f"column '{column}' is not valid JSON ({exc.msg} at column {exc.colno}): "
                          f"write it as JSON text, e.g. {{\"key\": \"value\"}}") from exc
