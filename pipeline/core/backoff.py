@@ -6,8 +6,7 @@ which spreads retrying clients apart better than a fixed or half jitter. A ``Ret
 from the server overrides the schedule but is capped, so a bad header cannot stall a run.
 
 Polls of an async task grow geometrically from ``first_delay`` to ``max_delay`` with a small
-symmetric jitter; when the caller knows how long such tasks usually take, the first poll is
-placed at that time, so a typical task costs one submit and one poll.
+symmetric jitter, so pollers do not move in lockstep.
 """
 
 from __future__ import annotations
@@ -100,24 +99,16 @@ def retry_delay(attempt: int, policy: RetryPolicy, rand: Rand, retry_after: floa
     return rand() * bound
 
 
-def poll_delay(poll_number: int, policy: PollPolicy, rand: Rand, expected: float | None = None) -> float:
+def poll_delay(poll_number: int, policy: PollPolicy, rand: Rand) -> float:
     """Seconds to wait before status poll number ``poll_number`` (1 = the first poll after submit).
 
-    Without ``expected``: ``min(max_delay, first_delay * growth**(n-1))``. With ``expected``
-    (the seconds such a task typically still needs; pass a generous estimate, e.g. a high
-    percentile), poll 1 is placed at ``expected`` (not capped by ``max_delay``, only by
-    ``timeout``) and poll n >= 2 follows the plain schedule shifted by one. Either way the
-    result is spread by ``± jitter`` (a fraction) so pollers do not move in lockstep.
+    ``min(max_delay, first_delay * growth**(n-1))``, spread by ``± jitter`` (a fraction) so
+    pollers do not move in lockstep.
     """
-    n = max(poll_number, 1)
-    if expected is not None and n == 1:
-        nominal = min(max(expected, 0.0), policy.timeout)
-    else:
-        step = n - 1 if expected is None else n - 2
-        try:
-            nominal = min(policy.max_delay, policy.first_delay * policy.growth**step)
-        except OverflowError:
-            nominal = policy.max_delay
+    try:
+        nominal = min(policy.max_delay, policy.first_delay * policy.growth ** (max(poll_number, 1) - 1))
+    except OverflowError:  # a huge poll number: the cap applies anyway
+        nominal = policy.max_delay
     spread = 1.0 + policy.jitter * (2.0 * rand() - 1.0)
     return max(nominal * spread, 0.0)
 

@@ -327,11 +327,6 @@ def valid_service_id(service_id: str) -> bool:
     return _SERVICE_ID.fullmatch(service_id) is not None and ".." not in service_id
 
 
-def file_name_of(job: Job) -> str | None:
-    """The file name the request will carry: `file_name`, else the last segment of the source."""
-    return _file_name(job)
-
-
 def extension(name: str | None) -> str | None:
     """The lower-cased extension of a file name, or None when it has none."""
     if not name or "." not in name.strip("."):

@@ -1,6 +1,6 @@
 """The only module that talks to aiohttp's client: one HTTP seam for the OpenSearch services.
 
-Everything above it sees ``ApiResponse`` and the ``pipeline.errors`` tree; aiohttp's own
+Everything above it sees ``ApiResponse`` and the ``core.errors`` tree; aiohttp's own
 exceptions are translated here (always ``raise ... from exc``). Retries live here too:
 each attempt first waits on the caller's ``throttle`` (its QPS limiter), then sends; a
 retryable failure waits ``backoff.retry_delay`` via the injected ``sleep``.
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 wire = logging.getLogger(WIRE_LOGGER)
 
 USER_AGENT = f"opensearch-media-pipeline/{__version__}"
-_MAX_SNIPPET = 200  # characters of a non-JSON error body kept in the message
 _MAX_CODE = 60  # characters of a server's error code quoted in a warning
 #: Seconds between two "the service has throttled" warnings of one capability, by default.
 THROTTLE_WARN_EVERY = 60.0

@@ -1,7 +1,7 @@
 """The upload stage of a run: `path` items that do not fit the request body go to OSS first.
 
 For each such item (or every `path` item with `upload.always`): the file is uploaded once,
-content-addressed (`upload.py` does the OSS work through the official SDK), the object is
+content-addressed (`transfer.py` does the OSS work through the official SDK), the object is
 recorded in the checkpoint against the item with the file's size and mtime (so a resume
 neither hashes nor uploads it again while the file keeps them, and uploads the new bytes of a
 file changed since), and the item is rewritten to what its capability reads: `oss://bucket/key`
@@ -19,7 +19,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..config.sections import UploadConfig
 from ..core.backoff import RetryPolicy
@@ -145,6 +145,3 @@ class Uploads:
 
         url = presign_get(obj, self._settings, self._expires)
         return dataclasses.replace(job, source_kind="url", source=url, file_name=name, source_oss=oss_uri)
-
-    def describe(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "bucket": self._cfg.bucket or None}
