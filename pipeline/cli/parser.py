@@ -1,6 +1,6 @@
 """The command line's grammar: `build_parser()` for `python -m pipeline` and `media-pipeline`.
 
-Only arguments live here; `__main__.py` runs the commands. Two habits of the parser:
+Only arguments live here; `main.py` runs the commands. Two habits of the parser:
 
 - `-v`, `-q` and `--log-format` work before or after the command (`-v run …` and `run … -v`):
   they are defined on the main parser with real defaults and again on each command with

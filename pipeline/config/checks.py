@@ -2,7 +2,7 @@
 OSS output templates.
 
 Each `*_problem` check returns None when the value is fine, or a sentence saying what is
-expected; the caller (`config.py`) turns it into a `ConfigError` naming the key. `coerce` and
+expected; the caller (`load.py`) turns it into a `ConfigError` naming the key. `coerce` and
 `parse_env` type one layer's raw value and raise `ConfigError` naming the key and where the
 value came from. Nothing here does I/O except `metrics_file_problem`, which looks at the
 file system.
