@@ -514,6 +514,20 @@ async def test_default_policy_makes_two_requests_for_endless_create_timeouts(moc
     assert len(calls(mocked, "POST", CREATE)) == 2
 
 
+async def test_the_error_raised_is_a_new_one_and_the_caught_one_is_left_alone(mocked, make_client):
+    """Giving up raises a new error (attempts counted, the billing note added, aiohttp's cause kept); the
+    one the client caught, seen by on_retry, keeps its own attempts and message."""
+    mocked.post(CREATE, exception=asyncio.TimeoutError(), repeat=True)
+    seen: list[ServerError] = []
+    with pytest.raises(TransportError) as info:
+        await make_client(on_retry=lambda cap, err, delay: seen.append(err)).submit(IMAGE, SID, BODY)
+    raised, caught = info.value, info.value.__context__
+    assert isinstance(caught, TransportError) and caught is not raised and caught not in seen
+    assert (raised.attempts, caught.attempts, seen[0].attempts) == (2, 1, 1)
+    assert "sent 2 times" in raised.message and "sent" not in caught.message and "sent" not in seen[0].message
+    assert isinstance(raised.__cause__, asyncio.TimeoutError) and raised.__cause__ is caught.__cause__
+
+
 async def test_no_ambiguous_budget_makes_the_first_timeout_final(mocked, make_client, sleep):
     """With ambiguous_creates=0 a create timeout is final at once: one request, no sleep, no on_ambiguous."""
     mocked.post(CREATE, exception=asyncio.TimeoutError(), repeat=True)

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from pipeline.core.backoff import RetryPolicy
-from pipeline.core.errors import FatalError
+from pipeline.core.errors import FatalError, UnreadableResponse
 from pipeline.emulator.oss import OssSettings
 from pipeline.emulator.oss_server import RunningOss, start_oss
 from pipeline.upload.errors import OssAuthError, OssUnavailable
@@ -242,6 +242,23 @@ async def test_retries_give_up_saying_oss_is_unavailable(oss_emu: RunningOss, tm
     message = caught.value.message
     assert oss_emu.url in message and "'media'" in message and "3 attempts" in message and "503" in message
     assert oss_emu.state.counters["HeadObject"] == 3
+
+
+async def test_giving_up_leaves_the_caught_error_alone(oss_emu: RunningOss, tmp_path: Path) -> None:
+    """Past the retries OssUnavailable counts the attempts; the error it is raised from (an upload answered
+    200 that stored nothing, the last attempt's) is left as it was caught: one attempt of its own."""
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    oss_emu.state.inject("PutObject", "garbage", times=3)
+    settings = _settings(oss_emu, retry=RetryPolicy(max_attempts=3))
+    async with OssSession(settings, tmp_path / "state", sleep=no_sleep) as session:
+        with pytest.raises(OssUnavailable) as caught:
+            await session.ensure_uploaded(_file(tmp_path / "x.png", 10))
+    cause = caught.value.__cause__
+    assert caught.value.attempts == 3 and "3 attempts" in caught.value.message
+    assert isinstance(cause, UnreadableResponse) and cause.attempts == 1
+    assert oss_emu.state.counters["PutObject"] == 3
 
 
 async def test_unreachable_endpoint_is_oss_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,10 +25,10 @@ the session's own thread pool, ``concurrency`` at a time; HEAD uses the SDK's as
 Credentials come only from the SDK's environment variables (``OSS_ACCESS_KEY_ID``,
 ``OSS_ACCESS_KEY_SECRET``, optional ``OSS_SESSION_TOKEN``) and are never written anywhere.
 
-Errors: :class:`~pipeline.upload_files.FileError` (this item fails), :class:`OssAuthError`
+Errors: :class:`~pipeline.upload.files.FileError` (this item fails), :class:`OssAuthError`
 (403: stop the run, like a 401), :class:`OssBucketMissing` (stop the run), and
 :class:`OssUnavailable` once 5xx, 429s, timeouts, dropped connections and unusable 2xx answers
-outlast the retries (retried with :func:`pipeline.backoff.retry_delay`): OSS, not the item, is
+outlast the retries (as :class:`~pipeline.core.retries.RetryBudget` says): OSS, not the item, is
 failing, so the run stops resumably rather than failing items.
 """
 
@@ -50,9 +50,10 @@ from urllib.parse import urlsplit
 import alibabacloud_oss_v2 as oss
 import alibabacloud_oss_v2.aio as oss_aio
 
-from ..core.backoff import RetryPolicy, retry_delay
+from ..core.backoff import RetryPolicy
 from ..core.echo import clipped, shown
 from ..core.errors import ConfigError, RetryableError, ServiceError, UnreadableResponse
+from ..core.retries import Failure, RetryBudget
 from .errors import OssAuthError, OssBucketMissing, OssUnavailable, UploadCancelled
 from .files import FileStamp, check_unchanged, hash_file, object_key, stamp_of
 from .translate import translate
@@ -158,7 +159,7 @@ def _sdk_config(settings: UploadSettings) -> Any:
         cfg.use_path_style = settings.path_style
     # A hang or a silent server ends an attempt after this, not after the SDK's 10 s + 20 s.
     cfg.connect_timeout = cfg.readwrite_timeout = settings.timeout
-    # Retries are ours (pipeline.backoff), so a failure is seen once, classified, then retried.
+    # Retries are ours (core.retries), so a failure is seen once, classified, then retried.
     cfg.retryer = oss.retry.NopRetryer()
     return cfg
 
@@ -319,26 +320,33 @@ class OssSession:
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """``call()``, again after a backoff while it fails with a retryable error (5xx, 429, no
-        answer, an unusable 2xx); past the retries, :class:`OssUnavailable`."""
-        attempt = 1
+        answer, an unusable 2xx); past the retries, :class:`OssUnavailable`.
+
+        Every retryable failure counts against ``max_attempts``, a 429 too, and OSS's
+        ``Retry-After`` is not read: one attempt (HEAD, upload, HEAD) sends nothing twice, so no
+        failure is ambiguous, and OSS throttling for long is an outage to stop on, resumably."""
+        budget = RetryBudget(self.settings.retry)
         while True:
             try:
                 return await call()
             except Exception as exc:
                 error = translate(exc, "OSS")
-                if isinstance(error, ServiceError):
-                    error.attempts = attempt
-                if isinstance(error, RetryableError) and attempt >= self.settings.retry.max_attempts:
+                if not isinstance(error, RetryableError):
+                    if not isinstance(error, ServiceError):
+                        if error is exc:
+                            raise
+                        raise error from exc
+                    # our own error (a FileError) keeps its cause; an SDK exception is the cause of its translation
+                    raise error.with_attempts(budget.next_attempt) from (exc.__cause__ if error is exc else exc)
+                verdict = budget.after(Failure.TRANSIENT, self._rand)
+                budget = verdict.budget
+                if verdict.delay is None:
                     status = f" (HTTP {error.http_status})" if error.http_status else ""
                     raise OssUnavailable(
-                        None, f"OSS at {self.settings.where} failed {attempt} attempts in a row, the last with "
-                              f"{error.code}{status}: {clipped(error.message, 300)}", attempts=attempt) from exc
-                if not isinstance(error, RetryableError):
-                    if error is exc:
-                        raise
-                    raise error from exc
-            await self._sleep(retry_delay(attempt, self.settings.retry, self._rand))
-            attempt += 1
+                        None, f"OSS at {self.settings.where} failed {budget.attempts} attempts in a row, the last "
+                              f"with {error.code}{status}: {clipped(error.message, 300)}",
+                        attempts=budget.attempts) from exc
+            await self._sleep(verdict.delay)
 
     async def _put_file(self, path: Path, obj: UploadedObject, stamp: FileStamp) -> None:
         loop = asyncio.get_running_loop()
