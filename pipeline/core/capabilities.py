@@ -5,7 +5,7 @@ it is a synchronous call or an async task, its default and known service ids, wh
 sources it accepts, how to build a request body from a `Job`, how to read its result, which
 QPS group it draws from and which capability's result it takes as its chunks. No other code of
 the pipeline names a capability (tests/test_capabilities.py checks). Adding one is an entry
-here, plus what is not the pipeline's: its prices in the config's default price table (by
+here, plus what is not the pipeline's code: its published prices (`config/pricing.py`, by
 service id), its model in the emulator (`emulator/settings.py`), and the README's table.
 """
 
