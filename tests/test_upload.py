@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from pipeline.config.sections import MAX_PRESIGN_S, MIN_PART_BYTES, UploadConfig
 from pipeline.core.backoff import RetryPolicy
-from pipeline.core.errors import FatalError, UnreadableResponse
+from pipeline.core.errors import ConfigError, FatalError, UnreadableResponse
 from pipeline.emulator.oss import OssSettings
 from pipeline.emulator.oss_server import RunningOss, start_oss
 from pipeline.upload.errors import OssAuthError, OssUnavailable
@@ -141,6 +143,31 @@ async def test_presigned_url_fetches_the_bytes(oss_emu: RunningOss, tmp_path: Pa
     url = presign_get(obj, settings, expires_s=3600)
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         assert resp.status == 200 and await resp.read() == image.read_bytes()
+
+
+async def test_a_url_presigned_for_the_longest_allowed_is_one_oss_takes(oss_emu: RunningOss, tmp_path: Path) -> None:
+    """A URL presigned for MAX_PRESIGN_S (the one cap the upload stage and presign_get share) is accepted by
+    OSS as emulated; a second longer is refused before anything is signed."""
+    settings = _settings(oss_emu)
+    obj = await ensure_uploaded(_file(tmp_path / "scan.png", 1000), settings, tmp_path / "state")
+    async with aiohttp.ClientSession() as http, http.get(presign_get(obj, settings, MAX_PRESIGN_S)) as resp:
+        assert resp.status == 200
+    with pytest.raises(ConfigError, match="7 days"):
+        presign_get(obj, settings, MAX_PRESIGN_S + 1)
+
+
+def test_upload_settings_are_the_upload_config_and_the_run_s_retry_and_timeout() -> None:
+    """UploadSettings.of keeps every upload: key as configured and adds the retry policy and the timeout;
+    a bad part size is refused by the one check the config has."""
+    config = UploadConfig(bucket="b", prefix="p", region="r", endpoint="e", concurrency=2, part_size=MIN_PART_BYTES,
+                          always=True)
+    settings = UploadSettings.of(config, RetryPolicy(max_attempts=2), 5.0)
+    assert {f.name: getattr(settings, f.name) for f in dataclasses.fields(UploadConfig)} == dataclasses.asdict(config)
+    assert (settings.retry.max_attempts, settings.timeout) == (2, 5.0)
+    with pytest.raises(ConfigError, match=r"upload\.part_size"):
+        UploadSettings(bucket="b", part_size=MIN_PART_BYTES - 1)
+    with pytest.raises(ConfigError, match="request_timeout"):
+        UploadSettings(bucket="b", timeout=0)
 
 
 async def test_wrong_secret_is_fatal(oss_emu: RunningOss, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

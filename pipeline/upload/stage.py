@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config.sections import UploadConfig
+from ..config.sections import MAX_PRESIGN_S, UploadConfig
 from ..core.backoff import RetryPolicy
 from ..core.capabilities import CAPABILITIES
 from ..core.echo import clipped
@@ -37,9 +37,8 @@ __all__ = ["Uploads", "check_uploads", "goes_to_oss"]
 
 log = logging.getLogger("pipeline.run")
 
-#: A presigned URL outlives the poll timeout by this much (and never 7 days).
+#: A presigned URL outlives the poll timeout by this much (and never OSS's 7 days).
 PRESIGN_MARGIN_S = 3600.0
-PRESIGN_MAX_S = 7 * 24 * 3600.0
 
 
 def goes_to_oss(capability: str, size: int, *, always: bool) -> bool:
@@ -52,9 +51,7 @@ def goes_to_oss(capability: str, size: int, *, always: bool) -> bool:
 def _settings(cfg: UploadConfig, retry: RetryPolicy, timeout: float) -> UploadSettings:
     from .transfer import UploadSettings
 
-    return UploadSettings(bucket=cfg.bucket, prefix=cfg.prefix, region=cfg.region, endpoint=cfg.endpoint,
-                          concurrency=cfg.concurrency, part_size=cfg.part_size, always=cfg.always, retry=retry,
-                          timeout=timeout)
+    return UploadSettings.of(cfg, retry, timeout)
 
 
 async def check_uploads(cfg: UploadConfig, *, timeout: float = 30.0) -> None:
@@ -87,7 +84,7 @@ class Uploads:
         self._cfg = cfg
         self._retry = retry
         self._timeout = timeout  # each OSS request's connect and read timeout: the run's request_timeout
-        self._expires = min(poll_timeout + PRESIGN_MARGIN_S, PRESIGN_MAX_S)
+        self._expires = min(poll_timeout + PRESIGN_MARGIN_S, MAX_PRESIGN_S)
         self._state_dir = state_dir
         self._ckpt = checkpoint
         self._on_bytes = on_bytes

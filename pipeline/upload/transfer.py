@@ -41,7 +41,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 import alibabacloud_oss_v2 as oss
 import alibabacloud_oss_v2.aio as oss_aio
 
+from ..config.sections import MAX_PRESIGN_S, UploadConfig
 from ..core.backoff import RetryPolicy
 from ..core.echo import clipped, shown
 from ..core.errors import ConfigError, RetryableError, ServiceError, UnreadableResponse
@@ -63,9 +64,6 @@ __all__ = ["CREDENTIAL_ENV", "OssAuthError", "OssBucketMissing", "OssSession", "
 
 T = TypeVar("T")
 CREDENTIAL_ENV = ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET")  # OSS_SESSION_TOKEN is optional
-MIB = 1024 * 1024
-MIN_PART = 100 * 1024  # OSS refuses smaller parts (except the last)
-MAX_PRESIGN = 7 * 24 * 3600  # OSS's limit for a presigned URL, in seconds
 CHECKPOINT_DIR = "oss-upload"  # under the state dir: the SDK uploader's .ucp files
 PART_PARALLEL = 3  # parts in flight per multipart upload (the SDK's default)
 #: The start check's object: a content-addressed name no file has (no sha256 is all zeros).
@@ -73,27 +71,22 @@ PROBE_NAME = "0" * 64
 
 
 @dataclass(frozen=True)
-class UploadSettings:
-    """The ``upload:`` configuration; credentials are not here (environment only)."""
+class UploadSettings(UploadConfig):
+    """The ``upload:`` configuration and what the run adds to it: the retry policy and each
+    request's timeout. Credentials are not here (environment only)."""
 
-    bucket: str = ""
-    prefix: str = "media-pipeline"
-    region: str = "cn-hangzhou"
-    endpoint: str | None = None  # host or full URL; None: the region's public endpoint
-    concurrency: int = 4  # files hashed or uploaded at once
-    part_size: int = 8 * MIB  # files this big or bigger go multipart
-    always: bool = False  # upload every `path` source, not only those too big to send inline
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = 30.0  # seconds to connect, and between bytes of an answer (the run's request_timeout)
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigError(f"must be >= 1, got {self.concurrency!r}", key="upload.concurrency")
-        if self.part_size < MIN_PART:
-            raise ConfigError(f"must be >= {MIN_PART} bytes (OSS's minimum part), got {self.part_size!r}",
-                              key="upload.part_size")
+        super().__post_init__()
         if not self.timeout > 0:
             raise ConfigError(f"must be > 0 seconds, got {self.timeout!r}", key="request_timeout")
+
+    @classmethod
+    def of(cls, config: UploadConfig, retry: RetryPolicy, timeout: float) -> UploadSettings:
+        """``config`` with the run's retry policy and request timeout."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(UploadConfig)}, retry=retry, timeout=timeout)
 
     def check(self, env: Mapping[str, str] | None = None) -> str | None:
         """Why uploads cannot start (missing bucket or credentials), or None; checked before the run."""
@@ -166,7 +159,7 @@ def _sdk_config(settings: UploadSettings) -> Any:
 
 def presign_get(obj: UploadedObject, settings: UploadSettings, expires_s: float) -> str:
     """A presigned GET URL for ``obj``, valid ``expires_s`` seconds (at most 7 days). No network."""
-    if not 0 < expires_s <= MAX_PRESIGN:
+    if not 0 < expires_s <= MAX_PRESIGN_S:
         raise ConfigError(f"a presigned URL lives 1 s to 7 days, asked for {expires_s!r} s", key="upload.presign")
     client = oss.Client(_sdk_config(settings))
     request = oss.GetObjectRequest(bucket=obj.bucket, key=obj.key)
