@@ -40,7 +40,8 @@ from .checks import (
     metrics_file_problem,
     parse_duration,
     parse_env,
-    web_url_problem,
+    ping_url_problem,
+    pushgateway_problem,
 )
 from .pricing import default_prices, default_usage_estimates
 from .sections import FailureThreshold, UploadConfig
@@ -194,9 +195,9 @@ class Config:
                 f"time scale {self.time_scale:g} (PIPELINE_TIME_SCALE) is a test/demo facility for the local "
                 f"emulator and needs a loopback endpoint (127.0.0.0/8, ::1, localhost), not {shown(host)}: "
                 "unset PIPELINE_TIME_SCALE to run against the service", key="time_scale")
-        for key in ("pushgateway", "ping_url"):
+        for key, url_problem in (("pushgateway", pushgateway_problem), ("ping_url", ping_url_problem)):
             url = getattr(self, key)
-            problem = None if url is None else web_url_problem(url, key)
+            problem = None if url is None else url_problem(url)
             if problem:
                 raise ConfigError(problem, key=key)
         problem = limiter_problem(self.limiter)

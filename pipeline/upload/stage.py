@@ -133,8 +133,7 @@ class Uploads:
                 log.warning("%s changed since it was uploaded for item %s (%d -> %d bytes): its new content is "
                             "uploaded and sent", clipped(job.source), clipped(job.id), record.size, obj.size)
             self._ckpt.record_upload(job.id, obj.bucket, obj.key, obj.size, obj.sha256, mtime_ns=obj.mtime_ns)
-        bucket, key = obj.bucket, obj.key
-        oss_uri = f"oss://{bucket}/{key}"
+        oss_uri = obj.oss_uri
         name = job.file_name or os.path.basename(job.source)
         if "oss" in CAPABILITIES[job.capability].sources:
             return dataclasses.replace(job, source_kind="oss", source=oss_uri, file_name=name, source_oss=oss_uri)
