@@ -33,6 +33,7 @@ from pipeline.core.errors import (
     TransportError,
 )
 from pipeline.core.lanes import Lane
+from pipeline.service.bodies import RequestBody
 from pipeline.service.client import ApiResponse, ServiceClient
 
 KEY = "sk-test-Secret-0123456789"
@@ -187,6 +188,15 @@ async def test_submit_async_capability_path_headers_and_body(mocked, make_client
     assert json.loads(call.kwargs["data"]) == BODY
     assert call.kwargs["timeout"].total == 30.0
     assert call.kwargs["allow_redirects"] is False
+
+
+async def test_an_encoded_body_is_sent_as_it_was_encoded(mocked, make_client):
+    """A RequestBody's bytes are what goes on the wire, not encoded again: the very object, spacing and all."""
+    mocked.post(CREATE, payload=OK)
+    body = RequestBody(BODY, json.dumps(BODY, indent=1).encode())  # not the client's compact form
+    await make_client().submit(IMAGE, SID, body)
+    [call] = calls(mocked, "POST", CREATE)
+    assert call.kwargs["data"] is body.data
 
 
 async def test_get_task_status_path_and_query(mocked, make_client):

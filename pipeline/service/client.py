@@ -17,7 +17,6 @@ body cannot be used was accepted: for a create it is ambiguous, like a timeout a
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -46,6 +45,7 @@ from ..core.errors import (
 from ..core.lanes import Lane, PermitLike
 from ..core.loggable import WIRE_LOGGER
 from ..core.retries import Failure, RetryBudget, failure_of
+from .bodies import RequestBody, encode_body
 from .responses import ApiResponse, parse_failure, parse_success
 
 __all__ = ["ApiResponse", "ServiceClient"]
@@ -126,10 +126,12 @@ class ServiceClient:
     # -- public calls ------------------------------------------------------------------
 
     async def submit(
-        self, capability: Capability, service_id: str, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
+        self, capability: Capability, service_id: str, body: RequestBody | Mapping[str, Any], *,
+        retry: RetryPolicy | None = None,
     ) -> ApiResponse:
         """Create an async task (``result`` holds ``task_id``) or, for a synchronous capability,
-        make the call (``result`` is the answer). The URL comes from the capability.
+        make the call (``result`` is the answer). The URL comes from the capability; a
+        `RequestBody` is sent as it was encoded, a mapping is encoded here (`encode_body`).
 
         A create whose outcome is unknown (a timeout or a dropped connection after the body may
         have been sent, or a 2xx whose body cannot be used: no JSON, no result, an async create
@@ -138,7 +140,8 @@ class ServiceClient:
         429s never end it: it waits for as long as the service throttles (see the module docstring).
         """
         url = self._url(capability.segment, service_id) + ("/async" if capability.is_async else "")
-        return await self._call("POST", capability.name, url, body=body, params=None, retry=retry,
+        data = body.data if isinstance(body, RequestBody) else encode_body(body)
+        return await self._call("POST", capability.name, url, data=data, params=None, retry=retry,
                                 needs="task_id" if capability.is_async else None)
 
     async def get_task_status(
@@ -149,7 +152,7 @@ class ServiceClient:
         429s draw on ``retry.max_rate_limited`` and then raise ``RateLimited``: the poller
         passes a single-shot policy and reschedules the poll itself, never failing the task."""
         url = f"{self._url(capability.segment, service_id)}/async/task-status"
-        return await self._call("GET", capability.name, url, body=None, params={"task_id": task_id}, retry=retry,
+        return await self._call("GET", capability.name, url, data=None, params={"task_id": task_id}, retry=retry,
                                 needs="status")
 
     async def close(self) -> None:
@@ -200,21 +203,13 @@ class ServiceClient:
         capability: str,
         url: str,
         *,
-        body: Mapping[str, Any] | None,
+        data: bytes | None,
         params: dict[str, str] | None,
         retry: RetryPolicy | None,
         needs: str | None,
     ) -> ApiResponse:
         policy = retry or self._retry
         create = method == "POST"  # a create or a synchronous call: may be billed, never failed by 429s
-        data: bytes | None = None
-        if body is not None:
-            try:
-                data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            except (TypeError, ValueError) as exc:
-                raise InvalidParameter(
-                    "InvalidParameter", self._redact(f"request body is not JSON-serializable: {exc}")
-                ) from exc
         budget = RetryBudget(policy, create=create)
         while True:
             permit = None
