@@ -28,18 +28,17 @@ Rand = Callable[[], float]  # returns a float in [0, 1), like random.random
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How the client retries one request.
+    """How one request is retried (`core.retries.RetryBudget` spends it).
 
-    ``max_attempts`` counts every request for non-429 failures, the first included.
-    A 429 slows the client and never fails an item: a create keeps waiting for as long as the
-    service throttles, and ``max_rate_limited`` (once the 429 budget of one request) is now the
-    number of 429 answers in a row to one create after which a warning says for how long the
-    service has throttled (then at most once a minute per capability). For a status poll it is
-    still the 429s one call takes before handing back to the poller, which polls again later.
-    ``ambiguous_creates`` is how many times a create whose outcome is unknown (a timeout or
-    a dropped connection after the body was sent, or a 2xx whose body cannot be used) may be
-    sent again: the service may have accepted, and billed, the first one, so this budget is
-    small and may be 0.
+    ``max_attempts`` counts the requests of non-429 failures, the first included; the delays
+    grow from ``base`` by ``factor`` up to ``max_delay``, with full jitter, or follow the
+    server's ``Retry-After`` up to ``retry_after_cap``. A 429 never fails a create: after each
+    ``max_rate_limited`` 429s in a row a warning says for how long the service has throttled
+    (at most once a minute per capability); a status poll hands back to the poller after that
+    many, and is polled again later. ``ambiguous_creates`` is how many times a create whose
+    outcome is unknown (a timeout or a dropped connection after the body was sent, or a 2xx
+    whose body cannot be used) may be sent again: the service may have accepted, and billed,
+    the first one, so this budget is small and may be 0.
     """
 
     base: float = 1.0
