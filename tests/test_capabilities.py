@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 from typing import Any
 
 import pytest
+from support import REPO
 
 from pipeline.core.capabilities import (
     CAPABILITIES,
@@ -82,11 +85,31 @@ def test_resolve_unknown_names_to_none(spelling: str) -> None:
 def test_service_ids_belong_to_one_capability_each() -> None:
     """Every known service id starts with ops- and maps back to the capability that lists it."""
     for cap in CAPABILITIES.values():
-        assert cap.default_service_id in cap.known_service_ids
+        assert cap.known_service_ids[0] == cap.default_service_id
         for sid in cap.known_service_ids:
             assert sid.startswith("ops-")
             assert owner_of_service_id(sid) is cap
     assert owner_of_service_id("ops-unknown-999") is None
+
+
+#: Modules that may name capabilities: the table itself, the emulator (a model of the service,
+#: with its own table) and the demo (its sample config, written as a user would).
+NAMING_ALLOWED = {"pipeline/core/capabilities.py", "pipeline/cli/demo.py"}
+
+
+def test_no_code_outside_the_table_names_a_capability() -> None:
+    """Outside the table (the emulator and the demo's config aside) no module of the pipeline holds a
+    capability's name or path segment: what a capability does is read from its row."""
+    names = {spelling for cap in CAPABILITIES.values() for spelling in (cap.name, cap.segment)}
+    found = []
+    for path in sorted((REPO / "pipeline").rglob("*.py")):
+        where = path.relative_to(REPO).as_posix()
+        if where in NAMING_ALLOWED or where.startswith("pipeline/emulator/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{where}:{node.lineno} {node.value}")
+    assert found == []
 
 
 def test_body_limit_is_eight_megabytes() -> None:
@@ -184,6 +207,13 @@ def test_default_outputs_are_base64_for_snapshot_and_text_for_asr() -> None:
     for name in ("video_segmentation", "video_summarization"):
         assert effective_output(CAPABILITIES[name], job(name, "url", "https://h/v")) is None
         assert CAPABILITIES[name].requires_output_oss
+
+
+def test_the_body_takes_its_default_output_from_the_row() -> None:
+    """A row's default_output is the one home of that default: the body and effective_output both follow it."""
+    cap = dataclasses.replace(CAPABILITIES["audio_asr"], default_output={"type": "oss", "oss": "oss://b/asr/"})
+    asr = job("audio_asr", "url", "https://h/a.wav")
+    assert cap.build_body(asr, None)["output"] == effective_output(cap, asr) == {"type": "oss", "oss": "oss://b/asr/"}
 
 
 def test_output_shorthand_and_type_default() -> None:

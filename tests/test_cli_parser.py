@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import __version__
 from pipeline.cli.parser import MODULE_PROG, build_parser, config_overrides, default_prog
-from pipeline.config.load import load_config
+from pipeline.config.load import ENV_ONLY_KEYS, FILE_KEYS, FLAG_KEYS, flag_of, load_config
 from pipeline.core.exit_codes import ExitCode
 
 PROG = "media-pipeline"
@@ -143,6 +143,16 @@ def test_run_flags_parse_and_reach_the_config(tmp_path):
         "http://127.0.0.1:8765", "ws", 12.5, 5400.0)
     assert (config.metrics_file, config.pushgateway, config.ping_url, config.limiter) == (
         str(tmp_path / "p.prom"), "http://127.0.0.1:9091", "https://hc.example/ping/abc", "redis://127.0.0.1:6379/0")
+
+
+def test_the_run_flags_that_are_config_keys_are_config_s_list():
+    """run offers a flag for exactly the config keys of FLAG_KEYS, each spelled flag_of(key), so an error in
+    its value names the flag the user typed."""
+    commands = next(a for a in build_parser(PROG)._actions if isinstance(a, argparse._SubParsersAction))
+    run = commands.choices["run"]
+    options = {action.dest: action.option_strings for action in run._actions}
+    assert {dest for dest in options if dest in FILE_KEYS | ENV_ONLY_KEYS} == set(FLAG_KEYS)
+    assert all(options[key] == [flag_of(key)] for key in FLAG_KEYS)
 
 
 def test_run_flags_left_out_are_none():

@@ -33,6 +33,7 @@ from pipeline.core.errors import (
     TransportError,
 )
 from pipeline.core.lanes import Lane
+from pipeline.service.bodies import RequestBody
 from pipeline.service.client import ApiResponse, ServiceClient
 
 KEY = "sk-test-Secret-0123456789"
@@ -187,6 +188,15 @@ async def test_submit_async_capability_path_headers_and_body(mocked, make_client
     assert json.loads(call.kwargs["data"]) == BODY
     assert call.kwargs["timeout"].total == 30.0
     assert call.kwargs["allow_redirects"] is False
+
+
+async def test_an_encoded_body_is_sent_as_it_was_encoded(mocked, make_client):
+    """A RequestBody's bytes are what goes on the wire, not encoded again: the very object, spacing and all."""
+    mocked.post(CREATE, payload=OK)
+    body = RequestBody(BODY, json.dumps(BODY, indent=1).encode())  # not the client's compact form
+    await make_client().submit(IMAGE, SID, body)
+    [call] = calls(mocked, "POST", CREATE)
+    assert call.kwargs["data"] is body.data
 
 
 async def test_get_task_status_path_and_query(mocked, make_client):
@@ -512,6 +522,20 @@ async def test_default_policy_makes_two_requests_for_endless_create_timeouts(moc
     assert info.value.attempts == 2
     assert isinstance(info.value.__cause__, asyncio.TimeoutError)
     assert len(calls(mocked, "POST", CREATE)) == 2
+
+
+async def test_the_error_raised_is_a_new_one_and_the_caught_one_is_left_alone(mocked, make_client):
+    """Giving up raises a new error (attempts counted, the billing note added, aiohttp's cause kept); the
+    one the client caught, seen by on_retry, keeps its own attempts and message."""
+    mocked.post(CREATE, exception=asyncio.TimeoutError(), repeat=True)
+    seen: list[ServerError] = []
+    with pytest.raises(TransportError) as info:
+        await make_client(on_retry=lambda cap, err, delay: seen.append(err)).submit(IMAGE, SID, BODY)
+    raised, caught = info.value, info.value.__context__
+    assert isinstance(caught, TransportError) and caught is not raised and caught not in seen
+    assert (raised.attempts, caught.attempts, seen[0].attempts) == (2, 1, 1)
+    assert "sent 2 times" in raised.message and "sent" not in caught.message and "sent" not in seen[0].message
+    assert isinstance(raised.__cause__, asyncio.TimeoutError) and raised.__cause__ is caught.__cause__
 
 
 async def test_no_ambiguous_budget_makes_the_first_timeout_final(mocked, make_client, sleep):

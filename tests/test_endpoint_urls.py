@@ -87,6 +87,17 @@ def test_url_problems_never_echo_a_password() -> None:
         assert problem is not None and "s3cret-pw" not in problem and "***" in problem
 
 
+@pytest.mark.parametrize(("url", "ok"), [
+    ("https://hc-ping.com/uuid", True), ("http://127.0.0.1:8000/ping/x", True),
+    ("https://hc.example/ok?token=abc", True),
+    ("hc-ping.com/uuid", False), ("ftp://hc-ping.com/uuid", False), ("https:///uuid", False),
+    ("http://host:port/x", False), ("http://host:0/x", False), ("", False),
+])
+def test_a_ping_url_is_http_with_a_host(url: str, ok: bool) -> None:
+    """Only http(s) URLs with a host (and a port from 1 to 65535, if any) are ping URLs; a query is kept."""
+    assert (ping_url_problem(url) is None) is ok
+
+
 @pytest.mark.parametrize("value", ["http://h:9091/?job=x", "http://h:9091#top"])
 def test_a_pushgateway_address_takes_no_query(value: str) -> None:
     """The push API appends its path to the address, so a query or fragment there is refused."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from pipeline.config.sections import MAX_PRESIGN_S, MIN_PART_BYTES, UploadConfig
 from pipeline.core.backoff import RetryPolicy
-from pipeline.core.errors import FatalError
+from pipeline.core.errors import ConfigError, FatalError, UnreadableResponse
 from pipeline.emulator.oss import OssSettings
 from pipeline.emulator.oss_server import RunningOss, start_oss
 from pipeline.upload.errors import OssAuthError, OssUnavailable
@@ -143,6 +145,31 @@ async def test_presigned_url_fetches_the_bytes(oss_emu: RunningOss, tmp_path: Pa
         assert resp.status == 200 and await resp.read() == image.read_bytes()
 
 
+async def test_a_url_presigned_for_the_longest_allowed_is_one_oss_takes(oss_emu: RunningOss, tmp_path: Path) -> None:
+    """A URL presigned for MAX_PRESIGN_S (the one cap the upload stage and presign_get share) is accepted by
+    OSS as emulated; a second longer is refused before anything is signed."""
+    settings = _settings(oss_emu)
+    obj = await ensure_uploaded(_file(tmp_path / "scan.png", 1000), settings, tmp_path / "state")
+    async with aiohttp.ClientSession() as http, http.get(presign_get(obj, settings, MAX_PRESIGN_S)) as resp:
+        assert resp.status == 200
+    with pytest.raises(ConfigError, match="7 days"):
+        presign_get(obj, settings, MAX_PRESIGN_S + 1)
+
+
+def test_upload_settings_are_the_upload_config_and_the_run_s_retry_and_timeout() -> None:
+    """UploadSettings.of keeps every upload: key as configured and adds the retry policy and the timeout;
+    a bad part size is refused by the one check the config has."""
+    config = UploadConfig(bucket="b", prefix="p", region="r", endpoint="e", concurrency=2, part_size=MIN_PART_BYTES,
+                          always=True)
+    settings = UploadSettings.of(config, RetryPolicy(max_attempts=2), 5.0)
+    assert {f.name: getattr(settings, f.name) for f in dataclasses.fields(UploadConfig)} == dataclasses.asdict(config)
+    assert (settings.retry.max_attempts, settings.timeout) == (2, 5.0)
+    with pytest.raises(ConfigError, match=r"upload\.part_size"):
+        UploadSettings(bucket="b", part_size=MIN_PART_BYTES - 1)
+    with pytest.raises(ConfigError, match="request_timeout"):
+        UploadSettings(bucket="b", timeout=0)
+
+
 async def test_wrong_secret_is_fatal(oss_emu: RunningOss, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A secret OSS does not accept raises OssAuthError, a FatalError with HTTP 403, without retries."""
     monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", "wrong")
@@ -242,6 +269,23 @@ async def test_retries_give_up_saying_oss_is_unavailable(oss_emu: RunningOss, tm
     message = caught.value.message
     assert oss_emu.url in message and "'media'" in message and "3 attempts" in message and "503" in message
     assert oss_emu.state.counters["HeadObject"] == 3
+
+
+async def test_giving_up_leaves_the_caught_error_alone(oss_emu: RunningOss, tmp_path: Path) -> None:
+    """Past the retries OssUnavailable counts the attempts; the error it is raised from (an upload answered
+    200 that stored nothing, the last attempt's) is left as it was caught: one attempt of its own."""
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    oss_emu.state.inject("PutObject", "garbage", times=3)
+    settings = _settings(oss_emu, retry=RetryPolicy(max_attempts=3))
+    async with OssSession(settings, tmp_path / "state", sleep=no_sleep) as session:
+        with pytest.raises(OssUnavailable) as caught:
+            await session.ensure_uploaded(_file(tmp_path / "x.png", 10))
+    cause = caught.value.__cause__
+    assert caught.value.attempts == 3 and "3 attempts" in caught.value.message
+    assert isinstance(cause, UnreadableResponse) and cause.attempts == 1
+    assert oss_emu.state.counters["PutObject"] == 3
 
 
 async def test_unreachable_endpoint_is_oss_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,16 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from . import demo
             return demo.main(args)
-        if args.command == "emulator":
-            from ..emulator import cli as emulator_cli
-            return emulator_cli.main(args)
+        # argparse lets only the parser's commands through, so what is left is the emulator
+        assert args.command == "emulator", args.command
+        from ..emulator import cli as emulator_cli
+        return emulator_cli.main(args)
     except (PipelineError, OSError) as exc:
         log.error("%s", _describe(exc))
         return exit_code_for(exc)
     except KeyboardInterrupt:  # a signal outside the run's own handling: state is consistent
         log.error("interrupted; run the same command again to resume")
         return ExitCode.INTERRUPTED
-    parser.error(f"unknown command {args.command}")
 
 
 def _describe(exc: BaseException) -> str:

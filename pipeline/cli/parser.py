@@ -1,6 +1,6 @@
 """The command line's grammar: `build_parser()` for `python -m pipeline` and `media-pipeline`.
 
-Only arguments live here; `__main__.py` runs the commands. Two habits of the parser:
+Only arguments live here; `main.py` runs the commands. Two habits of the parser:
 
 - `-v`, `-q` and `--log-format` work before or after the command (`-v run …` and `run … -v`):
   they are defined on the main parser with real defaults and again on each command with
@@ -19,15 +19,13 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .. import __version__
+from ..config.load import FLAG_KEYS
 from ..core.exit_codes import ExitCode, epilog
 
 __all__ = ["MODULE_PROG", "analyses_list", "build_parser", "config_overrides", "default_prog", "wants_json_logs"]
 
 #: What `--help` calls the program when it runs as `python -m pipeline`.
 MODULE_PROG = "python -m pipeline"
-#: `run` flags that are config keys: load_config(overrides=...) takes them under these names.
-_CONFIG_FLAGS = ("endpoint", "workspace", "max_cost", "max_duration", "metrics_file", "pushgateway",
-                 "ping_url", "limiter")
 
 
 def default_prog(argv0: str) -> str:
@@ -42,8 +40,9 @@ def default_prog(argv0: str) -> str:
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The config keys given as flags, for `load_config(..., overrides=...)`; None = not given."""
-    return {key: getattr(args, key, None) for key in _CONFIG_FLAGS}
+    """The config keys given as flags (`config.load.FLAG_KEYS`), for `load_config(..., overrides=...)`;
+    None = not given."""
+    return {key: getattr(args, key, None) for key in FLAG_KEYS}
 
 
 def _logging_options(parser: argparse.ArgumentParser, *, top: bool) -> None:

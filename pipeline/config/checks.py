@@ -2,7 +2,7 @@
 OSS output templates.
 
 Each `*_problem` check returns None when the value is fine, or a sentence saying what is
-expected; the caller (`config.py`) turns it into a `ConfigError` naming the key. `coerce` and
+expected; the caller (`load.py`) turns it into a `ConfigError` naming the key. `coerce` and
 `parse_env` type one layer's raw value and raise `ConfigError` naming the key and where the
 value came from. Nothing here does I/O except `metrics_file_problem`, which looks at the
 file system.
@@ -35,7 +35,6 @@ __all__ = [
     "ping_url_problem",
     "pushgateway_problem",
     "safe_url",
-    "web_url_problem",
 ]
 
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
@@ -125,11 +124,6 @@ def pushgateway_problem(url: str) -> str | None:
         return (f"{shown(safe_url(url))} has a query or fragment, which the Pushgateway's API has no place for: "
                 f"give its address only, such as {PUSHGATEWAY_EXAMPLE!r}")
     return problem
-
-
-def web_url_problem(url: str, key: str) -> str | None:
-    """None when `url` suits config key `key` (`pushgateway` or `ping_url`); otherwise what is wrong."""
-    return pushgateway_problem(url) if key == "pushgateway" else ping_url_problem(url)
 
 
 def limiter_problem(value: str) -> str | None:

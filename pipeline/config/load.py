@@ -40,13 +40,15 @@ from .checks import (
     metrics_file_problem,
     parse_duration,
     parse_env,
-    web_url_problem,
+    ping_url_problem,
+    pushgateway_problem,
 )
+from .pricing import default_prices, default_usage_estimates
 from .sections import FailureThreshold, UploadConfig
 
 __all__ = [
-    "ENV_KEYS", "ENV_ONLY_KEYS", "FILE_KEYS", "FLAGS", "Config", "FailureThreshold",
-    "load_config", "parse_duration",
+    "ENV_KEYS", "ENV_ONLY_KEYS", "FILE_KEYS", "FLAG_KEYS", "Config", "FailureThreshold",
+    "flag_of", "load_config", "parse_duration",
 ]
 
 #: Environment variables that override config-file values (flags override these).
@@ -59,18 +61,17 @@ ENV_KEYS = {
     "PIPELINE_MAX_COST": "max_cost",
     "PIPELINE_LIMITER": "limiter",
 }
-#: The flag each `overrides` key stands for, so that an error names what the user typed.
-FLAGS = {
-    "endpoint": "--endpoint",
-    "workspace": "--workspace",
-    "max_cost": "--max-cost",
-    "max_duration": "--max-duration",
-    "metrics_file": "--metrics-file",
-    "pushgateway": "--pushgateway",
-    "ping_url": "--ping-url",
-    "limiter": "--limiter",
-    "time_scale": "--time-scale",
-}
+#: The config keys `run` takes as flags, each spelled as argparse names its dest (`flag_of`):
+#: the command line's parser offers exactly these, and an error names the flag the user typed.
+FLAG_KEYS = ("endpoint", "workspace", "max_cost", "max_duration", "metrics_file", "pushgateway", "ping_url",
+             "limiter")
+
+
+def flag_of(key: str) -> str:
+    """The flag that sets config key `key`: `max_cost` -> `--max-cost`."""
+    return "--" + key.replace("_", "-")
+
+
 #: Keys a config file may not set: the time scale would make a real run break the service's
 #: QPS limits, so it stays a deliberate, visible act (an environment variable or a test).
 ENV_ONLY_KEYS = frozenset({"time_scale"})
@@ -80,30 +81,6 @@ _LIMITER_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]+")
 
 def _default_qps() -> dict[str, float]:
     return {name: float(cap.default_qps) for name, cap in CAPABILITIES.items()}
-
-
-def _default_prices() -> dict[str, dict[str, float]]:
-    # The published unit prices (docs/protocol.md, "Prices"). Keys: "request" is per
-    # successful request; any other key is a usage field of that service's responses.
-    return {
-        "ops-image-analyze-ocr-001": {"request": 0.001},
-        "ops-image-analyze-vlm-001": {"token_count": 0.002},
-        "ops-object-detect-001": {"request": 0.002},
-        "ops-object-detect-face-001": {"request": 0.001},
-        "ops-video-segment-001": {},
-        "ops-video-snapshot-001": {"request": 0.002},
-        "ops-video-summarize-001": {"input_token": 0.002, "output_token": 0.004, "request": 0.001},
-        "ops-audio-asr-001": {},
-    }
-
-
-def _default_usage_estimates() -> dict[str, dict[str, float]]:
-    # Per-item usage assumed by `validate`'s cost estimate where the price is per token: an
-    # upper bound for typical media, not a guarantee. Tune them to your catalog.
-    return {
-        "ops-image-analyze-vlm-001": {"token_count": 2000},
-        "ops-video-summarize-001": {"input_token": 20000, "output_token": 2000},
-    }
 
 
 @dataclass(frozen=True)
@@ -131,10 +108,10 @@ class Config:
     polling: PollPolicy = field(default_factory=PollPolicy)
     failure_threshold: FailureThreshold = field(default_factory=FailureThreshold)
     upload: UploadConfig = field(default_factory=UploadConfig)
-    prices: Mapping[str, Mapping[str, float]] = field(default_factory=_default_prices)
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=default_prices)
     #: Currency of the price table (the service bills in CNY).
     currency: str = "CNY"
-    usage_estimates: Mapping[str, Mapping[str, float]] = field(default_factory=_default_usage_estimates)
+    usage_estimates: Mapping[str, Mapping[str, float]] = field(default_factory=default_usage_estimates)
     #: OSS prefix templates by canonical capability name (an alias in the file is resolved when
     #: loaded): the `output` of an analysis of that capability that gives none.
     outputs: Mapping[str, str] = field(default_factory=dict)
@@ -218,9 +195,9 @@ class Config:
                 f"time scale {self.time_scale:g} (PIPELINE_TIME_SCALE) is a test/demo facility for the local "
                 f"emulator and needs a loopback endpoint (127.0.0.0/8, ::1, localhost), not {shown(host)}: "
                 "unset PIPELINE_TIME_SCALE to run against the service", key="time_scale")
-        for key in ("pushgateway", "ping_url"):
+        for key, url_problem in (("pushgateway", pushgateway_problem), ("ping_url", ping_url_problem)):
             url = getattr(self, key)
-            problem = None if url is None else web_url_problem(url, key)
+            problem = None if url is None else url_problem(url)
             if problem:
                 raise ConfigError(problem, key=key)
         problem = limiter_problem(self.limiter)
@@ -385,10 +362,9 @@ def load_config(
 ) -> Config:
     """Defaults, then the YAML file, then `PIPELINE_*` environment variables, then flags.
 
-    `overrides` holds flag values by config key (`endpoint`, `workspace`, `max_cost`,
-    `max_duration` as seconds or a duration string, `metrics_file`, `pushgateway`,
-    `ping_url`, `limiter`, `time_scale`, or any other key); None means "not given". Raises
-    `ConfigError` naming the key and the flag, variable or file the bad value came from.
+    `overrides` holds flag values by config key (those of `FLAG_KEYS`, `max_duration` as seconds
+    or a duration string, or any other key); None means "not given". Raises `ConfigError` naming
+    the key and the flag, variable or file the bad value came from.
     """
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -401,5 +377,6 @@ def load_config(
             _merge(merged, origin, {key: value}, var, from_file=False)
     for key, value in (overrides or {}).items():
         if value is not None:
-            _merge(merged, origin, {key: value}, FLAGS.get(key, "command line"), from_file=False)
+            _merge(merged, origin, {key: value}, flag_of(key) if key in FLAG_KEYS else "command line",
+                   from_file=False)
     return _construct(merged, origin)

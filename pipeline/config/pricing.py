@@ -1,4 +1,5 @@
-"""What analyses cost by the config's price table: the one home of the cost model.
+"""What analyses cost by the config's price table: the one home of the cost model, and of
+the published prices the config starts from (`default_prices`, `default_usage_estimates`).
 
 - `item_cost` / `item_cost_bound`: one successful submission, likely and pessimistic, from the
   per-item usage guesses (`usage_estimates`); what `validate` estimates and a spend cap reserves.
@@ -11,19 +12,46 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.results import ItemStatus, ResultLine
-from .load import Config
 
-__all__ = ["BOUND_FACTOR", "CostEstimate", "estimate_cost", "estimate_manifest_cost", "item_cost", "item_cost_bound",
-           "line_cost", "unit_priced", "usage_numbers"]
+if TYPE_CHECKING:  # the config reads its default prices from here
+    from .load import Config
+
+__all__ = ["BOUND_FACTOR", "CostEstimate", "default_prices", "default_usage_estimates", "estimate_cost",
+           "estimate_manifest_cost", "item_cost", "item_cost_bound", "line_cost", "unit_priced", "usage_numbers"]
 
 #: How many times its per-item guess each per-unit usage (tokens, seconds) may reach in the
 #: pessimistic figure. Media vary a lot (a long video has many more tokens than a typical
 #: one); five times the typical usage covers the long tail of a catalog without making the
 #: figure useless. Raise the guesses in `usage_estimates` for catalogs of long media.
 BOUND_FACTOR = 5.0
+
+
+def default_prices() -> dict[str, dict[str, float]]:
+    """The config's `prices` by default: the published unit prices (docs/protocol.md, "Prices").
+    Keys: "request" is per successful request; any other key is a usage field of that service's
+    responses."""
+    return {
+        "ops-image-analyze-ocr-001": {"request": 0.001},
+        "ops-image-analyze-vlm-001": {"token_count": 0.002},
+        "ops-object-detect-001": {"request": 0.002},
+        "ops-object-detect-face-001": {"request": 0.001},
+        "ops-video-segment-001": {},
+        "ops-video-snapshot-001": {"request": 0.002},
+        "ops-video-summarize-001": {"input_token": 0.002, "output_token": 0.004, "request": 0.001},
+        "ops-audio-asr-001": {},
+    }
+
+
+def default_usage_estimates() -> dict[str, dict[str, float]]:
+    """The config's `usage_estimates` by default: the per-item usage assumed where the price is
+    per token, an upper bound for typical media, not a guarantee (tune them to your catalog)."""
+    return {
+        "ops-image-analyze-vlm-001": {"token_count": 2000},
+        "ops-video-summarize-001": {"input_token": 20000, "output_token": 2000},
+    }
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,7 @@ which spreads retrying clients apart better than a fixed or half jitter. A ``Ret
 from the server overrides the schedule but is capped, so a bad header cannot stall a run.
 
 Polls of an async task grow geometrically from ``first_delay`` to ``max_delay`` with a small
-symmetric jitter; when the caller knows how long such tasks usually take, the first poll is
-placed at that time, so a typical task costs one submit and one poll.
+symmetric jitter, so pollers do not move in lockstep.
 """
 
 from __future__ import annotations
@@ -29,18 +28,17 @@ Rand = Callable[[], float]  # returns a float in [0, 1), like random.random
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How the client retries one request.
+    """How one request is retried (`core.retries.RetryBudget` spends it).
 
-    ``max_attempts`` counts every request for non-429 failures, the first included.
-    A 429 slows the client and never fails an item: a create keeps waiting for as long as the
-    service throttles, and ``max_rate_limited`` (once the 429 budget of one request) is now the
-    number of 429 answers in a row to one create after which a warning says for how long the
-    service has throttled (then at most once a minute per capability). For a status poll it is
-    still the 429s one call takes before handing back to the poller, which polls again later.
-    ``ambiguous_creates`` is how many times a create whose outcome is unknown (a timeout or
-    a dropped connection after the body was sent, or a 2xx whose body cannot be used) may be
-    sent again: the service may have accepted, and billed, the first one, so this budget is
-    small and may be 0.
+    ``max_attempts`` counts the requests of non-429 failures, the first included; the delays
+    grow from ``base`` by ``factor`` up to ``max_delay``, with full jitter, or follow the
+    server's ``Retry-After`` up to ``retry_after_cap``. A 429 never fails a create: after each
+    ``max_rate_limited`` 429s in a row a warning says for how long the service has throttled
+    (at most once a minute per capability); a status poll hands back to the poller after that
+    many, and is polled again later. ``ambiguous_creates`` is how many times a create whose
+    outcome is unknown (a timeout or a dropped connection after the body was sent, or a 2xx
+    whose body cannot be used) may be sent again: the service may have accepted, and billed,
+    the first one, so this budget is small and may be 0.
     """
 
     base: float = 1.0
@@ -100,24 +98,16 @@ def retry_delay(attempt: int, policy: RetryPolicy, rand: Rand, retry_after: floa
     return rand() * bound
 
 
-def poll_delay(poll_number: int, policy: PollPolicy, rand: Rand, expected: float | None = None) -> float:
+def poll_delay(poll_number: int, policy: PollPolicy, rand: Rand) -> float:
     """Seconds to wait before status poll number ``poll_number`` (1 = the first poll after submit).
 
-    Without ``expected``: ``min(max_delay, first_delay * growth**(n-1))``. With ``expected``
-    (the seconds such a task typically still needs; pass a generous estimate, e.g. a high
-    percentile), poll 1 is placed at ``expected`` (not capped by ``max_delay``, only by
-    ``timeout``) and poll n >= 2 follows the plain schedule shifted by one. Either way the
-    result is spread by ``± jitter`` (a fraction) so pollers do not move in lockstep.
+    ``min(max_delay, first_delay * growth**(n-1))``, spread by ``± jitter`` (a fraction) so
+    pollers do not move in lockstep.
     """
-    n = max(poll_number, 1)
-    if expected is not None and n == 1:
-        nominal = min(max(expected, 0.0), policy.timeout)
-    else:
-        step = n - 1 if expected is None else n - 2
-        try:
-            nominal = min(policy.max_delay, policy.first_delay * policy.growth**step)
-        except OverflowError:
-            nominal = policy.max_delay
+    try:
+        nominal = min(policy.max_delay, policy.first_delay * policy.growth ** (max(poll_number, 1) - 1))
+    except OverflowError:  # a huge poll number: the cap applies anyway
+        nominal = policy.max_delay
     spread = 1.0 + policy.jitter * (2.0 * rand() - 1.0)
     return max(nominal * spread, 0.0)
 

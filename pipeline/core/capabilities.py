@@ -2,9 +2,11 @@
 
 Each `Capability` entry says where the service lives on the wire (its path segment), whether
 it is a synchronous call or an async task, its default and known service ids, which input
-sources it accepts, how to build a request body from a `Job`, how to read its result and
-usage, and which QPS group it draws from. Adding a capability is one entry in `CAPABILITIES`;
-nothing else in the pipeline branches on capability names.
+sources it accepts, how to build a request body from a `Job`, how to read its result, which
+QPS group it draws from and which capability's result it takes as its chunks. No other code of
+the pipeline names a capability (tests/test_capabilities.py checks). Adding one is an entry
+here, plus what is not the pipeline's code: its published prices (`config/pricing.py`, by
+service id), its model in the emulator (`emulator/settings.py`), and the README's table.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 IMAGE_TYPES = ("jpg", "jpeg", "png", "bmp", "tiff")
 VIDEO_TYPES = ("mp4", "avi", "mkv", "mov", "flv", "webm")
 
-BodyBuilder = Callable[[Job, "str | None"], dict[str, Any]]
+#: Builds a create body from the table's row, the job and the base64 of a local file (or None).
+BodyBuilder = Callable[["Capability", Job, "str | None"], dict[str, Any]]
 
 #: A service id is a path segment of every request: `ops-` and then only letters, digits, '.',
 #: '_' or '-', so that no id can add a path segment, a query or a fragment to the URL.
@@ -52,11 +55,12 @@ class Capability:
     segment: str
     is_async: bool
     default_service_id: str
-    known_service_ids: tuple[str, ...]
     sources: frozenset[str]
     qps_group: str
     default_qps: float
-    build_body: BodyBuilder
+    builder: BodyBuilder
+    #: Service ids the capability also answers to, besides `default_service_id`.
+    other_service_ids: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     parameters: Mapping[str, ParamSpec] = field(default_factory=dict)
     #: The body must carry `output: {"type": "oss", "oss": "oss://…"}` (after defaults).
@@ -74,6 +78,15 @@ class Capability:
     #: Run `after` this capability, it takes that result's `data` as its `chunks` (the
     #: protocol chains video segmentation -> summarization this way).
     chunks_from: str | None = None
+
+    @property
+    def known_service_ids(self) -> tuple[str, ...]:
+        """Every service id the capability answers to, its default first."""
+        return (self.default_service_id, *self.other_service_ids)
+
+    def build_body(self, job: Job, content_b64: str | None) -> dict[str, Any]:
+        """The create (or synchronous call) body of `job`, as docs/protocol.md shows it."""
+        return self.builder(self, job, content_b64)
 
     def parse_result(self, result: Mapping[str, Any]) -> Any:
         """The `data` of a result line: `result.data` for tasks, `result` itself when sync."""
@@ -140,35 +153,34 @@ def _output(job: Job, cap_default: Mapping[str, Any] | None) -> dict[str, Any] |
     return out
 
 
-def build_image_analyze(job: Job, content_b64: str | None) -> dict[str, Any]:
+def build_image_analyze(_cap: Capability, job: Job, content_b64: str | None) -> dict[str, Any]:
     document = _inline(job, content_b64)
     document["file_name"] = _file_name(job)
     document["file_type"] = _file_type(job, IMAGE_TYPES)
     return {"document": _without_none(document)}
 
 
-def build_object_detection(job: Job, content_b64: str | None) -> dict[str, Any]:
+def build_object_detection(_cap: Capability, job: Job, content_b64: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {"image": _inline(job, content_b64)}
     if job.options is not None:
         body["options"] = dict(job.options)
     return body
 
 
-def _video_like(default_output: Mapping[str, Any] | None) -> BodyBuilder:
-    def build(job: Job, content_b64: str | None) -> dict[str, Any]:
-        source = _inline(job, content_b64)
-        source["file_name"] = _file_name(job)
-        if job.chunks is not None:
-            source["chunks"] = list(job.chunks)
-        body: dict[str, Any] = {"input": _without_none(source)}
-        output = _output(job, default_output)
-        if output is not None:
-            body["output"] = output
-        if job.parameters is not None:
-            body["parameters"] = dict(job.parameters)
-        return body
-
-    return build
+def build_media(cap: Capability, job: Job, content_b64: str | None) -> dict[str, Any]:
+    """Video and audio bodies: `input`, then `output` (the row's default when the job gives none)
+    and `parameters`."""
+    source = _inline(job, content_b64)
+    source["file_name"] = _file_name(job)
+    if job.chunks is not None:
+        source["chunks"] = list(job.chunks)
+    body: dict[str, Any] = {"input": _without_none(source)}
+    output = effective_output(cap, job)
+    if output is not None:
+        body["output"] = output
+    if job.parameters is not None:
+        body["parameters"] = dict(job.parameters)
+    return body
 
 
 def _content_needs_video_type(job: Job) -> str | None:
@@ -188,11 +200,11 @@ CAPABILITIES: dict[str, Capability] = {
             segment="image-analyze",
             is_async=True,
             default_service_id="ops-image-analyze-ocr-001",
-            known_service_ids=("ops-image-analyze-ocr-001", "ops-image-analyze-vlm-001"),
+            other_service_ids=("ops-image-analyze-vlm-001",),
             sources=frozenset({"url", "path", "content"}),
             qps_group="image-analyze",
             default_qps=10,
-            build_body=build_image_analyze,
+            builder=build_image_analyze,
             aliases=("Extract Image Content", "image content extraction", "image analyze",
                      "image-analyze", "ocr", "vlm", "document analyze image"),
             media_types=IMAGE_TYPES,
@@ -203,11 +215,11 @@ CAPABILITIES: dict[str, Capability] = {
             segment="image-object-detection",
             is_async=False,
             default_service_id="ops-object-detect-001",
-            known_service_ids=("ops-object-detect-001", "ops-object-detect-face-001"),
+            other_service_ids=("ops-object-detect-face-001",),
             sources=frozenset({"url", "path", "content"}),
             qps_group="image-object-detection",
             default_qps=20,
-            build_body=build_object_detection,
+            builder=build_object_detection,
             aliases=("Detect Objects in Image", "object detection", "image object detection",
                      "image-object-detection", "face detection", "detect faces"),
             media_types=IMAGE_TYPES,
@@ -217,11 +229,10 @@ CAPABILITIES: dict[str, Capability] = {
             segment="video-segmentation",
             is_async=True,
             default_service_id="ops-video-segment-001",
-            known_service_ids=("ops-video-segment-001",),
             sources=frozenset({"url", "oss"}),
             qps_group="video-segmentation",
             default_qps=5,
-            build_body=_video_like(None),
+            builder=build_media,
             aliases=("Segment Video", "video segmentation", "video-segmentation",
                      "video segment"),
             requires_output_oss=True,
@@ -233,19 +244,18 @@ CAPABILITIES: dict[str, Capability] = {
             segment="video-snapshot",
             is_async=True,
             default_service_id="ops-video-snapshot-001",
-            known_service_ids=("ops-video-snapshot-001",),
             sources=frozenset({"url", "oss", "path", "content"}),
             qps_group="video-snapshot",
             default_qps=5,
-            # Without an output location the frames come back inline, so the result line
-            # is usable on its own; an OSS output must be asked for explicitly.
-            build_body=_video_like({"type": "base64"}),
+            builder=build_media,
             aliases=("Extract Video Keyframes", "video snapshot", "video-snapshot",
                      "video keyframes", "keyframes", "snapshot"),
             parameters={
                 "interval": ParamSpec((int,), minimum=1),  # seconds between frames
                 "format": ParamSpec((str,), ("jpg", "png")),
             },
+            # Without an output location the frames come back inline, so the result line
+            # is usable on its own; an OSS output must be asked for explicitly.
             default_output={"type": "base64"},
             output_types=("oss", "base64"),
             media_types=VIDEO_TYPES,
@@ -257,11 +267,10 @@ CAPABILITIES: dict[str, Capability] = {
             segment="video-summarization",
             is_async=True,
             default_service_id="ops-video-summarize-001",
-            known_service_ids=("ops-video-summarize-001",),
             sources=frozenset({"url", "oss"}),
             qps_group="video-summarization",
             default_qps=5,
-            build_body=_video_like(None),
+            builder=build_media,
             aliases=("Create Video Summary", "video summarization", "video-summarization",
                      "video summary", "summarize video"),
             parameters={
@@ -279,15 +288,14 @@ CAPABILITIES: dict[str, Capability] = {
             segment="audio-asr",
             is_async=True,
             default_service_id="ops-audio-asr-001",
-            known_service_ids=("ops-audio-asr-001",),
             sources=frozenset({"url", "oss", "path", "content"}),
             qps_group="audio-asr",
             default_qps=5,
-            # The transcript in the result line by default; the service's own default (oss)
-            # would need an output location the user may not have.
-            build_body=_video_like({"type": "text"}),
+            builder=build_media,
             aliases=("Transcribe Audio/Video", "Transcribe Audio", "audio asr", "audio-asr",
                      "asr", "speech recognition", "transcription", "audio video asr"),
+            # The transcript in the result line by default; the service's own default (oss)
+            # would need an output location the user may not have.
             default_output={"type": "text"},
             output_types=("text", "oss"),
             content_needs_file_name=True,
@@ -325,11 +333,6 @@ def valid_service_id(service_id: str) -> bool:
     """Whether `service_id` is safe to put in a request path: `ops-` and then letters, digits,
     '.', '_' or '-', with no '..' (so it can never climb out of its path segment)."""
     return _SERVICE_ID.fullmatch(service_id) is not None and ".." not in service_id
-
-
-def file_name_of(job: Job) -> str | None:
-    """The file name the request will carry: `file_name`, else the last segment of the source."""
-    return _file_name(job)
 
 
 def extension(name: str | None) -> str | None:

@@ -32,13 +32,15 @@
 
 Every ``ServiceError`` carries ``code``, ``message``, ``http_status``, ``request_id``,
 ``retry_after`` and ``attempts`` (how many requests the client made before giving up);
-``to_dict()`` gives the ``error`` object of a result line.
+``to_dict()`` gives the ``error`` object of a result line. A caught error is never changed:
+``with_attempts`` makes the one to raise instead.
 """
 
 from __future__ import annotations
 
+import copy
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "AuthError",
@@ -71,6 +73,7 @@ __all__ = [
 
 TASK_NOT_EXIST = "BadRequest.TaskNotExist"
 REDACTED = "***"
+_E = TypeVar("_E", bound="ServiceError")
 
 
 class PipelineError(Exception):
@@ -149,6 +152,16 @@ class ServiceError(PipelineError):
         self.request_id = request_id
         self.retry_after = retry_after
         self.attempts = attempts
+
+    def with_attempts(self: _E, attempts: int, *, note: str = "") -> _E:
+        """This error as it stands after ``attempts`` requests, ``note`` added to its message:
+        a new exception of the same class, to raise ``from`` this one's cause. The caught one is
+        never changed: it may be held elsewhere too (a shared upload's other waiters, a log)."""
+        again = copy.copy(self)  # the class, code, status, request id, retry_after, maybe_sent...
+        again.attempts = attempts
+        again.message = self.message + note
+        again.args = (again.code, again.message)
+        return again
 
     def to_dict(self) -> dict[str, Any]:
         """The ``error`` object of a result line: ``{"code", "message", "http_status"}``."""

@@ -37,8 +37,6 @@ PER_ANALYSIS = ("service_id", "parameters", "options", "output", "chunks")
 SHARED = ("url", "oss", "path", "content", "file_name", "file_type", "meta")
 #: What an item with analyses (its own or the run's) may carry.
 ITEM_KEYS = ("id", "analyses", *SHARED)
-#: A summarization that runs after a segmentation of the same item gets its chunks from it.
-_CHUNKS_FROM = {"video_summarization": "video_segmentation"}
 _NAME_RULE = "1 to 64 letters, digits, '_', '.' or '-'"
 _SERVICE_WORD = re.compile(r"ops-(?:[a-z0-9.]+-)*?([a-z]+)-\d+")
 
@@ -224,7 +222,7 @@ def _check_after(specs: list[_Spec], run_wide: bool) -> None:
             others = ", ".join(s.name for s in specs if s is not spec)
             raise ItemError(f"{spec.where(run_wide)}: after '{spec.after}' names no analysis of this item "
                             f"({f'its other analyses: {others}' if others else 'it has no other analysis'})")
-        if _CHUNKS_FROM.get(spec.cap.name) == target.cap.name and "chunks" in spec.fields:
+        if spec.cap.chunks_from == target.cap.name and "chunks" in spec.fields:  # the parent's data are its chunks
             raise ItemError(f"{spec.where(run_wide)}: chunks come from '{target.name}' (the {target.cap.name} "
                             "it runs after): remove chunks")
     for spec in specs:  # every `after` names an analysis now: follow each chain

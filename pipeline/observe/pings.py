@@ -40,20 +40,6 @@ class PingRefused(Exception):
         self.status = status
 
 
-def check_ping_url(url: str) -> str | None:
-    """Why `url` cannot be a ping URL, or None when it is an http(s) URL with a host."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError:
-        return "the ping URL is not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return "the ping URL must start with http:// or https://"
-    if not parts.hostname:
-        return "the ping URL has no host"
-    return None
-
-
 def ping_target(url: str, suffix: str, run_id: str) -> str:
     """`url` with `suffix` ("/start", "/3" or "") on its path and `rid=run_id` ending its query.
 

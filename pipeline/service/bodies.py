@@ -1,13 +1,17 @@
-"""Request bodies for local files: read at submit time, base64-encoded, size-checked.
+"""Request bodies as they go on the wire: built from the capability table, encoded once.
 
 The body builders themselves are pure and live in the capability table; this adds the one
-piece of I/O they need (reading a `path` source) and the service's 8 MB body limit.
+piece of I/O they need (reading a `path` source, at submit time), the encoding the client
+sends (compact JSON, UTF-8: `encode_body`, the only place a body is encoded) and the
+service's 8 MB body limit, checked on those very bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +21,34 @@ from ..core.capabilities import MAX_BODY_BYTES, Capability
 from ..core.errors import InvalidParameter
 from ..core.job import Job
 
-__all__ = ["body_size", "check_body_size", "request_body"]
+__all__ = ["RequestBody", "check_body_size", "encode_body", "request_body"]
 
 
-def body_size(body: dict[str, Any]) -> int:
-    """Bytes of the body as the client sends it (compact JSON, UTF-8)."""
-    return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+@dataclass(frozen=True)
+class RequestBody:
+    """A create's body, encoded once: `data` is what the client sends; `fields` what it says."""
+
+    fields: Mapping[str, Any]
+    data: bytes
+
+    @classmethod
+    def of(cls, fields: Mapping[str, Any]) -> RequestBody:
+        """`fields` and their encoding (`encode_body`)."""
+        return cls(fields, encode_body(fields))
 
 
-def check_body_size(body: dict[str, Any], source: str, limit: int = MAX_BODY_BYTES) -> None:
+def encode_body(fields: Mapping[str, Any]) -> bytes:
+    """The bytes of a request body: compact JSON, UTF-8. A value JSON cannot hold is the item's
+    fault: `InvalidParameter`, sent nowhere."""
+    try:
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # json names types, never values: nothing secret to redact
+        raise InvalidParameter("InvalidParameter", f"request body is not JSON-serializable: {exc}") from exc
+
+
+def check_body_size(body: RequestBody, source: str, limit: int = MAX_BODY_BYTES) -> None:
     """Refuse a body the service would refuse: its limit is 8 MB."""
-    size = body_size(body)
+    size = len(body.data)
     if size > limit:
         raise InvalidParameter(
             "InvalidParameter",
@@ -35,14 +56,15 @@ def check_body_size(body: dict[str, Any], source: str, limit: int = MAX_BODY_BYT
             "upload it and give an oss:// path or a url instead")
 
 
-async def request_body(cap: Capability, job: Job) -> dict[str, Any]:
-    """The create body of `job`; a local file is read now (in a worker thread)."""
+async def request_body(cap: Capability, job: Job) -> RequestBody:
+    """The create body of `job`, encoded; a local file is read now (in a worker thread) and the
+    body it makes is checked against the service's limit."""
     if job.source_kind != "path":
-        return cap.build_body(job, None)
+        return RequestBody.of(cap.build_body(job, None))
     try:
         raw = await anyio.to_thread.run_sync(Path(job.source).read_bytes)
     except OSError as exc:
         raise InvalidParameter("FileError", f"cannot read {job.source}: {exc.strerror}") from None
-    body = cap.build_body(job, base64.b64encode(raw).decode("ascii"))
+    body = RequestBody.of(cap.build_body(job, base64.b64encode(raw).decode("ascii")))
     check_body_size(body, job.source)
     return body

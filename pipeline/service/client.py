@@ -1,9 +1,11 @@
 """The only module that talks to aiohttp's client: one HTTP seam for the OpenSearch services.
 
-Everything above it sees ``ApiResponse`` and the ``pipeline.errors`` tree; aiohttp's own
+Everything above it sees ``ApiResponse`` and the ``core.errors`` tree; aiohttp's own
 exceptions are translated here (always ``raise ... from exc``). Retries live here too:
-each attempt first waits on the caller's ``throttle`` (its QPS limiter), then sends; a
-retryable failure waits ``backoff.retry_delay`` via the injected ``sleep``.
+each attempt first waits on the caller's ``throttle`` (its QPS limiter), then sends; after a
+retryable failure the request's ``RetryBudget`` (``core.retries``) says how long to wait, via the
+injected ``sleep``, or to give up, with a new error that counts the attempts (a caught one is
+never changed).
 
 A create (or a synchronous call) is never failed for 429s: another application on the same
 account can hold the quota for minutes, so it keeps waiting (the caller's ``sleep`` and
@@ -15,36 +17,35 @@ body cannot be used was accepted: for a create it is ambiguous, like a timeout a
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from .. import __version__
-from ..core.backoff import RetryPolicy, retry_delay
+from ..core.backoff import RetryPolicy
 from ..core.capabilities import Capability
 from ..core.echo import shown
 from ..core.endpoint import PATH_PART, build_base_url
 from ..core.errors import (
     ConfigError,
     InvalidParameter,
-    RateLimited,
     RetryableError,
     ServiceError,
     ServiceUnreachable,
     TransportError,
-    UnreadableResponse,
     redact,
 )
 from ..core.lanes import Lane, PermitLike
 from ..core.loggable import WIRE_LOGGER
+from ..core.retries import Failure, RetryBudget, failure_of
+from .bodies import RequestBody, encode_body
 from .responses import ApiResponse, parse_failure, parse_success
 
 __all__ = ["ApiResponse", "ServiceClient"]
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 wire = logging.getLogger(WIRE_LOGGER)
 
 USER_AGENT = f"opensearch-media-pipeline/{__version__}"
-_MAX_SNIPPET = 200  # characters of a non-JSON error body kept in the message
 _MAX_CODE = 60  # characters of a server's error code quoted in a warning
 #: Seconds between two "the service has throttled" warnings of one capability, by default.
 THROTTLE_WARN_EVERY = 60.0
@@ -126,10 +126,12 @@ class ServiceClient:
     # -- public calls ------------------------------------------------------------------
 
     async def submit(
-        self, capability: Capability, service_id: str, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
+        self, capability: Capability, service_id: str, body: RequestBody | Mapping[str, Any], *,
+        retry: RetryPolicy | None = None,
     ) -> ApiResponse:
         """Create an async task (``result`` holds ``task_id``) or, for a synchronous capability,
-        make the call (``result`` is the answer). The URL comes from the capability.
+        make the call (``result`` is the answer). The URL comes from the capability; a
+        `RequestBody` is sent as it was encoded, a mapping is encoded here (`encode_body`).
 
         A create whose outcome is unknown (a timeout or a dropped connection after the body may
         have been sent, or a 2xx whose body cannot be used: no JSON, no result, an async create
@@ -138,7 +140,8 @@ class ServiceClient:
         429s never end it: it waits for as long as the service throttles (see the module docstring).
         """
         url = self._url(capability.segment, service_id) + ("/async" if capability.is_async else "")
-        return await self._call("POST", capability.name, url, body=body, params=None, retry=retry,
+        data = body.data if isinstance(body, RequestBody) else encode_body(body)
+        return await self._call("POST", capability.name, url, data=data, params=None, retry=retry,
                                 needs="task_id" if capability.is_async else None)
 
     async def get_task_status(
@@ -149,7 +152,7 @@ class ServiceClient:
         429s draw on ``retry.max_rate_limited`` and then raise ``RateLimited``: the poller
         passes a single-shot policy and reschedules the poll itself, never failing the task."""
         url = f"{self._url(capability.segment, service_id)}/async/task-status"
-        return await self._call("GET", capability.name, url, body=None, params={"task_id": task_id}, retry=retry,
+        return await self._call("GET", capability.name, url, data=None, params={"task_id": task_id}, retry=retry,
                                 needs="status")
 
     async def close(self) -> None:
@@ -200,27 +203,15 @@ class ServiceClient:
         capability: str,
         url: str,
         *,
-        body: Mapping[str, Any] | None,
+        data: bytes | None,
         params: dict[str, str] | None,
         retry: RetryPolicy | None,
         needs: str | None,
     ) -> ApiResponse:
         policy = retry or self._retry
         create = method == "POST"  # a create or a synchronous call: may be billed, never failed by 429s
-        data: bytes | None = None
-        if body is not None:
-            try:
-                data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            except (TypeError, ValueError) as exc:
-                raise InvalidParameter(
-                    "InvalidParameter", self._redact(f"request body is not JSON-serializable: {exc}")
-                ) from exc
-        attempts = 0
-        failures = 0  # non-429 retryable failures, against max_attempts
-        rate_limited = 0  # 429 answers in a row: a warning each max_rate_limited (a poll: its budget)
-        ambiguous = 0  # creates that may have landed, against ambiguous_creates
+        budget = RetryBudget(policy, create=create)
         while True:
-            attempts += 1
             permit = None
             if self._throttle is not None:
                 # every attempt, retries included, passes the limiter; status checks in the poll lane
@@ -232,44 +223,37 @@ class ServiceClient:
                     if permit is not None:
                         permit.answered()
             except RetryableError as err:
-                err.attempts = attempts
-                if isinstance(err, RateLimited):
-                    rate_limited += 1
-                    exhausted, step = rate_limited >= policy.max_rate_limited, rate_limited
-                    if create:  # never failed for 429s: it waits, however long (a stop ends the wait)
-                        exhausted = False
-                        if rate_limited % policy.max_rate_limited == 0:
-                            self._warn_throttled(capability, rate_limited, err)
-                else:
-                    failures += 1
-                    exhausted, step = failures >= policy.max_attempts, failures
-                maybe_landed = create and ((isinstance(err, TransportError) and err.maybe_sent)
-                                           or isinstance(err, UnreadableResponse))
-                if maybe_landed:
-                    ambiguous += 1
-                    exhausted = exhausted or ambiguous > policy.ambiguous_creates
-                if exhausted:
-                    if isinstance(err, TransportError) and not err.maybe_sent:
-                        raise ServiceUnreachable(
-                            "ServiceUnreachable", f"cannot reach {self._where}: {err.message}",
-                            attempts=attempts) from err
-                    if maybe_landed:
-                        sent = "once" if ambiguous == 1 else f"{ambiguous} times"
-                        err.message += (f" (sent {sent} with no usable answer: the service may have accepted, "
-                                        "and billed, it; `run --retry-failed` sends it again)")
-                    raise
-                delay = retry_delay(step, policy, self._rand, err.retry_after)
-                log.debug("%s %s: %s; retrying in %.2fs", method, capability, err, delay)
+                failure = failure_of(err, create=create)
+                verdict = budget.after(failure, self._rand, err.retry_after)
+                budget = verdict.budget
+                if verdict.warn_throttled:
+                    self._warn_throttled(capability, budget.rate_limited, err)
+                if verdict.delay is None:
+                    self._give_up(err, failure, budget)
+                log.debug("%s %s: %s; retrying in %.2fs", method, capability, err, verdict.delay)
                 if self._on_retry is not None:
-                    self._on_retry(capability, err, delay)
-                if maybe_landed and self._on_ambiguous is not None:
+                    self._on_retry(capability, err, verdict.delay)
+                if failure is Failure.AMBIGUOUS and self._on_ambiguous is not None:
                     self._on_ambiguous(capability)
-                await self._sleep(delay)
+                await self._sleep(verdict.delay)
             except ServiceError as err:
-                err.attempts = attempts
-                raise
+                raise err.with_attempts(budget.next_attempt) from err.__cause__
             else:
+                attempts = budget.next_attempt
                 return replace(response, attempts=attempts) if attempts != 1 else response
+
+    def _give_up(self, err: RetryableError, failure: Failure, budget: RetryBudget) -> NoReturn:
+        """Raise the error a request ends with once its budget is spent: a new one, with the
+        attempts made (and, for a create that may have landed, a word on billing)."""
+        if isinstance(err, TransportError) and not err.maybe_sent:
+            raise ServiceUnreachable("ServiceUnreachable", f"cannot reach {self._where}: {err.message}",
+                                     attempts=budget.attempts) from err
+        note = ""
+        if failure is Failure.AMBIGUOUS:
+            sent = "once" if budget.ambiguous == 1 else f"{budget.ambiguous} times"
+            note = (f" (sent {sent} with no usable answer: the service may have accepted, and billed, it; "
+                    "`run --retry-failed` sends it again)")
+        raise err.with_attempts(budget.attempts, note=note) from err.__cause__
 
     async def _send(
         self, method: str, capability: str, url: str, data: bytes | None, params: dict[str, str] | None,

@@ -17,8 +17,6 @@ from ..core.errors import ServiceError, UnreadableResponse, classify
 __all__ = ["ApiResponse", "parse_failure", "parse_success"]
 
 Redact = Callable[[str], str]
-#: The code of a 2xx answer whose body the pipeline cannot read.
-UNREADABLE = "UnreadableResponse"
 _MAX_SNIPPET = 200  # characters of a non-JSON error body kept in the message
 
 
@@ -61,7 +59,7 @@ def parse_success(status: int, raw: bytes, header_request_id: str | None, redact
 
 def _unreadable(status: int, what: str, raw: bytes, header_request_id: str | None,
                 redact: Redact) -> UnreadableResponse:
-    return UnreadableResponse(UNREADABLE, redact(f"HTTP {status} {what}: {_snippet(raw)}"), http_status=status,
+    return UnreadableResponse(None, redact(f"HTTP {status} {what}: {_snippet(raw)}"), http_status=status,
                               request_id=header_request_id)
 
 

@@ -1,7 +1,7 @@
 """The upload stage of a run: `path` items that do not fit the request body go to OSS first.
 
 For each such item (or every `path` item with `upload.always`): the file is uploaded once,
-content-addressed (`upload.py` does the OSS work through the official SDK), the object is
+content-addressed (`transfer.py` does the OSS work through the official SDK), the object is
 recorded in the checkpoint against the item with the file's size and mtime (so a resume
 neither hashes nor uploads it again while the file keeps them, and uploads the new bytes of a
 file changed since), and the item is rewritten to what its capability reads: `oss://bucket/key`
@@ -19,9 +19,9 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..config.sections import UploadConfig
+from ..config.sections import MAX_PRESIGN_S, UploadConfig
 from ..core.backoff import RetryPolicy
 from ..core.capabilities import CAPABILITIES
 from ..core.echo import clipped
@@ -37,9 +37,8 @@ __all__ = ["Uploads", "check_uploads", "goes_to_oss"]
 
 log = logging.getLogger("pipeline.run")
 
-#: A presigned URL outlives the poll timeout by this much (and never 7 days).
+#: A presigned URL outlives the poll timeout by this much (and never OSS's 7 days).
 PRESIGN_MARGIN_S = 3600.0
-PRESIGN_MAX_S = 7 * 24 * 3600.0
 
 
 def goes_to_oss(capability: str, size: int, *, always: bool) -> bool:
@@ -52,9 +51,7 @@ def goes_to_oss(capability: str, size: int, *, always: bool) -> bool:
 def _settings(cfg: UploadConfig, retry: RetryPolicy, timeout: float) -> UploadSettings:
     from .transfer import UploadSettings
 
-    return UploadSettings(bucket=cfg.bucket, prefix=cfg.prefix, region=cfg.region, endpoint=cfg.endpoint,
-                          concurrency=cfg.concurrency, part_size=cfg.part_size, always=cfg.always, retry=retry,
-                          timeout=timeout)
+    return UploadSettings.of(cfg, retry, timeout)
 
 
 async def check_uploads(cfg: UploadConfig, *, timeout: float = 30.0) -> None:
@@ -87,7 +84,7 @@ class Uploads:
         self._cfg = cfg
         self._retry = retry
         self._timeout = timeout  # each OSS request's connect and read timeout: the run's request_timeout
-        self._expires = min(poll_timeout + PRESIGN_MARGIN_S, PRESIGN_MAX_S)
+        self._expires = min(poll_timeout + PRESIGN_MARGIN_S, MAX_PRESIGN_S)
         self._state_dir = state_dir
         self._ckpt = checkpoint
         self._on_bytes = on_bytes
@@ -136,8 +133,7 @@ class Uploads:
                 log.warning("%s changed since it was uploaded for item %s (%d -> %d bytes): its new content is "
                             "uploaded and sent", clipped(job.source), clipped(job.id), record.size, obj.size)
             self._ckpt.record_upload(job.id, obj.bucket, obj.key, obj.size, obj.sha256, mtime_ns=obj.mtime_ns)
-        bucket, key = obj.bucket, obj.key
-        oss_uri = f"oss://{bucket}/{key}"
+        oss_uri = obj.oss_uri
         name = job.file_name or os.path.basename(job.source)
         if "oss" in CAPABILITIES[job.capability].sources:
             return dataclasses.replace(job, source_kind="oss", source=oss_uri, file_name=name, source_oss=oss_uri)
@@ -145,6 +141,3 @@ class Uploads:
 
         url = presign_get(obj, self._settings, self._expires)
         return dataclasses.replace(job, source_kind="url", source=url, file_name=name, source_oss=oss_uri)
-
-    def describe(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "bucket": self._cfg.bucket or None}

@@ -25,10 +25,10 @@ the session's own thread pool, ``concurrency`` at a time; HEAD uses the SDK's as
 Credentials come only from the SDK's environment variables (``OSS_ACCESS_KEY_ID``,
 ``OSS_ACCESS_KEY_SECRET``, optional ``OSS_SESSION_TOKEN``) and are never written anywhere.
 
-Errors: :class:`~pipeline.upload_files.FileError` (this item fails), :class:`OssAuthError`
+Errors: :class:`~pipeline.upload.files.FileError` (this item fails), :class:`OssAuthError`
 (403: stop the run, like a 401), :class:`OssBucketMissing` (stop the run), and
 :class:`OssUnavailable` once 5xx, 429s, timeouts, dropped connections and unusable 2xx answers
-outlast the retries (retried with :func:`pipeline.backoff.retry_delay`): OSS, not the item, is
+outlast the retries (as :class:`~pipeline.core.retries.RetryBudget` says): OSS, not the item, is
 failing, so the run stops resumably rather than failing items.
 """
 
@@ -41,7 +41,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,9 +50,11 @@ from urllib.parse import urlsplit
 import alibabacloud_oss_v2 as oss
 import alibabacloud_oss_v2.aio as oss_aio
 
-from ..core.backoff import RetryPolicy, retry_delay
+from ..config.sections import MAX_PRESIGN_S, UploadConfig
+from ..core.backoff import RetryPolicy
 from ..core.echo import clipped, shown
 from ..core.errors import ConfigError, RetryableError, ServiceError, UnreadableResponse
+from ..core.retries import Failure, RetryBudget
 from .errors import OssAuthError, OssBucketMissing, OssUnavailable, UploadCancelled
 from .files import FileStamp, check_unchanged, hash_file, object_key, stamp_of
 from .translate import translate
@@ -62,9 +64,6 @@ __all__ = ["CREDENTIAL_ENV", "OssAuthError", "OssBucketMissing", "OssSession", "
 
 T = TypeVar("T")
 CREDENTIAL_ENV = ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET")  # OSS_SESSION_TOKEN is optional
-MIB = 1024 * 1024
-MIN_PART = 100 * 1024  # OSS refuses smaller parts (except the last)
-MAX_PRESIGN = 7 * 24 * 3600  # OSS's limit for a presigned URL, in seconds
 CHECKPOINT_DIR = "oss-upload"  # under the state dir: the SDK uploader's .ucp files
 PART_PARALLEL = 3  # parts in flight per multipart upload (the SDK's default)
 #: The start check's object: a content-addressed name no file has (no sha256 is all zeros).
@@ -72,27 +71,22 @@ PROBE_NAME = "0" * 64
 
 
 @dataclass(frozen=True)
-class UploadSettings:
-    """The ``upload:`` configuration; credentials are not here (environment only)."""
+class UploadSettings(UploadConfig):
+    """The ``upload:`` configuration and what the run adds to it: the retry policy and each
+    request's timeout. Credentials are not here (environment only)."""
 
-    bucket: str = ""
-    prefix: str = "media-pipeline"
-    region: str = "cn-hangzhou"
-    endpoint: str | None = None  # host or full URL; None: the region's public endpoint
-    concurrency: int = 4  # files hashed or uploaded at once
-    part_size: int = 8 * MIB  # files this big or bigger go multipart
-    always: bool = False  # upload every `path` source, not only those too big to send inline
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = 30.0  # seconds to connect, and between bytes of an answer (the run's request_timeout)
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigError(f"must be >= 1, got {self.concurrency!r}", key="upload.concurrency")
-        if self.part_size < MIN_PART:
-            raise ConfigError(f"must be >= {MIN_PART} bytes (OSS's minimum part), got {self.part_size!r}",
-                              key="upload.part_size")
+        super().__post_init__()
         if not self.timeout > 0:
             raise ConfigError(f"must be > 0 seconds, got {self.timeout!r}", key="request_timeout")
+
+    @classmethod
+    def of(cls, config: UploadConfig, retry: RetryPolicy, timeout: float) -> UploadSettings:
+        """``config`` with the run's retry policy and request timeout."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(UploadConfig)}, retry=retry, timeout=timeout)
 
     def check(self, env: Mapping[str, str] | None = None) -> str | None:
         """Why uploads cannot start (missing bucket or credentials), or None; checked before the run."""
@@ -158,14 +152,14 @@ def _sdk_config(settings: UploadSettings) -> Any:
         cfg.use_path_style = settings.path_style
     # A hang or a silent server ends an attempt after this, not after the SDK's 10 s + 20 s.
     cfg.connect_timeout = cfg.readwrite_timeout = settings.timeout
-    # Retries are ours (pipeline.backoff), so a failure is seen once, classified, then retried.
+    # Retries are ours (core.retries), so a failure is seen once, classified, then retried.
     cfg.retryer = oss.retry.NopRetryer()
     return cfg
 
 
 def presign_get(obj: UploadedObject, settings: UploadSettings, expires_s: float) -> str:
     """A presigned GET URL for ``obj``, valid ``expires_s`` seconds (at most 7 days). No network."""
-    if not 0 < expires_s <= MAX_PRESIGN:
+    if not 0 < expires_s <= MAX_PRESIGN_S:
         raise ConfigError(f"a presigned URL lives 1 s to 7 days, asked for {expires_s!r} s", key="upload.presign")
     client = oss.Client(_sdk_config(settings))
     request = oss.GetObjectRequest(bucket=obj.bucket, key=obj.key)
@@ -319,26 +313,33 @@ class OssSession:
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """``call()``, again after a backoff while it fails with a retryable error (5xx, 429, no
-        answer, an unusable 2xx); past the retries, :class:`OssUnavailable`."""
-        attempt = 1
+        answer, an unusable 2xx); past the retries, :class:`OssUnavailable`.
+
+        Every retryable failure counts against ``max_attempts``, a 429 too, and OSS's
+        ``Retry-After`` is not read: one attempt (HEAD, upload, HEAD) sends nothing twice, so no
+        failure is ambiguous, and OSS throttling for long is an outage to stop on, resumably."""
+        budget = RetryBudget(self.settings.retry)
         while True:
             try:
                 return await call()
             except Exception as exc:
                 error = translate(exc, "OSS")
-                if isinstance(error, ServiceError):
-                    error.attempts = attempt
-                if isinstance(error, RetryableError) and attempt >= self.settings.retry.max_attempts:
+                if not isinstance(error, RetryableError):
+                    if not isinstance(error, ServiceError):
+                        if error is exc:
+                            raise
+                        raise error from exc
+                    # our own error (a FileError) keeps its cause; an SDK exception is the cause of its translation
+                    raise error.with_attempts(budget.next_attempt) from (exc.__cause__ if error is exc else exc)
+                verdict = budget.after(Failure.TRANSIENT, self._rand)
+                budget = verdict.budget
+                if verdict.delay is None:
                     status = f" (HTTP {error.http_status})" if error.http_status else ""
                     raise OssUnavailable(
-                        None, f"OSS at {self.settings.where} failed {attempt} attempts in a row, the last with "
-                              f"{error.code}{status}: {clipped(error.message, 300)}", attempts=attempt) from exc
-                if not isinstance(error, RetryableError):
-                    if error is exc:
-                        raise
-                    raise error from exc
-            await self._sleep(retry_delay(attempt, self.settings.retry, self._rand))
-            attempt += 1
+                        None, f"OSS at {self.settings.where} failed {budget.attempts} attempts in a row, the last "
+                              f"with {error.code}{status}: {clipped(error.message, 300)}",
+                        attempts=budget.attempts) from exc
+            await self._sleep(verdict.delay)
 
     async def _put_file(self, path: Path, obj: UploadedObject, stamp: FileStamp) -> None:
         loop = asyncio.get_running_loop()
