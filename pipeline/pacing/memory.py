@@ -18,10 +18,9 @@ and `CapabilityPacers`.
   (`Permit.answered()`), which a 100 ms (time-scaled) window needs.
 - Lanes: submits and polls wait in a `LaneQueue` (lane_queue.py, shared with the Redis pacer):
   FIFO within a lane, weighted fair queuing between them.
-- The run pins the loop to asyncio (aiohttp needs it), and the per-request primitives here
-  (a waiter's event, the clock) are asyncio's own: anyio's wrappers cost about a third of the
-  client's CPU per item in the client-ceiling benchmark. Tasks are still owned by the run's
-  anyio task group.
+- This is a per-request path, so a waiter's event, the dispatcher's sleep and the clock are the
+  asyncio fast paths of `core/aio.py` (which holds the measurement); tasks are still owned by
+  the run's anyio task group.
 - A 429 pauses the whole group (`Pacers.pause(capability, seconds)`, the one code path for
   it): every request of the group would meet the same limit.
 - Spare slots (`GroupPacer.spare_at()`): whether any request waits, and when the grid's next
@@ -31,7 +30,6 @@ and `CapabilityPacers`.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +37,7 @@ from typing import Generic, Protocol, TypeVar
 
 import anyio
 
+from ..core import aio
 from ..core.capabilities import CAPABILITIES
 from ..core.lanes import Lane, PermitLike
 from .lane_queue import LaneQueue
@@ -61,7 +60,7 @@ class _Ticket:
     __slots__ = ("abandoned", "answered", "event", "sent")
 
     def __init__(self) -> None:
-        self.event: asyncio.Event | None = asyncio.Event()  # dropped once granted
+        self.event: aio.Event | None = aio.Event()  # dropped once granted
         self.abandoned = False  # the waiter was cancelled: its turn goes to the next one
         self.sent = -math.inf  # when the request left: the grant, then the waiter's wake-up
         self.answered: float | None = None  # when its answer (or error) came back
@@ -105,7 +104,7 @@ class GroupPacer:
 
     def __init__(self, group: str, qps: float, *, window: float = 1.0, limit: int | None = None,
                  weights: Mapping[Lane, float] | None = None, clock: Callable[[], float] | None = None,
-                 sleep: Callable[[float], Awaitable[object]] = anyio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = aio.sleep) -> None:
         self.group = group
         self.qps = qps
         self.interval = 1.0 / qps
@@ -116,7 +115,7 @@ class GroupPacer:
         self._most_late = window * MOST_LATE_FRACTION
         self._paused_until = -math.inf  # no grant before this (after a 429)
         self._lanes: LaneQueue[_Ticket] = LaneQueue(weights)
-        self._clock = clock or asyncio.get_running_loop().time
+        self._clock = clock or aio.loop_clock()
         self._sleep = sleep
 
     def __repr__(self) -> str:
@@ -245,7 +244,7 @@ class Pacers(CapabilityPacers[GroupPacer]):
                  windows: Mapping[str, tuple[float, int]] | None = None,
                  weights: Mapping[Lane, float] | None = None,
                  clock: Callable[[], float] | None = None,
-                 sleep: Callable[[float], Awaitable[object]] = anyio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = aio.sleep) -> None:
         windows = windows or {}
         super().__init__({
             group: GroupPacer(group, qps, window=windows.get(group, (1.0, 0))[0],

@@ -9,6 +9,12 @@ process's share of the limit.
 A slot is good only near its time: a dispatcher or waiter that wakes more than `tolerance`
 after it gives the slot up (it is dropped at the next booking) and books again. The guard in
 Redis assumed the request arrives by `slot + hold`; a late send could crowd a window.
+
+Unlike the memory pacer, this one uses anyio's clock, sleep and events, not the asyncio fast
+paths of core/aio.py: every grant here waits for a booking's round trip to Redis (0.28 ms median
+in BENCHMARKS.md's shared-account scenario), and anyio's wrappers add about 1.5 µs per clock
+read and 5 µs per event on the bench machine: some 15 µs a grant, a few percent of that round
+trip. (anyio's clock, looked up per call, also lets `RedisPacers` be built before its loop runs.)
 """
 
 from __future__ import annotations
