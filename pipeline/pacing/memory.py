@@ -42,7 +42,7 @@ from ..core.capabilities import CAPABILITIES
 from ..core.lanes import Lane, PermitLike
 from .lane_queue import LaneQueue
 
-__all__ = ["CapabilityPacers", "GroupPacer", "PacerBackend", "Pacers", "Permit"]
+__all__ = ["CapabilityPacers", "GroupPacer", "PacerBackend", "Pacers", "Permit", "SpareSlots"]
 
 #: The guard's window is longer than the service's by this fraction of it, and at least by
 #: GUARD_SLACK seconds: slack for the difference between our clock and the server's.
@@ -72,14 +72,29 @@ class _Ticket:
         return min(bound, self.answered) if self.answered is not None else bound
 
 
+class SpareSlots(Protocol):
+    """A QPS group's spare-slot signal, for its poller (`GroupPacer` is one)."""
+
+    interval: float  # seconds between two slots of the group's grid
+
+    def spare_at(self) -> float | None:
+        """None while a request waits for the group's budget; else when the next slot is free."""
+
+
 class PacerBackend(Protocol):
     """The pacing of a run: in-process (`Pacers`) or shared through Redis (`RedisPacers`)."""
 
-    async def run(self) -> None: ...
+    async def run(self) -> None:
+        """Grant slots until cancelled (in the run's task group)."""
 
-    async def acquire(self, capability: str, lane: Lane) -> PermitLike | None: ...
+    async def acquire(self, capability: str, lane: Lane) -> PermitLike | None:
+        """Wait for a slot for one request of `capability` (None: a poll that is not paced)."""
 
-    def pause(self, capability: str, seconds: float) -> None: ...
+    def pause(self, capability: str, seconds: float) -> None:
+        """After a 429: hold every request of the capability's QPS group for `seconds`."""
+
+    def spare_slots(self, capability: str) -> SpareSlots | None:
+        """The capability's group as a spare-slot signal for its poller, or None: no spare polls."""
 
 
 class Permit:

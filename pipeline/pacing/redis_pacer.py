@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..core.lanes import Lane
-from .memory import CapabilityPacers
+from .memory import CapabilityPacers, SpareSlots
 from .redis_group import KEY_TTL_MS, RedisGroupPacer
 from .redis_keys import connect, display_url, group_keys, proc_key, scan_processes
 from .redis_script import BOOK_SCRIPT, PAUSE_SCRIPT, ClockBounds
@@ -233,6 +233,14 @@ class RedisPacers(CapabilityPacers[RedisGroupPacer]):
     def degraded(self) -> bool:
         """True while Redis cannot be reached and each group paces this process alone."""
         return self.link.lost
+
+    def spare_slots(self, capability: str) -> SpareSlots | None:
+        """None: no spare-slot polling with a shared budget. A slot this process sees unused may be
+        booked by another process a moment later, so whether one is spare would take a Redis round
+        trip per look, and a poll spent in it would compete with the other processes' submits
+        (which the submit/poll shares only weigh within one process). Polls keep their per-task
+        schedule, and still book their slots like any request when they share the budget."""
+        return None
 
     async def run(self) -> None:
         """Dispatchers, the update flusher and the heartbeat, until cancelled."""
