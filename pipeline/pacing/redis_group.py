@@ -20,7 +20,6 @@ trip. (anyio's clock, looked up per call, also lets `RedisPacers` be built befor
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,8 +38,6 @@ if TYPE_CHECKING:
     from .redis_pacer import RedisLink
 
 __all__ = ["Booking", "RedisGroupPacer", "RedisPermit"]
-
-log = logging.getLogger(__name__)
 
 #: A slot may be used this fraction of the window after its time (and at least TOLERANCE_MIN s).
 #: The guard, not the grid, keeps the service's window: what the tolerance must bound is how far
@@ -67,8 +64,8 @@ class Booking:
 
 
 class RedisPermit:
-    """A granted slot (`pipeline.limits.Permit`-compatible): call `answered()` when the
-    request's answer (or error) arrives, so the guard counts from then, not from `slot + hold`."""
+    """A granted slot (a `core.lanes.PermitLike`): call `answered()` when the request's answer
+    (or error) arrives, so the guard counts from then, not from `slot + hold`."""
 
     __slots__ = ("_booking", "_pacer")
 
@@ -101,14 +98,13 @@ class RedisGroupPacer:
         self.qps = qps
         self.interval = 1.0 / qps
         self.limit = limit
-        self.window = window
         self.guard = window + max(window * GUARD_MARGIN, GUARD_SLACK)
         self.tolerance = max(window * TOLERANCE_FRACTION, TOLERANCE_MIN)
         # Until its answer, a request is assumed to arrive by its slot, plus the lateness a
         # send may have, plus the travel the memory pacer allows for.
         self.hold = self.tolerance + window * MOST_LATE_FRACTION
         self.granted = {lane: 0 for lane in Lane}
-        self.given_up = 0  # slots abandoned because a wake-up came too late
+        self.given_up = 0  # bookings not used: a late wake-up, a pause, a cancelled waiter or nobody left
         self._link = link
         self._keys = group_keys(link.namespace, group)
         self._clock = clock
@@ -124,15 +120,6 @@ class RedisGroupPacer:
         mode = "redis" if self._local is None else "local"
         granted = {lane.value: n for lane, n in self.granted.items()}
         return f"RedisGroupPacer({self.group!r}, qps={self.qps:g}, {mode}, granted={granted})"
-
-    @property
-    def degraded(self) -> bool:
-        """True while this group books in the in-process fallback."""
-        return self._local is not None
-
-    def waiting(self, lane: Lane) -> int:
-        """Acquires waiting in `lane` now."""
-        return self._lanes.waiting(lane)
 
     async def acquire(self, lane: Lane) -> RedisPermit:
         """Wait for this lane's next slot (cancel-safe); a slot reached too late is given up

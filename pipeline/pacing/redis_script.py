@@ -2,7 +2,7 @@
 Python for the in-process fallback when Redis is gone.
 
 One booking of one QPS group, atomically (GCRA "virtual scheduling" grid with no burst
-tolerance, plus the sliding-window guard of `pipeline.limits`):
+tolerance, plus the sliding-window guard of the memory pacer, memory.py):
 
 1. `now` is Redis `TIME`: one clock for every host that shares the budget.
 2. The slot is the grid's next time unless the grid is more than one interval behind `now`
