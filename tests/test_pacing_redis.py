@@ -78,6 +78,13 @@ def test_clock_bounds_keep_the_fastest_round_trip_and_follow_a_step() -> None:
     assert (bounds.lo, bounds.hi) == pytest.approx((1989.9999, 1990.0))
 
 
+def test_the_shared_pacer_offers_no_spare_slots() -> None:
+    """With the Redis limiter no poller gets a spare-slot signal (a slot idle in this process may be
+    booked by another a moment later), so polls keep their own schedule."""
+    pacers = make_pacers("redis://127.0.0.1:1/0", fresh_ns())  # never connects: nothing runs
+    assert pacers.spare_slots(CAP) is None
+
+
 # ---- several pacers on one Redis ------------------------------------------------------------
 
 async def test_three_pacers_share_one_limit(redis_server: RedisServer) -> None:

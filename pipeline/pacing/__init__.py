@@ -1,5 +1,6 @@
 """The QPS pacers: a GCRA grid with a sliding-window guard per QPS group, in memory or shared
-by every process on an account through Redis, each with its submit and poll lanes.
+by every process on an account through Redis; both backends queue requests in the same submit
+and poll lanes (`lane_queue`).
 
 May import: core, config.
 """

@@ -1,6 +1,8 @@
 """Per-service QPS pacing, shared by submits and polls; built per run, run by the run's task group.
 
-Each QPS group gets one `GroupPacer`, whose dispatcher (`run()`) hands out send slots.
+Each QPS group gets one `GroupPacer`, whose dispatcher (`run()`) hands out send slots. This
+module also holds what the Redis backend shares: the `PacerBackend` protocol, the guard's sizes
+and `CapabilityPacers`.
 
 - Slots sit on a grid `1/qps` apart (GCRA, the "virtual scheduling" form of a leaky bucket
   with no burst tolerance). A slot is due at its grid time, not one interval after the
@@ -14,14 +16,11 @@ Each QPS group gets one `GroupPacer`, whose dispatcher (`run()`) hands out send 
   service counts by. That time is not the grant: a busy loop wakes a waiter milliseconds
   later, and the request then travels; it is bounded by when the request's answer came back
   (`Permit.answered()`), which a 100 ms (time-scaled) window needs.
-- Lanes: submits and polls queue separately, FIFO within a lane. When both wait, slots are
-  shared by weighted fair queuing (default 3 submits : 1 poll): starting tasks early is what
-  shortens a run, while polls still get a quarter of the budget when busy, all of it when
-  submits are idle. Neither lane can starve.
-- The run pins the loop to asyncio (aiohttp needs it), and the per-request primitives here
-  (a waiter's event, the clock) are asyncio's own: anyio's wrappers cost about a third of the
-  client's CPU per item in the client-ceiling benchmark. Tasks are still owned by the run's
-  anyio task group.
+- Lanes: submits and polls wait in a `LaneQueue` (lane_queue.py, shared with the Redis pacer):
+  FIFO within a lane, weighted fair queuing between them.
+- This is a per-request path, so a waiter's event, the dispatcher's sleep and the clock are the
+  asyncio fast paths of `core/aio.py` (which holds the measurement); tasks are still owned by
+  the run's anyio task group.
 - A 429 pauses the whole group (`Pacers.pause(capability, seconds)`, the one code path for
   it): every request of the group would meet the same limit.
 - Spare slots (`GroupPacer.spare_at()`): whether any request waits, and when the grid's next
@@ -31,7 +30,6 @@ Each QPS group gets one `GroupPacer`, whose dispatcher (`run()`) hands out send 
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,13 +37,13 @@ from typing import Generic, Protocol, TypeVar
 
 import anyio
 
+from ..core import aio
 from ..core.capabilities import CAPABILITIES
 from ..core.lanes import Lane, PermitLike
+from .lane_queue import LaneQueue
 
-__all__ = ["DEFAULT_WEIGHTS", "CapabilityPacers", "GroupPacer", "PacerBackend", "Pacers", "Permit"]
+__all__ = ["CapabilityPacers", "GroupPacer", "PacerBackend", "Pacers", "Permit", "SpareSlots"]
 
-
-DEFAULT_WEIGHTS: Mapping[Lane, float] = {Lane.SUBMIT: 3.0, Lane.POLL: 1.0}
 #: The guard's window is longer than the service's by this fraction of it, and at least by
 #: GUARD_SLACK seconds: slack for the difference between our clock and the server's.
 GUARD_MARGIN = 0.01
@@ -62,7 +60,7 @@ class _Ticket:
     __slots__ = ("abandoned", "answered", "event", "sent")
 
     def __init__(self) -> None:
-        self.event: asyncio.Event | None = asyncio.Event()  # dropped once granted
+        self.event: aio.Event | None = aio.Event()  # dropped once granted
         self.abandoned = False  # the waiter was cancelled: its turn goes to the next one
         self.sent = -math.inf  # when the request left: the grant, then the waiter's wake-up
         self.answered: float | None = None  # when its answer (or error) came back
@@ -74,14 +72,29 @@ class _Ticket:
         return min(bound, self.answered) if self.answered is not None else bound
 
 
+class SpareSlots(Protocol):
+    """A QPS group's spare-slot signal, for its poller (`GroupPacer` is one)."""
+
+    interval: float  # seconds between two slots of the group's grid
+
+    def spare_at(self) -> float | None:
+        """None while a request waits for the group's budget; else when the next slot is free."""
+
+
 class PacerBackend(Protocol):
     """The pacing of a run: in-process (`Pacers`) or shared through Redis (`RedisPacers`)."""
 
-    async def run(self) -> None: ...
+    async def run(self) -> None:
+        """Grant slots until cancelled (in the run's task group)."""
 
-    async def acquire(self, capability: str, lane: Lane) -> PermitLike | None: ...
+    async def acquire(self, capability: str, lane: Lane) -> PermitLike | None:
+        """Wait for a slot for one request of `capability` (None: a poll that is not paced)."""
 
-    def pause(self, capability: str, seconds: float) -> None: ...
+    def pause(self, capability: str, seconds: float) -> None:
+        """After a 429: hold every request of the capability's QPS group for `seconds`."""
+
+    def spare_slots(self, capability: str) -> SpareSlots | None:
+        """The capability's group as a spare-slot signal for its poller, or None: no spare polls."""
 
 
 class Permit:
@@ -101,12 +114,12 @@ class Permit:
 class GroupPacer:
     """Paces one QPS group. `await acquire(lane)` before each request; `run()` must be running."""
 
-    __slots__ = ("_clock", "_guard", "_most_late", "_next", "_paused_until", "_sent", "_sleep", "_vnow", "_vt",
-                 "_waiters", "_wakeup", "_weights", "granted", "group", "interval", "qps")
+    __slots__ = ("_clock", "_guard", "_lanes", "_most_late", "_next", "_paused_until", "_sent", "_sleep",
+                 "granted", "group", "interval", "qps")
 
     def __init__(self, group: str, qps: float, *, window: float = 1.0, limit: int | None = None,
                  weights: Mapping[Lane, float] | None = None, clock: Callable[[], float] | None = None,
-                 sleep: Callable[[float], Awaitable[object]] = anyio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = aio.sleep) -> None:
         self.group = group
         self.qps = qps
         self.interval = 1.0 / qps
@@ -116,40 +129,32 @@ class GroupPacer:
         self._guard = window + max(window * GUARD_MARGIN, GUARD_SLACK)  # span `limit` arrivals must exceed
         self._most_late = window * MOST_LATE_FRACTION
         self._paused_until = -math.inf  # no grant before this (after a 429)
-        self._waiters: dict[Lane, deque[_Ticket]] = {lane: deque() for lane in Lane}
-        self._weights = dict(weights or DEFAULT_WEIGHTS)
-        self._vt = dict.fromkeys(Lane, 0.0)  # WFQ virtual finish time per lane
-        self._vnow = 0.0  # virtual time of the last grant
-        self._wakeup = asyncio.Event()  # set when a waiter arrives at an idle dispatcher
-        self._clock = clock or asyncio.get_running_loop().time
+        self._lanes: LaneQueue[_Ticket] = LaneQueue(weights)
+        self._clock = clock or aio.loop_clock()
         self._sleep = sleep
 
     def __repr__(self) -> str:
-        waiting = {lane.value: len(q) for lane, q in self._waiters.items()}
         granted = {lane.value: n for lane, n in self.granted.items()}
+        waiting = {lane.value: self.waiting(lane) for lane in Lane}
         return f"GroupPacer({self.group!r}, qps={self.qps:g}, granted={granted}, waiting={waiting})"
 
     def waiting(self, lane: Lane) -> int:
         """Acquires waiting in `lane` now."""
-        return sum(not t.abandoned for t in self._waiters[lane])
+        return self._lanes.waiting(lane)
 
     def spare_at(self) -> float | None:
         """None while a submit or a poll waits (every slot is spoken for); otherwise the time
         from which a request would be granted at once (now or earlier: a slot is unused)."""
-        if any(self._busy(lane) for lane in Lane):
+        if self._lanes.any_busy():
             return None
         return self._slot_time(self._clock())
 
     async def acquire(self, lane: Lane) -> Permit:
         """Wait for this lane's next slot (cancel-safe: a cancelled waiter is skipped)."""
-        queue = self._waiters[lane]
-        if not self._busy(lane):  # the lane becomes busy: no credit for idling
-            self._vt[lane] = max(self._vt[lane], self._vnow)
         ticket = _Ticket()
         event = ticket.event
         assert event is not None
-        queue.append(ticket)
-        self._wakeup.set()
+        self._lanes.push(lane, ticket)
         try:
             await event.wait()
         except BaseException:
@@ -172,23 +177,17 @@ class GroupPacer:
 
     async def run(self) -> None:
         """The dispatcher: grants slots until cancelled (by the run's task group)."""
+        lanes = self._lanes
         while True:
-            busy = [lane for lane in Lane if self._busy(lane)]
-            if not busy:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+            await lanes.arrival()
             now = self._clock()
             slot = self._slot_time(now)
             if slot > now:
                 await self._sleep(slot - now)
-                continue
-            lane = min(busy, key=lambda name: self._vt[name] + 1.0 / self._weights[name])
-            self._vt[lane] += 1.0 / self._weights[lane]
-            self._vnow = self._vt[lane]
-            ticket = self._waiters[lane].popleft()
+                continue  # the waiter may have gone meanwhile: look again
+            ticket = lanes.pop()
+            assert ticket is not None and ticket.event is not None  # no await since arrival()
             ticket.sent = now
-            assert ticket.event is not None
             ticket.event.set()
             ticket.event = None  # the guard keeps the times, not the event
             self._next = slot + self.interval
@@ -204,15 +203,10 @@ class GroupPacer:
             slot = max(slot, self._sent[0].arrived_by(self._most_late) + self._guard)
         return slot
 
-    def _busy(self, lane: Lane) -> bool:
-        """Drop abandoned waiters at the head; True if the lane has one waiting."""
-        queue = self._waiters[lane]
-        while queue and queue[0].abandoned:
-            queue.popleft()
-        return bool(queue)
-
 
 class _GroupLike(Protocol):
+    """What `CapabilityPacers` uses of a group's pacer, whichever backend's."""
+
     granted: dict[Lane, int]
 
     async def acquire(self, lane: Lane) -> PermitLike: ...
@@ -265,7 +259,7 @@ class Pacers(CapabilityPacers[GroupPacer]):
                  windows: Mapping[str, tuple[float, int]] | None = None,
                  weights: Mapping[Lane, float] | None = None,
                  clock: Callable[[], float] | None = None,
-                 sleep: Callable[[float], Awaitable[object]] = anyio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = aio.sleep) -> None:
         windows = windows or {}
         super().__init__({
             group: GroupPacer(group, qps, window=windows.get(group, (1.0, 0))[0],

@@ -1,22 +1,27 @@
 """One QPS group of the shared pacer: this process's submit/poll lanes in front of a booking.
 
-The dispatcher (`run()`) takes one booking at a time for whichever lane is due (weighted fair
-queuing, as `pipeline.limits.GroupPacer` does), sleeps until the booked slot, and hands it to
-the head waiter. A booking comes from Redis (`BOOK_SCRIPT`: one atomic call, Redis' clock) or,
-while Redis cannot be reached, from `LocalBook` at this process's share of the limit.
+The dispatcher (`run()`) takes one booking at a time while a waiter waits, sleeps until the
+booked slot, and hands it to the waiter the group's `LaneQueue` picks (lane_queue.py: the same
+lanes and weighted fair queuing as the memory pacer). A booking comes from Redis (`BOOK_SCRIPT`:
+one atomic call, Redis' clock) or, while Redis cannot be reached, from `LocalBook` at this
+process's share of the limit.
 
 A slot is good only near its time: a dispatcher or waiter that wakes more than `tolerance`
 after it gives the slot up (it is dropped at the next booking) and books again. The guard in
 Redis assumed the request arrives by `slot + hold`; a late send could crowd a window.
+
+Unlike the memory pacer, this one uses anyio's clock, sleep and events, not the asyncio fast
+paths of core/aio.py: every grant here waits for a booking's round trip to Redis (0.28 ms median
+in BENCHMARKS.md's shared-account scenario), and anyio's wrappers add about 1.5 µs per clock
+read and 5 µs per event on the bench machine: some 15 µs a grant, a few percent of that round
+trip. (anyio's clock, looked up per call, also lets `RedisPacers` be built before its loop runs.)
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,7 +29,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..core.lanes import Lane
-from .memory import DEFAULT_WEIGHTS, GUARD_MARGIN, GUARD_SLACK, MOST_LATE_FRACTION
+from .lane_queue import LaneQueue
+from .memory import GUARD_MARGIN, GUARD_SLACK, MOST_LATE_FRACTION
 from .redis_keys import group_keys
 from .redis_script import LocalBook
 
@@ -32,8 +38,6 @@ if TYPE_CHECKING:
     from .redis_pacer import RedisLink
 
 __all__ = ["Booking", "RedisGroupPacer", "RedisPermit"]
-
-log = logging.getLogger(__name__)
 
 #: A slot may be used this fraction of the window after its time (and at least TOLERANCE_MIN s).
 #: The guard, not the grid, keeps the service's window: what the tolerance must bound is how far
@@ -60,8 +64,8 @@ class Booking:
 
 
 class RedisPermit:
-    """A granted slot (`pipeline.limits.Permit`-compatible): call `answered()` when the
-    request's answer (or error) arrives, so the guard counts from then, not from `slot + hold`."""
+    """A granted slot (a `core.lanes.PermitLike`): call `answered()` when the request's answer
+    (or error) arrives, so the guard counts from then, not from `slot + hold`."""
 
     __slots__ = ("_booking", "_pacer")
 
@@ -94,24 +98,19 @@ class RedisGroupPacer:
         self.qps = qps
         self.interval = 1.0 / qps
         self.limit = limit
-        self.window = window
         self.guard = window + max(window * GUARD_MARGIN, GUARD_SLACK)
         self.tolerance = max(window * TOLERANCE_FRACTION, TOLERANCE_MIN)
         # Until its answer, a request is assumed to arrive by its slot, plus the lateness a
         # send may have, plus the travel the memory pacer allows for.
         self.hold = self.tolerance + window * MOST_LATE_FRACTION
         self.granted = {lane: 0 for lane in Lane}
-        self.given_up = 0  # slots abandoned because a wake-up came too late
+        self.given_up = 0  # bookings not used: a late wake-up, a pause, a cancelled waiter or nobody left
         self._link = link
         self._keys = group_keys(link.namespace, group)
         self._clock = clock
         self._sleep = sleep
         self._prefix = f"{secrets.token_hex(4)}-"  # members of this pacer, unique across processes
-        self._waiters: dict[Lane, deque[_Ticket]] = {lane: deque() for lane in Lane}
-        self._weights = dict(weights or DEFAULT_WEIGHTS)
-        self._vt = dict.fromkeys(Lane, 0.0)  # WFQ virtual finish time per lane
-        self._vnow = 0.0
-        self._wakeup = anyio.Event()
+        self._lanes: LaneQueue[_Ticket] = LaneQueue(weights)
         self._paused_until = -math.inf  # local view of the pause: our own 429s and Redis' answers
         self._to_drop: list[str] = []  # given-up Redis bookings, removed by the next booking call
         self._local: LocalBook | None = None  # the fallback while Redis is lost
@@ -122,25 +121,12 @@ class RedisGroupPacer:
         granted = {lane.value: n for lane, n in self.granted.items()}
         return f"RedisGroupPacer({self.group!r}, qps={self.qps:g}, {mode}, granted={granted})"
 
-    @property
-    def degraded(self) -> bool:
-        """True while this group books in the in-process fallback."""
-        return self._local is not None
-
-    def waiting(self, lane: Lane) -> int:
-        """Acquires waiting in `lane` now."""
-        return sum(not t.abandoned for t in self._waiters[lane])
-
     async def acquire(self, lane: Lane) -> RedisPermit:
         """Wait for this lane's next slot (cancel-safe); a slot reached too late is given up
         and this waiter goes back to the head of its lane."""
-        if not self._busy(lane):
-            self._vt[lane] = max(self._vt[lane], self._vnow)
-        front = False
+        ticket = _Ticket()
+        self._lanes.push(lane, ticket)
         while True:
-            ticket = _Ticket()
-            (self._waiters[lane].appendleft if front else self._waiters[lane].append)(ticket)
-            self._wakeup.set()
             try:
                 await ticket.event.wait()
             except BaseException:
@@ -154,7 +140,8 @@ class RedisGroupPacer:
                 self.granted[lane] += 1
                 return RedisPermit(self, booking)
             self._give_up(booking)  # this task woke too late after the grant: book again
-            front = True
+            ticket = _Ticket()
+            self._lanes.push_front(lane, ticket)
 
     async def wait_pause(self) -> None:
         """Wait out the pause this process knows of, without taking a slot (unpaced polls)."""
@@ -178,11 +165,9 @@ class RedisGroupPacer:
 
     async def run(self) -> None:
         """The dispatcher: books and grants slots until cancelled."""
+        lanes = self._lanes
         while True:
-            if not (self._busy(Lane.SUBMIT) or self._busy(Lane.POLL)):
-                self._wakeup = anyio.Event()
-                await self._wakeup.wait()
-                continue
+            await lanes.arrival()
             if (wait := self._paused_until - self._clock()) > 0:
                 await self._sleep(wait)  # our own 429: not even a booking until it is over
                 continue
@@ -192,14 +177,10 @@ class RedisGroupPacer:
             if self._clock() - booking.early > self.tolerance or self._paused_until > self._clock():
                 self._give_up(booking)
                 continue
-            busy = [lane for lane in Lane if self._busy(lane)]
-            if not busy:
+            ticket = lanes.pop()
+            if ticket is None:  # every waiter was cancelled meanwhile
                 self._give_up(booking)
                 continue
-            lane = min(busy, key=lambda name: self._vt[name] + 1.0 / self._weights[name])
-            self._vt[lane] += 1.0 / self._weights[lane]
-            self._vnow = self._vt[lane]
-            ticket = self._waiters[lane].popleft()
             ticket.booking = booking
             ticket.event.set()
 
@@ -249,10 +230,3 @@ class RedisGroupPacer:
             self._to_drop.append(booking.member)
         elif self._local is not None:
             self._local.drop(booking.member)
-
-    def _busy(self, lane: Lane) -> bool:
-        """Drop abandoned waiters at the head; True if the lane has one waiting."""
-        queue = self._waiters[lane]
-        while queue and queue[0].abandoned:
-            queue.popleft()
-        return bool(queue)

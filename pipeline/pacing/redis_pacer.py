@@ -1,10 +1,9 @@
 """The shared QPS pacer: every process on one account books its send slots in one Redis, so
 together they stay within the account's limits (`limiter: redis://…`).
 
-`RedisPacers` has the interface of `pipeline.limits.Pacers` (`run`, `acquire`, `pause`,
-`for_capability`); each QPS group is a `RedisGroupPacer` (pacing_redis_group.py), the booking
-rule is in pacing_redis_script.py and key names, checks and `live_processes` in
-pacing_redis_keys.py.
+`RedisPacers` is a `PacerBackend` like the memory pacer's `Pacers`; each QPS group is a
+`RedisGroupPacer` (redis_group.py), the booking rule is in redis_script.py and key names,
+checks and `live_processes` in redis_keys.py.
 
 `RedisLink` is the one connection of a process: it books (EVALSHA of the booking script,
 EVAL when Redis answers NOSCRIPT, e.g. after a restart), sends the small updates that need no
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..core.lanes import Lane
-from .memory import CapabilityPacers
+from .memory import CapabilityPacers, SpareSlots
 from .redis_group import KEY_TTL_MS, RedisGroupPacer
 from .redis_keys import connect, display_url, group_keys, proc_key, scan_processes
 from .redis_script import BOOK_SCRIPT, PAUSE_SCRIPT, ClockBounds
@@ -207,8 +206,9 @@ WARMUP_BEATS = 6
 
 
 class RedisPacers(CapabilityPacers[RedisGroupPacer]):
-    """All QPS groups of a run, booked in Redis: the interface of `pipeline.limits.Pacers`
-    plus `url` and `namespace`. Build it inside the running loop; `run()` in the run's task group."""
+    """All QPS groups of a run, booked in Redis: a `PacerBackend`, like `Pacers`, plus `link`
+    and `degraded`. It connects on first use, so it may be built before the loop runs; `run()`
+    goes in the run's task group."""
 
     def __init__(self, limits: Mapping[str, float], *, polls_share: bool, url: str, namespace: str,
                  windows: Mapping[str, tuple[float, int]] | None = None,
@@ -233,6 +233,14 @@ class RedisPacers(CapabilityPacers[RedisGroupPacer]):
     def degraded(self) -> bool:
         """True while Redis cannot be reached and each group paces this process alone."""
         return self.link.lost
+
+    def spare_slots(self, capability: str) -> SpareSlots | None:
+        """None: no spare-slot polling with a shared budget. A slot this process sees unused may be
+        booked by another process a moment later, so whether one is spare would take a Redis round
+        trip per look, and a poll spent in it would compete with the other processes' submits
+        (which the submit/poll shares only weigh within one process). Polls keep their per-task
+        schedule, and still book their slots like any request when they share the budget."""
+        return None
 
     async def run(self) -> None:
         """Dispatchers, the update flusher and the heartbeat, until cancelled."""

@@ -2,7 +2,7 @@
 Python for the in-process fallback when Redis is gone.
 
 One booking of one QPS group, atomically (GCRA "virtual scheduling" grid with no burst
-tolerance, plus the sliding-window guard of `pipeline.limits`):
+tolerance, plus the sliding-window guard of the memory pacer, memory.py):
 
 1. `now` is Redis `TIME`: one clock for every host that shares the budget.
 2. The slot is the grid's next time unless the grid is more than one interval behind `now`
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["BOOK_SCRIPT", "PAUSE_SCRIPT", "ClockBounds", "LocalBook", "earliest_slot"]
 
@@ -107,12 +107,11 @@ class LocalBook:
     hold: float
     grid_next: float = -math.inf
     #: member -> arrival bound, like the `sent` set in Redis
-    bounds: dict[str, float] | None = None
+    bounds: dict[str, float] = field(default_factory=dict)
 
     def book(self, now: float, member: str, pause: float) -> float:
         """Book the next slot for `member`; returns the slot time."""
-        bounds = self.bounds if self.bounds is not None else {}
-        self.bounds = {m: b for m, b in bounds.items() if b >= now - self.guard}  # trimmed as in Redis
+        self.bounds = {m: b for m, b in self.bounds.items() if b >= now - self.guard}  # trimmed as in Redis
         slot = earliest_slot(now, grid_next=self.grid_next, interval=self.interval, pause=pause,
                              bounds=self.bounds.values(), limit=self.limit, guard=self.guard)
         self.grid_next = slot + self.interval
@@ -122,18 +121,17 @@ class LocalBook:
 
     def answered(self, member: str, at: float) -> None:
         """Lower the member's arrival bound to when its answer came back."""
-        if self.bounds is not None and member in self.bounds:
+        if member in self.bounds:
             self.bounds[member] = min(self.bounds[member], at)
 
     def drop(self, member: str) -> None:
         """Forget a booking that was given up (its request never left)."""
-        if self.bounds is not None:
-            self.bounds.pop(member, None)
+        self.bounds.pop(member, None)
 
     def quiet_at(self) -> float:
         """When no local booking can still count in any window: the switch back to Redis waits
         for it, since Redis does not know what this process sent meanwhile."""
-        latest = max(self.bounds.values(), default=-math.inf) if self.bounds else -math.inf
+        latest = max(self.bounds.values(), default=-math.inf)
         return max(latest + self.guard, self.grid_next - self.interval + self.guard)
 
 
