@@ -10,6 +10,8 @@ a page requested and what failed to load; with `NETWORK_CUT` it can reach no oth
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import json
 import os
 import re
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
@@ -34,28 +36,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 URL_ATTRIBUTES = {"src", "href", "xlink:href", "srcset", "action", "formaction", "poster", "data", "background",
                   "ping", "manifest", "cite", "longdesc", "codebase", "archive", "icon"}
 CSS_URL = re.compile(r"""url\(\s*['"]?([^'")]*)|@import\s+['"]([^'"]+)""", re.I)
-
-
-def run_chromium(args: Sequence[str], *, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """Chromium with the flags above, a new empty profile, and `args`; fails on a non-zero exit."""
-    assert CHROMIUM, "chromium is not installed (apt-get install chromium)"
-    with tempfile.TemporaryDirectory(prefix="report-chromium-") as profile:
-        done = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                              text=True, timeout=timeout, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
-def screenshot(page: Path, png: Path, *, width: int = 1200, height: int = 2400, javascript: bool = False) -> None:
-    """A PNG of the top `height` pixels of `page` in a `width`-pixel window (JavaScript off by default)."""
-    flags = [] if javascript else ["--blink-settings=scriptEnabled=false"]
-    run_chromium([*flags, f"--window-size={width},{height}", f"--screenshot={png}", page.as_uri()])
-    assert png.is_file(), f"chromium wrote no screenshot to {png}"
-
-
-def dump_dom(page: Path, *flags: str, width: int = 1200) -> str:
-    """The DOM of `page` once loaded (the load event waits for every resource it asked for), as HTML."""
-    return run_chromium([*flags, f"--window-size={width},900", "--dump-dom", page.as_uri()]).stdout
 
 
 class _References(HTMLParser):
@@ -107,11 +87,12 @@ class DevTools:
     def __init__(self, *flags: str, timeout: float = 90) -> None:
         assert CHROMIUM, "chromium is not installed (apt-get install chromium)"
         self._profile = tempfile.TemporaryDirectory(prefix="report-chromium-")
-        to_browser, self._send = os.pipe()
-        self._receive, from_browser = os.pipe()
-        # The shell puts the two pipe ends on fds 3 and 4, where Chromium expects them.
+        # Both of Chromium's ends go above fd 9, so that putting them on 3 and 4 overwrites neither;
+        # bash, not dash, which takes no fd above 9, puts them there.
+        to_browser, self._send = (_above_nine(fd) for fd in os.pipe())
+        self._receive, from_browser = (_above_nine(fd) for fd in os.pipe())
         self._proc = subprocess.Popen(
-            ["/bin/sh", "-c", f'exec "$@" 3<&{to_browser} 4>&{from_browser}', "sh", CHROMIUM, *FLAGS,
+            ["/bin/bash", "-c", f'exec "$@" 3<&{to_browser} 4>&{from_browser}', "bash", CHROMIUM, *FLAGS,
              f"--user-data-dir={self._profile.name}", "--remote-debugging-pipe", *flags, "about:blank"],
             pass_fds=(to_browser, from_browser), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_browser)
@@ -119,7 +100,11 @@ class DevTools:
         self._deadline = time.monotonic() + timeout
         self._buffer = b""
         self._next_id = 0
+        self._session = ""
         self.events: list[dict[str, Any]] = []
+
+    def start(self) -> None:
+        """A new page, attached: the commands with `session=True` go to it."""
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         self._session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
 
@@ -173,6 +158,12 @@ class DevTools:
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
 
+    def screenshot(self, png: Path, *, width: int, height: int) -> None:
+        """A PNG of the top `height` pixels of the page in a `width`-pixel window."""
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
+                  deviceScaleFactor=1, mobile=width < 600)
+        png.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", session=True, format="png")["data"]))
+
     def requests(self) -> list[str]:
         """Every URL the page asked for so far (the page itself and `data:` URIs aside)."""
         return [e["params"]["request"]["url"] for e in self.events
@@ -199,14 +190,28 @@ class DevTools:
         self._profile.cleanup()
 
 
+def _above_nine(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
 @contextmanager
 def devtools(*flags: str) -> Iterator[DevTools]:
     """A `DevTools` browser, closed on the way out."""
     browser = DevTools(*flags)
     try:
+        browser.start()
         yield browser
     finally:
         browser.close()
+
+
+def screenshot(page: Path, png: Path, *, width: int = 1200, height: int = 2400) -> None:
+    """A PNG of the top of `page`, opened with JavaScript off and the network cut."""
+    with devtools(*NETWORK_CUT) as browser:
+        browser.open(page, width=width)
+        browser.screenshot(png, width=width, height=height)
 
 
 def readme_screenshot(png: Path = REPO / "docs" / "report.png") -> Path:
