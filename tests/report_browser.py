@@ -151,6 +151,23 @@ class DevTools:
                   deviceScaleFactor=1, mobile=width < 600)
         self.call("Page.navigate", session=True, url=page.as_uri())
         self.wait_for("Page.loadEventFired")
+        self.settle()
+
+    def settle(self) -> None:
+        """Wait until every outside request the page started has finished or failed: the network
+        service reports on its own, and may do so after the page's load event."""
+        while True:
+            self.call("Runtime.evaluate", session=True, expression="0")  # what came before it is in
+            if not self._pending():
+                return
+            self.events.append(self._read())
+
+    def _pending(self) -> set[str]:
+        started = {e["params"]["requestId"] for e in self.events if e.get("method") == "Network.requestWillBeSent"
+                   and not e["params"]["request"]["url"].startswith(("file:", "data:"))}
+        ended = {e["params"]["requestId"] for e in self.events
+                 if e.get("method") in ("Network.loadingFinished", "Network.loadingFailed")}
+        return started - ended
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (DevTools runs it whatever the page's setting)."""
