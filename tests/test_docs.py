@@ -24,6 +24,13 @@ def test_design_exit_code_table_is_the_enum():
     assert rows == [(str(int(c)), c.name, c.meaning) for c in ExitCode]
 
 
+def test_readme_advice_column_is_the_enum():
+    """README's exit-code table says, per code, exactly the `ExitCode.advice` the HTML report shows."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d) \| .+? \| (.+?) \|$", text, flags=re.MULTILINE)
+    assert rows == [(str(int(c)), c.advice) for c in ExitCode]
+
+
 @pytest.mark.parametrize("var", sorted(set(ENV_KEYS) - {"PIPELINE_TIME_SCALE"}))
 def test_every_config_variable_is_documented(var):
     """Each PIPELINE_* config variable is named in docs/design.md and in default.yaml's header."""

@@ -1,4 +1,5 @@
-"""Package data: a non-editable install carries the sample manifests and default.yaml, so `demo` works."""
+"""Package data: a non-editable install carries the sample manifests and default.yaml, so `demo` works,
+and the HTML report's template."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ DATA = REPO / "pipeline" / "data"
 def shipped_files() -> set[str]:
     """Every data file the package must carry, as paths inside the package (from the source tree)."""
     files = {p.relative_to(REPO).as_posix() for p in (DATA / "sample_manifests").rglob("*") if p.is_file()}
-    return files | {"pipeline/data/default.yaml"}
+    templates = {p.relative_to(REPO).as_posix() for p in (REPO / "pipeline" / "observe" / "templates").glob("*.j2")}
+    return files | templates | {"pipeline/data/default.yaml"}
 
 
 def source_copy(tmp_path: Path) -> Path:

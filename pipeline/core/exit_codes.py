@@ -36,6 +36,11 @@ class ExitCode(IntEnum):
     def meaning(self) -> str:
         return _MEANINGS[self]
 
+    @property
+    def advice(self) -> str:
+        """What to do next (README's "what to do" column): the report's line under the outcome."""
+        return _ADVICE[self]
+
 
 _MEANINGS = {
     ExitCode.OK: "every item succeeded",
@@ -47,6 +52,18 @@ _MEANINGS = {
     ExitCode.THRESHOLD: "the failure threshold stopped the run; look at the failures",
     ExitCode.SPEND_CAP: "the spend cap was reached; raise it to resume",
     ExitCode.LOCKED: "another live run holds this state dir",
+}
+
+_ADVICE = {
+    ExitCode.OK: "nothing",
+    ExitCode.PARTIAL: "look at the failures; `run --retry-failed`",
+    ExitCode.USAGE: "fix the command",
+    ExitCode.INTERRUPTED: "run the same command again: it resumes",
+    ExitCode.AUTH: "fix `DASHSCOPE_API_KEY` (or `OSS_ACCESS_KEY_ID`/`OSS_ACCESS_KEY_SECRET`), then resume",
+    ExitCode.THRESHOLD: "look at the failures, then resume; `--retry-failed` also sends the items the outage "
+                        "failed again",
+    ExitCode.SPEND_CAP: "raise the cap and resume",
+    ExitCode.LOCKED: "wait for it, or give this run its own `--out`",
 }
 
 
