@@ -85,9 +85,10 @@ class OssState:
     faults: OssFaults = field(default_factory=OssFaults)
     active: int = 0  # requests being handled now (a slow or hung one included)
 
-    def inject(self, operation: str, fault: FaultKind = "503", times: int | None = 1) -> None:
-        """Make the next ``times`` requests of ``operation`` meet ``fault`` (see :mod:`.oss_faults`)."""
-        self.faults.inject(operation, fault, times)
+    def inject(self, operation: str, fault: FaultKind = "503", times: int | None = 1, after: int = 0) -> None:
+        """Make ``times`` requests of ``operation``, after the next ``after``, meet ``fault``
+        (see :mod:`.oss_faults`)."""
+        self.faults.inject(operation, fault, times, after=after)
 
 
 OSS_STATE: web.AppKey[OssState] = web.AppKey("oss_state", OssState)
@@ -225,7 +226,7 @@ async def _dispatch(
             listing = list_objects_v2(bucket, query, store.sorted_keys(bucket), lambda key: store.stat(bucket, key))
         except ListingError as exc:
             raise OssError(400, "InvalidArgument", str(exc)) from exc
-        return _xml_response(listing, rid)
+        return web.Response(body=listing, content_type="application/xml", headers={"x-oss-request-id": rid})
     if op == "PutObject":
         obj = await store.put(bucket, key, _body(request))
         return web.Response(headers={**head, "ETag": obj.etag})

@@ -21,11 +21,12 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import xml.etree.ElementTree as ET
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import quote
+from xml.sax.saxutils import escape
 
 from .oss_store import StoredObject
 
@@ -131,15 +132,21 @@ def _max_keys(query: Mapping[str, str]) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=4096)  # objects written in the same instant (a fill) share one
 def _iso(epoch: float) -> str:
     moment = datetime.fromtimestamp(epoch, timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def _element(name: str, value: str) -> str:
+    return f"<{name}>{escape(value)}</{name}>"
+
+
 def list_objects_v2(bucket: str, query: Mapping[str, str], keys: Sequence[str],
-                    lookup: Callable[[str], StoredObject | None]) -> ET.Element:
-    """The ``ListBucketResult`` element answering `query` over the bucket's sorted `keys`;
-    raises `ListingError` for a parameter OSS would refuse."""
+                    lookup: Callable[[str], StoredObject | None]) -> bytes:
+    """The ``ListBucketResult`` document answering `query` over the bucket's sorted `keys`;
+    raises `ListingError` for a parameter OSS would refuse. (Written as text, not through
+    ElementTree: a page of 1,000 objects cost 0.3 s that way, the emulator's whole budget.)"""
     encoding = query.get("encoding-type")
     if encoding not in (None, "", "url"):
         raise ListingError(f"encoding-type must be url, got {encoding[:40]!r}")
@@ -150,7 +157,6 @@ def list_objects_v2(bucket: str, query: Mapping[str, str], keys: Sequence[str],
     marker = decode_token(token) if token else None
     page = list_page(keys, prefix=prefix, delimiter=delimiter, start_after=start_after, marker=marker,
                      max_keys=max_keys)
-    root = ET.Element("ListBucketResult")
     fields: list[tuple[str, str | None]] = [
         ("Name", bucket), ("Prefix", encode(prefix)), ("MaxKeys", str(max_keys)),
         ("Delimiter", encode(delimiter) if delimiter else None), ("StartAfter", encode(start_after) or None),
@@ -159,23 +165,18 @@ def list_objects_v2(bucket: str, query: Mapping[str, str], keys: Sequence[str],
         ("KeyCount", str(len(page.keys) + len(page.prefixes))),
         ("NextContinuationToken", encode(encode_token(page.next_marker)) if page.next_marker is not None else None),
     ]
-    for name, value in fields:
-        if value is not None:
-            ET.SubElement(root, name).text = value
-    owner = query.get("fetch-owner") == "true"
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult>']
+    parts += [_element(name, value) for name, value in fields if value is not None]
+    owner = f"<Owner>{_element('ID', OWNER_ID)}{_element('DisplayName', OWNER_ID)}</Owner>" \
+        if query.get("fetch-owner") == "true" else ""
     for key in page.keys:
         obj = lookup(key)
         if obj is None:  # the index is rebuilt on every change: a key it holds is stored
             continue
-        contents = ET.SubElement(root, "Contents")
-        for name, value in (("Key", encode(key)), ("LastModified", _iso(obj.modified)), ("ETag", obj.etag),
-                            ("Type", "Multipart" if "-" in obj.etag else "Normal"), ("Size", str(obj.size)),
-                            ("StorageClass", "Standard")):
-            ET.SubElement(contents, name).text = value
-        if owner:
-            element = ET.SubElement(contents, "Owner")
-            ET.SubElement(element, "ID").text = OWNER_ID
-            ET.SubElement(element, "DisplayName").text = OWNER_ID
-    for common in page.prefixes:
-        ET.SubElement(ET.SubElement(root, "CommonPrefixes"), "Prefix").text = encode(common)
-    return root
+        kind = "Multipart" if "-" in obj.etag else "Normal"
+        parts.append(f"<Contents>{_element('Key', encode(key))}<LastModified>{_iso(obj.modified)}</LastModified>"
+                     f"{_element('ETag', obj.etag)}<Type>{kind}</Type><Size>{obj.size}</Size>"
+                     f"<StorageClass>Standard</StorageClass>{owner}</Contents>")
+    parts += [f"<CommonPrefixes>{_element('Prefix', encode(common))}</CommonPrefixes>" for common in page.prefixes]
+    parts.append("</ListBucketResult>")
+    return "".join(parts).encode("utf-8")

@@ -209,12 +209,19 @@ class ObjectStore:
         self.create_bucket(bucket)
         path = self._new_path("objects")
         path.write_bytes(body)
-        etag = _quoted(hashlib.md5(body, usedforsecurity=False).hexdigest())
-        now = time.time()
+        # One record for them all (it is immutable): a million objects cost their keys, not a
+        # million records.
+        shared = StoredObject(path, len(body), _quoted(hashlib.md5(body, usedforsecurity=False).hexdigest()),
+                              shared=True)
+        objects = self._objects
         count = 0
         for key in keys:
-            self._replace(bucket, key, StoredObject(path, len(body), etag, now, shared=True))
+            old = objects.get((bucket, key))
+            objects[(bucket, key)] = shared
+            if old is not None and not old.shared:
+                old.path.unlink(missing_ok=True)
             count += 1
+        self._sorted.pop(bucket, None)
         return count
 
     # -- multipart ------------------------------------------------------------------------------
