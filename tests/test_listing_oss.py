@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -121,33 +122,45 @@ async def test_include_exclude_on_keys_and_a_pattern_that_matches_nothing(oss_em
 
 @pytest.mark.parametrize("fault", ["503", "500", "drop", "garbage"])
 async def test_a_listing_failing_mid_way_is_retried_from_the_last_page(oss_emu: RunningOss, fault: str) -> None:
-    """After the first page, two failed requests (5xx, a dropped connection, a page that is not
-    OSS's) are retried with backoff from the page that failed: every key once, complete."""
+    """The two requests after the first page fail (5xx, a dropped connection, a 200 that is not
+    OSS's listing): retried with backoff from the page that failed, every key once, complete."""
     oss_emu.store.fill(BUCKET, (f"v/{n:03d}.mp4" for n in range(350)), b"v")
+    oss_emu.state.inject("ListObjectsV2", fault, times=2, after=1)  # type: ignore[arg-type]
     sleeps = Sleeps()
     found, counts = lister(oss_emu, "oss://media/v/", page_size=100, sleeps=sleeps)
-    head = await drain(found, 100)  # the first page, all of it: the next item needs the second
-    oss_emu.state.inject("ListObjectsV2", fault, times=2)  # type: ignore[arg-type]
-    rest = await drain(found)
-    assert [e.id for e in head + rest] == [f"v/{n:03d}.mp4" for n in range(350)]
+    listed = await drain(found)
+    assert [e.id for e in listed] == [f"v/{n:03d}.mp4" for n in range(350)]
     assert (counts.retries, counts.pages, counts.complete) == (2, 4, True)
     assert len(sleeps.asked) == 2 and oss_emu.state.faults.applied[fault] == 2
     assert oss_emu.state.counters["ListObjectsV2"] == 6
 
 
 async def test_a_listing_that_cannot_finish_raises_and_is_not_complete(oss_emu: RunningOss) -> None:
-    """OSS failing after the first page past every retry: the iterator raises OssUnavailable (a
-    resumable stop, exit 3) instead of ending, and the counts say the listing is not complete."""
+    """OSS failing after the first page past every retry: the iterator yields that page, then
+    raises OssUnavailable (a resumable stop, exit 3) instead of ending; the listing is not complete."""
     oss_emu.store.fill(BUCKET, (f"v/{n:03d}.mp4" for n in range(250)), b"v")
+    oss_emu.state.inject("ListObjectsV2", "503", times=None, after=1)
     sleeps = Sleeps()
     found, counts = lister(oss_emu, "oss://media/v/", page_size=100, attempts=3, sleeps=sleeps)
-    head = await drain(found, 100)
-    oss_emu.state.inject("ListObjectsV2", "503", times=None)
+    listed: list[Listed] = []
     with pytest.raises(OssUnavailable) as caught:
-        await drain(found)
-    assert len(head) == 100 and counts.yielded == 100 and not counts.complete
+        await asyncio.to_thread(lambda: listed.extend(found))
+    assert [e.id for e in listed] == [f"v/{n:03d}.mp4" for n in range(100)]
+    assert counts.yielded == 100 and not counts.complete
     assert len(sleeps.asked) == 2 and caught.value.attempts == 3
     assert "stopped after 1 pages" in str(caught.value) and exit_code_for(caught.value) == ExitCode.INTERRUPTED
+
+
+async def test_closing_a_listing_early_stops_its_page_thread(oss_emu: RunningOss) -> None:
+    """A caller that stops after a few items closes the listing, and the thread fetching pages
+    ahead ends with it (none left behind holding a connection)."""
+    oss_emu.store.fill(BUCKET, (f"v/{n:03d}.mp4" for n in range(500)), b"v")
+    found, counts = lister(oss_emu, "oss://media/v/", page_size=100)
+    await drain(found, 5)
+    pump = next(t for t in threading.enumerate() if t.name == "oss-listing")
+    found.close()  # type: ignore[attr-defined]
+    await asyncio.to_thread(pump.join, 30)
+    assert not pump.is_alive() and not counts.complete and counts.pages < 5
 
 
 async def test_unreachable_oss_raises_after_the_retries(oss_emu: RunningOss) -> None:
