@@ -54,32 +54,34 @@ def walk_folder(directory: str | os.PathLike[str], selection: Selection, *, foll
     docstring); `counts` (default: a fresh one, then unreachable) is filled in as the walk goes.
     Raises `ManifestError` now, before the first item, when `directory` is missing or not one."""
     root = os.path.abspath(os.fspath(directory))
+    given = clipped(os.fspath(directory))
     if not os.path.isdir(root):
         if os.path.exists(root):
             raise ManifestError(f"{clipped(root)} is a file, not a directory: give the directory to walk, or name "
-                                "a manifest (.jsonl, .csv, .yaml, .txt) to read it as one", source=str(directory))
-        raise ManifestError(f"directory {clipped(root)} does not exist: check the path", source=str(directory))
+                                "a manifest (.jsonl, .csv, .yaml, .txt) to read it as one", source=given)
+        raise ManifestError(f"directory {clipped(root)} does not exist: check the path", source=given)
     try:
         with os.scandir(root) as found:
-            top = sorted(found, key=_order)
+            top = sorted(found, key=_order, reverse=True)
     except OSError as exc:
         raise ManifestError(f"cannot read directory {clipped(root)} ({exc.strerror or exc}): check its permissions",
-                            source=str(directory)) from None
+                            source=given) from None
     return _walk(root, top, selection, follow_symlinks, counts if counts is not None else selection.new_counts())
 
 
 def _walk(root: str, top: list[os.DirEntry[str]], selection: Selection, follow: bool,
           counts: ListingCounts) -> Iterator[Listed | Rejected]:
     line = 0
-    # Each level: its relative prefix, the rest of its sorted entries, and the directory's
-    # identity (device, inode), so that a followed link back to an ancestor is seen as a loop.
-    stack: list[tuple[str, Iterator[os.DirEntry[str]], tuple[int, int]]] = [("", iter(top), _identity(root))]
+    # Each level: its relative prefix, the rest of its entries (in reverse walk order, so each is
+    # popped and released once walked: a DirEntry keeps the stat result it fetched), and the
+    # directory's identity (device, inode), so that a followed link back to an ancestor is seen as a loop.
+    stack: list[tuple[str, list[os.DirEntry[str]], tuple[int, int]]] = [("", top, _identity(root))]
     while stack:
         prefix, entries, _ = stack[-1]
-        entry = next(entries, None)
-        if entry is None:
+        if not entries:
             stack.pop()
             continue
+        entry = entries.pop()
         if entry.name.startswith("."):
             counts.hidden += 1
             continue
@@ -93,7 +95,7 @@ def _walk(root: str, top: list[os.DirEntry[str]], selection: Selection, follow: 
                 continue
             inner = _scan(entry.path, rel + "/", counts)
             if inner is not None:
-                stack.append((rel + "/", iter(inner), ident))
+                stack.append((rel + "/", inner, ident))
             continue
         if kind != "file":
             continue
@@ -149,7 +151,8 @@ def _kind(entry: os.DirEntry[str], follow: bool, counts: ListingCounts) -> str |
 
 
 def _scan(path: str, rel: str, counts: ListingCounts) -> list[os.DirEntry[str]] | None:
-    """The directory's entries in walk order, or None when it cannot be read (warned, counted)."""
+    """The directory's entries in reverse walk order (the walk pops them), or None when it cannot be
+    read (warned, counted)."""
     try:
         with os.scandir(path) as found:
             entries = list(found)
@@ -161,7 +164,7 @@ def _scan(path: str, rel: str, counts: ListingCounts) -> list[os.DirEntry[str]] 
         log.warning("%s: cannot read this directory (%s): skipped with everything under it; fix its permissions "
                     "to include it", clipped(path), exc.strerror or exc)
         return None
-    entries.sort(key=_order)
+    entries.sort(key=_order, reverse=True)
     return entries
 
 
