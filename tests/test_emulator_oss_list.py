@@ -237,3 +237,15 @@ def test_a_page_boundary_on_a_common_prefix_does_not_repeat_it() -> None:
     rest = list_page(keys, delimiter="/", marker="a/", max_keys=10)
     assert (rest.keys, rest.prefixes, rest.truncated) == (["b", "d"], ["c/"], False)
     assert list_page(keys, delimiter="/", start_after="a/", max_keys=10).prefixes == ["a/", "c/"]
+
+
+async def test_a_fault_can_wait_for_the_nth_request(client: oss_aio.AsyncClient, oss_emu: RunningOss) -> None:
+    """inject(after=1) serves the next request as usual and fails the one after it, so a test can
+    break a listing's second page however far ahead the client fetches."""
+    oss_emu.state.inject("ListObjectsV2", "503", times=1, after=1)
+    await client.list_objects_v2(oss.ListObjectsV2Request(bucket=BUCKET))
+    with pytest.raises(oss.exceptions.OperationError) as caught:
+        await client.list_objects_v2(oss.ListObjectsV2Request(bucket=BUCKET))
+    assert caught.value.unwrap().status_code == 503
+    await client.list_objects_v2(oss.ListObjectsV2Request(bucket=BUCKET))
+    assert oss_emu.state.faults.applied["503"] == 1
