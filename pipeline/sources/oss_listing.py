@@ -107,7 +107,7 @@ def list_oss(source: str | OssPrefix, upload: UploadConfig, selection: Selection
     settings = dataclasses.replace(_settings(upload, retry or RetryPolicy(), timeout), bucket=where.bucket)
     problem = settings.check()
     if problem is not None:
-        raise ConfigError(problem, source=where.uri)
+        raise ConfigError(problem, source=clipped(where.uri))
     listing = _Listing(oss.Client(_sdk_config(settings)), where, settings,
                        counts if counts is not None else selection.new_counts(), page_size, sleep, rand)
     return listing.items(selection)
@@ -187,9 +187,9 @@ class _Listing:
         if isinstance(error, OssBucketMissing):
             raise ManifestError(f"the bucket {shown(where.bucket)} does not exist at {settings.where}: check the "
                                 "bucket name, and the endpoint and region in the upload section",
-                                source=where.uri) from None
+                                source=clipped(where.uri)) from None
         if not isinstance(error, RetryableError):
-            raise ManifestError(f"OSS refused to list it: {error}", source=where.uri) from None
+            raise ManifestError(f"OSS refused to list it: {error}", source=clipped(where.uri)) from None
         if attempt >= settings.retry.max_attempts:
             status = f" (HTTP {error.http_status})" if error.http_status else ""
             raise OssUnavailable(
