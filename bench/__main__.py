@@ -26,6 +26,7 @@ from . import (
     baselines,
     client_ceiling,
     export_by_item,
+    listing,
     memory,
     nightly_delta,
     report,
@@ -62,6 +63,7 @@ SCENARIOS: dict[str, Scenario] = {
     "shared_account": shared_account,
     "upload": upload,
     "export_by_item": export_by_item,
+    "listing": listing,
 }
 
 

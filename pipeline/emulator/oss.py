@@ -7,6 +7,7 @@ PutBucket                  ``PUT /b`` (the SDK's ``put_bucket``)
 PutObject                  ``PUT /b/k``
 HeadObject / GetObject     ``HEAD`` / ``GET /b/k`` (GET also as a presigned URL)
 DeleteObject               ``DELETE /b/k``
+ListObjectsV2              ``GET /b?list-type=2`` (:mod:`.oss_list`: prefix, delimiter, tokens, max-keys)
 InitiateMultipartUpload    ``POST /b/k?uploads``                 -> XML ``UploadId``
 UploadPart                 ``PUT /b/k?partNumber=N&uploadId=U``  -> ``ETag``
 ListParts                  ``GET /b/k?uploadId=U`` (the SDK's uploader resumes with it)
@@ -21,7 +22,8 @@ PutBucket or named in :attr:`OssSettings.buckets` (``emulator --oss-bucket``); a
 operation on any other bucket answers 404 ``NoSuchBucket``. :attr:`OssState.counters` counts
 requests per operation, :attr:`OssState.stored` the objects written per (bucket, key), and
 :attr:`OssState.faults` (:mod:`.oss_faults`) makes requests fail in the ways a network and a
-server can, for retry and outage tests.
+server can, for retry and outage tests. ``POST /_emulator/oss/fill`` (no signature, like the
+service's control routes) stores many small objects at once for a benchmark (:func:`fill_route`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .oss_faults import GARBAGE_BODY, FaultKind, OssFault, OssFaults
+from .oss_list import ListingError, list_objects_v2
 from .oss_sign import SignedRequest, verify_header_auth, verify_query_auth
 from .oss_store import NoSuchUpload, ObjectStore, StoredObject, bucket_name_problem
 from .settings import DEFAULT_OSS_KEY_ID, DEFAULT_OSS_KEY_SECRET
@@ -82,9 +85,10 @@ class OssState:
     faults: OssFaults = field(default_factory=OssFaults)
     active: int = 0  # requests being handled now (a slow or hung one included)
 
-    def inject(self, operation: str, fault: FaultKind = "503", times: int | None = 1) -> None:
-        """Make the next ``times`` requests of ``operation`` meet ``fault`` (see :mod:`.oss_faults`)."""
-        self.faults.inject(operation, fault, times)
+    def inject(self, operation: str, fault: FaultKind = "503", times: int | None = 1, after: int = 0) -> None:
+        """Make ``times`` requests of ``operation``, after the next ``after``, meet ``fault``
+        (see :mod:`.oss_faults`)."""
+        self.faults.inject(operation, fault, times, after=after)
 
 
 OSS_STATE: web.AppKey[OssState] = web.AppKey("oss_state", OssState)
@@ -137,6 +141,8 @@ def _error_response(request: web.Request, error: OssError, request_id: str) -> w
 def _operation(method: str, query: dict[str, str], has_key: bool) -> str:
     """The OSS operation a request is, from its method and sub-resources."""
     if not has_key:
+        if method == "GET" and query.get("list-type") == "2":
+            return "ListObjectsV2"
         return "PutBucket" if method == "PUT" and not query else "Unsupported"
     if method == "PUT":
         return "UploadPart" if "uploadId" in query else "PutObject"
@@ -166,7 +172,7 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
 
 
 def _object_headers(obj: StoredObject, request_id: str) -> dict[str, str]:
-    modified = datetime.fromtimestamp(obj.path.stat().st_mtime, timezone.utc)
+    modified = datetime.fromtimestamp(obj.modified, timezone.utc)
     return {
         "ETag": obj.etag,
         "Last-Modified": format_datetime(modified, usegmt=True),
@@ -215,6 +221,12 @@ async def _dispatch(
         return web.Response(headers={**head, "Location": f"/{bucket}"})
     if not store.holds_bucket(bucket):
         raise OssError(404, "NoSuchBucket", "The specified bucket does not exist.")
+    if op == "ListObjectsV2":
+        try:
+            listing = list_objects_v2(bucket, query, store.sorted_keys(bucket), lambda key: store.stat(bucket, key))
+        except ListingError as exc:
+            raise OssError(400, "InvalidArgument", str(exc)) from exc
+        return web.Response(body=listing, content_type="application/xml", headers={"x-oss-request-id": rid})
     if op == "PutObject":
         obj = await store.put(bucket, key, _body(request))
         return web.Response(headers={**head, "ETag": obj.etag})
@@ -339,6 +351,24 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         state.active -= 1
 
 
+async def fill_route(request: web.Request) -> web.Response:
+    """``POST /_emulator/oss/fill`` with ``{"bucket", "key", "count", "size"?}``: ``count`` objects
+    of ``size`` bytes (default 64), named by ``key`` with ``{n}`` replaced by each number from 0,
+    zero-padded to the width of the last; answers ``{"stored": count}``."""
+    try:
+        spec = await request.json()
+        bucket, template, count = str(spec["bucket"]), str(spec["key"]), int(spec["count"])
+        size = int(spec.get("size", 64))
+        if bucket_name_problem(bucket) or "{n}" not in template or not 0 <= count <= 10**8 or not 0 <= size <= 1 << 20:
+            raise ValueError("bucket must be a valid name, key must hold {n}, count 0..1e8 and size 0..1 MiB")
+    except (ValueError, KeyError, TypeError) as exc:
+        return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+    width = len(str(max(count - 1, 0)))
+    keys = (template.replace("{n}", f"{n:0{width}d}") for n in range(count))
+    stored = request.app[OSS_STATE].store.fill(bucket, keys, b"x" * size)
+    return web.json_response({"stored": stored})
+
+
 def create_oss_app(settings: OssSettings | None = None, store: ObjectStore | None = None) -> web.Application:
     """The OSS app; ``app[OSS_STATE]`` is its live state. The store's temp dir goes with the app."""
     settings = settings or OssSettings()
@@ -350,6 +380,7 @@ def create_oss_app(settings: OssSettings | None = None, store: ObjectStore | Non
     state = OssState(settings, store)
     app = web.Application()
     app[OSS_STATE] = state
+    app.router.add_post("/_emulator/oss/fill", fill_route)
     app.router.add_route("*", "/{tail:.*}", _handle)
 
     async def close_store(_: web.Application) -> None:

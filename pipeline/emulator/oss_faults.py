@@ -4,6 +4,7 @@ OSS misbehaves.
 ::
 
     state.faults.inject("PutObject", "503", times=2)          # the next two PutObjects answer 503
+    state.faults.inject("ListObjectsV2", "drop", after=1)     # the second listing request drops
     state.faults.inject(UPLOAD_OPERATIONS, "hang", times=None) # every upload hangs, until cleared
     state.faults.clear()                                       # OSS comes back; hung requests end
 
@@ -19,7 +20,8 @@ Kinds, each what a client meets on the wire:
 =============  ===============================================================================
 
 A fault applies to the operations it names (``"*"``: every one), ``times`` requests, or every
-request until :meth:`OssFaults.clear` with ``times=None``. ``applied`` counts the faults met.
+request until :meth:`OssFaults.clear` with ``times=None``, starting after ``after`` requests of
+them were served as usual (a fault part way through a listing). ``applied`` counts the faults met.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class OssFault:
     kind: FaultKind
     remaining: int | None = 1
     seconds: float = 0.0  # "slow": the wait before the request is served
+    after: int = 0  # requests still to serve as usual before this fault applies
 
 
 class OssFaults:
@@ -61,16 +64,19 @@ class OssFaults:
         return f"OssFaults(pending={sorted(self._pending)}, applied={dict(self.applied)})"
 
     def inject(self, operations: str | Iterable[str], kind: FaultKind = "503", times: int | None = 1,
-               seconds: float = 0.0) -> None:
+               seconds: float = 0.0, after: int = 0) -> None:
         """Make the next ``times`` requests of each of ``operations`` (None: every one, until
-        cleared) meet ``kind``; ``seconds`` is how long a ``slow`` one waits."""
+        cleared) meet ``kind``, once ``after`` more of them were served as usual; ``seconds`` is
+        how long a ``slow`` one waits."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown OSS fault {kind!r}; known: {', '.join(FAULT_KINDS)}")
         if times is not None and times < 1:
             raise ValueError(f"times must be >= 1 or None, got {times!r}")
+        if after < 0:
+            raise ValueError(f"after must be >= 0, got {after!r}")
         names = [operations] if isinstance(operations, str) else list(operations)
         for name in names:
-            self._pending.setdefault(name, []).append(OssFault(kind, times, seconds))
+            self._pending.setdefault(name, []).append(OssFault(kind, times, seconds, after))
 
     def clear(self) -> None:
         """No more faults; requests hung by one end now."""
@@ -85,6 +91,9 @@ class OssFaults:
             if not queue:
                 continue
             fault = queue[0]
+            if fault.after > 0:  # served as usual: the fault is further along
+                fault.after -= 1
+                return None
             if fault.remaining is not None:
                 fault.remaining -= 1
                 if fault.remaining <= 0:

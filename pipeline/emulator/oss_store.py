@@ -19,8 +19,9 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["BUCKET_NAME_RULE", "NoSuchUpload", "ObjectStore", "PartInfo", "StoredObject", "bucket_name_problem"]
@@ -38,13 +39,17 @@ def bucket_name_problem(name: str) -> str | None:
     return f"{name[:80]!r} is not a valid bucket name: {BUCKET_NAME_RULE}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredObject:
-    """One object: where its bytes are, how many, and its ETag (quoted, as OSS sends it)."""
+    """One object: where its bytes are, how many, its ETag (quoted, as OSS sends it) and when it
+    was written (epoch seconds, ListObjectsV2's LastModified). ``shared``: the file holds the
+    bytes of many objects (:meth:`ObjectStore.fill`), so replacing or deleting one keeps it."""
 
     path: Path
     size: int
     etag: str
+    modified: float = field(default_factory=time.time)
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,9 @@ class ObjectStore:
         self.root = Path(tempfile.mkdtemp(prefix="oss-emulator-")) if root is None else root
         self._buckets: set[str] = set(buckets)
         self._objects: dict[tuple[str, str], StoredObject] = {}
+        #: Each bucket's keys in listing order (code point order is UTF-8 byte order, as OSS
+        #: sorts), built on the first listing and dropped when a key comes or goes.
+        self._sorted: dict[str, list[str]] = {}
         self._uploads: dict[str, _Upload] = {}
         self._ids = itertools.count(1)  # file names and upload ids: unique within this store
 
@@ -137,6 +145,15 @@ class ObjectStore:
         """The object's record (size, ETag, path), or None."""
         return self._objects.get((bucket, key))
 
+    def sorted_keys(self, bucket: str) -> list[str]:
+        """The bucket's keys in ListObjectsV2 order. Shared, not copied: do not change it."""
+        keys = self._sorted.get(bucket)
+        if keys is None:
+            # One sort per change of the key set, not per page: a listing of a million keys
+            # asks for this a thousand times.
+            keys = self._sorted[bucket] = sorted(key for name, key in self._objects if name == bucket)
+        return keys
+
     # -- writes -----------------------------------------------------------------------------------
 
     def _new_path(self, kind: str) -> Path:
@@ -170,7 +187,9 @@ class ObjectStore:
     def _replace(self, bucket: str, key: str, obj: StoredObject) -> StoredObject:
         old = self._objects.get((bucket, key))
         self._objects[(bucket, key)] = obj
-        if old is not None:
+        if old is None:
+            self._sorted.pop(bucket, None)
+        elif not old.shared:
             old.path.unlink(missing_ok=True)
         return obj
 
@@ -178,8 +197,32 @@ class ObjectStore:
         """DeleteObject; True when something was deleted."""
         obj = self._objects.pop((bucket, key), None)
         if obj is not None:
-            obj.path.unlink(missing_ok=True)
+            self._sorted.pop(bucket, None)
+            if not obj.shared:
+                obj.path.unlink(missing_ok=True)
         return obj is not None
+
+    def fill(self, bucket: str, keys: Iterable[str], body: bytes) -> int:
+        """Store ``body`` under every one of ``keys`` at once, without a request per object (a
+        benchmark's million objects); the bucket is created if needed. One file holds the bytes
+        for all of them. Returns how many keys were stored."""
+        self.create_bucket(bucket)
+        path = self._new_path("objects")
+        path.write_bytes(body)
+        # One record for them all (it is immutable): a million objects cost their keys, not a
+        # million records.
+        shared = StoredObject(path, len(body), _quoted(hashlib.md5(body, usedforsecurity=False).hexdigest()),
+                              shared=True)
+        objects = self._objects
+        count = 0
+        for key in keys:
+            old = objects.get((bucket, key))
+            objects[(bucket, key)] = shared
+            if old is not None and not old.shared:
+                old.path.unlink(missing_ok=True)
+            count += 1
+        self._sorted.pop(bucket, None)
+        return count
 
     # -- multipart ------------------------------------------------------------------------------
 
@@ -254,4 +297,5 @@ class ObjectStore:
         if self._owned:
             shutil.rmtree(self.root, ignore_errors=True)
         self._objects.clear()
+        self._sorted.clear()
         self._uploads.clear()
