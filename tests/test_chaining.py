@@ -76,7 +76,7 @@ async def test_a_child_waits_for_its_parent_then_goes_on(tmp_path: Path, ckpt: C
     assert chain.waiting == 1
     line = parent()
     _written(tmp_path, ckpt, line)
-    chain.on_written(line)
+    chain.parent_written(line)
     assert chain.waiting == 0
     chain.reader_done()  # nothing waits any more: the ready stream ends after what it holds
     got = [pair async for pair in chain.ready]
@@ -99,9 +99,9 @@ async def test_a_parent_written_before_reads_back_from_the_results_file(tmp_path
 async def test_lines_of_other_keys_release_nothing(tmp_path: Path, ckpt: Checkpoint) -> None:
     chain = Chain(ckpt, tmp_path / "results.jsonl")
     chain.parent_line(child())
-    chain.on_written(ResultLine.finished(id="v2", capability="video_segmentation", service_id="s",
+    chain.parent_written(ResultLine.finished(id="v2", capability="video_segmentation", service_id="s",
                                          status=ItemStatus.SUCCESS, finished_at=1.0, analysis="seg"))
-    chain.on_written(ResultLine.finished(id="v1", capability="video_snapshot", service_id="s",
+    chain.parent_written(ResultLine.finished(id="v1", capability="video_snapshot", service_id="s",
                                          status=ItemStatus.SUCCESS, finished_at=1.0, analysis="snap"))
     assert chain.waiting == 1
     chain.close()

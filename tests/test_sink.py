@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import anyio
 import anyio.lowlevel
@@ -57,15 +58,21 @@ async def test_sink_keeps_writing_as_lines_arrive_and_ends_when_the_senders_clos
     assert file_ids(out) == [f"j{i}" for i in range(12)]
 
 
-async def test_on_written_runs_after_the_line_is_durable(out, ckpt):
-    """on_written sees each line only once it is in the file and marked done in the checkpoint."""
+async def test_a_line_goes_on_to_the_durable_stream_only_once_durable(out, ckpt):
+    """Each line reaches the `durable` stream only once it is in the file and marked done in the
+    checkpoint, in order; the sink closes the stream when it returns."""
+    durable_send, durable = anyio.create_memory_object_stream[ResultLine](math.inf)
     seen: list[tuple[str, bool, bool]] = []
 
-    def on_written(line: ResultLine) -> None:
-        seen.append((line.id, line.id in file_ids(out), line.id in set(done_ids(ckpt))))
+    async def watch() -> None:
+        async with durable:
+            async for line in durable:
+                seen.append((line.id, line.id in file_ids(out), line.id in set(done_ids(ckpt))))
 
-    await feed(Sink(out, ckpt, on_written=on_written), [line_for("j0"), line_for("j1"), line_for("late")],
-               yield_every=1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        await feed(Sink(out, ckpt, durable=durable_send), [line_for("j0"), line_for("j1"), line_for("late")],
+                   yield_every=1)
     assert seen == [("j0", True, True), ("j1", True, True), ("late", True, True)]
 
 

@@ -46,7 +46,7 @@ log = logging.getLogger("pipeline.run")
 Kind = tuple[str, str]  # (capability, service id): analyses that cost alike
 #: The most characters of a config file's path a message quotes.
 PATH_SHOWN = 240
-#: How a waiting reservation waits (the run's `Control.interruptible`: a stop ends the wait).
+#: How a waiting reservation waits (the run's `Stopping.interruptible`: a stop ends the wait).
 Wait = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
