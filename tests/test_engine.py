@@ -141,6 +141,7 @@ async def test_faults_end_in_exactly_one_line(tmp_path: Path) -> None:
     assert counters["faults"]["error_500"] > 0 and counters["faults"]["dropped"] > 0
     assert counters["faults"]["slow"] > 0
     assert result.exit_code == ExitCode.PARTIAL
+    assert {c.in_flight for c in result.stats.caps.values()} == {0}  # every in-flight token was given back
     assert counters["duplicate_submissions"] == 0  # drops here happen before processing
 
 
@@ -162,6 +163,7 @@ async def test_lost_task_is_resubmitted_once(tmp_path: Path) -> None:
     assert_exactly_once(lines, jobs_of(manifest))
     assert all(line["status"] == "SUCCESS" for line in lines)
     assert counters["tasks_created_total"] == 20  # each submitted exactly twice
+    assert {c.in_flight for c in result.stats.caps.values()} == {0}  # a resubmission kept its token, once
 
 
 async def test_poll_timeout_then_retry_failed_polls_again(tmp_path: Path) -> None:
