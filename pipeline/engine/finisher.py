@@ -57,11 +57,6 @@ class Finisher:
         self._inflight = inflight
         self._ckpt = checkpoint  # where an item uploaded in an earlier session went
         self._clock = clock  # wall clock: a line's finished_at
-        self.ended = 0  # endings handled
-        self.abandoned = 0  # ... of which dropped by a stop (no line)
-
-    def __repr__(self) -> str:
-        return f"Finisher(ended={self.ended}, abandoned={self.abandoned})"
 
     async def run(self, endings: MemoryObjectReceiveStream[Ending], lines: MemoryObjectSendStream[ResultLine]) -> None:
         """Finish every ending sent until all senders close, then close `lines`."""
@@ -71,11 +66,8 @@ class Finisher:
 
     async def end(self, ending: Ending, lines: MemoryObjectSendStream[ResultLine]) -> None:
         """Hand `ending`'s line to the sink, then give back its token: the one place tokens are released."""
-        if ending.abandoned:
-            self.abandoned += 1
-        else:
+        if not ending.abandoned:
             await put(lines, line_of(ending, finished_at=self._clock(), source_oss=self._source_oss(ending.job)))
-        self.ended += 1
         if ending.token is not None:
             self._inflight.release(ending.token)
 

@@ -39,7 +39,7 @@ from ..core.results import ItemStatus, ResultLine
 from ..manifest.reader import read_manifest
 from ..state.checkpoint import Checkpoint
 
-__all__ = ["SpendLedger", "cap_origin", "line_cost", "overrun_advice", "spend_report", "unit_priced"]
+__all__ = ["SpendLedger", "cap_origin", "overrun_advice", "spend_report"]
 
 log = logging.getLogger("pipeline.run")
 
