@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, FaultSettings, RunningEmulator, start_emulator
 from pipeline.emulator.results import build_result
 from pipeline.engine.runner import RunRequest, RunResult, run
+from pipeline.state.checkpoint import Checkpoint
 
 KEY = "engine-test-key"
 SCALE = 10.0
@@ -238,3 +240,24 @@ async def test_polls_counted_or_not(tmp_path: Path, polls_count: bool) -> None:
         counters = emu.counters()
     assert result.exit_code == ExitCode.OK
     assert counters["throttled_total"] == 0
+
+
+async def test_a_disk_filling_mid_run_ends_the_run_with_its_error(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """When marking lines done fails mid-run (a full disk), the run ends with that OSError, not with
+    an error of a stage whose hand-over found the finisher gone."""
+    real = Checkpoint.mark_done
+    batches = 0
+
+    def full(self: Checkpoint, outcomes: Any, offset: int, costs: Any = ()) -> None:
+        nonlocal batches
+        batches += 1
+        if batches > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, outcomes, offset, costs)
+
+    monkeypatch.setattr(Checkpoint, "mark_done", full)
+    manifest = write_manifest(tmp_path / "m.jsonl", items(300))
+    async with start_emulator(emulator()) as emu:
+        with pytest.raises(OSError, match="No space left"):
+            await run_once(tmp_path, manifest, config(emu))
