@@ -8,6 +8,7 @@ import math
 import anyio
 import anyio.lowlevel
 import pytest
+from anyio.streams.memory import MemoryObjectSendStream
 from state_support import done_ids, file_ids, key, line_for, write_done
 
 from pipeline.core.job import split_key
@@ -15,11 +16,12 @@ from pipeline.core.results import ResultLine
 from pipeline.state.sink import Sink
 
 
-async def feed(sink: Sink, lines: list[ResultLine], *, yield_every: int = 0) -> None:
+async def feed(sink: Sink, lines: list[ResultLine], *, yield_every: int = 0,
+               durable: MemoryObjectSendStream[ResultLine] | None = None) -> None:
     """Run the sink until the sender closes, sending `lines` (yielding to it every few lines)."""
     send, receive = anyio.create_memory_object_stream[ResultLine](100)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(sink.run, receive)
+        tg.start_soon(sink.run, receive, durable)
         async with send:
             for i, line in enumerate(lines):
                 await send.send(line)
@@ -71,8 +73,8 @@ async def test_a_line_goes_on_to_the_durable_stream_only_once_durable(out, ckpt)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch)
-        await feed(Sink(out, ckpt, durable=durable_send), [line_for("j0"), line_for("j1"), line_for("late")],
-                   yield_every=1)
+        await feed(Sink(out, ckpt), [line_for("j0"), line_for("j1"), line_for("late")], yield_every=1,
+                   durable=durable_send)
     assert seen == [("j0", True, True), ("j1", True, True), ("late", True, True)]
 
 

@@ -77,14 +77,15 @@ class Flow:
     max_duration: float | None = None
     time_scale: float = 1.0
 
-    async def run(self, durable: MemoryObjectReceiveStream[ResultLine]) -> None:
-        """Run every stage to its end (the sink's `durable` stream was given to the sink)."""
+    async def run(self) -> None:
+        """Run every stage to its end."""
         line_send, line_receive = anyio.create_memory_object_stream[ResultLine](LINE_BUFFER)
+        durable_send, durable = anyio.create_memory_object_stream[ResultLine](math.inf)
         ending_send, ending_receive = anyio.create_memory_object_stream[Ending](ENDINGS_BUFFER)
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.pacers.run, name="pacers")
             async with anyio.create_task_group() as writing:
-                writing.start_soon(self.sink.run, line_receive, name="sink")
+                writing.start_soon(self.sink.run, line_receive, durable_send, name="sink")
                 writing.start_soon(self.written.run, durable, name="written-lines")
                 writing.start_soon(self.finisher.run, ending_receive, line_send, name="finisher")
                 senders: list[MemoryObjectSendStream[Ending]] = []

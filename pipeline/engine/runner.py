@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import sys
 from collections import Counter
@@ -19,16 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import anyio
-from anyio.streams.memory import MemoryObjectSendStream
-
 from ..config.load import Config
 from ..config.pricing import item_cost_bound
 from ..core import aio
 from ..core.capabilities import CAPABILITIES
 from ..core.job import split_key
 from ..core.outcome import UNFINISHED, Stop, StopReason
-from ..core.results import ResultLine, RunFiles
+from ..core.results import RunFiles
 from ..observe.report import RunStats
 from ..pacing.build import build_pacers, check_limiter
 from ..pacing.memory import PacerBackend
@@ -147,13 +143,12 @@ class Run:
         signals = SignalHandlers(lambda name: stops.request(Stop(
             StopReason.INTERRUPTED, f"interrupted by {name}; run the same command again to resume")))
         with open(files.rejects, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230 - small, local, at start
-            durable_send, durable = anyio.create_memory_object_stream[ResultLine](math.inf)
             flow = self._flow(ckpt, state, rejects, stops=stops, watch=watch, ledger=ledger, pacers=pacers,
-                              client=client, uploads=uploads, chain=chain, durable=durable_send)
+                              client=client, uploads=uploads, chain=chain)
             signals.install()
             try:
                 async with client, uploads:
-                    await flow.run(durable)
+                    await flow.run()
             except BaseExceptionGroup as group:
                 raise single_error(group) from None
             finally:
@@ -168,7 +163,7 @@ class Run:
 
     def _flow(self, ckpt: Checkpoint, state: ResumeState, rejects: IO[str], *, stops: Stopping,
               watch: FailureWatch, ledger: SpendLedger, pacers: PacerBackend, client: ServiceClient, uploads: Uploads,
-              chain: Chain, durable: MemoryObjectSendStream[ResultLine]) -> Flow:
+              chain: Chain) -> Flow:
         """The stages of this session, wired to their collaborators."""
         req, cfg, stats = self.req, self.cfg, self.stats
         clock = aio.loop_clock()
@@ -186,7 +181,7 @@ class Run:
             for name, cap in CAPABILITIES.items() if cap.is_async}
         # Costs are settled in the ledger only under a cap: without one, the summary's cost comes
         # from the usage totals, and the ledger's writes would be paid on every batch for nothing.
-        sink = Sink(req.files.results, ckpt, durable=durable, cost=ledger.cost if cfg.max_cost is not None else None)
+        sink = Sink(req.files.results, ckpt, cost=ledger.cost if cfg.max_cost is not None else None)
         return Flow(
             reader=Reader(req.manifest, state, rejects, stats=stats, stops=stops, inflight=inflight, chain=chain,
                           ledger=ledger, clock=clock, shard=req.shard, uploads=cfg.upload.enabled,

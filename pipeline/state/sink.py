@@ -45,24 +45,24 @@ class Sink:
     both places, so progress and summary counts always agree with the file."""
 
     def __init__(self, path: Path, checkpoint: Checkpoint,
-                 durable: MemoryObjectSendStream[ResultLine] | None = None,
                  cost: Callable[[ResultLine], float] | None = None) -> None:
         self.path = path
         self._checkpoint = checkpoint
-        # An unbounded stream: the sink never waits for its reader, which takes every line without
-        # waiting on anything else (so it holds about one batch).
-        self._durable = durable
         self._cost = cost  # settles each item's spend reservation with what it cost
         self.written = 0
 
     def __repr__(self) -> str:
         return f"Sink({str(self.path)!r}, written={self.written})"
 
-    async def run(self, lines: MemoryObjectReceiveStream[ResultLine]) -> None:
-        """Write every line sent until all senders close; the file is closed on any exit."""
+    async def run(self, lines: MemoryObjectReceiveStream[ResultLine],
+                  durable: MemoryObjectSendStream[ResultLine] | None = None) -> None:
+        """Write every line sent until all senders close, passing each on to `durable` once it is
+        durable; the file and `durable` are closed on any exit. `durable` must be unbounded: the
+        sink never waits for its reader (which takes every line without waiting on anything
+        else, so it holds about one batch)."""
         # Blocking writes on purpose: a batch is durable (flushed, then marked done) before the
         # next one is taken; batches are small and the disk is local.
-        with open(self.path, "ab") as file, lines, self._durable or nullcontext():  # noqa: ASYNC230
+        with open(self.path, "ab") as file, lines, durable or nullcontext():  # noqa: ASYNC230
             async for first in lines:
                 # A moment first: lines finished meanwhile join this batch, so a busy run
                 # writes (and commits) in batches, not line by line. A line is late by at most
@@ -75,6 +75,9 @@ class Sink:
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 self.write(file, batch)
+                if durable is not None:
+                    for line in batch:
+                        durable.send_nowait(line)
 
     def write(self, f: BinaryIO, batch: list[ResultLine]) -> None:
         """Append `batch`, flush, then mark it done with the file's new size (one transaction)."""
@@ -89,6 +92,3 @@ class Sink:
         costs = [(line.key, self._cost(line)) for line in batch] if self._cost is not None else []
         self._checkpoint.mark_done(outcomes, f.tell(), costs)
         self.written += len(batch)
-        if self._durable is not None:
-            for line in batch:
-                self._durable.send_nowait(line)
