@@ -44,6 +44,8 @@ def parent(status: ItemStatus = ItemStatus.SUCCESS, capability: str = "video_seg
     (child(), parent(data={"not": "chunks"}), "DependencyFailed"),
 ])
 def test_follow(child_job: Job, parent_line: ResultLine, expected: str) -> None:
+    """A succeeded parent sends its child on (with its chunks where the capabilities chain); a
+    failed one, or one without chunks to pass, makes the child DependencyFailed with attempts 0."""
     step = follow(child_job, parent_line)
     if expected == "DependencyFailed":
         assert isinstance(step, DependencyFailed)
@@ -56,6 +58,7 @@ def test_follow(child_job: Job, parent_line: ResultLine, expected: str) -> None:
 
 
 def test_follow_names_the_parents_error_code() -> None:
+    """The child's DependencyFailed message names why its parent failed."""
     step = follow(child(), parent(ItemStatus.FAILED, code="InvalidParameter"))
     assert isinstance(step, DependencyFailed) and "InvalidParameter" in step.message
 
@@ -70,13 +73,15 @@ def _written(tmp_path: Path, ckpt: Checkpoint, line: ResultLine) -> Path:
 
 
 async def test_a_child_waits_for_its_parent_then_goes_on(tmp_path: Path, ckpt: Checkpoint) -> None:
+    """A child whose parent is not done waits; the parent's durable line puts it on the ready
+    stream, which ends once the reader is done and nothing waits."""
     chain = Chain(ckpt, tmp_path / "results.jsonl")
     job = child()
     assert chain.parent_line(job) is None  # not written yet: it waits
     assert chain.waiting == 1
     line = parent()
     _written(tmp_path, ckpt, line)
-    chain.on_written(line)
+    chain.parent_written(line)
     assert chain.waiting == 0
     chain.reader_done()  # nothing waits any more: the ready stream ends after what it holds
     got = [pair async for pair in chain.ready]
@@ -85,6 +90,7 @@ async def test_a_child_waits_for_its_parent_then_goes_on(tmp_path: Path, ckpt: C
 
 
 async def test_a_parent_written_before_reads_back_from_the_results_file(tmp_path: Path, ckpt: Checkpoint) -> None:
+    """A parent already done is read back from the results file at its offset; the child does not wait."""
     other = ResultLine.finished(id="v0", capability="video_segmentation", service_id="s", status=ItemStatus.SUCCESS,
                                 finished_at=1.0, data=[], analysis="seg")
     _written(tmp_path, ckpt, other)
@@ -97,11 +103,12 @@ async def test_a_parent_written_before_reads_back_from_the_results_file(tmp_path
 
 
 async def test_lines_of_other_keys_release_nothing(tmp_path: Path, ckpt: Checkpoint) -> None:
+    """Only the parent's own (item, analysis) line releases a child."""
     chain = Chain(ckpt, tmp_path / "results.jsonl")
     chain.parent_line(child())
-    chain.on_written(ResultLine.finished(id="v2", capability="video_segmentation", service_id="s",
+    chain.parent_written(ResultLine.finished(id="v2", capability="video_segmentation", service_id="s",
                                          status=ItemStatus.SUCCESS, finished_at=1.0, analysis="seg"))
-    chain.on_written(ResultLine.finished(id="v1", capability="video_snapshot", service_id="s",
+    chain.parent_written(ResultLine.finished(id="v1", capability="video_snapshot", service_id="s",
                                          status=ItemStatus.SUCCESS, finished_at=1.0, analysis="snap"))
     assert chain.waiting == 1
     chain.close()

@@ -59,13 +59,12 @@ def test_running_and_success_answers(status, verdict):
     """PENDING/RUNNING (any case) means poll again; SUCCESS means write the result; neither carries an error."""
     judgement = judge_poll(answer(status), None, resubmits=0)
     assert judgement == PollJudgement(verdict)
-    assert judgement.finished is (verdict is PollVerdict.SUCCESS)
 
 
 def test_failed_answer_carries_the_services_message():
     """FAILED becomes a TaskFailed with the service's message, HTTP status and request id."""
     judgement = judge_poll(answer("FAILED", error="corrupt image"), None, resubmits=0)
-    assert judgement.verdict is PollVerdict.FAILED and judgement.finished
+    assert judgement.verdict is PollVerdict.FAILED
     err = judgement.error
     assert isinstance(err, TaskFailed)
     assert (err.code, err.message, err.http_status, err.request_id) == ("TaskFailed", "corrupt image", 200, "req-7")
@@ -112,7 +111,6 @@ def test_poll_errors(error, verdict, pause_group):
     permanent one fails the task with that error."""
     judgement = judge_poll(None, error, resubmits=0)
     assert judgement == PollJudgement(verdict, error, pause_group=pause_group)
-    assert judgement.finished is (verdict is PollVerdict.FAILED)
 
 
 @pytest.mark.parametrize(("resubmits", "verdict"), [(0, PollVerdict.RESUBMIT), (1, PollVerdict.FAILED),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, FaultSettings, RunningEmulator, start_emulator
 from pipeline.emulator.results import build_result
 from pipeline.engine.runner import RunRequest, RunResult, run
+from pipeline.state.checkpoint import Checkpoint
 
 KEY = "engine-test-key"
 SCALE = 10.0
@@ -141,6 +143,7 @@ async def test_faults_end_in_exactly_one_line(tmp_path: Path) -> None:
     assert counters["faults"]["error_500"] > 0 and counters["faults"]["dropped"] > 0
     assert counters["faults"]["slow"] > 0
     assert result.exit_code == ExitCode.PARTIAL
+    assert {c.in_flight for c in result.stats.caps.values()} == {0}  # every in-flight token was given back
     assert counters["duplicate_submissions"] == 0  # drops here happen before processing
 
 
@@ -162,6 +165,7 @@ async def test_lost_task_is_resubmitted_once(tmp_path: Path) -> None:
     assert_exactly_once(lines, jobs_of(manifest))
     assert all(line["status"] == "SUCCESS" for line in lines)
     assert counters["tasks_created_total"] == 20  # each submitted exactly twice
+    assert {c.in_flight for c in result.stats.caps.values()} == {0}  # a resubmission kept its token, once
 
 
 async def test_poll_timeout_then_retry_failed_polls_again(tmp_path: Path) -> None:
@@ -236,3 +240,24 @@ async def test_polls_counted_or_not(tmp_path: Path, polls_count: bool) -> None:
         counters = emu.counters()
     assert result.exit_code == ExitCode.OK
     assert counters["throttled_total"] == 0
+
+
+async def test_a_disk_filling_mid_run_ends_the_run_with_its_error(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """When marking lines done fails mid-run (a full disk), the run ends with that OSError, not with
+    an error of a stage whose hand-over found the finisher gone."""
+    real = Checkpoint.mark_done
+    batches = 0
+
+    def full(self: Checkpoint, outcomes: Any, offset: int, costs: Any = ()) -> None:
+        nonlocal batches
+        batches += 1
+        if batches > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, outcomes, offset, costs)
+
+    monkeypatch.setattr(Checkpoint, "mark_done", full)
+    manifest = write_manifest(tmp_path / "m.jsonl", items(300))
+    async with start_emulator(emulator()) as emu:
+        with pytest.raises(OSError, match="No space left"):
+            await run_once(tmp_path, manifest, config(emu))

@@ -1,9 +1,11 @@
 """The Poller against a tiny scripted status server on 127.0.0.1 (millisecond poll delays), with and
-without spare slots of the group's budget."""
+without spare slots of the group's budget: every task's end leaves on its endings stream, a lost
+task goes to the resubmitter it was given."""
 
 from __future__ import annotations
 
 import itertools
+import math
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +20,8 @@ from pipeline.core.backoff import PollPolicy
 from pipeline.core.capabilities import CAPABILITIES
 from pipeline.core.errors import AuthError, PollTimeout, ServiceError, ServiceUnreachable, TaskFailed, TaskNotExist
 from pipeline.core.job import Job
-from pipeline.engine.poller import Poller, TaskHandle
+from pipeline.engine.poller import Poller
+from pipeline.engine.work import Ending, TaskHandle, Token
 from pipeline.service.client import ApiResponse, ServiceClient
 
 KEY = "poller-test-key"
@@ -89,58 +92,65 @@ async def client(server: StatusScript) -> AsyncIterator[ServiceClient]:
 
 @dataclass
 class Calls:
-    """What the poller told its owner."""
+    """What the poller handed on: its endings, the lost tasks it asked to resubmit, its pauses."""
 
-    finished: list[tuple[TaskHandle, ApiResponse | None, ServiceError | None]] = field(default_factory=list)
-    lost: list[tuple[TaskHandle, ServiceError]] = field(default_factory=list)
+    endings: list[Ending] = field(default_factory=list)
+    lost: list[TaskHandle] = field(default_factory=list)
     pauses: list[float] = field(default_factory=list)
-    replacements: dict[str, TaskHandle] = field(default_factory=dict)  # lost task id -> new handle
+    replacements: dict[str, TaskHandle | Ending] = field(default_factory=dict)  # lost task id -> what again() gives
 
-    async def on_finished(self, handle: TaskHandle, response: ApiResponse | None, err: ServiceError | None) -> None:
-        self.finished.append((handle, response, err))
+    async def again(self, lost: TaskHandle) -> TaskHandle | Ending | None:
+        self.lost.append(lost)
+        return self.replacements.get(lost.task_id)
 
-    async def on_lost(self, handle: TaskHandle, err: ServiceError) -> TaskHandle | None:
-        self.lost.append((handle, err))
-        return self.replacements.get(handle.task_id)
+    @property
+    def finished(self) -> list[tuple[str | None, ApiResponse | None, ServiceError | None]]:
+        """(task id, response, error) of every ending, in order."""
+        return [(e.task_id, e.outcome if isinstance(e.outcome, ApiResponse) else None,
+                 e.outcome if isinstance(e.outcome, ServiceError) else None) for e in self.endings]
 
-    def by_task(self) -> dict[str, tuple[ApiResponse | None, ServiceError | None]]:
-        return {h.task_id: (response, err) for h, response, err in self.finished}
+    def by_task(self) -> dict[str | None, tuple[ApiResponse | None, ServiceError | None]]:
+        return {task_id: (response, err) for task_id, response, err in self.finished}
 
 
 def make_poller(client: ServiceClient, calls: Calls, policy: PollPolicy = FAST) -> Poller:
-    return Poller(IMAGE, client, policy, on_finished=calls.on_finished, on_lost=calls.on_lost,
-                  pause=calls.pauses.append, rand=lambda: 0.5)
+    return Poller(IMAGE, client, policy, resubmit=calls, pause=calls.pauses.append, rand=lambda: 0.5)
 
 
 def handle(task_id: str, *, resubmits: int = 0) -> TaskHandle:
-    return TaskHandle(job=JOB, task_id=task_id, submitted_at=0.0, started=anyio.current_time(), resubmits=resubmits)
+    return TaskHandle(job=JOB, task_id=task_id, submitted_at=0.0, started=anyio.current_time(), resubmits=resubmits,
+                      token=Token(IMAGE.name))
 
 
-async def run_to_end(poller: Poller, handles: Sequence[TaskHandle]) -> None:
-    """Send `handles`, close the sending side, and wait (a few seconds at most) for run() to return."""
+async def run_to_end(poller: Poller, handles: Sequence[TaskHandle], calls: Calls) -> None:
+    """Send `handles`, close the sending side, wait (a few seconds at most) for run() to return,
+    and keep the endings it sent in `calls`."""
     send, receive = anyio.create_memory_object_stream[TaskHandle](len(handles) + 1)
+    ending_send, endings = anyio.create_memory_object_stream[Ending](math.inf)
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(poller.run, receive)
+            tg.start_soon(poller.run, receive, ending_send)
             async with send:
                 for h in handles:
                     await send.send(h)
+    with endings:
+        calls.endings.extend([ending async for ending in endings])  # ends: run() closed its side
 
 
 # ---- outcomes -----------------------------------------------------------------------------
 
 
-async def test_success_and_failed_reach_on_finished(server, client):
-    """SUCCESS reaches on_finished with the response, FAILED with a TaskFailed carrying the
-    service's message; PENDING answers are polled again; run() returns once the stream is closed
-    and both are done."""
+async def test_success_and_failed_end_on_the_endings_stream(server, client):
+    """SUCCESS ends with the response, FAILED with a TaskFailed carrying the service's message, each
+    with its handle's token; PENDING answers are polled again; run() returns once the stream is
+    closed and both are done."""
     server.script("t-ok", status("t-ok", "PENDING"), status("t-ok", "PENDING"),
                   status("t-ok", "SUCCESS", data={"content": "a cat"}))
     server.script("t-bad", status("t-bad", "FAILED", error="unsupported image"))
     calls = Calls()
     poller = make_poller(client, calls)
     ok, bad = handle("t-ok"), handle("t-bad")
-    await run_to_end(poller, [ok, bad])
+    await run_to_end(poller, [ok, bad], calls)
 
     outcomes = calls.by_task()
     assert set(outcomes) == {"t-ok", "t-bad"}
@@ -153,22 +163,24 @@ async def test_success_and_failed_reach_on_finished(server, client):
     assert isinstance(err, TaskFailed) and err.message == "unsupported image"
     assert (calls.lost, calls.pauses) == ([], [])
     assert poller.tasks == 0
+    assert {ending.task_id: ending.token for ending in calls.endings} == {"t-ok": ok.token, "t-bad": bad.token}
+    assert all(ending.polls == 3 for ending in calls.endings if ending.task_id == "t-ok")
 
 
 async def test_deadline_brings_one_last_poll_then_poll_timeout(server, client):
     """A task still PENDING gets one last poll right at its deadline (not later, not skipped), and
-    then on_finished receives a PollTimeout naming the task and no response."""
+    then it ends with a PollTimeout naming the task and no response."""
     server.script("t-slow", status("t-slow", "PENDING"))
     calls = Calls()
     slow = handle("t-slow")
-    await run_to_end(make_poller(client, calls, DEADLINE), [slow])
+    await run_to_end(make_poller(client, calls, DEADLINE), [slow], calls)
 
     assert slow.deadline == pytest.approx(slow.started + DEADLINE.timeout)
     first, last = server.times("t-slow")  # exactly two polls: after 10 ms, then at the deadline
     assert first < slow.deadline
     assert slow.deadline <= last < slow.deadline + 5.0  # not 10 s later, where the schedule put it
     [(finished, response, err)] = calls.finished
-    assert finished is slow and response is None
+    assert finished == slow.task_id and response is None
     assert isinstance(err, PollTimeout)
     assert err.code == "PollTimeout" and "t-slow" in err.message
 
@@ -178,7 +190,7 @@ async def test_success_at_the_deadline_poll_is_a_success(server, client):
     server.script("t-late", status("t-late", "PENDING"), status("t-late", "SUCCESS", data={"n": 1}))
     calls = Calls()
     late = handle("t-late")
-    await run_to_end(make_poller(client, calls, DEADLINE), [late])
+    await run_to_end(make_poller(client, calls, DEADLINE), [late], calls)
     assert server.times("t-late")[-1] >= late.deadline
     [(_, response, err)] = calls.finished
     assert err is None and response is not None and response.result["data"] == {"n": 1}
@@ -191,7 +203,7 @@ async def test_failing_polls_are_retried_and_a_429_pauses_the_group(server, clie
                   error(500, "InternalServerError"), status("t-busy", "SUCCESS", data={}))
     calls = Calls()
     busy = handle("t-busy")
-    await run_to_end(make_poller(client, calls), [busy])
+    await run_to_end(make_poller(client, calls), [busy], calls)
     assert calls.pauses == [pytest.approx(0.004)]
     [(_, response, err)] = calls.finished
     assert err is None and response is not None
@@ -205,7 +217,7 @@ async def test_429s_past_the_deadline_never_time_a_task_out(server, client):
     server.script("t-throttled", *[throttled] * 25, status("t-throttled", "SUCCESS", data={"n": 2}))
     calls = Calls()
     task = handle("t-throttled")
-    await run_to_end(make_poller(client, calls, DEADLINE), [task])
+    await run_to_end(make_poller(client, calls, DEADLINE), [task], calls)
     assert server.times("t-throttled")[-1] > task.deadline  # the 429s outlasted the deadline
     [(_, response, err)] = calls.finished
     assert err is None and response is not None and response.result["data"] == {"n": 2}
@@ -217,7 +229,7 @@ async def test_a_pending_answer_after_429s_past_the_deadline_is_a_poll_timeout(s
     throttled = error(429, "Throttling.RateQuota", {"Retry-After": "0.02"})
     server.script("t-late", *[throttled] * 25, status("t-late", "PENDING"))
     calls = Calls()
-    await run_to_end(make_poller(client, calls, DEADLINE), [handle("t-late")])
+    await run_to_end(make_poller(client, calls, DEADLINE), [handle("t-late")], calls)
     [(_, response, err)] = calls.finished
     assert response is None and isinstance(err, PollTimeout)
 
@@ -225,45 +237,59 @@ async def test_a_pending_answer_after_429s_past_the_deadline_is_a_poll_timeout(s
 # ---- a lost task --------------------------------------------------------------------------
 
 
-async def test_task_not_exist_calls_on_lost_and_polls_the_replacement(server, client):
-    """BadRequest.TaskNotExist calls on_lost with the handle and the error, and the handle it
-    returns (a new submission) is polled to its end instead."""
+async def test_task_not_exist_is_resubmitted_and_the_replacement_polled(server, client):
+    """BadRequest.TaskNotExist hands the task to the resubmitter, and the handle it returns (a new
+    submission) is polled to its end instead."""
     server.script("t-lost", error(400, "BadRequest.TaskNotExist"))
     server.script("t-new", status("t-new", "SUCCESS", data={"again": True}))
     calls = Calls()
     lost, new = handle("t-lost"), handle("t-new", resubmits=1)
     calls.replacements["t-lost"] = new
-    await run_to_end(make_poller(client, calls), [lost])
+    await run_to_end(make_poller(client, calls), [lost], calls)
 
-    [(lost_handle, lost_err)] = calls.lost
-    assert lost_handle is lost and isinstance(lost_err, TaskNotExist)
+    assert calls.lost == [lost]
     [(finished, response, err)] = calls.finished
-    assert finished is new and err is None
+    assert finished == new.task_id and err is None
     assert response is not None and response.result["data"] == {"again": True}
     assert len(server.times("t-lost")) == 1
     assert len(server.times("t-new")) == 1
 
 
 async def test_a_second_loss_is_a_failure(server, client):
-    """A replacement that is lost too (resubmits=1) is not resubmitted again: on_finished gets TaskNotExist."""
+    """A replacement that is lost too (resubmits=1) is not resubmitted again: it ends with TaskNotExist."""
     server.script("t-lost", error(400, "BadRequest.TaskNotExist"))
     server.script("t-new", error(400, "BadRequest.TaskNotExist"))
     calls = Calls()
     new = handle("t-new", resubmits=1)
     calls.replacements["t-lost"] = new
-    await run_to_end(make_poller(client, calls), [handle("t-lost")])
-    assert [h.task_id for h, _ in calls.lost] == ["t-lost"]
+    await run_to_end(make_poller(client, calls), [handle("t-lost")], calls)
+    assert [h.task_id for h in calls.lost] == ["t-lost"]
     [(finished, response, err)] = calls.finished
-    assert finished is new and response is None
+    assert finished == new.task_id and response is None
     assert isinstance(err, TaskNotExist)
 
 
+async def test_a_resubmission_that_ends_at_once_is_handed_on(server, client):
+    """When the resubmission itself ends (its create failed), that ending, with the lost task's
+    token, leaves on the endings stream and nothing more is polled."""
+    server.script("t-lost", error(400, "BadRequest.TaskNotExist"))
+    calls = Calls()
+    lost = handle("t-lost")
+    failed = Ending(JOB, lost.token, TaskFailed("InvalidParameter", "refused on resubmit"), attempts=1)
+    calls.replacements["t-lost"] = failed
+    poller = make_poller(client, calls)
+    await run_to_end(poller, [lost], calls)
+    assert calls.endings == [failed] and calls.endings[0].token is lost.token
+    assert len(server.times("t-lost")) == 1 and poller.tasks == 0
+
+
 async def test_lost_task_without_replacement_just_ends(server, client):
-    """When on_lost returns None the task is dropped: nothing is finished and run() still returns."""
+    """When the resubmitter returns None (the run stops) the task is dropped: no ending, and run()
+    still returns."""
     server.script("t-lost", error(400, "BadRequest.TaskNotExist"))
     calls = Calls()
     poller = make_poller(client, calls)
-    await run_to_end(poller, [handle("t-lost")])
+    await run_to_end(poller, [handle("t-lost")], calls)
     assert len(calls.lost) == 1
     assert calls.finished == []
     assert poller.tasks == 0
@@ -274,18 +300,20 @@ async def test_lost_task_without_replacement_just_ends(server, client):
 
 async def test_fatal_error_from_a_poll_ends_run_with_it(server, client):
     """A 401 on any poll ends run() with the AuthError, even while the stream is still open and
-    other tasks are still pending; nothing is reported finished."""
+    other tasks are still pending; nothing ends, and run() closes its endings stream."""
     server.script("t-slow", status("t-slow", "PENDING"))
     server.script("t-auth", error(401, "Unauthorized"))
     calls = Calls()
     send, receive = anyio.create_memory_object_stream[TaskHandle](4)
+    ending_send, endings = anyio.create_memory_object_stream[Ending](math.inf)
     async with send:  # stays open: run() must not wait for it
         await send.send(handle("t-slow"))
         await send.send(handle("t-auth"))
         with anyio.fail_after(10), pytest.raises(AuthError) as info:
-            await make_poller(client, calls).run(receive)
+            await make_poller(client, calls).run(receive, ending_send)
     assert info.value.http_status == 401
-    assert calls.finished == []
+    with endings:
+        assert [ending async for ending in endings] == []
 
 
 async def test_unreachable_service_ends_run_with_service_unreachable():
@@ -294,13 +322,15 @@ async def test_unreachable_service_ends_run_with_service_unreachable():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     calls = Calls()
+    ending_send, endings = anyio.create_memory_object_stream[Ending](math.inf)
     async with ServiceClient(f"http://127.0.0.1:{port}", "default", KEY) as dead:
         send, receive = anyio.create_memory_object_stream[TaskHandle](1)
         async with send:
             await send.send(handle("t-1"))
             with anyio.fail_after(10), pytest.raises(ServiceUnreachable):
-                await make_poller(dead, calls).run(receive)
-    assert calls.finished == []
+                await make_poller(dead, calls).run(receive, ending_send)
+    with endings:
+        assert [ending async for ending in endings] == []
 
 
 # ---- spare slots (work-conserving polling) --------------------------------------------------
@@ -323,8 +353,8 @@ class Spare:
 
 
 def spare_poller(client: ServiceClient, calls: Calls, idle: bool) -> Poller:
-    return Poller(IMAGE, client, SLOW, on_finished=calls.on_finished, on_lost=calls.on_lost,
-                  pause=calls.pauses.append, rand=lambda: 0.5, spare=Spare(idle), spare_floor=SPARE_FLOOR)
+    return Poller(IMAGE, client, SLOW, resubmit=calls, pause=calls.pauses.append, rand=lambda: 0.5,
+                  spare=Spare(idle), spare_floor=SPARE_FLOOR)
 
 
 async def test_idle_budget_is_spent_on_polls_no_faster_than_the_floor(server, client):
@@ -336,7 +366,7 @@ async def test_idle_budget_is_spent_on_polls_no_faster_than_the_floor(server, cl
     poller = spare_poller(client, calls, idle=True)
     task = handle("t-1")
     with anyio.fail_after(2):
-        await run_to_end(poller, [task])
+        await run_to_end(poller, [task], calls)
     times = server.times("t-1")
     assert len(times) == 4 and times[-1] - task.started < 1.0
     assert min(b - a for a, b in itertools.pairwise(times)) >= SPARE_FLOOR
@@ -349,8 +379,9 @@ async def test_busy_budget_leaves_polls_to_the_schedule(server, client):
     calls = Calls()
     poller = spare_poller(client, calls, idle=False)
     send, receive = anyio.create_memory_object_stream[TaskHandle](1)
-    async with anyio.create_task_group() as tg, send:
-        tg.start_soon(poller.run, receive)
+    ending_send, endings = anyio.create_memory_object_stream[Ending](math.inf)
+    async with anyio.create_task_group() as tg, send, endings:
+        tg.start_soon(poller.run, receive, ending_send)
         await send.send(handle("t-1"))
         await anyio.sleep(0.2)
         tg.cancel_scope.cancel()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import anyio
 import anyio.lowlevel
 import pytest
+from anyio.streams.memory import MemoryObjectSendStream
 from state_support import done_ids, file_ids, key, line_for, write_done
 
 from pipeline.core.job import split_key
@@ -14,11 +16,12 @@ from pipeline.core.results import ResultLine
 from pipeline.state.sink import Sink
 
 
-async def feed(sink: Sink, lines: list[ResultLine], *, yield_every: int = 0) -> None:
+async def feed(sink: Sink, lines: list[ResultLine], *, yield_every: int = 0,
+               durable: MemoryObjectSendStream[ResultLine] | None = None) -> None:
     """Run the sink until the sender closes, sending `lines` (yielding to it every few lines)."""
     send, receive = anyio.create_memory_object_stream[ResultLine](100)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(sink.run, receive)
+        tg.start_soon(sink.run, receive, durable)
         async with send:
             for i, line in enumerate(lines):
                 await send.send(line)
@@ -57,15 +60,21 @@ async def test_sink_keeps_writing_as_lines_arrive_and_ends_when_the_senders_clos
     assert file_ids(out) == [f"j{i}" for i in range(12)]
 
 
-async def test_on_written_runs_after_the_line_is_durable(out, ckpt):
-    """on_written sees each line only once it is in the file and marked done in the checkpoint."""
+async def test_a_line_goes_on_to_the_durable_stream_only_once_durable(out, ckpt):
+    """Each line reaches the `durable` stream only once it is in the file and marked done in the
+    checkpoint, in order; the sink closes the stream when it returns."""
+    durable_send, durable = anyio.create_memory_object_stream[ResultLine](math.inf)
     seen: list[tuple[str, bool, bool]] = []
 
-    def on_written(line: ResultLine) -> None:
-        seen.append((line.id, line.id in file_ids(out), line.id in set(done_ids(ckpt))))
+    async def watch() -> None:
+        async with durable:
+            async for line in durable:
+                seen.append((line.id, line.id in file_ids(out), line.id in set(done_ids(ckpt))))
 
-    await feed(Sink(out, ckpt, on_written=on_written), [line_for("j0"), line_for("j1"), line_for("late")],
-               yield_every=1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        await feed(Sink(out, ckpt), [line_for("j0"), line_for("j1"), line_for("late")], yield_every=1,
+                   durable=durable_send)
     assert seen == [("j0", True, True), ("j1", True, True), ("late", True, True)]
 
 

@@ -1,5 +1,7 @@
-"""One run, wired: preflight checks, the reader, submitters, pollers, chaining of analyses,
-the spend ledger, the failure watch and shutdown, supervised by one task group (`runner`).
+"""One run, wired: preflight checks, then stages on streams (reader, submitters, pollers, the
+finisher that owns every item's ending, the sink, the lines after it: counts, chaining of
+analyses, the failure watch), the spend ledger, and the stop with its supervisor, all under one
+set of task groups (`runner`, `flow`).
 
 May import: core, config, manifest, service, pacing, state, observe, upload.
 """

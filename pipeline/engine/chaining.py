@@ -1,19 +1,27 @@
 """Chained analyses: an analysis with `after: <name>` starts only when that analysis of the same
-item has its result line.
+item has its durable result line (invariant 15).
 
 - `follow(child, parent_line)` (pure) decides what the child becomes: the job to submit (with
   the parent's `data` as its `chunks` when the protocol chains the two capabilities, e.g.
   video segmentation -> summarization), or a `DependencyFailed` error: the parent failed, so
   the child is written FAILED without being submitted (nothing is billed).
-- `Chain` keeps the children whose parent has no line yet. The reader hands it each child;
-  when the parent's line is already durable (done in an earlier session, or just now), the
-  child is decided at once from that line (read back from the results file at the offset the
-  checkpoint keeps); otherwise it waits until the sink writes the parent's line
-  (`on_written`). Which of the two happens is decided without a gap: the sink marks a line
-  done and calls `on_written` with no await in between, and the reader's check is one
-  synchronous checkpoint read.
+- `Chain` keeps the children whose parent has no durable line yet. The reader asks it for each
+  child's parent (`parent_line`): when the parent's line is durable already (done in an earlier
+  session, or just now), the child is decided at once from that line, read back from the
+  results file at the offset the checkpoint keeps; otherwise the child waits. The stage after
+  the sink hands it every durable line (`parent_written`), and the children waiting for that
+  line go on the `ready` stream, which the reader takes them from.
 
-Waiting children are bounded by the parents in flight (each holds an in-flight slot) times
+Why no child is missed or released twice, though the written lines reach the chain on a stream,
+some time after the sink marked them done: the checkpoint decides. The sink marks a line done
+before it sends it on, so `parent_written(line)` always comes after the line is done in the
+checkpoint. `parent_line` reads the checkpoint and, if the parent is not done, registers the
+child, in one synchronous step (no await, so nothing runs in between). If that step comes before
+the sink marks the parent done, the registration also precedes `parent_written` for it, which
+releases the child; if it comes after, the child is decided at once and never registered, and
+`parent_written` finds nobody waiting. There is no third order.
+
+Waiting children are bounded by the parents in flight (each holds an in-flight token) times
 the analyses per item. A run that stops leaves them unsubmitted; the next run finds their
 parents done and decides them then. A crash between a parent and its child resumes at the
 child: the parent is done (skipped) or recorded (polled), never submitted again.
@@ -85,8 +93,8 @@ class Chain:
                              f"{self._results} is not recorded: run the same command again to index it")
         return read_line(self._results, at)
 
-    def on_written(self, line: ResultLine) -> None:
-        """The sink wrote `line` (durably): its waiting children go on."""
+    def parent_written(self, line: ResultLine) -> None:
+        """`line` is durable (written and marked done): the children waiting for it go on."""
         if not self._waiting:
             return
         children = self._waiting.pop(line.key, None)

@@ -51,10 +51,6 @@ class PollJudgement:
     #: After a 429 with Retry-After, the whole group should pause (the caller decides how long).
     pause_group: bool = False
 
-    @property
-    def finished(self) -> bool:
-        return self.verdict in (PollVerdict.SUCCESS, PollVerdict.FAILED)
-
 
 def judge_poll(response: ApiResponse | None, error: ServiceError | None, *, resubmits: int) -> PollJudgement:
     """One status answer -> what to do. A task the service no longer knows is resubmitted once

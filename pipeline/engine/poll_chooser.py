@@ -24,7 +24,7 @@ from typing import Protocol
 __all__ = ["SpareSlots", "SpareStep", "Watched", "next_candidate_at", "pick_spare", "plan_spare"]
 
 class SpareSlots(Protocol):
-    """A QPS group's spare-slot signal (`pipeline.limits.GroupPacer` provides it)."""
+    """A QPS group's spare-slot signal (`pacing.memory.GroupPacer` provides it)."""
 
     interval: float  # seconds between two slots of the group's grid
 
@@ -33,7 +33,7 @@ class SpareSlots(Protocol):
 
 
 class Watched(Protocol):
-    """What the chooser reads of a task (`pipeline.poller.TaskHandle` provides it)."""
+    """What the chooser reads of a task (`engine.work.TaskHandle` provides it)."""
 
     started: float  # the poller's clock at submit
     last_look: float  # the poller's clock when its last poll was sent (its submit before any)

@@ -5,7 +5,9 @@ arrive through a memory stream (from the submitters and, on resume, the reader);
 sender has closed its end and the last task is finished, `run()` returns. Its loop waits for
 the earliest due time and fires the status request as a child task of its own task group, so
 a slow response never holds up the next poll. Each request passes the group's pacer through
-the client's throttle (the poll lane).
+the client's throttle (the poll lane). A task's end (SUCCESS, FAILED, its deadline passed) goes
+to the finisher as an `Ending`; a task the service no longer knows is submitted once more
+through the run's `Submission` (see there why that is a call, not a stream back upstream).
 
 Each task has a schedule: its first poll `first_delay` after its submit, then geometric
 growth up to `max_delay` (`backoff.poll_delay`), with jitter. While submits wait for the budget,
@@ -16,33 +18,36 @@ Work-conserving polling (`poll_chooser`): a poll costs a slot only when a submit
 When the group's pacer reports a spare slot (nothing waits for its budget), a second loop
 spends it on the oldest-overdue task, never polling one task more often than `spare_floor`;
 while anything waits, only the per-task schedule above polls (today's economy).
+
+The loop's event, timer, sleeps and slot count are asyncio's own (`core.aio`): it turns
+thousands of times a second when tasks are short.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..core import aio
 from ..core.backoff import PollPolicy, RetryPolicy, poll_delay, retry_delay
 from ..core.capabilities import Capability
 from ..core.errors import FatalError, RateLimited, ServiceError
-from ..core.job import Job
-from ..service.client import ServiceClient
 from ..service.responses import ApiResponse
 from .decisions import PollJudgement, PollVerdict, judge_poll, next_poll_at, poll_timeout
 from .poll_chooser import SpareSlots, plan_spare
-from .streams import items_of
+from .streams import hand_over, items_of
+from .work import Ending, TaskHandle
 
-__all__ = ["Poller", "TaskHandle"]
+__all__ = ["Poller", "Resubmits", "StatusChecks"]
 
 #: Polls are never retried inside the client: the poller reschedules them instead, so a 429
 #: or 5xx on a poll delays that poll and never fails the item (a 429 not even at the poll
@@ -60,26 +65,18 @@ SPARE_MIN_SLEEP = 0.002
 FLOOR_FRACTION = 0.2
 
 
-@dataclass
-class TaskHandle:
-    """An accepted async task being carried to its end."""
+class StatusChecks(Protocol):
+    """What a poller needs of the service client (`ServiceClient` provides it)."""
 
-    job: Job
-    task_id: str
-    submitted_at: float  # wall clock, for the result line
-    started: float  # the poller's clock, for delays and the deadline
-    attempts: int = 1
-    resubmits: int = 0
-    polls: int = 0
-    pending_polls: int = 0  # PENDING answers so far
-    errors: int = 0  # retryable poll failures in a row
-    deadline: float = math.inf
-    last_look: float = -math.inf  # the poller's clock at its last answer (its start before any)
-    due: int = -1  # sequence number of its live heap entry (-1: none, e.g. being polled)
+    async def get_task_status(self, capability: Capability, service_id: str, task_id: str, *,
+                              retry: RetryPolicy | None = None) -> ApiResponse: ...
 
-    def __post_init__(self) -> None:
-        if self.last_look == -math.inf:
-            self.last_look = self.started
+
+class Resubmits(Protocol):
+    """Submits a lost task once more (`submission.Submission` provides it): the new task's
+    handle, its ending, or None when the run stops (the task is left to the next run)."""
+
+    async def again(self, handle: TaskHandle) -> TaskHandle | Ending | None: ...
 
 
 @dataclass(order=True)
@@ -89,28 +86,21 @@ class _Due:
     handle: TaskHandle = field(compare=False)
 
 
-#: `on_finished(handle, response, error)`: the final answer (SUCCESS: response; FAILED or a
-#: timeout: error). `on_lost(handle)`: the service no longer knows the task; returns the
-#: handle of a new submission to poll instead, or None.
-FinishFn = Callable[[TaskHandle, "ApiResponse | None", "ServiceError | None"], Awaitable[None]]
-LostFn = Callable[[TaskHandle, ServiceError], Awaitable["TaskHandle | None"]]
-
-
 class Poller:
     """Polls one capability's tasks until each is SUCCESS, FAILED, lost or past its deadline.
 
-    A `FatalError` from any poll ends `run()` with that error. With `spare` (the group's
-    spare-slot signal), slots nobody waits for are spent on polls (see the module docstring).
+    A `FatalError` from any poll ends `run()` with that error (its tasks are left to the next
+    run). With `spare` (the group's spare-slot signal), slots nobody waits for are spent on polls
+    (see the module docstring).
     """
 
     def __init__(
         self,
         capability: Capability,
-        client: ServiceClient,
+        client: StatusChecks,
         policy: PollPolicy,
         *,
-        on_finished: FinishFn,
-        on_lost: LostFn,
+        resubmit: Resubmits,
         pause: Callable[[float], None],
         clock: Callable[[], float] | None = None,
         rand: Callable[[], float] = random.random,
@@ -121,12 +111,11 @@ class Poller:
         self.capability = capability
         self._client = client  # its throttle paces polls in the group's poll lane
         self._policy = policy
-        self._on_finished = on_finished
-        self._on_lost = on_lost
+        self._resubmit = resubmit
         self._pause = pause  # pause the group after a 429
-        self._clock = clock or asyncio.get_running_loop().time
+        self._clock = clock or aio.loop_clock()
         self._rand = rand
-        self._slots = asyncio.Semaphore(max_concurrent)
+        self._slots = aio.Semaphore(max_concurrent)
         self._heap: list[_Due] = []  # due times; an entry whose seq is not its handle's `due` is stale
         self._waiting: dict[int, TaskHandle] = {}  # id -> handle: scheduled, not being polled
         self._spare = spare
@@ -134,10 +123,11 @@ class Poller:
         # delay (1 s with the default 5 s; the policy arrives time-scaled, so the floor is too).
         self._spare_floor = spare_floor if spare_floor is not None else policy.first_delay * FLOOR_FRACTION
         self._seq = itertools.count()
-        self._wake = asyncio.Event()  # asyncio's own (see limits.py): set by add() and by children
+        self._wake = aio.Event()  # set by add() and by children
         self._active = 0  # status requests out now
         self._intake_open = True  # some sender may still hand over tasks
         self._fatal: FatalError | None = None
+        self._endings: MemoryObjectSendStream[Ending] | None = None  # while run() runs
         self.polls = 0
         self.spare_polls = 0  # polls made in spare slots (included in `polls`)
 
@@ -156,9 +146,12 @@ class Poller:
             handle.deadline = handle.started + self._policy.timeout
         self._schedule(handle, handle.started + poll_delay(1, self._policy, self._rand))
 
-    async def run(self, handles: MemoryObjectReceiveStream[TaskHandle]) -> None:
-        """Poll until `handles` is closed by every sender and the last task is finished."""
-        async with anyio.create_task_group() as tg:
+    async def run(self, handles: MemoryObjectReceiveStream[TaskHandle],
+                  endings: MemoryObjectSendStream[Ending]) -> None:
+        """Poll until `handles` is closed by every sender and the last task is finished; each
+        task's end goes to `endings`, closed on return."""
+        self._endings = endings
+        async with endings, anyio.create_task_group() as tg:
             tg.start_soon(self._intake, handles)
             if self._spare is not None:
                 tg.start_soon(self._spend_spare, self._spare, tg)
@@ -188,7 +181,7 @@ class Poller:
             if wait > 0:
                 # A timer that sets the event, not a cancel scope per wait: this loop turns
                 # thousands of times a second when tasks are short.
-                timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
+                timer = aio.call_later(wait, self._wake.set)
                 try:
                     await self._wake.wait()
                 finally:
@@ -210,7 +203,7 @@ class Poller:
             now = self._clock()  # read after the pacer's: an idle pacer's "now" is not in the future
             step = plan_spare(now, spare_at, self._waiting.values(), floor=floor, recheck=recheck)
             if step.task is None or self._slots.locked():
-                await asyncio.sleep(max(step.wake_at - now, recheck if step.task is not None else 0.0))
+                await aio.sleep(max(step.wake_at - now, recheck if step.task is not None else 0.0))
                 continue
             await self._slots.acquire()  # free (checked above): returns without yielding
             assert isinstance(step.task, TaskHandle)
@@ -218,7 +211,7 @@ class Poller:
             self._start(step.task, tg)
             # The poll takes the slot once the pacer grants it; until then the pacer reports no
             # spare slot (a poll waits), so the next look is one slot later.
-            await asyncio.sleep(max(spare.interval, SPARE_MIN_SLEEP))
+            await aio.sleep(max(spare.interval, SPARE_MIN_SLEEP))
 
     def _start(self, handle: TaskHandle, tg: TaskGroup) -> None:
         """Poll `handle` now (a slot of `_slots` is held): it leaves the waiting set meanwhile."""
@@ -281,19 +274,29 @@ class Poller:
             await self._reschedule(handle, poll_delay(handle.pending_polls + 1, self._policy, self._rand))
             return
         if verdict is PollVerdict.RESUBMIT:
-            assert judgement.error is not None
-            replacement = await self._on_lost(handle, judgement.error)
-            if replacement is not None:
-                self.add(replacement)
+            step = await self._resubmit.again(handle)
+            if isinstance(step, TaskHandle):
+                self.add(step)
+            elif step is not None:
+                await self._end(step)
             return
-        await self._on_finished(handle, response if verdict is PollVerdict.SUCCESS else None, judgement.error)
+        if verdict is PollVerdict.SUCCESS:
+            assert response is not None
+            await self._end(Ending.of_task(handle, response))
+            return
+        assert judgement.error is not None
+        await self._end(Ending.of_task(handle, judgement.error))
 
     async def _reschedule(self, handle: TaskHandle, delay: float) -> None:
         when = next_poll_at(self._clock(), delay, handle.deadline)
         if when is None:
-            await self._on_finished(handle, None, poll_timeout(handle.task_id))
+            await self._end(Ending.of_task(handle, poll_timeout(handle.task_id)))
             return
         self._schedule(handle, when)
+
+    async def _end(self, ending: Ending) -> None:
+        assert self._endings is not None
+        await hand_over(self._endings, ending)
 
 
 def _poll_retry_policy(policy: PollPolicy) -> RetryPolicy:

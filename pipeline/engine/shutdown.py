@@ -26,14 +26,20 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class SignalHandlers:
-    """Installs the run's handlers on its loop; `remove()` is safe to call twice."""
+    """Installs the run's handlers on its loop; `remove()` is safe to call twice.
+
+    The loop's own handlers (asyncio's), not an anyio signal receiver: a receiver lives in a task,
+    and these must outlive every task group of the run, so that a second signal during the
+    clean-up (the sink writing what was sent) still exits at once."""
 
     def __init__(self, on_first: Callable[[str], None]) -> None:
         self._on_first = on_first  # called with the signal's name, once
         self._count = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+    def install(self) -> None:
+        """On the running loop (a run in another thread than the main one has no handlers)."""
+        loop = asyncio.get_running_loop()
         for sig in SIGNALS:
             try:
                 loop.add_signal_handler(sig, self._handle, sig)

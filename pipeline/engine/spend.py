@@ -39,14 +39,14 @@ from ..core.results import ItemStatus, ResultLine
 from ..manifest.reader import read_manifest
 from ..state.checkpoint import Checkpoint
 
-__all__ = ["SpendLedger", "cap_origin", "line_cost", "overrun_advice", "spend_report", "unit_priced"]
+__all__ = ["SpendLedger", "cap_origin", "overrun_advice", "spend_report"]
 
 log = logging.getLogger("pipeline.run")
 
 Kind = tuple[str, str]  # (capability, service id): analyses that cost alike
 #: The most characters of a config file's path a message quotes.
 PATH_SHOWN = 240
-#: How a waiting reservation waits (the run's `Control.interruptible`: a stop ends the wait).
+#: How a waiting reservation waits (the run's `Stopping.interruptible`: a stop ends the wait).
 Wait = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["items_of", "put"]
+__all__ = ["hand_over", "items_of", "put"]
 
 T = TypeVar("T")
 
@@ -25,6 +25,17 @@ async def put(stream: MemoryObjectSendStream[T], item: T) -> None:
         stream.send_nowait(item)
     except anyio.WouldBlock:
         await stream.send(item)
+
+
+async def hand_over(stream: MemoryObjectSendStream[T], item: T) -> None:
+    """Send `item` even while the sender is being cancelled: an ending (a line the service may
+    have been paid for) must reach the finisher whatever stops the stage that saw it. It waits
+    only when the stream is full, for a finisher that never waits on the sender's stages."""
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        with anyio.CancelScope(shield=True):
+            await stream.send(item)
 
 
 async def items_of(stream: MemoryObjectReceiveStream[T]) -> AsyncIterator[T]:

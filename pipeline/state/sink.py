@@ -6,18 +6,21 @@ the file's new size. `resume.reconcile()` runs before a run writes anything: it 
 lines a crash left past the recorded size and cuts a torn last line, so no line is ever
 written twice.
 
-The sink is the last stage of a run: it reads lines from a memory stream and returns when
-every sender has closed its end (after writing what was sent).
+The sink reads lines from a memory stream and returns when every sender has closed its end
+(after writing what was sent). Each line, once durable in both places, goes on to the `durable`
+stream (progress, chained analyses and the failure watch read it there), which the sink closes
+when it returns.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import BinaryIO
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..core.results import ResultLine
 from .checkpoint import Checkpoint, Outcome
@@ -38,26 +41,28 @@ def outcome_of(line: ResultLine, line_at: int | None = None) -> Outcome:
 
 
 class Sink:
-    """Appends result lines in batches; `on_written(line)` is called for every line after it
-    is durable in both places, so progress and summary counts always agree with the file."""
+    """Appends result lines in batches; every line goes on to `durable` once it is durable in
+    both places, so progress and summary counts always agree with the file."""
 
     def __init__(self, path: Path, checkpoint: Checkpoint,
-                 on_written: Callable[[ResultLine], None] | None = None,
                  cost: Callable[[ResultLine], float] | None = None) -> None:
         self.path = path
         self._checkpoint = checkpoint
-        self._on_written = on_written
         self._cost = cost  # settles each item's spend reservation with what it cost
         self.written = 0
 
     def __repr__(self) -> str:
         return f"Sink({str(self.path)!r}, written={self.written})"
 
-    async def run(self, lines: MemoryObjectReceiveStream[ResultLine]) -> None:
-        """Write every line sent until all senders close; the file is closed on any exit."""
+    async def run(self, lines: MemoryObjectReceiveStream[ResultLine],
+                  durable: MemoryObjectSendStream[ResultLine] | None = None) -> None:
+        """Write every line sent until all senders close, passing each on to `durable` once it is
+        durable; the file and `durable` are closed on any exit. `durable` must be unbounded: the
+        sink never waits for its reader (which takes every line without waiting on anything
+        else, so it holds about one batch)."""
         # Blocking writes on purpose: a batch is durable (flushed, then marked done) before the
         # next one is taken; batches are small and the disk is local.
-        with open(self.path, "ab") as file, lines:  # noqa: ASYNC230
+        with open(self.path, "ab") as file, lines, durable or nullcontext():  # noqa: ASYNC230
             async for first in lines:
                 # A moment first: lines finished meanwhile join this batch, so a busy run
                 # writes (and commits) in batches, not line by line. A line is late by at most
@@ -70,6 +75,9 @@ class Sink:
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 self.write(file, batch)
+                if durable is not None:
+                    for line in batch:
+                        durable.send_nowait(line)
 
     def write(self, f: BinaryIO, batch: list[ResultLine]) -> None:
         """Append `batch`, flush, then mark it done with the file's new size (one transaction)."""
@@ -84,6 +92,3 @@ class Sink:
         costs = [(line.key, self._cost(line)) for line in batch] if self._cost is not None else []
         self._checkpoint.mark_done(outcomes, f.tell(), costs)
         self.written += len(batch)
-        if self._on_written is not None:
-            for line in batch:
-                self._on_written(line)

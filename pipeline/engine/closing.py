@@ -1,0 +1,112 @@
+"""How a session ends: what it records for `status` and later sessions (the manifest's counts,
+the failure window, how it stopped), what -v says each stage decided, and the run's outcome,
+exit code and summary (whole-run figures from the checkpoint, traffic from this session).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config.load import Config
+from ..core.capabilities import CAPABILITIES
+from ..core.exit_codes import ExitCode
+from ..core.outcome import RunOutcome, Stop, StopReason, decide
+from ..core.results import RunFiles
+from ..observe.report import RunStats, stats_from_totals, summarize, with_live_counters
+from ..state.checkpoint import Checkpoint
+from ..state.resume import manifest_key
+from .poller import Poller
+from .reader import Reader
+from .spend import SpendLedger
+
+__all__ = ["RunResult", "log_stages", "moot", "result_of", "save_manifest_counts"]
+
+log = logging.getLogger("pipeline.run")
+
+
+@dataclass
+class RunResult:
+    """How a run ended: its exit code and outcome, the stop if any, the summary written."""
+
+    exit_code: ExitCode
+    outcome: RunOutcome
+    stop: Stop | None
+    summary: dict[str, Any]
+    stats: RunStats = field(repr=False)
+
+    @property
+    def reason(self) -> str | None:
+        return str(self.stop) if self.stop is not None else None
+
+
+def save_manifest_counts(ckpt: Checkpoint, manifest: str, reader: Reader, *, joined: bool) -> None:
+    """What `status` and later sessions need to know of this manifest: its rejected lines (they
+    count in the whole run's outcome) and its number of items."""
+    ckpt.save_manifest_counts(manifest_key(manifest), rejected=reader.rejected,
+                              items=reader.items if reader.complete else None,
+                              shared=reader.known if joined else None)
+    if reader.complete:
+        ckpt.set_empty(manifest_key(manifest), not reader.any_items and not reader.rejected)
+
+
+def moot(stop: Stop | None, reader: Reader, stats: RunStats) -> bool:
+    """A stop that came when nothing was left to do (a time limit shorter than a resume of a
+    finished run, a signal as the last line was written) stopped nothing: the outcome is the
+    work's. Every unit read ended this session as skipped or as a line, and the reader read all."""
+    if stop is None or not reader.complete:
+        return False
+    ended = sum(s.succeeded + s.failed + s.skipped for s in stats.caps.values())
+    if ended != stats.units_read:
+        return False
+    log.info("%s came after the last item had ended: nothing was left to stop", stop.reason.value)
+    return True
+
+
+def log_stages(reader: Reader, stats: RunStats, pollers: Mapping[str, Poller]) -> None:
+    """-v: what each stage decided this session."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    routed = ", ".join(f"{n} {what}" for what, n in reader.routed.items()) or "nothing"
+    log.debug("reader: %s the manifest; (item, analysis) results: %s; %d lines rejected",
+              "read all of" if reader.complete else "stopped part-way through", routed, reader.rejected)
+    for name, cap_stats in stats.caps.items():
+        waits = [f"{cap_stats.paced[lane]} {lane}s waited {cap_stats.paced_s[lane]:.1f} s in all"
+                 for lane in ("submit", "poll") if cap_stats.paced[lane]]
+        if waits:
+            log.debug("pacer %s: %s", name, "; ".join(waits))
+    for name, poller in pollers.items():
+        if poller.polls:
+            log.debug("poller %s: %d status checks, %d of them in spare pacer slots", name, poller.polls,
+                      poller.spare_polls)
+
+
+def result_of(stop: Stop | None, *, ckpt: Checkpoint, stats: RunStats, cfg: Config, files: RunFiles,
+              ledger: SpendLedger, pollers: Mapping[str, Poller]) -> RunResult:
+    """The outcome of the whole run, its exit code and summary (written next to the results);
+    records how this session stopped."""
+    stats.finished = stats.started + stats.elapsed()
+    if stop is not None and stop.reason is StopReason.SPEND_CAP:  # the figures after the drain
+        stop = Stop(StopReason.SPEND_CAP, ledger.stop_detail())
+    totals = stats_from_totals(*ckpt.totals())
+    failed = sum(c.failed for c in totals.values())
+    rejected = ckpt.rejected_lines()
+    empty = ckpt.catalog_empty()
+    if empty and stop is None:
+        log.warning("the manifest has no items (validate says the same): nothing was run, exit 1")
+    outcome, code = decide(stop, failed=failed, rejected=rejected, empty=empty)
+    ckpt.set_last_stop(stop.to_record() if stop else None)
+    for name, poller in pollers.items():
+        stats.caps[name].polls = poller.polls
+    caps = with_live_counters(totals, stats.caps)
+    qps = {name: cfg.limit_rps(name) for name in CAPABILITIES}
+    summary = summarize(caps, prices=cfg.prices, elapsed=stats.elapsed(), qps=qps, rejected=rejected,
+                        outcome=outcome.value, extra={
+                            "exit_code": int(code), "reason": str(stop) if stop else None,
+                            "results": str(files.results), "state_dir": str(files.state_dir),
+                            "spend": ledger.report(), "possible_double_billing": stats.ambiguous})
+    files.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    return RunResult(code, outcome, stop, summary, stats)
