@@ -200,7 +200,7 @@ class RedisGroupPacer:
                 reply = await self._link.book(self._keys, interval=self.interval, guard=self.guard, limit=self.limit,
                                               hold=self.hold, member=member, drop=" ".join(drop))
             except Exception as exc:  # every failure means "Redis is not there": fall back
-                self._link.lost(exc, losses)
+                self._link.link_down(exc, losses)
             else:
                 end = self._clock()
                 wait, slot, pause = reply

@@ -101,7 +101,7 @@ class RedisLink:
                 seconds, micros = await self.client.time()
                 self.offset.update(seconds + micros / 1e6, start, self.clock())
         except Exception as exc:  # any failure: Redis is not there; the heartbeat tries again
-            self.lost(exc, losses)
+            self.link_down(exc, losses)
 
     def send_pause(self, grid_key: str, seconds: float) -> None:
         """Queue a shared pause (sent in the background: `pause()` is called from callbacks)."""
@@ -116,7 +116,7 @@ class RedisLink:
             self._updates.append(update)
             self._pending.set()
 
-    def lost(self, exc: BaseException, losses: int) -> None:
+    def link_down(self, exc: BaseException, losses: int) -> None:
         """Redis did not answer a call made when `self.losses` was `losses`: say so once per
         loss; every group falls back. A late failure of a call from before the last recovery
         is not a new loss (its connection died with the old server)."""
@@ -154,7 +154,7 @@ class RedisLink:
                             pipe.zadd(key, {member: value}, xx=True, lt=True)
                     await pipe.execute()
             except Exception as exc:  # any failure: Redis is not there
-                self.lost(exc, losses)
+                self.link_down(exc, losses)
 
     async def heartbeat(self, *, every: float, ttl: float, retry_every: float) -> None:
         """Announce this process every `every` s (key TTL `ttl`), count the live ones; while
@@ -171,7 +171,7 @@ class RedisLink:
                     await self.client.set(key, record, px=int(ttl * 1000))
                     self.processes = max(1, len(await scan_processes(self.client, self.namespace)))
                 except Exception as exc:  # any failure: Redis is not there
-                    self.lost(exc, losses)
+                    self.link_down(exc, losses)
                 else:
                     if self.lost:
                         self._on_back()
