@@ -232,3 +232,23 @@ def test_sigterm_ends_a_busy_run_promptly(tmp_path: Path) -> None:
     assert proc.returncode == 3, err[-2000:]
     assert time.monotonic() - sent < 8
     assert "second SIGTERM" not in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_second_signal_right_after_the_first_still_exits_3(tmp_path: Path, emu: EmulatorThread,
+                                                             sig: signal.Signals) -> None:
+    """A second signal at any moment after the first (while the run stops, as its loop closes, while the
+    summary prints) exits 3: it exited 143/130/129 when it met the default action between the run's
+    handlers going and the next ones coming. The gaps swept cover all three phases."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(120, ["image_analyze", "object_detection"]))
+    for n, gap in enumerate((0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12)):
+        out = tmp_path / f"run{n}"
+        proc = _start(["run", str(manifest), "--out", str(out / "r.jsonl"), "--endpoint", emu.url,
+                       "--progress", "off", "-q"])
+        _wait_for(out / "r.jsonl.state", proc, lambda counts: sum(counts.values()) > 0)
+        proc.send_signal(sig)
+        time.sleep(gap)  # the gap between two signals is what this test varies, not a wait for a state
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 3, (gap, proc.returncode, err[-1500:])

@@ -112,10 +112,7 @@ def run_command(args: argparse.Namespace) -> int:
         code, result = anyio.run(with_progress)
     except BaseExceptionGroup as group:
         raise single_error(group) from None
-    # The run's own handlers are gone with its loop; a signal from here on still means "stop
-    # now", and everything is already consistent on disk.
-    for sig in SIGNALS:
-        signal.signal(sig, lambda *_: os._exit(ExitCode.INTERRUPTED))
+    # A signal from here on exits 3 at once (`SignalHandlers.remove` handed it to `exit_now`).
     assert result is not None
     where = f"results: {request.files.results}   summary: {request.files.summary}"
     if args.log_format == "json":
@@ -125,4 +122,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(where, file=sys.stderr)
     if result.stop is not None:
         log.error("run stopped (exit %d): %s", int(code), result.stop)
+    # Everything is said and on disk: the process now ends with the run's code. Held from here on, a
+    # signal cannot meet the default action Python restores while it shuts down (exit 143, not 3).
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     return int(code)

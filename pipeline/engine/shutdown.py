@@ -17,7 +17,7 @@ from collections.abc import Callable
 from ..core.exit_codes import ExitCode
 from ..core.outcome import Stop, StopReason
 
-__all__ = ["SIGNALS", "FailureWatch", "SignalHandlers", "carried_window"]
+__all__ = ["SIGNALS", "FailureWatch", "SignalHandlers", "carried_window", "exit_now"]
 
 log = logging.getLogger("pipeline.run")
 
@@ -48,10 +48,20 @@ class SignalHandlers:
         self._loop = loop
 
     def remove(self) -> None:
+        """Hand the signals from the loop to `exit_now`: from here on (the clean-up, the summary)
+        a signal means "stop now", and everything it could cut is consistent on disk. The signals
+        are blocked while they change hands: asyncio's removal restores the default action, which
+        a signal arriving in between would meet (exit 143 instead of 3)."""
         loop, self._loop = self._loop, None
-        if loop is not None:
+        if loop is None:
+            return
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        try:
             for sig in SIGNALS:
                 loop.remove_signal_handler(sig)
+                signal.signal(sig, exit_now)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a signal held meanwhile arrives now
 
     def _handle(self, sig: int) -> None:
         self._count += 1
@@ -60,6 +70,12 @@ class SignalHandlers:
             log.error("second %s: exiting now; run again to resume", name)
             os._exit(ExitCode.INTERRUPTED)
         self._on_first(name)
+
+
+def exit_now(sig: int, _frame: object = None) -> None:
+    """The handler once a run's loop has let go of the signals: exit 3 at once."""
+    log.error("%s after the run ended: exiting now; run again to resume", signal.Signals(sig).name)
+    os._exit(ExitCode.INTERRUPTED)
 
 
 class FailureWatch:
