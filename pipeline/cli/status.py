@@ -16,6 +16,7 @@ from ..core.errors import StateError, UsageError
 from ..core.exit_codes import ExitCode
 from ..core.idset import IdSet
 from ..core.outcome import UNFINISHED, Stop, decide
+from ..engine.closing import DOUBLE_BILLING
 from ..engine.spend import spend_report
 from ..observe.report import stats_from_totals, summarize
 from ..state.checkpoint import Checkpoint
@@ -89,6 +90,7 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
             total_items = ckpt.item_count()
             empty = ckpt.catalog_empty()
             stop = Stop.from_record(ckpt.last_stop())
+            double_billing = int(ckpt.get_meta(DOUBLE_BILLING) or 0)
             try:
                 settled, reserved = ckpt.spend()
             except sqlite3.OperationalError:  # a state dir from before the spend ledger
@@ -118,7 +120,7 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
         results=out, live_run=holder, exit_code=None if holder else int(code),
         reason=str(stop) if stop and not holder else None, in_flight=in_flight, in_flight_total=in_flight_total,
         waiting_for_retry=retry, items=total_items, queued=queued,
-        spend=spend_report(settled, reserved, config),
+        spend=spend_report(settled, reserved, config), possible_double_billing=double_billing,
         status_exit_code=int(ExitCode.LOCKED if holder else code))
     return summary
 
@@ -175,6 +177,9 @@ def _format_one(s: dict[str, Any]) -> str:
     cap = f" of cap {spend['cap']:g}" if spend.get("cap") is not None else ""
     lines.append(f"spend:     settled {spend['settled']:.4f}, reserved {spend['reserved']:.4f}{cap} "
                  f"{spend['currency']} (estimated cost so far {s['estimated_cost']:.4f})")
+    if s.get("possible_double_billing"):
+        lines.append(f"possible double billing: {s['possible_double_billing']} creates were sent again after an answer "
+                     "that never came")
     for name in CAPABILITIES:
         c = s["capabilities"].get(name)
         if not c:

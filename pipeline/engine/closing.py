@@ -84,6 +84,10 @@ def log_stages(reader: Reader, stats: RunStats, pollers: Mapping[str, Poller]) -
                       poller.spare_polls)
 
 
+#: The checkpoint meta key of the run's count of possible double billings.
+DOUBLE_BILLING = "possible_double_billing"
+
+
 def result_of(stop: Stop | None, *, ckpt: Checkpoint, stats: RunStats, cfg: Config, files: RunFiles,
               ledger: SpendLedger, pollers: Mapping[str, Poller]) -> RunResult:
     """The outcome of the whole run, its exit code and summary (written next to the results);
@@ -101,12 +105,16 @@ def result_of(stop: Stop | None, *, ckpt: Checkpoint, stats: RunStats, cfg: Conf
     ckpt.set_last_stop(stop.to_record() if stop else None)
     for name, poller in pollers.items():
         stats.caps[name].polls = poller.polls
+    # Creates re-sent after an answer that never came, over every session of the run (kept in the
+    # state dir: a later session's summary must not forget an earlier one's).
+    double_billing = int(ckpt.get_meta(DOUBLE_BILLING) or 0) + stats.ambiguous
+    ckpt.set_meta(DOUBLE_BILLING, str(double_billing))
     caps = with_live_counters(totals, stats.caps)
     qps = {name: cfg.limit_rps(name) for name in CAPABILITIES}
     summary = summarize(caps, prices=cfg.prices, elapsed=stats.elapsed(), qps=qps, rejected=rejected,
                         outcome=outcome.value, extra={
                             "exit_code": int(code), "reason": str(stop) if stop else None,
                             "results": str(files.results), "state_dir": str(files.state_dir),
-                            "spend": ledger.report(), "possible_double_billing": stats.ambiguous})
+                            "spend": ledger.report(), "possible_double_billing": double_billing})
     files.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return RunResult(code, outcome, stop, summary, stats)

@@ -253,4 +253,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append("  ".join(parts))
     if summary.get("unpriced_services"):
         lines.append(f"  no price configured for: {', '.join(summary['unpriced_services'])}")
+    if summary.get("possible_double_billing"):
+        lines.append(f"  possible double billing: {summary['possible_double_billing']} creates were sent again after "
+                     "an answer that never came (the service may have billed each twice)")
     return "\n".join(lines)

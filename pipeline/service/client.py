@@ -112,7 +112,7 @@ class ServiceClient:
         self._rand = rand  # jitter source, [0, 1)
         self._throttle = throttle  # the caller's QPS limiter: (capability, lane), awaited before every attempt
         self._on_retry = on_retry  # (capability, error, delay) before each backoff sleep
-        self._on_response = on_response  # (capability, http_status) after every HTTP response
+        self._on_response = on_response  # (capability, http_status) after every request sent (0: no answer)
         self._on_ambiguous = on_ambiguous  # (capability) before re-sending a create that may have landed
         self._connection_limit = connection_limit
         self._clock = clock  # for how long a capability has been throttled
@@ -279,6 +279,7 @@ class ServiceClient:
                 reason = resp.reason or ""
         except (asyncio.TimeoutError, TimeoutError) as exc:  # includes aiohttp.ServerTimeoutError
             self._log_exchange(started, method, url, "timeout")
+            self._sent_unanswered(capability)
             raise TransportError(
                 "Timeout", self._redact(f"no answer within {self._timeout.total}s ({str(exc) or type(exc).__name__})")
             ) from exc
@@ -289,10 +290,12 @@ class ServiceClient:
             ) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             self._log_exchange(started, method, url, "connection dropped")
+            self._sent_unanswered(capability)
             raise TransportError(
                 "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}")
             ) from exc
         except aiohttp.ClientError as exc:  # a malformed HTTP answer and the like: transient at best
+            self._sent_unanswered(capability)
             raise TransportError(
                 "ConnectionError", self._redact(f"{type(exc).__name__}: {exc}")
             ) from exc
@@ -308,6 +311,12 @@ class ServiceClient:
         if 200 <= status <= 299:
             return parse_success(status, raw, header_request_id, self._redact, needs=needs)
         raise parse_failure(status, reason, raw, header_request_id, headers.get("Retry-After"), redact=self._redact)
+
+    def _sent_unanswered(self, capability: str) -> None:
+        """A request went out and no answer came (a timeout, a dropped connection): it counts as a
+        request all the same (the service may have processed, and billed, it), with status 0."""
+        if self._on_response is not None:
+            self._on_response(capability, 0)
 
     def _log_exchange(self, started: float | None, method: str, url: str, answer: int | str,
                       request_id: str | None = None) -> None:
