@@ -263,6 +263,14 @@ def test_a_different_manifest_is_refused_unless_appended(out, ckpt, tmp_path):
     assert ckpt.manifests() == [first, second]  # the last is the current one
 
 
+def test_a_state_dir_that_names_no_manifest_is_refused_clearly(out, ckpt, tmp_path):
+    """A state dir bound to a results file but naming no manifest (written by hand or by a tool)
+    is refused with a UsageError that says what to do, not an IndexError."""
+    ckpt.set_meta("out", str(out.resolve()))
+    with pytest.raises(UsageError, match="names no manifest"):
+        check_identity(ckpt, out=out, manifest=str(tmp_path / "m.jsonl"), append=False, state_dir=tmp_path)
+
+
 def test_another_results_file_is_refused(out, ckpt, tmp_path):
     """A state dir bound to one results file refuses another --out."""
     check_identity(ckpt, out=out, manifest="m.jsonl", append=False, state_dir=tmp_path)

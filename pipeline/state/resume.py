@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.echo import clipped
 from ..core.errors import StateError, UsageError
 from ..core.idset import IdSet
 from ..core.results import ResultLine
@@ -86,6 +87,11 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
         return False
     if name in known:
         return False
+    if not append and not known:
+        raise UsageError(
+            f"state dir {clipped(str(state_dir))} holds a run writing {clipped(recorded_out)} that names no "
+            f"manifest: add --append to let {clipped(name)} join it (ids already done are skipped), or give a new "
+            "--out for a separate run")
     if not append:
         raise UsageError(
             f"state dir {state_dir} holds a run of {known[-1]}, not {name}: run that manifest again to resume; "
