@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 
@@ -188,6 +189,20 @@ def test_settling_replaces_the_reservation(ckpt):
     assert ckpt.spend() == pytest.approx((0.1, 0.0))
     assert ckpt.reserve("b", 0.9, 1.0)
     assert not ckpt.reserve("c", 0.01, 1.0)
+
+
+def test_a_batch_that_fails_to_be_marked_done_changes_nothing(ckpt):
+    """mark_done is one transaction over the ledger, the jobs and the sink offset: when marking a
+    batch fails half-way (a row the table refuses, after the costs were settled), the settlement,
+    the keys and the offset stay as they were, and so do the spend totals kept in memory."""
+    ckpt.reserve(key("a"), 0.5, None)
+    ckpt.mark_done([outcome("z")], 5)
+    assert ckpt.spend() == pytest.approx((0.0, 0.5))  # the totals are read now, then kept
+    refused = dataclasses.replace(outcome("b"), capability=None)  # jobs.capability is NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        ckpt.mark_done([outcome("a"), refused], 99, costs=[(key("a"), 0.1)])
+    assert (ckpt.sink_offset(), done_ids(ckpt), ckpt.reserved_of(key("a"))) == (5, ["z"], 0.5)
+    assert ckpt.spend() == pytest.approx((0.0, 0.5))
 
 
 def test_re_reserving_an_item_replaces_its_own_reservation(ckpt):

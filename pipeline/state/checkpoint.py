@@ -170,10 +170,14 @@ class Checkpoint:
                   costs: Iterable[tuple[str, float]] = ()) -> None:
         """Mark a batch of keys done and move the results file's recorded size, in one
         transaction; `costs` (key, settled cost) replace those keys' spend reservations."""
-        with transaction(self._conn):
-            self._ledger.settle(costs)
-            self._jobs.mark_done(outcomes)
-            self._meta.set(MetaKey.SINK_OFFSET, str(sink_offset))
+        try:
+            with transaction(self._conn):
+                self._ledger.settle(costs)
+                self._jobs.mark_done(outcomes)
+                self._meta.set(MetaKey.SINK_OFFSET, str(sink_offset))
+        except BaseException:
+            self._ledger.forget_totals()  # the rollback undid the settlement its totals counted
+            raise
 
     def reopen_failed(self, *, skip_codes: Iterable[str] = ()) -> list[str]:
         """Put FAILED keys back in play for `--retry-failed`; returns their keys.

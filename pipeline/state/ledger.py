@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from ..core.results import ItemStatus
@@ -37,7 +38,7 @@ class LedgerStore:
     def reserve(self, key: str, amount: float, cap: float | None) -> bool:
         """Reserve `amount` for submitting `key` unless settled + reserved would pass `cap`
         (None: no cap, reserve anyway). Replaces an earlier reservation of the same key."""
-        with transaction(self._conn):
+        with self._transaction():
             own = self.reserved_of(key)
             if cap is not None:
                 settled, reserved = self.spend()
@@ -69,7 +70,7 @@ class LedgerStore:
         costs = list(costs)
         if not costs:
             return
-        with transaction(self._conn):
+        with self._transaction():
             if self._totals is not None:
                 keys = [key for key, _ in costs]
                 marks = ",".join("?" * len(keys))
@@ -93,10 +94,10 @@ class LedgerStore:
 
     def clear_reservations(self, *, settle: Iterable[tuple[str, float]], release: Iterable[str]) -> None:
         """In one transaction: settle done keys at their cost, and drop the reservations of `release`."""
-        with transaction(self._conn):
+        with self._transaction():
             self.settle(settle)
             self._conn.executemany("UPDATE spend SET reserved = 0 WHERE id = ?", [(key,) for key in release])
-        self._totals = None  # re-read: cheaper than tracking each change
+        self.forget_totals()  # re-read: cheaper than tracking each change
 
     def highest_costs(self, prices: Mapping[str, Mapping[str, float]]) -> dict[tuple[str, str], float]:
         """The highest cost, by today's `prices`, of one successful done key per (capability,
@@ -121,6 +122,20 @@ class LedgerStore:
             except sqlite3.OperationalError:  # an SQLite without JSON functions: learn from this run only
                 return {}
         return out
+
+    def forget_totals(self) -> None:
+        """Read the totals from the table again next time: a transaction that counted changes in
+        them was rolled back (or they changed too much to track)."""
+        self._totals = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            with transaction(self._conn):
+                yield
+        except BaseException:
+            self.forget_totals()  # the rollback undid what the kept totals counted
+            raise
 
     def _adjust_totals(self, *, settled: float = 0.0, reserved: float = 0.0) -> None:
         if self._totals is not None:
