@@ -15,8 +15,10 @@ CAP = "image_analyze"
 SVC = "ops-image-analyze-ocr-001"
 
 
-def line_for(item_id: str, status: ItemStatus = ItemStatus.SUCCESS, code: str | None = None,
+def line_for(item_id: str, status: ItemStatus | str = ItemStatus.SUCCESS, code: str | None = None,
              **extra: Any) -> ResultLine:
+    """The test item's line (`status` also as its JSON value: other test modules give "FAILED")."""
+    status = ItemStatus(status)
     failed = status is ItemStatus.FAILED
     error = {"code": code, "message": "boom", "http_status": 400} if failed else None
     return ResultLine.finished(id=item_id, capability=CAP, service_id=SVC, status=status,
@@ -34,10 +36,10 @@ def key(item_id: str) -> str:
     return job_key(item_id, CAP)
 
 
-def outcome(item_id: str, status: ItemStatus = ItemStatus.SUCCESS, code: str | None = None,
+def outcome(item_id: str, status: ItemStatus | str = ItemStatus.SUCCESS, code: str | None = None,
             task_id: str | None = None) -> Outcome:
     """What the checkpoint keeps of the test item's one analysis."""
-    return Outcome(key(item_id), CAP, SVC, status, task_id, code, None, None, 1)
+    return Outcome(key(item_id), CAP, SVC, ItemStatus(status), task_id, code, None, None, 1)
 
 
 def done_ids(ckpt: Checkpoint) -> list[str]:
