@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 
@@ -9,7 +10,10 @@ import pytest
 from state_support import CAP, SVC, done_ids, key, outcome, pending_ids
 
 from pipeline.core.errors import StateError
-from pipeline.state.checkpoint import Checkpoint, Outcome
+from pipeline.core.results import ItemStatus
+from pipeline.state.checkpoint import Checkpoint, JobState, Outcome
+
+SUCCESS, FAILED = ItemStatus.SUCCESS, ItemStatus.FAILED
 
 # ---- checkpoint ---------------------------------------------------------------------------
 
@@ -25,7 +29,8 @@ def test_recorded_task_id_survives_close_and_reopen(tmp_path):
         pending = pending_ids(c)
         assert set(pending) == {"job-1"}
         task = pending["job-1"]
-        assert (task.state, task.task_id, task.attempts) == ("submitted", "task-abc", 2)
+        assert (task.state, task.task_id, task.attempts) == (JobState.SUBMITTED, "task-abc", 2)
+        assert task.state is JobState.SUBMITTED and task.key == key("job-1")
         assert task.submitted_at is not None
         assert done_ids(c) == []
     finally:
@@ -71,20 +76,20 @@ def test_counts_and_outcomes(ckpt):
     ckpt.record_submitted(key("s1"), CAP, SVC, "t-s1", attempts=1)
     ckpt.record_submitted(key("v1"), "video_snapshot", "ops-video-snapshot-001", "t-v1", attempts=1)
     ckpt.mark_done([
-        Outcome("ok1", CAP, SVC, "SUCCESS", None, None, {"pages": 2}, 0.5, 1),
-        Outcome("ok2", CAP, SVC, "SUCCESS", None, None, None, None, 1),
-        Outcome("bad", CAP, SVC, "FAILED", None, "InvalidParameter", None, None, 3),
+        Outcome("ok1", CAP, SVC, SUCCESS, None, None, {"pages": 2}, 0.5, 1),
+        Outcome("ok2", CAP, SVC, SUCCESS, None, None, None, None, 1),
+        Outcome("bad", CAP, SVC, FAILED, None, "InvalidParameter", None, None, 3),
     ], 10)
     assert ckpt.counts() == {
-        CAP: {"submitted": 1, "SUCCESS": 2, "FAILED": 1},
-        "video_snapshot": {"submitted": 1},
+        CAP: {JobState.SUBMITTED: 1, SUCCESS: 2, FAILED: 1},
+        "video_snapshot": {JobState.SUBMITTED: 1},
     }
-    by_id = {o.id: o for o in ckpt.outcomes()}
-    assert set(by_id) == {"ok1", "ok2", "bad"}
-    assert by_id["ok1"].usage == {"pages": 2}
-    assert by_id["ok1"].elapsed == 0.5
-    assert by_id["bad"].error_code == "InvalidParameter"
-    assert by_id["bad"].attempts == 3
+    by_key = {o.key: o for o in ckpt.outcomes()}
+    assert set(by_key) == {"ok1", "ok2", "bad"}
+    assert by_key["ok1"].usage == {"pages": 2} and by_key["ok1"].status is SUCCESS
+    assert by_key["ok1"].elapsed == 0.5
+    assert by_key["bad"].error_code == "InvalidParameter" and by_key["bad"].status is FAILED
+    assert by_key["bad"].attempts == 3
 
 
 def test_read_only_open_sees_the_data_and_refuses_writes(tmp_path):
@@ -113,35 +118,35 @@ def test_read_only_open_of_a_missing_store_says_so(tmp_path):
 def test_reopen_failed_keeps_task_id_only_for_poll_timeout(ckpt):
     """reopen_failed puts FAILED items back in play; only a PollTimeout keeps its task id (to be polled)."""
     ckpt.mark_done([
-        outcome("timeout", "FAILED", "PollTimeout", task_id="t-timeout"),
-        outcome("task-failed", "FAILED", "TaskFailed", task_id="t-failed"),
-        outcome("ok", "SUCCESS", task_id="t-ok"),
+        outcome("timeout", FAILED, "PollTimeout", task_id="t-timeout"),
+        outcome("task-failed", FAILED, "TaskFailed", task_id="t-failed"),
+        outcome("ok", SUCCESS, task_id="t-ok"),
     ], 0)
     reopened = ckpt.reopen_failed()
     assert sorted(reopened) == [key("task-failed"), key("timeout")]
     pending = pending_ids(ckpt)
     assert set(pending) == {"timeout", "task-failed"}
-    assert pending["timeout"].state == "retry" and pending["timeout"].task_id == "t-timeout"
-    assert pending["task-failed"].state == "retry" and pending["task-failed"].task_id is None
+    assert pending["timeout"].state is JobState.RETRY and pending["timeout"].task_id == "t-timeout"
+    assert pending["task-failed"].state is JobState.RETRY and pending["task-failed"].task_id is None
     assert done_ids(ckpt) == ["ok"]
 
 
 def test_reopen_failed_skips_the_given_codes(ckpt):
     """Failures whose code is in skip_codes stay done; the others are reopened."""
     ckpt.mark_done([
-        outcome("invalid", "FAILED", "InvalidParameter"),
-        outcome("server", "FAILED", "InternalError"),
-        outcome("nocode", "FAILED", None),
+        outcome("invalid", FAILED, "InvalidParameter"),
+        outcome("server", FAILED, "InternalError"),
+        outcome("nocode", FAILED, None),
     ], 0)
     reopened = ckpt.reopen_failed(skip_codes=("InvalidParameter",))
     assert sorted(reopened) == [key("nocode"), key("server")]
     assert done_ids(ckpt) == ["invalid"]
-    assert ckpt.ids_in_state("retry") == {key("nocode"), key("server")}
+    assert ckpt.keys_in_state(JobState.RETRY) == {key("nocode"), key("server")}
 
 
 def test_reopen_failed_without_skip_codes_reopens_failures_with_no_code(ckpt):
     """With no skip codes, every FAILED item is reopened, including one with no error code."""
-    ckpt.mark_done([outcome("nocode", "FAILED", None), outcome("coded", "FAILED", "InternalError")], 0)
+    ckpt.mark_done([outcome("nocode", FAILED, None), outcome("coded", FAILED, "InternalError")], 0)
     assert sorted(ckpt.reopen_failed()) == [key("coded"), key("nocode")]
 
 
@@ -186,6 +191,20 @@ def test_settling_replaces_the_reservation(ckpt):
     assert not ckpt.reserve("c", 0.01, 1.0)
 
 
+def test_a_batch_that_fails_to_be_marked_done_changes_nothing(ckpt):
+    """mark_done is one transaction over the ledger, the jobs and the sink offset: when marking a
+    batch fails half-way (a row the table refuses, after the costs were settled), the settlement,
+    the keys and the offset stay as they were, and so do the spend totals kept in memory."""
+    ckpt.reserve(key("a"), 0.5, None)
+    ckpt.mark_done([outcome("z")], 5)
+    assert ckpt.spend() == pytest.approx((0.0, 0.5))  # the totals are read now, then kept
+    refused = dataclasses.replace(outcome("b"), capability=None)  # jobs.capability is NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        ckpt.mark_done([outcome("a"), refused], 99, costs=[(key("a"), 0.1)])
+    assert (ckpt.sink_offset(), done_ids(ckpt), ckpt.reserved_of(key("a"))) == (5, ["z"], 0.5)
+    assert ckpt.spend() == pytest.approx((0.0, 0.5))
+
+
 def test_re_reserving_an_item_replaces_its_own_reservation(ckpt):
     """A resumed item's new reservation replaces its old one instead of counting twice."""
     assert ckpt.reserve("a", 0.6, 1.0)
@@ -197,27 +216,6 @@ def test_no_cap_still_records_reservations(ckpt):
     """Without a cap every reservation is granted and still recorded."""
     assert ckpt.reserve("a", 5.0, None)
     assert ckpt.spend() == pytest.approx((0.0, 5.0))
-
-
-def test_a_state_dir_from_before_append_still_counts_its_rejected_lines(ckpt):
-    """A state dir that records only `manifest` (made before --append existed) still lists it, so
-    its rejected lines and items count in the run's outcome (the runner read only `manifests`)."""
-    ckpt.set_meta("manifest", "/data/old.jsonl")
-    assert ckpt.manifests() == ["/data/old.jsonl"]
-    ckpt.save_manifest_counts("/data/old.jsonl", rejected=2, items=5)
-    assert (ckpt.rejected_lines(), ckpt.item_count()) == (2, 5)
-
-
-def test_manifest_counts_of_a_session_stopped_part_way_never_go_down(ckpt):
-    """A session that stopped before the end of its manifest saw fewer rejects: the count keeps the
-    larger one, and the item total stays unknown until a session reads the manifest to its end."""
-    ckpt.add_manifest("m")
-    ckpt.save_manifest_counts("m", rejected=3, items=None)
-    ckpt.save_manifest_counts("m", rejected=1, items=None)
-    assert (ckpt.rejected_lines(), ckpt.item_count()) == (3, None)
-    ckpt.add_manifest("n")
-    ckpt.save_manifest_counts("m", rejected=1, items=10)
-    assert (ckpt.manifests(), ckpt.rejected_lines(), ckpt.item_count()) == (["m", "n"], 1, None)
 
 
 def test_last_stop_round_trips_and_tolerates_garbage(ckpt):

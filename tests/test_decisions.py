@@ -167,7 +167,7 @@ def test_poll_timeout_names_the_task_and_how_to_continue():
 
 
 def row(state: str, task_id: str | None, error_code: str | None = None) -> PendingTask:
-    return PendingTask(id="item-1", state=state, task_id=task_id, submitted_at=1.0 if task_id else None,
+    return PendingTask(key="item-1", state=state, task_id=task_id, submitted_at=1.0 if task_id else None,
                        attempts=1, resubmits=0, error_code=error_code)
 
 

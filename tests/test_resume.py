@@ -7,12 +7,30 @@ import os
 from pathlib import Path
 
 import pytest
-from state_support import CAP, SVC, done_ids, encode, file_ids, key, line_for, outcome, pending_ids, write_done
+from state_support import (
+    CAP,
+    SVC,
+    done_ids,
+    encode,
+    file_ids,
+    key,
+    line_for,
+    meta_of,
+    outcome,
+    pending_ids,
+    tables_of,
+    to_previous_layout,
+    write_done,
+)
 
 from pipeline.core.errors import StateError, UsageError
+from pipeline.core.results import ItemStatus
 from pipeline.engine.preflight import check_paths
 from pipeline.state import resume as resume_module
+from pipeline.state.checkpoint import JobState
 from pipeline.state.resume import check_identity, drop_lines, reconcile
+
+FAILED = ItemStatus.FAILED
 
 # ---- reconcile ----------------------------------------------------------------------------
 
@@ -32,7 +50,7 @@ def test_reconcile_marks_extra_complete_lines_done_without_duplicating(out, ckpt
     recorded = ckpt.sink_offset()
     ckpt.record_submitted(key("c"), CAP, SVC, "t-c", attempts=1)
     with open(out, "ab") as f:  # the crash came between the file write and mark_done
-        f.write(encode(line_for("c", task_id="t-c")) + encode(line_for("d", "FAILED", "TaskFailed")))
+        f.write(encode(line_for("c", task_id="t-c")) + encode(line_for("d", FAILED, "TaskFailed")))
     size = out.stat().st_size
     assert size > recorded
 
@@ -41,7 +59,7 @@ def test_reconcile_marks_extra_complete_lines_done_without_duplicating(out, ckpt
     assert pending_ids(ckpt) == {}
     assert ckpt.sink_offset() == size
     assert file_ids(out) == ["a", "b", "c", "d"]
-    assert {o.id: o.error_code for o in ckpt.outcomes()}[key("d")] == "TaskFailed"
+    assert {o.key: o.error_code for o in ckpt.outcomes()}[key("d")] == "TaskFailed"
     assert reconcile(out, ckpt) == 0  # idempotent
 
 
@@ -85,8 +103,8 @@ def test_reconcile_trusts_a_file_shorter_than_the_offset(out, ckpt):
     assert done_ids(ckpt) == ["a", "b"]
     pending = pending_ids(ckpt)
     assert set(pending) == {"c", "d"}
-    assert (pending["c"].state, pending["c"].task_id) == ("submitted", "t-c")  # polled, not resubmitted
-    assert (pending["d"].state, pending["d"].task_id) == ("retry", None)
+    assert (pending["c"].state, pending["c"].task_id) == (JobState.SUBMITTED, "t-c")  # polled, not resubmitted
+    assert (pending["d"].state, pending["d"].task_id) == (JobState.RETRY, None)
 
 
 def test_reconcile_missing_results_file_with_an_offset_raises(out, ckpt):
@@ -137,13 +155,13 @@ def test_drop_lines_is_atomic(out, ckpt, monkeypatch):
 def test_retry_failed_round_trip(out, ckpt):
     """reopen_failed then drop_lines leaves only the successes in the file, and reconcile keeps it so."""
     with open(out, "ab") as f:
-        lines = (line_for("ok"), line_for("bad", "FAILED", "TaskFailed"), line_for("inv", "FAILED", "InvalidParameter"))
+        lines = (line_for("ok"), line_for("bad", FAILED, "TaskFailed"), line_for("inv", FAILED, "InvalidParameter"))
         for ln in lines:
             f.write(encode(ln))
     assert reconcile(out, ckpt) == 3
     reopened = ckpt.reopen_failed(skip_codes=("InvalidParameter",))
     assert reopened == [key("bad")]
-    assert drop_lines(out, ckpt.ids_in_state("retry"), ckpt) == 1
+    assert drop_lines(out, ckpt.keys_in_state(JobState.RETRY), ckpt) == 1
     assert file_ids(out) == ["ok", "inv"]
     assert reconcile(out, ckpt) == 0
     assert set(pending_ids(ckpt)) == {"bad"}
@@ -183,8 +201,8 @@ def test_a_cut_short_file_repolls_async_items_and_resubmits_only_sync_ones(out, 
         f.truncate(keep)
     reconcile(out, ckpt)
     pending = pending_ids(ckpt)
-    assert pending["async-lost"].state == "submitted" and pending["async-lost"].task_id == "t-1"
-    assert pending["sync-lost"].state == "retry"
+    assert pending["async-lost"].state is JobState.SUBMITTED and pending["async-lost"].task_id == "t-1"
+    assert pending["sync-lost"].state is JobState.RETRY
     assert "1 recorded tasks will be polled again" in caplog.text
     assert "1 items without a task id" in caplog.text
 
@@ -242,8 +260,15 @@ def test_a_different_manifest_is_refused_unless_appended(out, ckpt, tmp_path):
     with pytest.raises(UsageError, match="--append"):
         check_identity(ckpt, out=out, manifest=second, append=False, state_dir=tmp_path)
     check_identity(ckpt, out=out, manifest=second, append=True, state_dir=tmp_path)
-    assert ckpt.get_meta("manifests") == f"{first}\n{second}"
-    assert ckpt.get_meta("manifest") == second
+    assert ckpt.manifests() == [first, second]  # the last is the current one
+
+
+def test_a_state_dir_that_names_no_manifest_is_refused_clearly(out, ckpt, tmp_path):
+    """A state dir bound to a results file but naming no manifest (written by hand or by a tool)
+    is refused with a UsageError that says what to do, not an IndexError."""
+    ckpt.set_meta("out", str(out.resolve()))
+    with pytest.raises(UsageError, match="names no manifest"):
+        check_identity(ckpt, out=out, manifest=str(tmp_path / "m.jsonl"), append=False, state_dir=tmp_path)
 
 
 def test_another_results_file_is_refused(out, ckpt, tmp_path):
@@ -291,8 +316,8 @@ def test_a_state_dir_from_before_analyses_is_upgraded_and_indexed(tmp_path, out)
         CREATE TABLE spend (id TEXT PRIMARY KEY, reserved REAL NOT NULL DEFAULT 0, settled REAL NOT NULL DEFAULT 0);
     """)
     old_lines = []
-    for job_id in ("a", "b"):
-        record = json.loads(line_for(job_id).to_json())
+    for item_id in ("a", "b"):
+        record = json.loads(line_for(item_id).to_json())
         del record["analysis"]  # lines from before analyses had none
         old_lines.append(json.dumps(record).encode() + b"\n")
     out.write_bytes(b"".join(old_lines))
@@ -314,5 +339,61 @@ def test_a_state_dir_from_before_analyses_is_upgraded_and_indexed(tmp_path, out)
         assert state_now.pending[key("c")].task_id == "t-c"  # polled, not submitted again
         assert _lines_at(out, ckpt) == {"a": "a", "b": "b"}
         assert ckpt.reserve(key("c"), 0.5, 0.5)  # its own reservation, not a second one
+    finally:
+        ckpt.close()
+
+
+async def test_a_state_dir_with_manifests_in_meta_keys_upgrades_and_nothing_runs_twice(tmp_path):
+    """A run left by the version that kept its manifests as meta keys goes on under this one: the
+    first run upgrades its state dir, knows its manifest (a resume, not a refusal), lets another
+    join with --append without submitting the items the two share again, and still counts the
+    first manifest's rejected line; the same command once more submits nothing."""
+    from support import assert_exactly_once, items, read_results, write_manifest
+
+    from pipeline.config.load import Config
+    from pipeline.core.exit_codes import ExitCode
+    from pipeline.core.results import RunFiles
+    from pipeline.emulator import EmulatorSettings, start_emulator
+    from pipeline.engine.runner import RunRequest, run
+    from pipeline.state.checkpoint import Checkpoint
+
+    api_key = "upgrade-test-key"
+    pool = items(8)
+    first = write_manifest(tmp_path / "day1.jsonl", [*pool[:4], "{not json"])
+    second = write_manifest(tmp_path / "day2.jsonl", pool[2:8])  # 2 shared with day1, 4 new
+    files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
+    durations = {c: (0.2, 0.5) for c in ("image-analyze", "video-segmentation", "video-snapshot",
+                                          "video-summarization", "audio-asr")}
+    async with start_emulator(EmulatorSettings(api_key=api_key, seed=7, time_scale=10.0,
+                                               durations=durations)) as emu:
+        cfg = Config(endpoint=emu.url, time_scale=10.0, qps_headroom=0.9)
+
+        async def session(manifest, *, append=False):
+            before = sum(emu.counters()["submissions"].values())
+            result = await run(RunRequest(manifest=str(manifest), files=files, api_key=api_key, config=cfg,
+                                          append=append))
+            return result, sum(emu.counters()["submissions"].values()) - before
+
+        done, sent = await session(first)
+        assert (done.exit_code, sent) == (ExitCode.PARTIAL, 4)  # the rejected line makes it partial
+        legacy = to_previous_layout(files.state_dir)
+        assert (legacy["manifests"], legacy[f"rejected:{first}"], legacy[f"items:{first}"]) == (str(first), "1", "4")
+
+        resumed, sent = await session(first)  # the same command: a resume of a run it knows
+        assert (resumed.exit_code, sent, resumed.summary["rejected_lines"]) == (ExitCode.PARTIAL, 0, 1)
+        assert "manifests" in tables_of(files.state_dir)
+        assert not {k for k in meta_of(files.state_dir) if k.startswith(("manifest", "rejected:", "items:"))}
+
+        to_previous_layout(files.state_dir)  # and once more, to append to a run of the old layout
+        appended, sent = await session(second, append=True)
+        assert (appended.exit_code, sent) == (ExitCode.PARTIAL, 4)  # only the 4 new items
+        assert appended.summary["rejected_lines"] == 1  # day1's, counted still
+        again, sent = await session(second)
+        assert sent == 0 and again.summary["succeeded"] == 8
+        assert emu.counters()["duplicate_submissions"] == 0
+    assert_exactly_once(read_results(files.results), [item["id"] for item in pool])
+    ckpt = Checkpoint.open(files.state_dir, read_only=True)
+    try:
+        assert (ckpt.manifests(), ckpt.item_count(), ckpt.rejected_lines()) == ([str(first), str(second)], 8, 1)
     finally:
         ckpt.close()

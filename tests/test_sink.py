@@ -36,7 +36,7 @@ async def test_sink_writes_queued_lines_in_one_batch(out, ckpt, monkeypatch):
 
     def spy(outcomes, sink_offset, costs=()):
         outcomes = list(outcomes)
-        batches.append([split_key(o.id)[0] for o in outcomes])
+        batches.append([split_key(o.key)[0] for o in outcomes])
         real_mark_done(outcomes, sink_offset, costs)
 
     monkeypatch.setattr(ckpt, "mark_done", spy)

@@ -129,3 +129,26 @@ def test_an_empty_catalog_is_exit_1_like_validate(tmp_path: Path, emu: EmulatorT
     one = write_manifest(tmp_path / "s" / "one.jsonl", items(1))
     codes = [cli(run_args(tmp_path / "s", one, emu.url, "--shard", f"{k}/4"), env=ENV).returncode for k in range(4)]
     assert codes == [0, 0, 0, 0]
+
+
+def test_status_reads_a_state_dir_from_before_the_manifests_table_without_changing_it(tmp_path: Path) -> None:
+    """`status` of a state dir whose manifests are still meta keys (no run of this version opened it)
+    counts its items and rejected lines from them, exits with the run's code, and writes nothing."""
+    import sqlite3
+
+    from state_support import CAP, SVC, meta_of, previous_state_dir, tables_of
+
+    manifest = str(tmp_path / "m.jsonl")
+    state = previous_state_dir(tmp_path / "state", {
+        "out": str(tmp_path / "results.jsonl"), "manifests": manifest, "manifest": manifest,
+        f"rejected:{manifest}": "1", f"items:{manifest}": "3", f"empty:{manifest}": "0", "last_stop": "null"})
+    conn = sqlite3.connect(state / "checkpoint.sqlite3")
+    conn.executemany("INSERT INTO jobs (id, capability, service_id, state, status) VALUES (?, ?, ?, 'done', 'SUCCESS')",
+                     [(f"item-{i}\x1f{CAP}", CAP, SVC) for i in range(3)])
+    conn.commit()
+    conn.close()
+    before = meta_of(state)
+    code, report = status(state)
+    assert code == 1 and report["outcome"] == "completed with failures"  # a rejected line: partial
+    assert (report["manifests"], report["items"], report["queued"], report["rejected_lines"]) == ([manifest], 3, 0, 1)
+    assert meta_of(state) == before and "manifests" not in tables_of(state)

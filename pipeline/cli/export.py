@@ -44,8 +44,8 @@ from typing import IO, Any, Protocol
 from ..core.errors import StateError, UsageError
 from ..core.exit_codes import ExitCode
 from ..core.job import KEY_SEP, job_key, split_key
-from ..core.results import RunFiles
-from ..state.checkpoint import KEY_FORMAT, Checkpoint
+from ..core.results import ItemStatus, RunFiles
+from ..state.checkpoint import KEY_FORMAT, Checkpoint, MetaKey
 from ..state.paths import Target, check_targets, first_json_line_keys, shown_path
 
 __all__ = ["ANALYSIS_FIELDS", "EXPORT_KEYS", "ByteSink", "check_out", "export_by_item", "main"]
@@ -55,7 +55,8 @@ log = logging.getLogger("pipeline.export")
 #: What an item's entry under `analyses` keeps of each of its lines, in this order.
 ANALYSIS_FIELDS = ("capability", "service_id", "status", "task_id", "data", "usage", "error", "attempts",
                    "polls", "submitted_at", "finished_at", "elapsed_s")
-SUCCESS = "SUCCESS"
+# Plain strings (the lines' JSON values), compared once per analysis.
+SUCCESS, FAILED = ItemStatus.SUCCESS.value, ItemStatus.FAILED.value
 #: The keys of every line of an export (`_encode`): how an earlier export is known before it is replaced.
 EXPORT_KEYS = frozenset({"id", "status", "meta", "analyses"})
 RESULT_KEYS = frozenset({"id", "analysis", "capability", "status"})
@@ -125,7 +126,7 @@ def _open(state_dir: Path) -> Checkpoint:
     if not (state_dir / Checkpoint.DB_NAME).is_file():
         raise UsageError(f"{state_dir} holds no run (no {Checkpoint.DB_NAME} in it): give the --state-dir of a run")
     ckpt = Checkpoint.open(state_dir, read_only=True)
-    if ckpt.get_meta("key_format") != KEY_FORMAT or ckpt.get_meta("needs_line_index") == "1":
+    if ckpt.get_meta(MetaKey.KEY_FORMAT) != KEY_FORMAT or ckpt.flag(MetaKey.NEEDS_LINE_INDEX):
         ckpt.close()
         raise StateError(_not_indexed(state_dir))
     return ckpt
@@ -138,7 +139,7 @@ def _not_indexed(state_dir: Path) -> str:
 
 
 def _results_path(ckpt: Checkpoint, state_dir: Path) -> Path:
-    recorded = ckpt.get_meta("out")
+    recorded = ckpt.get_meta(MetaKey.OUT)
     if not recorded:
         raise StateError(f"state dir {state_dir} records no results file: it holds no run that wrote results")
     return Path(recorded)
@@ -244,7 +245,7 @@ def _encode(item_id: str, group: list[tuple[str, dict[str, Any]]]) -> bytes:
             entry["source_oss"] = source_oss
         analyses[analysis] = entry
         ok = ok and entry["status"] == SUCCESS
-    item = {"id": item_id, "status": SUCCESS if ok else "FAILED", "meta": group[0][1].get("meta"),
+    item = {"id": item_id, "status": SUCCESS if ok else FAILED, "meta": group[0][1].get("meta"),
             "analyses": analyses}
     return _encode_json(item).encode("utf-8") + b"\n"  # as json.dumps(ensure_ascii=False, separators=(",", ":"))
 

@@ -16,10 +16,11 @@ from ..core.errors import StateError, UsageError
 from ..core.exit_codes import ExitCode
 from ..core.idset import IdSet
 from ..core.outcome import UNFINISHED, Stop, decide
+from ..core.results import ItemStatus
 from ..engine.closing import DOUBLE_BILLING
 from ..engine.spend import spend_report
 from ..observe.report import stats_from_totals, summarize
-from ..state.checkpoint import Checkpoint
+from ..state.checkpoint import Checkpoint, JobState, MetaKey
 from ..state.lock import describe, live_holder
 
 __all__ = ["format_status", "status"]
@@ -56,8 +57,8 @@ def _distinct(state_dirs: list[Path], runs: list[dict[str, Any]]) -> dict[str, A
     else in flight if any has a task for it. Streams the keys into compact sets."""
     succeeded, failed, in_flight = IdSet(), IdSet(), IdSet()
     rows = 0
-    for state, status_, into in (("done", "SUCCESS", succeeded), ("done", "FAILED", failed),
-                                 ("submitted", None, in_flight)):
+    for state, status_, into in ((JobState.DONE, ItemStatus.SUCCESS, succeeded),
+                                 (JobState.DONE, ItemStatus.FAILED, failed), (JobState.SUBMITTED, None, in_flight)):
         for state_dir in state_dirs:
             ckpt = Checkpoint.open(state_dir, read_only=True)
             try:
@@ -84,7 +85,7 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
         try:
             caps = stats_from_totals(*ckpt.totals())
             counts = ckpt.counts()
-            out = ckpt.get_meta("out")
+            out = ckpt.get_meta(MetaKey.OUT)
             manifests = ckpt.manifests()
             rejected = ckpt.rejected_lines()
             total_items = ckpt.item_count()
@@ -99,10 +100,10 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
             raise StateError(f"{state_dir / Checkpoint.DB_NAME} is not a readable checkpoint ({exc})") from None
     finally:
         ckpt.close()
-    in_flight = {cap: c.get("submitted", 0) for cap, c in counts.items() if c.get("submitted")}
+    in_flight = {cap: c.get(JobState.SUBMITTED, 0) for cap, c in counts.items() if c.get(JobState.SUBMITTED)}
     for cap, n in in_flight.items():
         caps[cap].in_flight = n
-    retry = {cap: c.get("retry", 0) for cap, c in counts.items() if c.get("retry")}
+    retry = {cap: c.get(JobState.RETRY, 0) for cap, c in counts.items() if c.get(JobState.RETRY)}
     holder = live_holder(state_dir)
     failed = sum(c.failed for c in caps.values())
     succeeded = sum(c.succeeded for c in caps.values())

@@ -1,5 +1,6 @@
-"""What outlives a process: the checkpoint (SQLite), the results-file sink, resume and
-reconciliation after a crash, the state-dir lock, shard naming, and the one rule of where a
+"""What outlives a process: the checkpoint (SQLite: the jobs, the run's meta and manifests, the
+uploads and the spend ledger, one store each behind `Checkpoint`), the results-file sink, resume
+and reconciliation after a crash, the state-dir lock, shard naming, and the one rule of where a
 run may write.
 
 May import: core.

@@ -39,7 +39,7 @@ from ..core.errors import UsageError
 __all__ = ["SNIFF_LIMIT", "STATE_MARKERS", "Kind", "Target", "check_targets", "first_json_line_keys",
            "json_object_keys", "shown_path"]
 
-#: Names whose presence makes a directory a run's state dir (checkpoint.DB_NAME, statelock.LOCK_NAME;
+#: Names whose presence makes a directory a run's state dir (Checkpoint.DB_NAME, lock.LOCK_NAME;
 #: written out, not imported, so this module stays free of SQLite and fcntl).
 STATE_MARKERS = ("checkpoint.sqlite3", "run.lock")
 #: How many directories up a target is looked at for a state dir (files live one level down

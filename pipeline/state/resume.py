@@ -18,10 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.echo import clipped
 from ..core.errors import StateError, UsageError
 from ..core.idset import IdSet
 from ..core.results import ResultLine
-from .checkpoint import Checkpoint, Outcome, PendingTask
+from .checkpoint import Checkpoint, JobState, MetaKey, Outcome, PendingTask
 from .sink import outcome_of
 
 __all__ = ["ResumeState", "check_identity", "drop_lines", "index_lines", "prepare", "read_line",
@@ -41,6 +42,7 @@ class ResumeState:
 
 
 def manifest_key(manifest: str) -> str:
+    """How the checkpoint names a manifest: its resolved path, or `-` for stdin."""
     return manifest if manifest == "-" else str(Path(manifest).resolve())
 
 
@@ -49,9 +51,9 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
     """Bind a new state dir to its results file, manifest and shard, or check a resumed one.
     Returns whether the manifest joined the run now (`--append`): this session alone can tell
     which of its items an earlier manifest holds too."""
-    out_key = str(out.resolve())
-    recorded_out = ckpt.get_meta("out")
-    recorded_shard = ckpt.get_meta("shard")
+    out_name = str(out.resolve())
+    recorded_out = ckpt.get_meta(MetaKey.OUT)
+    recorded_shard = ckpt.get_meta(MetaKey.SHARD)
     if recorded_out is not None and (recorded_shard or None) != shard:
         raise UsageError(f"state dir {state_dir} holds shard {recorded_shard or '(none)'} of a run, not "
                          f"{shard or '(no --shard)'}: give the same --shard to resume it")
@@ -61,19 +63,19 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
                 f"results file {out} already exists and was not written by this run (the state dir "
                 f"{state_dir} is new): move it away or pick another --out; to resume the run that wrote it, "
                 "give that run's --state-dir")
-        ckpt.set_meta("out", out_key)
+        ckpt.set_meta(MetaKey.OUT, out_name)
         ckpt.add_manifest(manifest_key(manifest))
-        ckpt.set_meta("created_at", str(time.time()))
+        ckpt.set_meta(MetaKey.CREATED_AT, str(time.time()))
         if shard:
-            ckpt.set_meta("shard", shard)
+            ckpt.set_meta(MetaKey.SHARD, shard)
         return False
-    if recorded_out != out_key:
+    if recorded_out != out_name:
         raise UsageError(
-            f"state dir {state_dir} belongs to a run writing {recorded_out}, not {out_key}: "
+            f"state dir {state_dir} belongs to a run writing {recorded_out}, not {out_name}: "
             "give the same --out to resume it, or a new --state-dir for a new run")
-    key = manifest_key(manifest)
+    name = manifest_key(manifest)
     known = ckpt.manifests()
-    if key == "-" and key in known:
+    if name == "-" and name in known:
         # stdin has no name: what is piped in now may be another catalog, so it joins only when asked.
         if not append:
             raise UsageError(
@@ -83,37 +85,42 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
                 "separate run")
         log.info("--append: stdin joins the run again (ids already done are skipped)")
         return False
-    if key in known:
+    if name in known:
         return False
+    if not append and not known:
+        raise UsageError(
+            f"state dir {clipped(str(state_dir))} holds a run writing {clipped(recorded_out)} that names no "
+            f"manifest: add --append to let {clipped(name)} join it (ids already done are skipped), or give a new "
+            "--out for a separate run")
     if not append:
         raise UsageError(
-            f"state dir {state_dir} holds a run of {known[-1]}, not {key}: run that manifest again to resume; "
+            f"state dir {state_dir} holds a run of {known[-1]}, not {name}: run that manifest again to resume; "
             "add --append to add this manifest's items to the run (ids already done are skipped); "
             "or give a new --out for a separate run")
-    ckpt.add_manifest(key)
-    log.info("--append: %s joins the run (ids already done are skipped)", key)
+    ckpt.add_manifest(name)
+    log.info("--append: %s joins the run (ids already done are skipped)", name)
     return True
 
 
 def prepare(ckpt: Checkpoint, *, out: Path, retry_failed: bool) -> ResumeState:
     """Reconcile, apply `--retry-failed`, and read what is done and what is unfinished."""
     reconcile(out, ckpt)
-    if ckpt.get_meta("needs_line_index") == "1":  # a state dir from before analyses
+    if ckpt.flag(MetaKey.NEEDS_LINE_INDEX):  # a state dir from before analyses
         index_lines(out, ckpt)
-        ckpt.set_meta("needs_line_index", "0")
+        ckpt.set_flag(MetaKey.NEEDS_LINE_INDEX, False)
     if retry_failed:
         # The flag first: a crash between the two must not leave reopened items whose old
-        # lines stay in the file (a later drop with no retry ids is a no-op).
-        ckpt.set_meta("drop_pending", "1")
+        # lines stay in the file (a later drop with no retry keys is a no-op).
+        ckpt.set_flag(MetaKey.DROP_PENDING, True)
         reopened = ckpt.reopen_failed(skip_codes=NOT_RETRIED_CODES)
         log.info("--retry-failed: %d failed items will run again", len(reopened))
-    if ckpt.get_meta("drop_pending") == "1":
-        dropped = drop_lines(out, ckpt.ids_in_state("retry"), ckpt)
-        ckpt.set_meta("drop_pending", "0")
+    if ckpt.flag(MetaKey.DROP_PENDING):
+        dropped = drop_lines(out, ckpt.keys_in_state(JobState.RETRY), ckpt)
+        ckpt.set_flag(MetaKey.DROP_PENDING, False)
         log.info("removed %d superseded result lines", dropped)
     done = IdSet(expected=ckpt.count_done())
-    for job_id in ckpt.iter_done_ids():
-        done.add(job_id)
+    for key in ckpt.iter_done_keys():
+        done.add(key)
     return ResumeState(done, ckpt.pending())
 
 
@@ -172,8 +179,8 @@ def _reconcile_short_file(path: Path, ckpt: Checkpoint, size: int, offset: int) 
             if raw.strip():
                 in_file.append(outcome_of(ResultLine.from_json(raw, where=f"{path} at byte {good_end}"), good_end))
             good_end += len(raw)
-    present = {o.id for o in in_file}
-    missing = ckpt.ids_in_state("done") - present
+    present = {o.key for o in in_file}
+    missing = ckpt.keys_in_state(JobState.DONE) - present
     repoll, resubmit = ckpt.reset_to_pending(missing)
     ckpt.mark_done(in_file, good_end)
     if missing:
@@ -210,7 +217,7 @@ def drop_lines(path: Path, keys: set[str], ckpt: Checkpoint) -> int:
         os.fsync(dst.fileno())
     os.replace(tmp, path)
     ckpt.set_line_offsets(moved)
-    ckpt.set_meta("sink_offset", str(path.stat().st_size))
+    ckpt.set_meta(MetaKey.SINK_OFFSET, str(path.stat().st_size))
     return dropped
 
 

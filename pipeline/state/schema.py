@@ -1,24 +1,39 @@
-"""What the checkpoint stores (its schema and row types), and how a store written by an
-earlier version becomes today's (`upgrade`, run on every writable open)."""
+"""What the checkpoint file holds (every table, in one place), and how a file written by an
+earlier version becomes today's (`upgrade`, run on every writable open; a read-only open
+never changes the file, and the stores read what an older one holds).
+
+The upgrades, oldest first; each is one transaction and does nothing on a file that needs none:
+1. Keys gain their analysis (`KEY_FORMAT` "2"): rows keyed by the item id alone become
+   (id, capability), the analysis such an item has; the lines' offsets are then indexed from
+   the results file by `resume.prepare` (meta `needs_line_index`).
+2. The run's manifests move from meta keys into the `manifests` table (`manifests.adopt_legacy`).
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from typing import Any, NamedTuple
 
-__all__ = ["KEY_FORMAT", "SCHEMA", "Outcome", "PendingTask", "UploadRecord", "upgrade"]
+from ..core.job import KEY_SEP
+from .db import transaction
+from .jobs import JobState
+from .manifests import ManifestStore
+from .meta import MetaKey, MetaStore
+
+__all__ = ["KEY_FORMAT", "SCHEMA", "upgrade"]
 
 #: How the `jobs` rows are keyed: "2" is (item id, analysis); before it, the item id alone.
 KEY_FORMAT = "2"
 
-SCHEMA = """
+_STATES = ", ".join(f"'{state.value}'" for state in JobState)
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- One row per (item id, analysis) key, held in `id` (jobs.py).
 CREATE TABLE IF NOT EXISTS jobs (
     id           TEXT PRIMARY KEY,
     capability   TEXT NOT NULL,
     service_id   TEXT NOT NULL,
-    state        TEXT NOT NULL CHECK (state IN ('submitted', 'done', 'retry')),
+    state        TEXT NOT NULL CHECK (state IN ({_STATES})),
     task_id      TEXT,
     submitted_at REAL,
     attempts     INTEGER NOT NULL DEFAULT 0,
@@ -31,7 +46,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     line_at      INTEGER  -- where its line starts in the results file, once done
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
--- Local files uploaded to OSS, per item: a resume never hashes or uploads them again.
+-- The run's manifests in the order they joined it (manifests.py).
+CREATE TABLE IF NOT EXISTS manifests (
+    position INTEGER PRIMARY KEY,
+    name     TEXT NOT NULL UNIQUE,
+    rejected INTEGER NOT NULL DEFAULT 0,
+    items    INTEGER,  -- NULL until a session read it to its end
+    shared   INTEGER NOT NULL DEFAULT 0,
+    empty    INTEGER   -- 1: read to its end, no item at all; NULL: not known yet
+);
+-- Local files uploaded to OSS, per item id (uploads.py): a resume never hashes or uploads them again.
 CREATE TABLE IF NOT EXISTS uploads (
     id     TEXT PRIMARY KEY,
     bucket TEXT NOT NULL,
@@ -45,8 +69,9 @@ CREATE TABLE IF NOT EXISTS upload_stamps (
     id       TEXT PRIMARY KEY,
     mtime_ns INTEGER NOT NULL
 );
--- The spend ledger: a pessimistic reservation made before each submission, replaced by the
--- settled cost when the item's line is written (in the same transaction).
+-- The spend ledger, per (item id, analysis) key held in `id` (ledger.py): a pessimistic
+-- reservation made before each submission, replaced by the settled cost when the key's line
+-- is written (in the same transaction).
 CREATE TABLE IF NOT EXISTS spend (
     id       TEXT PRIMARY KEY,
     reserved REAL NOT NULL DEFAULT 0,
@@ -55,68 +80,29 @@ CREATE TABLE IF NOT EXISTS spend (
 """
 
 
-class UploadRecord(NamedTuple):
-    """The object an item's local file was uploaded to, and the file's size and mtime then
-    (`mtime_ns` None: recorded before mtimes were kept)."""
-
-    bucket: str
-    key: str
-    size: int
-    sha256: str
-    mtime_ns: int | None
-
-
-@dataclass(frozen=True)
-class PendingTask:
-    """A job the store knows about but has not finished: what resume needs to carry it on."""
-
-    id: str
-    state: str
-    task_id: str | None
-    submitted_at: float | None
-    attempts: int
-    resubmits: int
-    error_code: str | None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the store keeps of a finished (item, analysis); `id` is its key. The result line
-    itself lives in the file, at byte `line_at`."""
-
-    id: str
-    capability: str
-    service_id: str
-    status: str
-    task_id: str | None
-    error_code: str | None
-    usage: dict[str, Any] | None
-    elapsed: float | None
-    attempts: int = 0
-    line_at: int | None = None
-
-
 def upgrade(conn: sqlite3.Connection) -> None:
-    """Bring a state dir from before analyses to today's keys: an item's rows were keyed by its
-    id alone; they become (id, capability), the analysis such an item has. Its lines' offsets
-    are filled in by `resume.prepare` (meta `needs_line_index`). One transaction."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'key_format'").fetchone()
-    if row is not None and row[0] == KEY_FORMAT:
+    """Bring a checkpoint written by an earlier version to today's layout (see the module's
+    docstring); the tables of `SCHEMA` exist already."""
+    _key_per_analysis(conn)
+    ManifestStore(conn).adopt_legacy()
+
+
+def _key_per_analysis(conn: sqlite3.Connection) -> None:
+    """Upgrade 1: rows keyed by the item id alone become (id, capability)."""
+    meta = MetaStore(conn)
+    if meta.get(MetaKey.KEY_FORMAT) == KEY_FORMAT:
         return
     columns = {column[1] for column in conn.execute("PRAGMA table_info(jobs)")}
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         if "line_at" not in columns:
             conn.execute("ALTER TABLE jobs ADD COLUMN line_at INTEGER")
         if conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchone():
-            # Reservations first, while the jobs rows still hold the old keys.
+            # Reservations first, while the jobs rows still hold the old keys. A key of today
+            # holds the separator; an old one never does.
             conn.execute(
-                "UPDATE spend SET id = id || char(31) || (SELECT capability FROM jobs WHERE jobs.id = spend.id) "
-                "WHERE instr(id, char(31)) = 0 AND EXISTS (SELECT 1 FROM jobs WHERE jobs.id = spend.id)")
-            conn.execute("UPDATE jobs SET id = id || char(31) || capability WHERE instr(id, char(31)) = 0")
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('needs_line_index', '1')")
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('key_format', ?)", (KEY_FORMAT,))
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+                "UPDATE spend SET id = id || ? || (SELECT capability FROM jobs WHERE jobs.id = spend.id) "
+                "WHERE instr(id, ?) = 0 AND EXISTS (SELECT 1 FROM jobs WHERE jobs.id = spend.id)",
+                (KEY_SEP, KEY_SEP))
+            conn.execute("UPDATE jobs SET id = id || ? || capability WHERE instr(id, ?) = 0", (KEY_SEP, KEY_SEP))
+            meta.set_flag(MetaKey.NEEDS_LINE_INDEX, True)
+        meta.set(MetaKey.KEY_FORMAT, KEY_FORMAT)
