@@ -1,8 +1,8 @@
-"""`python -m pipeline`: the command line (`pipeline.cli.main`)."""
+"""`python -m pipeline`: the command line (`pipeline.cli.main.entry`)."""
 
 import sys
 
-from .cli.main import main
+from .cli.main import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

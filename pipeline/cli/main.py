@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,16 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     if isinstance(exc, (ConfigError, UsageError, ManifestError)):
         return ExitCode.USAGE
     return ExitCode.INTERRUPTED  # resumable: a signal outside the run, a full disk, ...
+
+
+def entry() -> int:
+    """The process's entry (`python -m pipeline`, `media-pipeline`): `main`, then SIGINT, SIGTERM
+    and SIGHUP are held until the process has ended. Everything is said and on disk by then, and a
+    signal would otherwise meet the default action Python restores while it shuts down (exit 143
+    instead of the run's code). Only here: a program calling `main` keeps its signals."""
+    code = main()
+    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

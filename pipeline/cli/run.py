@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ..core.errors import ConfigError, PipelineError, UsageError
 from ..core.exit_codes import ExitCode
 from ..core.results import RunFiles
 from ..engine.runner import Run, RunRequest, RunResult, single_error
-from ..engine.shutdown import SIGNALS
+from ..engine.shutdown import exiting_on_signal
 from ..observe.metrics import RunMetrics
 from ..observe.pings import Pinger
 from ..observe.progress import count_lines, show_progress
@@ -108,11 +107,19 @@ def run_command(args: argparse.Namespace) -> int:
                     await pinger.finish(int(code))
         return code, result
 
-    try:
-        code, result = anyio.run(with_progress)
-    except BaseExceptionGroup as group:
-        raise single_error(group) from None
-    # A signal from here on exits 3 at once (`SignalHandlers.remove` handed it to `exit_now`).
+    # Outside the run's own handling (its loop's handlers), a signal exits 3 at once: everything
+    # it could cut is consistent on disk. The process entry holds them once `main` returned.
+    with exiting_on_signal():
+        try:
+            code, result = anyio.run(with_progress)
+        except BaseExceptionGroup as group:
+            raise single_error(group) from None
+        _report(args, request, result, code)
+    return int(code)
+
+
+def _report(args: argparse.Namespace, request: RunRequest, result: RunResult | None, code: int) -> None:
+    """The summary on stderr (or one JSON log record), where the files are, and why it stopped."""
     assert result is not None
     where = f"results: {request.files.results}   summary: {request.files.summary}"
     if args.log_format == "json":
@@ -122,7 +129,3 @@ def run_command(args: argparse.Namespace) -> int:
         print(where, file=sys.stderr)
     if result.stop is not None:
         log.error("run stopped (exit %d): %s", int(code), result.stop)
-    # Everything is said and on disk: the process now ends with the run's code. Held from here on, a
-    # signal cannot meet the default action Python restores while it shuts down (exit 143, not 3).
-    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    return int(code)

@@ -8,16 +8,18 @@ checkpoint write is a transaction and a result line is flushed before it is mark
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ..core.exit_codes import ExitCode
 from ..core.outcome import Stop, StopReason
 
-__all__ = ["SIGNALS", "FailureWatch", "SignalHandlers", "carried_window", "exit_now"]
+__all__ = ["SIGNALS", "FailureWatch", "SignalHandlers", "carried_window", "exit_now", "exiting_on_signal",
+           "signals_held"]
 
 log = logging.getLogger("pipeline.run")
 
@@ -36,10 +38,12 @@ class SignalHandlers:
         self._on_first = on_first  # called with the signal's name, once
         self._count = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._before: dict[int, object] = {}
 
     def install(self) -> None:
         """On the running loop (a run in another thread than the main one has no handlers)."""
         loop = asyncio.get_running_loop()
+        self._before = {sig: signal.getsignal(sig) for sig in SIGNALS}
         for sig in SIGNALS:
             try:
                 loop.add_signal_handler(sig, self._handle, sig)
@@ -48,20 +52,19 @@ class SignalHandlers:
         self._loop = loop
 
     def remove(self) -> None:
-        """Hand the signals from the loop to `exit_now`: from here on (the clean-up, the summary)
-        a signal means "stop now", and everything it could cut is consistent on disk. The signals
-        are blocked while they change hands: asyncio's removal restores the default action, which
-        a signal arriving in between would meet (exit 143 instead of 3)."""
+        """Give the signals back to the handlers they had before `install` (the command line's
+        `exit_now`, or whatever a program that embeds a run had). They are blocked while they
+        change hands: asyncio's removal restores the default action, which a signal arriving in
+        between would meet (exit 143 instead of 3)."""
         loop, self._loop = self._loop, None
         if loop is None:
             return
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-        try:
+        with signals_held():
             for sig in SIGNALS:
                 loop.remove_signal_handler(sig)
-                signal.signal(sig, exit_now)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a signal held meanwhile arrives now
+                before = self._before.get(sig)
+                if before is not None:  # None: set from C, cannot be put back from Python
+                    signal.signal(sig, before)  # type: ignore[arg-type]
 
     def _handle(self, sig: int) -> None:
         self._count += 1
@@ -72,9 +75,35 @@ class SignalHandlers:
         self._on_first(name)
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP wait (in this thread) until the block ends, then arrive."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+@contextlib.contextmanager
+def exiting_on_signal() -> Iterator[None]:
+    """While the block runs, a signal outside a run's own handling exits 3 at once (`exit_now`);
+    afterwards the handlers from before are back, so a program (or a test) that calls the command
+    line in its own process keeps its signals."""
+    with signals_held():
+        before = {sig: signal.signal(sig, exit_now) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        with signals_held():
+            for sig, handler in before.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+
+
 def exit_now(sig: int, _frame: object = None) -> None:
-    """The handler once a run's loop has let go of the signals: exit 3 at once."""
-    log.error("%s after the run ended: exiting now; run again to resume", signal.Signals(sig).name)
+    """The handler outside a run's loop (while it starts, once it ended): exit 3 at once."""
+    log.error("%s: exiting now; run the same command again to resume", signal.Signals(sig).name)
     os._exit(ExitCode.INTERRUPTED)
 
 
