@@ -7,8 +7,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from support import FakeClock
 
-from pipeline.emulator import EmulatorSettings, RunningEmulator, start_emulator
+from pipeline.emulator import EmulatorSettings, EmulatorThread, RunningEmulator, start_emulator
 from pipeline.state.checkpoint import Checkpoint
 
 EMU_KEY = "test-emulator-key"
@@ -32,6 +33,14 @@ def emu_settings() -> EmulatorSettings:
 async def emu(emu_settings: EmulatorSettings) -> AsyncIterator[RunningEmulator]:
     """A running emulator (in the test's event loop) built from ``emu_settings``."""
     async with start_emulator(emu_settings) as running:
+        yield running
+
+
+@pytest.fixture
+def emu_thread(emu_settings: EmulatorSettings) -> Iterator[EmulatorThread]:
+    """The same emulator in a thread of its own, for tests that drive the command line in a
+    subprocess (and the sync tests around it)."""
+    with EmulatorThread(emu_settings) as running:
         yield running
 
 
@@ -77,19 +86,6 @@ def emu_samples() -> dict[str, tuple[str, dict[str, object]]]:
             {"input": {"oss": "oss://media/a/talk.wav"}, "output": {"type": "text"}},
         ),
     }
-
-
-class FakeClock:
-    """A clock that moves only when told to (pass as ``start_emulator(..., clock=...)``)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,31 @@ def checkpoint_counts(state_dir: Path) -> dict[str, dict[str, int]]:
         return {}
     finally:
         state.close()
+
+
+class FakeClock:
+    """The tests' one fake clock: it moves only when told to (`advance`), from `start`; or, with
+    ``real=True``, it is the monotonic clock plus the jumps the test made (a server whose held
+    tasks a test ends at once). Pass it as ``start_emulator(..., clock=...)`` or a client's clock."""
+
+    def __init__(self, start: float = 1000.0, *, real: bool = False) -> None:
+        self._now = start
+        self._offset = 0.0
+        self._real = real
+
+    def __call__(self) -> float:
+        return time.monotonic() + self._offset if self._real else self._now
+
+    @property
+    def now(self) -> float:
+        return self()
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.advance(value - self())
+
+    def advance(self, seconds: float) -> None:
+        if self._real:
+            self._offset += seconds
+        else:
+            self._now += seconds

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_support import config, emulator, run_once
 from support import REPO, checkpoint_counts, cli, cli_env, config_file, read_results, write_manifest
-from test_engine import config, emulator, run_once
 
 from pipeline.core.exit_codes import ExitCode
 from pipeline.emulator import EmulatorSettings, EmulatorThread, FaultSettings, start_emulator

@@ -22,25 +22,24 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def emu() -> EmulatorThread:
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST)) as running:
-        yield running
+def emu_settings() -> EmulatorSettings:
+    return EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST)
 
 
-def run_args(tmp: Path, manifest: Path, emu: EmulatorThread, **cfg: object) -> list[str]:
+def run_args(tmp: Path, manifest: Path, emu_thread: EmulatorThread, **cfg: object) -> list[str]:
     values = {"qps_headroom": 0.9, "polling": {"first_delay": 1.0, "max_delay": 5.0}}
     values.update(cfg)
-    return ["run", str(manifest), "--out", str(tmp / "results.jsonl"), "--endpoint", emu.url,
+    return ["run", str(manifest), "--out", str(tmp / "results.jsonl"), "--endpoint", emu_thread.url,
             "--config", str(config_file(tmp / "cfg.yaml", **values))]
 
 
 ENV = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": str(SCALE)}
 
 
-def test_success_exits_0_with_summary_files(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_success_exits_0_with_summary_files(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """A clean run exits 0, prints the summary, and writes the summary JSON next to the results."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(12))
-    done = cli(run_args(tmp_path, manifest, emu), env=ENV)
+    done = cli(run_args(tmp_path, manifest, emu_thread), env=ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "succeeded 12" in done.stderr and "results.summary.json" in done.stderr
     summary = json.loads((tmp_path / "results.summary.json").read_text())
@@ -53,8 +52,8 @@ def test_partial_failure_exits_1(tmp_path: Path) -> None:
     settings = EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST,
                                 faults=FaultSettings(task_fail_rate=0.3))
     manifest = write_manifest(tmp_path / "m.jsonl", items(30, ["audio_asr"]))
-    with EmulatorThread(settings) as emu:
-        done = cli(run_args(tmp_path, manifest, emu), env=ENV)
+    with EmulatorThread(settings) as emu_thread:
+        done = cli(run_args(tmp_path, manifest, emu_thread), env=ENV)
     assert done.returncode == 1, done.stderr[-2000:]
     summary = json.loads((tmp_path / "results.summary.json").read_text())
     assert summary["failed"] > 0 and summary["capabilities"]["audio_asr"]["failed_by_code"]["TaskFailed"] > 0
@@ -122,8 +121,8 @@ def test_status_during_and_after_a_run(tmp_path: Path) -> None:
     """status reads a running run's checkpoint (in flight > 0) and, after, agrees with the file."""
     slow = {cap: (20.0, 30.0) for cap in FAST}
     manifest = write_manifest(tmp_path / "m.jsonl", items(40, ["video_snapshot", "object_detection"]))
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=slow)) as emu:
-        args = run_args(tmp_path, manifest, emu)
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=slow)) as emu_thread:
+        args = run_args(tmp_path, manifest, emu_thread)
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=cli_env(ENV),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         state = tmp_path / "results.jsonl.state"
@@ -150,11 +149,11 @@ def test_status_during_and_after_a_run(tmp_path: Path) -> None:
     assert nothing.returncode == 2
 
 
-def test_json_logs_and_plain_progress(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_json_logs_and_plain_progress(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """With --log-format json every stderr line is a JSON object, and when stderr is not a
     terminal the progress comes as plain periodic lines (here carried in the JSON records)."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(60))
-    args = [*run_args(tmp_path, manifest, emu, progress_interval=0.2), "--log-format", "json"]
+    args = [*run_args(tmp_path, manifest, emu_thread, progress_interval=0.2), "--log-format", "json"]
     done = cli(args, env=ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
@@ -162,19 +161,19 @@ def test_json_logs_and_plain_progress(tmp_path: Path, emu: EmulatorThread) -> No
     assert progress and progress[-1]["message"].startswith("progress:")
     assert records[-1]["summary"]["succeeded"] == 60
     (tmp_path / "t").mkdir()
-    text = cli(run_args(tmp_path / "t", manifest, emu, progress_interval=0.2), env=ENV)
+    text = cli(run_args(tmp_path / "t", manifest, emu_thread, progress_interval=0.2), env=ENV)
     assert text.returncode == 0
     plain = [line for line in text.stderr.splitlines() if "progress: " in line]
     assert plain and "image_analyze: q=" in plain[-1]
 
 
 @pytest.mark.parametrize("flags", [[], ["-v"], ["-vv"]])
-def test_verbosity_says_what_each_stage_decided_then_every_request(tmp_path: Path, emu: EmulatorThread,
+def test_verbosity_says_what_each_stage_decided_then_every_request(tmp_path: Path, emu_thread: EmulatorThread,
                                                                    flags: list[str]) -> None:
     """-v adds what the resume, the reader, the pacers and the pollers decided; -vv adds one line per
     HTTP exchange (method, path, status; never the key); without either, neither appears."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(6, ["image_analyze", "object_detection"]))
-    done = cli([*run_args(tmp_path, manifest, emu), "--progress", "off", *flags], env=ENV)
+    done = cli([*run_args(tmp_path, manifest, emu_thread), "--progress", "off", *flags], env=ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     stage_lines = ("resume: 0 (item, analysis) results done", "reader: read all of the manifest",
                    "6 queued to submit", "pacer image_analyze: 3 submits waited", "poller image_analyze:")
@@ -184,12 +183,12 @@ def test_verbosity_says_what_each_stage_decided_then_every_request(tmp_path: Pat
     assert KEY not in done.stderr
 
 
-def test_a_time_limit_on_a_finished_run_stops_nothing(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_a_time_limit_on_a_finished_run_stops_nothing(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """Resuming a finished run with a --max-duration shorter than anything exits 0 as the run did, not
     3 'time limit reached': the limit came when nothing was left to stop."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(40, ["object_detection"]))
-    first = cli(run_args(tmp_path, manifest, emu), env=ENV)
+    first = cli(run_args(tmp_path, manifest, emu_thread), env=ENV)
     assert first.returncode == 0, first.stderr[-2000:]
-    again = cli([*run_args(tmp_path, manifest, emu), "--max-duration", "0.0001"], env=ENV)
+    again = cli([*run_args(tmp_path, manifest, emu_thread), "--max-duration", "0.0001"], env=ENV)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "results.summary.json").read_text())["outcome"] == "completed"

@@ -14,6 +14,7 @@ import aiohttp
 import anyio
 import pytest
 from aioresponses import aioresponses
+from support import FakeClock
 from yarl import URL
 
 from pipeline import __version__
@@ -381,21 +382,11 @@ async def test_429_budget_is_bounded_for_a_status_poll(mocked, make_client, slee
     assert len(sleep.delays) == 3
 
 
-class FakeClock:
-    """A clock the test's fake sleep moves forward."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_a_429_storm_longer_than_the_budget_never_fails_a_create(mocked, make_client, caplog):
     """A create answered 429 far past max_rate_limited keeps waiting (another application may hold
     the account's quota for minutes) and succeeds once the service answers; each max_rate_limited
     429s in a row a warning says for how long the service has throttled, at most once a minute."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
 
     async def sleep(delay: float) -> None:
         clock.now += 10.0  # every backoff is 10 s of the service's time

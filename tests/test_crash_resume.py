@@ -42,16 +42,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def emu() -> EmulatorThread:
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=3, time_scale=SCALE, durations=DURATIONS)) as running:
-        yield running
+def emu_settings() -> EmulatorSettings:
+    return EmulatorSettings(api_key=KEY, seed=3, time_scale=SCALE, durations=DURATIONS)
 
 
-def _args(tmp: Path, manifest: Path, emu: EmulatorThread, *extra: str) -> list[str]:
+def _args(tmp: Path, manifest: Path, emu_thread: EmulatorThread, *extra: str) -> list[str]:
     cfg = config_file(tmp / "cfg.yaml", qps_headroom=0.9, submit_workers=SUBMIT_WORKERS,
                       polling={"first_delay": 2.0, "max_delay": 10.0})
     return ["run", str(manifest), "--out", str(tmp / "out" / "results.jsonl"), "--state-dir",
-            str(tmp / "state"), "--endpoint", emu.url, "--config", str(cfg), *extra]
+            str(tmp / "state"), "--endpoint", emu_thread.url, "--config", str(cfg), *extra]
 
 
 def _start(args: list[str], key: str = KEY) -> subprocess.Popen[str]:
@@ -81,11 +80,11 @@ def _wait_for(state_dir: Path, proc: subprocess.Popen[str], ready: Callable[[dic
     return _state_counts(state_dir)
 
 
-def test_kill_9_at_random_moments_then_resume(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_kill_9_at_random_moments_then_resume(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """After kill -9 at four random instants and a final resume, the results hold exactly one
     line per item, and resubmissions are bounded by the submits in flight at each kill."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(600))
-    args = _args(tmp_path, manifest, emu)
+    args = _args(tmp_path, manifest, emu_thread)
     rng = random.Random(20261125)
     kills = 0
     for round_ in range(4):
@@ -102,7 +101,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path, emu: EmulatorThrea
     lines = read_results(tmp_path / "out" / "results.jsonl")
     assert_exactly_once(lines, jobs_of(manifest))
     assert all(line["status"] == "SUCCESS" for line in lines)
-    counters = emu.counters()
+    counters = emu_thread.counters()
     # Only submits on the wire at a kill can be lost and redone: at most one per worker.
     bound = kills * SUBMIT_WORKERS * 6
     assert counters["duplicate_submissions"] <= bound, (counters["duplicate_submissions"], bound)
@@ -110,11 +109,11 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path, emu: EmulatorThrea
     assert len(counters["submissions"]) == 600  # every item's body reached the service
 
 
-def test_sigterm_stops_cleanly_and_resumes(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_sigterm_stops_cleanly_and_resumes(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """SIGTERM stops taking items, records what is in flight, exits 3; the resume completes
     with exactly one line per item and no duplicate submission."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(120))
-    args = _args(tmp_path, manifest, emu)
+    args = _args(tmp_path, manifest, emu_thread)
     proc = _start(args)
     _wait_for(tmp_path / "state", proc, lambda c: c.get("submitted", 0) >= 10 and c.get("SUCCESS", 0) >= 5)
     proc.send_signal(signal.SIGTERM)
@@ -131,14 +130,15 @@ def test_sigterm_stops_cleanly_and_resumes(tmp_path: Path, emu: EmulatorThread) 
     final = cli(args, env=ENV, timeout=120)
     assert final.returncode == 0, final.stderr[-2000:]
     assert_exactly_once(read_results(tmp_path / "out" / "results.jsonl"), jobs_of(manifest))
-    assert emu.counters()["duplicate_submissions"] == 0
+    assert emu_thread.counters()["duplicate_submissions"] == 0
     assert submitted > 0, "SIGTERM came after every task finished: nothing in flight was tested"
 
 
-def test_wrong_key_exit_4_and_key_never_written(tmp_path: Path, emu: EmulatorThread) -> None:
+@pytest.mark.timing
+def test_wrong_key_exit_4_and_key_never_written(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """A 401 exits 4 within seconds; neither key appears in results, state, summary or logs."""
     manifest = write_manifest(tmp_path / "m.jsonl", [*items(30), "{broken"])
-    args = _args(tmp_path, manifest, emu, "-v")
+    args = _args(tmp_path, manifest, emu_thread, "-v")
     started = time.monotonic()
     bad = cli(args, env={**ENV, "DASHSCOPE_API_KEY": WRONG}, timeout=60)
     assert bad.returncode == 4, bad.stderr[-2000:]
@@ -158,21 +158,22 @@ def test_wrong_key_exit_4_and_key_never_written(tmp_path: Path, emu: EmulatorThr
         assert not any(key in text for text in texts), "API key leaked"
 
 
-def test_second_signal_exits_at_once_and_stays_consistent(tmp_path: Path, emu: EmulatorThread) -> None:
+@pytest.mark.timing
+def test_second_signal_exits_at_once_and_stays_consistent(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """While the first SIGINT waits for slow submits on the wire, a second SIGINT exits 3 at
     once; the resume still ends with exactly one line per item."""
     # Every answer takes 60 real seconds and the request timeout lets the first drain wait for
     # them, so an exit well before that can only be the second signal's (a margin of seconds, not
     # of tenths, on a busy machine).
-    emu.update_faults(slow_rate=1.0, slow_seconds=600.0)
+    emu_thread.update_faults(slow_rate=1.0, slow_seconds=600.0)
     manifest = write_manifest(tmp_path / "m.jsonl", items(60))
-    args = _args(tmp_path, manifest, emu)
+    args = _args(tmp_path, manifest, emu_thread)
     config_file(tmp_path / "cfg.yaml", qps_headroom=0.9, submit_workers=SUBMIT_WORKERS, request_timeout=900.0,
                 polling={"first_delay": 2.0, "max_delay": 10.0})
     proc = _start(args)
     results = tmp_path / "out" / "results.jsonl"
     deadline = time.monotonic() + 90  # until requests are on the wire, held by the emulator
-    while time.monotonic() < deadline and emu.counters()["faults"]["slow"] < 1:
+    while time.monotonic() < deadline and emu_thread.counters()["faults"]["slow"] < 1:
         time.sleep(0.02)
     assert proc.stderr is not None
     lines: list[str] = []
@@ -193,12 +194,13 @@ def test_second_signal_exits_at_once_and_stays_consistent(tmp_path: Path, emu: E
     assert proc.returncode == 3, err[-2000:]
     assert time.monotonic() - sent < 20.0
     assert "second SIGINT" in err
-    emu.update_faults(slow_rate=0.0)
+    emu_thread.update_faults(slow_rate=0.0)
     final = cli(args, env=ENV, timeout=120)
     assert final.returncode == 0, final.stderr[-2000:]
     assert_exactly_once(read_results(results), jobs_of(manifest))
 
 
+@pytest.mark.timing
 def test_sigterm_ends_a_busy_run_promptly(tmp_path: Path) -> None:
     """With limits off and instant tasks (thousands of polls a second), the first SIGTERM still
     ends the run within seconds: neither a poller nor a submit worker left waiting on an empty
@@ -214,8 +216,8 @@ def test_sigterm_ends_a_busy_run_promptly(tmp_path: Path) -> None:
     cfg = config_file(tmp_path / "cfg.yaml", polling={"first_delay": 0.005},
                       qps={name: 100_000 for name in ("image_analyze", "object_detection", "video_segmentation",
                                                       "video_snapshot", "video_summarization", "audio_asr")})
-    with EmulatorThread(settings) as emu:
-        proc = _start(["run", str(manifest), "--out", str(tmp_path / "r.jsonl"), "--endpoint", emu.url,
+    with EmulatorThread(settings) as emu_thread:
+        proc = _start(["run", str(manifest), "--out", str(tmp_path / "r.jsonl"), "--endpoint", emu_thread.url,
                        "--config", str(cfg), "--progress", "off"])
         results = tmp_path / "r.jsonl"
         deadline = time.monotonic() + 90
@@ -235,7 +237,7 @@ def test_sigterm_ends_a_busy_run_promptly(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_a_second_signal_right_after_the_first_still_exits_3(tmp_path: Path, emu: EmulatorThread,
+def test_a_second_signal_right_after_the_first_still_exits_3(tmp_path: Path, emu_thread: EmulatorThread,
                                                              sig: signal.Signals) -> None:
     """A second signal at any moment after the first (while the run stops, as its loop closes, while the
     summary prints) exits 3: it exited 143/130/129 when it met the default action between the run's
@@ -243,7 +245,7 @@ def test_a_second_signal_right_after_the_first_still_exits_3(tmp_path: Path, emu
     manifest = write_manifest(tmp_path / "m.jsonl", items(120, ["image_analyze", "object_detection"]))
     for n, gap in enumerate((0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12)):
         out = tmp_path / f"run{n}"
-        proc = _start(["run", str(manifest), "--out", str(out / "r.jsonl"), "--endpoint", emu.url,
+        proc = _start(["run", str(manifest), "--out", str(out / "r.jsonl"), "--endpoint", emu_thread.url,
                        "--progress", "off", "-q"])
         _wait_for(out / "r.jsonl.state", proc, lambda counts: sum(counts.values()) > 0)
         proc.send_signal(sig)

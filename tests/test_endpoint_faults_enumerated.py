@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,17 @@ from typing import Any
 import pytest
 from endpoint_faults import Fault, FaultyEndpoint, HttpEndpoint, RedisProxy
 from redis_server import RedisServer, own_redis_server
-from support import REPO, assert_exactly_once, cli_env, config_file, items, jobs_of, read_results, write_manifest
+from support import (
+    REPO,
+    FakeClock,
+    assert_exactly_once,
+    cli_env,
+    config_file,
+    items,
+    jobs_of,
+    read_results,
+    write_manifest,
+)
 
 from pipeline.core.exit_codes import ExitCode
 from pipeline.emulator import EmulatorSettings, RunningEmulator, start_emulator
@@ -50,19 +59,6 @@ HOLD = 100_000.0
 #: The most a faulty run may take, every budget spent (pings 2 x 5 s, a push 5 s, Redis checks
 #: 2 s), with room for a busy machine: a run still going then is a hang, whatever its cause.
 BOUND = 90.0
-
-
-class Clock:
-    """The emulator's clock: real time, plus the jumps the test makes to end held tasks at once."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.offset
-
-    def release(self) -> None:
-        self.offset += HOLD / SCALE + 1.0
 
 
 def pinged(endpoint: FaultyEndpoint) -> bool:
@@ -226,7 +222,7 @@ async def test_every_endpoint_fault_then_the_endpoint_comes_back(tmp_path: Path,
     redis: RedisServer | None = request.getfixturevalue("own_redis_server") if endpoint.redis else None
     manifest = write_manifest(tmp_path / "m.jsonl", items(ITEMS, ["image_analyze"]))
     durations = {"image-analyze": (HOLD, HOLD) if endpoint.mid_run else (0.5, 1.5)}
-    clock = Clock()
+    clock = FakeClock(real=True)
     settings = EmulatorSettings(api_key=KEY, seed=7, time_scale=SCALE, durations=durations)
     async with start_emulator(settings, clock=clock) as emu, endpoint.make(redis) as target:
         cfg = config_file(tmp_path / "cfg.yaml", qps_headroom=0.9, polling={"first_delay": 1.0, "max_delay": 2.0})
@@ -266,7 +262,7 @@ async def test_every_endpoint_fault_then_the_endpoint_comes_back(tmp_path: Path,
         assert endpoint.delivered(target), getattr(target, "received", None)
 
 
-async def _mid_run(target: FaultyEndpoint, fault: Fault, stderr: Stderr, clock: Clock) -> None:
+async def _mid_run(target: FaultyEndpoint, fault: Fault, stderr: Stderr, clock: FakeClock) -> None:
     """Fault the endpoint once the run books there, bring it back once the run has said it is
     lost, and let the held tasks end once the run books there again."""
     assert isinstance(target, RedisProxy)
@@ -279,7 +275,7 @@ async def _mid_run(target: FaultyEndpoint, fault: Fault, stderr: Stderr, clock: 
     await stderr.seen("answers again")
     again = target.bookings
     await _until(lambda: target.bookings > again, stderr)
-    clock.release()
+    clock.advance(HOLD / SCALE + 1.0)
 
 
 def _nothing_written(tmp: Path, emu: RunningEmulator) -> None:

@@ -12,22 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_support import config, emulator, run_once
 from support import assert_exactly_once, expected_data, items, jobs_of, read_results, write_manifest
 
 from pipeline.config.load import Config
 from pipeline.core.backoff import PollPolicy
 from pipeline.core.capabilities import CAPABILITIES
 from pipeline.core.exit_codes import ExitCode
-from pipeline.core.results import RunFiles
-from pipeline.emulator import EmulatorSettings, FaultSettings, RunningEmulator, start_emulator
+from pipeline.emulator import FaultSettings, start_emulator
 from pipeline.emulator.results import build_result
-from pipeline.engine.runner import RunRequest, RunResult, run
 from pipeline.state.checkpoint import Checkpoint
 
-KEY = "engine-test-key"
-SCALE = 10.0
-SHORT = {cap: (0.5, 2.0) for cap in ("image-analyze", "video-segmentation", "video-snapshot",
-                                      "video-summarization", "audio-asr")}
 LIMITS = {"image-analyze": 10, "image-object-detection": 20, "video-segmentation": 5,
           "video-snapshot": 5, "video-summarization": 5, "audio-asr": 5}
 
@@ -38,28 +33,7 @@ LIMITS = {"image-analyze": 10, "image-object-detection": 20, "video-segmentation
 RATE_SCALE = 2.0
 
 
-def emulator(**overrides: Any) -> EmulatorSettings:
-    base = dict(api_key=KEY, seed=11, time_scale=SCALE, durations=SHORT)
-    base.update(overrides)
-    return EmulatorSettings(**base)
-
-
-def config(emu: RunningEmulator, **overrides: Any) -> Config:
-    # Headroom 0.9: at time scale 10 the emulator's window is 100 ms, so scheduling jitter of a
-    # few ms matters ten times more than against the real service.
-    base: dict[str, Any] = dict(endpoint=emu.url, time_scale=SCALE, qps_headroom=0.9,
-                                polling=PollPolicy(first_delay=1.0, max_delay=5.0, timeout=600.0))
-    base.update(overrides)
-    return Config(**base)
-
-
-async def run_once(tmp: Path, manifest: Path, cfg: Config, *, key: str = KEY,
-                   retry_failed: bool = False) -> RunResult:
-    request = RunRequest(manifest=str(manifest), files=RunFiles(tmp / "results.jsonl", tmp / "state"),
-                         api_key=key, config=cfg, retry_failed=retry_failed)
-    return await run(request)
-
-
+@pytest.mark.timing
 async def test_mixed_manifest_all_capabilities(tmp_path: Path) -> None:
     """120 items over all six capabilities: one correct line each, no duplicate submission,
     no 429, and no sliding window ever offered more than the limit."""
@@ -232,6 +206,7 @@ async def test_wrong_key_aborts_fast_and_marks_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("polls_count", [True, False])
+@pytest.mark.timing
 async def test_polls_counted_or_not(tmp_path: Path, polls_count: bool) -> None:
     """The run completes without 429s whether or not the service counts status polls."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(40, ["image_analyze", "audio_asr"]))

@@ -7,6 +7,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import pytest
+
 from pipeline.core.job import Job
 from pipeline.manifest.formats import Rejected
 from pipeline.manifest.reader import derive_id, read_manifest
@@ -23,6 +25,7 @@ def alias_bomb(levels: int = 10) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.timing
 def test_yaml_alias_bomb_is_rejected_quickly_in_little_memory(tmp_path: Path) -> None:
     """A ~1 KB manifest whose items nest nine aliases deep is rejected item by item, in well under a
     second and a few MB, and the good item after it is still read."""

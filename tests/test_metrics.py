@@ -245,6 +245,7 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.timing
 def test_push_to_a_dead_gateway_returns_false_quickly(caplog: pytest.LogCaptureFixture) -> None:
     """A closed port gives False within a second, no exception, and one warning with the host only."""
     url = f"http://user:token123@127.0.0.1:{closed_port()}/"

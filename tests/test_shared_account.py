@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,8 @@ __all__ = ["own_redis_server"]  # the fixture, imported for pytest
 
 
 @pytest.fixture
-def emu() -> Iterator[EmulatorThread]:
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=6, time_scale=SCALE, durations=QUICK)) as running:
-        yield running
+def emu_settings() -> EmulatorSettings:
+    return EmulatorSettings(api_key=KEY, seed=6, time_scale=SCALE, durations=QUICK)
 
 
 def start_shards(tmp: Path, manifest: Path, url: str, limiter: str, n: int = 3) -> list[subprocess.Popen[str]]:
@@ -44,81 +42,84 @@ def all_lines(tmp: Path, n: int = 3) -> list[dict[str, object]]:
     return [line for k in range(n) for line in read_results(Shard(k, n).path(tmp / "r.jsonl"))]
 
 
-def test_three_processes_share_the_budget_through_redis(tmp_path: Path, emu: EmulatorThread,
+@pytest.mark.timing
+def test_three_processes_share_the_budget_through_redis(tmp_path: Path, emu_thread: EmulatorThread,
                                                           own_redis_server: RedisServer) -> None:
     """Three shards of one manifest on one account: with the Redis limiter the service never sees
     more than its limit (0 429s, busiest window within the limit) and every item has one line."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(90, ["object_detection", "image_analyze"]))
-    procs = start_shards(tmp_path, manifest, emu.url, own_redis_server.url)
+    procs = start_shards(tmp_path, manifest, emu_thread.url, own_redis_server.url)
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [e[-1500:] for e in errors]
-    counters = emu.counters()
+    counters = emu_thread.counters()
     assert counters["throttled_total"] == 0, counters["throttled"]
     assert counters["max_window_offered"]["image-object-detection"] <= 20
     assert counters["max_window_offered"]["image-analyze"] <= 10
     assert_exactly_once(all_lines(tmp_path), jobs_of(manifest))
 
 
-def test_without_redis_three_processes_overshoot(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_without_redis_three_processes_overshoot(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """The control: the same three shards with the in-process limiter each pace to the whole
     limit, so together they offer the service more than it allows (and draw 429s)."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(90, ["object_detection", "image_analyze"]))
-    procs = start_shards(tmp_path, manifest, emu.url, "memory")
+    procs = start_shards(tmp_path, manifest, emu_thread.url, "memory")
     for p in procs:
         p.communicate(timeout=120)
-    counters = emu.counters()
+    counters = emu_thread.counters()
     assert counters["max_window_offered"]["image-object-detection"] > 20 or counters["throttled_total"] > 0
     assert_exactly_once(all_lines(tmp_path), jobs_of(manifest))
 
 
-def test_redis_lost_mid_run_degrades_and_finishes(tmp_path: Path, emu: EmulatorThread,
+@pytest.mark.timing
+def test_redis_lost_mid_run_degrades_and_finishes(tmp_path: Path, emu_thread: EmulatorThread,
                                                    own_redis_server: RedisServer) -> None:
     """Redis killed while three shards run: they log a warning, keep pacing on their own share of
     the limit, and finish every item."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(300, ["object_detection"]))
-    procs = start_shards(tmp_path, manifest, emu.url, own_redis_server.url)
+    procs = start_shards(tmp_path, manifest, emu_thread.url, own_redis_server.url)
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and emu.counters()["requests_total"] < 80:
+    while time.monotonic() < deadline and emu_thread.counters()["requests_total"] < 80:
         time.sleep(0.02)
     own_redis_server.kill()
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [e[-1500:] for e in errors]
     assert all("redis" in e.lower() and "WARNING" in e for e in errors), [e[-800:] for e in errors]
     assert_exactly_once(all_lines(tmp_path), jobs_of(manifest))
-    counters = emu.counters()
+    counters = emu_thread.counters()
     # Degraded pacing, not a storm: the switch itself can cost a few 429s (each one slows, never fails).
     assert counters["throttled_total"] <= 0.25 * counters["requests_total"], counters["throttled"]
 
 
-def test_kill_9_of_one_process_leaves_the_others_paced(tmp_path: Path, emu: EmulatorThread,
+@pytest.mark.timing
+def test_kill_9_of_one_process_leaves_the_others_paced(tmp_path: Path, emu_thread: EmulatorThread,
                                                          own_redis_server: RedisServer) -> None:
     """kill -9 of one of three shards: the other two finish their items with no 429 (its booked
     slots simply go unused), and the killed shard's resume completes it."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(120, ["object_detection"]))
-    procs = start_shards(tmp_path, manifest, emu.url, own_redis_server.url)
+    procs = start_shards(tmp_path, manifest, emu_thread.url, own_redis_server.url)
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and emu.counters()["requests_total"] < 20:
+    while time.monotonic() < deadline and emu_thread.counters()["requests_total"] < 20:
         time.sleep(0.02)
     procs[0].kill()
     procs[0].communicate(timeout=30)
     errors = [p.communicate(timeout=120)[1] for p in procs[1:]]
     assert [p.returncode for p in procs[1:]] == [0, 0], [e[-1500:] for e in errors]
-    assert emu.counters()["throttled_total"] == 0
-    again = start_shards(tmp_path, manifest, emu.url, own_redis_server.url, n=3)
+    assert emu_thread.counters()["throttled_total"] == 0
+    again = start_shards(tmp_path, manifest, emu_thread.url, own_redis_server.url, n=3)
     for p in again:
         p.communicate(timeout=120)
     assert [p.returncode for p in again] == [0, 0, 0]
     assert_exactly_once(all_lines(tmp_path), jobs_of(manifest))
 
 
-def test_an_unreachable_redis_is_exit_2_before_anything(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_an_unreachable_redis_is_exit_2_before_anything(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """A limiter URL nobody answers: exit 2 naming the URL, no state dir, nothing sent."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(3))
     cfg = config_file(tmp_path / "cfg.yaml")
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", "run", str(manifest), "--out", str(tmp_path / "r.jsonl"),
-         "--endpoint", emu.url, "--config", str(cfg), "--limiter", "redis://:s3cret@127.0.0.1:9/0"],
+         "--endpoint", emu_thread.url, "--config", str(cfg), "--limiter", "redis://:s3cret@127.0.0.1:9/0"],
         cwd=REPO, env=cli_env(ENV), text=True, capture_output=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr
     assert "127.0.0.1:9" in done.stderr and "s3cret" not in done.stderr
-    assert not (tmp_path / "r.jsonl.state").exists() and emu.counters()["requests_total"] == 0
+    assert not (tmp_path / "r.jsonl.state").exists() and emu_thread.counters()["requests_total"] == 0

@@ -23,10 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def emu() -> EmulatorThread:
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE,
-                                         durations={c: (0.5, 1.0) for c in CAPS})) as running:
-        yield running
+def emu_settings() -> EmulatorSettings:
+    return EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE,
+                                         durations={c: (0.5, 1.0) for c in CAPS})
 
 
 def run_args(tmp: Path, manifest: Path, url: str, *extra: str) -> list[str]:
@@ -49,8 +48,8 @@ def test_status_of_a_live_run_then_after_kill_9(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.jsonl", items(10, ["video_snapshot"]))
     state = tmp_path / "results.jsonl.state"
     pending = {c: (3000.0, 3000.0) for c in CAPS}  # tasks stay in flight for the whole test
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=pending)) as emu:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *run_args(tmp_path, manifest, emu.url)],
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=pending)) as emu_thread:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *run_args(tmp_path, manifest, emu_thread.url)],
                                 cwd=REPO, env=cli_env(ENV), text=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         try:
@@ -75,17 +74,17 @@ def test_status_of_a_live_run_then_after_kill_9(tmp_path: Path) -> None:
     assert "completed" not in text.stdout and "resume" in text.stdout
 
 
-def test_status_exits_with_the_runs_code_and_2_for_no_state(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_status_exits_with_the_runs_code_and_2_for_no_state(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """`status` exits 0 for a run that succeeded, 1 for one with a rejected line, 2 for a state
     dir that does not exist or is not a checkpoint; with several, the highest code."""
     good = write_manifest(tmp_path / "good.jsonl", items(3))
-    assert cli(run_args(tmp_path, good, emu.url), env=ENV).returncode == 0
+    assert cli(run_args(tmp_path, good, emu_thread.url), env=ENV).returncode == 0
     code, report = status(tmp_path / "results.jsonl.state")
     assert code == 0 and report["outcome"] == "completed"
     other = tmp_path / "b"
     other.mkdir()
     partial = write_manifest(other / "m.jsonl", [*items(2), "{broken"])
-    assert cli(run_args(other, partial, emu.url), env=ENV).returncode == 1
+    assert cli(run_args(other, partial, emu_thread.url), env=ENV).returncode == 1
     assert status(other / "results.jsonl.state")[0] == 1
     both, _ = status(tmp_path / "results.jsonl.state", other / "results.jsonl.state")
     assert both == 1
@@ -97,37 +96,38 @@ def test_status_exits_with_the_runs_code_and_2_for_no_state(tmp_path: Path, emu:
     assert damaged.returncode == 2 and "Traceback" not in damaged.stderr
 
 
-def test_status_after_append_with_a_repeated_id_counts_it_once(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_status_after_append_with_a_repeated_id_counts_it_once(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """--append of a manifest repeating an id already done: status says nothing is left to start
     (the repeated id is one (item, analysis), not two) and the run completed."""
     day1 = write_manifest(tmp_path / "day1.jsonl", items(5))
     repeat = items(1)[0]
     day2 = write_manifest(tmp_path / "day2.jsonl", [repeat, {**items(6)[5], "id": "new-1"}])
-    assert cli(run_args(tmp_path, day1, emu.url), env=ENV).returncode == 0
-    appended = cli(run_args(tmp_path, day2, emu.url, "--append"), env=ENV)
+    assert cli(run_args(tmp_path, day1, emu_thread.url), env=ENV).returncode == 0
+    appended = cli(run_args(tmp_path, day2, emu_thread.url, "--append"), env=ENV)
     assert appended.returncode == 0, appended.stderr[-2000:]
     code, report = status(tmp_path / "results.jsonl.state")
     assert code == 0
     assert report["succeeded"] == 6 and report["items"] == 6 and report["queued"] == 0
 
 
-def test_an_empty_catalog_is_exit_1_like_validate(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_an_empty_catalog_is_exit_1_like_validate(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """An empty manifest, or empty stdin, runs to exit 1 (validate says "no items", exit 1) and
     status says the same; a shard that owns none of a non-empty catalog's items still exits 0."""
     empty = tmp_path / "empty.jsonl"
     empty.write_text("# nothing yet\n")
     assert cli(["validate", str(empty)]).returncode == 1
-    done = cli(run_args(tmp_path, empty, emu.url), env=ENV)
+    done = cli(run_args(tmp_path, empty, emu_thread.url), env=ENV)
     assert done.returncode == 1 and "no items" in done.stderr, done.stderr[-2000:]
     assert status(tmp_path / "results.jsonl.state")[0] == 1
     (tmp_path / "p").mkdir()
-    piped = subprocess.run([sys.executable, "-m", "pipeline", *run_args(tmp_path / "p", Path("-"), emu.url)],
+    piped = subprocess.run([sys.executable, "-m", "pipeline", *run_args(tmp_path / "p", Path("-"), emu_thread.url)],
                            input="", text=True, capture_output=True, cwd=REPO, env=cli_env(ENV), timeout=60,
                            check=False)
     assert piped.returncode == 1, piped.stderr[-2000:]
     (tmp_path / "s").mkdir()
     one = write_manifest(tmp_path / "s" / "one.jsonl", items(1))
-    codes = [cli(run_args(tmp_path / "s", one, emu.url, "--shard", f"{k}/4"), env=ENV).returncode for k in range(4)]
+    codes = [cli(run_args(tmp_path / "s", one, emu_thread.url, "--shard", f"{k}/4"), env=ENV).returncode
+             for k in range(4)]
     assert codes == [0, 0, 0, 0]
 
 

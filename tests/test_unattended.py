@@ -58,9 +58,8 @@ def pings() -> Iterator[Pings]:
 
 
 @pytest.fixture
-def emu() -> Iterator[EmulatorThread]:
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=4, time_scale=SCALE)) as running:
-        yield running
+def emu_settings() -> EmulatorSettings:
+    return EmulatorSettings(api_key=KEY, seed=4, time_scale=SCALE)
 
 
 def run_args(tmp: Path, manifest: Path, url: str, *extra: str) -> list[str]:
@@ -69,13 +68,13 @@ def run_args(tmp: Path, manifest: Path, url: str, *extra: str) -> list[str]:
             "--progress", "off", *extra]
 
 
-def test_pings_and_metrics_carry_the_runs_outcome(tmp_path: Path, emu: EmulatorThread, pings: Pings) -> None:
+def test_pings_and_metrics_carry_the_runs_outcome(tmp_path: Path, emu_thread: EmulatorThread, pings: Pings) -> None:
     """A clean run pings start then success, and its metrics file parses with prometheus-client's own
     parser, carries the summary's figures and a last-success time; a run refused by the service
     (wrong key) pings /4 and keeps the last-success time of the earlier run."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(12))
     metrics = tmp_path / "pipeline.prom"
-    args = run_args(tmp_path, manifest, emu.url, "--metrics-file", str(metrics), "--ping-url", pings.url)
+    args = run_args(tmp_path, manifest, emu_thread.url, "--metrics-file", str(metrics), "--ping-url", pings.url)
     done = cli(args, env=ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     assert pings.paths == ["/ping/abc/start", "/ping/abc"]
@@ -85,7 +84,7 @@ def test_pings_and_metrics_carry_the_runs_outcome(tmp_path: Path, emu: EmulatorT
     last_success = families["media_pipeline_last_success_timestamp_seconds"].samples[0].value
     assert last_success > 0
     (tmp_path / "again").mkdir()
-    bad = cli(run_args(tmp_path / "again", manifest, emu.url, "--metrics-file", str(metrics),
+    bad = cli(run_args(tmp_path / "again", manifest, emu_thread.url, "--metrics-file", str(metrics),
                        "--ping-url", pings.url), env={**ENV, "DASHSCOPE_API_KEY": "wrong-key"})
     assert bad.returncode == 4, bad.stderr[-2000:]
     assert pings.paths[2:] == ["/ping/abc/start", "/ping/abc/4"]
@@ -118,8 +117,8 @@ def test_kill_9_during_a_capped_run_never_passes_the_cap(tmp_path: Path) -> None
     once without a duplicate submission."""
     slow = {"video-snapshot": (3.0, 6.0)}
     manifest = write_manifest(tmp_path / "m.jsonl", items(40, ["video_snapshot"]))  # 0.002 CNY each
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=4, time_scale=SCALE, durations=slow)) as emu:
-        args = run_args(tmp_path, manifest, emu.url, "--max-cost", "0.04")
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=4, time_scale=SCALE, durations=slow)) as emu_thread:
+        args = run_args(tmp_path, manifest, emu_thread.url, "--max-cost", "0.04")
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=cli_env(ENV), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 90
@@ -137,8 +136,8 @@ def test_kill_9_during_a_capped_run_never_passes_the_cap(tmp_path: Path) -> None
         report = json.loads(cli(["status", "--state-dir", str(state), "--json", "--config",
                                  str(tmp_path / "cfg.yaml")]).stdout)
         assert report["spend"]["settled"] + report["spend"]["reserved"] <= 0.04 + 1e-9
-        raised = cli(run_args(tmp_path, manifest, emu.url, "--max-cost", "1"), env=ENV)
-        counters = emu.counters()
+        raised = cli(run_args(tmp_path, manifest, emu_thread.url, "--max-cost", "1"), env=ENV)
+        counters = emu_thread.counters()
     assert raised.returncode == 0, raised.stderr[-2000:]
     assert_exactly_once(read_results(tmp_path / "results.jsonl"), jobs_of(manifest))
     assert counters["duplicate_submissions"] == 0
