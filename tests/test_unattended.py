@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -131,6 +132,9 @@ def test_kill_9_during_a_capped_run_never_passes_the_cap(tmp_path: Path) -> None
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
+        # Creates the service accepted whose task id the killed process never recorded: the only
+        # ones a resume may send again (invariant 2: at most the submits that were on the wire).
+        unrecorded = emu_thread.counters()["tasks_created_total"] - recorded_tasks(state)
         resumed = cli(args, env=ENV)
         assert resumed.returncode == 6, resumed.stderr[-2000:]
         report = json.loads(cli(["status", "--state-dir", str(state), "--json", "--config",
@@ -140,4 +144,10 @@ def test_kill_9_during_a_capped_run_never_passes_the_cap(tmp_path: Path) -> None
         counters = emu_thread.counters()
     assert raised.returncode == 0, raised.stderr[-2000:]
     assert_exactly_once(read_results(tmp_path / "results.jsonl"), jobs_of(manifest))
-    assert counters["duplicate_submissions"] == 0
+    assert counters["duplicate_submissions"] <= unrecorded, (counters["duplicate_submissions"], unrecorded)
+
+
+def recorded_tasks(state_dir: Path) -> int:
+    """How many task ids a run's checkpoint holds (in flight or finished)."""
+    with sqlite3.connect(f"file:{state_dir / 'checkpoint.sqlite3'}?mode=ro", uri=True) as db:
+        return int(db.execute("SELECT COUNT(*) FROM jobs WHERE task_id IS NOT NULL").fetchone()[0])
