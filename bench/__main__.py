@@ -26,6 +26,7 @@ from . import (
     baselines,
     client_ceiling,
     export_by_item,
+    export_parquet,
     listing,
     memory,
     nightly_delta,
@@ -63,6 +64,7 @@ SCENARIOS: dict[str, Scenario] = {
     "shared_account": shared_account,
     "upload": upload,
     "export_by_item": export_by_item,
+    "export_parquet": export_parquet,
     "listing": listing,
 }
 

@@ -70,8 +70,13 @@ _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encod
 
 def main(args: argparse.Namespace) -> int:
     """`python -m pipeline export --by-item --state-dir DIR [--out FILE|-]`; returns the exit code."""
+    if getattr(args, "format", "jsonl") == "parquet":
+        from .export_parquet import main as parquet_main  # pyarrow: only a Parquet export needs it
+
+        return parquet_main(args)
     if not args.by_item:
-        raise UsageError("export writes one object per item: give --by-item")
+        raise UsageError("export as JSONL writes one object per item: give --by-item (the results file is the run's "
+                         "JSONL already), or --format parquet for one row per item and analysis")
     state_dir = Path(args.state_dir)
     out = str(args.out or "-")
     if out != "-":  # all that can be told without the checkpoint, before opening it creates SQLite's files
@@ -269,12 +274,14 @@ def _to_file(out: Path, write: Callable[[ByteSink], tuple[int, int]]) -> tuple[i
     return counts
 
 
-def check_out(out: Path, state_dir: Path, *, run: tuple[Checkpoint, Path] | None = None) -> None:
+def check_out(out: Path, state_dir: Path, *, run: tuple[Checkpoint, Path] | None = None,
+              ours: Callable[[Path], str | None] | None = None) -> None:
     """Refuse an `--out` the export was not made for (`paths.check_targets`): a directory, a
     device, a symbolic link, a path whose directory is missing, anything in the state dir, an
     existing file that is not an earlier export (a config, a results file: only an export is
     replaced by an export); with `run` (its open checkpoint and results file), also the run's
-    results, rejects and summary files and its manifests, even empty."""
+    results, rejects and summary files and its manifests, even empty. `ours` tells an earlier
+    export of the format being written (default: a JSONL one)."""
     inputs: dict[str, Path | None] = {}
     if run is not None:
         ckpt, results = run
@@ -283,7 +290,7 @@ def check_out(out: Path, state_dir: Path, *, run: tuple[Checkpoint, Path] | None
                   "the run's summary file": files.summary}
         for n, manifest in enumerate(m for m in ckpt.manifests() if m != "-"):
             inputs[f"a manifest of the run ({shown_path(manifest)})" if n else "the run's manifest"] = Path(manifest)
-    check_targets([Target("--out", out, ours=_export_ours)], inputs=inputs, state_dirs=[state_dir])
+    check_targets([Target("--out", out, ours=ours or _export_ours)], inputs=inputs, state_dirs=[state_dir])
 
 
 def _export_ours(path: Path) -> str | None:

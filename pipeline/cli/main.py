@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config.load import load_config
-from ..core.errors import AuthError, ConfigError, ManifestError, PipelineError, StateLocked, UsageError
+from ..core.errors import PipelineError
 from ..core.exit_codes import ExitCode
 from .logs import setup_logging
 from .parser import build_parser
@@ -22,14 +22,10 @@ log = logging.getLogger("pipeline")
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:
-    """The exit code of an error that ended a command before or outside a run's own outcome."""
-    if isinstance(exc, StateLocked):
-        return ExitCode.LOCKED
-    if isinstance(exc, AuthError):  # OSS refused the key pair at the start check
-        return ExitCode.AUTH
-    if isinstance(exc, (ConfigError, UsageError, ManifestError)):
-        return ExitCode.USAGE
-    return ExitCode.INTERRUPTED  # resumable: a signal outside the run, a full disk, ...
+    """The exit code of an error that ended a command before or outside a run's own outcome:
+    the pipeline's errors carry theirs (`PipelineError.exit_code`); anything else (a signal
+    outside the run, a full disk) left the state consistent, so it is resumable."""
+    return exc.exit_code if isinstance(exc, PipelineError) else ExitCode.INTERRUPTED
 
 
 def entry() -> int:

@@ -184,9 +184,12 @@ def build_parser(prog: str | None = None, argv: Sequence[str] | None = None) -> 
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _logging_options(p, top=False)
 
-    p = sub.add_parser("export", help="the results of a run, one JSON object per item with all its analyses")
-    p.add_argument("--by-item", action="store_true", required=True,
-                   help="one object per item: {id, meta, status, analyses: {name: result}}")
+    p = sub.add_parser("export", help="the results of a run: one JSON object per item, or Parquet")
+    p.add_argument("--by-item", action="store_true",
+                   help="one object (Parquet: row) per item: {id, meta, status, analyses}; without it, Parquet has "
+                        "one row per (item, analysis)")
+    p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl",
+                   help="jsonl (default; needs --by-item) or parquet (needs --out FILE and pyarrow: the parquet extra)")
     p.add_argument("--state-dir", metavar="DIR", required=True, help="the run's checkpoint directory")
     p.add_argument("--out", metavar="FILE", default="-",
                    help="where to write (default: - for stdout); an existing file is replaced only when it is "

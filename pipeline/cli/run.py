@@ -12,18 +12,13 @@ from pathlib import Path
 import anyio
 
 from ..config.load import Config, load_config
-from ..core.capabilities import CAPABILITIES
-from ..core.errors import ConfigError, PipelineError, UsageError
-from ..core.exit_codes import ExitCode
+from ..core.errors import ConfigError, UsageError
 from ..core.results import RunFiles
-from ..engine.runner import Run, RunRequest, RunResult, single_error
+from ..engine.runner import RunRequest, RunResult, single_error
 from ..engine.shutdown import exiting_on_signal
-from ..observe.metrics import RunMetrics
-from ..observe.pings import Pinger
-from ..observe.progress import count_lines, show_progress
-from ..observe.report import RunStats, format_summary, summarize
+from ..engine.watched import watched_run
+from ..observe.report import format_summary
 from ..state.shards import parse_shard
-from .main import exit_code_for
 from .parser import config_overrides
 
 if sys.version_info < (3, 11):  # anyio depends on the backport there
@@ -56,56 +51,12 @@ def _prepare(args: argparse.Namespace) -> tuple[Config, RunRequest]:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run (or resume) the manifest `args` name; the exit code of the whole run."""
-    config, request = _prepare(args)
-    stats = RunStats()
-    limits = {name: config.limit_rps(name) for name in CAPABILITIES}
-    pinger = Pinger(config.ping_url) if config.ping_url else None
-    metrics = RunMetrics(textfile=Path(config.metrics_file) if config.metrics_file else None,
-                         pushgateway=config.pushgateway) if (config.metrics_file or config.pushgateway) else None
+    _config, request = _prepare(args)
+    mode = "off" if args.quiet else args.progress
 
-    def live_summary() -> dict[str, object]:
-        return summarize(stats.caps, prices=config.prices, elapsed=stats.elapsed(), qps=limits,
-                         rejected=stats.rejected)
-
-    async def metrics_ticks() -> None:
-        assert metrics is not None
-        while True:
-            await anyio.sleep(config.progress_interval)
-            metrics.progress(live_summary())
-
-    async def with_progress() -> tuple[int, RunResult | None]:
-        result: RunResult | None = None
-        code: int = ExitCode.INTERRUPTED
-        started = False  # pings and metrics begin only once the run is accepted: a refused one touches neither
-
-        async def on_started() -> None:
-            nonlocal started
-            started = True
-            if pinger is not None:
-                await pinger.start()
-            if metrics is not None:
-                tg.start_soon(metrics_ticks)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: show_progress(
-                    stats, limits, total=count_lines(args.manifest), mode="off" if args.quiet else args.progress,
-                    interval=config.progress_interval))
-                try:
-                    result = await Run(request, stats=stats, on_started=on_started).execute()
-                    code = result.exit_code
-                except (PipelineError, OSError) as exc:
-                    code = exit_code_for(exc)
-                    raise
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                if metrics is not None and started:
-                    await metrics.finish(result.summary if result else live_summary(), int(code))
-                if pinger is not None and started:
-                    await pinger.finish(int(code))
-        return code, result
+    async def with_progress() -> tuple[int, RunResult]:
+        result = await watched_run(request, progress=mode)
+        return result.exit_code, result
 
     # Outside the run's own handling (its loop's handlers), a signal exits 3 at once: everything
     # it could cut is consistent on disk. The process entry holds them once `main` returned.

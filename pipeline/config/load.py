@@ -355,12 +355,15 @@ def _read_file(path: str | os.PathLike[str]) -> Mapping[Any, Any]:
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None,
+    path: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     """Defaults, then the YAML file, then `PIPELINE_*` environment variables, then flags.
+
+    `path` may also be a mapping of the file's keys (the Python API's `config={...}`): it is
+    checked exactly as a file's content, in the file's place in the precedence.
 
     `overrides` holds flag values by config key (those of `FLAG_KEYS`, `max_duration` as seconds
     or a duration string, or any other key); None means "not given". Raises `ConfigError` naming
@@ -368,7 +371,9 @@ def load_config(
     """
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    if path is not None:
+    if isinstance(path, Mapping):
+        _merge(merged, origin, path, "config mapping", from_file=True)
+    elif path is not None:
         _merge(merged, origin, _read_file(path), str(path), from_file=True)
     env = os.environ if env is None else env
     for var, key in ENV_KEYS.items():

@@ -40,7 +40,9 @@ from __future__ import annotations
 
 import copy
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
+
+from .exit_codes import ExitCode
 
 __all__ = [
     "AuthError",
@@ -77,11 +79,17 @@ _E = TypeVar("_E", bound="ServiceError")
 
 
 class PipelineError(Exception):
-    """Root of every exception the pipeline raises on purpose."""
+    """Root of every exception the pipeline raises on purpose. `exit_code` is the code the
+    command line exits with when the error ends a command (the API's callers read it too)."""
+
+    #: Resumable by default: whatever ended the command left the state dir consistent.
+    exit_code: ClassVar[ExitCode] = ExitCode.INTERRUPTED
 
 
 class ConfigError(PipelineError, ValueError):
     """A configuration value is missing or wrong; the message names the key and the file."""
+
+    exit_code = ExitCode.USAGE
 
     def __init__(self, message: str, *, key: str | None = None, source: str | None = None) -> None:
         super().__init__(message)
@@ -98,6 +106,8 @@ class ConfigError(PipelineError, ValueError):
 class UsageError(PipelineError):
     """The command cannot run as given (exit code 2): e.g. a state dir of another run."""
 
+    exit_code = ExitCode.USAGE
+
 
 class StateError(UsageError):
     """A state dir or results file that is corrupt, or that belongs to something else (exit 2)."""
@@ -106,6 +116,8 @@ class StateError(UsageError):
 class StateLocked(UsageError):
     """Another live process holds the state dir (exit 7); the message names the holder."""
 
+    exit_code = ExitCode.LOCKED
+
 
 class Stopped(PipelineError):
     """The run is stopping: a request that had not reached the wire yet gives up its turn."""
@@ -113,6 +125,8 @@ class Stopped(PipelineError):
 
 class ManifestError(PipelineError):
     """The manifest as a whole cannot be read (bad lines are reported, not raised)."""
+
+    exit_code = ExitCode.USAGE
 
     def __init__(self, message: str, *, source: str | None = None, line: int | None = None) -> None:
         super().__init__(message)
@@ -272,6 +286,7 @@ class AuthError(FatalError):
     """HTTP 401/403: the API key is missing, wrong or not allowed."""
 
     default_code = "Unauthorized"
+    exit_code = ExitCode.AUTH
     #: What the user must fix (an OSS refusal names the OSS AccessKey variables instead).
     credential = "DASHSCOPE_API_KEY"
 

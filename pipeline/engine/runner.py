@@ -81,8 +81,10 @@ class Run:
 
     def __init__(self, request: RunRequest, *, stats: RunStats | None = None,
                  rand: Callable[[], float] = random.random,
-                 on_started: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_started: Callable[[], Awaitable[None]] | None = None, handle_signals: bool = True) -> None:
         self.req = request
+        # False: a program embedding the run (the Python API) keeps its own signal handling
+        self._handle_signals = handle_signals
         self._on_started = on_started  # once accepted: a refused run (exit 2, 7) must not ping or write metrics
         self.cfg = request.config
         self.stats = stats or RunStats()
@@ -145,7 +147,8 @@ class Run:
         with open(files.rejects, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230 - small, local, at start
             flow = self._flow(ckpt, state, rejects, stops=stops, watch=watch, ledger=ledger, pacers=pacers,
                               client=client, uploads=uploads, chain=chain)
-            signals.install()
+            if self._handle_signals:
+                signals.install()
             try:
                 async with client, uploads:
                     await flow.run()

@@ -1,0 +1,145 @@
+"""`pipeline.run` and `pipeline.arun`: one run of a manifest from Python, with the command line's
+behaviour, files, locking and exit codes, and none of its process-wide habits.
+
+Everything the caller gave is checked before anything starts (options, config, API key,
+endpoint, manifest): a bad one raises `ConfigError` or `UsageError` naming it, with exit code 2
+on the exception. The run's own refusals are the exception tree's too (`StateLocked`, exit 7,
+when another live run holds the state dir). A run that ran returns a `RunResult` whatever its
+outcome (`exit_code` 0, 1, 3, 4, 5 or 6). Nothing here calls `sys.exit`, installs signal
+handlers unless `handle_signals=True`, or configures logging (records go to the `pipeline`
+logger, for the caller to route).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import anyio
+
+from ..config.load import Config, flag_of, load_config
+from ..core.echo import clipped
+from ..core.errors import ConfigError, UsageError
+from ..core.results import RunFiles
+from ..engine.closing import RunResult
+from ..engine.runner import RunRequest, single_error
+from ..engine.watched import watched_run
+from .options import RunOptions, RunSettings, check_options
+
+if sys.version_info < (3, 11):  # anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["ConfigSource", "arun", "prepare", "run"]
+
+#: `config=`: a YAML file's path, a mapping of its keys, or a `Config` (taken as it is).
+ConfigSource: TypeAlias = "str | os.PathLike[str] | Mapping[str, Any] | Config | None"
+API_KEY_ENV = "DASHSCOPE_API_KEY"
+
+
+def run(source: str | os.PathLike[str], *, out: str | os.PathLike[str], endpoint: str | None = None,
+        api_key: str | None = None, config: ConfigSource = None, **options: Unpack[RunOptions]) -> RunResult:
+    """Run (or resume) the manifest `source` to its end, writing `out` (the CLI's `run --out`).
+
+    Synchronous, for an orchestrator's task; inside a running event loop use `arun`. Options are
+    the CLI's `run` flags by their Python names (`max_cost=0.5`, `analyses=["image_analyze"]`,
+    `retry_failed=True`, ...); the API key defaults to `DASHSCOPE_API_KEY`. Raises `ConfigError`
+    / `UsageError` (exit code 2) before anything starts, `StateLocked` (7) when another live run
+    holds the state dir; otherwise returns the `RunResult` (`exit_code`, `outcome`, `summary`).
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise UsageError("pipeline.run() was called inside a running event loop: use `await pipeline.arun(...)` "
+                         "there (it takes the same arguments)")
+    request, settings = prepare(source, out=out, endpoint=endpoint, api_key=api_key, config=config,
+                                options=options, caller="pipeline.run()")
+    try:
+        return anyio.run(_execute, request, settings)
+    except BaseExceptionGroup as group:
+        raise single_error(group) from None
+
+
+async def arun(source: str | os.PathLike[str], *, out: str | os.PathLike[str], endpoint: str | None = None,
+               api_key: str | None = None, config: ConfigSource = None,
+               **options: Unpack[RunOptions]) -> RunResult:
+    """`run`, awaited in the caller's event loop (asyncio). Cancelling the awaiting task stops the
+    run at once, as a consistent stop: the same call again resumes it."""
+    request, settings = prepare(source, out=out, endpoint=endpoint, api_key=api_key, config=config,
+                                options=options, caller="pipeline.arun()")
+    try:
+        return await _execute(request, settings)
+    except BaseExceptionGroup as group:
+        raise single_error(group) from None
+
+
+async def _execute(request: RunRequest, settings: RunSettings) -> RunResult:
+    return await watched_run(request, progress=settings.progress, handle_signals=settings.handle_signals)
+
+
+def prepare(source: str | os.PathLike[str], *, out: str | os.PathLike[str], endpoint: str | None,
+            api_key: str | None, config: ConfigSource, options: Mapping[str, Any],
+            caller: str) -> tuple[RunRequest, RunSettings]:
+    """Everything checked, nothing started: the run's request and its settings."""
+    settings = check_options(options, caller=caller)
+    overrides = {**settings.overrides, "endpoint": endpoint}
+    cfg = _config(config, overrides, caller)
+    if not cfg.endpoint:
+        raise ConfigError("no endpoint: give endpoint='https://…', set PIPELINE_ENDPOINT, or put endpoint in the "
+                          "config", key="endpoint", source=caller)
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+    if not isinstance(key, str) or not key.strip():
+        given = "api_key is empty" if api_key is not None else f"{API_KEY_ENV} is not set"
+        raise ConfigError(f"{given}: pass api_key=... or export {API_KEY_ENV}", key="api_key", source=caller)
+    manifest = _manifest(source, caller)
+    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+        raise ConfigError("must be the results file's path (str or os.PathLike)", key="out", source=caller)
+    files = RunFiles.for_results(Path(out), settings.state_dir)
+    if settings.shard is not None:  # each shard its own files, as on the command line
+        files = RunFiles(settings.shard.path(files.results), settings.shard.path(files.state_dir))
+    config_file = Path(config) if isinstance(config, (str, os.PathLike)) else None
+    return RunRequest(manifest=manifest, files=files, api_key=key, config=cfg, retry_failed=settings.retry_failed,
+                      append=settings.append, shard=settings.shard, analyses=settings.analyses,
+                      config_file=config_file), settings
+
+
+def _config(config: ConfigSource, overrides: Mapping[str, Any], caller: str) -> Config:
+    """The config: loaded from a path or mapping under `overrides` (env applies, as for the CLI),
+    or a given `Config` with `overrides` laid over it (checked by the same rules)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if isinstance(config, Config):
+            if not given:
+                return config
+            checked = load_config(None, env={}, overrides=given)
+            return dataclasses.replace(config, **{k: getattr(checked, k) for k in given})
+        if config is not None and not isinstance(config, (str, os.PathLike, Mapping)):
+            raise ConfigError("must be a YAML file's path, a mapping of config keys, or a pipeline Config, got "
+                              f"{type(config).__name__}", key="config", source=caller)
+        return load_config(config, overrides=given)
+    except ConfigError as exc:
+        # An option's error names the option as the caller spelled it, not the CLI flag.
+        if exc.key in given and exc.source == flag_of(exc.key):
+            raise ConfigError(exc.message, key=exc.key, source=caller) from None
+        raise
+
+
+def _manifest(source: object, caller: str) -> str:
+    if not isinstance(source, (str, os.PathLike)) or not os.fspath(source):
+        raise ConfigError("must be a manifest's path (str or os.PathLike), or '-' for JSON Lines on stdin; to "
+                          "run items from Python, write them to a JSONL file first", key="source", source=caller)
+    manifest = os.fspath(source)
+    if not isinstance(manifest, str):
+        manifest = os.fsdecode(manifest)
+    if manifest != "-" and not Path(manifest).is_file():
+        what = "is a directory" if Path(manifest).is_dir() else "does not exist"
+        raise UsageError(f"manifest {clipped(manifest)} {what}: give the path of a JSONL, CSV, YAML or TXT manifest")
+    return manifest
