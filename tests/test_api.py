@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,16 +36,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def emu() -> Iterator[EmulatorThread]:
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST)) as running:
-        yield running
+def emu_settings() -> EmulatorSettings:
+    return EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST)
 
 
 def files_under(path: Path) -> set[Path]:
     return {p for p in path.rglob("*")}
 
 
-def test_run_writes_what_the_cli_writes_and_returns_the_outcome(tmp_path: Path, emu: EmulatorThread,
+def test_run_writes_what_the_cli_writes_and_returns_the_outcome(tmp_path: Path, emu_thread: EmulatorThread,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A synchronous run: one line per item, the summary file, exit code 0; the key comes from
     DASHSCOPE_API_KEY as for the CLI, and it is in no file the run wrote."""
@@ -54,7 +52,7 @@ def test_run_writes_what_the_cli_writes_and_returns_the_outcome(tmp_path: Path, 
     rows = items(12, ["image_analyze", "object_detection"])
     manifest = write_manifest(tmp_path / "m.jsonl", rows)
     out = tmp_path / "results.jsonl"
-    result = pipeline.run(manifest, out=out, endpoint=emu.url, config=CONFIG)
+    result = pipeline.run(manifest, out=out, endpoint=emu_thread.url, config=CONFIG)
     assert result.exit_code == pipeline.ExitCode.OK and result.outcome is pipeline.RunOutcome.COMPLETED
     assert_exactly_once(read_results(out), [r["id"] for r in rows])
     summary = json.loads((tmp_path / "results.summary.json").read_text())
@@ -64,28 +62,28 @@ def test_run_writes_what_the_cli_writes_and_returns_the_outcome(tmp_path: Path, 
             assert KEY.encode() not in path.read_bytes(), path
 
 
-def test_a_second_call_resumes_and_a_finished_run_sends_nothing(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_a_second_call_resumes_and_a_finished_run_sends_nothing(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """The same call again is a resume: done items are skipped, nothing is sent."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(6, ["object_detection"]))
     out = tmp_path / "r.jsonl"
-    first = pipeline.run(manifest, out=out, endpoint=emu.url, api_key=KEY, config=CONFIG)
+    first = pipeline.run(manifest, out=out, endpoint=emu_thread.url, api_key=KEY, config=CONFIG)
     assert first.exit_code == 0
-    sent = emu.counters()["requests_total"]
-    again = pipeline.run(str(manifest), out=str(out), endpoint=emu.url, api_key=KEY, config=CONFIG)
-    assert again.exit_code == 0 and emu.counters()["requests_total"] == sent
+    sent = emu_thread.counters()["requests_total"]
+    again = pipeline.run(str(manifest), out=str(out), endpoint=emu_thread.url, api_key=KEY, config=CONFIG)
+    assert again.exit_code == 0 and emu_thread.counters()["requests_total"] == sent
     assert len(read_results(out)) == 6
 
 
-def test_config_as_a_file_a_mapping_or_a_config(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_config_as_a_file_a_mapping_or_a_config(tmp_path: Path, emu_thread: EmulatorThread) -> None:
     """`config` takes a YAML path, a mapping or a `Config`; options are laid over each."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(3, ["object_detection"]))
     cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(f"endpoint: {emu.url}\nqps_headroom: 0.9\n")
+    cfg_file.write_text(f"endpoint: {emu_thread.url}\nqps_headroom: 0.9\n")
     by_file = pipeline.run(manifest, out=tmp_path / "a.jsonl", api_key=KEY, config=cfg_file, workspace="ws1")
     by_mapping = pipeline.run(manifest, out=tmp_path / "b.jsonl", api_key=KEY,
-                              config={"endpoint": emu.url, "workspace": "ws2"})
+                              config={"endpoint": emu_thread.url, "workspace": "ws2"})
     given = pipeline.Config(endpoint="http://127.0.0.1:1", time_scale=SCALE)
-    by_object = pipeline.run(manifest, out=tmp_path / "c.jsonl", api_key=KEY, config=given, endpoint=emu.url,
+    by_object = pipeline.run(manifest, out=tmp_path / "c.jsonl", api_key=KEY, config=given, endpoint=emu_thread.url,
                              max_cost=5)
     assert [r.exit_code for r in (by_file, by_mapping, by_object)] == [0, 0, 0]
     assert by_object.summary["spend"]["cap"] == 5
@@ -103,18 +101,19 @@ def test_config_as_a_file_a_mapping_or_a_config(tmp_path: Path, emu: EmulatorThr
     ({"endpoint": None}, "endpoint", "no endpoint"),
     ({"analyses": "nope"}, "analyses", "unknown capability"),
 ])
-def test_bad_arguments_raise_before_anything_starts(tmp_path: Path, emu: EmulatorThread, call, key, says) -> None:
+def test_bad_arguments_raise_before_anything_starts(tmp_path: Path, emu_thread: EmulatorThread,
+                                                    call, key, says) -> None:
     """A bad option, config or key raises ConfigError (exit code 2) naming it; nothing is
     written and nothing is sent."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(2, ["object_detection"]))
     before = files_under(tmp_path)
-    kwargs = {"out": tmp_path / "r.jsonl", "endpoint": emu.url, "api_key": KEY, **call}
+    kwargs = {"out": tmp_path / "r.jsonl", "endpoint": emu_thread.url, "api_key": KEY, **call}
     with pytest.raises(pipeline.ConfigError) as caught:
         pipeline.run(manifest, **kwargs)
     assert caught.value.key == key and says in str(caught.value)
     assert caught.value.exit_code == 2
     assert files_under(tmp_path) == before
-    assert emu.counters()["requests_total"] == 0
+    assert emu_thread.counters()["requests_total"] == 0
 
 
 def test_no_api_key_anywhere_names_the_variable(tmp_path: Path) -> None:
@@ -137,9 +136,9 @@ async def test_run_inside_an_event_loop_says_to_await_arun(tmp_path: Path) -> No
         pipeline.run(tmp_path / "m.jsonl", out=tmp_path / "r.jsonl", endpoint="http://127.0.0.1:9", api_key=KEY)
 
 
-async def _wait_live(state_dir: Path, emu: EmulatorThread, tasks: int, runner: asyncio.Task[object]) -> None:
+async def _wait_live(state_dir: Path, emu_thread: EmulatorThread, tasks: int, runner: asyncio.Task[object]) -> None:
     """Until the run holds the state dir and the emulator has seen `tasks` creates."""
-    while not (live_holder(state_dir) and emu.counters()["tasks_created_total"] >= tasks):
+    while not (live_holder(state_dir) and emu_thread.counters()["tasks_created_total"] >= tasks):
         assert not runner.done(), runner
         await asyncio.sleep(0.02)
 
@@ -151,23 +150,24 @@ async def test_a_second_run_on_a_live_out_raises_state_locked_and_cancel_stops_c
     manifest = write_manifest(tmp_path / "m.jsonl", items(5, ["video_snapshot"]))
     out, state = tmp_path / "r.jsonl", tmp_path / "r.jsonl.state"
     handlers_before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=PENDING)) as emu:
-        first = asyncio.create_task(pipeline.arun(manifest, out=out, endpoint=emu.url, api_key=KEY, config=CONFIG))
-        await _wait_live(state, emu, 5, first)
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=PENDING)) as emu_thread:
+        first = asyncio.create_task(pipeline.arun(manifest, out=out, endpoint=emu_thread.url, api_key=KEY,
+                                                  config=CONFIG))
+        await _wait_live(state, emu_thread, 5, first)
         # The run is live: no signal handler of its own was installed (handle_signals defaults to False).
         assert {sig: signal.getsignal(sig) for sig in handlers_before} == handlers_before
         with pytest.raises(pipeline.StateLocked) as caught:
-            await pipeline.arun(manifest, out=out, endpoint=emu.url, api_key=KEY, config=CONFIG)
+            await pipeline.arun(manifest, out=out, endpoint=emu_thread.url, api_key=KEY, config=CONFIG)
         assert caught.value.exit_code == 7 and "pid" in str(caught.value)
-        assert emu.counters()["tasks_created_total"] == 5
+        assert emu_thread.counters()["tasks_created_total"] == 5
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
         assert live_holder(state) is None
     # A fresh emulator forgets the tasks: the resume polls the recorded ids and finds them gone,
     # so it creates each once more; what matters here is that it runs to the end from the state.
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST)) as emu:
-        result = await pipeline.arun(manifest, out=out, endpoint=emu.url, api_key=KEY, config=CONFIG)
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST)) as emu_thread:
+        result = await pipeline.arun(manifest, out=out, endpoint=emu_thread.url, api_key=KEY, config=CONFIG)
     assert result.exit_code == 0
     assert_exactly_once(read_results(out), [f"item-{i:05d}" for i in range(5)])
 
@@ -187,8 +187,8 @@ def test_handle_signals_true_stops_on_sigterm_with_exit_3(tmp_path: Path) -> Non
         "r = pipeline.run(sys.argv[1], out=sys.argv[2], endpoint=sys.argv[3], api_key='" + KEY + "',"
         " handle_signals=True)\n"
         "print('EXIT', int(r.exit_code), r.outcome.value, signal.getsignal(signal.SIGTERM) is before)\n")
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=PENDING)) as emu:
-        done = subprocess.run([sys.executable, str(script), str(manifest), str(tmp_path / "r.jsonl"), emu.url],
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=PENDING)) as emu_thread:
+        done = subprocess.run([sys.executable, str(script), str(manifest), str(tmp_path / "r.jsonl"), emu_thread.url],
                               capture_output=True, text=True, env=cli_env({"PIPELINE_TIME_SCALE": str(SCALE)}),
                               cwd=REPO, timeout=90, check=False)
     assert "EXIT 3 stopped True" in done.stdout, done.stderr[-2000:]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -22,18 +21,18 @@ FAST = {cap: (0.5, 1.5) for cap in ("image-analyze", "video-segmentation", "vide
 
 
 @pytest.fixture
-def emu() -> Iterator[EmulatorThread]:
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=3, time_scale=SCALE, durations=FAST)) as running:
-        yield running
+def emu_settings() -> EmulatorSettings:
+    return EmulatorSettings(api_key=KEY, seed=3, time_scale=SCALE, durations=FAST)
 
 
-def test_the_plain_script_runs_a_manifest_and_exits_with_the_run_code(tmp_path: Path, emu: EmulatorThread) -> None:
+def test_the_plain_script_runs_a_manifest_and_exits_with_the_run_code(tmp_path: Path,
+                                                                      emu_thread: EmulatorThread) -> None:
     """examples/api_run.py, configured by the environment as the CLI is: exit 0 and one line per item."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(4, ["image_analyze", "object_detection"]))
     out = tmp_path / "results.jsonl"
     done = subprocess.run([sys.executable, str(REPO / "examples" / "api_run.py"), str(manifest), str(out)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
-                          env=cli_env({"DASHSCOPE_API_KEY": KEY, "PIPELINE_ENDPOINT": emu.url,
+                          env=cli_env({"DASHSCOPE_API_KEY": KEY, "PIPELINE_ENDPOINT": emu_thread.url,
                                        "PIPELINE_TIME_SCALE": str(SCALE)}))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "completed: 4 succeeded, 0 failed (exit 0)" in done.stdout
@@ -57,11 +56,11 @@ def load_orchestrators() -> ModuleType:
     return module
 
 
-def test_the_orchestrator_function_appends_the_days_items(tmp_path: Path, emu: EmulatorThread,
+def test_the_orchestrator_function_appends_the_days_items(tmp_path: Path, emu_thread: EmulatorThread,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """nightly_run: day one's manifest, then day two's joins the same results file (append)."""
     monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
-    monkeypatch.setenv("PIPELINE_ENDPOINT", emu.url)
+    monkeypatch.setenv("PIPELINE_ENDPOINT", emu_thread.url)
     monkeypatch.setenv("PIPELINE_TIME_SCALE", str(SCALE))
     example = load_orchestrators()
     rows = items(6, ["object_detection"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from test_export import OLD_EXPORT, Run, line, three_items
+from export_support import OLD_EXPORT, Run, line, three_items
 
 from pipeline.cli import export_parquet
 from pipeline.cli.main import main
