@@ -202,3 +202,57 @@ def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith("PIPELINE_"):
             monkeypatch.delenv(name)
 
+
+
+async def test_a_folder_is_a_catalog(tmp_path: Path) -> None:
+    """`run DIR`: each file of a kind with analyses is an item whose id is its relative path; a
+    replaced file and a new one are sent on the next night, a removed one vanishes, an unchanged
+    one is never sent again; other kinds are counted as skipped."""
+    from pipeline.engine.item_source import Listing
+
+    media = tmp_path / "media"
+    (media / "2024").mkdir(parents=True)
+    for name in ("a.png", "b.png", "2024/c.jpg"):
+        (media / name).write_bytes(b"\x89PNG " + name.encode())
+    (media / "notes.txt").write_text("not media")
+    cfg_args = {"analyses_by_type": {"image": ["object_detection"]}}
+    async with start_emulator(emulator()) as emu:
+        cfg = config(emu, **cfg_args)
+        first, n1 = await session(tmp_path, emu, media, cfg=cfg)
+        (media / "a.png").write_bytes(b"\x89PNG replaced, longer")
+        (media / "b.png").unlink()
+        (media / "2024" / "d.png").write_bytes(b"\x89PNG d")
+        second, n2 = await session(tmp_path, emu, media, cfg=cfg, listing=Listing(exclude=("tmp/",)))
+    assert (first.exit_code, n1) == (ExitCode.OK, 3)
+    assert first.summary["catalog"]["listing"]["skipped_no_analyses"] == 1
+    assert n2 == 2
+    catalog = second.summary["catalog"]
+    assert (catalog["new"], catalog["changed"], catalog["unchanged"], catalog["vanished"]) == (1, 1, 1, 1)
+    assert sorted(i for i, _ in current(tmp_path)) == ["2024/c.jpg", "2024/d.png", "a.png"]
+    assert current(tmp_path)[("a.png", "object_detection")]["source"] == str(media / "a.png")
+
+
+async def test_an_oss_prefix_is_a_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run oss://BUCKET/PREFIX`: each object is an item keyed by its key; an object rewritten
+    (new ETag) is sent again, the others are not; a bucket that does not exist stops the run
+    before anything is written (exit 2)."""
+    from pipeline.config.sections import UploadConfig
+    from pipeline.core.errors import ManifestError
+    from pipeline.emulator.oss import OssSettings
+    from pipeline.emulator.oss_server import start_oss
+
+    monkeypatch.setenv("OSS_ACCESS_KEY_ID", "cat-key")
+    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", "cat-secret")
+    async with start_emulator(emulator()) as emu, start_oss(OssSettings(key_id="cat-key", key_secret="cat-secret",
+                                                                       buckets=("media",))) as oss:
+        oss.store.fill("media", [f"v/{n}.mp4" for n in range(3)], b"video bytes")
+        cfg = config(emu, analyses_by_type={"video": ["video_snapshot"]}, upload=UploadConfig(endpoint=oss.url))
+        first, n1 = await session(tmp_path, emu, "oss://media/v/", cfg=cfg)
+        oss.store.fill("media", ["v/1.mp4"], b"new video bytes")
+        second, n2 = await session(tmp_path, emu, "oss://media/v/", cfg=cfg)
+        with pytest.raises(ManifestError, match="does not exist"):
+            await session(tmp_path / "other", emu, "oss://nosuchbucket/v/", cfg=cfg)
+    assert (first.exit_code, n1, n2) == (ExitCode.OK, 3, 1), first.summary
+    assert second.summary["catalog"]["changed"] == 1 and second.summary["catalog"]["unchanged"] == 2
+    assert current(tmp_path)[("v/1.mp4", "video_snapshot")]["source"] == "oss://media/v/1.mp4"
+    assert not (tmp_path / "other").exists()
