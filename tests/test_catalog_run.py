@@ -256,3 +256,25 @@ async def test_an_oss_prefix_is_a_catalog(tmp_path: Path, monkeypatch: pytest.Mo
     assert second.summary["catalog"]["changed"] == 1 and second.summary["catalog"]["unchanged"] == 2
     assert current(tmp_path)[("v/1.mp4", "video_snapshot")]["source"] == "oss://media/v/1.mp4"
     assert not (tmp_path / "other").exists()
+
+
+async def test_status_and_the_metrics_file_show_the_last_delta(tmp_path: Path) -> None:
+    """`status` shows the catalog counts of the last complete read, and the metrics textfile has
+    one catalog_items gauge per kind."""
+    from pipeline.cli.status import format_status, status
+    from pipeline.config.load import Config
+    from pipeline.observe.metrics import write_textfile
+
+    manifest = write_manifest(tmp_path / "m.jsonl", [image(i) for i in range(3)])
+    async with start_emulator(emulator()) as emu:
+        await session(tmp_path, emu, manifest)
+        write_manifest(manifest, [image(0), image(1, url="https://example.com/x.jpg")])
+        second, _ = await session(tmp_path, emu, manifest)
+    _, report = status([tmp_path / "state"], Config())
+    text = format_status(report)
+    assert "new 0, changed 1, unchanged 1, vanished 1" in text
+    metrics = tmp_path / "metrics.prom"
+    write_textfile(metrics, second.summary, exit_code=0, finished=True)
+    gauges = metrics.read_text()
+    for kind, n in (("new", 0), ("changed", 1), ("unchanged", 1), ("vanished", 1)):
+        assert f'catalog_items{{kind="{kind}"}} {float(n)}' in gauges
