@@ -45,7 +45,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Config, RunRequest]:
     if not api_key.strip():
         raise ConfigError("DASHSCOPE_API_KEY is not set: export your API key first", key="api_key")
     if args.manifest != "-" and not args.manifest.startswith("oss://") and not Path(args.manifest).exists():
-        raise UsageError(f"source {clipped(args.manifest)} does not exist: give a manifest, a directory or "
+        raise UsageError(f"source {clipped(args.manifest, 400)} does not exist: give a manifest, a directory or "
                          "oss://BUCKET/PREFIX")
     files = RunFiles.for_results(Path(args.out), Path(args.state_dir) if args.state_dir else None)
     shard = parse_shard(args.shard) if args.shard else None
