@@ -278,3 +278,33 @@ async def test_status_and_the_metrics_file_show_the_last_delta(tmp_path: Path) -
     gauges = metrics.read_text()
     for kind, n in (("new", 0), ("changed", 1), ("unchanged", 1), ("vanished", 1)):
         assert f'catalog_items{{kind="{kind}"}} {float(n)}' in gauges
+
+
+async def test_export_writes_the_current_view_and_the_delta(tmp_path: Path) -> None:
+    """`export` writes one line per live (item, analysis), the changed key's new line only (never
+    its superseded one) and no vanished key; `--by-item` leaves them out too; `export --changes`
+    writes the last run's new and changed lines and a vanished record per removed key."""
+    from support import cli
+
+    manifest = write_manifest(tmp_path / "m.jsonl", [image(i) for i in range(3)])
+    async with start_emulator(emulator()) as emu:
+        await session(tmp_path, emu, manifest)
+        write_manifest(manifest, [image(0), image(1, url="https://example.com/new1.jpg"), image(5)])
+        await session(tmp_path, emu, manifest)
+    state = str(tmp_path / "state")
+
+    def export(*flags: str) -> list[dict[str, Any]]:
+        done = cli(["export", "--state-dir", state, *flags])
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    flat = export()
+    assert [(line["id"], line["source"]) for line in flat] == [
+        ("img-0", "https://example.com/p0.jpg"), ("img-1", "https://example.com/new1.jpg"),
+        ("img-5", "https://example.com/p5.jpg")]
+    assert [item["id"] for item in export("--by-item")] == ["img-0", "img-1", "img-5"]
+    delta = export("--changes")
+    assert [(r["id"], r.get("source"), r.get("vanished")) for r in delta] == [
+        ("img-1", "https://example.com/new1.jpg", None), ("img-5", "https://example.com/p5.jpg", None),
+        ("img-2", None, True)]
+    assert len(export("--changes", "--since-run", "0")) == 3 + 1  # every current line, and the vanished one

@@ -205,9 +205,16 @@ def build_parser(prog: str | None = None, argv: Sequence[str] | None = None) -> 
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _logging_options(p, top=False)
 
-    p = sub.add_parser("export", help="the results of a run, one JSON object per item with all its analyses")
-    p.add_argument("--by-item", action="store_true", required=True,
+    p = sub.add_parser("export", help="a run's current results (one line per live item and analysis), by item, "
+                                      "or what changed")
+    p.add_argument("--by-item", action="store_true",
                    help="one object per item: {id, meta, status, analyses: {name: result}}")
+    p.add_argument("--changes", action="store_true",
+                   help="only the delta: current lines written after run --since-run, and a "
+                        "{id, analysis, vanished: true} record per result that vanished since")
+    p.add_argument("--since-run", type=int, metavar="N",
+                   help="with --changes: after which run (session number, in the summary's catalog.session; "
+                        "default: the one before the last, so the last run's delta)")
     p.add_argument("--state-dir", metavar="DIR", required=True, help="the run's checkpoint directory")
     p.add_argument("--out", metavar="FILE", default="-",
                    help="where to write (default: - for stdout); an existing file is replaced only when it is "
