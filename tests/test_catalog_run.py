@@ -308,3 +308,29 @@ async def test_export_writes_the_current_view_and_the_delta(tmp_path: Path) -> N
         ("img-1", "https://example.com/new1.jpg", None), ("img-5", "https://example.com/p5.jpg", None),
         ("img-2", None, True)]
     assert len(export("--changes", "--since-run", "0")) == 3 + 1  # every current line, and the vanished one
+
+
+async def test_validate_with_a_state_dir_counts_the_delta_and_sends_nothing(tmp_path: Path) -> None:
+    """`validate SOURCE --state-dir DIR` gives the counts the next run will find and the cost of
+    sending the new and changed units, without a request; a folder validates the same way."""
+    from support import cli
+
+    manifest = write_manifest(tmp_path / "m.jsonl", [image(i) for i in range(4)])
+    async with start_emulator(emulator()) as emu:
+        await session(tmp_path, emu, manifest)
+        write_manifest(manifest, [image(0), image(1, parameters={"enable_semantic": True}), image(2), image(8),
+                                  image(9)])
+        before = emu.counters()["requests_total"]
+        done = cli(["validate", str(manifest), "--state-dir", str(tmp_path / "state"), "--json"])
+        assert emu.counters()["requests_total"] == before
+        run_after, n = await session(tmp_path, emu, manifest)
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, done.stderr
+    expected = {k: run_after.summary["catalog"][k] for k in ("new", "changed", "unchanged", "vanished")}
+    assert {k: report[k] for k in expected} == expected == {"new": 2, "changed": 1, "unchanged": 2, "vanished": 1}
+    assert report["to_send"] == n == 3 and 0 < report["estimated_cost"] <= report["estimated_cost_bound"]
+    folder = tmp_path / "media"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"jpeg")
+    listed = cli(["validate", str(folder), "--analyses", "object_detection", "--json"])
+    assert listed.returncode == 0 and json.loads(listed.stdout)["new"] == 1, listed.stderr

@@ -92,6 +92,20 @@ class CatalogStore:
                 "error_code = NULL, vanished = NULL WHERE id = ?",
                 ((JobState.RETRY, fp, source, key) for fp, source, key in supersede))
 
+    def begin_preview(self) -> None:
+        """An empty record of keys seen, for a read-only look at the delta (`validate --state-dir`)."""
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY) WITHOUT ROWID")
+        self._conn.execute("DELETE FROM temp.seen")
+
+    def note_seen(self, keys: Iterable[str]) -> None:
+        """Keys a read-only look found (only the temporary table is written)."""
+        self._conn.executemany("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", ((key,) for key in keys))
+
+    def count_unseen(self) -> int:
+        """Live keys no read of this connection found: what a complete run would mark vanished."""
+        return int(self._conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE vanished IS NULL AND id NOT IN (SELECT id FROM temp.seen)").fetchone()[0])
+
     def vanish(self, session: int) -> int:
         """Mark every live key this session's read did not find vanished; returns how many.
         Only after a complete read (the caller's rule): a partial one would vanish what it did
