@@ -213,4 +213,4 @@ def test_a_usage_error_stays_text_otherwise(capsys):
     with pytest.raises(SystemExit):
         build_parser(PROG, argv=argv).parse_args(argv)
     err = capsys.readouterr().err
-    assert err.startswith("usage:") and "required: manifest" in err
+    assert err.startswith("usage:") and "required: SOURCE" in err

@@ -40,6 +40,7 @@ WRITES: dict[tuple[str, str], Callable[[World, Path], list[str]]] = {
 #: Options that name a path they only read.
 READS = frozenset({
     ("run", "manifest"), ("run", "--config"), ("validate", "manifest"), ("validate", "--config"),
+    ("validate", "--state-dir"),
     ("status", "--state-dir"), ("status", "--config"), ("export", "--state-dir"), ("emulator", "--config"),
 })
 #: The targets an option is made for: its own file, and a missing parent where the option

@@ -16,12 +16,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from engine_support import drain, in_flight, parts
 from state_support import write_done
 
+from pipeline.config.load import Config
 from pipeline.core.capabilities import CAPABILITIES
 from pipeline.core.errors import DependencyFailed
 from pipeline.core.job import Job, job_key
 from pipeline.core.outcome import Stop, StopReason
 from pipeline.core.results import ItemStatus, ResultLine
 from pipeline.engine.chaining import Chain
+from pipeline.engine.item_source import ItemSource
 from pipeline.engine.reader import Reader, ReaderStreams
 from pipeline.engine.work import Ending, TaskHandle
 from pipeline.state.resume import prepare
@@ -71,13 +73,14 @@ def manifest(tmp_path: Path, *records: dict[str, Any] | str) -> str:
     return str(path)
 
 
-def reader(tmp_path: Path, ckpt, manifest_path: str, p) -> tuple[Reader, Chain, io.StringIO]:
+def reader(tmp_path: Path, ckpt, manifest_path: str, p, **options: Any) -> tuple[Reader, Chain, io.StringIO]:
     results = tmp_path / "results.jsonl"
     chain = Chain(ckpt, results)
     rejects = io.StringIO()
     state = prepare(ckpt, out=results, retry_failed=False)
-    return Reader(manifest_path, state, rejects, stats=p.stats, stops=p.stops, inflight=p.inflight, chain=chain,
-                  ledger=p.ledger, clock=anyio.current_time), chain, rejects
+    return Reader(ItemSource(manifest_path, Config()), state, rejects, stats=p.stats, stops=p.stops,
+                  inflight=p.inflight, chain=chain, ledger=p.ledger, clock=anyio.current_time, catalog=ckpt.catalog,
+                  session=ckpt.begin_session(), **options), chain, rejects
 
 
 def parent_line(item_id: str, status: ItemStatus, data: Any = None) -> ResultLine:
@@ -115,7 +118,8 @@ async def test_each_unit_goes_its_one_way(tmp_path, ckpt) -> None:
     assert drain(out.endings) == []
     assert [json.loads(r)["line"] for r in rejects.getvalue().splitlines()] == [3]
     assert stage.complete and stage.rejected == 1 and stage.known == 2 and stage.items == 3
-    assert dict(stage.routed) == {"done already": 1, "recorded tasks polled": 1, "queued to submit": 1}
+    assert dict(stage.routed) == {"unchanged (current line kept)": 1, "recorded tasks polled": 1,
+                                  "queued to submit": 1}
     assert p.stats.caps["image_analyze"].skipped == 1 and p.stats.caps["image_analyze"].queued == 1
     chain.close()
     out.close()

@@ -2,5 +2,5 @@
 every outcome to one exit code), and the commands only the command line uses: validate,
 status, export, demo.
 
-May import: core, config, manifest, service, pacing, state, observe, upload, engine, emulator.
+May import: core, config, manifest, service, pacing, state, observe, upload, sources, engine, emulator.
 """

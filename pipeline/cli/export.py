@@ -48,7 +48,8 @@ from ..core.results import ItemStatus, RunFiles
 from ..state.checkpoint import KEY_FORMAT, Checkpoint, MetaKey
 from ..state.paths import Target, check_targets, first_json_line_keys, shown_path
 
-__all__ = ["ANALYSIS_FIELDS", "EXPORT_KEYS", "ByteSink", "check_out", "export_by_item", "main"]
+__all__ = ["ANALYSIS_FIELDS", "EXPORT_KEYS", "ByteSink", "check_out", "export_by_item", "export_flat", "main",
+           "selected_rows"]
 
 log = logging.getLogger("pipeline.export")
 
@@ -60,6 +61,8 @@ SUCCESS, FAILED = ItemStatus.SUCCESS.value, ItemStatus.FAILED.value
 #: The keys of every line of an export (`_encode`): how an earlier export is known before it is replaced.
 EXPORT_KEYS = frozenset({"id", "status", "meta", "analyses"})
 RESULT_KEYS = frozenset({"id", "analysis", "capability", "status"})
+#: The keys of a vanished record of `export --changes`.
+VANISHED_KEYS = frozenset({"id", "analysis", "vanished"})
 #: Bytes read first at a line's offset (more when the line is longer): most lines fit.
 READ_AHEAD = 4096
 WRITE_BUFFER = 256 * 1024
@@ -69,14 +72,20 @@ _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encod
 
 
 def main(args: argparse.Namespace) -> int:
-    """`python -m pipeline export --by-item --state-dir DIR [--out FILE|-]`; returns the exit code."""
+    """`python -m pipeline export [--by-item | --changes [--since-run N]] [--format jsonl|parquet] --state-dir DIR
+    [--out FILE|-]`; returns the exit code."""
+    changes = getattr(args, "changes", False)
+    if args.by_item and changes:
+        raise UsageError("--by-item and --changes do not combine: --changes writes one line per changed result")
+    if getattr(args, "since_run", None) is not None and not changes:
+        raise UsageError("--since-run goes with --changes")
     if getattr(args, "format", "jsonl") == "parquet":
+        if changes:
+            raise UsageError("--changes is written as JSONL (its vanished records are not result rows): "
+                             "leave out --format parquet")
         from .export_parquet import main as parquet_main  # pyarrow: only a Parquet export needs it
 
         return parquet_main(args)
-    if not args.by_item:
-        raise UsageError("export as JSONL writes one object per item: give --by-item (the results file is the run's "
-                         "JSONL already), or --format parquet for one row per item and analysis")
     state_dir = Path(args.state_dir)
     out = str(args.out or "-")
     if out != "-":  # all that can be told without the checkpoint, before opening it creates SQLite's files
@@ -86,7 +95,12 @@ def main(args: argparse.Namespace) -> int:
         results = _results_path(ckpt, state_dir)
 
         def write(sink: ByteSink) -> tuple[int, int]:
-            return export_by_item(ckpt, results, sink, state_dir=state_dir)
+            if args.by_item:
+                return export_by_item(ckpt, results, sink, state_dir=state_dir)
+            since = None
+            if changes:
+                since = args.since_run if args.since_run is not None else max(ckpt.catalog.session() - 1, 0)
+            return export_flat(selected_rows(ckpt, since), results, sink, state_dir=state_dir)
 
         if out == "-":
             counts = _to_stdout(write)
@@ -97,7 +111,8 @@ def main(args: argparse.Namespace) -> int:
             counts = _to_file(Path(out), write)
     finally:
         ckpt.close()
-    log.info("exported %d items (%d analyses) to %s", *counts, "stdout" if out == "-" else out)
+    what = "%d items (%d analyses)" if args.by_item else "%d lines (%d vanished records)"
+    log.info(f"exported {what} to %s", *counts, "stdout" if out == "-" else out)
     return int(ExitCode.OK)
 
 
@@ -124,6 +139,36 @@ def export_by_item(ckpt: Checkpoint, results: Path, sink: ByteSink, *, state_dir
         if close is not None:
             close()
     return items, analyses
+
+
+def selected_rows(ckpt: Checkpoint, changes_since: int | None = None) -> Iterator[tuple[str, int | None]]:
+    """The rows an export writes, in key order: (key, line start) of every live (item, analysis)'s
+    current line; with `changes_since` N, only those a run after N wrote, then (key, None) for
+    each key a run after N found vanished. A superseded line is never one of them (a key's row
+    points at its current line only), nor a vanished key's."""
+    if changes_since is None:
+        yield from ckpt.done_lines()
+        return
+    yield from ckpt.catalog.changed_lines(changes_since)
+    for key in ckpt.catalog.vanished_keys(changes_since):
+        yield key, None
+
+
+def export_flat(rows: Iterator[tuple[str, int | None]], results: Path, sink: ByteSink, *,
+                state_dir: Path) -> tuple[int, int]:
+    """Write each row's result line as it is in the results file (checked to be that key's), or
+    ``{"id", "analysis", "vanished": true}`` for a vanished key; returns (lines, vanished records)."""
+    lines = vanished = 0
+    with _Lines(results, state_dir) as reader:
+        for key, at in rows:
+            item_id, analysis = split_key(key)
+            if at is None:
+                sink.write(_encode_json({"id": item_id, "analysis": analysis, "vanished": True}).encode() + b"\n")
+                vanished += 1
+                continue
+            sink.write(_encode_json(reader.read(key, at)).encode("utf-8") + b"\n")
+            lines += 1
+    return lines, vanished
 
 
 # ---- the state dir ---------------------------------------------------------------------------
@@ -295,7 +340,11 @@ def check_out(out: Path, state_dir: Path, *, run: tuple[Checkpoint, Path] | None
 
 def _export_ours(path: Path) -> str | None:
     keys = first_json_line_keys(path)
-    if keys == EXPORT_KEYS:
+    if keys in (EXPORT_KEYS, VANISHED_KEYS):
+        return None
+    # A flat export's lines are result lines: told from a run's results file by the state dir
+    # every run keeps next to its results (unless given elsewhere, then it is the run's own input).
+    if keys is not None and keys >= RESULT_KEYS and not Path(f"{path}.state").exists():
         return None
     what = "not an export (its first line is not an item object with id, status, meta and analyses)"
     if keys is not None and keys >= RESULT_KEYS:

@@ -5,6 +5,7 @@ without the engine's HTTP stack."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config.load import load_config
-from ..core.errors import PipelineError
+from ..core.errors import PipelineError, UsageError
 from ..core.exit_codes import ExitCode
 from .logs import setup_logging
 from .parser import build_parser
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .run import run_command  # the engine, aiohttp and the SDKs: only a run needs them
             return run_command(args)
         if args.command == "validate":
+            if args.state_dir or args.include or args.exclude or not _is_manifest(args.manifest):
+                return _validate_delta(args)
             from . import validate
             code, report = validate.validate(args.manifest, load_config(args.config), analyses=args.analyses)
             print(json.dumps(report, indent=2) if args.json else validate.format_validate(report))
@@ -73,6 +76,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # a signal outside the run's own handling: state is consistent
         log.error("interrupted; run the same command again to resume")
         return ExitCode.INTERRUPTED
+
+
+def _is_manifest(location: str) -> bool:
+    return location == "-" or not (location.startswith("oss://") or Path(location).is_dir())
+
+
+def _validate_delta(args: argparse.Namespace) -> int:
+    """`validate SOURCE --state-dir DIR` (or of a listed source): the delta a run would find, sent nowhere."""
+    from ..engine.item_source import Listing
+    from .validate_delta import delta_report, format_delta
+
+    if args.state_dir and not (Path(args.state_dir) / "checkpoint.sqlite3").is_file():
+        raise UsageError(f"{args.state_dir} holds no run: give the --state-dir of a run")
+    report = delta_report(args.manifest, load_config(args.config), analyses=args.analyses,
+                          listing=Listing(tuple(args.include), tuple(args.exclude), args.follow_symlinks),
+                          state_dir=Path(args.state_dir) if args.state_dir else None)
+    print(json.dumps(report, indent=2) if args.json else format_delta(report))
+    return int(ExitCode.PARTIAL if report["rejected_lines"] else ExitCode.OK)
 
 
 def _describe(exc: BaseException) -> str:

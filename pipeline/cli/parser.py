@@ -64,10 +64,15 @@ def _add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="run (or resume) a manifest", description="Run a manifest, or resume it "
                        "when the state dir already holds this run. The API key comes from DASHSCOPE_API_KEY.",
                        epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("manifest", help="JSONL, CSV, YAML or TXT (a source per line) manifest; - reads JSONL "
-                   "from stdin")
+    p.add_argument("manifest", metavar="SOURCE", help="a JSONL, CSV, YAML or TXT (a source per line) manifest "
+                   "(- reads JSONL from stdin), a local directory, or oss://BUCKET/PREFIX")
     p.add_argument("--config", metavar="FILE", help="YAML config file (every key: configs/default.yaml)")
     _analyses_option(p)
+    _listing_options(p)
+    p.add_argument("--force", action="store_true",
+                   help="process every (item, analysis) the source yields again, unchanged ones too")
+    p.add_argument("--force-analysis", action="append", default=[], metavar="NAME",
+                   help="process this analysis of every item again (repeatable); analyses after it follow")
     p.add_argument("--out", default="results.jsonl", metavar="FILE",
                    help="results file (default: results.jsonl); rejects and summary files are named after it")
     p.add_argument("--state-dir", metavar="DIR",
@@ -103,6 +108,17 @@ def _add_run(sub: Any) -> None:
     unattended.add_argument("--pushgateway", metavar="URL", help="push the final metrics to this Pushgateway")
     unattended.add_argument("--ping-url", metavar="URL", help="ping this URL at start and end (dead man's switch)")
     _logging_options(p, top=False)
+
+
+def _listing_options(p: argparse.ArgumentParser) -> None:
+    """The options of a listed source (a directory, oss://BUCKET/PREFIX)."""
+    group = p.add_argument_group("listed sources (a directory or oss://BUCKET/PREFIX)")
+    group.add_argument("--include", action="append", default=[], metavar="GLOB",
+                       help="take only ids matching GLOB (repeatable; rclone rules: * within a directory, ** across)")
+    group.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                       help="leave out ids matching GLOB (repeatable)")
+    group.add_argument("--follow-symlinks", action="store_true",
+                       help="follow symbolic links in a directory (they are skipped and counted otherwise)")
 
 
 def analyses_list(text: str) -> tuple[str, ...]:
@@ -171,9 +187,14 @@ def build_parser(prog: str | None = None, argv: Sequence[str] | None = None) -> 
     _add_run(sub)
 
     p = sub.add_parser("validate", help="check every manifest line; no network")
-    p.add_argument("manifest", help="JSONL, CSV, YAML or TXT manifest; - reads JSONL from stdin")
+    p.add_argument("manifest", metavar="SOURCE", help="JSONL, CSV, YAML or TXT manifest (- reads JSONL from "
+                   "stdin), a local directory, or oss://BUCKET/PREFIX (listed: that needs OSS)")
     p.add_argument("--config", metavar="FILE", help="YAML config file (prices, output templates)")
     _analyses_option(p)
+    _listing_options(p)
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="a run's state dir: also count what is new, changed, unchanged and vanished against it, "
+                        "and what that delta will cost (read-only; nothing is sent)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _logging_options(p, top=False)
 
@@ -184,12 +205,18 @@ def build_parser(prog: str | None = None, argv: Sequence[str] | None = None) -> 
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _logging_options(p, top=False)
 
-    p = sub.add_parser("export", help="the results of a run: one JSON object per item, or Parquet")
+    p = sub.add_parser("export", help="a run's current results (one line per live item and analysis), by item, "
+                                      "or what changed; JSONL or Parquet")
     p.add_argument("--by-item", action="store_true",
-                   help="one object (Parquet: row) per item: {id, meta, status, analyses}; without it, Parquet has "
-                        "one row per (item, analysis)")
+                   help="one object (Parquet: row) per item: {id, meta, status, analyses}")
     p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl",
-                   help="jsonl (default; needs --by-item) or parquet (needs --out FILE and pyarrow: the parquet extra)")
+                   help="jsonl (default) or parquet (needs --out FILE and pyarrow: the parquet extra)")
+    p.add_argument("--changes", action="store_true",
+                   help="only the delta: current lines written after run --since-run, and a "
+                        "{id, analysis, vanished: true} record per result that vanished since")
+    p.add_argument("--since-run", type=int, metavar="N",
+                   help="with --changes: after which run (session number, in the summary's catalog.session; "
+                        "default: the one before the last, so the last run's delta)")
     p.add_argument("--state-dir", metavar="DIR", required=True, help="the run's checkpoint directory")
     p.add_argument("--out", metavar="FILE", default="-",
                    help="where to write (default: - for stdout); an existing file is replaced only when it is "

@@ -12,8 +12,10 @@ from pathlib import Path
 import anyio
 
 from ..config.load import Config, load_config
+from ..core.echo import clipped
 from ..core.errors import ConfigError, UsageError
 from ..core.results import RunFiles
+from ..engine.item_source import Listing
 from ..engine.runner import RunRequest, RunResult, single_error
 from ..engine.shutdown import exiting_on_signal
 from ..engine.watched import watched_run
@@ -37,16 +39,18 @@ def _prepare(args: argparse.Namespace) -> tuple[Config, RunRequest]:
     api_key = os.environ.get("DASHSCOPE_API_KEY", "")
     if not api_key.strip():
         raise ConfigError("DASHSCOPE_API_KEY is not set: export your API key first", key="api_key")
-    if args.manifest != "-" and not Path(args.manifest).is_file():
-        what = "is a directory" if Path(args.manifest).is_dir() else "does not exist"
-        raise UsageError(f"manifest {args.manifest} {what}")
+    if args.manifest != "-" and not args.manifest.startswith("oss://") and not Path(args.manifest).exists():
+        raise UsageError(f"source {clipped(args.manifest, 400)} does not exist: give a manifest, a directory or "
+                         "oss://BUCKET/PREFIX")
     files = RunFiles.for_results(Path(args.out), Path(args.state_dir) if args.state_dir else None)
     shard = parse_shard(args.shard) if args.shard else None
     if shard is not None:  # each shard its own files, so shards never share a lock or a results file
         files = RunFiles(shard.path(files.results), shard.path(files.state_dir))
     return config, RunRequest(manifest=args.manifest, files=files, api_key=api_key, config=config,
                               retry_failed=args.retry_failed, append=args.append, shard=shard,
-                              analyses=args.analyses, config_file=Path(args.config) if args.config else None)
+                              analyses=args.analyses, config_file=Path(args.config) if args.config else None,
+                              force=args.force, force_analyses=tuple(args.force_analysis),
+                              listing=Listing(tuple(args.include), tuple(args.exclude), args.follow_symlinks))
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -92,6 +92,7 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
             empty = ckpt.catalog_empty()
             stop = Stop.from_record(ckpt.last_stop())
             double_billing = int(ckpt.get_meta(DOUBLE_BILLING) or 0)
+            catalog = ckpt.catalog.last_counts()
             try:
                 settled, reserved = ckpt.spend()
             except sqlite3.OperationalError:  # a state dir from before the spend ledger
@@ -121,7 +122,7 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
         results=out, live_run=holder, exit_code=None if holder else int(code),
         reason=str(stop) if stop and not holder else None, in_flight=in_flight, in_flight_total=in_flight_total,
         waiting_for_retry=retry, items=total_items, queued=queued,
-        spend=spend_report(settled, reserved, config), possible_double_billing=double_billing,
+        spend=spend_report(settled, reserved, config), possible_double_billing=double_billing, catalog=catalog,
         status_exit_code=int(ExitCode.LOCKED if holder else code))
     return summary
 
@@ -178,6 +179,12 @@ def _format_one(s: dict[str, Any]) -> str:
     cap = f" of cap {spend['cap']:g}" if spend.get("cap") is not None else ""
     lines.append(f"spend:     settled {spend['settled']:.4f}, reserved {spend['reserved']:.4f}{cap} "
                  f"{spend['currency']} (estimated cost so far {s['estimated_cost']:.4f})")
+    if s.get("catalog"):
+        c = s["catalog"]
+        lines.append(f"catalog:   the last run that read it all (session {c.get('session')}): new {c.get('new', 0)}, "
+                     f"changed {c.get('changed', 0)}, unchanged {c.get('unchanged', 0)}, "
+                     f"vanished {c.get('vanished', 0)}"
+                     f"{'' if c.get('decided_vanished') else ' (vanished not decided: --append or stopped)'}")
     if s.get("possible_double_billing"):
         lines.append(f"possible double billing: {s['possible_double_billing']} creates were sent again after an answer "
                      "that never came")

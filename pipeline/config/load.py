@@ -115,6 +115,8 @@ class Config:
     #: OSS prefix templates by canonical capability name (an alias in the file is resolved when
     #: loaded): the `output` of an analysis of that capability that gives none.
     outputs: Mapping[str, str] = field(default_factory=dict)
+    #: Analyses of listed items (a folder, an OSS prefix) by media kind (`manifest.listed.Selection`).
+    analyses_by_type: Mapping[str, Any] = field(default_factory=dict)
     #: Spend cap in `currency`: settled plus reserved cost never goes past it. None: no cap.
     max_cost: float | None = None
     #: Seconds the run may last before it stops, resumable. None: no limit.

@@ -73,6 +73,12 @@ class Job(OfAnalysis):
     source_oss: str | None = None
     analysis: str = ""
     after: str | None = None
+    #: What stands for the source's bytes where the catalog saw them without reading them (a
+    #: local file's size and mtime, an OSS object's ETag and size: `core.fingerprint`); None
+    #: for a URL or inline content, whose identity is the source itself.
+    stamp: str | None = None
+    #: What its result is computed from (`core.fingerprint`), set by the reader.
+    fingerprint: str | None = None
 
     @property
     def after_key(self) -> str | None:

@@ -54,19 +54,24 @@ class ResultLine(OfAnalysis):
     meta: Any = None
     source_oss: str | None = None
     analysis: str = ""
+    #: The source it was computed from (`core.fingerprint.source_of`) and the fingerprint of
+    #: source and settings (`core.fingerprint`); None only on lines of earlier versions.
+    source: str | None = None
+    fingerprint: str | None = None
 
     @classmethod
     def finished(cls, *, id: str, capability: str, service_id: str, status: ItemStatus,
                  finished_at: float, submitted_at: float | None = None, task_id: str | None = None,
                  data: Any = None, usage: dict[str, Any] | None = None,
                  error: dict[str, Any] | None = None, attempts: int = 1, polls: int = 0,
-                 meta: Any = None, source_oss: str | None = None, analysis: str = "") -> ResultLine:
+                 meta: Any = None, source_oss: str | None = None, analysis: str = "",
+                 source: str | None = None, fingerprint: str | None = None) -> ResultLine:
         """Build a line from clock readings (seconds since the epoch)."""
         elapsed = round(finished_at - submitted_at, 3) if submitted_at is not None else None
         return cls(id=id, capability=capability, service_id=service_id, status=status, task_id=task_id,
                    data=data, usage=usage, error=error, attempts=attempts, polls=polls,
                    submitted_at=iso(submitted_at), finished_at=iso(finished_at), elapsed_s=elapsed,
-                   meta=meta, source_oss=source_oss, analysis=analysis)
+                   meta=meta, source_oss=source_oss, analysis=analysis, source=source, fingerprint=fingerprint)
 
     @property
     def error_code(self) -> str | None:
@@ -85,6 +90,9 @@ class ResultLine(OfAnalysis):
                   "elapsed_s": self.elapsed_s, "meta": self.meta}
         if self.source_oss is not None:  # only items whose local file went through OSS
             record["source_oss"] = self.source_oss
+        if self.fingerprint is not None:
+            record["source"] = self.source
+            record["fingerprint"] = self.fingerprint
         return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
@@ -115,7 +123,12 @@ class ResultLine(OfAnalysis):
             attempts=attempts if isinstance(attempts, int) else 0, polls=int(record.get("polls") or 0),
             submitted_at=record.get("submitted_at"), finished_at=record.get("finished_at"),
             elapsed_s=record.get("elapsed_s"), meta=record.get("meta"), source_oss=record.get("source_oss"),
-            analysis=analysis if isinstance(analysis := record.get("analysis"), str) else "")
+            analysis=analysis if isinstance(analysis := record.get("analysis"), str) else "",
+            source=_text(record.get("source")), fingerprint=_text(record.get("fingerprint")))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)

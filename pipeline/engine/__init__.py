@@ -3,5 +3,5 @@ finisher that owns every item's ending, the sink, the lines after it: counts, ch
 analyses, the failure watch), the spend ledger, and the stop with its supervisor, all under one
 set of task groups (`runner`, `flow`).
 
-May import: core, config, manifest, service, pacing, state, observe, upload.
+May import: core, config, manifest, service, pacing, state, observe, upload, sources.
 """

@@ -19,11 +19,13 @@ from ..core.results import RunFiles
 from ..observe.report import RunStats, stats_from_totals, summarize, with_live_counters
 from ..state.checkpoint import Checkpoint
 from ..state.resume import manifest_key
+from .delta import CATALOG_KINDS
+from .item_source import ItemSource
 from .poller import Poller
 from .reader import Reader
 from .spend import SpendLedger
 
-__all__ = ["RunResult", "log_stages", "moot", "result_of", "save_manifest_counts"]
+__all__ = ["RunResult", "close_catalog", "log_stages", "moot", "result_of", "save_manifest_counts"]
 
 log = logging.getLogger("pipeline.run")
 
@@ -51,6 +53,37 @@ def save_manifest_counts(ckpt: Checkpoint, manifest: str, reader: Reader, *, joi
                               shared=reader.known if joined else None)
     if reader.complete:
         ckpt.set_empty(manifest_key(manifest), not reader.any_items and not reader.rejected)
+
+
+def close_catalog(ckpt: Checkpoint, reader: Reader, source: ItemSource, *, session: int,
+                  decides_vanished: bool) -> dict[str, Any]:
+    """Tonight's delta, for the summary's ``catalog``: the units the reader found new, changed and
+    unchanged, and, when this session read its whole catalog and may decide it (not `--append`,
+    not stopped: `decides_vanished`), the live keys it no longer holds, marked vanished now.
+    A listing that could not read a subtree decides nothing either: what it did not see is not gone."""
+    counts = {kind: reader.catalog.get(kind, 0) for kind in CATALOG_KINDS}
+    unreadable = source.counts is not None and bool(source.counts.unreadable)
+    if reader.complete and decides_vanished and not unreadable:
+        counts["vanished"] = ckpt.catalog.vanish(session)
+        if counts["vanished"]:
+            log.info("%d (item, analysis) results vanished from the catalog: out of the current view from now on",
+                     counts["vanished"])
+    elif reader.complete and unreadable:
+        log.warning("parts of the source could not be read, so nothing is marked vanished on this run")
+    result: dict[str, Any] = {**counts, "decided_vanished": reader.complete and decides_vanished and not unreadable,
+                              "session": session}
+    listing = source.summary()
+    if listing is not None:
+        result["listing"] = dict(listing)
+        for pattern in listing["unmatched_patterns"]:
+            log.warning("--include/--exclude pattern %r matched nothing in %s", pattern, source.location)
+        if listing["complete"] and not listing["items"]:
+            log.warning("%s: the listing yielded no items (%d listed, %d excluded by patterns, %d with no analyses "
+                        "for their media kind)", source.location, listing["listed"], listing["excluded"],
+                        listing["skipped_no_analyses"])
+    if reader.complete:
+        ckpt.catalog.save_counts(result)
+    return result
 
 
 def moot(stop: Stop | None, reader: Reader, stats: RunStats) -> bool:
@@ -89,7 +122,8 @@ DOUBLE_BILLING = "possible_double_billing"
 
 
 def result_of(stop: Stop | None, *, ckpt: Checkpoint, stats: RunStats, cfg: Config, files: RunFiles,
-              ledger: SpendLedger, pollers: Mapping[str, Poller]) -> RunResult:
+              ledger: SpendLedger, pollers: Mapping[str, Poller],
+              catalog: Mapping[str, Any] | None = None) -> RunResult:
     """The outcome of the whole run, its exit code and summary (written next to the results);
     records how this session stopped."""
     stats.finished = stats.started + stats.elapsed()
@@ -115,6 +149,7 @@ def result_of(stop: Stop | None, *, ckpt: Checkpoint, stats: RunStats, cfg: Conf
                         outcome=outcome.value, extra={
                             "exit_code": int(code), "reason": str(stop) if stop else None,
                             "results": str(files.results), "state_dir": str(files.state_dir),
-                            "spend": ledger.report(), "possible_double_billing": double_billing})
+                            "spend": ledger.report(), "possible_double_billing": double_billing,
+                            **({"catalog": dict(catalog)} if catalog is not None else {})})
     files.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return RunResult(code, outcome, stop, summary, stats)

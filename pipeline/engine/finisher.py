@@ -21,6 +21,7 @@ from collections.abc import Callable
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..core.capabilities import CAPABILITIES
+from ..core.fingerprint import source_of
 from ..core.job import Job
 from ..core.results import ItemStatus, ResultLine
 from ..service.responses import ApiResponse
@@ -46,7 +47,8 @@ def line_of(ending: Ending, *, finished_at: float, source_oss: str | None) -> Re
         usage=outcome.usage if isinstance(outcome, ApiResponse) else None,
         error=None if isinstance(outcome, ApiResponse) else outcome.to_dict(),
         attempts=ending.attempts, polls=ending.polls, submitted_at=ending.submitted_at, finished_at=finished_at,
-        meta=job.meta, source_oss=source_oss, analysis=job.analysis)
+        meta=job.meta, source_oss=source_oss, analysis=job.analysis, source=source_of(job),
+        fingerprint=job.fingerprint)
 
 
 class Finisher:

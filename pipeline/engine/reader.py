@@ -1,14 +1,19 @@
 """The read stage: the manifest, streamed record by record, becomes work for the other stages.
 
-Each (item, analysis) read goes one way (counted by route for -v):
+Items are read in batches (`READER_YIELD_EVERY` (item, analysis) units, whole items): each
+unit's fingerprint is computed (`core.fingerprint`), the batch's keys are looked up in the
+checkpoint in one query, and each is decided (`delta.decide`: new, changed, unchanged, or
+unfinished work to resume), the batch's writes (keys seen, fingerprints adopted, changed keys
+superseded) in one transaction. Then each unit goes one way (counted by route for -v):
 
-- done in an earlier session: skipped (counted);
-- a task an earlier session recorded: its handle, under an in-flight token, straight to the
-  capability's poller (it is polled, never submitted again);
+- unchanged (done, same fingerprint): skipped, never sent (counted);
+- a task an earlier session recorded for the same fingerprint: its handle, under an in-flight
+  token, straight to the capability's poller (it is polled, never submitted again);
 - `after` another analysis: to the chain; once the parent's line is durable (at once, if it is
-  already) the child goes on as a job, or, if the parent failed, ends here FAILED with
-  `DependencyFailed` (an ending without a token: nothing was sent);
-- otherwise: to its capability's job stream, for the submitters.
+  already current) the child goes on as a job, or, if the parent failed, ends here FAILED with
+  `DependencyFailed` (an ending without a token: nothing was sent). A changed parent is
+  superseded before its children are routed, so they wait for its new line;
+- otherwise (new, changed, or unfinished without a task): to its capability's job stream.
 
 A bad line goes to the rejects file with its line number. When the manifest is read, the reader
 goes on taking chained analyses from the chain's `ready` stream until no child waits; then it
@@ -21,7 +26,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
@@ -29,16 +34,20 @@ import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ..core.capabilities import MAX_BODY_BYTES
+from ..core.errors import FatalError
+from ..core.fingerprint import items_of, source_of, with_fingerprints
 from ..core.job import Job
 from ..core.results import ResultLine
-from ..manifest.reader import Rejected, Skipped, read_manifest
+from ..manifest.reader import Rejected
 from ..observe.report import RunStats
+from ..state.catalog import CatalogStore
 from ..state.resume import ResumeState
 from ..state.shards import Shard
 from .chaining import Chain, follow
 from .decisions import ResumeRoute, route_resumed
+from .delta import Delta, Verdict, decide
 from .inflight import InFlight
+from .item_source import ItemSource
 from .spend import SpendLedger
 from .stopping import Stopping
 from .streams import hand_over, put
@@ -73,11 +82,15 @@ class ReaderStreams:
 class Reader:
     """Streams the manifest into the other stages' streams (see the module docstring)."""
 
-    def __init__(self, manifest: str, state: ResumeState, rejects: IO[str], *, stats: RunStats, stops: Stopping,
-                 inflight: InFlight, chain: Chain, ledger: SpendLedger, clock: Callable[[], float],
-                 shard: Shard | None = None, uploads: bool = False, analyses: tuple[str, ...] | None = None,
-                 outputs: Mapping[str, str] | None = None) -> None:
-        self._manifest = manifest
+    def __init__(self, source: ItemSource, state: ResumeState, rejects: IO[str], *, stats: RunStats,
+                 stops: Stopping, inflight: InFlight, chain: Chain, ledger: SpendLedger, clock: Callable[[], float],
+                 catalog: CatalogStore, session: int, shard: Shard | None = None, force: bool = False,
+                 force_analyses: frozenset[str] = frozenset()) -> None:
+        self._source = source
+        self._catalog = catalog  # the batched lookups and writes of the decisions
+        self._session = session
+        self._force = force  # --force: every unit read is processed again
+        self._force_analyses = force_analyses  # --force-analysis NAME: those analyses only
         self._state = state
         self._rejects = rejects
         self._stats = stats
@@ -87,9 +100,6 @@ class Reader:
         self._ledger = ledger  # a recorded task's reservation is settled by this session
         self._clock = clock  # the pollers' clock, for a recorded task's start
         self._shard = shard
-        self._uploads = uploads  # local files of any size are accepted: they go through OSS
-        self._analyses = analyses  # --analyses: for items that name none
-        self._outputs = outputs  # config `outputs:` templates
         self.rejected = 0
         self.complete = False  # read to the end (not stopped part-way)
         self.any_items = False  # a valid item seen, whichever shard owns it: an empty catalog is not a success
@@ -98,6 +108,9 @@ class Reader:
         #: Units of this manifest the checkpoint knew at the start (done, or a task recorded):
         #: after `--append`, the ones an earlier manifest of the run holds too.
         self.known = 0
+        #: Tonight's delta: (item, analysis) units by how they compare with the checkpoint.
+        self.catalog: Counter[str] = Counter()
+        self._cut = False
 
     @property
     def items(self) -> int:
@@ -131,16 +144,19 @@ class Reader:
         await hand_over(out.endings, Ending(child, None, step, attempts=0))
 
     async def _read(self, out: ReaderStreams) -> None:
-        state, stats = self._state, self._stats
-        items = read_manifest(self._manifest, max_body_bytes=MAX_BODY_BYTES, skip=state.done.__contains__,
-                              expected_items=len(state.done) + len(state.pending), uploads=self._uploads,
-                              analyses=self._analyses, outputs=self._outputs)
+        try:
+            await self._read_all(out)
+        except FatalError as exc:  # OSS refusing the key pair or unreachable mid-listing: a resumable stop
+            self._stops.fatal(exc)
+
+    async def _read_all(self, out: ReaderStreams) -> None:
+        stats = self._stats
+        items = self._source.items(expected_items=len(self._state.done) + len(self._state.pending))
         last_line = -1
-        for seen, item in enumerate(items, 1):
+        batch: list[Job] = []
+        async for item in items:
             if not self._stops.taking:
                 return
-            if seen % READER_YIELD_EVERY == 0:
-                await anyio.lowlevel.checkpoint()
             self.any_items = self.any_items or not isinstance(item, Rejected)
             if not self._mine(item):
                 self.routed["left to other shards"] += not isinstance(item, Rejected)
@@ -148,34 +164,67 @@ class Reader:
             if item.line != last_line:  # an item's analyses come one after another, on its line
                 last_line = item.line
                 stats.records_read += 1
-            if not isinstance(item, Rejected):
-                stats.units_read += 1
-            if isinstance(item, Skipped):  # done in an earlier session
-                self.known += 1
-                self.routed["done already"] += 1
-                if item.capability is not None:
-                    stats.caps[item.capability].skipped += 1
-                continue
+                if len(batch) >= READER_YIELD_EVERY:  # whole items per batch: a chain is decided in one
+                    await self._batch(batch, out)
+                    batch = []
             if isinstance(item, Rejected):
                 self._reject(item)
                 continue
-            await self._route(item, out)
+            stats.units_read += 1
+            batch.append(item)
+        if batch:
+            await self._batch(batch, out)
+        if self._cut:  # a stop came while the last batch was routed
+            return
         self.complete = stats.read_complete = True
         if self.rejected > LOG_FIRST:
             log.warning("%d manifest lines rejected in all; every one is in %s", self.rejected,
                         self._rejects.name)
 
-    async def _route(self, job: Job, out: ReaderStreams) -> None:
-        """Send a valid (item, analysis) of this shard where it goes (see the module docstring)."""
+    async def _batch(self, batch: list[Job], out: ReaderStreams) -> None:
+        """Fingerprint, look up and decide a batch of whole items (one query, one transaction),
+        then route each unit; yields to the loop once per batch."""
+        jobs = [job for item in items_of(batch) for job in with_fingerprints(item)]
+        known = self._catalog.lookup([job.key for job in jobs])
+        verdicts: list[Verdict] = []
+        adopt, restore, supersede = [], [], []
+        forced_items: set[tuple[str, str]] = set()  # (item, analysis) forced: their children re-run too
+        for job in jobs:
+            assert job.fingerprint is not None
+            forced = self._force or job.analysis in self._force_analyses or (
+                job.after is not None and (job.id, job.after) in forced_items)
+            verdict = decide(known.get(job.key), job.fingerprint, forced=forced)
+            if forced and verdict.delta is Delta.CHANGED:
+                forced_items.add((job.id, job.analysis))
+            verdicts.append(verdict)
+            if verdict.adopt:
+                adopt.append((job.fingerprint, source_of(job), job.key))
+            if verdict.restore:
+                restore.append(job.key)
+            if verdict.delta is Delta.CHANGED:
+                supersede.append((job.fingerprint, source_of(job), job.key))
+        self._catalog.apply(seen=(job.key for job in jobs), adopt=adopt, restore=restore, supersede=supersede,
+                            session=self._session)
+        for job, verdict in zip(jobs, verdicts, strict=True):
+            if not self._stops.taking:
+                self._cut = True
+                return
+            self.catalog[verdict.counted] += 1
+            await self._route(job, verdict, out)
+        await anyio.lowlevel.checkpoint()
+
+    async def _route(self, job: Job, verdict: Verdict, out: ReaderStreams) -> None:
+        """Send a decided (item, analysis) of this shard where it goes (see the module docstring)."""
         state, stats = self._state, self._stats
-        if job.key in state.done:  # one analysis of an item whose others are not all done
-            self.known += 1
-            self.routed["done already"] += 1
+        self.known += verdict.delta is not Delta.NEW
+        known = state.pending.pop(job.key, None)
+        if verdict.delta is Delta.UNCHANGED:
+            self.routed["unchanged (current line kept)"] += 1
             stats.caps[job.capability].skipped += 1
             return
-        known = state.pending.pop(job.key, None)
-        self.known += known is not None
-        if known is not None and route_resumed(known) is ResumeRoute.POLL:
+        if verdict.delta is Delta.CHANGED:
+            self.routed["changed (run again)"] += 1
+        elif known is not None and route_resumed(known) is ResumeRoute.POLL:
             assert known.task_id is not None
             self.routed["recorded tasks polled"] += 1
             token = await self._inflight.take(job.capability)
@@ -194,7 +243,7 @@ class Reader:
         stats.caps[job.capability].queued += 1
         await put(out.jobs[job.capability], job)
 
-    def _mine(self, item: Job | Rejected | Skipped) -> bool:
+    def _mine(self, item: Job | Rejected) -> bool:
         """With --shard, whether this shard owns the item (a line without an id: by line number)."""
         if self._shard is None:
             return True

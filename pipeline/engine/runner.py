@@ -31,16 +31,17 @@ from ..pacing.memory import PacerBackend
 from ..service.client import ServiceClient
 from ..state.checkpoint import Checkpoint
 from ..state.lock import StateDirLock
-from ..state.resume import ResumeState, check_identity, prepare
+from ..state.resume import ResumeState, check_identity, manifest_key, prepare
 from ..state.shards import Shard, check_sharding
 from ..state.sink import Sink
 from ..upload.stage import Uploads, check_uploads
 from .chaining import Chain
-from .closing import RunResult, log_stages, moot, result_of, save_manifest_counts
+from .closing import RunResult, close_catalog, log_stages, moot, result_of, save_manifest_counts
 from .decisions import ResumeRoute, route_resumed
 from .finisher import Finisher
 from .flow import Flow
 from .inflight import InFlight
+from .item_source import ItemSource, Listing
 from .poller import Poller
 from .preflight import check_paths
 from .reader import Reader
@@ -74,6 +75,11 @@ class RunRequest:
     analyses: tuple[str, ...] | None = None
     #: `--config`: read, never written; no file of the run may be it.
     config_file: Path | None = None
+    #: `--force`: process every unit read again; `--force-analysis NAME`: those analyses only.
+    force: bool = False
+    force_analyses: tuple[str, ...] = ()
+    #: `--include`, `--exclude`, `--follow-symlinks`: for a directory or an oss:// source.
+    listing: Listing = field(default_factory=Listing)
 
 
 class Run:
@@ -90,15 +96,20 @@ class Run:
         self.stats = stats or RunStats()
         self._rand = rand
         self._lock = StateDirLock(request.files.state_dir)
+        self.source = ItemSource(request.manifest, request.config, analyses=request.analyses, listing=request.listing)
 
     async def execute(self) -> RunResult:
         files = self.req.files
         metrics_file = Path(self.cfg.metrics_file) if self.cfg.metrics_file else None
-        check_paths(self.req.manifest, files, config_file=self.req.config_file, metrics_file=metrics_file)
+        check_paths(self.req.manifest if self.source.kind != "oss" else "-", files, config_file=self.req.config_file,
+                    metrics_file=metrics_file)
         check_sharding(files.results, files.state_dir, self.req.shard)  # before anything is created
         await check_limiter(self.cfg)  # a shared limiter that cannot be reached: exit 2, nothing written
         # Uploads configured but impossible: exit 2 (no bucket, no key pair) or 4 (refused), nothing written.
         await check_uploads(self.cfg.upload, timeout=self.cfg.request_timeout)
+        # A directory that is not one, a bucket that does not exist (2), a refused key pair (4),
+        # OSS unreachable (3): before anything is written.
+        await self.source.open()
         files.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()  # before anything in the state dir is opened for writing
         try:
@@ -115,6 +126,7 @@ class Run:
         joined = check_identity(ckpt, out=files.results, manifest=req.manifest, append=req.append,
                                 state_dir=files.state_dir, shard=str(req.shard) if req.shard else None)
         state = prepare(ckpt, out=files.results, retry_failed=req.retry_failed)
+        session = ckpt.begin_session()
         routes = Counter(route_resumed(task).value for task in state.pending.values())
         log.debug("resume: %d (item, analysis) results done (skipped unread), %d recorded tasks to poll, %d known "
                   "items to submit (again)", len(state.done), routes[ResumeRoute.POLL.value],
@@ -139,14 +151,15 @@ class Run:
                           state_dir=files.state_dir, checkpoint=ckpt, on_bytes=self.stats.on_uploaded,
                           timeout=cfg.request_timeout)
         shard = req.shard
-        ledger.preview(req.manifest, lambda key: key in state.done or (
-            shard is not None and not shard.owns(split_key(key)[0])), analyses=req.analyses)
+        if self.source.kind == "manifest":
+            ledger.preview(req.manifest, lambda key: key in state.done or (
+                shard is not None and not shard.owns(split_key(key)[0])), analyses=req.analyses)
         chain = Chain(ckpt, files.results)
         signals = SignalHandlers(lambda name: stops.request(Stop(
             StopReason.INTERRUPTED, f"interrupted by {name}; run the same command again to resume")))
         with open(files.rejects, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230 - small, local, at start
             flow = self._flow(ckpt, state, rejects, stops=stops, watch=watch, ledger=ledger, pacers=pacers,
-                              client=client, uploads=uploads, chain=chain)
+                              client=client, uploads=uploads, chain=chain, session=session)
             if self._handle_signals:
                 signals.install()
             try:
@@ -162,11 +175,14 @@ class Run:
         save_manifest_counts(ckpt, req.manifest, flow.reader, joined=joined)
         log_stages(flow.reader, self.stats, flow.pollers)
         stop = None if moot(stops.stop, flow.reader, self.stats) else stops.stop
-        return result_of(stop, ckpt=ckpt, stats=self.stats, cfg=cfg, files=files, ledger=ledger, pollers=flow.pollers)
+        catalog = close_catalog(ckpt, flow.reader, self.source, session=session,
+                                decides_vanished=stop is None and not req.append and _is_catalog(ckpt, req.manifest))
+        return result_of(stop, ckpt=ckpt, stats=self.stats, cfg=cfg, files=files, ledger=ledger, pollers=flow.pollers,
+                         catalog=catalog)
 
     def _flow(self, ckpt: Checkpoint, state: ResumeState, rejects: IO[str], *, stops: Stopping,
               watch: FailureWatch, ledger: SpendLedger, pacers: PacerBackend, client: ServiceClient, uploads: Uploads,
-              chain: Chain) -> Flow:
+              chain: Chain, session: int) -> Flow:
         """The stages of this session, wired to their collaborators."""
         req, cfg, stats = self.req, self.cfg, self.stats
         clock = aio.loop_clock()
@@ -185,15 +201,23 @@ class Run:
         # from the usage totals, and the ledger's writes would be paid on every batch for nothing.
         sink = Sink(req.files.results, ckpt, cost=ledger.cost if cfg.max_cost is not None else None)
         return Flow(
-            reader=Reader(req.manifest, state, rejects, stats=stats, stops=stops, inflight=inflight, chain=chain,
-                          ledger=ledger, clock=clock, shard=req.shard, uploads=cfg.upload.enabled,
-                          analyses=req.analyses, outputs=cfg.outputs),
+            reader=Reader(self.source, state, rejects, stats=stats, stops=stops, inflight=inflight, chain=chain,
+                          ledger=ledger, clock=clock, catalog=ckpt.catalog, session=session, shard=req.shard,
+                          force=req.force, force_analyses=frozenset(req.force_analyses)),
             submitter=Submitter(submission=submission, inflight=inflight, stops=stops, stats=stats),
             pollers=pollers, finisher=Finisher(inflight=inflight, checkpoint=ckpt), sink=sink,
             written=WrittenLines(stats=stats, chain=chain, watch=watch, ledger=ledger, stops=stops, checkpoint=ckpt),
             supervisor=Supervisor(stops, request_timeout=cfg.request_timeout), stops=stops, pacers=pacers,
             queue_size=cfg.queue_size, submit_workers=cfg.submit_workers, max_duration=cfg.max_duration,
             time_scale=cfg.time_scale)
+
+
+def _is_catalog(ckpt: Checkpoint, manifest: str) -> bool:
+    """Whether `manifest` is the run's catalog, the source it began with: only a complete read of
+    that one decides what vanished (a manifest joined with --append holds a day's items, not the
+    whole catalog, and so does a later run of it)."""
+    names = ckpt.manifests()
+    return bool(names) and names[0] == manifest_key(manifest)
 
 
 def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

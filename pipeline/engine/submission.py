@@ -113,7 +113,8 @@ class Submission:
                           attempts=response.attempts, submitted_at=submitted_at)
         # Durable before the poller sees it: a crash from here on polls, never resubmits.
         recorded_at = self._ckpt.record_submitted(job.key, job.capability, job.service_id, task_id,
-                                                  attempts=response.attempts, resubmits=resubmits)
+                                                  attempts=response.attempts, resubmits=resubmits,
+                                                  fingerprint=job.fingerprint)
         return TaskHandle.recorded(job, task_id, recorded_at, token=token, attempts=response.attempts,
                                    resubmits=resubmits, wall_now=self._wall(), clock_now=self._clock())
 

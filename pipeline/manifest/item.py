@@ -30,6 +30,7 @@ from ..core.capabilities import (
     valid_service_id,
 )
 from ..core.echo import clipped, shown
+from ..core.fingerprint import file_stamp
 from ..core.job import SOURCE_KINDS, Job
 from ..core.templates import fill_output
 from .formats import Rejected
@@ -76,7 +77,8 @@ def validate_item(raw: object, line: int, *, base_dir: Path | None = None,
         item_id = check_id(item)
         check_keys(item)
         cap = capability_of(item.get("capability"), missing=MISSING_CAPABILITY)
-        kind, source = _check_source(item, cap, base_dir or Path.cwd(), max_body_bytes, check_files, uploads=uploads)
+        kind, source, stamp = _check_source(item, cap, base_dir or Path.cwd(), max_body_bytes, check_files,
+                                            uploads=uploads)
         service_id = _check_service_id(item, cap)
         _check_optional(item, cap)
         job_id = item_id if item_id is not None else derive_id(item)
@@ -88,7 +90,7 @@ def validate_item(raw: object, line: int, *, base_dir: Path | None = None,
         job = Job(id=job_id, capability=cap.name, service_id=service_id, source_kind=kind, source=source,
                   line=line, file_name=_file_name(item, cap, kind, job_id), file_type=item.get("file_type"),
                   parameters=item.get("parameters"), output=output, options=item.get("options"),
-                  chunks=item.get("chunks"), meta=item.get("meta"), analysis=name)
+                  chunks=item.get("chunks"), meta=item.get("meta"), analysis=name, stamp=stamp)
         _check_output(cap, job)
         for rule in (media_type_problem(cap, job), cap.check(job) if cap.check is not None else None):
             if rule:
@@ -164,7 +166,9 @@ def capability_of(name: object, *, missing: str) -> Capability:
 
 
 def _check_source(item: dict[str, Any], cap: Capability, base_dir: Path, max_body: int,
-                  check_files: bool, *, uploads: bool = False) -> tuple[str, str]:
+                  check_files: bool, *, uploads: bool = False) -> tuple[str, str, str | None]:
+    """(kind, value, stamp): a local file's stamp (size and mtime, for the fingerprint) comes
+    from the one stat that checks it."""
     present = [kind for kind in SOURCE_KINDS if kind in item]
     if not present:
         raise ItemError("no source: give exactly one of url, oss, path, content")
@@ -192,15 +196,17 @@ def _check_source(item: dict[str, Any], cap: Capability, base_dir: Path, max_bod
         if len(value) % 4 or not _B64.fullmatch(value):
             raise ItemError("content must be standard base64 (A-Z a-z 0-9 + / with = padding; "
                            "no 'data:' prefix, no line breaks)")
+    stamp = None
     if kind == "path":
         given = os.path.expanduser(value)
         value = os.path.abspath(os.path.join(base_dir, given))
         if check_files:
-            _check_local_file(value, given, base_dir, UNLIMITED if uploaded else max_body, remote)
-    return kind, value
+            st = _check_local_file(value, given, base_dir, UNLIMITED if uploaded else max_body, remote)
+            stamp = file_stamp(st.st_size, st.st_mtime_ns)
+    return kind, value, stamp
 
 
-def _check_local_file(path: str, given: str, base_dir: Path, max_body: int, remote: str) -> None:
+def _check_local_file(path: str, given: str, base_dir: Path, max_body: int, remote: str) -> os.stat_result:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -220,6 +226,7 @@ def _check_local_file(path: str, given: str, base_dir: Path, max_body: int, remo
         raise ItemError(f"path: {clipped(path)} is {st.st_size / _MB:.1f} MB, too large to send inline "
                        f"(as base64 it needs {estimated_body_bytes(st.st_size) / _MB:.1f} MB; the "
                        f"request body limit is {max_body / _MB:.0f} MB): {remote}")
+    return st
 
 
 #: The longest service id accepted: the service's are about 25 characters, and a service id is

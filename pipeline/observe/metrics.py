@@ -112,6 +112,12 @@ def build_registry(summary: Mapping[str, Any], *, exit_code: int | None, finishe
             usage.labels(capability, str(key)).set(_number(value))
 
     gauge("rejected_lines", "manifest lines rejected as invalid").set(_number(summary.get("rejected_lines")))
+    catalog = summary.get("catalog")
+    if isinstance(catalog, Mapping):  # once the run has ended: tonight's delta against the state it began with
+        delta = gauge("catalog_items", "(item, analysis) results by how this run found them against the "
+                                       "state: new, changed, unchanged, vanished", ("kind",))
+        for kind in ("new", "changed", "unchanged", "vanished"):
+            delta.labels(kind).set(_number(catalog.get(kind)))
     if summary.get("wall_time_s") is not None:
         gauge("run_duration_seconds", "wall time of this session so far").set(_number(summary["wall_time_s"]))
     gauge("run_finished", "1 once the run has ended, 0 while it runs").set(1 if finished else 0)

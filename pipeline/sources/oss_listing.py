@@ -53,8 +53,8 @@ from ..core.echo import clipped, shown
 from ..core.errors import ConfigError, ManifestError, RetryableError, UnreadableResponse
 from ..manifest.listed import Listed, ListingCounts, Selection, SourceStamp
 from ..upload.errors import OssAuthError, OssBucketMissing, OssUnavailable
-from ..upload.stage import _settings  # the upload stage's UploadConfig -> UploadSettings, reused as is
-from ..upload.transfer import UploadSettings, _sdk_config  # its SDK client config: one way to reach OSS
+from ..upload.stage import upload_settings  # the upload stage's UploadConfig -> UploadSettings, reused as is
+from ..upload.transfer import UploadSettings, sdk_config  # its SDK client config: one way to reach OSS
 from ..upload.translate import translate
 
 __all__ = ["PAGE_SIZE", "OssPrefix", "list_oss", "parse_oss_source"]
@@ -104,11 +104,11 @@ def list_oss(source: str | OssPrefix, upload: UploadConfig, selection: Selection
     where = source if isinstance(source, OssPrefix) else parse_oss_source(source)
     if not 1 <= page_size <= PAGE_SIZE:
         raise ValueError(f"page_size must be 1 to {PAGE_SIZE}, got {page_size!r}")
-    settings = dataclasses.replace(_settings(upload, retry or RetryPolicy(), timeout), bucket=where.bucket)
+    settings = dataclasses.replace(upload_settings(upload, retry or RetryPolicy(), timeout), bucket=where.bucket)
     problem = settings.check()
     if problem is not None:
         raise ConfigError(problem, source=clipped(where.uri))
-    listing = _Listing(oss.Client(_sdk_config(settings)), where, settings,
+    listing = _Listing(oss.Client(sdk_config(settings)), where, settings,
                        counts if counts is not None else selection.new_counts(), page_size, sleep, rand)
     return listing.items(selection)
 

@@ -5,7 +5,8 @@ The file holds, each kept by a store of its own that shares the connection:
 - the jobs, one row per (item id, analysis) key (`jobs`: submitted, done or retry);
 - the run's identity and session facts (`meta`) and its manifests (`manifests`);
 - the OSS objects local files went to, per item id (`uploads`);
-- the spend ledger's reservations and settlements, per key (`ledger`).
+- the spend ledger's reservations and settlements, per key (`ledger`);
+- the catalog's fingerprints, keys seen and vanished, over the jobs rows (`catalog`).
 What each table holds and how an older file is upgraded: `schema`.
 
 The results file and this store are kept consistent by one rule: a batch of lines is appended
@@ -27,6 +28,7 @@ from typing import Any
 
 from ..core.errors import StateError
 from ..core.results import ItemStatus
+from .catalog import CatalogStore
 from .db import connect, transaction
 from .jobs import CountRow, JobState, JobStore, Outcome, PendingTask, UsageRow
 from .ledger import LedgerStore, StaleReservation
@@ -51,6 +53,8 @@ class Checkpoint:
         self._manifests = ManifestStore(conn)
         self._uploads = UploadStore(conn)
         self._ledger = LedgerStore(conn)
+        #: The catalog's side of the jobs rows (fingerprints, keys seen, vanished): `catalog.py`.
+        self.catalog = CatalogStore(conn)
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r})"
@@ -112,6 +116,11 @@ class Checkpoint:
     def set_last_stop(self, record: dict[str, Any] | None) -> None:
         self._meta.set_last_stop(record)
 
+    def begin_session(self) -> int:
+        """Count a new session (a run of `run`): the lines it marks done note its number."""
+        self._jobs.session = self.catalog.begin_session()
+        return self._jobs.session
+
     # ---- the run's manifests -------------------------------------------------------------------
     def manifests(self) -> list[str]:
         """The manifests of this run, oldest first (the last is the current one)."""
@@ -161,10 +170,10 @@ class Checkpoint:
 
     # ---- jobs: transitions ---------------------------------------------------------------------
     def record_submitted(self, key: str, capability: str, service_id: str, task_id: str, *,
-                         attempts: int, resubmits: int = 0) -> float:
-        """Durably note that the service accepted `key` as `task_id`. Returns the time."""
+                         attempts: int, resubmits: int = 0, fingerprint: str | None = None) -> float:
+        """Durably note that the service accepted `key` as `task_id` (the work of `fingerprint`). Returns the time."""
         return self._jobs.record_submitted(key, capability, service_id, task_id, attempts=attempts,
-                                           resubmits=resubmits)
+                                           resubmits=resubmits, fingerprint=fingerprint)
 
     def mark_done(self, outcomes: Iterable[Outcome], sink_offset: int,
                   costs: Iterable[tuple[str, float]] = ()) -> None:

@@ -77,6 +77,8 @@ class Outcome:
     elapsed: float | None
     attempts: int = 0
     line_at: int | None = None
+    fingerprint: str | None = None  # what the line was computed from (`core.fingerprint`)
+    source: str | None = None
 
 
 class JobStore:
@@ -85,14 +87,22 @@ class JobStore:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        columns = {column[1] for column in conn.execute("PRAGMA table_info(jobs)")}
+        # Rows the catalog found vanished are out of every count and view; a state dir from
+        # before the catalog columns, opened read-only, has none.
+        self._live = " AND vanished IS NULL" if "vanished" in columns else ""
+        #: The session writing (`catalog.CatalogStore.begin_session`): each line marked done
+        #: notes it, for `export --changes`.
+        self.session = 0
 
     # ---- resume ----------------------------------------------------------------------------
     def count_done(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (JobState.DONE,)).fetchone()[0])
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM jobs WHERE state = ?{self._live}",
+                                      (JobState.DONE,)).fetchone()[0])
 
     def iter_done_keys(self) -> Iterator[str]:
         """Every done key, streamed (a resume reads a million of them: no row objects kept)."""
-        return map(_first, self._conn.execute("SELECT id FROM jobs WHERE state = ?", (JobState.DONE,)))
+        return map(_first, self._conn.execute(f"SELECT id FROM jobs WHERE state = ?{self._live}", (JobState.DONE,)))
 
     def pending(self) -> dict[str, PendingTask]:
         """Every key not done, by key: tasks recorded as submitted (at most the in-flight cap of
@@ -105,16 +115,18 @@ class JobStore:
 
     # ---- transitions -------------------------------------------------------------------------
     def record_submitted(self, key: str, capability: str, service_id: str, task_id: str, *,
-                         attempts: int, resubmits: int = 0) -> float:
-        """Durably note that the service accepted `key` as `task_id`. Returns the time."""
+                         attempts: int, resubmits: int = 0, fingerprint: str | None = None) -> float:
+        """Durably note that the service accepted `key` as `task_id` (for the work of
+        `fingerprint`, when known). Returns the time."""
         now = time.time()
         self._conn.execute(
-            "INSERT INTO jobs (id, capability, service_id, state, task_id, submitted_at, attempts, resubmits) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO jobs (id, capability, service_id, state, task_id, submitted_at, attempts, resubmits, "
+            "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET state = excluded.state, task_id = excluded.task_id, "
             "submitted_at = excluded.submitted_at, attempts = jobs.attempts + excluded.attempts, "
-            "resubmits = excluded.resubmits, status = NULL, error_code = NULL",
-            (key, capability, service_id, JobState.SUBMITTED, task_id, now, attempts, resubmits),
+            "resubmits = excluded.resubmits, status = NULL, error_code = NULL, "
+            "fingerprint = COALESCE(excluded.fingerprint, jobs.fingerprint)",
+            (key, capability, service_id, JobState.SUBMITTED, task_id, now, attempts, resubmits, fingerprint),
         )
         return now
 
@@ -123,23 +135,30 @@ class JobStore:
         any: `Checkpoint.mark_done` moves the results file's recorded size in the same one)."""
         now = time.time()
         rows = [(o.key, o.capability, o.service_id, JobState.DONE, o.task_id, o.status, o.error_code,
-                 json.dumps(o.usage) if o.usage is not None else None, o.elapsed, now, o.attempts, o.line_at)
+                 json.dumps(o.usage) if o.usage is not None else None, o.elapsed, now, o.attempts, o.line_at,
+                 o.fingerprint, o.source, self.session)
                 for o in outcomes]
         with transaction(self._conn):
+            # The line just written is the key's current one: it supersedes any earlier line of the
+            # key (the row points at one line only), and the key is live again if it had vanished.
             self._conn.executemany(
                 "INSERT INTO jobs (id, capability, service_id, state, task_id, status, error_code, usage, "
-                "elapsed, finished_at, attempts, line_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "elapsed, finished_at, attempts, line_at, fingerprint, source, written) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET state = excluded.state, task_id = excluded.task_id, "
                 "status = excluded.status, error_code = excluded.error_code, usage = excluded.usage, "
                 "elapsed = excluded.elapsed, finished_at = excluded.finished_at, "
-                "attempts = MAX(jobs.attempts, excluded.attempts), line_at = excluded.line_at", rows)
+                "attempts = MAX(jobs.attempts, excluded.attempts), line_at = excluded.line_at, "
+                "fingerprint = COALESCE(excluded.fingerprint, jobs.fingerprint), "
+                "source = COALESCE(excluded.source, jobs.source), written = excluded.written, vanished = NULL",
+                rows)
 
     def reopen_failed(self, *, skip_codes: Iterable[str] = ()) -> list[str]:
         """Put FAILED keys back in play (`retry`) for `--retry-failed`, except those whose error
         code is in `skip_codes`; returns their keys. A `PollTimeout` keeps its task id, so it is
         polled, not submitted again."""
         skip = list(skip_codes)
-        where = "state = ? AND status = ?"
+        where = f"state = ? AND status = ?{self._live}"
         params: list[Any] = [JobState.DONE, ItemStatus.FAILED]
         if skip:  # an empty NOT IN ('') would also skip failures that have no error code
             where += f" AND COALESCE(error_code, '') NOT IN ({','.join('?' for _ in skip)})"
@@ -180,7 +199,8 @@ class JobStore:
         """(key, line start) of every done key, in key order, so an item's analyses come
         together (every key of an item starts with its id and the separator). Streams: the
         primary key's index gives the order, nothing is sorted in memory."""
-        yield from self._conn.execute("SELECT id, line_at FROM jobs WHERE state = ? ORDER BY id", (JobState.DONE,))
+        yield from self._conn.execute(f"SELECT id, line_at FROM jobs WHERE state = ?{self._live} ORDER BY id",
+                                      (JobState.DONE,))
 
     def set_line_offsets(self, offsets: Iterable[tuple[int, str]]) -> None:
         """(line start, key) pairs: where lines are after the results file was rewritten or indexed."""
@@ -192,8 +212,9 @@ class JobStore:
         """The keys in `state` (and, for done ones, of `status`), streamed: `status` over several
         state dirs counts each (item, analysis) once from these."""
         if status is None:
-            return map(_first, self._conn.execute("SELECT id FROM jobs WHERE state = ?", (state,)))
-        return map(_first, self._conn.execute("SELECT id FROM jobs WHERE state = ? AND status = ?", (state, status)))
+            return map(_first, self._conn.execute(f"SELECT id FROM jobs WHERE state = ?{self._live}", (state,)))
+        return map(_first, self._conn.execute(f"SELECT id FROM jobs WHERE state = ? AND status = ?{self._live}",
+                                              (state, status)))
 
     def keys_in_state(self, state: JobState) -> set[str]:
         return set(self.iter_keys(state))
@@ -202,7 +223,7 @@ class JobStore:
         """Every done key's outcome, one at a time (the summary's slow path, and tests)."""
         rows = self._conn.execute(
             "SELECT id, capability, service_id, status, task_id, error_code, usage, elapsed, attempts, line_at "
-            "FROM jobs WHERE state = ?", (JobState.DONE,))
+            f"FROM jobs WHERE state = ?{self._live}", (JobState.DONE,))
         for r in rows:
             yield Outcome(r[0], r[1], r[2], ItemStatus(r[3]), r[4], r[5], json.loads(r[6]) if r[6] else None,
                           r[7], r[8], r[9])
@@ -214,12 +235,14 @@ class JobStore:
         rows are summed in Python (the slow way, one outcome at a time)."""
         counts = [(cap, service_id, ItemStatus(status), code, n) for cap, service_id, status, code, n in
                   self._conn.execute(
-                      "SELECT capability, service_id, status, error_code, COUNT(*) FROM jobs WHERE state = ? "
+                      "SELECT capability, service_id, status, error_code, COUNT(*) FROM jobs "
+                      f"WHERE state = ?{self._live} "
                       "GROUP BY capability, service_id, status, error_code", (JobState.DONE,))]
+        live = self._live.replace("vanished", "j.vanished")
         try:
             usage = self._conn.execute(
                 "SELECT j.capability, j.service_id, u.key, SUM(u.value) FROM jobs AS j, json_each(j.usage) AS u "
-                "WHERE j.state = ? AND j.status = ? AND j.usage IS NOT NULL "
+                f"WHERE j.state = ? AND j.status = ? AND j.usage IS NOT NULL{live} "
                 "AND u.type IN ('integer', 'real') GROUP BY j.capability, j.service_id, u.key",
                 (JobState.DONE, ItemStatus.SUCCESS)).fetchall()
         except sqlite3.OperationalError:  # no json_each in this SQLite
@@ -238,7 +261,8 @@ class JobStore:
         members are strings, so `counts()[cap]["submitted"]` reads the same)."""
         out: dict[str, dict[JobState | ItemStatus, int]] = {}
         for cap, state, status, n in self._conn.execute(
-            "SELECT capability, state, status, COUNT(*) FROM jobs GROUP BY capability, state, status"
+            f"SELECT capability, state, status, COUNT(*) FROM jobs WHERE 1{self._live} "
+            "GROUP BY capability, state, status"
         ):
             job_state = JobState(state)
             group: JobState | ItemStatus = ItemStatus(status) if job_state is JobState.DONE else job_state

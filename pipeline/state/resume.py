@@ -42,8 +42,9 @@ class ResumeState:
 
 
 def manifest_key(manifest: str) -> str:
-    """How the checkpoint names a manifest: its resolved path, or `-` for stdin."""
-    return manifest if manifest == "-" else str(Path(manifest).resolve())
+    """How the checkpoint names a manifest (or a listed source): its resolved path, `-` for
+    stdin, an ``oss://`` source as written."""
+    return manifest if manifest == "-" or manifest.startswith("oss://") else str(Path(manifest).resolve())
 
 
 def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, state_dir: Path,

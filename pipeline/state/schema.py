@@ -7,10 +7,15 @@ The upgrades, oldest first; each is one transaction and does nothing on a file t
    (id, capability), the analysis such an item has; the lines' offsets are then indexed from
    the results file by `resume.prepare` (meta `needs_line_index`).
 2. The run's manifests move from meta keys into the `manifests` table (`manifests.adopt_legacy`).
+3. The catalog's columns (`CATALOG_COLUMNS`: fingerprint, source, written, vanished) are added
+   to `jobs`. Rows done before have no fingerprint: the first session that reads their items
+   adopts the fingerprint each item has then (`catalog`), so nothing runs again for it. Logged
+   once, by the open that adds them.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from ..core.job import KEY_SEP
@@ -19,7 +24,9 @@ from .jobs import JobState
 from .manifests import ManifestStore
 from .meta import MetaKey, MetaStore
 
-__all__ = ["KEY_FORMAT", "SCHEMA", "upgrade"]
+__all__ = ["CATALOG_COLUMNS", "KEY_FORMAT", "SCHEMA", "upgrade"]
+
+log = logging.getLogger("pipeline.run")
 
 #: How the `jobs` rows are keyed: "2" is (item id, analysis); before it, the item id alone.
 KEY_FORMAT = "2"
@@ -43,7 +50,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     usage        TEXT,
     elapsed      REAL,
     finished_at  REAL,
-    line_at      INTEGER  -- where its line starts in the results file, once done
+    line_at      INTEGER, -- where its line starts in the results file, once done
+    fingerprint  TEXT,    -- of the current line (done), or of the work in flight (catalog.py)
+    source       TEXT,    -- the source the current line was computed from
+    written      INTEGER, -- the session that wrote the current line (export --changes)
+    vanished     INTEGER  -- the session whose complete read no longer found it; NULL: live
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 -- The run's manifests in the order they joined it (manifests.py).
@@ -85,6 +96,27 @@ def upgrade(conn: sqlite3.Connection) -> None:
     docstring); the tables of `SCHEMA` exist already."""
     _key_per_analysis(conn)
     ManifestStore(conn).adopt_legacy()
+    _catalog_columns(conn)
+
+
+#: Columns of `jobs` the catalog added (upgrade 3), with their types.
+CATALOG_COLUMNS = (("fingerprint", "TEXT"), ("source", "TEXT"), ("written", "INTEGER"), ("vanished", "INTEGER"))
+
+
+def _catalog_columns(conn: sqlite3.Connection) -> None:
+    """Upgrade 3: the catalog's columns, added to a `jobs` table from before them."""
+    columns = {column[1] for column in conn.execute("PRAGMA table_info(jobs)")}
+    missing = [(name, kind) for name, kind in CATALOG_COLUMNS if name not in columns]
+    if not missing:
+        return
+    with transaction(conn):
+        for name, kind in missing:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        done = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (JobState.DONE,)).fetchone()[0]
+    if done:
+        log.info("state dir upgraded for catalogs: its %d results count as computed from what their items are "
+                 "on this run (their fingerprints are adopted as the catalog is read; nothing runs again for it)",
+                 done)
 
 
 def _key_per_analysis(conn: sqlite3.Connection) -> None:

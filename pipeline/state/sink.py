@@ -37,7 +37,7 @@ def outcome_of(line: ResultLine, line_at: int | None = None) -> Outcome:
     """What the checkpoint keeps of a line written at byte `line_at` of the results file."""
     return Outcome(key=line.key, capability=line.capability, service_id=line.service_id, status=line.status,
                    task_id=line.task_id, error_code=line.error_code, usage=line.usage, elapsed=line.elapsed_s,
-                   attempts=line.attempts, line_at=line_at)
+                   attempts=line.attempts, line_at=line_at, fingerprint=line.fingerprint, source=line.source)
 
 
 class Sink:

@@ -33,7 +33,7 @@ from ..state.checkpoint import Checkpoint
 if TYPE_CHECKING:
     from .transfer import OssSession, UploadSettings
 
-__all__ = ["Uploads", "check_uploads", "goes_to_oss"]
+__all__ = ["Uploads", "check_uploads", "goes_to_oss", "upload_settings"]
 
 log = logging.getLogger("pipeline.run")
 
@@ -48,7 +48,8 @@ def goes_to_oss(capability: str, size: int, *, always: bool) -> bool:
     return always or "path" not in CAPABILITIES[capability].sources or needs_upload(size)
 
 
-def _settings(cfg: UploadConfig, retry: RetryPolicy, timeout: float) -> UploadSettings:
+def upload_settings(cfg: UploadConfig, retry: RetryPolicy, timeout: float) -> UploadSettings:
+    """The connection settings of the `upload:` section (also what an OSS listing connects with)."""
     from .transfer import UploadSettings
 
     return UploadSettings.of(cfg, retry, timeout)
@@ -62,7 +63,7 @@ async def check_uploads(cfg: UploadConfig, *, timeout: float = 30.0) -> None:
     if not cfg.enabled:
         return
     try:
-        settings = _settings(cfg, RetryPolicy(), timeout)
+        settings = upload_settings(cfg, RetryPolicy(), timeout)
     except ImportError:
         raise ConfigError("alibabacloud-oss-v2 is not installed: pip install 'opensearch-media-pipeline[oss]'",
                           key="upload") from None
@@ -95,7 +96,7 @@ class Uploads:
         if self.enabled:
             from .transfer import OssSession
 
-            self._settings = _settings(self._cfg, self._retry, self._timeout)
+            self._settings = upload_settings(self._cfg, self._retry, self._timeout)
             self._session = OssSession(self._settings, self._state_dir, progress=self._on_bytes)
         return self
 

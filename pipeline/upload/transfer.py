@@ -60,7 +60,7 @@ from .files import FileStamp, check_unchanged, hash_file, object_key, stamp_of
 from .translate import translate
 
 __all__ = ["CREDENTIAL_ENV", "OssAuthError", "OssBucketMissing", "OssSession", "OssUnavailable", "UploadSettings",
-           "UploadedObject", "ensure_uploaded", "presign_get", "probe"]
+           "UploadedObject", "ensure_uploaded", "presign_get", "probe", "sdk_config"]
 
 T = TypeVar("T")
 CREDENTIAL_ENV = ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET")  # OSS_SESSION_TOKEN is optional
@@ -142,7 +142,8 @@ class UploadedObject:
         return self.mtime_ns is not None and (self.size, self.mtime_ns) == (stamp.size, stamp.mtime_ns)
 
 
-def _sdk_config(settings: UploadSettings) -> Any:
+def sdk_config(settings: UploadSettings) -> Any:
+    """The official SDK's client config for `settings` (the uploads' and an OSS listing's)."""
     cfg = oss.config.load_default()
     # Read from the environment here, each time: the pair is never copied into anything we write.
     cfg.credentials_provider = oss.credentials.EnvironmentVariableCredentialsProvider()
@@ -161,7 +162,7 @@ def presign_get(obj: UploadedObject, settings: UploadSettings, expires_s: float)
     """A presigned GET URL for ``obj``, valid ``expires_s`` seconds (at most 7 days). No network."""
     if not 0 < expires_s <= MAX_PRESIGN_S:
         raise ConfigError(f"a presigned URL lives 1 s to 7 days, asked for {expires_s!r} s", key="upload.presign")
-    client = oss.Client(_sdk_config(settings))
+    client = oss.Client(sdk_config(settings))
     request = oss.GetObjectRequest(bucket=obj.bucket, key=obj.key)
     return str(client.presign(request, expires=timedelta(seconds=expires_s)).url)
 
@@ -176,7 +177,7 @@ async def probe(settings: UploadSettings) -> None:
     """
     request = oss.HeadObjectRequest(bucket=settings.bucket,
                                     key=object_key(settings.prefix, PROBE_NAME, Path("probe")))
-    async with oss_aio.AsyncClient(_sdk_config(settings)) as client:
+    async with oss_aio.AsyncClient(sdk_config(settings)) as client:
         try:
             await client.head_object(request)
         except Exception as exc:
@@ -301,7 +302,7 @@ class OssSession:
 
     async def _exists(self, obj: UploadedObject) -> bool:
         if self._aio is None:
-            self._aio = oss_aio.AsyncClient(_sdk_config(self.settings))
+            self._aio = oss_aio.AsyncClient(sdk_config(self.settings))
         try:
             head = await self._aio.head_object(oss.HeadObjectRequest(bucket=obj.bucket, key=obj.key))
         except Exception as exc:
@@ -368,7 +369,7 @@ class OssSession:
 
     def _client(self) -> Any:
         if self._sync is None:
-            self._sync = oss.Client(_sdk_config(self.settings))
+            self._sync = oss.Client(sdk_config(self.settings))
         return self._sync
 
     def _put_blocking(self, path: Path, obj: UploadedObject, progress: Callable[[int, int, int], None]) -> None:

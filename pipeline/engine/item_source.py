@@ -1,0 +1,161 @@
+"""Where a run's items come from: a manifest, a local directory, or ``oss://BUCKET/PREFIX``.
+
+`ItemSource(location, ...)` tells the three apart (`kind_of`) and streams the same thing for
+each: the `Job`s of every valid item (one per analysis) and a `Rejected` per bad one, in the
+source's order. A manifest is read by `manifest.read_manifest`; a directory is walked
+(`manifest.folder.walk_folder`) and an OSS prefix listed (`sources.oss_listing.list_oss`), each
+listed entry checked by `validate_record` like a manifest line, with the include/exclude globs
+and `analyses_by_type` (or `--analyses`) of `Listing`. An OSS object's ETag and size become its
+jobs' `stamp` (a local file's comes from the stat that checks it).
+
+The OSS listing blocks (the SDK is synchronous): it runs in a worker thread, a chunk of entries
+per hop. `open()` is awaited before the run starts anything: it reads the first chunk, so a
+bucket that does not exist (exit 2), a refused key pair (exit 4) or OSS unreachable (exit 3)
+stop the run before its state dir is touched. `counts` says what a listing turned away, and
+`complete` whether the source was read to its end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from ..config.load import Config
+from ..core.capabilities import MAX_BODY_BYTES
+from ..core.echo import clipped
+from ..core.fingerprint import object_stamp
+from ..core.job import Job
+from ..manifest.analyses import validate_record
+from ..manifest.folder import walk_folder
+from ..manifest.listed import Listed, ListingCounts, Selection
+from ..manifest.reader import Rejected, Skipped, read_manifest
+
+__all__ = ["CHUNK", "ItemSource", "Listing", "kind_of"]
+
+log = logging.getLogger("pipeline.listing")
+
+#: Listed entries fetched per worker-thread hop of an OSS listing.
+CHUNK = 512
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How a listed source (a directory, an OSS prefix) is turned into items."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    follow_symlinks: bool = False
+
+
+def kind_of(location: str) -> str:
+    """"oss", "folder" or "manifest": ``oss://...``, an existing directory (or a path ending in
+    ``/``), anything else (``-`` is stdin)."""
+    if location.startswith("oss://"):
+        return "oss"
+    if location != "-" and (os.path.isdir(location) or location.endswith(("/", os.sep))):
+        return "folder"
+    return "manifest"
+
+
+class ItemSource:
+    """The items of one run's source (see the module docstring)."""
+
+    def __init__(self, location: str, config: Config, *, analyses: Sequence[str] | None = None,
+                 listing: Listing = Listing()) -> None:
+        self.location = location
+        self.kind = kind_of(location)
+        self._cfg = config
+        self._analyses = analyses
+        self._listing = listing
+        self._uploads = config.upload.enabled
+        self.counts: ListingCounts | None = None
+        self._selection: Selection | None = None
+        self._oss: Iterator[Listed] | None = None
+        self._first: list[Listed] = []
+        if self.kind == "manifest" and (listing.include or listing.exclude or listing.follow_symlinks):
+            from ..core.errors import UsageError
+
+            raise UsageError("--include, --exclude and --follow-symlinks apply to a directory or an oss:// "
+                             f"prefix, not to a manifest ({clipped(location)}): filter the manifest itself")
+
+    async def open(self) -> None:
+        """Check the source before the run starts (see the module docstring)."""
+        if self.kind == "manifest":
+            return
+        self._selection = Selection(include=self._listing.include, exclude=self._listing.exclude,
+                                    analyses_by_type=self._cfg.analyses_by_type, analyses=self._analyses)
+        self.counts = self._selection.new_counts()
+        if self.kind == "folder":
+            return
+        from ..sources.oss_listing import list_oss  # the OSS SDK: only a run of an oss:// source needs it
+
+        self._oss = list_oss(self.location, self._cfg.upload, self._selection,
+                             retry=self._cfg.effective_retry(), timeout=self._cfg.request_timeout,
+                             counts=self.counts)
+        self._first = await anyio.to_thread.run_sync(_take, self._oss, CHUNK)
+
+    async def items(self, *, expected_items: int = 0) -> AsyncIterator[Job | Rejected]:
+        """Every valid item's jobs and every rejected entry, in the source's order."""
+        if self.kind == "manifest":
+            for item in read_manifest(self.location, max_body_bytes=MAX_BODY_BYTES, expected_items=expected_items,
+                                      uploads=self._uploads, analyses=self._analyses, outputs=self._cfg.outputs):
+                assert not isinstance(item, Skipped)  # no `skip` given
+                yield item
+            return
+        if self.kind == "folder":
+            assert self._selection is not None and self.counts is not None
+            for entry in walk_folder(self.location, self._selection, follow_symlinks=self._listing.follow_symlinks,
+                                     counts=self.counts):
+                for one in self._checked(entry):
+                    yield one
+            return
+        assert self._oss is not None
+        try:
+            chunk, self._first = self._first, []
+            while chunk:
+                for entry in chunk:
+                    for one in self._checked(entry):
+                        yield one
+                chunk = await anyio.to_thread.run_sync(_take, self._oss, CHUNK)
+        finally:
+            close = getattr(self._oss, "close", None)
+            if close is not None:  # its page thread stops
+                close()
+
+    def _checked(self, entry: Listed | Rejected) -> list[Job | Rejected]:
+        if isinstance(entry, Rejected):
+            return [entry]
+        result = validate_record(entry.item, entry.line, base_dir=Path("/"), uploads=self._uploads,
+                                 outputs=self._cfg.outputs)
+        if isinstance(result, Rejected):
+            return [result]
+        if entry.stamp.etag is not None:  # an OSS object: what stands for its bytes
+            stamp = object_stamp(entry.stamp.etag, entry.stamp.size)
+            return [dataclasses.replace(job, stamp=stamp) for job in result]
+        return list(result)
+
+    def summary(self) -> Mapping[str, Any] | None:
+        """What a listing found and turned away, for the run's summary (None for a manifest)."""
+        counts = self.counts
+        if counts is None:
+            return None
+        return {"kind": self.kind, "listed": counts.listed, "items": counts.yielded, "excluded": counts.excluded,
+                "skipped_no_analyses": counts.skipped, "unreadable": list(counts.unreadable),
+                "unmatched_patterns": counts.unmatched_patterns(), "complete": counts.complete}
+
+
+def _take(entries: Iterator[Listed], n: int) -> list[Listed]:
+    """Up to `n` entries (in a worker thread: the listing blocks)."""
+    out = []
+    for entry in entries:
+        out.append(entry)
+        if len(out) >= n:
+            break
+    return out

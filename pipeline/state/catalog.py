@@ -1,0 +1,142 @@
+"""The catalog's side of the `jobs` rows: what each key was computed from, which keys this
+session's read found, and which ones vanished.
+
+- `lookup(keys)`: what the checkpoint knows of a batch of keys (`Known`), one query per batch
+  (`BATCH_KEYS` at a time), never one per key.
+- `apply(...)`: one transaction per batch of decisions: keys seen (a temporary table of this
+  connection, on disk, so memory stays flat however large the catalog), fingerprints adopted by
+  rows from before fingerprints, keys restored, and keys superseded (a changed key goes back in
+  play, `retry`, with its new fingerprint: its old line is no longer current).
+- `vanish()`: after a complete read, every live key the read did not find is marked vanished by
+  this session (never billed; out of the current view, counts and exports).
+- the session number (meta `session`), counted up by each run (`begin_session`), which the
+  lines a session writes note (`written`) for `export --changes`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .db import transaction
+from .jobs import JobState
+from .meta import MetaStore
+
+__all__ = ["BATCH_KEYS", "SESSION_KEY", "CatalogStore", "Known"]
+
+#: Keys per lookup query (under SQLite's oldest limit of 999 variables).
+BATCH_KEYS = 500
+#: The meta key of the last session's number.
+SESSION_KEY = "session"
+#: The meta key of the last complete session's catalog counts (JSON).
+LAST_CATALOG_KEY = "last_catalog"
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the checkpoint holds of one key."""
+
+    state: JobState
+    fingerprint: str | None
+    vanished: int | None
+    line_at: int | None
+
+
+class CatalogStore:
+    """Reads and writes of the catalog's columns (see the module docstring)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._meta = MetaStore(conn)
+
+    def session(self) -> int:
+        """The number of the last session begun (0: none yet)."""
+        return int(self._meta.get(SESSION_KEY) or 0)
+
+    def begin_session(self) -> int:
+        """Count a new session, and start its (empty) record of keys seen; returns its number."""
+        with transaction(self._conn):
+            number = self.session() + 1
+            self._meta.set(SESSION_KEY, str(number))
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY) WITHOUT ROWID")
+        self._conn.execute("DELETE FROM temp.seen")
+        return number
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, Known]:
+        """What the checkpoint knows of each of `keys` it has a row for."""
+        found: dict[str, Known] = {}
+        for start in range(0, len(keys), BATCH_KEYS):
+            chunk = keys[start:start + BATCH_KEYS]
+            marks = ",".join("?" * len(chunk))
+            for key, state, fingerprint, vanished, line_at in self._conn.execute(
+                    f"SELECT id, state, fingerprint, vanished, line_at FROM jobs WHERE id IN ({marks})", chunk):
+                found[key] = Known(JobState(state), fingerprint, vanished, line_at)
+        return found
+
+    def apply(self, *, seen: Iterable[str], adopt: Iterable[tuple[str, str, str]] = (),
+              restore: Iterable[str] = (), supersede: Iterable[tuple[str, str, str]] = (), session: int) -> None:
+        """One batch's decisions, in one transaction: `seen` keys; `adopt` (fingerprint, source,
+        key): a done row from before fingerprints takes its item's; `restore`: a vanished key
+        found again, unchanged, is live again (and current from this session on); `supersede`
+        (fingerprint, source, key): a changed key goes back in play with its new fingerprint."""
+        with transaction(self._conn):
+            self._conn.executemany("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", ((key,) for key in seen))
+            self._conn.executemany("UPDATE jobs SET fingerprint = ?, source = ? WHERE id = ?", adopt)
+            self._conn.executemany("UPDATE jobs SET vanished = NULL, written = ? WHERE id = ?",
+                                   ((session, key) for key in restore))
+            self._conn.executemany(
+                "UPDATE jobs SET state = ?, fingerprint = ?, source = ?, task_id = NULL, status = NULL, "
+                "error_code = NULL, vanished = NULL WHERE id = ?",
+                ((JobState.RETRY, fp, source, key) for fp, source, key in supersede))
+
+    def begin_preview(self) -> None:
+        """An empty record of keys seen, for a read-only look at the delta (`validate --state-dir`)."""
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY) WITHOUT ROWID")
+        self._conn.execute("DELETE FROM temp.seen")
+
+    def note_seen(self, keys: Iterable[str]) -> None:
+        """Keys a read-only look found (only the temporary table is written)."""
+        self._conn.executemany("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", ((key,) for key in keys))
+
+    def count_unseen(self) -> int:
+        """Live keys no read of this connection found: what a complete run would mark vanished."""
+        return int(self._conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE vanished IS NULL AND id NOT IN (SELECT id FROM temp.seen)").fetchone()[0])
+
+    def vanish(self, session: int) -> int:
+        """Mark every live key this session's read did not find vanished; returns how many.
+        Only after a complete read (the caller's rule): a partial one would vanish what it did
+        not reach."""
+        with transaction(self._conn):
+            cursor = self._conn.execute(
+                "UPDATE jobs SET vanished = ? WHERE vanished IS NULL AND id NOT IN (SELECT id FROM temp.seen)",
+                (session,))
+        return int(cursor.rowcount)
+
+    def save_counts(self, counts: dict[str, Any]) -> None:
+        """The catalog counts of the last session that read its catalog to the end (for `status`)."""
+        self._meta.set(LAST_CATALOG_KEY, json.dumps(counts))
+
+    def last_counts(self) -> dict[str, Any] | None:
+        """What `save_counts` kept, if anything."""
+        try:
+            value = json.loads(self._meta.get(LAST_CATALOG_KEY) or "null")
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    # ---- the delta, for `export --changes` --------------------------------------------------
+    def changed_lines(self, since: int) -> Iterator[tuple[str, int]]:
+        """(key, line start) of every live done key whose current line a session after `since`
+        wrote, in key order."""
+        yield from self._conn.execute(
+            "SELECT id, line_at FROM jobs WHERE state = ? AND vanished IS NULL AND written > ? ORDER BY id",
+            (JobState.DONE, since))
+
+    def vanished_keys(self, since: int) -> Iterator[str]:
+        """Keys a session after `since` found vanished, in key order."""
+        for (key,) in self._conn.execute("SELECT id FROM jobs WHERE vanished > ? ORDER BY id", (since,)):
+            yield key
