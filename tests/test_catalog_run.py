@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_support import config, emulator
 from support import read_results, write_manifest
-from test_engine import config, emulator
 
 from pipeline.core.exit_codes import ExitCode
 from pipeline.core.results import RunFiles
@@ -86,6 +86,16 @@ async def test_exactly_the_new_and_changed_units_are_submitted(tmp_path: Path) -
     every = read_results(tmp_path / "results.jsonl")
     assert len(every) == 6 + 4  # append-only: night 1's six lines, then the four of night 2
     assert second.summary["succeeded"] == 6  # the current view: the vanished one is out of it
+    # The Parquet export is the same current view, read back by a real engine.
+    import duckdb
+
+    from pipeline.cli.main import main
+    target = tmp_path / "current.parquet"
+    assert main(["export", "--format", "parquet", "--state-dir", str(tmp_path / "state"), "--out", str(target)]) == 0
+    rows = duckdb.sql(f"SELECT id, source, fingerprint FROM '{target}' ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["img-0", "img-1", "img-2", "img-3", "img-4", "img-9"]
+    assert dict((r[0], r[1]) for r in rows)["img-0"] == "https://example.com/CHANGED.jpg"
+    assert {r[2] for r in rows} == {line["fingerprint"] for line in lines.values()}
 
 
 async def test_a_changed_parent_runs_its_chained_child_again(tmp_path: Path) -> None:

@@ -166,9 +166,10 @@ def test_without_pyarrow_the_message_names_the_extra(run: Run, tmp_path: Path, m
     assert not target.exists()
 
 
-def test_jsonl_without_by_item_says_what_to_give(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
-    """The JSONL export is per item: without --by-item it says so (exit 2) and names both ways on."""
+def test_changes_are_jsonl_only(run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--changes with --format parquet is refused (exit 2, nothing written): its vanished records are not rows."""
     three_items(run)
-    assert main(["export", "--state-dir", str(run.state_dir)]) == 2
-    err = capsys.readouterr().err
-    assert "--by-item" in err and "--format parquet" in err
+    target = tmp_path / "delta.parquet"
+    assert main(["export", "--changes", "--format", "parquet", "--state-dir", str(run.state_dir),
+                 "--out", str(target)]) == 2
+    assert "--changes" in capsys.readouterr().err and not target.exists()

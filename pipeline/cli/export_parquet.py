@@ -90,6 +90,8 @@ COLUMNS: tuple[Column, ...] = (
     _field("service_id", "text"),
     _field("status", "text"),
     _field("task_id", "text"),
+    _field("source", "text"),
+    _field("fingerprint", "text"),
     Column("error_code", "text", lambda r: _error(r, "code")),
     Column("error_message", "text", lambda r: _error(r, "message")),
     Column("http_status", "int", lambda r: _error(r, "http_status")),
