@@ -18,7 +18,7 @@ from ..core.idset import IdSet
 from ..core.outcome import UNFINISHED, Stop, decide
 from ..core.results import ItemStatus
 from ..engine.closing import DOUBLE_BILLING
-from ..engine.spend import spend_report
+from ..engine.spend import settled_cost, spend_report
 from ..observe.report import stats_from_totals, summarize
 from ..state.checkpoint import Checkpoint, JobState, MetaKey
 from ..state.lock import describe, live_holder
@@ -83,7 +83,8 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
     ckpt = Checkpoint.open(state_dir, read_only=True)
     try:
         try:
-            caps = stats_from_totals(*ckpt.totals())
+            rows = ckpt.totals()
+            caps = stats_from_totals(*rows)
             counts = ckpt.counts()
             out = ckpt.get_meta(MetaKey.OUT)
             manifests = ckpt.manifests()
@@ -92,10 +93,11 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
             empty = ckpt.catalog_empty()
             stop = Stop.from_record(ckpt.last_stop())
             double_billing = int(ckpt.get_meta(DOUBLE_BILLING) or 0)
+            settled = settled_cost(*rows, config.prices)  # every done line's, capped or not
             try:
-                settled, reserved = ckpt.spend()
+                reserved = ckpt.spend()[1]
             except sqlite3.OperationalError:  # a state dir from before the spend ledger
-                settled = reserved = 0.0
+                reserved = 0.0
         except sqlite3.DatabaseError as exc:
             raise StateError(f"{state_dir / Checkpoint.DB_NAME} is not a readable checkpoint ({exc})") from None
     finally:
