@@ -22,6 +22,7 @@ from ..config.load import Config
 from ..config.pricing import item_cost_bound
 from ..core import aio
 from ..core.capabilities import CAPABILITIES
+from ..core.endpoint import build_base_url
 from ..core.job import split_key
 from ..core.outcome import UNFINISHED, Stop, StopReason
 from ..core.results import RunFiles
@@ -111,7 +112,8 @@ class Run:
     async def _execute(self, ckpt: Checkpoint) -> RunResult:
         req, cfg, files = self.req, self.cfg, self.req.files
         joined = check_identity(ckpt, out=files.results, manifest=req.manifest, append=req.append,
-                                state_dir=files.state_dir, shard=str(req.shard) if req.shard else None)
+                                state_dir=files.state_dir, shard=str(req.shard) if req.shard else None,
+                                service=build_base_url(cfg.endpoint or "", cfg.protocol, cfg.workspace))
         state = prepare(ckpt, out=files.results, retry_failed=req.retry_failed)
         routes = Counter(route_resumed(task).value for task in state.pending.values())
         log.debug("resume: %d (item, analysis) results done (skipped unread), %d recorded tasks to poll, %d known "
