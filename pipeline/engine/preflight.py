@@ -11,6 +11,7 @@ from ..core.echo import clipped
 from ..core.results import RunFiles
 from ..state.checkpoint import Checkpoint
 from ..state.lock import LOCK_NAME
+from ..state.lock_results import results_lock_path
 from ..state.paths import Kind, Target, check_targets, first_json_line_keys, json_object_keys, shown_path
 
 __all__ = ["REJECT_KEYS", "SUMMARY_KEYS", "check_paths"]
@@ -19,6 +20,8 @@ __all__ = ["REJECT_KEYS", "SUMMARY_KEYS", "check_paths"]
 #: (`report.summarize`): how a run knows those files as its own before rewriting them.
 REJECT_KEYS = frozenset({"line", "id", "reason"})
 SUMMARY_KEYS = frozenset({"outcome", "capabilities"})
+#: The keys every lock file's holder record has (`lock.StateDirLock`).
+LOCK_KEYS = frozenset({"host", "pid", "started_at"})
 
 
 def check_paths(manifest: str, files: RunFiles | Path, *, config_file: Path | None = None,
@@ -33,6 +36,7 @@ def check_paths(manifest: str, files: RunFiles | Path, *, config_file: Path | No
         Target("--out", files.results, parents=True, ours=lambda path: _results_ours(path, state_dir)),
         Target("--out's rejects file", files.rejects, parents=True, ours=_rejects_ours),
         Target("--out's summary file", files.summary, parents=True, ours=_summary_ours),
+        Target("--out's lock file", results_lock_path(files.results), parents=True, ours=_lock_ours),
         Target("the state dir (--state-dir, else --out + .state)", state_dir, Kind.DIR, parents=True,
                ours=_state_dir_ours),
     ]
@@ -66,6 +70,13 @@ def _summary_ours(path: Path) -> str | None:
         return None
     return ("already exists and is not a run summary this pipeline wrote (rewritten at the end of every run of "
             "--out): move it away or pick another --out")
+
+
+def _lock_ours(path: Path) -> str | None:
+    if (json_object_keys(path) or frozenset()) >= LOCK_KEYS:
+        return None
+    return ("already exists and is not a lock file this pipeline wrote (a run of --out holds it while it runs): move "
+            "it away or pick another --out")
 
 
 def _state_dir_ours(path: Path) -> str | None:

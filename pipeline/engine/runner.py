@@ -32,6 +32,7 @@ from ..pacing.memory import PacerBackend
 from ..service.client import ServiceClient
 from ..state.checkpoint import Checkpoint
 from ..state.lock import StateDirLock
+from ..state.lock_results import ResultsLock, check_owner, check_results_free
 from ..state.resume import ResumeState, check_identity, prepare
 from ..state.shards import Shard, check_sharding
 from ..state.sink import Sink
@@ -89,23 +90,31 @@ class Run:
         self.stats = stats or RunStats()
         self._rand = rand
         self._lock = StateDirLock(request.files.state_dir)
+        self._out_lock = ResultsLock(request.files.results, request.files.state_dir)
 
     async def execute(self) -> RunResult:
         files = self.req.files
         metrics_file = Path(self.cfg.metrics_file) if self.cfg.metrics_file else None
         check_paths(self.req.manifest, files, config_file=self.req.config_file, metrics_file=metrics_file)
+        check_results_free(files.results)  # a live run writes this --out (another state dir): exit 7
         check_sharding(files.results, files.state_dir, self.req.shard)  # before anything is created
+        check_owner(files.results, files.state_dir, self.req.shard)  # a new state dir for another's --out
         await check_limiter(self.cfg)  # a shared limiter that cannot be reached: exit 2, nothing written
         # Uploads configured but impossible: exit 2 (no bucket, no key pair) or 4 (refused), nothing written.
         await check_uploads(self.cfg.upload, timeout=self.cfg.request_timeout)
         files.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()  # before anything in the state dir is opened for writing
         try:
-            ckpt = Checkpoint.open(files.state_dir)
+            files.results.parent.mkdir(parents=True, exist_ok=True)
+            self._out_lock.acquire()  # one run per results file, whatever its state dir
             try:
-                return await self._execute(ckpt)
+                ckpt = Checkpoint.open(files.state_dir)
+                try:
+                    return await self._execute(ckpt)
+                finally:
+                    ckpt.close()
             finally:
-                ckpt.close()
+                self._out_lock.release()
         finally:
             self._lock.release()
 
