@@ -44,7 +44,7 @@ from .finisher import Finisher
 from .flow import Flow
 from .inflight import InFlight
 from .poller import Poller
-from .preflight import check_paths
+from .preflight import check_paths, option_of
 from .reader import Reader
 from .shutdown import FailureWatch, SignalHandlers, carried_window
 from .spend import SpendLedger
@@ -95,7 +95,8 @@ class Run:
     async def execute(self) -> RunResult:
         files = self.req.files
         metrics_file = Path(self.cfg.metrics_file) if self.cfg.metrics_file else None
-        check_paths(self.req.manifest, files, config_file=self.req.config_file, metrics_file=metrics_file)
+        check_paths(self.req.manifest, files, config_file=self.req.config_file, metrics_file=metrics_file,
+                    metrics_option=option_of(self.cfg, "metrics_file"))
         check_results_free(files.results)  # a live run writes this --out (another state dir): exit 7
         check_sharding(files.results, files.state_dir, self.req.shard)  # before anything is created
         check_owner(files.results, files.state_dir, self.req.shard)  # a new state dir for another's --out
