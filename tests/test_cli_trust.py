@@ -95,6 +95,36 @@ def test_a_second_run_on_a_live_state_dir_exits_7_and_touches_nothing(tmp_path: 
     assert first.returncode == 3
 
 
+def test_one_out_with_two_state_dirs_never_runs_twice(tmp_path: Path) -> None:
+    """A second run on a live run's --out with its own --state-dir exits 7 (before: it submitted the
+    whole catalog again); once the first is stopped with tasks in flight and no line written, a run
+    with a new state dir for that --out exits 2 naming the run's state dir; neither sends anything
+    or creates its state dir."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(20, ["video_snapshot"]))
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=9, time_scale=SCALE, durations=PENDING)) as emu:
+        first = start(run_args(tmp_path, manifest, emu.url))
+        try:
+            wait_for_counter(emu, "tasks_created_total", 20, first)
+            wait_for_lock_and_tasks(tmp_path / "results.jsonl.state", first)
+            second = cli(run_args(tmp_path, manifest, emu.url, "--state-dir", str(tmp_path / "other.state")), env=ENV,
+                         timeout=60)
+            assert second.returncode == 7, second.stderr[-2000:]
+            assert f"pid {first.pid}" in second.stderr and "results.jsonl.state" in second.stderr
+            assert "Traceback" not in second.stderr
+        finally:
+            first.send_signal(signal.SIGTERM)
+            first.communicate(timeout=60)
+        assert first.returncode == 3
+        assert not (tmp_path / "results.jsonl").exists() or (tmp_path / "results.jsonl").stat().st_size == 0
+        third = cli(run_args(tmp_path, manifest, emu.url, "--state-dir", str(tmp_path / "third.state")), env=ENV,
+                    timeout=60)
+        created = emu.counters()["tasks_created_total"]
+    assert third.returncode == 2, third.stderr[-2000:]
+    assert f"--state-dir {tmp_path / 'results.jsonl.state'}" in third.stderr and "another --out" in third.stderr
+    assert created == 20
+    assert not (tmp_path / "other.state").exists() and not (tmp_path / "third.state").exists()
+
+
 def test_sighup_stops_like_sigterm_with_a_summary(tmp_path: Path) -> None:
     """SIGHUP (a closed terminal) stops the run resumably: exit 3, with the summary written."""
     manifest = write_manifest(tmp_path / "m.jsonl", items(10, ["video_snapshot"]))

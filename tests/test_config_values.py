@@ -193,13 +193,17 @@ def test_max_cost_in_a_file_must_be_a_number(tmp_path):
 # ---- metrics and pings ----------------------------------------------------------------------
 
 
-def test_metrics_file_directory_must_exist(tmp_path):
-    """metrics_file is accepted in an existing directory and refused, naming --metrics-file, in a missing one."""
+def test_metrics_file_must_be_a_file_path(tmp_path):
+    """metrics_file is refused, naming --metrics-file, when empty or a directory, and a state dir is not
+    offered as the place for one; where it lies (a missing directory, under a file, inside a state
+    dir) is the run's path rule's to say (tests/test_unattended.py, tests/test_paths_refusals.py)."""
     assert load_config(None, env=NO_ENV, overrides={"metrics_file": str(tmp_path / "m.prom")}).metrics_file
-    err = load_error(metrics_file=str(tmp_path / "missing" / "m.prom"))
-    assert (err.key, err.source) == ("metrics_file", "--metrics-file")
-    assert "does not exist" in err.message
-    assert load_error(metrics_file=str(tmp_path)).key == "metrics_file"  # a directory is no file
+    err = load_error(metrics_file=str(tmp_path))
+    assert (err.key, err.source) == ("metrics_file", "--metrics-file") and "is a directory" in err.message
+    (tmp_path / "r.jsonl.state").mkdir()
+    (tmp_path / "r.jsonl.state" / "checkpoint.sqlite3").write_bytes(b"")
+    err = load_error(metrics_file=str(tmp_path / "r.jsonl.state"))
+    assert "state dir" in err.message and "r.jsonl.state/" not in err.message, err.message
 
 
 @pytest.mark.parametrize("key", ["pushgateway", "ping_url"])

@@ -155,9 +155,10 @@ def test_a_refused_run_neither_pings_nor_writes_metrics(world: World, pings: Pin
     finally:
         lock.release()
     assert pings.paths == []
-    # A state dir's own refusals (another manifest) are made under its lock, whose holder record
-    # the refused run wrote; nothing else changes.
-    allowed = {f"changed {world.state_dir.name}/run.lock"} if refusal.startswith("another manifest") else set()
+    # A state dir's own refusals (another manifest) are made under its lock and the results file's,
+    # whose holder records the refused run wrote; nothing else changes.
+    allowed = ({f"changed {world.state_dir.name}/run.lock", f"changed {world.results.name}.lock"}
+               if refusal.startswith("another manifest") else set())
     assert [c for c in changes(before, snapshot(world)) if c not in allowed] == []
 
 

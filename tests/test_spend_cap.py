@@ -21,6 +21,7 @@ from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, EmulatorThread, start_emulator
 from pipeline.emulator.results import build_result
 from pipeline.engine.runner import RunRequest, RunResult, run
+from pipeline.service.client import ServiceClient
 from pipeline.state.checkpoint import Checkpoint
 
 KEY = "spend-cap-key-5e1b"
@@ -192,3 +193,50 @@ async def test_unpriced_analyses_are_named_before_anything_is_sent(tmp_path: Pat
     assert len(warned) == 1 and "4 analyses left use ops-audio-asr-001" in warned[0], warned
     assert "prices.ops-audio-asr-001" in warned[0]
     assert result.exit_code == ExitCode.OK and result.summary["spend"]["settled"] == 0
+
+
+async def test_the_cap_counts_what_earlier_sessions_without_a_cap_spent(tmp_path: Path) -> None:
+    """5 OCR items run without a cap settle 0.005 (the summary said 0.0000); 5 more joining under
+    --max-cost 0.007 run 2, not 5: the cap compares against every done line's cost."""
+    rows = items(10, ["image_analyze"])
+    first = write_manifest(tmp_path / "first.jsonl", rows[:5])
+    later = write_manifest(tmp_path / "later.jsonl", rows[5:])
+    files = RunFiles(tmp_path / "results.jsonl", tmp_path / "state")
+    async with start_emulator(emulator()) as emu:
+        uncapped = await run_once(tmp_path, first, config(emu.url))
+        assert uncapped.exit_code == ExitCode.OK, uncapped.reason
+        assert uncapped.summary["spend"]["settled"] == pytest.approx(5 * OCR_PRICE)
+        capped = await run(RunRequest(manifest=str(later), files=files, api_key=KEY, append=True,
+                                      config=config(emu.url, max_cost=0.007)))
+        created = emu.counters()["tasks_created_total"]
+    assert capped.exit_code == ExitCode.SPEND_CAP, capped.reason
+    assert len(read_results(tmp_path / "results.jsonl")) == created == 7
+    assert capped.summary["spend"]["settled"] == pytest.approx(7 * OCR_PRICE)
+    assert "settled 0.0070" in (capped.reason or ""), capped.reason
+
+
+async def test_a_task_recorded_without_a_cap_is_reserved_and_not_warned_about(tmp_path: Path,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A task an uncapped session recorded, polled by a capped resume: it counts as reserved (its
+    cost is committed) and settles without the warning "more than the 0.0000 reserved"."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(3, ["image_analyze"]))
+    job = next(iter(jobs_of(manifest).values()))
+    async with start_emulator(emulator()) as emu:
+        async with ServiceClient(emu.url, "default", KEY) as client:  # what an uncapped session created, then died
+            cap = CAPABILITIES[job.capability]
+            task_id = (await client.submit(cap, job.service_id, cap.build_body(job, None))).result["task_id"]
+        ckpt = Checkpoint.open(tmp_path / "state")
+        try:
+            ckpt.set_meta("out", str((tmp_path / "results.jsonl").resolve()))
+            ckpt.add_manifest(str(manifest.resolve()))
+            ckpt.record_submitted(job.key, job.capability, job.service_id, task_id, attempts=1)
+        finally:
+            ckpt.close()
+        with caplog.at_level(logging.WARNING, logger="pipeline.run"):
+            result = await run_once(tmp_path, manifest, config(emu.url, max_cost=1.0))
+        tasks = emu.counters()["tasks_created_total"]
+    assert result.exit_code == ExitCode.OK, result.reason
+    assert tasks == 3  # the recorded task was polled, not created again
+    assert not [r for r in caplog.records if "reserved for it" in r.getMessage()], caplog.text
+    assert result.summary["spend"] == {"settled": pytest.approx(3 * OCR_PRICE), "reserved": 0, "cap": 1.0,
+                                       "currency": "CNY"}

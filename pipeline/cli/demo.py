@@ -47,6 +47,7 @@ from ..emulator import EmulatorSettings, start_emulator
 from ..engine.runner import RunRequest, RunResult, run
 from ..manifest.reader import FORMATS, read_manifest
 from ..observe.report import format_summary
+from ..state.lock_results import results_lock_path
 from ..state.paths import Kind, Target, check_targets
 
 log = logging.getLogger("pipeline.demo")
@@ -134,7 +135,8 @@ def demo_entries(out_dir: Path, manifests: list[Path]) -> set[str]:
     names = {MARKER}
     for manifest in manifests:
         files = run_files(manifest, out_dir)
-        names |= {files.results.name, files.rejects.name, files.summary.name, files.state_dir.name}
+        names |= {files.results.name, files.rejects.name, files.summary.name, files.state_dir.name,
+                  results_lock_path(files.results).name}
     return names
 
 

@@ -47,6 +47,7 @@ from ..core.job import KEY_SEP, job_key, split_key
 from ..core.results import ItemStatus, RunFiles
 from ..state.checkpoint import KEY_FORMAT, Checkpoint, MetaKey
 from ..state.paths import Target, check_targets, first_json_line_keys, shown_path
+from .main import OutputError, quiet_stdout
 
 __all__ = ["ANALYSIS_FIELDS", "EXPORT_KEYS", "ByteSink", "check_out", "export_by_item", "export_flat", "main",
            "selected_rows"]
@@ -104,8 +105,8 @@ def main(args: argparse.Namespace) -> int:
 
         if out == "-":
             counts = _to_stdout(write)
-            if counts is None:
-                return int(ExitCode.OK)
+            if counts is None:  # cut short by its reader: not the whole export, so not 0
+                return int(ExitCode.INTERRUPTED)
         else:
             check_out(Path(out), state_dir, run=(ckpt, results))
             counts = _to_file(Path(out), write)
@@ -355,7 +356,8 @@ def _export_ours(path: Path) -> str | None:
 
 def _to_stdout(write: Callable[[ByteSink], tuple[int, int]]) -> tuple[int, int] | None:
     """Write to stdout as UTF-8 bytes (JSON Lines), whatever the locale's encoding; None when
-    the reader closed the pipe before the end (`export ... | head`: nothing is wrong)."""
+    the reader closed the pipe before the end (`export ... | head`: said only at -v); an
+    `OutputError` when stdout cannot be written (a full disk)."""
     stream = sys.stdout
     stream.flush()
     binary: IO[bytes] | None = getattr(stream, "buffer", None)
@@ -367,12 +369,12 @@ def _to_stdout(write: Callable[[ByteSink], tuple[int, int]]) -> tuple[int, int] 
             counts = write(_TextSink(stream))
             stream.flush()
     except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError):  # so the interpreter's last flush does not fail again
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, stream.fileno())
-            os.close(devnull)
-        log.info("stdout was closed by its reader; the export stopped there")
+        quiet_stdout()
+        log.debug("stdout was closed by its reader; the export stopped there")
         return None
+    except OSError as exc:
+        quiet_stdout()
+        raise OutputError.of(exc) from None
     return counts
 
 

@@ -6,10 +6,13 @@ without the engine's HTTP stack."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +23,42 @@ from .logs import setup_logging
 from .parser import build_parser
 
 log = logging.getLogger("pipeline")
+
+
+class OutputError(PipelineError):
+    """A command's output (stdout) could not be written: a full disk, a device error. Nothing is
+    wrong with the run or the state dir; exit 3, as for any stop worth trying again."""
+
+    @classmethod
+    def of(cls, exc: OSError) -> OutputError:
+        why = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        return cls(f"the output could not be written to stdout ({why}); nothing else was changed: make room, or "
+                   "send the output elsewhere, and run the command again")
+
+
+def quiet_stdout() -> None:
+    """After stdout failed (its reader left, the disk is full): point it at /dev/null, so that the
+    interpreter's last flush does not fail again with a traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def emit(text: str) -> ExitCode | None:
+    """Print a command's report on stdout, flushed now. None when it was written; INTERRUPTED,
+    quietly, when the reader closed the pipe first (`status | head -1`: cut short, like any
+    broken pipe); `OutputError` when it could not be written."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_stdout()
+        return ExitCode.INTERRUPTED
+    except OSError as exc:
+        quiet_stdout()
+        raise OutputError.of(exc) from None
+    return None
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:
@@ -52,14 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _validate_delta(args)
             from . import validate
             code, report = validate.validate(args.manifest, load_config(args.config), analyses=args.analyses)
-            print(json.dumps(report, indent=2) if args.json else validate.format_validate(report))
-            return int(code)
+            return int(emit(json.dumps(report, indent=2) if args.json else validate.format_validate(report)) or code)
         if args.command == "status":
             from . import status
             code, report = status.status([Path(d) for d in args.state_dir], load_config(args.config),
                                          os.environ.get("DASHSCOPE_API_KEY"))
-            print(json.dumps(report, indent=2) if args.json else status.format_status(report))
-            return int(code)
+            return int(emit(json.dumps(report, indent=2) if args.json else status.format_status(report)) or code)
         if args.command == "export":
             from . import export
             return export.main(args)

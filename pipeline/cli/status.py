@@ -12,13 +12,14 @@ from typing import Any
 
 from ..config.load import Config
 from ..core.capabilities import CAPABILITIES
+from ..core.echo import clipped
 from ..core.errors import StateError, UsageError
 from ..core.exit_codes import ExitCode
 from ..core.idset import IdSet
-from ..core.outcome import UNFINISHED, Stop, decide
+from ..core.outcome import UNFINISHED, RunOutcome, Stop, decide
 from ..core.results import ItemStatus
 from ..engine.closing import DOUBLE_BILLING
-from ..engine.spend import spend_report
+from ..engine.spend import settled_cost, spend_report
 from ..observe.report import stats_from_totals, summarize
 from ..state.checkpoint import Checkpoint, JobState, MetaKey
 from ..state.lock import describe, live_holder
@@ -83,7 +84,8 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
     ckpt = Checkpoint.open(state_dir, read_only=True)
     try:
         try:
-            caps = stats_from_totals(*ckpt.totals())
+            rows = ckpt.totals()
+            caps = stats_from_totals(*rows)
             counts = ckpt.counts()
             out = ckpt.get_meta(MetaKey.OUT)
             manifests = ckpt.manifests()
@@ -93,10 +95,12 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
             stop = Stop.from_record(ckpt.last_stop())
             double_billing = int(ckpt.get_meta(DOUBLE_BILLING) or 0)
             catalog = ckpt.catalog.last_counts()
+            recorded_size = ckpt.sink_offset()
+            settled = settled_cost(*rows, config.prices)  # every done line's, capped or not
             try:
-                settled, reserved = ckpt.spend()
+                reserved = ckpt.spend()[1]
             except sqlite3.OperationalError:  # a state dir from before the spend ledger
-                settled = reserved = 0.0
+                reserved = 0.0
         except sqlite3.DatabaseError as exc:
             raise StateError(f"{state_dir / Checkpoint.DB_NAME} is not a readable checkpoint ({exc})") from None
     finally:
@@ -115,16 +119,41 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
         # unfinished died part-way. A resume is what it needs, as for any other interruption.
         stop = UNFINISHED
     outcome, code = decide(stop, failed=failed, rejected=rejected, empty=empty)
+    reason = str(stop) if stop and not holder else None
+    lost = None if holder else _results_lost(out, recorded_size)
+    if lost is not None:  # what a run would do now, not how the last one ended
+        code, reason = lost
+        outcome = RunOutcome.STOPPED
     summary = summarize(caps, prices=config.prices, elapsed=None, rejected=rejected,
                         outcome="running" if holder else outcome.value)
     summary.update(
         state_dir=str(state_dir), manifest=manifests[-1] if manifests else None, manifests=manifests,
         results=out, live_run=holder, exit_code=None if holder else int(code),
-        reason=str(stop) if stop and not holder else None, in_flight=in_flight, in_flight_total=in_flight_total,
+        reason=reason, in_flight=in_flight, in_flight_total=in_flight_total,
         waiting_for_retry=retry, items=total_items, queued=queued,
         spend=spend_report(settled, reserved, config), possible_double_billing=double_billing, catalog=catalog,
         status_exit_code=int(ExitCode.LOCKED if holder else code))
     return summary
+
+
+def _results_lost(out: str | None, recorded: int) -> tuple[ExitCode, str] | None:
+    """When the results file no longer holds what the state dir records (deleted, or cut short),
+    the exit code and words of what a run would do about it (`resume.reconcile`), else None."""
+    if out is None or recorded <= 0:
+        return None
+    try:
+        size = Path(out).stat().st_size
+    except FileNotFoundError:
+        return ExitCode.USAGE, (f"the results file {clipped(out, 240)} is missing, but the state dir records "
+                                f"{recorded} bytes of results in it: a run would refuse (exit 2); restore the file, or "
+                                "start over with a new --state-dir")
+    except OSError:
+        return None
+    if size >= recorded:
+        return None
+    return ExitCode.INTERRUPTED, (f"the results file {clipped(out, 240)} is shorter than the state dir records "
+                                  f"({size} of {recorded} bytes): a resume polls the recorded tasks of the lost lines "
+                                  "again and submits again those without a task id (synchronous calls)")
 
 
 def _sharing(config: Config, api_key: str | None) -> list[dict[str, Any]] | None:

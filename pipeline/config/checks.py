@@ -182,13 +182,15 @@ def extra_problem(key: str) -> str | None:
 
 
 def metrics_file_problem(path: str) -> str | None:
-    """None when `path` can be written as a metrics file: its directory exists, it is no directory."""
+    """Why `path` cannot be a metrics file as given: empty, or a directory. Where it is (a missing
+    directory, under a regular file, inside a state dir, the run's own files) is the run's one
+    path rule's to say (`state.paths.check_targets`), before anything is created: it knows the
+    run's state dir and files, which the config does not."""
     if not path.strip():
         return "must be a file path, got an empty string"
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        return f"the directory {shown(directory)} of {shown(path)} does not exist; create it first"
     if os.path.isdir(path):
+        if any(os.path.exists(os.path.join(path, marker)) for marker in ("checkpoint.sqlite3", "run.lock")):
+            return f"{shown(path)} is a run's state dir; give a file path outside it, such as pipeline.prom"
         return f"{shown(path)} is a directory; give a file path such as {shown(os.path.join(path, 'pipeline.prom'))}"
     return None
 
@@ -219,7 +221,7 @@ def coerce(key: str, value: Any, default: Any, source: str) -> Any:
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"must be a number, got {shown(value)}", key=key, source=source)
-        return float(value)
+        return float(value) + 0.0  # -0.0 + 0.0 is 0.0: `--max-cost -0` is a cap of 0, shown as 0
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"must be an integer, got {shown(value)}", key=key, source=source)
@@ -245,7 +247,7 @@ def parse_env(var: str, key: str, raw: str, current: Any) -> Any:
         raise ConfigError(f"must be true or false, got {shown(raw)}", key=key, source=var)
     if isinstance(current, float) or key == "max_cost":
         try:
-            value = float(raw)
+            value = float(raw) + 0.0  # no -0.0 (see coerce)
         except ValueError:
             raise ConfigError(f"must be a number, got {shown(raw)}", key=key, source=var) from None
         if not math.isfinite(value):

@@ -379,7 +379,7 @@ def load_config(
         _merge(merged, origin, _read_file(path), str(path), from_file=True)
     env = os.environ if env is None else env
     for var, key in ENV_KEYS.items():
-        if var in env:
+        if var in env and not (key in ENV_ONLY_KEYS and not env[var].strip()):  # `PIPELINE_TIME_SCALE=`: unset
             value = parse_env(var, key, env[var], getattr(_DEFAULTS, key))
             _merge(merged, origin, {key: value}, var, from_file=False)
     for key, value in (overrides or {}).items():

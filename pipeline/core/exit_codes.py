@@ -29,7 +29,7 @@ class ExitCode(IntEnum):
     THRESHOLD = 5
     #: The spend cap was reached: raise it to resume.
     SPEND_CAP = 6
-    #: Another live run holds this state dir.
+    #: Another live run holds this state dir, or writes this results file.
     LOCKED = 7
 
     @property
@@ -51,7 +51,7 @@ _MEANINGS = {
     ExitCode.AUTH: "the service refused the API key (or OSS the AccessKey pair); fix it, then resume",
     ExitCode.THRESHOLD: "the failure threshold stopped the run; look at the failures",
     ExitCode.SPEND_CAP: "the spend cap was reached; raise it to resume",
-    ExitCode.LOCKED: "another live run holds this state dir",
+    ExitCode.LOCKED: "another live run holds this state dir, or writes this results file",
 }
 
 _ADVICE = {

@@ -129,7 +129,8 @@ def result_of(stop: Stop | None, *, ckpt: Checkpoint, stats: RunStats, cfg: Conf
     stats.finished = stats.started + stats.elapsed()
     if stop is not None and stop.reason is StopReason.SPEND_CAP:  # the figures after the drain
         stop = Stop(StopReason.SPEND_CAP, ledger.stop_detail())
-    totals = stats_from_totals(*ckpt.totals())
+    rows = ckpt.totals()
+    totals = stats_from_totals(*rows)
     failed = sum(c.failed for c in totals.values())
     rejected = ckpt.rejected_lines()
     empty = ckpt.catalog_empty()
@@ -149,7 +150,7 @@ def result_of(stop: Stop | None, *, ckpt: Checkpoint, stats: RunStats, cfg: Conf
                         outcome=outcome.value, extra={
                             "exit_code": int(code), "reason": str(stop) if stop else None,
                             "results": str(files.results), "state_dir": str(files.state_dir),
-                            "spend": ledger.report(), "possible_double_billing": double_billing,
+                            "spend": ledger.report(rows), "possible_double_billing": double_billing,
                             **({"catalog": dict(catalog)} if catalog is not None else {})})
     files.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return RunResult(code, outcome, stop, summary, stats)

@@ -7,25 +7,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..config.load import Config
 from ..core.echo import clipped
 from ..core.results import RunFiles
 from ..state.checkpoint import Checkpoint
 from ..state.lock import LOCK_NAME
+from ..state.lock_results import results_lock_path
 from ..state.paths import Kind, Target, check_targets, first_json_line_keys, json_object_keys, shown_path
 
-__all__ = ["REJECT_KEYS", "SUMMARY_KEYS", "check_paths"]
+__all__ = ["REJECT_KEYS", "SUMMARY_KEYS", "check_paths", "option_of"]
 
 #: The keys of a rejects file's lines (`Rejected.to_dict`) and keys every summary has
 #: (`report.summarize`): how a run knows those files as its own before rewriting them.
 REJECT_KEYS = frozenset({"line", "id", "reason"})
 SUMMARY_KEYS = frozenset({"outcome", "capabilities"})
+#: The keys every lock file's holder record has (`lock.StateDirLock`).
+LOCK_KEYS = frozenset({"host", "pid", "started_at"})
 
 
 def check_paths(manifest: str, files: RunFiles | Path, *, config_file: Path | None = None,
-                metrics_file: Path | None = None) -> None:
+                metrics_file: Path | None = None, metrics_option: str = "--metrics-file") -> None:
     """Refuse, before anything is created, a run whose files would overwrite what they were not
     made for (`paths.check_targets`): the results file, its rejects and summary files, the state
-    dir and the metrics textfile, against the manifest, the config file and each other."""
+    dir and the metrics textfile, against the manifest, the config file and each other.
+    `metrics_option`: how messages name where the metrics file came from (the flag, or the
+    config file's key)."""
     if isinstance(files, Path):
         files = RunFiles.for_results(files)
     state_dir = files.state_dir
@@ -33,16 +39,28 @@ def check_paths(manifest: str, files: RunFiles | Path, *, config_file: Path | No
         Target("--out", files.results, parents=True, ours=lambda path: _results_ours(path, state_dir)),
         Target("--out's rejects file", files.rejects, parents=True, ours=_rejects_ours),
         Target("--out's summary file", files.summary, parents=True, ours=_summary_ours),
+        Target("--out's lock file", results_lock_path(files.results), parents=True, ours=_lock_ours),
         Target("the state dir (--state-dir, else --out + .state)", state_dir, Kind.DIR, parents=True,
                ours=_state_dir_ours),
     ]
     if metrics_file is not None:
         from ..observe.metrics import textfile_ours  # the metrics module is imported only by runs that use it
 
-        targets.append(Target("--metrics-file (config metrics_file)", metrics_file, ours=textfile_ours))
+        targets.append(Target(metrics_option, metrics_file, ours=textfile_ours))
     inputs = {"the manifest itself": None if manifest == "-" else Path(manifest),
               "the config file (--config)": config_file}
     check_targets(targets, inputs=inputs, state_dirs=[state_dir])
+
+
+def option_of(config: Config, key: str) -> str:
+    """How a message names where config `key` came from: its flag (`--metrics-file`) or variable,
+    `metrics_file in config file F`, or the bare key when it was set in code."""
+    source = config.sources.get(key)
+    if source is None or source == "command line":
+        return key
+    if source.startswith(("--", "PIPELINE_")):
+        return source
+    return f"{key} in config file {clipped(source, 240)}"
 
 
 def _results_ours(path: Path, state_dir: Path) -> str | None:
@@ -66,6 +84,13 @@ def _summary_ours(path: Path) -> str | None:
         return None
     return ("already exists and is not a run summary this pipeline wrote (rewritten at the end of every run of "
             "--out): move it away or pick another --out")
+
+
+def _lock_ours(path: Path) -> str | None:
+    if (json_object_keys(path) or frozenset()) >= LOCK_KEYS:
+        return None
+    return ("already exists and is not a lock file this pipeline wrote (a run of --out holds it while it runs): move "
+            "it away or pick another --out")
 
 
 def _state_dir_ours(path: Path) -> str | None:

@@ -22,6 +22,7 @@ from ..config.load import Config
 from ..config.pricing import item_cost_bound
 from ..core import aio
 from ..core.capabilities import CAPABILITIES
+from ..core.endpoint import build_base_url
 from ..core.job import split_key
 from ..core.outcome import UNFINISHED, Stop, StopReason
 from ..core.results import RunFiles
@@ -31,6 +32,7 @@ from ..pacing.memory import PacerBackend
 from ..service.client import ServiceClient
 from ..state.checkpoint import Checkpoint
 from ..state.lock import StateDirLock
+from ..state.lock_results import ResultsLock, check_owner, check_results_free
 from ..state.resume import ResumeState, check_identity, manifest_key, prepare
 from ..state.shards import Shard, check_sharding
 from ..state.sink import Sink
@@ -43,7 +45,7 @@ from .flow import Flow
 from .inflight import InFlight
 from .item_source import ItemSource, Listing
 from .poller import Poller
-from .preflight import check_paths
+from .preflight import check_paths, option_of
 from .reader import Reader
 from .shutdown import FailureWatch, SignalHandlers, carried_window
 from .spend import SpendLedger
@@ -97,13 +99,16 @@ class Run:
         self._rand = rand
         self._lock = StateDirLock(request.files.state_dir)
         self.source = ItemSource(request.manifest, request.config, analyses=request.analyses, listing=request.listing)
+        self._out_lock = ResultsLock(request.files.results, request.files.state_dir)
 
     async def execute(self) -> RunResult:
         files = self.req.files
         metrics_file = Path(self.cfg.metrics_file) if self.cfg.metrics_file else None
         check_paths(self.req.manifest if self.source.kind != "oss" else "-", files, config_file=self.req.config_file,
-                    metrics_file=metrics_file)
+                    metrics_file=metrics_file, metrics_option=option_of(self.cfg, "metrics_file"))
+        check_results_free(files.results)  # a live run writes this --out (another state dir): exit 7
         check_sharding(files.results, files.state_dir, self.req.shard)  # before anything is created
+        check_owner(files.results, files.state_dir, self.req.shard)  # a new state dir for another's --out
         await check_limiter(self.cfg)  # a shared limiter that cannot be reached: exit 2, nothing written
         # Uploads configured but impossible: exit 2 (no bucket, no key pair) or 4 (refused), nothing written.
         await check_uploads(self.cfg.upload, timeout=self.cfg.request_timeout)
@@ -113,18 +118,24 @@ class Run:
         files.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()  # before anything in the state dir is opened for writing
         try:
-            ckpt = Checkpoint.open(files.state_dir)
+            files.results.parent.mkdir(parents=True, exist_ok=True)
+            self._out_lock.acquire()  # one run per results file, whatever its state dir
             try:
-                return await self._execute(ckpt)
+                ckpt = Checkpoint.open(files.state_dir)
+                try:
+                    return await self._execute(ckpt)
+                finally:
+                    ckpt.close()
             finally:
-                ckpt.close()
+                self._out_lock.release()
         finally:
             self._lock.release()
 
     async def _execute(self, ckpt: Checkpoint) -> RunResult:
         req, cfg, files = self.req, self.cfg, self.req.files
         joined = check_identity(ckpt, out=files.results, manifest=req.manifest, append=req.append,
-                                state_dir=files.state_dir, shard=str(req.shard) if req.shard else None)
+                                state_dir=files.state_dir, shard=str(req.shard) if req.shard else None,
+                                service=build_base_url(cfg.endpoint or "", cfg.protocol, cfg.workspace))
         state = prepare(ckpt, out=files.results, retry_failed=req.retry_failed)
         session = ckpt.begin_session()
         routes = Counter(route_resumed(task).value for task in state.pending.values())

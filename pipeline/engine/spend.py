@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -38,8 +38,9 @@ from ..core.job import Job
 from ..core.results import ItemStatus, ResultLine
 from ..manifest.reader import read_manifest
 from ..state.checkpoint import Checkpoint
+from ..state.jobs import CountRow, UsageRow
 
-__all__ = ["SpendLedger", "cap_origin", "overrun_advice", "spend_report"]
+__all__ = ["SpendLedger", "cap_origin", "overrun_advice", "settled_cost", "spend_report"]
 
 log = logging.getLogger("pipeline.run")
 
@@ -48,6 +49,22 @@ Kind = tuple[str, str]  # (capability, service id): analyses that cost alike
 PATH_SHOWN = 240
 #: How a waiting reservation waits (the run's `Stopping.interruptible`: a stop ends the wait).
 Wait = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+
+def settled_cost(counts: Sequence[CountRow], usage: Sequence[UsageRow],
+                 prices: Mapping[str, Mapping[str, float]]) -> float:
+    """What every done line of a run cost by the price table, from the checkpoint's grouped totals
+    (`Checkpoint.totals`): O(groups), and the same whether or not a session ran under a cap (the
+    `spend` table holds settlements of capped sessions only)."""
+    successes: Counter[str] = Counter()
+    for _cap, service_id, status, _code, n in counts:
+        if status is ItemStatus.SUCCESS:
+            successes[service_id] += n
+    by_service: dict[str, dict[str, float]] = {}
+    for _cap, service_id, unit, total in usage:
+        units = by_service.setdefault(service_id, {})
+        units[unit] = units.get(unit, 0.0) + total
+    return estimate_cost(by_service, successes, prices)[0]
 
 
 def cap_origin(config: Config) -> str:
@@ -91,6 +108,9 @@ class SpendLedger:
         self._live_kinds: Counter[Kind] = Counter()
         self._changed = anyio.Event()  # set (and replaced) on every settlement: room may have come
         self._warned: set[str] = set()  # service ids warned about (overrun, unpriced)
+        # What every done line cost (`settled_cost`), read at the start, then kept as a running
+        # total of this session's settlements; None until read.
+        self._settled: float | None = None
 
     # ---- a session's start and end -----------------------------------------------------
     def start(self) -> None:
@@ -99,6 +119,14 @@ class SpendLedger:
         self.clear_stale()
         if self._cfg.max_cost is not None:
             self._learned = self._ckpt.highest_costs(self._cfg.prices)
+            self._settled = None  # read again: the resume may have marked lines done
+            self.settled()
+
+    def settled(self) -> float:
+        """What the run's done lines cost, every session's, capped or not (the cap compares this)."""
+        if self._settled is None:
+            self._settled = settled_cost(*self._ckpt.totals(), self._cfg.prices)
+        return self._settled
 
     def clear_stale(self) -> None:
         """Reservations no accepted task stands behind: a line already done is settled at its cost
@@ -139,18 +167,24 @@ class SpendLedger:
         while True:
             if not self._probing(kind):
                 amount = self.amount(kind)
-                if self._ckpt.reserve(job.key, amount, cap):
+                if self._ckpt.reserve(job.key, amount, cap, settled=self.settled()):
                     self._hold(job.key, kind, amount)
                     return True
-                if not self._live or self._ckpt.spend()[0] >= cap:
+                if not self._live or self.settled() >= cap:
                     return False  # nothing in flight will free room
             await wait(self._changed.wait)
 
     def adopt(self, job: Job) -> None:
         """A task recorded by an earlier session is polled by this one: its reservation will be
         settled here, so submissions waiting for room may wait for it."""
-        if self._cfg.max_cost is not None and job.key not in self._live:
-            self._hold(job.key, (job.capability, job.service_id), self._ckpt.reserved_of(job.key))
+        if self._cfg.max_cost is None or job.key in self._live:
+            return
+        kind = (job.capability, job.service_id)
+        held = self._ckpt.reserved_of(job.key)
+        if held <= 0:  # recorded by a session without a cap: accepted, so it will be billed; count it
+            held = self.amount(kind)
+            self._ckpt.reserve(job.key, held, None)
+        self._hold(job.key, kind, held)
 
     def _probing(self, kind: Kind) -> bool:
         """One analysis of a kind whose cost is not known yet is in flight: wait for its cost."""
@@ -166,13 +200,14 @@ class SpendLedger:
         Learns from it, warns once per service id when it passed its reservation, and wakes
         submissions waiting for room (the sink writes the batch before any of them runs)."""
         cost = line_cost(line, self._cfg.prices)
+        self._settled = self.settled() + cost  # read before the line is marked done: counted once
         kind = (line.capability, line.service_id)
         held = self._live.pop(line.key, None)
         if held is not None:
             self._live_kinds[held[0]] -= 1
         if line.status is ItemStatus.SUCCESS and unit_priced(line.service_id, self._cfg.prices):
             self._learned[kind] = max(cost, self._learned.get(kind, 0.0))
-        if held is not None and cost > held[1] + 1e-9 and line.service_id not in self._warned:
+        if held is not None and 0 < held[1] < cost - 1e-9 and line.service_id not in self._warned:
             self._warned.add(line.service_id)
             log.warning("spend cap: %s", overrun_advice(line, cost, held[1], self._cfg))
         self._changed.set()
@@ -182,13 +217,13 @@ class SpendLedger:
     def over_cap(self) -> bool:
         """Settled + reserved is past the cap: a settlement came in above its reservation."""
         cap = self._cfg.max_cost
-        return cap is not None and sum(self._ckpt.spend()) > cap + 1e-9
+        return cap is not None and self.settled() + self._ckpt.spend()[1] > cap + 1e-9
 
     # ---- what the user is told -------------------------------------------------------------
     def stop_detail(self) -> str:
         """Why the run stopped at the cap, with the ledger's figures as they are now."""
         cap = self._cfg.max_cost or 0.0
-        settled, reserved = self._ckpt.spend()
+        settled, reserved = self.settled(), self._ckpt.spend()[1]
         over = (f"; settled passes the cap by {settled - cap:.4f}: analyses already sent when it was reached "
                 "cost more than their reservations (see the warning about usage_estimates)"
                 if settled > cap + 1e-9 else "")
@@ -211,8 +246,7 @@ class SpendLedger:
         cap = self._cfg.max_cost
         if cap is None or manifest == "-":  # stdin cannot be read twice
             return
-        settled, reserved = self._ckpt.spend()
-        room = max(cap - settled - reserved, 0.0)
+        room = max(cap - self.settled() - self._ckpt.spend()[1], 0.0)
         unpriced: Counter[str] = Counter()
         left = covered = 0
         likely = 0.0
@@ -238,8 +272,11 @@ class SpendLedger:
                         "%d of them, then stop (exit 6)", left, likely, self._cfg.currency, cap_origin(self._cfg),
                         room, covered)
 
-    def report(self) -> dict[str, Any]:
-        return spend_report(*self._ckpt.spend(), self._cfg)
+    def report(self, totals: tuple[Sequence[CountRow], Sequence[UsageRow]] | None = None) -> dict[str, Any]:
+        """The ledger as the summary shows it; `totals`: the checkpoint's (`Checkpoint.totals`)
+        when the caller has them (settled is what every done line cost, capped or not)."""
+        settled = settled_cost(*totals, self._cfg.prices) if totals is not None else self.settled()
+        return spend_report(settled, self._ckpt.spend()[1], self._cfg)
 
 
 def spend_report(settled: float, reserved: float, config: Config) -> dict[str, Any]:

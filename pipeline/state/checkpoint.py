@@ -250,9 +250,10 @@ class Checkpoint:
         return (record.bucket, record.key) if record is not None else None
 
     # ---- the spend ledger ----------------------------------------------------------------------
-    def reserve(self, key: str, amount: float, cap: float | None) -> bool:
-        """Reserve `amount` for submitting `key` unless settled + reserved would pass `cap`."""
-        return self._ledger.reserve(key, amount, cap)
+    def reserve(self, key: str, amount: float, cap: float | None, *, settled: float | None = None) -> bool:
+        """Reserve `amount` for submitting `key` unless settled + reserved would pass `cap`
+        (`settled`: the run's, when the caller knows it; `LedgerStore.reserve`)."""
+        return self._ledger.reserve(key, amount, cap, settled=settled)
 
     def reserved_of(self, key: str) -> float:
         """What is reserved for `key` now (0 when nothing is)."""

@@ -35,13 +35,16 @@ class LedgerStore:
         self._conn = conn
         self._totals: list[float] | None = None  # [settled, reserved], read lazily, then kept
 
-    def reserve(self, key: str, amount: float, cap: float | None) -> bool:
+    def reserve(self, key: str, amount: float, cap: float | None, *, settled: float | None = None) -> bool:
         """Reserve `amount` for submitting `key` unless settled + reserved would pass `cap`
-        (None: no cap, reserve anyway). Replaces an earlier reservation of the same key."""
+        (None: no cap, reserve anyway). Replaces an earlier reservation of the same key.
+        `settled`: what the run's done lines cost, when the caller knows it (sessions without a
+        cap settle nothing here); else this table's settlements."""
         with self._transaction():
             own = self.reserved_of(key)
             if cap is not None:
-                settled, reserved = self.spend()
+                table_settled, reserved = self.spend()
+                settled = table_settled if settled is None else settled
                 if settled + reserved - own + amount > cap + 1e-9:
                     return False
             self._conn.execute(

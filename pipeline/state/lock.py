@@ -17,7 +17,7 @@ from typing import Any
 
 from ..core.errors import StateLocked
 
-__all__ = ["LOCK_NAME", "StateDirLock", "live_holder"]
+__all__ = ["LOCK_NAME", "StateDirLock", "live_holder", "lock_holder"]
 
 LOCK_NAME = "run.lock"
 #: A probe by `status` takes the lock for an instant; a run starting in that instant retries
@@ -47,14 +47,20 @@ class StateDirLock:
                 if time.monotonic() >= deadline:
                     holder = _read_holder(fd)
                     os.close(fd)
-                    raise StateLocked(
-                        f"another run holds the state dir {self.path.parent} ({describe(holder)}); "
-                        "wait for it to finish, or give this run its own --out/--state-dir") from None
+                    raise StateLocked(self._refusal(holder)) from None
                 time.sleep(ACQUIRE_STEP_S)
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
+        info = self._holder_info()
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         self._fd = fd
+
+    def _refusal(self, holder: dict[str, Any] | None) -> str:
+        return (f"another run holds the state dir {self.path.parent} ({describe(holder)}); wait for it to finish, "
+                "or give this run its own --out/--state-dir")
+
+    def _holder_info(self) -> dict[str, Any]:
+        """What the lock file says of its holder (a subclass may add to it)."""
+        return {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -65,7 +71,12 @@ class StateDirLock:
 
 def live_holder(state_dir: Path) -> dict[str, Any] | None:
     """The holder of a live run's lock, or None when no process holds it (read-only probe)."""
-    path = state_dir / LOCK_NAME
+    return lock_holder(state_dir / LOCK_NAME)
+
+
+def lock_holder(path: Path) -> dict[str, Any] | None:
+    """The holder of the lock file `path` while a live process holds it, else None (read-only
+    probe: creates nothing)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

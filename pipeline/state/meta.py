@@ -21,6 +21,7 @@ class MetaKey(str, Enum):
 
     OUT = "out"  # the results file this state dir belongs to (resolved path)
     SHARD = "shard"  # `--shard K/N` of the run, when sharded
+    SERVICE = "service"  # the service's base URL (endpoint and workspace): its task ids are valid there only
     CREATED_AT = "created_at"  # when the run's first session began (seconds since the epoch)
     SINK_OFFSET = "sink_offset"  # bytes of the results file that are marked done
     LAST_STOP = "last_stop"  # how the last session stopped (`outcome.Stop.to_record()` as JSON)

@@ -48,10 +48,20 @@ def manifest_key(manifest: str) -> str:
 
 
 def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, state_dir: Path,
-                   shard: str | None = None) -> bool:
-    """Bind a new state dir to its results file, manifest and shard, or check a resumed one.
-    Returns whether the manifest joined the run now (`--append`): this session alone can tell
-    which of its items an earlier manifest holds too."""
+                   shard: str | None = None, service: str | None = None) -> bool:
+    """Bind a new state dir to its results file, manifest, shard and service (the base URL of
+    `--endpoint` and `--workspace`), or check a resumed one. Returns whether the manifest joined
+    the run now (`--append`): this session alone can tell which of its items an earlier manifest
+    holds too."""
+    joined = _check_identity(ckpt, out=out, manifest=manifest, append=append, state_dir=state_dir, shard=shard,
+                             service=service)
+    if service is not None and ckpt.get_meta(MetaKey.SERVICE) != service:  # once nothing refused the run
+        ckpt.set_meta(MetaKey.SERVICE, service)
+    return joined
+
+
+def _check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, state_dir: Path,
+                    shard: str | None, service: str | None) -> bool:
     out_name = str(out.resolve())
     recorded_out = ckpt.get_meta(MetaKey.OUT)
     recorded_shard = ckpt.get_meta(MetaKey.SHARD)
@@ -74,6 +84,7 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
         raise UsageError(
             f"state dir {state_dir} belongs to a run writing {recorded_out}, not {out_name}: "
             "give the same --out to resume it, or a new --state-dir for a new run")
+    _check_service(ckpt, service, state_dir)
     name = manifest_key(manifest)
     known = ckpt.manifests()
     if name == "-" and name in known:
@@ -101,6 +112,25 @@ def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, 
     ckpt.add_manifest(name)
     log.info("--append: %s joins the run (ids already done are skipped)", name)
     return True
+
+
+def _check_service(ckpt: Checkpoint, service: str | None, state_dir: Path) -> None:
+    """A run's task ids belong to the service that gave them (its endpoint and workspace): another
+    one would not know them, and they would be submitted, and paid for, again. So a run whose
+    recorded tasks came from another service is refused; one with no task outstanding (done
+    lines are never sent again) goes on here, and records this service once nothing refused the
+    run (`check_identity`). A state dir from before the service was recorded adopts this one."""
+    if service is None:
+        return
+    recorded = ckpt.get_meta(MetaKey.SERVICE)
+    if recorded is not None and recorded != service:
+        tasks = sum(1 for task in ckpt.pending().values() if task.task_id)
+        if tasks:
+            raise UsageError(
+                f"state dir {clipped(str(state_dir))} holds {tasks} tasks recorded at the service "
+                f"{clipped(recorded)}, not {clipped(service)} (--endpoint, --workspace): task ids are known "
+                "there only, so a resume here would submit, and pay for, them again. Give the same --endpoint "
+                "and --workspace to resume the run, or a new --out for a separate run on this service")
 
 
 def prepare(ckpt: Checkpoint, *, out: Path, retry_failed: bool) -> ResumeState:
