@@ -164,9 +164,12 @@ async def test_a_second_run_on_a_live_out_raises_state_locked_and_cancel_stops_c
         with pytest.raises(asyncio.CancelledError):
             await first
         assert live_holder(state) is None
-    # A fresh emulator forgets the tasks: the resume polls the recorded ids and finds them gone,
-    # so it creates each once more; what matters here is that it runs to the end from the state.
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST)) as emu_thread:
+        port = int(emu_thread.url.rsplit(":", 1)[1])
+    # A fresh emulator on the same address (the recorded tasks' service: another one is refused)
+    # forgets the tasks: the resume polls the recorded ids and finds them gone, so it creates each
+    # once more; what matters here is that it runs to the end from the state.
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST),
+                        port=port) as emu_thread:
         result = await pipeline.arun(manifest, out=out, endpoint=emu_thread.url, api_key=KEY, config=CONFIG)
     assert result.exit_code == 0
     assert_exactly_once(read_results(out), [f"item-{i:05d}" for i in range(5)])
