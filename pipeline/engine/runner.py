@@ -9,6 +9,7 @@ See `flow` for how data moves between them and how a run ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import sys
@@ -32,7 +33,7 @@ from ..pacing.memory import PacerBackend
 from ..service.client import ServiceClient
 from ..state.checkpoint import Checkpoint
 from ..state.lock import StateDirLock
-from ..state.lock_results import ResultsLock, check_owner, check_results_free
+from ..state.lock_results import ResultsLock, check_owner, check_results_free, setting_up
 from ..state.resume import ResumeState, check_identity, manifest_key, prepare
 from ..state.shards import Shard, check_sharding
 from ..state.sink import Sink
@@ -115,21 +116,20 @@ class Run:
         # A directory that is not one, a bucket that does not exist (2), a refused key pair (4),
         # OSS unreachable (3): before anything is written.
         await self.source.open()
-        files.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock.acquire()  # before anything in the state dir is opened for writing
-        try:
-            files.results.parent.mkdir(parents=True, exist_ok=True)
-            self._out_lock.acquire()  # one run per results file, whatever its state dir
-            try:
-                ckpt = Checkpoint.open(files.state_dir)
-                try:
-                    return await self._execute(ckpt)
-                finally:
-                    ckpt.close()
-            finally:
-                self._out_lock.release()
-        finally:
-            self._lock.release()
+        with contextlib.ExitStack() as held:
+            with setting_up(files.results, self.req.shard):  # the checks again, and the claim, one run at a time
+                check_results_free(files.results)
+                check_sharding(files.results, files.state_dir, self.req.shard)
+                check_owner(files.results, files.state_dir, self.req.shard)
+                files.state_dir.mkdir(parents=True, exist_ok=True)
+                self._lock.acquire()  # before anything in the state dir is opened for writing
+                held.callback(self._lock.release)
+                files.results.parent.mkdir(parents=True, exist_ok=True)
+                self._out_lock.acquire()  # one run per results file, whatever its state dir
+                held.callback(self._out_lock.release)
+                ckpt = Checkpoint.open(files.state_dir)  # a run starting next sees this one's checkpoint
+                held.callback(ckpt.close)
+            return await self._execute(ckpt)
 
     async def _execute(self, ckpt: Checkpoint) -> RunResult:
         req, cfg, files = self.req, self.cfg, self.req.files

@@ -16,8 +16,13 @@ cannot see that run, yet its recorded tasks would be submitted again.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import sqlite3
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +32,44 @@ from .checkpoint import Checkpoint, MetaKey
 from .lock import StateDirLock, describe, lock_holder
 from .shards import Shard
 
-__all__ = ["LOCK_SUFFIX", "ResultsLock", "check_owner", "check_results_free", "results_lock_path"]
+__all__ = ["LOCK_SUFFIX", "SETUP_WAIT_S", "ResultsLock", "check_owner", "check_results_free", "results_lock_path",
+           "setting_up"]
+
+#: How long a run waits for another run of the same `--out` to finish claiming it (milliseconds
+#: of local file work, unless that machine is very busy).
+SETUP_WAIT_S = 60.0
 
 #: The results file's lock is the results file's name with this added.
 LOCK_SUFFIX = ".lock"
 #: The most bytes of a lock file read for the state dir it names.
 READ_AT_MOST = 4096
+
+
+@contextlib.contextmanager
+def setting_up(results: Path, shard: Shard | None) -> Iterator[None]:
+    """Runs of one `--out` (any sharding, any state dir) check whose it is and claim it one at a
+    time: the checks (`check_results_free`, `shards.check_sharding`, `check_owner`) and the claim
+    (the state dir's and the results file's locks, the checkpoint) run under an exclusive `flock`
+    on the directory of the unsharded results file. Without it two runs started together each
+    found no other and both ran, paying for every item twice (an unsharded run and two shardings
+    started at once: 180 duplicate submissions for 30 items). Waits at most `SETUP_WAIT_S`."""
+    directory = (shard.unpath(results) if shard else results).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + SETUP_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StateLocked(f"another run of --out {clipped(str(results), 240)} has been starting for "
+                                      f"{SETUP_WAIT_S:g} s; run this one again once it has started") from None
+                time.sleep(0.01)  # before the run's work starts: nothing else waits on this loop
+        yield
+    finally:
+        os.close(fd)  # and with it the flock
 
 
 def results_lock_path(results: Path) -> Path:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..core.errors import PipelineError, UsageError
 from .checkpoint import Checkpoint
+from .lock import live_holder
 
 __all__ = ["Shard", "Sibling", "check_sharding", "other_shardings", "parse_shard"]
 
@@ -82,9 +83,12 @@ class Sibling:
     path: Path
     shard: Shard | None  # None: a run without --shard
     units: int | None  # (item, analysis) keys done or with a task; None: a results file, or unreadable
+    live: bool = False  # a run holds its state dir now (it may not have registered any work yet)
 
     def describe(self) -> str:
         spec = f"shard {self.shard}" if self.shard else "unsharded"
+        if self.live and not self.units:
+            return f"{self.path} ({spec}, running now)"
         if self.units is None:
             what = "results file" if self.path.is_file() else "unreadable checkpoint"
             return f"{self.path} ({spec}, {what})"
@@ -143,8 +147,9 @@ def other_shardings(results: Path, state_dir: Path, shard: Shard | None) -> list
             if (theirs.count if theirs else None) == mine or not (path / Checkpoint.DB_NAME).exists():
                 continue
             units = _started(path)
-            if units != 0:
-                found.setdefault(path.resolve(), Sibling(path, theirs, units))
+            live = live_holder(path) is not None  # started a moment ago: no work registered yet
+            if units != 0 or live:
+                found.setdefault(path.resolve(), Sibling(path, theirs, units, live))
     stem, suffix = (results_base.stem, results_base.suffix) if results_base.suffix else (results_base.name, "")
     for path, theirs in _named(results_base.with_name(stem), suffix):
         if (theirs.count if theirs else None) == mine or not path.is_file() or path.stat().st_size == 0:
