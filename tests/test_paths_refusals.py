@@ -169,3 +169,20 @@ def test_an_accepted_run_still_pings_and_writes_metrics(world: World, pings: Pin
     assert main(world.run_args("--ping-url", pings.url, "--metrics-file", str(world.metrics))) == 1
     assert pings.paths == ["/p/start", "/p/1"]
     assert world.metrics.read_text() != before and "media_pipeline_exit_code 1.0" in world.metrics.read_text()
+
+
+@pytest.mark.parametrize("bad_key", ["sk-ключ", "sk-a\nb"])
+def test_a_key_no_header_can_carry_is_refused_before_anything(tmp_path: Path, pings: Pings, bad_key: str,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """An API key with characters an HTTP header cannot carry was refused (exit 2) only once the
+    run had started: it had pinged /start and /2, written the metrics file and left a state dir
+    that status called killed. Now it is refused first: no ping, nothing created, the key not echoed."""
+    monkeypatch.setenv("DASHSCOPE_API_KEY", bad_key)
+    manifest = write_manifest(tmp_path / "m.jsonl", items(2, ["object_detection"]))
+    err = refused(["run", str(manifest), "--endpoint", UNREACHABLE, "--progress", "off", "--out",
+                   str(tmp_path / "r.jsonl"), "--ping-url", pings.url, "--metrics-file", str(tmp_path / "x.prom")],
+                  capsys)
+    assert "api_key" in err and bad_key not in err
+    assert pings.paths == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]

@@ -30,7 +30,7 @@ from ..core.results import RunFiles
 from ..observe.report import RunStats
 from ..pacing.build import build_pacers, check_limiter
 from ..pacing.memory import PacerBackend
-from ..service.client import ServiceClient
+from ..service.client import ServiceClient, check_api_key
 from ..state.checkpoint import Checkpoint
 from ..state.lock import StateDirLock
 from ..state.lock_results import ResultsLock, check_owner, check_results_free, setting_up
@@ -104,6 +104,7 @@ class Run:
 
     async def execute(self) -> RunResult:
         files = self.req.files
+        check_api_key(self.req.api_key)  # a key no header can carry: exit 2 before any ping or state dir
         metrics_file = Path(self.cfg.metrics_file) if self.cfg.metrics_file else None
         check_paths(self.req.manifest if self.source.kind != "oss" else "-", files, config_file=self.req.config_file,
                     metrics_file=metrics_file, metrics_option=option_of(self.cfg, "metrics_file"))

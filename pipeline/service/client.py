@@ -48,7 +48,7 @@ from ..core.retries import Failure, RetryBudget, failure_of
 from .bodies import RequestBody, encode_body
 from .responses import ApiResponse, parse_failure, parse_success
 
-__all__ = ["ApiResponse", "ServiceClient"]
+__all__ = ["ApiResponse", "ServiceClient", "check_api_key"]
 
 log = logging.getLogger(__name__)
 wire = logging.getLogger(WIRE_LOGGER)
@@ -57,6 +57,18 @@ USER_AGENT = f"opensearch-media-pipeline/{__version__}"
 _MAX_CODE = 60  # characters of a server's error code quoted in a warning
 #: Seconds between two "the service has throttled" warnings of one capability, by default.
 THROTTLE_WARN_EVERY = 60.0
+
+
+def check_api_key(api_key: str | None) -> str:
+    """The key as it will be sent, or `ConfigError` (exit 2) when it cannot be: empty, or with
+    characters an HTTP header cannot carry. A run checks it before anything starts (no ping, no
+    state dir), not when its client is built. The key itself is never echoed."""
+    key = (api_key or "").strip()
+    if not key:
+        raise ConfigError("is empty; set the DASHSCOPE_API_KEY environment variable", key="api_key")
+    if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+        raise ConfigError("contains characters not allowed in an HTTP header", key="api_key")
+    return key
 
 
 class ServiceClient:
@@ -87,12 +99,7 @@ class ServiceClient:
         clock: Callable[[], float] = time.monotonic,
         warn_every: float = THROTTLE_WARN_EVERY,
     ) -> None:
-        key = (api_key or "").strip()
-        if not key:
-            raise ConfigError("is empty; set the DASHSCOPE_API_KEY environment variable", key="api_key")
-        if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
-            # Never echo the key itself, not even in this message.
-            raise ConfigError("contains characters not allowed in an HTTP header", key="api_key")
+        key = check_api_key(api_key)
         if timeout <= 0:
             raise ConfigError(f"must be > 0 seconds, got {shown(timeout)}", key="timeout")
         if connection_limit < 0:
