@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PipelineError, OSError) as exc:
         log.error("%s", _describe(exc))
         return exit_code_for(exc)
+    except sqlite3.OperationalError as exc:  # the checkpoint's disk is full, or failing: every write was a transaction
+        log.error("cannot go on: the checkpoint in the state dir could not be written (%s); make room (or fix the "
+                  "disk) and run the same command again to resume", exc)
+        return ExitCode.INTERRUPTED
     except KeyboardInterrupt:  # a signal outside the run's own handling: state is consistent
         log.error("interrupted; run the same command again to resume")
         return ExitCode.INTERRUPTED
@@ -135,7 +140,8 @@ def _validate_delta(args: argparse.Namespace) -> int:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, PipelineError):  # a full disk, a vanished dir
-        return f"cannot go on: {exc.strerror or exc} ({exc.filename or ''}); run the same command again to resume"
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"cannot go on: {exc.strerror or exc}{where}; run the same command again to resume"
     return str(exc)
 
 
