@@ -151,3 +151,32 @@ def recorded_tasks(state_dir: Path) -> int:
     """How many task ids a run's checkpoint holds (in flight or finished)."""
     with sqlite3.connect(f"file:{state_dir / 'checkpoint.sqlite3'}?mode=ro", uri=True) as db:
         return int(db.execute("SELECT COUNT(*) FROM jobs WHERE task_id IS NOT NULL").fetchone()[0])
+
+
+def test_creates_on_the_wire_at_a_kill_count_as_possibly_billed(tmp_path: Path) -> None:
+    """kill -9 while creates are on the wire (reserved, no task id recorded): the resume sends them
+    again, so each counts as a possible double billing and what it reserved stays spent under the
+    cap. Before, those reservations were released as never sent: the summary said 0, and a resume
+    could let the service bill past the cap."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(30, ["image_analyze"]))  # 0.001 CNY each
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=4, time_scale=SCALE)) as emu_thread:
+        emu_thread.update_faults(slow_rate=1.0, slow_seconds=100_000.0, routes=("image-analyze:create",))
+        args = run_args(tmp_path, manifest, emu_thread.url, "--max-cost", "0.02")
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=cli_env(ENV), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None \
+                and emu_thread.counters()["faults"]["slow"] < 3:
+            time.sleep(0.02)
+        on_the_wire = emu_thread.counters()["faults"]["slow"]
+        assert on_the_wire >= 3, (proc.poll(), emu_thread.counters()["faults"])
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        emu_thread.update_faults(slow_rate=0.0, routes=())
+        resumed = cli(args, env=ENV)
+    assert resumed.returncode in (0, 6), resumed.stderr[-2000:]
+    summary = json.loads((tmp_path / "results.summary.json").read_text())
+    assert summary["possible_double_billing"] >= 3, summary["possible_double_billing"]
+    assert "may have reached the service before it was killed" in resumed.stderr
+    spend = summary["spend"]
+    assert spend["settled"] + spend["reserved"] <= 0.02 + 1e-9 and spend["settled"] >= 0.003, spend

@@ -96,7 +96,8 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
             double_billing = int(ckpt.get_meta(DOUBLE_BILLING) or 0)
             catalog = ckpt.catalog.last_counts()
             recorded_size = ckpt.sink_offset()
-            settled = settled_cost(*rows, config.prices)  # every done line's, capped or not
+            # every done line's, capped or not, and what killed sessions may have sent
+            settled = settled_cost(*rows, config.prices) + float(ckpt.get_meta(MetaKey.UNCONFIRMED_SPEND) or 0.0)
             try:
                 reserved = ckpt.spend()[1]
             except sqlite3.OperationalError:  # a state dir from before the spend ledger

@@ -17,7 +17,7 @@ from ..core.exit_codes import ExitCode
 from ..core.outcome import RunOutcome, Stop, StopReason, decide
 from ..core.results import RunFiles
 from ..observe.report import RunStats, stats_from_totals, summarize, with_live_counters
-from ..state.checkpoint import Checkpoint
+from ..state.checkpoint import Checkpoint, MetaKey
 from ..state.resume import manifest_key
 from .delta import CATALOG_KINDS
 from .item_source import ItemSource
@@ -118,7 +118,7 @@ def log_stages(reader: Reader, stats: RunStats, pollers: Mapping[str, Poller]) -
 
 
 #: The checkpoint meta key of the run's count of possible double billings.
-DOUBLE_BILLING = "possible_double_billing"
+DOUBLE_BILLING = MetaKey.DOUBLE_BILLING.value
 
 
 def result_of(stop: Stop | None, *, ckpt: Checkpoint, stats: RunStats, cfg: Config, files: RunFiles,

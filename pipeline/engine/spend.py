@@ -37,8 +37,8 @@ from ..core.echo import clipped, shown
 from ..core.job import Job
 from ..core.results import ItemStatus, ResultLine
 from ..manifest.reader import read_manifest
-from ..state.checkpoint import Checkpoint
-from ..state.jobs import CountRow, UsageRow
+from ..state.checkpoint import Checkpoint, MetaKey
+from ..state.jobs import CountRow, JobState, UsageRow
 
 __all__ = ["SpendLedger", "cap_origin", "overrun_advice", "settled_cost", "spend_report"]
 
@@ -114,8 +114,10 @@ class SpendLedger:
 
     # ---- a session's start and end -----------------------------------------------------
     def start(self) -> None:
-        """Clear what an earlier session left (see `clear_stale`); under a cap, learn what
-        comparable analyses cost in earlier sessions."""
+        """Clear what an earlier session left (see `clear_stale`), counting first what a killed
+        one may have sent (`_count_possibly_sent`); under a cap, learn what comparable analyses
+        cost in earlier sessions."""
+        self._count_possibly_sent()
         self.clear_stale()
         if self._cfg.max_cost is not None:
             self._learned = self._ckpt.highest_costs(self._cfg.prices)
@@ -123,10 +125,33 @@ class SpendLedger:
             self.settled()
 
     def settled(self) -> float:
-        """What the run's done lines cost, every session's, capped or not (the cap compares this)."""
+        """What the run's done lines cost, every session's, capped or not, plus what creates a
+        killed session may have sent cost (the cap compares this)."""
         if self._settled is None:
-            self._settled = settled_cost(*self._ckpt.totals(), self._cfg.prices)
+            self._settled = settled_cost(*self._ckpt.totals(), self._cfg.prices) + self.unconfirmed()
         return self._settled
+
+    def unconfirmed(self) -> float:
+        """Reserved for creates that sessions killed mid-send may have sent (`_count_possibly_sent`)."""
+        return float(self._ckpt.get_meta(MetaKey.UNCONFIRMED_SPEND) or 0.0)
+
+    def _count_possibly_sent(self) -> None:
+        """A reservation left by a killed session for a key with no recorded task: its create was
+        reserved, then waited for the pacer or was on the wire when the process died. The service
+        may have accepted (and billed) it, and this session sends it again. Each counts as a
+        possible double billing, and what it reserved as spent, for good: the cap then holds for
+        what the service may really bill (at most the submit workers' worth per kill). Releasing
+        them instead let a resume pass the cap (37 tasks billed under a cap of 30, 0 counted)."""
+        sent = [reserved for _key, state, _sid, _status, _usage, reserved in self._ckpt.stale_reservations()
+                if state != JobState.DONE and reserved > 0]
+        if not sent:
+            return
+        self._ckpt.set_meta(MetaKey.UNCONFIRMED_SPEND, repr(self.unconfirmed() + sum(sent)))
+        doubles = int(self._ckpt.get_meta(MetaKey.DOUBLE_BILLING) or 0) + len(sent)
+        self._ckpt.set_meta(MetaKey.DOUBLE_BILLING, str(doubles))
+        log.warning("%d submissions of the last session may have reached the service before it was killed: "
+                    "they are sent again, may be billed twice, and their %.4f %s counts as spent",
+                    len(sent), sum(sent), self._cfg.currency)
 
     def clear_stale(self) -> None:
         """Reservations no accepted task stands behind: a line already done is settled at its cost
@@ -137,7 +162,7 @@ class SpendLedger:
             return
         settle: list[tuple[str, float]] = []
         release: list[str] = []
-        for key, state, service_id, status, usage in stale:
+        for key, state, service_id, status, usage, _reserved in stale:
             if state == "done" and service_id is not None:
                 good = status == ItemStatus.SUCCESS.value
                 cost, _ = estimate_cost({service_id: usage_numbers(json.loads(usage) if usage else None)},
@@ -275,7 +300,8 @@ class SpendLedger:
     def report(self, totals: tuple[Sequence[CountRow], Sequence[UsageRow]] | None = None) -> dict[str, Any]:
         """The ledger as the summary shows it; `totals`: the checkpoint's (`Checkpoint.totals`)
         when the caller has them (settled is what every done line cost, capped or not)."""
-        settled = settled_cost(*totals, self._cfg.prices) if totals is not None else self.settled()
+        settled = settled_cost(*totals, self._cfg.prices) + self.unconfirmed() if totals is not None \
+            else self.settled()
         return spend_report(settled, self._ckpt.spend()[1], self._cfg)
 
 

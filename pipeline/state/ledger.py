@@ -23,7 +23,7 @@ from .jobs import JobState
 __all__ = ["LedgerStore", "StaleReservation"]
 
 #: (key, its jobs row's state or None, service id, status, usage JSON) of a reservation.
-StaleReservation = tuple[str, "JobState | None", "str | None", "str | None", "str | None"]
+StaleReservation = tuple[str, "JobState | None", "str | None", "str | None", "str | None", float]
 #: One unit's cost in a `usage` JSON column: price * the unit's number (0 when absent or not a number).
 _PRICED_UNIT = "? * (CASE WHEN json_type(usage, ?) IN ('integer', 'real') THEN json_extract(usage, ?) ELSE 0 END)"
 
@@ -90,10 +90,10 @@ class LedgerStore:
         or was killed, while they waited), or lines written just before a kill -9 and marked done
         when the next session reconciled the results file (with no cost). Recorded tasks keep theirs."""
         rows = self._conn.execute(
-            "SELECT s.id, j.state, j.service_id, j.status, j.usage FROM spend AS s LEFT JOIN jobs AS j "
+            "SELECT s.id, j.state, j.service_id, j.status, j.usage, s.reserved FROM spend AS s LEFT JOIN jobs AS j "
             "ON j.id = s.id WHERE s.reserved > 0 AND COALESCE(j.state, '') != ?", (JobState.SUBMITTED,))
-        return [(key, None if state is None else JobState(state), service_id, status, usage)
-                for key, state, service_id, status, usage in rows]
+        return [(key, None if state is None else JobState(state), service_id, status, usage, float(reserved))
+                for key, state, service_id, status, usage, reserved in rows]
 
     def clear_reservations(self, *, settle: Iterable[tuple[str, float]], release: Iterable[str]) -> None:
         """In one transaction: settle done keys at their cost, and drop the reservations of `release`."""

@@ -29,6 +29,8 @@ class MetaKey(str, Enum):
     KEY_FORMAT = "key_format"  # how `jobs` rows are keyed (`schema.KEY_FORMAT`)
     NEEDS_LINE_INDEX = "needs_line_index"  # flag: upgraded keys whose line offsets are not indexed yet
     DROP_PENDING = "drop_pending"  # flag: `--retry-failed` reopened keys whose old lines are still in the file
+    DOUBLE_BILLING = "possible_double_billing"  # submissions that may have been billed twice, every session's
+    UNCONFIRMED_SPEND = "unconfirmed_spend"  # reserved for creates a killed session may have sent: counted as spent
 
 
 class MetaStore:
