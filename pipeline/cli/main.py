@@ -55,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             code, report = validate.validate(args.manifest, load_config(args.config), analyses=args.analyses)
             print(json.dumps(report, indent=2) if args.json else validate.format_validate(report))
             return int(code)
+        if args.command == "status" and args.history:
+            from . import history
+            code, report = history.history([Path(d) for d in args.state_dir])
+            print(json.dumps(report, indent=2) if args.json else history.format_history(report))
+            return int(code)
         if args.command == "status":
             from . import status
             code, report = status.status([Path(d) for d in args.state_dir], load_config(args.config),
@@ -64,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             from . import export
             return export.main(args)
+        if args.command == "report":
+            from . import report as report_command
+            return report_command.main(args)
         if args.command == "demo":
             from . import demo
             return demo.main(args)

@@ -115,6 +115,10 @@ def run_command(args: argparse.Namespace) -> int:
         except BaseExceptionGroup as group:
             raise single_error(group) from None
         _report(args, request, result, code)
+        if result is not None:
+            from .report import write_run_report  # Jinja2 and matplotlib only now, and only if installed
+
+            write_run_report(request.files, config, config_file=request.config_file)
     return int(code)
 
 
