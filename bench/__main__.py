@@ -30,6 +30,7 @@ from . import (
     memory,
     nightly_delta,
     report,
+    report_sizes,
     resume,
     shared_account,
     sync_ceiling,
@@ -64,6 +65,7 @@ SCENARIOS: dict[str, Scenario] = {
     "upload": upload,
     "export_by_item": export_by_item,
     "listing": listing,
+    "report_sizes": report_sizes,
 }
 
 
