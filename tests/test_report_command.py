@@ -120,7 +120,8 @@ def test_a_state_dir_from_before_the_history(finished: Path, tmp_path: Path) -> 
 def test_a_live_run_is_reported_as_a_snapshot_and_a_kill_is_history(tmp_path: Path) -> None:
     """While a run is going its report is marked live (outcome "running", no exit code); killed
     with SIGKILL, its session is recorded as interrupted by the next run, which completes."""
-    slow = {cap: (40.0, 60.0) for cap in FAST}
+    # Tasks that stay PENDING until the kill, whatever the machine's load: the first run cannot end on its own.
+    slow = {cap: (3000.0, 3000.0) for cap in FAST}
     manifest = write_manifest(tmp_path / "m.jsonl", items(24, ["video_snapshot", "audio_asr"]))
     state = tmp_path / "results.jsonl.state"
     with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=slow)) as emu:
@@ -134,10 +135,13 @@ def test_a_live_run_is_reported_as_a_snapshot_and_a_kill_is_history(tmp_path: Pa
             page = (tmp_path / "live.html").read_text(encoding="utf-8")
             assert 'id="live"' in page and "Running (live)" in page and "tone-live" in page
             assert 'data-plot="requests"' in page and 'data-plot="in-flight"' in page
+            assert proc.poll() is None  # still live when the report was taken
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
-        again = cli(args, env=ENV, timeout=240)
+    # A service whose tasks end quickly: the resume's recorded tasks are unknown there, so sent once more.
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST)) as emu:
+        again = cli(run_args(tmp_path, manifest, emu.url), env=ENV, timeout=240)
         assert again.returncode == 0, again.stderr[-2000:]
     done = cli(["status", "--history", "--json", "--state-dir", str(state)])
     assert done.returncode == 0, done.stderr

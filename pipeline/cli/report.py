@@ -64,18 +64,17 @@ def write_report(state_dir: Path, config: Config, out: Path | None = None, *,
     return target
 
 
-def write_run_report(files: RunFiles, config: Config, *, config_file: Path | None = None) -> None:
-    """At the end of a run: its report next to its summary, or one line saying why not."""
+def write_run_report(files: RunFiles, config: Config, *, config_file: Path | None = None) -> Path | None:
+    """At the end of a run: its report next to its summary (returns where), or one line saying why not."""
     if not available():
         log.info("no HTML report written: it needs the optional `report` extra (%s)", EXTRA)
-        return
+        return None
     try:
-        write_report(files.state_dir, config, files.report, config_file=config_file)
+        return write_report(files.state_dir, config, files.report, config_file=config_file)
     except (PipelineError, OSError, ValueError) as exc:  # the run's outcome stands whatever happens here
         log.warning("the HTML report could not be written (%s); `report --state-dir %s` tries again", exc,
                     shown_path(files.state_dir))
-        return
-    log.info("report: %s", files.report)
+        return None
 
 
 def _default_out(ckpt: Checkpoint, state_dir: Path) -> Path:
