@@ -27,6 +27,7 @@ from ..core.exit_codes import ExitCode
 from ..core.results import RunFiles
 from ..observe.html_report import EXTRA, available, render_report, report_ours
 from ..state.checkpoint import Checkpoint, MetaKey
+from ..state.lock import StateDirLock
 from ..state.paths import Target, check_targets, shown_path
 from .report_data_of import report_data
 
@@ -49,15 +50,20 @@ def main(args: argparse.Namespace) -> int:
 
 
 def write_report(state_dir: Path, config: Config, out: Path | None = None, *,
-                 config_file: Path | None = None) -> Path:
+                 config_file: Path | None = None, locked: bool = False) -> Path:
     """Write the report of the run in `state_dir` to `out` (default: next to its summary);
-    returns where. Raises `UsageError` for an `out` it may not write, `ReportUnavailable`
+    returns where. `locked`: the caller holds the state dir's lock, so the checkpoint is opened
+    as the run opens it, and closing it leaves no SQLite side file behind (a read-only reader
+    cannot remove them). Raises `UsageError` for an `out` it may not write, `ReportUnavailable`
     without the `report` extra."""
-    ckpt = Checkpoint.open(state_dir, read_only=True)
+    if out is not None:  # all that can be told without the checkpoint, before opening it touches SQLite's files
+        check_targets([Target("--out", out, ours=report_ours)], state_dirs=[state_dir])
+    ckpt = Checkpoint.open(state_dir, read_only=not locked)
     try:
         target = out if out is not None else _default_out(ckpt, state_dir)
         check_out(target, ckpt, state_dir, config_file=config_file)
-        html = render_report(report_data(ckpt, state_dir, config, config_file=config_file))
+        html = render_report(report_data(ckpt, state_dir, config, config_file=config_file,
+                                         live=False if locked else None))
     finally:
         ckpt.close()
     _write_whole(target, html)
@@ -69,8 +75,13 @@ def write_run_report(files: RunFiles, config: Config, *, config_file: Path | Non
     if not available():
         log.info("no HTML report written: it needs the optional `report` extra (%s)", EXTRA)
         return None
+    lock = StateDirLock(files.state_dir)
     try:
-        return write_report(files.state_dir, config, files.report, config_file=config_file)
+        lock.acquire()  # the run has just let it go; another run that took it since has the state dir now
+        try:
+            return write_report(files.state_dir, config, files.report, config_file=config_file, locked=True)
+        finally:
+            lock.release()
     except (PipelineError, OSError, ValueError) as exc:  # the run's outcome stands whatever happens here
         log.warning("the HTML report could not be written (%s); `report --state-dir %s` tries again", exc,
                     shown_path(files.state_dir))

@@ -50,11 +50,13 @@ _CATALOG_KEYS = ("new", "changed", "unchanged", "vanished")
 
 
 def report_data(ckpt: Checkpoint, state_dir: Path, config: Config, *, now: float | None = None,
-                config_file: Path | None = None) -> ReportData:
-    """The report of the run in `state_dir` (its checkpoint open read-only), as it is now."""
+                config_file: Path | None = None, live: bool | None = None) -> ReportData:
+    """The report of the run in `state_dir` (its checkpoint open), as it is now. `live` None: as
+    the state dir's lock says (False when the caller holds it: the run has ended)."""
     with ckpt.snapshot():
         status = summary_of(ckpt, state_dir, config)
-        live = status.get("live_run") is not None
+        if live is None:
+            live = status.get("live_run") is not None
         out = ckpt.get_meta(MetaKey.OUT)
         files = RunFiles.for_results(Path(out), state_dir) if out else None
         summary = status if live else (_own_summary(files) or status)
