@@ -31,6 +31,7 @@ from . import (
     memory,
     nightly_delta,
     report,
+    report_sizes,
     resume,
     shared_account,
     sync_ceiling,
@@ -66,6 +67,7 @@ SCENARIOS: dict[str, Scenario] = {
     "export_by_item": export_by_item,
     "export_parquet": export_parquet,
     "listing": listing,
+    "report_sizes": report_sizes,
 }
 
 

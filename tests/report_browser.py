@@ -1,7 +1,8 @@
 """Headless Chromium for the HTML report's tests, and the README's screenshot.
 
-`python tests/report_browser.py` renders the 300-item sample run's report and writes its
-screenshot to docs/report.png (the image README shows), with the code the browser test uses.
+`python tests/report_browser.py` makes a real 300-item run against the emulator and writes the
+screenshot of its report to docs/report.png (the image README shows), with the code the browser
+test uses.
 
 Chromium runs with a new empty profile each time and without its own background traffic
 (updates, sync, first-run pages). `DevTools` drives it over the DevTools protocol to list what
@@ -232,17 +233,13 @@ def screenshot(page: Path, png: Path, *, width: int = 1200, height: int = 2400) 
 
 
 def readme_screenshot(png: Path = REPO / "docs" / "report.png") -> Path:
-    """docs/report.png: the top of the 300-item sample run's report, as README shows it."""
-    from datetime import timezone
-
+    """docs/report.png: the top of the report a real 300-item run against the emulator wrote
+    (`report_run.real_run`, the browser test's run), as README shows it."""
     from PIL import Image
-    from report_samples import mixed_run
-
-    from pipeline.observe.html_report import render_report
+    from report_run import real_run
 
     with tempfile.TemporaryDirectory(prefix="report-shot-") as tmp:
-        page, shot = Path(tmp) / "report.html", Path(tmp) / "report.png"
-        page.write_text(render_report(mixed_run(), zone=timezone.utc), encoding="utf-8")
+        page, shot = real_run(Path(tmp)), Path(tmp) / "report.png"
         screenshot(page, shot, width=1200, height=2150)
         # 256 colours are plenty for a page of flat colours and a third of the bytes in git.
         Image.open(shot).convert("RGB").quantize(256).save(png, optimize=True)

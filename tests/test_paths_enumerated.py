@@ -36,12 +36,14 @@ WRITES: dict[tuple[str, str], Callable[[World, Path], list[str]]] = {
     ("export", "--out"): lambda w, target: ["export", "--by-item", "--state-dir", str(w.state_dir),
                                             "--out", str(target)],
     ("demo", "--out-dir"): lambda w, target: ["demo", "--out-dir", str(target)],
+    ("report", "--out"): lambda w, target: ["report", "--state-dir", str(w.state_dir), "--out", str(target)],
 }
 #: Options that name a path they only read.
 READS = frozenset({
     ("run", "manifest"), ("run", "--config"), ("validate", "manifest"), ("validate", "--config"),
     ("validate", "--state-dir"),
     ("status", "--state-dir"), ("status", "--config"), ("export", "--state-dir"), ("emulator", "--config"),
+    ("report", "--state-dir"), ("report", "--config"),
 })
 #: The targets an option is made for: its own file, and a missing parent where the option
 #: creates its directories (documented in README). Every other target is refused.
@@ -51,6 +53,7 @@ ACCEPTS: dict[tuple[str, str], frozenset[str]] = {
     ("run", "--metrics-file"): frozenset({"metrics"}),
     ("export", "--out"): frozenset(),
     ("demo", "--out-dir"): frozenset({"missing-parent"}),
+    ("report", "--out"): frozenset(),
 }
 TARGETS = tuple(World(Path("/")).targets())
 #: Address space for a command pointed at a device (see `contained`).

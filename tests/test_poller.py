@@ -386,3 +386,18 @@ async def test_busy_budget_leaves_polls_to_the_schedule(server, client):
         await anyio.sleep(0.2)
         tg.cancel_scope.cancel()
     assert server.times("t-1") == [] and poller.spare_polls == 0
+
+
+async def test_detection_lag_is_the_time_from_the_last_pending_answer_to_the_end(server, client):
+    """on_lag gets, per task that was seen PENDING and then ended (SUCCESS or FAILED), the time
+    between those two answers; a task that ended at its first poll gives none."""
+    server.script("t-ok", status("t-ok", "PENDING"), status("t-ok", "PENDING"), status("t-ok", "SUCCESS", data={}))
+    server.script("t-bad", status("t-bad", "PENDING"), status("t-bad", "FAILED", error="no"))
+    server.script("t-now", status("t-now", "SUCCESS", data={}))
+    calls, lags = Calls(), []
+    poller = Poller(IMAGE, client, FAST, resubmit=calls, pause=calls.pauses.append, rand=lambda: 0.5,
+                    on_lag=lags.append)
+    await run_to_end(poller, [handle("t-ok"), handle("t-bad"), handle("t-now")], calls)
+    assert len(calls.endings) == 3
+    assert len(lags) == 2
+    assert all(FAST.max_delay * 0.5 <= lag < 5.0 for lag in lags), lags  # at least a poll interval apart

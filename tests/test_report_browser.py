@@ -11,6 +11,7 @@ import re
 import pytest
 from PIL import Image, ImageStat
 from report_browser import CHROMIUM, NETWORK_CUT, devtools, screenshot
+from report_run import real_run
 from report_samples import HOSTILE_ID, SAMPLES, rendered
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; "
@@ -74,6 +75,32 @@ def test_every_plot_is_drawn_with_the_network_cut(pages):
         "history-killed": 1,
     }
     assert {plot: drawn(marks, plot) for plot in expected} == expected
+
+
+@pytest.mark.slow
+def test_a_real_runs_report_draws_every_plot_with_the_network_cut(tmp_path):
+    """The report `run` wrote at the end of a real 300-item run against the emulator opens in
+    Chromium with the network cut and JavaScript off: its outcome, and every plot drawn with a
+    mark per QPS group, bucket and failure code; nothing requested, nothing failed to load."""
+    page = real_run(tmp_path)
+    assert page.stat().st_size < 1_000_000
+    with devtools(*NETWORK_CUT) as browser:
+        browser.open(page)
+        marks = browser.evaluate(MARKS)
+        plots = browser.evaluate("[...document.querySelectorAll('figure[data-plot]')].map(f => "
+                                 "[f.dataset.plot, f.querySelector('svg').getBoundingClientRect().height])")
+        outcome = browser.evaluate("document.getElementById('outcome').textContent")
+        assert browser.requests() == [] and browser.failures() == []
+        assert browser.evaluate("document.scripts.length") == 0
+    assert "Completed with failures — exit code 1" in outcome
+    assert [name for name, _ in plots] == ["requests", "in-flight", "durations", "detection-lag", "failures", "cost",
+                                           "history"]
+    assert all(height > 100 for _, height in plots), plots
+    assert drawn(marks, "requests") == 6  # one line per QPS group: every capability ran
+    assert drawn(marks, "requests-limit") == 6
+    assert drawn(marks, "in-flight") == 2
+    assert drawn(marks, "durations") >= 2 and drawn(marks, "detection-lag") >= 2
+    assert drawn(marks, "failures") >= 1 and drawn(marks, "cost") >= 1 and drawn(marks, "history-items") == 1
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))

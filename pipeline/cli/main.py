@@ -93,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import validate
             code, report = validate.validate(args.manifest, load_config(args.config), analyses=args.analyses)
             return int(emit(json.dumps(report, indent=2) if args.json else validate.format_validate(report)) or code)
+        if args.command == "status" and args.history:
+            from . import history
+            code, report = history.history([Path(d) for d in args.state_dir])
+            return int(emit(json.dumps(report, indent=2) if args.json else history.format_history(report)) or code)
         if args.command == "status":
             from . import status
             code, report = status.status([Path(d) for d in args.state_dir], load_config(args.config),
@@ -101,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             from . import export
             return export.main(args)
+        if args.command == "report":
+            from . import report as report_command
+            return report_command.main(args)
         if args.command == "demo":
             from . import demo
             return demo.main(args)

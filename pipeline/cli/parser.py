@@ -203,6 +203,18 @@ def build_parser(prog: str | None = None, argv: Sequence[str] | None = None) -> 
                    help="a run's checkpoint directory; repeat it to see several runs")
     p.add_argument("--config", metavar="FILE", help="YAML config file (prices for the cost estimate)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--history", action="store_true",
+                   help="the run history instead: one line per session (start, duration, outcome, counts, cost)")
+    _logging_options(p, top=False)
+
+    p = sub.add_parser("report", help="a run's self-contained HTML report (plots, failures, history)",
+                       description="Write a run's report as one HTML file that loads nothing from anywhere. Works "
+                                   "on a live run (a snapshot, marked live). Needs the `report` extra.")
+    p.add_argument("--state-dir", metavar="DIR", required=True, help="the run's checkpoint directory")
+    p.add_argument("--out", metavar="FILE",
+                   help="where to write (default: the run's results.report.html, next to its summary); an "
+                        "existing file is replaced only when it is an earlier report")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (prices, limits, endpoint for the retry command)")
     _logging_options(p, top=False)
 
     p = sub.add_parser("export", help="a run's current results (one line per live item and analysis), by item, "

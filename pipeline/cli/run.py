@@ -55,7 +55,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Config, RunRequest]:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run (or resume) the manifest `args` name; the exit code of the whole run."""
-    _config, request = _prepare(args)
+    config, request = _prepare(args)
     mode = "off" if args.quiet else args.progress
 
     async def with_progress() -> tuple[int, RunResult]:
@@ -69,14 +69,22 @@ def run_command(args: argparse.Namespace) -> int:
             code, result = anyio.run(with_progress)
         except BaseExceptionGroup as group:
             raise single_error(group) from None
-        _report(args, request, result, code)
+        page = None
+        if result is not None:  # before the summary is said: it stays the last word (and JSON record)
+            from .report import write_run_report  # Jinja2 and matplotlib only now, and only if installed
+
+            page = write_run_report(request.files, config, config_file=request.config_file)
+        _report(args, request, result, code, page)
     return int(code)
 
 
-def _report(args: argparse.Namespace, request: RunRequest, result: RunResult | None, code: int) -> None:
+def _report(args: argparse.Namespace, request: RunRequest, result: RunResult | None, code: int,
+            page: Path | None = None) -> None:
     """The summary on stderr (or one JSON log record), where the files are, and why it stopped."""
     assert result is not None
     where = f"results: {request.files.results}   summary: {request.files.summary}"
+    if page is not None:
+        where += f"   report: {page}"
     if args.log_format == "json":
         log.info("run %s; %s", result.outcome.value, where, extra={"summary": result.summary})
     elif not args.quiet:

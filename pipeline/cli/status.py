@@ -24,7 +24,7 @@ from ..observe.report import stats_from_totals, summarize
 from ..state.checkpoint import Checkpoint, JobState, MetaKey
 from ..state.lock import describe, live_holder
 
-__all__ = ["format_status", "status"]
+__all__ = ["format_status", "status", "summary_of"]
 
 
 def status(state_dirs: list[Path], config: Config, api_key: str | None = None) -> tuple[ExitCode, dict[str, Any]]:
@@ -83,29 +83,34 @@ def _one(state_dir: Path, config: Config) -> dict[str, Any]:
         raise UsageError(f"{state_dir} holds no run (no {Checkpoint.DB_NAME} in it)")
     ckpt = Checkpoint.open(state_dir, read_only=True)
     try:
-        try:
-            rows = ckpt.totals()
-            caps = stats_from_totals(*rows)
-            counts = ckpt.counts()
-            out = ckpt.get_meta(MetaKey.OUT)
-            manifests = ckpt.manifests()
-            rejected = ckpt.rejected_lines()
-            total_items = ckpt.item_count()
-            empty = ckpt.catalog_empty()
-            stop = Stop.from_record(ckpt.last_stop())
-            double_billing = int(ckpt.get_meta(DOUBLE_BILLING) or 0)
-            catalog = ckpt.catalog.last_counts()
-            recorded_size = ckpt.sink_offset()
-            # every done line's, capped or not, and what killed sessions may have sent
-            settled = settled_cost(*rows, config.prices) + float(ckpt.get_meta(MetaKey.UNCONFIRMED_SPEND) or 0.0)
-            try:
-                reserved = ckpt.spend()[1]
-            except sqlite3.OperationalError:  # a state dir from before the spend ledger
-                reserved = 0.0
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"{state_dir / Checkpoint.DB_NAME} is not a readable checkpoint ({exc})") from None
+        return summary_of(ckpt, state_dir, config)
     finally:
         ckpt.close()
+
+
+def summary_of(ckpt: Checkpoint, state_dir: Path, config: Config) -> dict[str, Any]:
+    """`status`'s report of one state dir, from its open (read-only) checkpoint."""
+    try:
+        rows = ckpt.totals()
+        caps = stats_from_totals(*rows)
+        counts = ckpt.counts()
+        out = ckpt.get_meta(MetaKey.OUT)
+        manifests = ckpt.manifests()
+        rejected = ckpt.rejected_lines()
+        total_items = ckpt.item_count()
+        empty = ckpt.catalog_empty()
+        stop = Stop.from_record(ckpt.last_stop())
+        double_billing = int(ckpt.get_meta(DOUBLE_BILLING) or 0)
+        catalog = ckpt.catalog.last_counts()
+        recorded_size = ckpt.sink_offset()
+        # every done line's, capped or not, and what killed sessions may have sent
+        settled = settled_cost(*rows, config.prices) + float(ckpt.get_meta(MetaKey.UNCONFIRMED_SPEND) or 0.0)
+        try:
+            reserved = ckpt.spend()[1]
+        except sqlite3.OperationalError:  # a state dir from before the spend ledger
+            reserved = 0.0
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{state_dir / Checkpoint.DB_NAME} is not a readable checkpoint ({exc})") from None
     in_flight = {cap: c.get(JobState.SUBMITTED, 0) for cap, c in counts.items() if c.get(JobState.SUBMITTED)}
     for cap, n in in_flight.items():
         caps[cap].in_flight = n

@@ -153,3 +153,8 @@ class RunFiles:
     @property
     def summary(self) -> Path:
         return self.side("summary.json")
+
+    @property
+    def report(self) -> Path:
+        """The HTML run report, written at the end of every run (with the `report` extra)."""
+        return self.side("report.html")

@@ -45,6 +45,7 @@ from ..state.sink import Sink
 from .finisher import Finisher
 from .poller import Poller
 from .reader import Reader, ReaderStreams
+from .recording import Recorder
 from .stopping import Stopping
 from .submitter import Submitter
 from .supervisor import Supervisor
@@ -76,6 +77,7 @@ class Flow:
     submit_workers: int
     max_duration: float | None = None
     time_scale: float = 1.0
+    recorder: Recorder | None = None  # the report's time series, sampled while the stages run
 
     async def run(self) -> None:
         """Run every stage to its end."""
@@ -84,6 +86,8 @@ class Flow:
         ending_send, ending_receive = anyio.create_memory_object_stream[Ending](ENDINGS_BUFFER)
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.pacers.run, name="pacers")
+            if self.recorder is not None:
+                outer.start_soon(self.recorder.run, name="recorder")
             async with anyio.create_task_group() as writing:
                 writing.start_soon(self.sink.run, line_receive, durable_send, name="sink")
                 writing.start_soon(self.written.run, durable, name="written-lines")

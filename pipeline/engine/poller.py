@@ -107,6 +107,7 @@ class Poller:
         max_concurrent: int = MAX_CONCURRENT_POLLS,
         spare: SpareSlots | None = None,
         spare_floor: float | None = None,
+        on_lag: Callable[[float], None] | None = None,
     ) -> None:
         self.capability = capability
         self._client = client  # its throttle paces polls in the group's poll lane
@@ -119,6 +120,7 @@ class Poller:
         self._heap: list[_Due] = []  # due times; an entry whose seq is not its handle's `due` is stale
         self._waiting: dict[int, TaskHandle] = {}  # id -> handle: scheduled, not being polled
         self._spare = spare
+        self._on_lag = on_lag  # how long a task's end may have gone unnoticed, for the report
         # Seconds between two spare polls of one task, at least: by default a fifth of the first
         # delay (1 s with the default 5 s; the policy arrives time-scaled, so the floor is too).
         self._spare_floor = spare_floor if spare_floor is not None else policy.first_delay * FLOOR_FRACTION
@@ -250,8 +252,12 @@ class Poller:
             raise
         except ServiceError as err:
             error = err
+        pending_seen = handle.last_look if handle.pending_polls else None
         handle.last_look = self._clock()  # the floor counts from the answer: the request had arrived
         judgement = judge_poll(response, error, resubmits=handle.resubmits)
+        if (self._on_lag is not None and pending_seen is not None
+                and judgement.verdict in (PollVerdict.SUCCESS, PollVerdict.FAILED)):
+            self._on_lag(handle.last_look - pending_seen)  # the end came somewhere in between
         await self._act(handle, judgement, response)
 
     async def _act(self, handle: TaskHandle, judgement: PollJudgement, response: ApiResponse | None) -> None:

@@ -48,6 +48,7 @@ from .item_source import ItemSource, Listing
 from .poller import Poller
 from .preflight import check_paths, option_of
 from .reader import Reader
+from .recording import Recorder
 from .shutdown import FailureWatch, SignalHandlers, carried_window
 from .spend import SpendLedger
 from .stopping import Stopping
@@ -152,6 +153,8 @@ class Run:
         # Until this session records how it ended, the run counts as unfinished: after a kill -9
         # or a full disk, `status` says what a resume needs (exit 3), not "completed".
         ckpt.set_last_stop(UNFINISHED.to_record())
+        recorder = Recorder(ckpt, self.stats, cfg)
+        recorder.start()  # the run history's row of this session
         files.results.parent.mkdir(parents=True, exist_ok=True)
         stops = Stopping()
         watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio, window)
@@ -171,7 +174,7 @@ class Run:
             StopReason.INTERRUPTED, f"interrupted by {name}; run the same command again to resume")))
         with open(files.rejects, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230 - small, local, at start
             flow = self._flow(ckpt, state, rejects, stops=stops, watch=watch, ledger=ledger, pacers=pacers,
-                              client=client, uploads=uploads, chain=chain, session=session)
+                              client=client, uploads=uploads, chain=chain, session=session, recorder=recorder)
             if self._handle_signals:
                 signals.install()
             try:
@@ -189,12 +192,18 @@ class Run:
         stop = None if moot(stops.stop, flow.reader, self.stats) else stops.stop
         catalog = close_catalog(ckpt, flow.reader, self.source, session=session,
                                 decides_vanished=stop is None and not req.append and _is_catalog(ckpt, req.manifest))
-        return result_of(stop, ckpt=ckpt, stats=self.stats, cfg=cfg, files=files, ledger=ledger, pollers=flow.pollers,
-                         catalog=catalog)
+        if catalog is not None:  # the run history keeps each night's delta beside its counts
+            ckpt.set_session_catalog({k: v for k, v in catalog.items() if isinstance(v, int)
+                                      and not isinstance(v, bool) and k != "session"})
+        recorder.flush()
+        result = result_of(stop, ckpt=ckpt, stats=self.stats, cfg=cfg, files=files, ledger=ledger,
+                           pollers=flow.pollers, catalog=catalog)
+        recorder.end(result)
+        return result
 
     def _flow(self, ckpt: Checkpoint, state: ResumeState, rejects: IO[str], *, stops: Stopping,
               watch: FailureWatch, ledger: SpendLedger, pacers: PacerBackend, client: ServiceClient, uploads: Uploads,
-              chain: Chain, session: int) -> Flow:
+              chain: Chain, session: int, recorder: Recorder | None = None) -> Flow:
         """The stages of this session, wired to their collaborators."""
         req, cfg, stats = self.req, self.cfg, self.stats
         clock = aio.loop_clock()
@@ -207,7 +216,7 @@ class Run:
         pollers = {
             name: Poller(cap, client, polling, resubmit=submission,
                          pause=lambda seconds, name=name: pacers.pause(name, seconds),  # type: ignore[misc]
-                         rand=self._rand, spare=pacers.spare_slots(name))
+                         rand=self._rand, spare=pacers.spare_slots(name), on_lag=stats.on_detected)
             for name, cap in CAPABILITIES.items() if cap.is_async}
         # Costs are settled in the ledger only under a cap: without one, the summary's cost comes
         # from the usage totals, and the ledger's writes would be paid on every batch for nothing.
@@ -221,7 +230,7 @@ class Run:
             written=WrittenLines(stats=stats, chain=chain, watch=watch, ledger=ledger, stops=stops, checkpoint=ckpt),
             supervisor=Supervisor(stops, request_timeout=cfg.request_timeout), stops=stops, pacers=pacers,
             queue_size=cfg.queue_size, submit_workers=cfg.submit_workers, max_duration=cfg.max_duration,
-            time_scale=cfg.time_scale)
+            time_scale=cfg.time_scale, recorder=recorder)
 
 
 def _is_catalog(ckpt: Checkpoint, manifest: str) -> bool:

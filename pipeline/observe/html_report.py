@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.echo import clipped
@@ -27,7 +28,7 @@ from .report_data import FailureGroup, ReportData, Session
 if TYPE_CHECKING:
     from markupsafe import Markup
 
-__all__ = ["EXTRA", "MAX_CODES", "MAX_EXAMPLES", "MAX_SESSIONS", "ReportUnavailable", "render_report"]
+__all__ = ["EXTRA", "MAX_CODES", "MAX_EXAMPLES", "MAX_SESSIONS", "ReportUnavailable", "render_report", "report_ours"]
 
 #: What to install for the report: named in the error when it is missing.
 EXTRA = "pip install 'opensearch-media-pipeline[report]'"
@@ -39,6 +40,22 @@ MAX_EXAMPLES = 3
 MAX_SESSIONS = 30
 ID_CHARS = 80
 MESSAGE_CHARS = 300
+
+
+#: Every report carries this line in its head (the template's): how a report is known before it is replaced.
+GENERATOR = b'<meta name="generator" content="opensearch-media-pipeline">'
+_SNIFF = 4096
+
+
+def report_ours(path: Path) -> str | None:
+    """None when the existing file at `path` is a report this pipeline wrote (it may be replaced),
+    otherwise why it may not be, in words that say how to go on (`state.paths.Target.ours`)."""
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF)
+    if head.lstrip().lower().startswith(b"<!doctype html") and GENERATOR in head:
+        return None
+    return ("already exists and is not a run report this pipeline wrote: move it away or give a path of its own; "
+            "a report replaces only an earlier report")
 
 
 class ReportUnavailable(PipelineError):

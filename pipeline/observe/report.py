@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from ..config.pricing import estimate_cost
 from ..core.capabilities import CAPABILITIES
 from ..core.results import ResultLine
+from .distribution import DURATION_BOUNDS, LAG_BOUNDS, Distribution
 
 
 @dataclass
@@ -62,6 +63,10 @@ class RunStats:
         self.records_read = 0
         self.units_read = 0
         self.read_complete = False  # the reader has read the whole manifest: units_read is final
+        # For the report's histograms: seconds from submit to result line, and how long a task's
+        # end may have gone unnoticed (the poller's `on_lag`).
+        self.durations = Distribution(DURATION_BOUNDS)
+        self.detection_lag = Distribution(LAG_BOUNDS)
 
     def units_per_record(self) -> float:
         return self.units_read / self.records_read if self.records_read else 1.0
@@ -88,6 +93,12 @@ class RunStats:
     def on_line(self, line: ResultLine) -> None:
         """Called by the sink for every line made durable."""
         record(self.caps[line.capability], line.status.value, line.service_id, line.usage, line.error_code)
+        if line.elapsed_s is not None:
+            self.durations.add(line.elapsed_s)
+
+    def on_detected(self, lag: float) -> None:
+        """A poll saw a task's end `lag` seconds after the last poll that saw it PENDING."""
+        self.detection_lag.add(lag)
 
     def totals(self) -> CapabilityStats:
         total = CapabilityStats()

@@ -7,6 +7,8 @@ The file holds, each kept by a store of its own that shares the connection:
 - the OSS objects local files went to, per item id (`uploads`);
 - the spend ledger's reservations and settlements, per key (`ledger`);
 - the catalog's fingerprints, keys seen and vanished, over the jobs rows (`catalog`).
+- the run history, one row per session (`history`), and the time series and histograms the
+  last sessions recorded (`series`).
 What each table holds and how an older file is upgraded: `schema`.
 
 The results file and this store are kept consistent by one rule: a batch of lines is appended
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +33,17 @@ from ..core.errors import StateError
 from ..core.results import ItemStatus
 from .catalog import CatalogStore
 from .db import connect, transaction
+from .history import HistoryStore, OlderTotals, SessionCounts, SessionRow
 from .jobs import CountRow, JobState, JobStore, Outcome, PendingTask, UsageRow
 from .ledger import LedgerStore, StaleReservation
 from .manifests import ManifestStore
 from .meta import MetaKey, MetaStore
 from .schema import KEY_FORMAT, SCHEMA, upgrade
+from .series import Buckets, Sample, SeriesStore
 from .uploads import UploadRecord, UploadStore
 
-__all__ = ["KEY_FORMAT", "Checkpoint", "JobState", "MetaKey", "Outcome", "PendingTask", "UploadRecord"]
+__all__ = ["KEY_FORMAT", "Buckets", "Checkpoint", "JobState", "MetaKey", "OlderTotals", "Outcome", "PendingTask",
+           "Sample", "SessionCounts", "SessionRow", "UploadRecord"]
 
 
 class Checkpoint:
@@ -55,6 +61,9 @@ class Checkpoint:
         self._ledger = LedgerStore(conn)
         #: The catalog's side of the jobs rows (fingerprints, keys seen, vanished): `catalog.py`.
         self.catalog = CatalogStore(conn)
+        self._history = HistoryStore(conn)
+        self._series = SeriesStore(conn)
+        self.session: int | None = None  # this process's session in the history, once started
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r})"
@@ -274,3 +283,58 @@ class Checkpoint:
     def highest_costs(self, prices: Mapping[str, Mapping[str, float]]) -> dict[tuple[str, str], float]:
         """The highest cost so far, by `prices`, of a successful key per (capability, service id)."""
         return self._ledger.highest_costs(prices)
+
+    # ---- the run history and time series -------------------------------------------------------
+    def start_session(self, started: float) -> int:
+        """Record this process's session as running from `started` (a session still "running"
+        is one that was killed: it becomes "interrupted"); the last sessions keep their series."""
+        self.session = self._history.start(started)
+        self._series.forget_before(self.session)
+        return self.session
+
+    def record_progress(self, sample: Sample, histograms: Mapping[str, Buckets], counts: SessionCounts) -> None:
+        """One step of this session's time series, its histograms so far and its counts so far."""
+        if self.session is None:
+            raise StateError("no session started: call start_session first")
+        with transaction(self._conn):
+            self._series.add(self.session, sample, histograms)
+            self._history.progress(self.session, counts)
+
+    def end_session(self, *, ended: float, outcome: str, exit_code: int, stop_reason: str | None,
+                    counts: SessionCounts) -> None:
+        """How this session ended and what it did (nothing when no session was started)."""
+        if self.session is not None:
+            self._history.end(self.session, ended=ended, outcome=outcome, exit_code=exit_code,
+                              stop_reason=stop_reason, counts=counts)
+
+    def set_session_catalog(self, delta: Mapping[str, int], session: int | None = None) -> None:
+        """The catalog delta counts (new, changed, unchanged, vanished) of `session` (default: this one)."""
+        target = session if session is not None else self.session
+        if target is None:
+            raise StateError("no session started: call start_session first")
+        self._history.set_catalog(target, delta)
+
+    def history(self) -> tuple[list[SessionRow], OlderTotals | None]:
+        """The sessions listed, oldest first, and the totals of those folded away."""
+        return self._history.sessions(), self._history.older()
+
+    def samples(self, session: int) -> list[Sample]:
+        """`session`'s time series (empty when it recorded none or is no longer kept)."""
+        return self._series.samples(session)
+
+    def histograms(self, session: int) -> dict[str, Buckets]:
+        """`session`'s histograms by name."""
+        return self._series.histograms(session)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read in the block sees the store as it was at its first read: one consistent
+        snapshot of a live run (SQLite's WAL keeps it for a reader's transaction)."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.commit()  # ends the read transaction (a no-op outside one)

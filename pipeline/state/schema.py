@@ -11,6 +11,9 @@ The upgrades, oldest first; each is one transaction and does nothing on a file t
    to `jobs`. Rows done before have no fingerprint: the first session that reads their items
    adopts the fingerprint each item has then (`catalog`), so nothing runs again for it. Logged
    once, by the open that adds them.
+4. The run history and time series (`sessions`, `sessions_older`, `series`, `histograms`) are
+   new tables: `SCHEMA` creates them in an older file, empty (its history starts with the next
+   session); a read-only open of an older file reads them as empty (`history`, `series`).
 """
 
 from __future__ import annotations
@@ -87,6 +90,49 @@ CREATE TABLE IF NOT EXISTS spend (
     id       TEXT PRIMARY KEY,
     reserved REAL NOT NULL DEFAULT 0,
     settled  REAL NOT NULL DEFAULT 0
+);
+-- The run history, one row per session (history.py); the oldest folded into `sessions_older`.
+CREATE TABLE IF NOT EXISTS sessions (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    started       REAL NOT NULL,
+    ended         REAL,     -- NULL until the session records its end
+    outcome       TEXT NOT NULL,  -- 'running' until then; 'interrupted' when the next start finds it so
+    exit_code     INTEGER,
+    stop_reason   TEXT,
+    succeeded     INTEGER NOT NULL DEFAULT 0,
+    failed        INTEGER NOT NULL DEFAULT 0,
+    skipped       INTEGER NOT NULL DEFAULT 0,
+    rejected      INTEGER NOT NULL DEFAULT 0,
+    cost          REAL NOT NULL DEFAULT 0,
+    requests      INTEGER NOT NULL DEFAULT 0,
+    rate_limited  INTEGER NOT NULL DEFAULT 0,
+    by_capability TEXT,     -- JSON: per capability succeeded, failed, skipped, requests, rate_limited, cost
+    catalog       TEXT      -- JSON catalog delta counts (new, changed, unchanged, vanished), or NULL
+);
+CREATE TABLE IF NOT EXISTS sessions_older (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    count         INTEGER NOT NULL,
+    first_started REAL NOT NULL,
+    last_started  REAL NOT NULL,
+    succeeded     INTEGER NOT NULL,
+    failed        INTEGER NOT NULL,
+    cost          REAL NOT NULL,
+    requests      INTEGER NOT NULL,
+    rate_limited  INTEGER NOT NULL
+);
+-- Time series of the last sessions, a JSON sample per (session, seconds since its start) (series.py).
+CREATE TABLE IF NOT EXISTS series (
+    session INTEGER NOT NULL,
+    t       REAL NOT NULL,
+    sample  TEXT NOT NULL,
+    PRIMARY KEY (session, t)
+);
+CREATE TABLE IF NOT EXISTS histograms (
+    session INTEGER NOT NULL,
+    name    TEXT NOT NULL,
+    bounds  TEXT NOT NULL,
+    counts  TEXT NOT NULL,
+    PRIMARY KEY (session, name)
 );
 """
 

@@ -1,0 +1,110 @@
+"""What a session records for the report as it goes: its row in the run history (started as
+"running", brought up to date every step, completed at its end) and a time series sample every
+`STEP_S` seconds (requests and 429s per QPS group, result lines, tasks in flight), with the
+task-duration and detection-lag histograms so far. Everything is taken from the run's `RunStats`;
+the checkpoint stores it (`state.history`, `state.series`, which also bound it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import anyio
+
+from ..config.load import Config
+from ..config.pricing import estimate_cost
+from ..core.capabilities import CAPABILITIES
+from ..observe.report import CapabilityStats, RunStats
+from ..state.checkpoint import Buckets, Checkpoint, Sample, SessionCounts
+from .closing import RunResult
+
+__all__ = ["STEP_S", "Recorder", "session_counts"]
+
+#: Seconds of (emulated) time per sample: divided by the config's time scale, as every delay is.
+STEP_S = 10.0
+
+
+def session_counts(caps: Mapping[str, CapabilityStats], prices: Mapping[str, Mapping[str, float]],
+                   rejected: int = 0) -> SessionCounts:
+    """What a session did, from its own counters (lines it wrote, requests it sent); the cost is
+    the price table's estimate of its successes, as the summary's."""
+    by_capability: dict[str, dict[str, float]] = {}
+    for name, s in caps.items():
+        if not (s.succeeded or s.failed or s.skipped or s.requests):
+            continue
+        usage = {sid: dict(counter) for sid, counter in s.usage.items()}
+        cost, _ = estimate_cost(usage, s.successes_by_service, prices)
+        by_capability[name] = {"succeeded": s.succeeded, "failed": s.failed, "skipped": s.skipped,
+                               "requests": s.requests, "rate_limited": s.rate_limited, "cost": round(cost, 6)}
+    rows = by_capability.values()
+    return SessionCounts(
+        succeeded=int(sum(r["succeeded"] for r in rows)), failed=int(sum(r["failed"] for r in rows)),
+        skipped=int(sum(r["skipped"] for r in rows)), rejected=rejected,
+        cost=round(sum(r["cost"] for r in rows), 6), requests=int(sum(r["requests"] for r in rows)),
+        rate_limited=int(sum(r["rate_limited"] for r in rows)), by_capability=by_capability)
+
+
+class Recorder:
+    """One session's recording: `start()` opens its history row, `run()` samples every step
+    until cancelled, `flush()` takes the last (partial) step, `end()` completes the row."""
+
+    def __init__(self, ckpt: Checkpoint, stats: RunStats, cfg: Config, *,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self._ckpt = ckpt
+        self._stats = stats
+        self._prices = cfg.prices
+        self.step = STEP_S / cfg.time_scale
+        self._clock = clock
+        self._wall = wall
+        self._origin = clock()
+        self._last_t = 0.0
+        self._last: dict[str, tuple[int, int]] = {}  # capability -> (requests, 429s) at the last sample
+        self._last_results = 0
+        self.samples = 0
+
+    def start(self) -> int:
+        """Open this session's history row (a row left "running" becomes "interrupted")."""
+        self._origin = self._clock()
+        return self._ckpt.start_session(self._wall())
+
+    async def run(self) -> None:
+        """A sample every step, until cancelled."""
+        while True:
+            await anyio.sleep(max(0.0, self._origin + self._last_t + self.step - self._clock()))
+            self.flush()
+
+    def flush(self) -> None:
+        """Record what happened since the last sample (nothing when no time passed)."""
+        t = self._clock() - self._origin
+        if t <= self._last_t:
+            return
+        requests: dict[str, int] = {}
+        throttled: dict[str, int] = {}
+        for name, s in self._stats.caps.items():
+            before = self._last.get(name, (0, 0))
+            group = CAPABILITIES[name].qps_group if name in CAPABILITIES else name
+            if s.requests - before[0]:
+                requests[group] = requests.get(group, 0) + s.requests - before[0]
+            if s.rate_limited - before[1]:
+                throttled[group] = throttled.get(group, 0) + s.rate_limited - before[1]
+            self._last[name] = (s.requests, s.rate_limited)
+        results = sum(s.succeeded + s.failed for s in self._stats.caps.values())
+        in_flight = sum(s.in_flight for s in self._stats.caps.values())
+        sample = Sample(self._last_t, t - self._last_t, requests, throttled, results - self._last_results, in_flight)
+        self._last_t, self._last_results = t, results
+        self._ckpt.record_progress(sample, self.histograms(), self.counts())
+        self.samples += 1
+
+    def histograms(self) -> dict[str, Buckets]:
+        stats = self._stats
+        return {"durations": (stats.durations.bounds, stats.durations.counts),
+                "detection_lag": (stats.detection_lag.bounds, stats.detection_lag.counts)}
+
+    def counts(self) -> SessionCounts:
+        return session_counts(self._stats.caps, self._prices, self._stats.rejected)
+
+    def end(self, result: RunResult) -> None:
+        """Complete this session's row: how it ended and what it did."""
+        self._ckpt.end_session(ended=self._wall(), outcome=result.outcome.value, exit_code=int(result.exit_code),
+                               stop_reason=result.reason, counts=self.counts())
