@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from support import FakeClock
 
 from pipeline.config.load import Config
 from pipeline.engine.recording import Recorder, session_counts
@@ -124,18 +125,10 @@ def test_only_the_last_sessions_keep_their_series(ckpt: Checkpoint) -> None:
     assert len(ckpt.samples(session)) == 1 and ckpt.histograms(session)
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_recorder_samples_what_happened_since_its_last_sample(ckpt: Checkpoint) -> None:
     """Each sample holds the requests, 429s and result lines since the previous one, per QPS
     group, and the tasks in flight at its end; the session's row follows the counts."""
-    stats, clock = RunStats(), _Clock()
+    stats, clock = RunStats(), FakeClock(0.0)
     recorder = Recorder(ckpt, stats, Config(time_scale=2.0), clock=clock, wall=lambda: 1000.0)
     assert recorder.step == 5.0
     session = recorder.start()

@@ -139,8 +139,10 @@ def test_a_live_run_is_reported_as_a_snapshot_and_a_kill_is_history(tmp_path: Pa
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
-    # A service whose tasks end quickly: the resume's recorded tasks are unknown there, so sent once more.
-    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST)) as emu:
+        port = int(emu.url.rsplit(":", 1)[1])
+    # The same address (another service is refused while tasks are recorded), tasks that end quickly:
+    # the resume's recorded tasks are unknown there, so sent once more.
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST), port=port) as emu:
         again = cli(run_args(tmp_path, manifest, emu.url), env=ENV, timeout=240)
         assert again.returncode == 0, again.stderr[-2000:]
     done = cli(["status", "--history", "--json", "--state-dir", str(state)])

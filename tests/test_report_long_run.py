@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from support import FakeClock
 
 from pipeline.config.load import Config
 from pipeline.core.capabilities import CAPABILITIES
@@ -21,14 +22,6 @@ pytest.importorskip("matplotlib")
 HOURS = 10
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_ten_hour_session_and_a_year_of_nights(tmp_path: Path) -> None:
     """365 earlier nights and a 10-hour session sampled every 10 s: at most MAX_SAMPLES samples are
     kept, they still count every request, and its report (every plot drawn) is under 2 MB."""
@@ -40,7 +33,7 @@ def test_a_ten_hour_session_and_a_year_of_nights(tmp_path: Path) -> None:
         ckpt.start_session(night * 86_400.0)
         ckpt.end_session(ended=night * 86_400.0 + 3_600, outcome="completed", exit_code=0, stop_reason=None,
                          counts=SessionCounts(succeeded=300, requests=1_200, cost=12.0))
-    stats, clock = RunStats(), Clock()
+    stats, clock = RunStats(), FakeClock(0.0)
     recorder = Recorder(ckpt, stats, Config(), clock=clock, wall=lambda: 365 * 86_400.0)
     session = recorder.start()
     sent = 0
