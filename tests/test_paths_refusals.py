@@ -186,3 +186,19 @@ def test_a_key_no_header_can_carry_is_refused_before_anything(tmp_path: Path, pi
     assert "api_key" in err and bad_key not in err
     assert pings.paths == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
+
+
+def test_two_outs_with_one_stem_do_not_share_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--out z.jsonl` then `--out z.out`: both name their summary and rejects files z.summary.json
+    and z.rejects.jsonl, and the second run overwrote the first's. Now it is refused (exit 2),
+    naming the run the summary belongs to, and nothing changes."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(2, ["object_detection"]))
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=3, time_scale=SCALE)) as emu:
+        common = ["--endpoint", emu.url, "--progress", "off", "--quiet"]
+        assert main(["run", str(manifest), "--out", str(tmp_path / "z.jsonl"), *common]) == 0
+        capsys.readouterr()
+        before = (tmp_path / "z.summary.json").read_bytes()
+        err = refused(["run", str(manifest), "--out", str(tmp_path / "z.out"), *common], capsys)
+    assert "z.summary.json" in err and "z.jsonl" in err and "another name" in err
+    assert (tmp_path / "z.summary.json").read_bytes() == before
+    assert not (tmp_path / "z.out").exists() and not (tmp_path / "z.out.state").exists()

@@ -4,6 +4,7 @@ rule `state.paths.check_targets`): no option overwrites what it was not made for
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def check_paths(manifest: str, files: RunFiles | Path, *, config_file: Path | No
     targets = [
         Target("--out", files.results, parents=True, ours=lambda path: _results_ours(path, state_dir)),
         Target("--out's rejects file", files.rejects, parents=True, ours=_rejects_ours),
-        Target("--out's summary file", files.summary, parents=True, ours=_summary_ours),
+        Target("--out's summary file", files.summary, parents=True,
+               ours=lambda path: _summary_ours(path, files.results)),
         Target("--out's lock file", results_lock_path(files.results), parents=True, ours=_lock_ours),
         Target("the state dir (--state-dir, else --out + .state)", state_dir, Kind.DIR, parents=True,
                ours=_state_dir_ours),
@@ -79,9 +81,15 @@ def _rejects_ours(path: Path) -> str | None:
             "away or pick another --out")
 
 
-def _summary_ours(path: Path) -> str | None:
+def _summary_ours(path: Path, results: Path) -> str | None:
     if (json_object_keys(path) or frozenset()) >= SUMMARY_KEYS:
-        return None
+        theirs = _summary_results(path)
+        if theirs is None or Path(theirs).resolve() == results.resolve():
+            return None
+        # `z.jsonl` and `z.out` share `z.summary.json` and `z.rejects.jsonl` (named from the stem):
+        # the second run would overwrite the first's.
+        return (f"is the summary of the run writing {clipped(theirs, 240)} (the summary and rejects files are named "
+                "from --out without its extension): pick an --out with another name")
     return ("already exists and is not a run summary this pipeline wrote (rewritten at the end of every run of "
             "--out): move it away or pick another --out")
 
@@ -101,3 +109,13 @@ def _state_dir_ours(path: Path) -> str | None:
     example = sorted(names - {LOCK_NAME})[0]
     return (f"holds files that are not a run's state (such as {clipped(example)}): give a new or empty directory, or "
             "the state dir of the run to resume")
+
+
+def _summary_results(path: Path) -> str | None:
+    """The results file a run summary names (its `results`), if it can be read."""
+    try:
+        with open(path, "rb") as f:
+            value = json.loads(f.read(1 << 20)).get("results")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
