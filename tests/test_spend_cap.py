@@ -243,3 +243,17 @@ async def test_a_task_recorded_without_a_cap_is_reserved_and_not_warned_about(tm
     assert not [r for r in caplog.records if "reserved for it" in r.getMessage()], caplog.text
     assert result.summary["spend"] == {"settled": pytest.approx(3 * OCR_PRICE), "reserved": 0, "cap": 1.0,
                                        "currency": "CNY"}
+
+
+async def test_a_cap_lowered_below_what_was_spent_says_so(tmp_path: Path) -> None:
+    """10 items under a cap of 0.0105, then the same command with 0.005: exit 6 and the reason
+    says earlier sessions already spent past the cap, not that usage_estimates were too low (no
+    such warning was ever given)."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(20, ["image_analyze"]))
+    async with start_emulator(emulator()) as emu:
+        first = await run_once(tmp_path, manifest, config(emu.url, max_cost=0.0105))
+        assert first.exit_code == ExitCode.SPEND_CAP
+        lowered = await run_once(tmp_path, manifest, config(emu.url, max_cost=0.005))
+    assert lowered.exit_code == ExitCode.SPEND_CAP
+    assert "earlier sessions of this run had already spent 0.0100" in str(lowered.reason), lowered.reason
+    assert "usage_estimates" not in str(lowered.reason)

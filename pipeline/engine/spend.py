@@ -111,6 +111,7 @@ class SpendLedger:
         # What every done line cost (`settled_cost`), read at the start, then kept as a running
         # total of this session's settlements; None until read.
         self._settled: float | None = None
+        self._settled_at_start: float | None = None  # what earlier sessions spent (under a cap)
 
     # ---- a session's start and end -----------------------------------------------------
     def start(self) -> None:
@@ -122,7 +123,7 @@ class SpendLedger:
         if self._cfg.max_cost is not None:
             self._learned = self._ckpt.highest_costs(self._cfg.prices)
             self._settled = None  # read again: the resume may have marked lines done
-            self.settled()
+            self._settled_at_start = self.settled()
 
     def settled(self) -> float:
         """What the run's done lines cost, every session's, capped or not, plus what creates a
@@ -249,9 +250,14 @@ class SpendLedger:
         """Why the run stopped at the cap, with the ledger's figures as they are now."""
         cap = self._cfg.max_cost or 0.0
         settled, reserved = self.settled(), self._ckpt.spend()[1]
-        over = (f"; settled passes the cap by {settled - cap:.4f}: analyses already sent when it was reached "
-                "cost more than their reservations (see the warning about usage_estimates)"
-                if settled > cap + 1e-9 else "")
+        before = self._settled_at_start
+        if before is not None and before > cap - 1e-9:  # the cap was lowered below what was spent
+            over = f"; earlier sessions of this run had already spent {before:.4f}, at or past the cap"
+        elif settled > cap + 1e-9:
+            over = (f"; settled passes the cap by {settled - cap:.4f}: analyses already sent when it was reached "
+                    "cost more than their reservations (see the warning about usage_estimates)")
+        else:
+            over = ""
         return (f"{cap_origin(self._cfg)} reached (settled {settled:.4f}, reserved "
                 f"{reserved:.4f}){over}; submitted tasks were finished; raise the cap and run the same command "
                 "to go on")
