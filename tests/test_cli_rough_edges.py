@@ -140,3 +140,5 @@ def test_status_says_what_a_run_would_do_when_the_results_file_lost_lines(tmp_pa
     assert code == 2 and "is missing" in str(report["reason"]) and "would refuse" in str(report["reason"])
     refused = cli(run_args(tmp_path, manifest, UNREACHABLE), env=ENV)
     assert refused.returncode == 2 and "is missing" in refused.stderr, refused.stderr[-2000:]
+    # The cheap way back is named first: an empty file, and the recorded tasks are polled again.
+    assert ": > FILE" in refused.stderr and ": > FILE" in str(report["reason"])

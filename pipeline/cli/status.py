@@ -23,6 +23,7 @@ from ..engine.spend import settled_cost, spend_report
 from ..observe.report import stats_from_totals, summarize
 from ..state.checkpoint import Checkpoint, JobState, MetaKey
 from ..state.lock import describe, live_holder
+from ..state.resume import LOST_RESULTS_ADVICE
 
 __all__ = ["format_status", "status", "summary_of"]
 
@@ -151,8 +152,8 @@ def _results_lost(out: str | None, recorded: int) -> tuple[ExitCode, str] | None
         size = Path(out).stat().st_size
     except FileNotFoundError:
         return ExitCode.USAGE, (f"the results file {clipped(out, 240)} is missing, but the state dir records "
-                                f"{recorded} bytes of results in it: a run would refuse (exit 2); restore the file, or "
-                                "start over with a new --state-dir")
+                                f"{recorded} bytes of results in it: a run would refuse (exit 2); "
+                                f"{LOST_RESULTS_ADVICE}")
     except OSError:
         return None
     if size >= recorded:

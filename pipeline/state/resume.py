@@ -41,6 +41,12 @@ class ResumeState:
     pending: dict[str, PendingTask] = field(default_factory=dict)
 
 
+#: What to do about a results file that is gone: the cheap way first.
+LOST_RESULTS_ADVICE = ("restore the file; or create it empty (`: > FILE`), and a run polls again the recorded "
+                       "tasks of the lost lines and sends again only the synchronous calls; or start over with a "
+                       "new --state-dir (everything is paid again)")
+
+
 def manifest_key(manifest: str) -> str:
     """How the checkpoint names a manifest (or a listed source): its resolved path, `-` for
     stdin, an ``oss://`` source as written."""
@@ -165,7 +171,7 @@ def reconcile(path: Path, ckpt: Checkpoint) -> int:
         if offset > 0:
             raise StateError(
                 f"results file {path} is missing, but the state dir records {offset} bytes of "
-                "results in it: restore the file, or start over with a new --state-dir")
+                f"results in it: {LOST_RESULTS_ADVICE}")
         return 0
     size = path.stat().st_size
     if size < offset:
