@@ -33,6 +33,7 @@ from . import (
     report,
     resume,
     shared_account,
+    stream_api,
     sync_ceiling,
     upload,
 )
@@ -66,6 +67,7 @@ SCENARIOS: dict[str, Scenario] = {
     "export_by_item": export_by_item,
     "export_parquet": export_parquet,
     "listing": listing,
+    "stream_api": stream_api,
 }
 
 
