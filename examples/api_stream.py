@@ -5,8 +5,9 @@
     python examples/api_stream.py items.jsonl results.jsonl db.sqlite
 
 The items could come from anywhere (a database query, an API); here they are a JSONL file's lines.
-Run it again after an interruption: items already done are not sent again, and the table's
-primary key keeps a line loaded twice (one durable but not yet taken when it stopped) to one row.
+Run it again after an interruption: items already done are not sent again (nor yielded again),
+and a changed item's new line replaces its row. Lines that were durable but not yet taken when a
+run stopped are in results.jsonl; `media-pipeline export --changes` gives them (docs/api.md).
 Exits with the run's exit code, as `media-pipeline run` would (README, "Exit codes").
 """
 
