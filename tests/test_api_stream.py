@@ -207,6 +207,23 @@ async def test_an_exception_in_the_consumer_propagates_and_stops_the_run(tmp_pat
     assert_exactly_once(read_results(tmp_path / "r.jsonl"), [r["id"] for r in rows])
 
 
+async def test_an_exception_from_the_items_ends_the_iteration_with_it(tmp_path: Path, emu: RunningEmulator) -> None:
+    """Items that raise part-way: the iteration raises that exception, the run has let go of the
+    state dir, and a second call with working items resumes to one line per item."""
+    rows = items(20, ["object_detection"])
+
+    def broken() -> Iterator[dict[str, Any]]:
+        yield from rows[:10]
+        raise ConnectionResetError("the items' database went away")
+
+    with pytest.raises(ConnectionResetError, match="went away"):
+        async with pipeline.stream(broken(), **call(tmp_path, emu)) as lines:
+            [_ async for _ in lines]
+    assert live_holder(tmp_path / "r.jsonl.state") is None
+    [_ async for _ in pipeline.stream(rows, **call(tmp_path, emu))]
+    assert_exactly_once(read_results(tmp_path / "r.jsonl"), [r["id"] for r in rows])
+
+
 async def test_cancelling_the_consumer_stops_the_run_before_the_cancel_returns(tmp_path: Path) -> None:
     """A consumer task cancelled while it waits for a line: by the time the cancellation has
     propagated the run has let go of the state dir; a second call (a fresh service) resumes."""
