@@ -244,6 +244,25 @@ async def test_cancelling_the_consumer_stops_the_run_before_the_cancel_returns(t
     assert_exactly_once(read_results(tmp_path / "r.jsonl"), [r["id"] for r in rows])
 
 
+async def test_a_second_stream_on_a_live_out_raises_state_locked(tmp_path: Path) -> None:
+    """While a stream whose consumer still holds it runs, another on the same out raises
+    StateLocked (exit code 7) from its first iteration and sends nothing; the first one, closed,
+    releases the state dir."""
+    rows = items(3, ["video_snapshot"])
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=9, time_scale=SCALE, durations=PENDING)) as slow:
+        async with pipeline.stream(rows, **call(tmp_path, slow)) as first:
+            waiting = asyncio.ensure_future(first.__anext__())
+            await until(lambda: slow.counters()["tasks_created_total"] >= 3, "the first run ended",
+                        guard=lambda: not waiting.done())
+            with pytest.raises(pipeline.StateLocked) as caught:
+                [_ async for _ in pipeline.stream(rows, **call(tmp_path, slow))]
+            assert caught.value.exit_code == 7 and slow.counters()["tasks_created_total"] == 3
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        assert live_holder(tmp_path / "r.jsonl.state") is None
+
+
 async def test_a_stream_marks_nothing_vanished(tmp_path: Path, emu: RunningEmulator) -> None:
     """A later stream with fewer items leaves the others current: a stream is never the whole catalog."""
     rows = items(4, ["object_detection"])
