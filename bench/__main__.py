@@ -34,6 +34,7 @@ from . import (
     report_sizes,
     resume,
     shared_account,
+    stream_api,
     sync_ceiling,
     upload,
 )
@@ -68,6 +69,7 @@ SCENARIOS: dict[str, Scenario] = {
     "export_parquet": export_parquet,
     "listing": listing,
     "report_sizes": report_sizes,
+    "stream_api": stream_api,
 }
 
 

@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 #: The public API (docs/api.md), imported on first use: `import pipeline` (and `--version`)
 #: must not pay for the engine, aiohttp and the SDKs.
 __all__ = ["Config", "ConfigError", "ExitCode", "ItemStatus", "ManifestError", "PipelineError", "ResultLine",
-           "RunOptions", "RunOutcome", "RunResult", "StateError", "StateLocked", "UsageError", "__version__",
-           "arun", "run"]
+           "ResultStream", "RunOptions", "RunOutcome", "RunResult", "StateError", "StateLocked", "UsageError",
+           "__version__", "arun", "run", "stream"]
 
 if TYPE_CHECKING:
     from .api import (
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         ManifestError,
         PipelineError,
         ResultLine,
+        ResultStream,
         RunOptions,
         RunOutcome,
         RunResult,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         UsageError,
         arun,
         run,
+        stream,
     )
 
 

@@ -211,3 +211,34 @@ def test_import_pipeline_is_cheap_and_the_api_is_there_on_first_use() -> None:
     assert "BEFORE []" in done.stdout and "AFTER True" in done.stdout, done.stderr[-2000:]
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         pipeline.nope  # noqa: B018 - the attribute access is the test
+
+
+def test_a_directory_with_include_exclude_and_force(tmp_path: Path, emu_thread: EmulatorThread) -> None:
+    """The API runs a directory as the CLI does, with include/exclude by their Python names (only the
+    matching files are sent); a second call sends nothing, and force=True sends them again."""
+    media = tmp_path / "media"
+    (media / "tmp").mkdir(parents=True)
+    for name in ("a.png", "b.jpg", "tmp/c.png", "d.gif"):
+        (media / name).write_bytes(b"\x89PNG " + name.encode())
+    kwargs = {"out": tmp_path / "r.jsonl", "endpoint": emu_thread.url, "api_key": KEY, "config": CONFIG,
+              "analyses": ["object_detection"], "include": ["*.png", "*.jpg"], "exclude": "tmp/"}
+    first = pipeline.run(media, **kwargs)
+    assert first.exit_code == 0
+    assert sorted(r["id"] for r in read_results(tmp_path / "r.jsonl")) == ["a.png", "b.jpg"]
+    sent = emu_thread.counters()["requests_total"]
+    assert pipeline.run(media, **kwargs).summary["catalog"]["unchanged"] == 2
+    assert emu_thread.counters()["requests_total"] == sent
+    forced = pipeline.run(media, force=True, **kwargs)
+    assert forced.summary["catalog"]["changed"] == 2 and emu_thread.counters()["requests_total"] == sent + 2
+
+
+@pytest.mark.parametrize("option", [{"include": "*.jpg"}, {"exclude": ["x/"]}, {"follow_symlinks": True}])
+def test_listing_options_on_a_manifest_are_refused_before_anything_starts(tmp_path: Path, option) -> None:
+    """include/exclude/follow_symlinks apply to a directory or oss:// prefix: given with a
+    manifest they raise ConfigError naming the option, and nothing is created."""
+    manifest = write_manifest(tmp_path / "m.jsonl", items(1, ["object_detection"]))
+    before = files_under(tmp_path)
+    with pytest.raises(pipeline.ConfigError) as caught:
+        pipeline.run(manifest, out=tmp_path / "r.jsonl", endpoint="http://127.0.0.1:9", api_key=KEY, **option)
+    assert caught.value.key == next(iter(option)) and "directory or an oss:// prefix" in str(caught.value)
+    assert files_under(tmp_path) == before

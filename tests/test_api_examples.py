@@ -4,8 +4,10 @@ orchestrator module's `nightly_run` (Airflow and Dagster need not be installed t
 from __future__ import annotations
 
 import importlib.util
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from types import ModuleType
 
@@ -46,6 +48,27 @@ def test_the_plain_script_reports_a_refusal_with_its_exit_code(tmp_path: Path) -
                            str(tmp_path / "r.jsonl")], capture_output=True, text=True, cwd=tmp_path, timeout=60,
                           check=False, env=cli_env({"PIPELINE_ENDPOINT": "http://127.0.0.1:9"}))
     assert done.returncode == 2 and "not started" in done.stderr and "DASHSCOPE_API_KEY" in done.stderr
+
+
+def test_the_stream_script_loads_each_durable_line_and_resumes(tmp_path: Path, emu_thread: EmulatorThread) -> None:
+    """examples/api_stream.py streams a file's items and loads one SQLite row per (item, analysis);
+    run again, it sends nothing (the server's request count stays) and the table is unchanged."""
+    rows = items(5, ["image_analyze", "object_detection"])
+    source = write_manifest(tmp_path / "items.jsonl", rows)
+    argv = [sys.executable, str(REPO / "examples" / "api_stream.py"), str(source), str(tmp_path / "r.jsonl"),
+            str(tmp_path / "db.sqlite")]
+    env = cli_env({"DASHSCOPE_API_KEY": KEY, "PIPELINE_ENDPOINT": emu_thread.url, "PIPELINE_TIME_SCALE": str(SCALE)})
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "completed: 5 succeeded, 0 failed (exit 0)" in done.stdout
+    with closing(sqlite3.connect(tmp_path / "db.sqlite")) as db:
+        loaded = sorted(db.execute("SELECT id, status FROM results"))
+    assert loaded == sorted((r["id"], "SUCCESS") for r in rows)
+    requests = emu_thread.counters()["requests_total"]
+    again = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False, env=env)
+    assert again.returncode == 0 and emu_thread.counters()["requests_total"] == requests, again.stderr[-2000:]
+    with closing(sqlite3.connect(tmp_path / "db.sqlite")) as db:
+        assert sorted(db.execute("SELECT id, status FROM results")) == loaded
 
 
 def load_orchestrators() -> ModuleType:

@@ -33,6 +33,16 @@ from pipeline.core.exit_codes import ExitCode
     ({"analyses": [1]}, "analyses", "capability names"),
     ({"shard": "3"}, "shard", "K/N"),
     ({"shard": "5/4"}, "shard", ""),
+    ({"include": ""}, "include", "non-empty string"),
+    ({"exclude": ["*.jpg", 3]}, "exclude", "non-empty string"),
+    ({"include": b"*.jpg"}, "include", "non-empty string"),
+    ({"include": "/"}, "include", "is not a pattern"),
+    ({"exclude": ["ok/", "//"]}, "exclude", "is not a pattern"),
+    ({"follow_symlinks": "yes"}, "follow_symlinks", "True or False"),
+    ({"force": 1}, "force", "True or False"),
+    ({"force_analysis": "image analyze"}, "force_analysis", "not an analysis name"),
+    ({"force_analysis": [None]}, "force_analysis", "non-empty string"),
+    ({"forse": True}, "forse", "did you mean force?"),
 ])
 def test_a_bad_option_is_a_config_error_naming_it(options, named, says):
     """Each bad name or value raises ConfigError with the option as its key, the caller as its
@@ -65,3 +75,14 @@ def test_good_options_become_settings_and_config_overrides():
 def test_no_options_are_the_quiet_embedded_defaults():
     """Without options: no progress on stderr, no signal handlers, nothing overridden."""
     assert check_options({}) == RunSettings(progress="off", handle_signals=False, overrides={})
+
+
+def test_the_catalog_options_become_settings():
+    """include/exclude/force_analysis take one string or a list (the flags repeat); follow_symlinks
+    and force are booleans; all of them reach the settings the run request is built from."""
+    settings = check_options({"include": "*.jpg", "exclude": ["tmp/", "**/x.png"], "follow_symlinks": True,
+                              "force": True, "force_analysis": ("describe", "image_analyze")})
+    assert settings.include == ("*.jpg",) and settings.exclude == ("tmp/", "**/x.png")
+    assert settings.follow_symlinks and settings.force
+    assert settings.force_analyses == ("describe", "image_analyze")
+    assert check_options({}).include == () and not check_options({}).force

@@ -1,7 +1,8 @@
-"""The public Python API: `run` and `arun` (a manifest run from a program: an orchestrator's
-task, a notebook), with the command line's behaviour, files, locks and exit codes, its options
-by their Python names, checked before anything starts, and none of its process-wide habits (no
-`sys.exit`, no signal handlers unless asked, no logging set-up). `pipeline.run` and friends are
+"""The public Python API: `run` and `arun` (a catalog run from a program: an orchestrator's
+task, a notebook) and `stream` (item dicts in, durable result lines out), with the command
+line's behaviour, files, locks and exit codes, its options by their Python names, checked before
+anything starts, and none of its process-wide habits (no `sys.exit`, no signal handlers unless
+asked, no logging set-up). `pipeline.run` and friends are
 these, imported lazily so that `import pipeline` stays cheap.
 
 May import: core, config, manifest, service, pacing, state, observe, upload, engine.
@@ -17,6 +18,8 @@ from ..core.results import ItemStatus, ResultLine
 from ..engine.closing import RunResult
 from .options import RunOptions
 from .running import arun, run
+from .streaming import ResultStream, stream
 
 __all__ = ["Config", "ConfigError", "ExitCode", "ItemStatus", "ManifestError", "PipelineError", "ResultLine",
-           "RunOptions", "RunOutcome", "RunResult", "StateError", "StateLocked", "UsageError", "arun", "run"]
+           "ResultStream", "RunOptions", "RunOutcome", "RunResult", "StateError", "StateLocked", "UsageError", "arun",
+           "run", "stream"]

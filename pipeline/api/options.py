@@ -19,7 +19,9 @@ from typing import Any, Literal, TypedDict
 
 from ..core.echo import clipped, shown
 from ..core.errors import ConfigError, ManifestError, UsageError
+from ..core.job import ANALYSIS_NAME
 from ..manifest.analyses import run_analyses
+from ..manifest.globs import compile_globs
 from ..state.shards import Shard, parse_shard
 
 __all__ = ["CONFIG_OPTIONS", "PROGRESS_MODES", "RunOptions", "RunSettings", "check_options"]
@@ -44,11 +46,18 @@ class RunOptions(TypedDict, total=False):
     pushgateway: str
     ping_url: str
     handle_signals: bool
+    include: str | Sequence[str]
+    exclude: str | Sequence[str]
+    follow_symlinks: bool
+    force: bool
+    force_analysis: str | Sequence[str]
 
 
 #: Options that are config keys: they override the config (and PIPELINE_* variables), as flags do.
 CONFIG_OPTIONS = ("workspace", "limiter", "max_cost", "max_duration", "metrics_file", "pushgateway", "ping_url")
-_BOOLS = ("retry_failed", "append", "handle_signals")
+_BOOLS = ("retry_failed", "append", "handle_signals", "follow_symlinks", "force")
+#: `--include`, `--exclude`, `--force-analysis` (repeatable flags): one string or a list of them.
+_LISTS = ("include", "exclude", "force_analysis")
 _PATHS = ("state_dir", "metrics_file")
 _TEXTS = ("workspace", "shard", "limiter", "pushgateway", "ping_url")
 
@@ -67,6 +76,13 @@ class RunSettings:
     #: Off by default: the caller's program keeps its own signal handling.
     handle_signals: bool = False
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: The catalog's options: `--include`, `--exclude`, `--follow-symlinks` (a directory or an
+    #: oss:// source), `--force`, `--force-analysis`.
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    follow_symlinks: bool = False
+    force: bool = False
+    force_analyses: tuple[str, ...] = ()
 
 
 def check_options(options: Mapping[str, Any], *, caller: str = "pipeline.run()") -> RunSettings:
@@ -95,6 +111,17 @@ def check_options(options: Mapping[str, Any], *, caller: str = "pipeline.run()")
     if "max_duration" in options and (isinstance(options["max_duration"], bool)
                                       or not isinstance(options["max_duration"], (int, float, str))):
         raise bad("max_duration", "seconds, or a duration such as '90s', '15m', '6h', '1h30m'")
+    lists = {name: _strings(name, options[name], caller) for name in _LISTS if name in options}
+    if lists.get("include") or lists.get("exclude"):
+        try:  # the flags' own check (an empty pattern), named by the option
+            compile_globs(lists.get("include", ()), lists.get("exclude", ()))
+        except ManifestError as exc:
+            name = "include" if exc.source == "--include" else "exclude"
+            raise ConfigError(exc.message, key=name, source=caller) from None
+    for name in lists.get("force_analysis", ()):
+        if not ANALYSIS_NAME.fullmatch(name):
+            raise ConfigError(f"{shown(name)} is not an analysis name (1 to 64 letters, digits, '_', '.', '-')",
+                              key="force_analysis", source=caller)
     progress = options.get("progress", "off")
     if progress not in PROGRESS_MODES:
         raise bad("progress", f"one of {', '.join(PROGRESS_MODES)}")
@@ -104,6 +131,9 @@ def check_options(options: Mapping[str, Any], *, caller: str = "pipeline.run()")
         retry_failed=options.get("retry_failed", False), append=options.get("append", False),
         shard=_shard(options.get("shard"), caller), progress=progress,
         handle_signals=options.get("handle_signals", False),
+        include=lists.get("include", ()), exclude=lists.get("exclude", ()),
+        follow_symlinks=options.get("follow_symlinks", False), force=options.get("force", False),
+        force_analyses=lists.get("force_analysis", ()),
         overrides={name: _fspath(options[name]) for name in CONFIG_OPTIONS if name in options})
 
 
@@ -120,6 +150,15 @@ def _analyses(value: object, caller: str) -> tuple[str, ...] | None:
         return run_analyses(list(names))
     except ManifestError as exc:
         raise ConfigError(exc.message, key="analyses", source=caller) from None
+
+
+def _strings(name: str, value: object, caller: str) -> tuple[str, ...]:
+    """A repeatable flag's values: one non-empty string, or a list (tuple) of them."""
+    values = (value,) if isinstance(value, str) else value
+    if not isinstance(values, Sequence) or isinstance(values, bytes) \
+            or not all(isinstance(v, str) and v.strip() for v in values):
+        raise ConfigError(f"must be a non-empty string or a list of them, got {shown(value)}", key=name, source=caller)
+    return tuple(values)
 
 
 def _shard(value: object, caller: str) -> Shard | None:

@@ -27,6 +27,7 @@ from ..core.echo import clipped
 from ..core.errors import ConfigError, UsageError
 from ..core.results import RunFiles
 from ..engine.closing import RunResult
+from ..engine.item_source import STREAM_SOURCE, Listing, kind_of
 from ..engine.runner import RunRequest, single_error
 from ..engine.watched import watched_run
 from .options import RunOptions, RunSettings, check_options
@@ -85,10 +86,11 @@ async def _execute(request: RunRequest, settings: RunSettings) -> RunResult:
     return await watched_run(request, progress=settings.progress, handle_signals=settings.handle_signals)
 
 
-def prepare(source: str | os.PathLike[str], *, out: str | os.PathLike[str], endpoint: str | None,
+def prepare(source: str | os.PathLike[str] | None, *, out: str | os.PathLike[str], endpoint: str | None,
             api_key: str | None, config: ConfigSource, options: Mapping[str, Any],
             caller: str) -> tuple[RunRequest, RunSettings]:
-    """Everything checked, nothing started: the run's request and its settings."""
+    """Everything checked, nothing started: the run's request and its settings. `source` None:
+    items from Python (`pipeline.stream`), named `STREAM_SOURCE` in the state dir."""
     settings = check_options(options, caller=caller)
     overrides = {**settings.overrides, "endpoint": endpoint}
     cfg = _config(config, overrides, caller)
@@ -99,7 +101,13 @@ def prepare(source: str | os.PathLike[str], *, out: str | os.PathLike[str], endp
     if not isinstance(key, str) or not key.strip():
         given = "api_key is empty" if api_key is not None else f"{API_KEY_ENV} is not set"
         raise ConfigError(f"{given}: pass api_key=... or export {API_KEY_ENV}", key="api_key", source=caller)
-    manifest = _manifest(source, caller)
+    manifest = STREAM_SOURCE if source is None else _manifest(source, caller)
+    listing = Listing(settings.include, settings.exclude, settings.follow_symlinks)
+    if kind_of(manifest) == "manifest" and listing != Listing():  # a stream reads no listing either
+        name = next(n for n in ("include", "exclude", "follow_symlinks") if getattr(settings, n))
+        what = "items from Python" if source is None else f"a manifest ({clipped(manifest)})"
+        raise ConfigError(f"applies to a directory or an oss:// prefix, not to {what}: filter the items themselves",
+                          key=name, source=caller)
     if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
         raise ConfigError("must be the results file's path (str or os.PathLike)", key="out", source=caller)
     files = RunFiles.for_results(Path(out), settings.state_dir)
@@ -108,7 +116,8 @@ def prepare(source: str | os.PathLike[str], *, out: str | os.PathLike[str], endp
     config_file = Path(config) if isinstance(config, (str, os.PathLike)) else None
     return RunRequest(manifest=manifest, files=files, api_key=key, config=cfg, retry_failed=settings.retry_failed,
                       append=settings.append, shard=settings.shard, analyses=settings.analyses,
-                      config_file=config_file), settings
+                      config_file=config_file, force=settings.force, force_analyses=settings.force_analyses,
+                      listing=listing), settings
 
 
 def _config(config: ConfigSource, overrides: Mapping[str, Any], caller: str) -> Config:
@@ -134,12 +143,13 @@ def _config(config: ConfigSource, overrides: Mapping[str, Any], caller: str) -> 
 
 def _manifest(source: object, caller: str) -> str:
     if not isinstance(source, (str, os.PathLike)) or not os.fspath(source):
-        raise ConfigError("must be a manifest's path (str or os.PathLike), or '-' for JSON Lines on stdin; to "
-                          "run items from Python, write them to a JSONL file first", key="source", source=caller)
+        raise ConfigError("must be a manifest's or a directory's path (str or os.PathLike), oss://BUCKET/PREFIX, or "
+                          "'-' for JSON Lines on stdin; to run item dicts from Python, use pipeline.stream()",
+                          key="source", source=caller)
     manifest = os.fspath(source)
     if not isinstance(manifest, str):
         manifest = os.fsdecode(manifest)
-    if manifest != "-" and not Path(manifest).is_file():
-        what = "is a directory" if Path(manifest).is_dir() else "does not exist"
-        raise UsageError(f"manifest {clipped(manifest)} {what}: give the path of a JSONL, CSV, YAML or TXT manifest")
+    if manifest != "-" and not manifest.startswith("oss://") and not Path(manifest).exists():
+        raise UsageError(f"source {clipped(manifest)} does not exist: give a JSONL, CSV, YAML or TXT manifest, a "
+                         "directory or oss://BUCKET/PREFIX")
     return manifest

@@ -13,6 +13,10 @@ per hop. `open()` is awaited before the run starts anything: it reads the first 
 bucket that does not exist (exit 2), a refused key pair (exit 4) or OSS unreachable (exit 3)
 stop the run before its state dir is touched. `counts` says what a listing turned away, and
 `complete` whether the source was read to its end.
+
+A fourth kind, "stream", is the items of `pipeline.stream`: an iterable or async iterable of item
+dicts (`records`), each checked as a manifest line (`manifest.python_items`). Before it takes
+the next item it awaits `ready()`, the stream's back-pressure: a consumer behind holds the read.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +39,14 @@ from ..core.job import Job
 from ..manifest.analyses import validate_record
 from ..manifest.folder import walk_folder
 from ..manifest.listed import Listed, ListingCounts, Selection
+from ..manifest.python_items import ItemChecker
 from ..manifest.reader import Rejected, Skipped, read_manifest
+from ..state.resume import STREAM_SOURCE
 
-__all__ = ["CHUNK", "ItemSource", "Listing", "kind_of"]
+__all__ = ["CHUNK", "STREAM_SOURCE", "ItemSource", "Listing", "Records", "kind_of"]
+
+#: The items of `pipeline.stream`.
+Records = Iterable[object] | AsyncIterable[object]
 
 log = logging.getLogger("pipeline.listing")
 
@@ -68,9 +77,12 @@ class ItemSource:
     """The items of one run's source (see the module docstring)."""
 
     def __init__(self, location: str, config: Config, *, analyses: Sequence[str] | None = None,
-                 listing: Listing = Listing()) -> None:
+                 listing: Listing = Listing(), records: Records | None = None,
+                 ready: Callable[[], Awaitable[None]] | None = None) -> None:
         self.location = location
-        self.kind = kind_of(location)
+        self.kind = kind_of(location) if records is None else "stream"
+        self._records = records
+        self._ready = ready
         self._cfg = config
         self._analyses = analyses
         self._listing = listing
@@ -87,7 +99,7 @@ class ItemSource:
 
     async def open(self) -> None:
         """Check the source before the run starts (see the module docstring)."""
-        if self.kind == "manifest":
+        if self.kind in ("manifest", "stream"):
             return
         self._selection = Selection(include=self._listing.include, exclude=self._listing.exclude,
                                     analyses_by_type=self._cfg.analyses_by_type, analyses=self._analyses)
@@ -103,6 +115,10 @@ class ItemSource:
 
     async def items(self, *, expected_items: int = 0) -> AsyncIterator[Job | Rejected]:
         """Every valid item's jobs and every rejected entry, in the source's order."""
+        if self.kind == "stream":
+            async for one in self._streamed(expected_items):
+                yield one
+            return
         if self.kind == "manifest":
             for item in read_manifest(self.location, max_body_bytes=MAX_BODY_BYTES, expected_items=expected_items,
                                       uploads=self._uploads, analyses=self._analyses, outputs=self._cfg.outputs):
@@ -128,6 +144,30 @@ class ItemSource:
             close = getattr(self._oss, "close", None)
             if close is not None:  # its page thread stops
                 close()
+
+    async def _streamed(self, expected_items: int) -> AsyncIterator[Job | Rejected]:
+        """The stream's items in order, each checked as a manifest line; the next one is taken
+        only once `ready()` returns. An exception the items raise ends the run with it."""
+        checker = ItemChecker(base_dir=Path.cwd(), uploads=self._uploads, analyses=self._analyses,
+                              outputs=self._cfg.outputs, expected_items=expected_items)
+        records, ready, index = self._records, self._ready, 0
+        assert records is not None
+        sync = iter(records) if isinstance(records, Iterable) else None
+        unsync = aiter(records) if not isinstance(records, Iterable) else None
+        while True:
+            if ready is not None:
+                await ready()
+            try:
+                record = next(sync) if sync is not None else await anext(unsync)  # type: ignore[arg-type]
+            except (StopIteration, StopAsyncIteration):
+                return
+            checked = checker.check(index, record)
+            index += 1
+            if isinstance(checked, Rejected):
+                yield checked
+                continue
+            for job in checked:
+                yield job
 
     def _checked(self, entry: Listed | Rejected) -> list[Job | Rejected]:
         if isinstance(entry, Rejected):

@@ -26,7 +26,7 @@ from ..core.capabilities import CAPABILITIES
 from ..core.endpoint import build_base_url
 from ..core.job import split_key
 from ..core.outcome import UNFINISHED, Stop, StopReason
-from ..core.results import RunFiles
+from ..core.results import ResultLine, RunFiles
 from ..observe.report import RunStats
 from ..pacing.build import build_pacers, check_limiter
 from ..pacing.memory import PacerBackend
@@ -91,7 +91,12 @@ class Run:
 
     def __init__(self, request: RunRequest, *, stats: RunStats | None = None,
                  rand: Callable[[], float] = random.random,
-                 on_started: Callable[[], Awaitable[None]] | None = None, handle_signals: bool = True) -> None:
+                 on_started: Callable[[], Awaitable[None]] | None = None, handle_signals: bool = True,
+                 source: ItemSource | None = None, on_line: Callable[[ResultLine], None] | None = None,
+                 stops: Stopping | None = None) -> None:
+        """`source`: the items, when not the request's manifest (`pipeline.stream`'s); `on_line`:
+        called with each line once it is durable, after the run counted it; `stops`: the run's
+        stop, for a caller that may ask for one (a stream whose consumer went away)."""
         self.req = request
         # False: a program embedding the run (the Python API) keeps its own signal handling
         self._handle_signals = handle_signals
@@ -100,15 +105,19 @@ class Run:
         self.stats = stats or RunStats()
         self._rand = rand
         self._lock = StateDirLock(request.files.state_dir)
-        self.source = ItemSource(request.manifest, request.config, analyses=request.analyses, listing=request.listing)
+        self.source = source or ItemSource(request.manifest, request.config, analyses=request.analyses,
+                                           listing=request.listing)
+        self._on_line = on_line
+        self._stops = stops
         self._out_lock = ResultsLock(request.files.results, request.files.state_dir)
 
     async def execute(self) -> RunResult:
         files = self.req.files
         check_api_key(self.req.api_key)  # a key no header can carry: exit 2 before any ping or state dir
         metrics_file = Path(self.cfg.metrics_file) if self.cfg.metrics_file else None
-        check_paths(self.req.manifest if self.source.kind != "oss" else "-", files, config_file=self.req.config_file,
-                    metrics_file=metrics_file, metrics_option=option_of(self.cfg, "metrics_file"))
+        check_paths(self.req.manifest if self.source.kind not in ("oss", "stream") else "-", files,
+                    config_file=self.req.config_file, metrics_file=metrics_file,
+                    metrics_option=option_of(self.cfg, "metrics_file"))
         check_results_free(files.results)  # a live run writes this --out (another state dir): exit 7
         check_sharding(files.results, files.state_dir, self.req.shard)  # before anything is created
         check_owner(files.results, files.state_dir, self.req.shard)  # a new state dir for another's --out
@@ -156,7 +165,7 @@ class Run:
         recorder = Recorder(ckpt, self.stats, cfg)
         recorder.start()  # the run history's row of this session
         files.results.parent.mkdir(parents=True, exist_ok=True)
-        stops = Stopping()
+        stops = self._stops or Stopping()
         watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio, window)
         ledger = SpendLedger(ckpt, cfg, item_cost_bound)
         ledger.start()  # what a killed session left reserved for submits never sent is released
@@ -191,7 +200,8 @@ class Run:
         log_stages(flow.reader, self.stats, flow.pollers)
         stop = None if moot(stops.stop, flow.reader, self.stats) else stops.stop
         catalog = close_catalog(ckpt, flow.reader, self.source, session=session,
-                                decides_vanished=stop is None and not req.append and _is_catalog(ckpt, req.manifest))
+                                decides_vanished=stop is None and not req.append and self.source.kind != "stream"
+                                and _is_catalog(ckpt, req.manifest))
         if catalog is not None:  # the run history keeps each night's delta beside its counts
             ckpt.set_session_catalog({k: v for k, v in catalog.items() if isinstance(v, int)
                                       and not isinstance(v, bool) and k != "session"})
@@ -227,7 +237,8 @@ class Run:
                           force=req.force, force_analyses=frozenset(req.force_analyses)),
             submitter=Submitter(submission=submission, inflight=inflight, stops=stops, stats=stats),
             pollers=pollers, finisher=Finisher(inflight=inflight, checkpoint=ckpt), sink=sink,
-            written=WrittenLines(stats=stats, chain=chain, watch=watch, ledger=ledger, stops=stops, checkpoint=ckpt),
+            written=WrittenLines(stats=stats, chain=chain, watch=watch, ledger=ledger, stops=stops, checkpoint=ckpt,
+                                 on_line=self._on_line),
             supervisor=Supervisor(stops, request_timeout=cfg.request_timeout), stops=stops, pacers=pacers,
             queue_size=cfg.queue_size, submit_workers=cfg.submit_workers, max_duration=cfg.max_duration,
             time_scale=cfg.time_scale, recorder=recorder)

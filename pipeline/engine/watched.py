@@ -5,6 +5,7 @@ so a run behaves the same whichever way it was started."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -12,21 +13,26 @@ import anyio
 from ..core.capabilities import CAPABILITIES
 from ..core.errors import PipelineError
 from ..core.exit_codes import ExitCode
+from ..core.results import ResultLine
 from ..observe.metrics import RunMetrics
 from ..observe.pings import Pinger
 from ..observe.progress import count_lines, show_progress
 from ..observe.report import RunStats, summarize
 from .closing import RunResult
+from .item_source import ItemSource
 from .runner import Run, RunRequest
+from .stopping import Stopping
 
 __all__ = ["watched_run"]
 
 
 async def watched_run(request: RunRequest, *, progress: str = "auto", stats: RunStats | None = None,
-                      handle_signals: bool = True) -> RunResult:
+                      handle_signals: bool = True, source: ItemSource | None = None,
+                      on_line: Callable[[ResultLine], None] | None = None, stops: Stopping | None = None) -> RunResult:
     """Run `request` to its end with progress (`progress`: auto, rich, plain or off), metrics and
     pings as its config asks. Errors that refuse the run (exit 2, 7) are raised as they are; a
-    refused run sends no ping and leaves the metrics file alone."""
+    refused run sends no ping and leaves the metrics file alone. `source`, `on_line` and `stops`
+    go to `Run` (`pipeline.stream`'s items, its consumer's hand-off, its stop)."""
     config = request.config
     stats = stats or RunStats()
     limits = {name: config.limit_rps(name) for name in CAPABILITIES}
@@ -59,11 +65,11 @@ async def watched_run(request: RunRequest, *, progress: str = "auto", stats: Run
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: show_progress(
-                stats, limits, total=count_lines(request.manifest), mode=progress,
+                stats, limits, total=count_lines(request.manifest) if source is None else None, mode=progress,
                 interval=config.progress_interval))
             try:
-                result = await Run(request, stats=stats, on_started=on_started,
-                                   handle_signals=handle_signals).execute()
+                result = await Run(request, stats=stats, on_started=on_started, handle_signals=handle_signals,
+                                   source=source, on_line=on_line, stops=stops).execute()
                 code = result.exit_code
             except (PipelineError, OSError) as exc:
                 code = exc.exit_code if isinstance(exc, PipelineError) else ExitCode.INTERRUPTED

@@ -4,12 +4,15 @@ stream, and this stage takes each in turn to
 - the counts (`RunStats.on_line`: progress and the summary agree with the file),
 - the chain (`Chain.parent_written`: analyses waiting for this one go on),
 - the failure watch (its window saved every `WATCH_SAVE_EVERY` lines; a trip stops the run),
-- the spend cap (a settlement above its reservation took settled + reserved past it: stop).
+- the spend cap (a settlement above its reservation took settled + reserved past it: stop),
+- then `on_line`, if given (`pipeline.stream` hands the line to its consumer).
 
 It never waits on another stage, so the sink is never held up by it. Stops go to `Stopping`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from anyio.streams.memory import MemoryObjectReceiveStream
 
@@ -33,13 +36,15 @@ class WrittenLines:
     """The stage after the sink (see the module docstring)."""
 
     def __init__(self, *, stats: RunStats, chain: Chain, watch: FailureWatch, ledger: SpendLedger,
-                 stops: Stopping, checkpoint: Checkpoint) -> None:
+                 stops: Stopping, checkpoint: Checkpoint,
+                 on_line: Callable[[ResultLine], None] | None = None) -> None:
         self._stats = stats
         self._chain = chain
         self._watch = watch
         self._ledger = ledger
         self._stops = stops
         self._ckpt = checkpoint
+        self._on_line = on_line  # must not wait either
         self.seen = 0
 
     def __repr__(self) -> str:
@@ -65,3 +70,5 @@ class WrittenLines:
             self._stops.request(Stop(StopReason.THRESHOLD, tripped))
         if self._ledger.over_cap():  # a settlement above its reservation: send nothing more
             self._stops.request(Stop(StopReason.SPEND_CAP, self._ledger.stop_detail()))
+        if self._on_line is not None:
+            self._on_line(line)

@@ -25,7 +25,7 @@ from ..core.results import ResultLine
 from .checkpoint import Checkpoint, JobState, MetaKey, Outcome, PendingTask
 from .sink import outcome_of
 
-__all__ = ["ResumeState", "check_identity", "drop_lines", "index_lines", "prepare", "read_line",
+__all__ = ["STREAM_SOURCE", "ResumeState", "check_identity", "drop_lines", "index_lines", "prepare", "read_line",
            "reconcile"]
 
 log = logging.getLogger("pipeline.run")
@@ -46,11 +46,16 @@ LOST_RESULTS_ADVICE = ("restore the file; or create it empty (`: > FILE`), and a
                        "tasks of the lost lines and sends again only the synchronous calls; or start over with a "
                        "new --state-dir (everything is paid again)")
 
+#: How the checkpoint names the items of `pipeline.stream` (never a path: it is not resolved).
+STREAM_SOURCE = "<pipeline.stream>"
+
 
 def manifest_key(manifest: str) -> str:
     """How the checkpoint names a manifest (or a listed source): its resolved path, `-` for
-    stdin, an ``oss://`` source as written."""
-    return manifest if manifest == "-" or manifest.startswith("oss://") else str(Path(manifest).resolve())
+    stdin, an ``oss://`` source as written, `STREAM_SOURCE` for items from Python."""
+    if manifest in ("-", STREAM_SOURCE) or manifest.startswith("oss://"):
+        return manifest
+    return str(Path(manifest).resolve())
 
 
 def check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool, state_dir: Path,
@@ -110,6 +115,14 @@ def _check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool,
             f"state dir {clipped(str(state_dir))} holds a run writing {clipped(recorded_out)} that names no "
             f"manifest: add --append to let {clipped(name)} join it (ids already done are skipped), or give a new "
             "--out for a separate run")
+    if not append and STREAM_SOURCE in (name, known[0]):
+        # A stream's items are whatever the caller sends: every later stream resumes its run (the
+        # check above), but a run of a manifest and a stream are two catalogs unless asked.
+        theirs = "items from Python (pipeline.stream)" if known[0] == STREAM_SOURCE else clipped(known[0])
+        ours = "pipeline.stream()" if name == STREAM_SOURCE else clipped(name)
+        raise UsageError(
+            f"state dir {clipped(str(state_dir))} holds a run of {theirs}: {ours} joins it only with append=True "
+            "(--append; ids already done are skipped), or give a new out for a separate run")
     if not append:
         raise UsageError(
             f"state dir {state_dir} holds a run of {known[-1]}, not {name}: run that manifest again to resume; "
