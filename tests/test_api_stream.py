@@ -237,7 +237,9 @@ async def test_cancelling_the_consumer_stops_the_run_before_the_cancel_returns(t
         with pytest.raises(asyncio.CancelledError):
             await consumer
         assert live_holder(state) is None
-    async with start_emulator(EmulatorSettings(api_key=KEY, seed=9, time_scale=SCALE, durations=FAST)) as fast:
+        port = int(slow.url.rsplit(":", 1)[1])  # the same service: another is refused while tasks are recorded
+    async with start_emulator(EmulatorSettings(api_key=KEY, seed=9, time_scale=SCALE, durations=FAST),
+                              port=port) as fast:
         stream = pipeline.stream(rows, **call(tmp_path, fast))
         [_ async for _ in stream]
     assert stream.result is not None and stream.result.exit_code == 0
