@@ -29,6 +29,7 @@ from typing import Any
 from ..core.errors import StateError
 from ..core.results import ItemStatus
 from .catalog import CatalogStore
+from .cursor import CursorStore
 from .db import connect, transaction
 from .jobs import CountRow, JobState, JobStore, Outcome, PendingTask, UsageRow
 from .ledger import LedgerStore, StaleReservation
@@ -55,6 +56,8 @@ class Checkpoint:
         self._ledger = LedgerStore(conn)
         #: The catalog's side of the jobs rows (fingerprints, keys seen, vanished): `catalog.py`.
         self.catalog = CatalogStore(conn)
+        #: How far each source was read, and the keys read with work left (`cursor.py`).
+        self.cursors = CursorStore(conn)
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r})"
@@ -120,6 +123,15 @@ class Checkpoint:
         """Count a new session (a run of `run`): the lines it marks done note its number."""
         self._jobs.session = self.catalog.begin_session()
         return self._jobs.session
+
+    def drop_cursor(self, source: str) -> None:
+        """Forget where `source` was read to (its next read starts from the beginning)."""
+        with transaction(self._conn):
+            self.cursors.drop(source)
+
+    def set_read(self, read: int | None) -> None:
+        """The read under way (`cursor.Cursor.pass_`): rows created from now on note it as `seen`."""
+        self._jobs.seen_pass = read
 
     # ---- the run's manifests -------------------------------------------------------------------
     def manifests(self) -> list[str]:
