@@ -25,6 +25,7 @@ from operator import itemgetter
 from typing import Any
 
 from ..core.results import ItemStatus
+from . import totals
 from .db import transaction
 
 __all__ = ["CountRow", "JobState", "JobStore", "Outcome", "PendingTask", "UsageRow"]
@@ -242,7 +243,14 @@ class JobStore:
         """Done keys grouped in SQL, so a summary of a million items costs no Python loop:
         (capability, service_id, status, error_code, count) rows and (capability, service_id,
         usage key, sum) rows of the successful ones. Without SQLite's JSON functions, the usage
-        rows are summed in Python (the slow way, one outcome at a time)."""
+        rows are summed in Python (the slow way, one outcome at a time). The running totals
+        (`totals.py`) answer first, in O(groups); this scan is for a file from before them,
+        opened read-only."""
+        try:
+            kept = totals.read(self._conn)
+            return [(cap, sid, ItemStatus(status), code, n) for cap, sid, status, code, n in kept[0]], kept[1]
+        except sqlite3.OperationalError:  # no such table: an older file, read-only
+            pass
         counts = [(cap, service_id, ItemStatus(status), code, n) for cap, service_id, status, code, n in
                   self._conn.execute(
                       "SELECT capability, service_id, status, error_code, COUNT(*) FROM jobs "

@@ -13,6 +13,7 @@ The upgrades, oldest first; each is one transaction and does nothing on a file t
    once, by the open that adds them.
 4. `jobs.seen` (the read that last found a key, `cursor`): added empty; a state dir without it
    has no read position either, so its next run compares the whole catalog once (logged).
+5. The running totals (`totals`): tables and triggers, filled once from the rows.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 import sqlite3
 
 from ..core.job import KEY_SEP
+from . import totals
 from .db import transaction
 from .jobs import JobState
 from .manifests import ManifestStore
@@ -110,6 +112,7 @@ def upgrade(conn: sqlite3.Connection) -> None:
     ManifestStore(conn).adopt_legacy()
     _catalog_columns(conn)
     _seen_column(conn)
+    totals.install(conn)
 
 
 def _seen_column(conn: sqlite3.Connection) -> None:
