@@ -278,10 +278,16 @@ class JobStore:
         ItemStatus.FAILED: n}}: done keys by their status, the others by their state (the
         members are strings, so `counts()[cap]["submitted"]` reads the same)."""
         out: dict[str, dict[JobState | ItemStatus, int]] = {}
-        for cap, state, status, n in self._conn.execute(
-            f"SELECT capability, state, status, COUNT(*) FROM jobs WHERE 1{self._live} "
-            "GROUP BY capability, state, status"
-        ):
+        try:  # done keys from the running totals, the others by the state index: O(groups + unfinished)
+            done = [(cap, JobState.DONE.value, status, n) for cap, _, status, _, n in totals.read(self._conn)[0]]
+            rows: Iterable[tuple[str, str, str | None, int]] = [*done, *self._conn.execute(
+                f"SELECT capability, state, status, COUNT(*) FROM jobs WHERE state IN (?, ?){self._live} "
+                "GROUP BY capability, state, status", (JobState.SUBMITTED, JobState.RETRY))]
+        except sqlite3.OperationalError:  # no running totals: an older file, read-only
+            rows = self._conn.execute(
+                f"SELECT capability, state, status, COUNT(*) FROM jobs WHERE 1{self._live} "
+                "GROUP BY capability, state, status")
+        for cap, state, status, n in rows:
             job_state = JobState(state)
             group: JobState | ItemStatus = ItemStatus(status) if job_state is JobState.DONE else job_state
             by_cap = out.setdefault(cap, {})
