@@ -124,9 +124,9 @@ def notes(raw: Mapping[str, Any], machine: Mapping[str, Any]) -> list[str]:
     """The scenario's prose, every number taken from `raw` (what `run` measured).
 
     What the resumed run does before its first submission is described from the pipeline's
-    code: `reconcile` of the results file against the recorded sink offset, the done ids held
-    as 128-bit digests and skipped before validation, recorded task ids polled rather than
-    resubmitted, and the summary's totals grouped in SQL. Change the prose when those change.
+    code: `reconcile` of the results file against the recorded sink offset, a state dir with no
+    read position compared in full, and the summary's running totals. Change the prose when
+    those change.
     """
     done, left = raw["done"], raw["left"]
     rss_first = raw.get("rss_at_first_submission_mb")
@@ -139,17 +139,16 @@ def notes(raw: Mapping[str, Any], machine: Mapping[str, Any]) -> list[str]:
         "before the spawn, so interpreter start-up is included.",
         "What the resumed run does before its first submission: `reconcile` compares the results file with the "
         "sink offset the checkpoint recorded and marks done any lines written past it (none here: the state was "
-        f"built consistent); the {done:,} done ids are loaded into a set of 128-bit digests sized up front; the "
-        "manifest is then streamed and each line's id is looked up in that set before any validation, so a done "
-        "line is skipped unvalidated. Items whose task id the checkpoint recorded would be polled, not "
-        f"resubmitted (none here: every item is either done or new). With the unfinished items last, all "
-        f"{done:,} done lines are read and skipped first, so the time to the first submission grows with the "
-        f"done items{rss_text}.",
+        "built consistent). The state was built directly, so it records no read position: this resume compares "
+        f"the whole catalog once (as the first run of a state dir from an earlier version does), decoding, "
+        f"fingerprinting and looking up all {done:,} done lines in batches before it reaches the {left:,} left at "
+        f"the end, so the time to the first submission grows with the done items{rss_text}; the next resume "
+        "starts where this one read to (scenario resume_scale measures that).",
     ]
     last_to_exit = raw.get("last_line_to_exit_s")
     if last_to_exit is not None:
         out.append(
             f"From the last new result line to the process exit took {last_to_exit:.1f} s; the summary's totals "
-            f"over all {done + left:,} items come from grouped SQL queries on the checkpoint, not from reading "
-            "every outcome back.")
+            f"over all {done + left:,} items come from the running totals the checkpoint keeps, not from a scan "
+            "of every row.")
     return out

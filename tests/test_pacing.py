@@ -11,6 +11,7 @@ import anyio.lowlevel
 import pytest
 
 from pipeline.core.lanes import Lane
+from pipeline.pacing import memory
 from pipeline.pacing.memory import GroupPacer, Pacers
 
 SUBMIT, POLL = Lane.SUBMIT, Lane.POLL
@@ -123,6 +124,23 @@ async def test_guard_keeps_the_sliding_window_even_when_wake_ups_are_late():
     assert len(granted) == 120
     for i in range(len(granted) - 20):
         assert granted[i + 20] - granted[i] >= 1.01 - 1e-9, f"21 grants within {granted[i + 20] - granted[i]:.3f} s"
+
+
+async def test_a_guard_for_a_very_high_limit_keeps_a_bounded_sample_and_the_window(monkeypatch):
+    """With a limit far above GUARD_MAX (here shrunk to 8 to keep the test quick), the guard keeps
+    at most GUARD_MAX grants (every k-th), and still no (window * 1.01) span holds more than
+    `limit` grants: memory bounded by a constant, not by qps."""
+    monkeypatch.setattr(memory, "GUARD_MAX", 8)
+    fake = FakeTime()
+
+    async def late_sleep(seconds: float) -> None:
+        await fake.sleep(seconds * 1.7)
+
+    pacer = GroupPacer("g", 98.0, window=1.0, limit=100, clock=fake.clock, sleep=late_sleep)
+    granted = [t for t, _ in await grants_of(pacer, [SUBMIT] * 400, fake)]
+    assert len(granted) == 400 and pacer._sent is not None and pacer._sent.maxlen <= 8
+    for i in range(len(granted) - 100):
+        assert granted[i + 100] - granted[i] >= 1.01 - 1e-9, f"101 grants within {granted[i + 100] - granted[i]:.3f} s"
 
 
 async def test_without_a_guard_late_wake_ups_do_burst():

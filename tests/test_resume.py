@@ -334,7 +334,7 @@ def test_a_state_dir_from_before_analyses_is_upgraded_and_indexed(tmp_path, out)
     ckpt = Checkpoint.open(state)
     try:
         state_now = resume_module.prepare(ckpt, out=out, retry_failed=False)
-        assert key("a") in state_now.done and key("b") in state_now.done
+        assert state_now.done == 2 and ckpt.done_line(key("a"))[0] and ckpt.done_line(key("b"))[0]
         assert set(state_now.pending) == {key("c")}
         assert state_now.pending[key("c")].task_id == "t-c"  # polled, not submitted again
         assert _lines_at(out, ckpt) == {"a": "a", "b": "b"}

@@ -23,7 +23,7 @@ from ..core.fingerprint import items_of, with_fingerprints
 from ..core.job import Job
 from ..engine.delta import CATALOG_KINDS, Delta, decide
 from ..engine.item_source import ItemSource, Listing
-from ..manifest.reader import Rejected
+from ..manifest.reader import Rejected, Skipped
 from ..state.checkpoint import Checkpoint
 
 __all__ = ["BATCH", "delta_report"]
@@ -71,6 +71,7 @@ async def _report(location: str, config: Config, analyses: Sequence[str] | None,
         if isinstance(item, Rejected):
             rejected += 1
             continue
+        assert not isinstance(item, Skipped)  # no shard filter given
         if len(batch) >= BATCH and (batch[-1].line, batch[-1].id) != (item.line, item.id):
             flush()
         batch.append(item)

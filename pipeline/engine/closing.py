@@ -56,15 +56,17 @@ def save_manifest_counts(ckpt: Checkpoint, manifest: str, reader: Reader, *, joi
 
 
 def close_catalog(ckpt: Checkpoint, reader: Reader, source: ItemSource, *, session: int,
-                  decides_vanished: bool) -> dict[str, Any]:
+                  decides_vanished: bool, read: int | None = None) -> dict[str, Any]:
     """Tonight's delta, for the summary's ``catalog``: the units the reader found new, changed and
     unchanged, and, when this session read its whole catalog and may decide it (not `--append`,
     not stopped: `decides_vanished`), the live keys it no longer holds, marked vanished now.
-    A listing that could not read a subtree decides nothing either: what it did not see is not gone."""
+    A listing that could not read a subtree decides nothing either: what it did not see is not gone.
+    `read`: the pass this session's read continued (a part skipped as unchanged was found by it)."""
     counts = {kind: reader.catalog.get(kind, 0) for kind in CATALOG_KINDS}
+    counts["unchanged"] += reader.skipped_units  # the part skipped, unread: unchanged by its digest
     unreadable = source.counts is not None and bool(source.counts.unreadable)
     if reader.complete and decides_vanished and not unreadable:
-        counts["vanished"] = ckpt.catalog.vanish(session)
+        counts["vanished"] = ckpt.catalog.vanish(session, read)
         if counts["vanished"]:
             log.info("%d (item, analysis) results vanished from the catalog: out of the current view from now on",
                      counts["vanished"])

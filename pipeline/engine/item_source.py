@@ -113,16 +113,17 @@ class ItemSource:
                              counts=self.counts)
         self._first = await anyio.to_thread.run_sync(_take, self._oss, CHUNK)
 
-    async def items(self, *, expected_items: int = 0) -> AsyncIterator[Job | Rejected]:
-        """Every valid item's jobs and every rejected entry, in the source's order."""
+    async def items(self, *, expected_items: int = 0, **partial: Any) -> AsyncIterator[Job | Rejected | Skipped]:
+        """Every valid item's jobs and every rejected entry, in the source's order. For a
+        manifest, `partial` are `read_manifest`'s tracker, reread, ids and keep (a read from a
+        recorded position, the run's duplicate check, a shard's filter: `Skipped` items)."""
         if self.kind == "stream":
             async for one in self._streamed(expected_items):
                 yield one
             return
         if self.kind == "manifest":
-            for item in read_manifest(self.location, max_body_bytes=MAX_BODY_BYTES, expected_items=expected_items,
-                                      uploads=self._uploads, analyses=self._analyses, outputs=self._cfg.outputs):
-                assert not isinstance(item, Skipped)  # no `skip` given
+            for item in read_manifest(self.location, max_body_bytes=MAX_BODY_BYTES, uploads=self._uploads,
+                                      analyses=self._analyses, outputs=self._cfg.outputs, **partial):
                 yield item
             return
         if self.kind == "folder":

@@ -38,7 +38,7 @@ from ..core.errors import FatalError
 from ..core.fingerprint import items_of, source_of, with_fingerprints
 from ..core.job import Job
 from ..core.results import ResultLine
-from ..manifest.reader import Rejected
+from ..manifest.reader import Rejected, Skipped
 from ..observe.report import RunStats
 from ..state.catalog import CatalogStore
 from ..state.resume import ResumeState
@@ -48,6 +48,7 @@ from .decisions import ResumeRoute, route_resumed
 from .delta import Delta, Verdict, decide
 from .inflight import InFlight
 from .item_source import ItemSource
+from .read_cursor import ReadCursor
 from .spend import SpendLedger
 from .stopping import Stopping
 from .streams import hand_over, put
@@ -85,8 +86,10 @@ class Reader:
     def __init__(self, source: ItemSource, state: ResumeState, rejects: IO[str], *, stats: RunStats,
                  stops: Stopping, inflight: InFlight, chain: Chain, ledger: SpendLedger, clock: Callable[[], float],
                  catalog: CatalogStore, session: int, shard: Shard | None = None, force: bool = False,
-                 force_analyses: frozenset[str] = frozenset()) -> None:
+                 force_analyses: frozenset[str] = frozenset(), cursor: ReadCursor | None = None) -> None:
         self._source = source
+        self._cursor = cursor  # where this session reads from, and how far it got (read_cursor.py)
+        self._batch_ids: set[str] = set()  # item ids of the batch not committed yet
         self._catalog = catalog  # the batched lookups and writes of the decisions
         self._session = session
         self._force = force  # --force: every unit read is processed again
@@ -111,11 +114,33 @@ class Reader:
         #: Tonight's delta: (item, analysis) units by how they compare with the checkpoint.
         self.catalog: Counter[str] = Counter()
         self._cut = False
+        self.reread_units = 0  # units of open lines read again (below where this session started)
 
     @property
     def items(self) -> int:
-        """Valid (item, analysis) units seen this session, done ones included."""
-        return self._stats.units_read
+        """Valid (item, analysis) units of the manifest read, done ones included (with a part
+        skipped as unchanged, the units it held)."""
+        return self._stats.units_read + self._carried("units")
+
+    @property
+    def skipped_units(self) -> int:
+        """Units of the part skipped as unchanged and not read again: each one's line is current."""
+        return max(self._carried("units") - self.reread_units, 0)
+
+    def _carried(self, name: str) -> int:
+        return self._cursor.carried.get(name, 0) if self._cursor is not None else 0
+
+    def _unique(self, item_id: str, line: int) -> bool:
+        """Whether `item_id` (at `line`) is the first item with that id in the manifest: not in
+        this batch, and no key of it found earlier by this read (committed batches, of this
+        session or of the part skipped); flat in memory. A line read again (an open line, below
+        where this session starts) is not its own duplicate."""
+        if item_id in self._batch_ids:
+            return False
+        self._batch_ids.add(item_id)
+        read = self._cursor.read if self._cursor is not None else self._session
+        first = self._cursor.first_line if self._cursor is not None else 1
+        return line < first or not self._catalog.seen_by_read(item_id, read)
 
     async def run(self, out: ReaderStreams) -> None:
         """Read the manifest, then go on with chained analyses as their parents end."""
@@ -151,29 +176,41 @@ class Reader:
 
     async def _read_all(self, out: ReaderStreams) -> None:
         stats = self._stats
-        items = self._source.items(expected_items=len(self._state.done) + len(self._state.pending))
+        cursor = self._cursor
+        self.rejected = self._carried("rejected")
+        self.known = self._carried("known")
+        self.any_items = bool(self._carried("any"))
+        keep = None if self._shard is None else self._keep
+        items = self._source.items(tracker=cursor.tracker if cursor else None, reread=cursor.reread if cursor else (),
+                                   ids=self._unique, keep=keep)
         last_line = -1
         batch: list[Job] = []
         async for item in items:
             if not self._stops.taking:
                 return
+            if isinstance(item, Skipped):  # another shard's, told before validating it
+                self.any_items = True
+                self.routed["left to other shards"] += 1
+                continue
             self.any_items = self.any_items or not isinstance(item, Rejected)
             if not self._mine(item):
                 self.routed["left to other shards"] += not isinstance(item, Rejected)
                 continue
             if item.line != last_line:  # an item's analyses come one after another, on its line
-                last_line = item.line
-                stats.records_read += 1
                 if len(batch) >= READER_YIELD_EVERY:  # whole items per batch: a chain is decided in one
-                    await self._batch(batch, out)
+                    await self._batch(batch, out, next_line=item.line)
                     batch = []
+                last_line = item.line
+                stats.records_read += not self._again(item.line)
             if isinstance(item, Rejected):
                 self._reject(item)
                 continue
-            stats.units_read += 1
+            if self._again(item.line):
+                self.reread_units += 1
+            else:
+                stats.units_read += 1
             batch.append(item)
-        if batch:
-            await self._batch(batch, out)
+        await self._batch(batch, out, next_line=None)
         if self._cut:  # a stop came while the last batch was routed
             return
         self.complete = stats.read_complete = True
@@ -181,9 +218,14 @@ class Reader:
             log.warning("%d manifest lines rejected in all; every one is in %s", self.rejected,
                         self._rejects.name)
 
-    async def _batch(self, batch: list[Job], out: ReaderStreams) -> None:
-        """Fingerprint, look up and decide a batch of whole items (one query, one transaction),
-        then route each unit; yields to the loop once per batch."""
+    def _counts(self) -> dict[str, int]:
+        """What the read found so far, the skipped part included (carried by the cursor)."""
+        return {"records": self._stats.records_read + self._carried("records"), "units": self.items,
+                "rejected": self.rejected, "known": self.known, "any": int(self.any_items)}
+
+    async def _batch(self, batch: list[Job], out: ReaderStreams, *, next_line: int | None) -> None:
+        """Fingerprint, look up and decide a batch of whole items (one query, one transaction,
+        with where the read got to), then route each unit; yields to the loop once per batch."""
         jobs = [job for item in items_of(batch) for job in with_fingerprints(item)]
         known = self._catalog.lookup([job.key for job in jobs])
         verdicts: list[Verdict] = []
@@ -203,8 +245,22 @@ class Reader:
                 restore.append(job.key)
             if verdict.delta is Delta.CHANGED:
                 supersede.append((job.fingerprint, source_of(job), job.key))
+        # Counted before routing: the commit holds the read's figures so far (an open line read
+        # again was counted by the session that first read it).
+        self.known += sum(verdict.delta is not Delta.NEW and not self._again(job.line)
+                          for job, verdict in zip(jobs, verdicts, strict=True))
+        position, open_keys = None, []
+        if self._cursor is not None:
+            open_keys = self._cursor.open_keys(
+                [job for job, verdict in zip(jobs, verdicts, strict=True) if verdict.delta is not Delta.UNCHANGED])
+            position = self._cursor.advance(next_line, self._counts(),
+                                            local=any(job.source_kind == "path" for job in jobs))
         self._catalog.apply(seen=(job.key for job in jobs), adopt=adopt, restore=restore, supersede=supersede,
-                            session=self._session)
+                            session=self._session, read=self._cursor.read if self._cursor else None,
+                            cursor=position, open_keys=open_keys,
+                            closed=[job.key for job, verdict in zip(jobs, verdicts, strict=True)
+                                    if verdict.delta is Delta.UNCHANGED and self._again(job.line)])
+        self._batch_ids.clear()
         for job, verdict in zip(jobs, verdicts, strict=True):
             if not self._stops.taking:
                 self._cut = True
@@ -216,7 +272,6 @@ class Reader:
     async def _route(self, job: Job, verdict: Verdict, out: ReaderStreams) -> None:
         """Send a decided (item, analysis) of this shard where it goes (see the module docstring)."""
         state, stats = self._state, self._stats
-        self.known += verdict.delta is not Delta.NEW
         known = state.pending.pop(job.key, None)
         if verdict.delta is Delta.UNCHANGED:
             self.routed["unchanged (current line kept)"] += 1
@@ -242,6 +297,15 @@ class Reader:
         self.routed["queued to submit"] += 1
         stats.caps[job.capability].queued += 1
         await put(out.jobs[job.capability], job)
+
+    def _again(self, line: int) -> bool:
+        """Whether `line` is an open line read again (counted by the session that first read it)."""
+        return self._cursor is not None and line < self._cursor.first_line
+
+    def _keep(self, item_id: str | None, line: int) -> bool:
+        """With --shard, whether this shard owns a line, asked before validating it."""
+        assert self._shard is not None
+        return self._shard.owns(item_id) if item_id else self._shard.owns_line(line)
 
     def _mine(self, item: Job | Rejected) -> bool:
         """With --shard, whether this shard owns the item (a line without an id: by line number)."""

@@ -47,6 +47,7 @@ from .inflight import InFlight
 from .item_source import ItemSource, Listing
 from .poller import Poller
 from .preflight import check_paths, option_of
+from .read_cursor import ReadCursor, settings_digest
 from .reader import Reader
 from .recording import Recorder
 from .shutdown import FailureWatch, SignalHandlers, carried_window
@@ -149,9 +150,13 @@ class Run:
                                 service=build_base_url(cfg.endpoint or "", cfg.protocol, cfg.workspace))
         state = prepare(ckpt, out=files.results, retry_failed=req.retry_failed)
         session = ckpt.begin_session()
+        cursor = ReadCursor(ckpt, req.manifest, session=session, seekable=_seekable(self.source),
+                            settings=settings_digest(req.analyses, cfg.outputs, cfg.upload.enabled),
+                            scattered=state.scattered, forced=req.force or bool(req.force_analyses))
+        cursor.start()
         routes = Counter(route_resumed(task).value for task in state.pending.values())
-        log.debug("resume: %d (item, analysis) results done (skipped unread), %d recorded tasks to poll, %d known "
-                  "items to submit (again)", len(state.done), routes[ResumeRoute.POLL.value],
+        log.debug("resume: %d (item, analysis) results done, %d recorded tasks to poll, %d known "
+                  "items to submit (again)", state.done, routes[ResumeRoute.POLL.value],
                   routes[ResumeRoute.QUEUE.value])
         if self._on_started is not None:
             await self._on_started()
@@ -176,13 +181,14 @@ class Run:
                           timeout=cfg.request_timeout)
         shard = req.shard
         if self.source.kind == "manifest":
-            ledger.preview(req.manifest, lambda key: key in state.done or (
+            ledger.preview(req.manifest, lambda key: ckpt.done_line(key)[0] or (
                 shard is not None and not shard.owns(split_key(key)[0])), analyses=req.analyses)
         chain = Chain(ckpt, files.results)
         signals = SignalHandlers(lambda name: stops.request(Stop(
             StopReason.INTERRUPTED, f"interrupted by {name}; run the same command again to resume")))
-        with open(files.rejects, "w", encoding="utf-8") as rejects:  # noqa: ASYNC230 - small, local, at start
-            flow = self._flow(ckpt, state, rejects, stops=stops, watch=watch, ledger=ledger, pacers=pacers,
+        # A read that skipped the part read before keeps that part's rejected lines listed.
+        with open(files.rejects, "a" if cursor.skipped else "w", encoding="utf-8") as rejects:  # noqa: ASYNC230
+            flow = self._flow(ckpt, state, rejects, cursor, stops=stops, watch=watch, ledger=ledger, pacers=pacers,
                               client=client, uploads=uploads, chain=chain, session=session, recorder=recorder)
             if self._handle_signals:
                 signals.install()
@@ -199,7 +205,7 @@ class Run:
         save_manifest_counts(ckpt, req.manifest, flow.reader, joined=joined)
         log_stages(flow.reader, self.stats, flow.pollers)
         stop = None if moot(stops.stop, flow.reader, self.stats) else stops.stop
-        catalog = close_catalog(ckpt, flow.reader, self.source, session=session,
+        catalog = close_catalog(ckpt, flow.reader, self.source, session=session, read=cursor.read,
                                 decides_vanished=stop is None and not req.append and self.source.kind != "stream"
                                 and _is_catalog(ckpt, req.manifest))
         if catalog is not None:  # the run history keeps each night's delta beside its counts
@@ -211,7 +217,7 @@ class Run:
         recorder.end(result)
         return result
 
-    def _flow(self, ckpt: Checkpoint, state: ResumeState, rejects: IO[str], *, stops: Stopping,
+    def _flow(self, ckpt: Checkpoint, state: ResumeState, rejects: IO[str], cursor: ReadCursor, *, stops: Stopping,
               watch: FailureWatch, ledger: SpendLedger, pacers: PacerBackend, client: ServiceClient, uploads: Uploads,
               chain: Chain, session: int, recorder: Recorder | None = None) -> Flow:
         """The stages of this session, wired to their collaborators."""
@@ -234,7 +240,7 @@ class Run:
         return Flow(
             reader=Reader(self.source, state, rejects, stats=stats, stops=stops, inflight=inflight, chain=chain,
                           ledger=ledger, clock=clock, catalog=ckpt.catalog, session=session, shard=req.shard,
-                          force=req.force, force_analyses=frozenset(req.force_analyses)),
+                          force=req.force, force_analyses=frozenset(req.force_analyses), cursor=cursor),
             submitter=Submitter(submission=submission, inflight=inflight, stops=stops, stats=stats),
             pollers=pollers, finisher=Finisher(inflight=inflight, checkpoint=ckpt), sink=sink,
             written=WrittenLines(stats=stats, chain=chain, watch=watch, ledger=ledger, stops=stops, checkpoint=ckpt,
@@ -242,6 +248,12 @@ class Run:
             supervisor=Supervisor(stops, request_timeout=cfg.request_timeout), stops=stops, pacers=pacers,
             queue_size=cfg.queue_size, submit_workers=cfg.submit_workers, max_duration=cfg.max_duration,
             time_scale=cfg.time_scale, recorder=recorder)
+
+
+def _seekable(source: ItemSource) -> bool:
+    """Whether the source can be read from a recorded position: a JSON Lines manifest file."""
+    return source.kind == "manifest" and source.location != "-" and \
+        Path(source.location).suffix.lower() in (".jsonl", ".ndjson", ".json")
 
 
 def _is_catalog(ckpt: Checkpoint, manifest: str) -> bool:

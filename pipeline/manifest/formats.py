@@ -66,10 +66,10 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODER = json.JSONDecoder(object_pairs_hook=unique_keys)
 
 
-def _text_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, str] | Rejected]:
+def _text_lines(lines: Iterable[bytes | str], first: int = 1) -> Iterator[tuple[int, str] | Rejected]:
     """(number, stripped text) of each line that is neither blank nor a ``#`` comment, or a
     `Rejected` for a line that is not UTF-8 (a leading BOM is dropped)."""
-    for number, raw in enumerate(lines, start=1):
+    for number, raw in enumerate(lines, start=first):
         if isinstance(raw, bytes):
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -87,10 +87,11 @@ def _text_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, str] | Reje
             yield number, text
 
 
-def iter_jsonl(lines: Iterable[bytes | str]) -> Iterator[RawRecord]:
+def iter_jsonl(lines: Iterable[bytes | str], first: int = 1) -> Iterator[RawRecord]:
     """One record per line; blank lines and lines starting with ``#`` are skipped; an object that
-    repeats a key is rejected naming the key."""
-    for record in _text_lines(lines):
+    repeats a key is rejected naming the key. `first`: the number of the first line given (a
+    read that starts part-way through the file)."""
+    for record in _text_lines(lines, first):
         if isinstance(record, Rejected):
             yield record
             continue

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from ..core.capabilities import MAX_BODY_BYTES
 from ..core.echo import shown
@@ -26,10 +26,21 @@ from ..core.job import Job, job_key
 from .analyses import analysis_names, run_analyses, validate_record
 from .formats import RawRecord, Rejected, iter_csv, iter_jsonl, iter_txt
 from .item import ALLOWED_KEYS, derive_id, estimated_body_bytes, validate_item
+from .positions import LineTracker, read_line_at
 from .yaml_items import iter_yaml
 
-__all__ = ["ALLOWED_KEYS", "FORMATS", "Rejected", "Skipped", "derive_id",
-           "estimated_body_bytes", "read_manifest", "validate_item", "validate_record"]
+__all__ = [
+    "ALLOWED_KEYS",
+    "FORMATS",
+    "Rejected",
+    "Skipped",
+    "derive_id",
+    "estimated_body_bytes",
+    "quick_id",
+    "read_manifest",
+    "validate_item",
+    "validate_record",
+]
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
            ".yaml": "yaml", ".yml": "yaml", ".txt": "txt"}
@@ -57,7 +68,9 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
                   base_dir: Path | None = None, max_body_bytes: int = MAX_BODY_BYTES,
                   check_files: bool = True, skip: Callable[[str], bool] | None = None,
                   expected_items: int = 0, uploads: bool = False, analyses: Sequence[str] | None = None,
-                  outputs: Mapping[str, str] | None = None) -> Iterator[Job | Rejected | Skipped]:
+                  outputs: Mapping[str, str] | None = None, tracker: LineTracker | None = None,
+                  reread: Sequence[tuple[int, int]] = (), ids: Callable[[str, int], bool] | None = None,
+                  keep: Callable[[str | None, int], bool] | None = None) -> Iterator[Job | Rejected | Skipped]:
     """Stream the manifest at `path` (``"-"`` or None: JSON Lines on `stdin`) as Jobs and Rejecteds.
 
     Each item gives one Job per analysis, in manifest order (`validate_record`). Relative `path`
@@ -73,7 +86,17 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
     analysis, without the validation cost (file checks included), so resuming a huge manifest
     reaches the unfinished items fast; an item with some analyses left is validated and yields
     all its Jobs (the caller tells done ones by `Job.key`). Repeated ids still get rejected.
-    `expected_items` (a hint, e.g. a resume's done count) sizes the duplicate-id table up front.
+    `expected_items` is kept for callers; the duplicate-id check keeps its ids on disk
+    (`core.idset.IdSet`), so memory does not grow with the manifest; `ids(id, line)` replaces it
+    (False: the id repeats an earlier item's; a run also asks its checkpoint, for the part of the
+    manifest it did not read again).
+
+    A JSON Lines manifest can be read part-way (a resume, `engine.read_cursor`): the lines at
+    the (byte, line number) pairs of `reread` first, then the file from `tracker.start`, which
+    notes where each line starts and hashes what it read (`manifest.positions`). `keep(id,
+    line)` (a shard's "mine?") is asked before validation with the id the item will have
+    (None when it cannot be told cheaply: then the item is validated and the caller decides);
+    an item it declines comes out as one `Skipped` with no capability, unvalidated.
     """
     run_wide = run_analyses(analyses)
     records: Iterable[RawRecord]
@@ -94,9 +117,12 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
             raise ManifestError(f"manifest {what}: check the path", source=str(manifest))
         if not os.access(manifest, os.R_OK):
             raise ManifestError("manifest is not readable: check its permissions", source=str(manifest))
-        records = _records(manifest, kind, max_body_bytes)
+        if tracker is not None and kind == "jsonl":
+            records = _from(manifest, tracker, reread)
+        else:
+            records = _records(manifest, kind, max_body_bytes)
         base = base_dir or manifest.parent.absolute()
-    return _validated(records, base, skip=skip, expected_items=expected_items, analyses=run_wide,
+    return _validated(records, base, skip=skip, ids=ids, keep=keep, analyses=run_wide,
                       checks={"max_body_bytes": max_body_bytes, "check_files": check_files, "uploads": uploads,
                               "outputs": outputs})
 
@@ -106,28 +132,43 @@ def _records(manifest: Path, kind: str, max_body_bytes: int) -> Iterator[RawReco
         with open(manifest, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
             yield from iter_csv(f, max_field=2 * max_body_bytes)
     else:
-        readers = {"jsonl": iter_jsonl, "yaml": iter_yaml, "txt": iter_txt}
+        readers: dict[str, Callable[[BinaryIO], Iterator[RawRecord]]] = {"jsonl": iter_jsonl, "yaml": iter_yaml,
+                                                                          "txt": iter_txt}
         with open(manifest, "rb") as fb:
             yield from readers[kind](fb)
 
 
+def _from(manifest: Path, tracker: LineTracker, reread: Sequence[tuple[int, int]]) -> Iterator[RawRecord]:
+    """The records of the lines at `reread`, then of the file from `tracker.start`."""
+    with open(manifest, "rb") as fb:
+        for at, line in reread:
+            yield from iter_jsonl([read_line_at(fb, at)], first=line)
+        yield from iter_jsonl(tracker.lines(fb), first=tracker.line)
+
+
 def _validated(records: Iterable[RawRecord], base: Path, *, skip: Callable[[str], bool] | None,
-               expected_items: int, analyses: tuple[str, ...],
-               checks: Mapping[str, Any]) -> Iterator[Job | Rejected | Skipped]:
-    seen = IdSet(expected=expected_items)
+               ids: Callable[[str, int], bool] | None, keep: Callable[[str | None, int], bool] | None,
+               analyses: tuple[str, ...], checks: Mapping[str, Any]) -> Iterator[Job | Rejected | Skipped]:
+    if ids is None:
+        ids = _new_ids()
     for record in records:
         if isinstance(record, Rejected):
             yield record
             continue
         line, raw = record
+        if keep is not None and isinstance(raw, Mapping):
+            guess = quick_id(raw)
+            if guess is not None and not keep(guess, line):  # another shard's: not validated here
+                yield Skipped(line, guess, None, key=guess)
+                continue
         if skip is not None and isinstance(raw, Mapping):
             done = _done(line, raw, skip, analyses)
-            if done and seen.add(done[0].id):
+            if done and ids(done[0].id, line):
                 yield from done
                 continue
         result = validate_record(raw, line, base_dir=base, analyses=analyses, **checks)
         item_id = result.id if isinstance(result, Rejected) else result[0].id
-        if item_id is not None and not seen.add(item_id) and not isinstance(result, Rejected):
+        if item_id is not None and not ids(item_id, line) and not isinstance(result, Rejected):
             derived = isinstance(raw, Mapping) and raw.get("id") is None
             hint = (" (this item has no id and repeats an earlier item's fields, analyses aside: put all its "
                     "analyses on one line, or give each an id)") if derived else ""
@@ -139,12 +180,18 @@ def _validated(records: Iterable[RawRecord], base: Path, *, skip: Callable[[str]
             yield from result
 
 
+def _new_ids() -> Callable[[str, int], bool]:
+    """The default duplicate check: ids read so far, on disk past a small cache."""
+    seen = IdSet()
+    return lambda item_id, line: seen.add(item_id)
+
+
 def _done(line: int, raw: Mapping[str, Any], skip: Callable[[str], bool],
           analyses: tuple[str, ...]) -> list[Skipped]:
     """One `Skipped` per analysis when `skip` says every analysis of the item is done, told
     without validating it; otherwise (or when its analyses cannot be told cheaply) none.
     (A resume asks this of every done item first: it is kept to a few lookups.)"""
-    item_id = _quick_id(raw)
+    item_id = quick_id(raw)
     names = analysis_names(raw, analyses) if item_id is not None else None
     if item_id is None or not names:
         return []
@@ -157,7 +204,7 @@ def _done(line: int, raw: Mapping[str, Any], skip: Callable[[str], bool],
     return skipped
 
 
-def _quick_id(raw: Mapping[str, Any]) -> str | None:
+def quick_id(raw: Mapping[str, Any]) -> str | None:
     """The id `validate_record` would give this item, without validating it (None if unusable)."""
     value = raw.get("id")
     if value is None:

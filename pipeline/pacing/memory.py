@@ -48,6 +48,9 @@ __all__ = ["CapabilityPacers", "GroupPacer", "PacerBackend", "Pacers", "Permit",
 #: GUARD_SLACK seconds: slack for the difference between our clock and the server's.
 GUARD_MARGIN = 0.01
 GUARD_SLACK = 0.002
+#: Tickets the guard keeps at most, whatever the limit: past it, every k-th grant is kept (see
+#: `GroupPacer`), so memory does not grow with a `qps` set very high.
+GUARD_MAX = 1024
 #: A request whose answer has not come back yet is assumed to have reached the service within
 #: this fraction of the window after it left (a bound for the guard; answers usually come sooner).
 MOST_LATE_FRACTION = 0.25
@@ -114,8 +117,8 @@ class Permit:
 class GroupPacer:
     """Paces one QPS group. `await acquire(lane)` before each request; `run()` must be running."""
 
-    __slots__ = ("_clock", "_guard", "_lanes", "_most_late", "_next", "_paused_until", "_sent", "_sleep",
-                 "granted", "group", "interval", "qps")
+    __slots__ = ("_clock", "_guard", "_lanes", "_most_late", "_next", "_paused_until", "_sent", "_since", "_sleep",
+                 "_stride", "granted", "group", "interval", "qps")
 
     def __init__(self, group: str, qps: float, *, window: float = 1.0, limit: int | None = None,
                  weights: Mapping[Lane, float] | None = None, clock: Callable[[], float] | None = None,
@@ -125,7 +128,13 @@ class GroupPacer:
         self.interval = 1.0 / qps
         self.granted = {lane: 0 for lane in Lane}  # requests let through, per lane
         self._next = -math.inf  # grid time of the next slot
-        self._sent: deque[_Ticket] | None = deque(maxlen=limit) if limit else None  # last grants
+        # The guard keeps every `_stride`-th grant, at most GUARD_MAX of them: the oldest kept is
+        # then at most `limit` - 1 grants back, never more, so the rule stays safe (slower by at
+        # most 1/GUARD_MAX of the limit) and memory is bounded by a constant, not by the limit.
+        self._stride = max(1, math.ceil(limit / GUARD_MAX)) if limit else 1
+        kept = (limit - self._stride) // self._stride + 1 if limit else 0
+        self._sent: deque[_Ticket] | None = deque(maxlen=kept) if limit else None  # sampled last grants
+        self._since = self._stride - 1  # grants since the last one kept (the first grant is kept)
         self._guard = window + max(window * GUARD_MARGIN, GUARD_SLACK)  # span `limit` arrivals must exceed
         self._most_late = window * MOST_LATE_FRACTION
         self._paused_until = -math.inf  # no grant before this (after a 429)
@@ -192,7 +201,10 @@ class GroupPacer:
             ticket.event = None  # the guard keeps the times, not the event
             self._next = slot + self.interval
             if self._sent is not None:
-                self._sent.append(ticket)
+                self._since += 1
+                if self._since == self._stride:
+                    self._sent.append(ticket)
+                    self._since = 0
 
     def _slot_time(self, now: float) -> float:
         """The next grant's time: the grid, a pause, the sliding-window guard, whichever is latest."""

@@ -3,8 +3,9 @@ session's read found, and which ones vanished.
 
 - `lookup(keys)`: what the checkpoint knows of a batch of keys (`Known`), one query per batch
   (`BATCH_KEYS` at a time), never one per key.
-- `apply(...)`: one transaction per batch of decisions: keys seen (a temporary table of this
-  connection, on disk, so memory stays flat however large the catalog), fingerprints adopted by
+- `apply(...)`: one transaction per batch of decisions: keys seen (`jobs.seen`: the read that
+  found them, so memory stays flat however large the catalog, and a read resumed past an
+  unchanged prefix still counts that prefix's keys found), fingerprints adopted by
   rows from before fingerprints, keys restored, and keys superseded (a changed key goes back in
   play, `retry`, with its new fingerprint: its old line is no longer current).
 - `vanish()`: after a complete read, every live key the read did not find is marked vanished by
@@ -21,6 +22,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.job import KEY_SEP
+from .cursor import Cursor, CursorStore
 from .db import transaction
 from .jobs import JobState
 from .meta import MetaStore
@@ -57,12 +60,10 @@ class CatalogStore:
         return int(self._meta.get(SESSION_KEY) or 0)
 
     def begin_session(self) -> int:
-        """Count a new session, and start its (empty) record of keys seen; returns its number."""
+        """Count a new session; returns its number."""
         with transaction(self._conn):
             number = self.session() + 1
             self._meta.set(SESSION_KEY, str(number))
-        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY) WITHOUT ROWID")
-        self._conn.execute("DELETE FROM temp.seen")
         return number
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Known]:
@@ -77,13 +78,21 @@ class CatalogStore:
         return found
 
     def apply(self, *, seen: Iterable[str], adopt: Iterable[tuple[str, str, str]] = (),
-              restore: Iterable[str] = (), supersede: Iterable[tuple[str, str, str]] = (), session: int) -> None:
-        """One batch's decisions, in one transaction: `seen` keys; `adopt` (fingerprint, source,
-        key): a done row from before fingerprints takes its item's; `restore`: a vanished key
-        found again, unchanged, is live again (and current from this session on); `supersede`
-        (fingerprint, source, key): a changed key goes back in play with its new fingerprint."""
+              restore: Iterable[str] = (), supersede: Iterable[tuple[str, str, str]] = (), session: int,
+              read: int | None = None, cursor: Cursor | None = None,
+              open_keys: Iterable[tuple[str, int, int]] = (), closed: Iterable[str] = ()) -> None:
+        """One batch's decisions, in one transaction: `seen` keys are noted found by the read
+        `read` (a source's pass, `cursor.Cursor.pass_`; default: this session); `adopt`
+        (fingerprint, source, key): a done row from before fingerprints takes its item's;
+        `restore`: a vanished key found again, unchanged, is live again (and current from this
+        session on); `supersede` (fingerprint, source, key): a changed key goes back in play with
+        its new fingerprint. With the same commit, where the read got to (`cursor`) and the keys
+        read with work left (`open_keys`: key, line start byte, line number), so a crash at any
+        instant leaves the position and what it covers in agreement; `closed`: open keys read
+        again that have no work left (their line became durable outside a read)."""
+        read = session if read is None else read
         with transaction(self._conn):
-            self._conn.executemany("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", ((key,) for key in seen))
+            self._conn.executemany("UPDATE jobs SET seen = ? WHERE id = ?", ((read, key) for key in seen))
             self._conn.executemany("UPDATE jobs SET fingerprint = ?, source = ? WHERE id = ?", adopt)
             self._conn.executemany("UPDATE jobs SET vanished = NULL, written = ? WHERE id = ?",
                                    ((session, key) for key in restore))
@@ -91,6 +100,20 @@ class CatalogStore:
                 "UPDATE jobs SET state = ?, fingerprint = ?, source = ?, task_id = NULL, status = NULL, "
                 "error_code = NULL, vanished = NULL WHERE id = ?",
                 ((JobState.RETRY, fp, source, key) for fp, source, key in supersede))
+            self._conn.executemany("DELETE FROM open_keys WHERE id = ?", ((key,) for key in closed))
+            if cursor is not None:
+                cursors = CursorStore(self._conn)
+                cursors.add_open(cursor.source, open_keys)
+                cursors.save(cursor)
+
+    def seen_by_read(self, item_id: str, read: int) -> bool:
+        """Whether a key of item `item_id` was found by the read `read` (in a session before this
+        one, for the part of the source it skipped): a second line with that id is a duplicate."""
+        low = item_id + KEY_SEP
+        return self._conn.execute("SELECT 1 FROM jobs WHERE id >= ? AND id < ? AND seen = ? LIMIT 1",
+                                  (low, item_id + chr(ord(KEY_SEP) + 1), read)).fetchone() is not None or \
+            self._conn.execute("SELECT 1 FROM open_keys WHERE id >= ? AND id < ? LIMIT 1",
+                               (low, item_id + chr(ord(KEY_SEP) + 1))).fetchone() is not None
 
     def begin_preview(self) -> None:
         """An empty record of keys seen, for a read-only look at the delta (`validate --state-dir`)."""
@@ -106,14 +129,16 @@ class CatalogStore:
         return int(self._conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE vanished IS NULL AND id NOT IN (SELECT id FROM temp.seen)").fetchone()[0])
 
-    def vanish(self, session: int) -> int:
-        """Mark every live key this session's read did not find vanished; returns how many.
-        Only after a complete read (the caller's rule): a partial one would vanish what it did
-        not reach."""
+    def vanish(self, session: int, read: int | None = None) -> int:
+        """Mark every live key the read `read` (default: this session's) did not find vanished
+        by `session`; returns how many. Only after a complete read (the caller's rule): a partial
+        one would vanish what it did not reach. A read that skipped an unchanged prefix found its
+        keys in an earlier session of the same read (`seen`), so they stay live."""
+        read = session if read is None else read
         with transaction(self._conn):
             cursor = self._conn.execute(
-                "UPDATE jobs SET vanished = ? WHERE vanished IS NULL AND id NOT IN (SELECT id FROM temp.seen)",
-                (session,))
+                "UPDATE jobs SET vanished = ? WHERE vanished IS NULL AND (seen IS NULL OR seen != ?)",
+                (session, read))
         return int(cursor.rowcount)
 
     def save_counts(self, counts: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 from ..core.errors import StateError
 from ..core.results import ItemStatus
 from .catalog import CatalogStore
+from .cursor import CursorStore
 from .db import connect, transaction
 from .history import HistoryStore, OlderTotals, SessionCounts, SessionRow
 from .jobs import CountRow, JobState, JobStore, Outcome, PendingTask, UsageRow
@@ -64,6 +65,8 @@ class Checkpoint:
         self._history = HistoryStore(conn)
         self._series = SeriesStore(conn)
         self.session: int | None = None  # this process's session in the history, once started
+        #: How far each source was read, and the keys read with work left (`cursor.py`).
+        self.cursors = CursorStore(conn)
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r})"
@@ -129,6 +132,15 @@ class Checkpoint:
         """Count a new session (a run of `run`): the lines it marks done note its number."""
         self._jobs.session = self.catalog.begin_session()
         return self._jobs.session
+
+    def drop_cursor(self, source: str) -> None:
+        """Forget where `source` was read to (its next read starts from the beginning)."""
+        with transaction(self._conn):
+            self.cursors.drop(source)
+
+    def set_read(self, read: int | None) -> None:
+        """The read under way (`cursor.Cursor.pass_`): rows created from now on note it as `seen`."""
+        self._jobs.seen_pass = read
 
     # ---- the run's manifests -------------------------------------------------------------------
     def manifests(self) -> list[str]:

@@ -25,6 +25,7 @@ from operator import itemgetter
 from typing import Any
 
 from ..core.results import ItemStatus
+from . import totals
 from .db import transaction
 
 __all__ = ["CountRow", "JobState", "JobStore", "Outcome", "PendingTask", "UsageRow"]
@@ -94,6 +95,9 @@ class JobStore:
         #: The session writing (`catalog.CatalogStore.begin_session`): each line marked done
         #: notes it, for `export --changes`.
         self.session = 0
+        #: The read under way (`cursor.Cursor.pass_`): a row a session creates notes it as `seen`,
+        #: so a key read before its row existed is not taken for vanished. None: no read yet.
+        self.seen_pass: int | None = None
 
     # ---- resume ----------------------------------------------------------------------------
     def count_done(self) -> int:
@@ -121,12 +125,13 @@ class JobStore:
         now = time.time()
         self._conn.execute(
             "INSERT INTO jobs (id, capability, service_id, state, task_id, submitted_at, attempts, resubmits, "
-            "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "fingerprint, seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET state = excluded.state, task_id = excluded.task_id, "
             "submitted_at = excluded.submitted_at, attempts = jobs.attempts + excluded.attempts, "
             "resubmits = excluded.resubmits, status = NULL, error_code = NULL, "
-            "fingerprint = COALESCE(excluded.fingerprint, jobs.fingerprint)",
-            (key, capability, service_id, JobState.SUBMITTED, task_id, now, attempts, resubmits, fingerprint),
+            "fingerprint = COALESCE(excluded.fingerprint, jobs.fingerprint), seen = COALESCE(excluded.seen, jobs.seen)",
+            (key, capability, service_id, JobState.SUBMITTED, task_id, now, attempts, resubmits, fingerprint,
+             self.seen_pass),
         )
         return now
 
@@ -136,22 +141,28 @@ class JobStore:
         now = time.time()
         rows = [(o.key, o.capability, o.service_id, JobState.DONE, o.task_id, o.status, o.error_code,
                  json.dumps(o.usage) if o.usage is not None else None, o.elapsed, now, o.attempts, o.line_at,
-                 o.fingerprint, o.source, self.session)
+                 o.fingerprint, o.source, self.session, self.seen_pass)
                 for o in outcomes]
         with transaction(self._conn):
             # The line just written is the key's current one: it supersedes any earlier line of the
             # key (the row points at one line only), and the key is live again if it had vanished.
             self._conn.executemany(
                 "INSERT INTO jobs (id, capability, service_id, state, task_id, status, error_code, usage, "
-                "elapsed, finished_at, attempts, line_at, fingerprint, source, written) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "elapsed, finished_at, attempts, line_at, fingerprint, source, written, seen) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET state = excluded.state, task_id = excluded.task_id, "
                 "status = excluded.status, error_code = excluded.error_code, usage = excluded.usage, "
                 "elapsed = excluded.elapsed, finished_at = excluded.finished_at, "
                 "attempts = MAX(jobs.attempts, excluded.attempts), line_at = excluded.line_at, "
                 "fingerprint = COALESCE(excluded.fingerprint, jobs.fingerprint), "
-                "source = COALESCE(excluded.source, jobs.source), written = excluded.written, vanished = NULL",
+                "source = COALESCE(excluded.source, jobs.source), written = excluded.written, vanished = NULL, "
+                "seen = COALESCE(excluded.seen, jobs.seen)",
                 rows)
+            if self.seen_pass is not None:
+                # A key with its line durable has no work left: its manifest line need not be read
+                # again. Not outside a read (a crash's lines recovered at the start): the line is
+                # read again instead, so the read notes the key seen.
+                self._conn.executemany("DELETE FROM open_keys WHERE id = ?", ((row[0],) for row in rows))
 
     def reopen_failed(self, *, skip_codes: Iterable[str] = ()) -> list[str]:
         """Put FAILED keys back in play (`retry`) for `--retry-failed`, except those whose error
@@ -232,7 +243,14 @@ class JobStore:
         """Done keys grouped in SQL, so a summary of a million items costs no Python loop:
         (capability, service_id, status, error_code, count) rows and (capability, service_id,
         usage key, sum) rows of the successful ones. Without SQLite's JSON functions, the usage
-        rows are summed in Python (the slow way, one outcome at a time)."""
+        rows are summed in Python (the slow way, one outcome at a time). The running totals
+        (`totals.py`) answer first, in O(groups); this scan is for a file from before them,
+        opened read-only."""
+        try:
+            kept = totals.read(self._conn)
+            return [(cap, sid, ItemStatus(status), code, n) for cap, sid, status, code, n in kept[0]], kept[1]
+        except sqlite3.OperationalError:  # no such table: an older file, read-only
+            pass
         counts = [(cap, service_id, ItemStatus(status), code, n) for cap, service_id, status, code, n in
                   self._conn.execute(
                       "SELECT capability, service_id, status, error_code, COUNT(*) FROM jobs "
@@ -260,10 +278,16 @@ class JobStore:
         ItemStatus.FAILED: n}}: done keys by their status, the others by their state (the
         members are strings, so `counts()[cap]["submitted"]` reads the same)."""
         out: dict[str, dict[JobState | ItemStatus, int]] = {}
-        for cap, state, status, n in self._conn.execute(
-            f"SELECT capability, state, status, COUNT(*) FROM jobs WHERE 1{self._live} "
-            "GROUP BY capability, state, status"
-        ):
+        try:  # done keys from the running totals, the others by the state index: O(groups + unfinished)
+            done = [(cap, JobState.DONE.value, status, n) for cap, _, status, _, n in totals.read(self._conn)[0]]
+            rows: Iterable[tuple[str, str, str | None, int]] = [*done, *self._conn.execute(
+                f"SELECT capability, state, status, COUNT(*) FROM jobs WHERE state IN (?, ?){self._live} "
+                "GROUP BY capability, state, status", (JobState.SUBMITTED, JobState.RETRY))]
+        except sqlite3.OperationalError:  # no running totals: an older file, read-only
+            rows = self._conn.execute(
+                f"SELECT capability, state, status, COUNT(*) FROM jobs WHERE 1{self._live} "
+                "GROUP BY capability, state, status")
+        for cap, state, status, n in rows:
             job_state = JobState(state)
             group: JobState | ItemStatus = ItemStatus(status) if job_state is JobState.DONE else job_state
             by_cap = out.setdefault(cap, {})

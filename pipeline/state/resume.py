@@ -20,7 +20,6 @@ from pathlib import Path
 
 from ..core.echo import clipped
 from ..core.errors import StateError, UsageError
-from ..core.idset import IdSet
 from ..core.results import ResultLine
 from .checkpoint import Checkpoint, JobState, MetaKey, Outcome, PendingTask
 from .sink import outcome_of
@@ -34,11 +33,13 @@ log = logging.getLogger("pipeline.run")
 NOT_RETRIED_CODES = ("InvalidParameter",)
 @dataclass
 class ResumeState:
-    """What a run starts from: keys (item id, analysis) already done, and unfinished ones the
-    checkpoint knows, by key."""
+    """What a run starts from: how many keys (item id, analysis) are done, and unfinished ones the
+    checkpoint knows, by key. `scattered`: this start put keys back in play wherever their lines
+    are (`--retry-failed`, a results file cut short), so the source is read from its start."""
 
-    done: IdSet
+    done: int
     pending: dict[str, PendingTask] = field(default_factory=dict)
+    scattered: bool = False
 
 
 #: What to do about a results file that is gone: the cheap way first.
@@ -154,11 +155,14 @@ def _check_service(ckpt: Checkpoint, service: str | None, state_dir: Path) -> No
 
 def prepare(ckpt: Checkpoint, *, out: Path, retry_failed: bool) -> ResumeState:
     """Reconcile, apply `--retry-failed`, and read what is done and what is unfinished."""
+    # A results file shorter than recorded puts keys anywhere in the catalog back in play.
+    scattered = out.exists() and out.stat().st_size < ckpt.sink_offset()
     reconcile(out, ckpt)
     if ckpt.flag(MetaKey.NEEDS_LINE_INDEX):  # a state dir from before analyses
         index_lines(out, ckpt)
         ckpt.set_flag(MetaKey.NEEDS_LINE_INDEX, False)
     if retry_failed:
+        scattered = True
         # The flag first: a crash between the two must not leave reopened items whose old
         # lines stay in the file (a later drop with no retry keys is a no-op).
         ckpt.set_flag(MetaKey.DROP_PENDING, True)
@@ -168,10 +172,7 @@ def prepare(ckpt: Checkpoint, *, out: Path, retry_failed: bool) -> ResumeState:
         dropped = drop_lines(out, ckpt.keys_in_state(JobState.RETRY), ckpt)
         ckpt.set_flag(MetaKey.DROP_PENDING, False)
         log.info("removed %d superseded result lines", dropped)
-    done = IdSet(expected=ckpt.count_done())
-    for key in ckpt.iter_done_keys():
-        done.add(key)
-    return ResumeState(done, ckpt.pending())
+    return ResumeState(ckpt.count_done(), ckpt.pending(), scattered=scattered)
 
 
 def reconcile(path: Path, ckpt: Checkpoint) -> int:

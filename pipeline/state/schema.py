@@ -14,6 +14,9 @@ The upgrades, oldest first; each is one transaction and does nothing on a file t
 4. The run history and time series (`sessions`, `sessions_older`, `series`, `histograms`) are
    new tables: `SCHEMA` creates them in an older file, empty (its history starts with the next
    session); a read-only open of an older file reads them as empty (`history`, `series`).
+5. `jobs.seen` (the read that last found a key, `cursor`): added empty; a state dir without it
+   has no read position either, so its next run compares the whole catalog once (logged).
+6. The running totals (`totals`): tables and triggers, filled once from the rows.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 import sqlite3
 
 from ..core.job import KEY_SEP
+from . import totals
 from .db import transaction
 from .jobs import JobState
 from .manifests import ManifestStore
@@ -57,7 +61,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     fingerprint  TEXT,    -- of the current line (done), or of the work in flight (catalog.py)
     source       TEXT,    -- the source the current line was computed from
     written      INTEGER, -- the session that wrote the current line (export --changes)
-    vanished     INTEGER  -- the session whose complete read no longer found it; NULL: live
+    vanished     INTEGER, -- the session whose complete read no longer found it; NULL: live
+    seen         INTEGER  -- the read (a source's pass, cursor.py) that last found it
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 -- The run's manifests in the order they joined it (manifests.py).
@@ -86,6 +91,15 @@ CREATE TABLE IF NOT EXISTS upload_stamps (
 -- The spend ledger, per (item id, analysis) key held in `id` (ledger.py): a pessimistic
 -- reservation made before each submission, replaced by the settled cost when the key's line
 -- is written (in the same transaction).
+-- How far each source was read, and the keys read with work left (cursor.py).
+CREATE TABLE IF NOT EXISTS cursors (source TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS open_keys (
+    id     TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    at     INTEGER NOT NULL,
+    line   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS open_keys_source ON open_keys (source, at);
 CREATE TABLE IF NOT EXISTS spend (
     id       TEXT PRIMARY KEY,
     reserved REAL NOT NULL DEFAULT 0,
@@ -143,6 +157,18 @@ def upgrade(conn: sqlite3.Connection) -> None:
     _key_per_analysis(conn)
     ManifestStore(conn).adopt_legacy()
     _catalog_columns(conn)
+    _seen_column(conn)
+    totals.install(conn)
+
+
+def _seen_column(conn: sqlite3.Connection) -> None:
+    """Upgrade 4: `jobs.seen`, added to a table from before it."""
+    if "seen" not in {column[1] for column in conn.execute("PRAGMA table_info(jobs)")}:
+        with transaction(conn):
+            conn.execute("ALTER TABLE jobs ADD COLUMN seen INTEGER")
+            # A read position vouches for keys marked seen: none are, so none is kept.
+            conn.execute("DELETE FROM cursors")
+            conn.execute("DELETE FROM open_keys")
 
 
 #: Columns of `jobs` the catalog added (upgrade 3), with their types.
