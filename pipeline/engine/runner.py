@@ -172,7 +172,7 @@ class Run:
                 signals.remove()  # last: a second signal during the clean-up still exits at once
         ckpt.set_meta("failure_window", watch.state())
         ledger.clear_stale()  # reservations of submits never sent (the stop came first)
-        save_manifest_counts(ckpt, req.manifest, flow.reader, joined=joined)
+        save_manifest_counts(ckpt, req.manifest, flow.reader, joined=joined, listed=self.source.kind != "manifest")
         log_stages(flow.reader, self.stats, flow.pollers)
         stop = None if moot(stops.stop, flow.reader, self.stats) else stops.stop
         catalog = close_catalog(ckpt, flow.reader, self.source, session=session,

@@ -1,0 +1,248 @@
+"""A catalog source meeting bad input and faults, run against the emulator (and its OSS) on
+127.0.0.1: an OSS listing failing part way is retried, or stops the run resumably without
+deciding anything vanished; refused keys, missing buckets and a directory that is a file stop the
+run before anything is written; an unreadable subtree, a file changed or deleted between its
+listing and its reading, an object rewritten while it is processed, and patterns that match
+nothing each end the way the issue asks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from run_support import config, emulator
+
+from pipeline.cli.main import exit_code_for
+from pipeline.config.load import Config
+from pipeline.config.sections import UploadConfig
+from pipeline.core.backoff import RetryPolicy
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.results import RunFiles
+from pipeline.emulator import EmulatorSettings, RunningEmulator
+from pipeline.emulator.oss import OssSettings
+from pipeline.emulator.oss_server import RunningOss, start_oss
+from pipeline.engine.item_source import Listing
+from pipeline.engine.runner import RunRequest, RunResult, run
+from pipeline.state.checkpoint import Checkpoint
+
+KEY = "engine-test-key"
+OSS_ID, OSS_SECRET = "faults-key-id", "faults-secret-never-shown"
+BUCKET = "media"
+#: Quick retries: a listing's faults are retried within milliseconds.
+QUICK = RetryPolicy(base=0.01, max_delay=0.02, max_attempts=3)
+
+
+@pytest.fixture
+def emu_settings() -> EmulatorSettings:
+    """The engine tests' emulator (the run's time scale, its key)."""
+    return emulator()
+
+
+@pytest.fixture
+async def oss(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningOss]:
+    """The emulator's OSS with one bucket, its key pair in the environment (where the SDK reads it)."""
+    monkeypatch.setenv("OSS_ACCESS_KEY_ID", OSS_ID)
+    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", OSS_SECRET)
+    monkeypatch.delenv("OSS_SESSION_TOKEN", raising=False)
+    async with start_oss(OssSettings(key_id=OSS_ID, key_secret=OSS_SECRET, buckets=(BUCKET,))) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+
+
+def sent(emu: RunningEmulator) -> int:
+    """Creates and detections the emulator accepted so far."""
+    return sum(emu.counters()["submissions"].values())
+
+
+async def session(tmp: Path, emu: RunningEmulator, source: Path | str, cfg: Config, **request: Any
+                  ) -> tuple[RunResult, int]:
+    """One run of `source` into tmp's results file; (its result, what the server accepted meanwhile)."""
+    before = sent(emu)
+    result = await run(RunRequest(manifest=str(source), files=RunFiles(tmp / "results.jsonl", tmp / "state"),
+                                  api_key=KEY, config=cfg, **request))
+    return result, sent(emu) - before
+
+
+def current(tmp: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The current line of every live (item, analysis), read where the checkpoint points."""
+    ckpt = Checkpoint.open(tmp / "state", read_only=True)
+    try:
+        lines = {}
+        with open(tmp / "results.jsonl", "rb") as f:
+            for _key, at in ckpt.done_lines():
+                f.seek(at)
+                line = json.loads(f.readline())
+                lines[(line["id"], line["analysis"])] = line
+        return lines
+    finally:
+        ckpt.close()
+
+
+def counts(result: RunResult) -> tuple[int, int, int, int]:
+    catalog = result.summary["catalog"]
+    return catalog["new"], catalog["changed"], catalog["unchanged"], catalog["vanished"]
+
+
+# ---- OSS ------------------------------------------------------------------------------------
+
+#: 1,500 keys, two listing pages of 1,000: five videos (two on page 2) among text files no
+#: analysis reads (counted as skipped), so a fault can come between pages of a small run.
+VIDEOS = [f"v/{n:04d}.mp4" for n in (0, 300, 600, 1200, 1400)]
+
+
+def fill_two_pages(oss: RunningOss) -> None:
+    videos = set(VIDEOS)
+    oss.store.fill(BUCKET, [f"v/{n:04d}.txt" for n in range(1500) if f"v/{n:04d}.mp4" not in videos], b"notes")
+    oss.store.fill(BUCKET, VIDEOS, b"video bytes")
+
+
+def oss_config(emu: RunningEmulator, oss: RunningOss | str, **extra: Any) -> Config:
+    endpoint = oss if isinstance(oss, str) else oss.url
+    return config(emu, analyses_by_type={"video": ["video_snapshot"]}, upload=UploadConfig(endpoint=endpoint),
+                  retry=QUICK, **extra)
+
+
+async def test_a_listing_failing_between_pages_is_retried_and_decides_the_delta(
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss) -> None:
+    """A 503 and a dropped connection on the second page of a run's listing are retried from that
+    page: the run reads the whole catalog, sends nothing for the unchanged videos, and (the listing
+    complete) marks the one removed from page 2 vanished."""
+    fill_two_pages(oss)
+    cfg = oss_config(emu, oss)
+    first, n1 = await session(tmp_path, emu, "oss://media/v/", cfg)
+    assert (first.exit_code, n1, counts(first)) == (ExitCode.OK, 5, (5, 0, 0, 0))
+    oss.store.delete(BUCKET, VIDEOS[-1])
+    oss.state.faults.inject("ListObjectsV2", "503", after=1)
+    oss.state.faults.inject("ListObjectsV2", "drop")  # the retry of that page, after the 503
+    second, n2 = await session(tmp_path, emu, "oss://media/v/", cfg)
+    assert oss.state.faults.applied["503"] == 1 and oss.state.faults.applied["drop"] == 1
+    assert second.exit_code == ExitCode.OK and n2 == 0, second.summary
+    assert second.summary["catalog"]["listing"]["complete"] is True
+    assert counts(second) == (0, 0, 4, 1)
+
+
+async def test_oss_failing_past_the_retries_mid_listing_stops_resumably_and_vanishes_nothing(
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss) -> None:
+    """OSS answering 503 from the second page on, past every retry: the run stops with exit 3,
+    having run what page 1 held, and marks nothing vanished (neither the video removed from page 2
+    nor those it never reached); once OSS answers, the same command completes and decides them."""
+    fill_two_pages(oss)
+    cfg = oss_config(emu, oss)
+    await session(tmp_path, emu, "oss://media/v/", cfg)
+    oss.store.delete(BUCKET, VIDEOS[-1])  # on page 2: unseen by the broken listing
+    oss.store.fill(BUCKET, [VIDEOS[0]], b"new video bytes")  # on page 1: changed, sent
+    oss.state.faults.inject("ListObjectsV2", "503", times=None, after=1)
+    stopped, n = await session(tmp_path, emu, "oss://media/v/", cfg)
+    assert stopped.exit_code == ExitCode.INTERRUPTED and "run again" in str(stopped.reason), stopped.summary
+    assert n <= 1 and stopped.summary["catalog"]["vanished"] == 0  # page 1's changed video, unless the stop came first
+    assert stopped.summary["catalog"]["decided_vanished"] is False
+    assert (VIDEOS[-1], "video_snapshot") in current(tmp_path)  # still current: nothing decided
+    oss.state.faults.clear()
+    resumed, n2 = await session(tmp_path, emu, "oss://media/v/", cfg)
+    assert resumed.exit_code == ExitCode.OK and n + n2 == 1  # the changed video, sent once in all
+    assert resumed.summary["catalog"]["vanished"] == 1
+    assert sorted(i for i, _ in current(tmp_path)) == VIDEOS[:-1]
+
+
+async def test_unreachable_oss_wrong_keys_and_a_missing_bucket_stop_before_anything_is_written(
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the run's start: OSS not answering is exit 3, a key pair it refuses exit 4 (the secret
+    in no message), a bucket it does not have exit 2; none of them creates the state dir."""
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens on it
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    oss.store.fill(BUCKET, ["v/a.mp4"], b"v")
+    cases = [("unreachable", "oss://media/v/", oss_config(emu, closed), ExitCode.INTERRUPTED),
+             ("missing", "oss://no-such-bucket/v/", oss_config(emu, oss), ExitCode.USAGE)]
+    for name, source, cfg, code in cases:
+        with pytest.raises(Exception) as caught:
+            await session(tmp_path / name, emu, source, cfg)
+        assert exit_code_for(caught.value) == code, (name, caught.value)
+        assert not (tmp_path / name).exists()
+    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", "wrong-" + OSS_SECRET)
+    with pytest.raises(Exception) as refused:
+        await session(tmp_path / "auth", emu, "oss://media/v/", oss_config(emu, oss))
+    assert exit_code_for(refused.value) == ExitCode.AUTH and OSS_SECRET not in str(refused.value)
+    assert not (tmp_path / "auth").exists()
+
+
+# ---- folders --------------------------------------------------------------------------------
+
+def folder(root: Path, names: list[str]) -> Path:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\x89PNG " + name.encode())
+    return root
+
+
+def folder_config(emu: RunningEmulator, **extra: Any) -> Config:
+    return config(emu, analyses_by_type={"image": ["object_detection"]}, **extra)
+
+
+@pytest.mark.parametrize("given", ["{file}/", "{file}"])
+async def test_a_directory_that_is_a_file_is_refused_before_anything_is_written(
+        tmp_path: Path, emu: RunningEmulator, given: str) -> None:
+    """`run photo.png/` (a file given as a directory) and `run photo.png` (a file that is neither a
+    directory nor a manifest) stop with exit 2 and a message saying what to give, and create nothing."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG")
+    with pytest.raises(Exception) as caught:
+        await session(tmp_path / "run", emu, given.format(file=photo), folder_config(emu))
+    assert exit_code_for(caught.value) == ExitCode.USAGE, caught.value
+    assert "directory" in str(caught.value) or "manifest" in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+
+async def test_an_unreadable_subtree_is_skipped_counted_and_nothing_under_it_vanishes(
+        tmp_path: Path, emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subdirectory that cannot be read on night 2 is skipped with a warning and named in the
+    summary's listing; its items stay current (not vanished), while the rest of the folder is
+    decided as usual (a new file sent, the others unchanged)."""
+    media = folder(tmp_path / "media", ["a.png", "locked/b.png", "locked/deep/c.png", "z.png"])
+    cfg = folder_config(emu)
+    _, n1 = await session(tmp_path, emu, media, cfg)
+    folder(media, ["n.png"])
+    real_scandir = os.scandir
+    locked = str(media / "locked")
+
+    def scandir(path: Any = ".") -> Any:  # the directory answers EACCES, as chmod 0 does to a non-root user
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with caplog.at_level(logging.WARNING):
+        second, n2 = await session(tmp_path, emu, media, cfg)
+    assert (n1, n2) == (4, 1)
+    assert second.exit_code == ExitCode.OK, second.summary
+    assert second.summary["catalog"]["listing"]["unreadable"] == ["locked/"]
+    assert counts(second) == (1, 0, 2, 0)
+    assert sum("cannot read this directory" in r.getMessage() for r in caplog.records) == 1
+    assert {i for i, _ in current(tmp_path)} == {"a.png", "locked/b.png", "locked/deep/c.png", "n.png", "z.png"}
+
+
+async def test_patterns_that_match_nothing_warn_and_end_with_zero_items(
+        tmp_path: Path, emu: RunningEmulator, caplog: pytest.LogCaptureFixture) -> None:
+    """--include that matches no file: a warning naming the pattern, another saying the listing
+    yielded no items, exit 0, nothing sent."""
+    media = folder(tmp_path / "media", ["a.png", "b.png"])
+    with caplog.at_level(logging.WARNING):
+        result, n = await session(tmp_path, emu, media, folder_config(emu), listing=Listing(include=("*.JPG",)))
+    messages = [r.getMessage() for r in caplog.records]
+    assert (result.exit_code, n) == (ExitCode.OK, 0), (result.summary, messages)
+    assert any("'*.JPG' matched nothing" in m for m in messages)
+    assert any("yielded no items" in m for m in messages)
+    assert result.summary["catalog"]["listing"]["items"] == 0
