@@ -26,9 +26,11 @@ from ..core.backoff import RetryPolicy
 from ..core.capabilities import CAPABILITIES
 from ..core.echo import clipped
 from ..core.errors import ConfigError
+from ..core.fingerprint import file_stamp
 from ..core.job import Job
 from ..manifest.item import needs_upload
 from ..state.checkpoint import Checkpoint
+from .files import FileError
 
 if TYPE_CHECKING:
     from .transfer import OssSession, UploadSettings
@@ -134,6 +136,10 @@ class Uploads:
                 log.warning("%s changed since it was uploaded for item %s (%d -> %d bytes): its new content is "
                             "uploaded and sent", clipped(job.source), clipped(job.id), record.size, obj.size)
             self._ckpt.record_upload(job.id, obj.bucket, obj.key, obj.size, obj.sha256, mtime_ns=obj.mtime_ns)
+        if job.stamp is not None and obj.mtime_ns is not None and file_stamp(obj.size, obj.mtime_ns) != job.stamp:
+            # What was hashed is not what the fingerprint says (see `request_body`): not sent.
+            raise FileError(None, f"{clipped(job.source)} changed after it was listed: not sent; the next run "
+                                  "sends its new content")
         oss_uri = obj.oss_uri
         name = job.file_name or os.path.basename(job.source)
         if "oss" in CAPABILITIES[job.capability].sources:
