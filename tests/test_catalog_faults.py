@@ -7,16 +7,20 @@ nothing each end the way the issue asks."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from run_support import config, emulator
+from support import REPO, checkpoint_counts, cli_env, config_file, read_results
 
 from pipeline.cli.main import exit_code_for
 from pipeline.config.load import Config
@@ -38,10 +42,15 @@ BUCKET = "media"
 QUICK = RetryPolicy(base=0.01, max_delay=0.02, max_attempts=3)
 
 
+#: Image analysis tasks run 2 real seconds (20 emulated at time scale 10): a kill -9 finds one in flight.
+HELD = {"image-analyze": (20.0, 20.0)}
+
+
 @pytest.fixture
 def emu_settings() -> EmulatorSettings:
-    """The engine tests' emulator (the run's time scale, its key)."""
-    return emulator()
+    """The engine tests' emulator (the run's time scale, its key); image tasks held long."""
+    base = emulator()
+    return emulator(durations={**base.durations, **HELD})
 
 
 @pytest.fixture
@@ -246,3 +255,196 @@ async def test_patterns_that_match_nothing_warn_and_end_with_zero_items(
     assert any("'*.JPG' matched nothing" in m for m in messages)
     assert any("yielded no items" in m for m in messages)
     assert result.summary["catalog"]["listing"]["items"] == 0
+
+
+async def test_a_file_changed_or_deleted_between_listing_and_reading_is_never_sent_stale(
+        tmp_path: Path, emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listed file rewritten before it is read for its submit fails FileError unsent (a result
+    of its new bytes would be recorded under the old stamp and pass for current), one deleted fails
+    FileError too; the next night sends the rewritten one (changed) and finds the deleted one
+    vanished."""
+    from pipeline.engine import submission
+
+    media = folder(tmp_path / "media", ["a.png", "b.png", "c.png"])
+    real_body = submission.request_body
+
+    async def racing_body(cap: Any, job: Any) -> Any:  # what another process does between the two
+        if job.id == "a.png":
+            (media / "a.png").write_bytes(b"\x89PNG rewritten meanwhile, longer")
+        elif job.id == "b.png":
+            (media / "b.png").unlink()
+        return await real_body(cap, job)
+
+    monkeypatch.setattr(submission, "request_body", racing_body)
+    first, n1 = await session(tmp_path, emu, media, folder_config(emu))
+    monkeypatch.setattr(submission, "request_body", real_body)
+    lines = current(tmp_path)
+    assert n1 == 1 and first.exit_code == ExitCode.PARTIAL, first.summary
+    changed = lines[("a.png", "object_detection")]
+    assert (changed["status"], changed["error"]["code"]) == ("FAILED", "FileError")
+    assert "changed after it was listed" in changed["error"]["message"]
+    assert lines[("b.png", "object_detection")]["error"]["code"] == "FileError"
+    second, n2 = await session(tmp_path, emu, media, folder_config(emu))
+    assert n2 == 1 and counts(second) == (0, 1, 1, 1), second.summary
+    assert current(tmp_path)[("a.png", "object_detection")]["status"] == "SUCCESS"
+
+
+async def test_an_object_rewritten_while_it_is_processed_is_processed_again_by_the_next_run(
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An object rewritten (a new ETag) after it was listed, while its task runs: its line keeps the
+    fingerprint of the ETag it was listed with, so the next run lists the new ETag, sends it once
+    more, and the run after that sends nothing."""
+    from pipeline.engine import submission
+
+    oss.store.fill(BUCKET, ["v/a.mp4", "v/b.mp4"], b"video bytes")
+    real_body = submission.request_body
+    rewritten = []
+
+    async def rewriting_body(cap: Any, job: Any) -> Any:
+        body = await real_body(cap, job)
+        if job.id == "v/a.mp4" and not rewritten:
+            rewritten.append(oss.store.fill(BUCKET, ["v/a.mp4"], b"other video bytes"))
+        return body
+
+    monkeypatch.setattr(submission, "request_body", rewriting_body)
+    cfg = oss_config(emu, oss)
+    _, n1 = await session(tmp_path, emu, "oss://media/v/", cfg)
+    monkeypatch.setattr(submission, "request_body", real_body)
+    listed_with = current(tmp_path)[("v/a.mp4", "video_snapshot")]["fingerprint"]
+    second, n2 = await session(tmp_path, emu, "oss://media/v/", cfg)
+    third, n3 = await session(tmp_path, emu, "oss://media/v/", cfg)
+    assert rewritten and (n1, n2, n3) == (2, 1, 0)
+    assert counts(second) == (0, 1, 1, 0) and counts(third) == (0, 0, 2, 0)
+    assert current(tmp_path)[("v/a.mp4", "video_snapshot")]["fingerprint"] != listed_with
+
+
+async def test_two_lines_with_the_same_id_the_second_is_rejected(tmp_path: Path, emu: RunningEmulator) -> None:
+    """Two sources yielding one id in one catalog (two manifest lines, two URLs): the first is run,
+    the second rejected naming the id, and the current view holds the first's source only."""
+    from support import write_manifest
+
+    manifest = write_manifest(tmp_path / "m.jsonl", [
+        {"id": "x", "capability": "object_detection", "url": "https://example.com/one.jpg"},
+        {"id": "x", "capability": "object_detection", "url": "https://example.com/two.jpg"}])
+    result, n = await session(tmp_path, emu, manifest, config(emu))
+    rejects = [json.loads(line) for line in (tmp_path / "results.rejects.jsonl").read_text().splitlines()]
+    assert (result.exit_code, n) == (ExitCode.PARTIAL, 1)
+    assert [(r["line"], "duplicate id 'x'" in r["reason"]) for r in rejects] == [(2, True)]
+    assert current(tmp_path)[("x", "object_detection")]["source"] == "https://example.com/one.jpg"
+
+
+async def test_a_file_changed_before_its_upload_is_not_sent(
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With uploads, a listed file rewritten before it is hashed and uploaded fails FileError
+    unsent (its object holds other bytes than the stamp its fingerprint records); the next run
+    sends it."""
+    from pipeline.upload.stage import Uploads
+
+    media = folder(tmp_path / "media", ["a.png"])
+    real_prepare = Uploads.prepare
+
+    async def racing_prepare(self: Uploads, job: Any) -> Any:
+        (media / "a.png").write_bytes(b"\x89PNG rewritten before its upload")
+        return await real_prepare(self, job)
+
+    cfg = folder_config(emu, upload=UploadConfig(endpoint=oss.url, bucket=BUCKET, always=True))
+    monkeypatch.setattr(Uploads, "prepare", racing_prepare)
+    first, n1 = await session(tmp_path, emu, media, cfg)
+    monkeypatch.setattr(Uploads, "prepare", real_prepare)
+    line = current(tmp_path)[("a.png", "object_detection")]
+    assert (n1, line["status"], line["error"]["code"]) == (0, "FAILED", "FileError"), first.summary
+    assert "changed after it was listed" in line["error"]["message"]
+    second, n2 = await session(tmp_path, emu, media, cfg)
+    assert n2 == 1 and counts(second) == (0, 1, 0, 0)
+
+
+# ---- kill -9 ----------------------------------------------------------------------------------
+
+async def start_cli(args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    """`python -m pipeline ARGS` in a subprocess, while this test's loop serves the emulators."""
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "pipeline", *args, cwd=REPO, env=cli_env(env),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str]:
+    """Its exit code and stderr, once it ends."""
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def until(proc: asyncio.subprocess.Process, ready: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Wait for a state of the run (checked every 20 ms), failing if the run ends first or the
+    state does not come within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.returncode is None, "the run ended before the state the test waits for"
+        assert time.monotonic() < deadline, "the state the test waits for did not come"
+        await asyncio.sleep(0.02)
+
+
+def cli_args(tmp: Path, source: str, emu: RunningEmulator, **cfg: Any) -> list[str]:
+    conf = config_file(tmp / "cfg.yaml", qps_headroom=0.9, retry={"base": 0.1, "max_delay": 0.2, "max_attempts": 3},
+                       polling={"first_delay": 1.0, "max_delay": 5.0}, **cfg)
+    return ["run", source, "--out", str(tmp / "results.jsonl"), "--state-dir", str(tmp / "state"),
+            "--endpoint", emu.url, "--config", str(conf)]
+
+
+def state_of(tmp: Path) -> dict[str, int]:
+    return {k: n for c in checkpoint_counts(tmp / "state").values() for k, n in c.items()}
+
+
+async def test_kill_9_during_a_listing_then_resume(tmp_path: Path, emu: RunningEmulator, oss: RunningOss) -> None:
+    """kill -9 while the listing waits for its second page (page 1's videos, sent without waiting
+    for it, done): the resume lists
+    the prefix again, skips what is done, sends the rest; every video was sent once in all, each
+    has one current line, and the results file holds nothing else."""
+    fill_two_pages(oss)
+    env = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": "10", "OSS_ACCESS_KEY_ID": OSS_ID,
+           "OSS_ACCESS_KEY_SECRET": OSS_SECRET}
+    # A request timeout far longer than the wait: page 1's videos must run while page 2 hangs.
+    args = cli_args(tmp_path, "oss://media/v/", emu, analyses_by_type={"video": ["video_snapshot"]},
+                    upload={"endpoint": oss.url}, request_timeout=300)
+    # Requests 1 and 2 answer (the start's probe, page 1); page 2 hangs until cleared.
+    oss.state.faults.inject("ListObjectsV2", "hang", after=2)
+    proc = await start_cli(args, env)
+    await until(proc, lambda: oss.state.faults.applied["hang"] == 1 and state_of(tmp_path).get("SUCCESS", 0) == 3)
+    proc.kill()
+    await finish(proc)
+    oss.state.faults.clear()
+    code, err = await finish(await start_cli(args, env))
+
+    assert code == 0, err[-2000:]
+    counters = emu.counters()
+    assert len(counters["submissions"]) == 5 and counters["duplicate_submissions"] == 0
+    assert sorted(i for i, _ in current(tmp_path)) == VIDEOS
+    assert len(read_results(tmp_path / "results.jsonl")) == 5
+
+
+async def test_kill_9_during_a_changed_items_re_run_then_resume(tmp_path: Path, emu: RunningEmulator) -> None:
+    """kill -9 while a changed item's new task runs: until the resume it has no current line (its
+    superseded one is not served); the resume polls the recorded task (never sent again), and the
+    item ends with exactly one current line, naming its new source."""
+    from support import write_manifest
+
+    rows = [{"id": f"img-{i}", "capability": "image_analyze", "url": f"https://example.com/p{i}.jpg"}
+            for i in range(3)]
+    manifest = write_manifest(tmp_path / "m.jsonl", rows)
+    env = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": "10"}
+    args = cli_args(tmp_path, str(manifest), emu)
+    code, err = await finish(await start_cli(args, env))
+    assert code == 0, err[-2000:]
+    rows[0]["url"] = "https://example.com/CHANGED.jpg"
+    write_manifest(manifest, rows)
+    proc = await start_cli(args, env)
+    await until(proc, lambda: state_of(tmp_path).get("submitted", 0) == 1)
+    proc.kill()
+    await finish(proc)
+    assert sorted(i for i, _ in current(tmp_path)) == ["img-1", "img-2"]  # img-0: no stale line served
+    code, err = await finish(await start_cli(args, env))
+    assert code == 0, err[-2000:]
+    counters = emu.counters()
+    assert len(counters["submissions"]) == 4 and counters["duplicate_submissions"] == 0
+    lines = current(tmp_path)
+    assert lines[("img-0", "image_analyze")]["source"] == "https://example.com/CHANGED.jpg" and len(lines) == 3
+    assert len(read_results(tmp_path / "results.jsonl")) == 4  # night 1's three, the changed one's new line

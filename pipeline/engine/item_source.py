@@ -78,8 +78,11 @@ class ItemSource:
         self._listing = listing
         self._uploads = config.upload.enabled
         self.counts: ListingCounts | None = None
+        #: True while the OSS listing's entries in hand end with the one just yielded: the next may
+        #: be a request away, so a reader holding a batch decides it now rather than wait.
+        self.chunk_end = False
         self._selection: Selection | None = None
-        self._oss: Iterator[Listed] | None = None
+        self._oss: Iterator[Listed | None] | None = None
         self._walk: Iterator[Listed | Rejected] | None = None
         if self.kind == "manifest" and (listing.include or listing.exclude or listing.follow_symlinks):
             from ..core.errors import UsageError
@@ -103,7 +106,7 @@ class ItemSource:
 
         retry, timeout = self._cfg.effective_retry(), self._cfg.request_timeout
         self._oss = list_oss(self.location, self._cfg.upload, self._selection, retry=retry, timeout=timeout,
-                             counts=self.counts)
+                             counts=self.counts, page_ends=True)
         # One request, not the first items: pages without media would be read before the run starts.
         await anyio.to_thread.run_sync(lambda: probe_oss(self.location, self._cfg.upload, retry=retry,
                                                          timeout=timeout))
@@ -126,9 +129,12 @@ class ItemSource:
         try:
             chunk = await anyio.to_thread.run_sync(_take, self._oss, CHUNK)
             while chunk:
-                for entry in chunk:
-                    for one in self._checked(entry):
+                for i, entry in enumerate(chunk):
+                    jobs = self._checked(entry)
+                    for j, one in enumerate(jobs):
+                        self.chunk_end = i == len(chunk) - 1 and j == len(jobs) - 1  # an item's last job
                         yield one
+                self.chunk_end = False
                 chunk = await anyio.to_thread.run_sync(_take, self._oss, CHUNK)
         finally:
             close = getattr(self._oss, "close", None)
@@ -157,10 +163,15 @@ class ItemSource:
                 "unmatched_patterns": counts.unmatched_patterns(), "complete": counts.complete}
 
 
-def _take(entries: Iterator[Listed], n: int) -> list[Listed]:
-    """Up to `n` entries (in a worker thread: the listing blocks)."""
-    out = []
+def _take(entries: Iterator[Listed | None], n: int) -> list[Listed]:
+    """Up to `n` entries, fewer at the end of a page rather than wait for the next one (in a
+    worker thread: the listing blocks). Empty only at the end of the listing."""
+    out: list[Listed] = []
     for entry in entries:
+        if entry is None:
+            if out:
+                break
+            continue
         out.append(entry)
         if len(out) >= n:
             break

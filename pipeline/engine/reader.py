@@ -172,6 +172,9 @@ class Reader:
                 continue
             stats.units_read += 1
             batch.append(item)
+            if self._source.chunk_end:  # the listing's next page may be slow: route what is here
+                await self._batch(batch, out)
+                batch = []
         if batch:
             await self._batch(batch, out)
         if self._cut:  # a stop came while the last batch was routed

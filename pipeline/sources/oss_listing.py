@@ -93,8 +93,9 @@ def parse_oss_source(text: str) -> OssPrefix:
 def list_oss(source: str | OssPrefix, upload: UploadConfig, selection: Selection, *,
              retry: RetryPolicy | None = None, timeout: float = 30.0, counts: ListingCounts | None = None,
              page_size: int = PAGE_SIZE, sleep: Callable[[float], None] = time.sleep,
-             rand: Callable[[], float] = random.random) -> Iterator[Listed]:
-    """The objects under `source` that `selection` admits, as `Listed` items, in key order.
+             rand: Callable[[], float] = random.random, page_ends: bool = False) -> Iterator[Listed | None]:
+    """The objects under `source` that `selection` admits, as `Listed` items, in key order;
+    with `page_ends`, a None after each page's items (where the next item may be a request away).
 
     `upload` gives the endpoint and region (its bucket is not used); `retry` and `timeout`
     are the run's (the upload stage's) retry policy and per-request timeout. `counts` is filled
@@ -103,7 +104,7 @@ def list_oss(source: str | OssPrefix, upload: UploadConfig, selection: Selection
     iterating (see the module docstring)."""
     counts = counts if counts is not None else selection.new_counts()
     return _listing(source, upload, retry, timeout, counts=counts, page_size=page_size, sleep=sleep,
-                    rand=rand).items(selection)
+                    rand=rand).items(selection, page_ends)
 
 
 def probe_oss(source: str | OssPrefix, upload: UploadConfig, *, retry: RetryPolicy | None = None,
@@ -144,7 +145,7 @@ class _Listing:
     sleep: Callable[[float], None]
     rand: Callable[[], float]
 
-    def items(self, selection: Selection) -> Iterator[Listed]:
+    def items(self, selection: Selection, page_ends: bool = False) -> Iterator[Listed | None]:
         counts, bucket = self.counts, self.where.bucket
         line = 0
         with contextlib.closing(_prefetched(self.pages())) as pages:  # closed early: its thread stops
@@ -164,6 +165,8 @@ class _Listing:
                     yield Listed(line, {"id": key, "oss": uri, "analyses": analyses},
                                  SourceStamp(uri, obj.size, etag=obj.etag, last_modified=_iso(obj.last_modified)),
                                  kind)
+                if page_ends:
+                    yield None
         counts.complete = True
 
     def pages(self) -> Generator[Any, None, None]:
