@@ -448,3 +448,65 @@ async def test_kill_9_during_a_changed_items_re_run_then_resume(tmp_path: Path, 
     lines = current(tmp_path)
     assert lines[("img-0", "image_analyze")]["source"] == "https://example.com/CHANGED.jpg" and len(lines) == 3
     assert len(read_results(tmp_path / "results.jsonl")) == 4  # night 1's three, the changed one's new line
+
+
+# ---- images listed from OSS -------------------------------------------------------------------
+
+async def test_images_listed_from_oss_are_sent_as_presigned_urls_that_no_line_or_log_shows(
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A bucket of images runs through image_analyze and object_detection (services that take no
+    oss://): each is sent a presigned GET URL that fetches the object's bytes from OSS; the lines
+    name the oss:// object, and no line, summary, log record or checkpoint byte holds the URL's
+    signature or the key pair; a second run sends nothing (the fingerprint is the ETag and size,
+    not the URL, which changes every run)."""
+    import aiohttp
+
+    from pipeline.engine import submission
+
+    for name in ("a", "b"):
+        oss.store.fill(BUCKET, [f"img/{name}.jpg"], f"jpeg bytes of {name}".encode())
+    real_body = submission.request_body
+    urls: list[str] = []
+
+    async def seen_body(cap: Any, job: Any) -> Any:
+        urls.append(job.source)
+        return await real_body(cap, job)
+
+    monkeypatch.setattr(submission, "request_body", seen_body)
+    cfg = config(emu, analyses_by_type={"image": ["image_analyze", "object_detection"]},
+                 upload=UploadConfig(endpoint=oss.url), retry=QUICK)
+    with caplog.at_level(logging.DEBUG):
+        first, n1 = await session(tmp_path, emu, "oss://media/img/", cfg)
+        second, n2 = await session(tmp_path, emu, "oss://media/img/", cfg)
+    assert (first.exit_code, n1, n2) == (ExitCode.OK, 4, 0), first.summary
+    assert counts(second) == (0, 0, 4, 0)
+    assert len(urls) == 4 and all(url.startswith(oss.url) and "x-oss-signature=" in url for url in urls)
+    async with aiohttp.ClientSession() as http:  # each URL reads its object, without a key pair
+        for url in urls:
+            async with http.get(url) as answer:
+                assert answer.status == 200 and (await answer.read()).startswith(b"jpeg bytes of ")
+    lines = current(tmp_path)
+    assert {(i, line["source"]) for (i, _), line in lines.items()} == {
+        ("img/a.jpg", "oss://media/img/a.jpg"), ("img/b.jpg", "oss://media/img/b.jpg")}
+    assert all(line["status"] == "SUCCESS" for line in lines.values())
+    signatures = {url.split("x-oss-signature=")[1].split("&")[0] for url in urls}
+    written = b"".join(p.read_bytes() for p in [*tmp_path.glob("results*"), *(tmp_path / "state").rglob("*")]
+                       if p.is_file())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in [*signatures, OSS_SECRET, OSS_ID, "x-oss-signature"]:
+        assert secret.encode() not in written and secret not in logged, secret
+
+
+async def test_an_uploaded_image_line_names_its_file_not_the_presigned_url(
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss) -> None:
+    """A local image uploaded and sent to a url-only service as a presigned URL: its line's source
+    is the local path and source_oss the object; the URL (a credential) is in no line."""
+    media = folder(tmp_path / "media", ["a.png"])
+    cfg = config(emu, analyses_by_type={"image": ["image_analyze"]},
+                 upload=UploadConfig(endpoint=oss.url, bucket=BUCKET, always=True))
+    result, n = await session(tmp_path, emu, media, cfg)
+    line = current(tmp_path)[("a.png", "image_analyze")]
+    assert (result.exit_code, n, line["status"]) == (ExitCode.OK, 1, "SUCCESS")
+    assert line["source"] == str(media / "a.png") and line["source_oss"].startswith("oss://media/")
+    assert b"x-oss-signature" not in (tmp_path / "results.jsonl").read_bytes()

@@ -145,7 +145,7 @@ class ItemSource:
         if isinstance(entry, Rejected):
             return [entry]
         result = validate_record(entry.item, entry.line, base_dir=Path("/"), uploads=self._uploads,
-                                 outputs=self._cfg.outputs)
+                                 outputs=self._cfg.outputs, presigned=self.kind == "oss")
         if isinstance(result, Rejected):
             return [result]
         if entry.stamp.etag is not None:  # an OSS object: what stands for its bytes

@@ -188,7 +188,7 @@ class Run:
         clock = aio.loop_clock()
         inflight = InFlight(cfg.max_in_flight, stats)
         submission = Submission(client=client, checkpoint=ckpt, ledger=ledger, stops=stops, stats=stats, clock=clock,
-                                uploads=uploads if uploads.enabled else None)
+                                uploads=uploads if uploads.enabled or self.source.kind == "oss" else None)
         polling = cfg.effective_polling()
         # Spare slots need the pacer's signal; the Redis backend gives none (see its spare_slots),
         # so its polls keep their per-task schedule alone.

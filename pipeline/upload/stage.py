@@ -107,7 +107,9 @@ class Uploads:
             await self._session.close()
 
     def wanted(self, job: Job) -> bool:
-        """Whether this item's file goes through OSS."""
+        """Whether this item's file goes through OSS, or its listed object is sent as a presigned URL."""
+        if job.source_kind == "oss":  # only an OSS listing's objects get past validation to url-only services
+            return "oss" not in CAPABILITIES[job.capability].sources
         if not self.enabled or job.source_kind != "path":
             return False
         if goes_to_oss(job.capability, 0, always=self._cfg.always):
@@ -118,9 +120,14 @@ class Uploads:
             return False  # the body builder reports the file error
 
     async def prepare(self, job: Job) -> Job:
-        """The job as it is submitted: unchanged, or pointing at its uploaded object."""
+        """The job as it is submitted: unchanged, pointing at its uploaded object, or (a listed
+        object for a service that reads only URLs) at a presigned GET URL of its object. The URL
+        is a credential for the object while it lives: it goes into the request body, never into
+        the job a line, a log or the checkpoint is made from (`Submission` keeps that one)."""
         if not self.wanted(job):
             return job
+        if job.source_kind == "oss":
+            return self._presigned(job)
         assert self._session is not None and self._settings is not None
         from .transfer import UploadedObject
 
@@ -148,3 +155,13 @@ class Uploads:
 
         url = presign_get(obj, self._settings, self._expires)
         return dataclasses.replace(job, source_kind="url", source=url, file_name=name, source_oss=oss_uri)
+
+    def _presigned(self, job: Job) -> Job:
+        """A listed object's job with a presigned GET URL for its source, signed with the upload
+        section's endpoint, region and key pair (the listing's), valid past the poll timeout."""
+        from .transfer import UploadedObject, presign_get
+
+        bucket, _, key = job.source.removeprefix("oss://").partition("/")
+        settings = dataclasses.replace(upload_settings(self._cfg, self._retry, self._timeout), bucket=bucket)
+        url = presign_get(UploadedObject(bucket, key, 0, ""), settings, self._expires)
+        return dataclasses.replace(job, source_kind="url", source=url, file_name=job.file_name or os.path.basename(key))
