@@ -22,7 +22,8 @@ from ..config.load import Config
 from ..config.pricing import item_cost_bound
 from ..core import aio
 from ..core.capabilities import CAPABILITIES
-from ..core.job import split_key
+from ..core.fingerprint import items_of, with_fingerprints
+from ..core.job import Job
 from ..core.outcome import UNFINISHED, Stop, StopReason
 from ..core.results import RunFiles
 from ..observe.report import RunStats
@@ -38,12 +39,13 @@ from ..upload.stage import Uploads, check_uploads
 from .chaining import Chain
 from .closing import RunResult, close_catalog, log_stages, moot, result_of, save_manifest_counts
 from .decisions import ResumeRoute, route_resumed
+from .delta import to_send
 from .finisher import Finisher
 from .flow import Flow
 from .inflight import InFlight
 from .item_source import ItemSource, Listing
 from .poller import Poller
-from .preflight import check_paths
+from .preflight import check_force_analyses, check_paths
 from .reader import Reader
 from .shutdown import FailureWatch, SignalHandlers, carried_window
 from .spend import SpendLedger
@@ -104,6 +106,8 @@ class Run:
         check_paths(self.req.manifest if self.source.kind != "oss" else "-", files, config_file=self.req.config_file,
                     metrics_file=metrics_file)
         check_sharding(files.results, files.state_dir, self.req.shard)  # before anything is created
+        check_force_analyses(self.req.force_analyses, files.state_dir, analyses_by_type=self.cfg.analyses_by_type,
+                             analyses=self.req.analyses)
         await check_limiter(self.cfg)  # a shared limiter that cannot be reached: exit 2, nothing written
         # Uploads configured but impossible: exit 2 (no bucket, no key pair) or 4 (refused), nothing written.
         await check_uploads(self.cfg.upload, timeout=self.cfg.request_timeout)
@@ -152,8 +156,13 @@ class Run:
                           timeout=cfg.request_timeout)
         shard = req.shard
         if self.source.kind == "manifest":
-            ledger.preview(req.manifest, lambda key: key in state.done or (
-                shard is not None and not shard.owns(split_key(key)[0])), analyses=req.analyses)
+            def todo(jobs: list[Job]) -> list[Job]:  # what the reader will decide to send, per batch
+                mine = [job for item in items_of(jobs) for job in with_fingerprints(item)
+                        if shard is None or shard.owns(job.id)]
+                return to_send(mine, ckpt.catalog.lookup([job.key for job in mine]), force=req.force,
+                               force_analyses=frozenset(req.force_analyses))
+
+            ledger.preview(req.manifest, todo, analyses=req.analyses)
         chain = Chain(ckpt, files.results)
         signals = SignalHandlers(lambda name: stops.request(Stop(
             StopReason.INTERRUPTED, f"interrupted by {name}; run the same command again to resume")))
