@@ -68,6 +68,7 @@ def close_catalog(ckpt: Checkpoint, reader: Reader, source: ItemSource, *, sessi
     unreadable = source.counts is not None and bool(source.counts.unreadable)
     if reader.complete and decides_vanished and not unreadable:
         counts["vanished"] = ckpt.catalog.vanish(session)
+        ckpt.retire_joined_manifests(manifest_key(source.location))  # `status` counts the catalog's units only
         if counts["vanished"]:
             log.info("%d (item, analysis) results vanished from the catalog: out of the current view from now on",
                      counts["vanished"])
