@@ -18,7 +18,7 @@ file is stale. `meta` is not part of it: it is copied to the line, not sent.
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -77,7 +77,15 @@ def with_fingerprints(jobs: Sequence[Job]) -> list[Job]:
             done[name] = fingerprint(job, parent)
         return done[name]
 
-    return [dataclasses.replace(job, fingerprint=of(job.analysis)) for job in jobs]
+    return [_with_fingerprint(job, of(job.analysis)) for job in jobs]
+
+
+def _with_fingerprint(job: Job, value: str) -> Job:
+    """`job` with `fingerprint` set: a shallow copy, not `dataclasses.replace`, which runs the
+    whole constructor again (measured: a third of what deciding a catalog adds to reading it)."""
+    copied = copy.copy(job)
+    object.__setattr__(copied, "fingerprint", value)  # a new frozen Job of our own, set before anyone sees it
+    return copied
 
 
 def items_of(jobs: Iterable[Job]) -> list[list[Job]]:
