@@ -105,7 +105,7 @@ def _child(argv: list[str], work: Path, name: str) -> dict[str, Any]:
     if run.exit_code != 0:
         raise RuntimeError(f"{name} failed (exit {run.exit_code}): {run.stderr[-2000:]}")
     figures: dict[str, Any] = json.loads((work / f"{name}.stdout").read_text())
-    figures.update(wall_s=round(run.wall, 2), sampled_peak_rss_mb=round(run.peak_rss_mb, 1))
+    figures.update(wall_s=round(run.wall, 2), cpu_s=round(run.cpu, 2), sampled_peak_rss_mb=round(run.peak_rss_mb, 1))
     return figures
 
 
