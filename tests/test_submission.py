@@ -129,14 +129,17 @@ class Uploads:
         return self.outcome
 
 
-async def test_an_uploaded_job_is_submitted_with_its_oss_source(ckpt):
-    """A job the upload stage rewrote goes to the service as rewritten."""
-    uploaded = dataclasses.replace(job("a", "video_snapshot"), source_kind="oss", source="oss://b/k.mp4",
+async def test_an_uploaded_job_is_submitted_rewritten_and_its_line_keeps_its_source(ckpt):
+    """A job the upload stage rewrote goes to the service as rewritten, while the task handle (which
+    the line is made from) keeps the item's own source and records the uploaded object: a rewritten
+    source may be a presigned URL, a credential that must not reach a line."""
+    original = job("a", "video_snapshot")
+    uploaded = dataclasses.replace(original, source_kind="url", source="https://b.example/k.mp4?x-oss-signature=s",
                                    source_oss="oss://b/k.mp4")
     p = parts(ckpt, uploads=Uploads(uploaded))
-    handle = await p.submission.submit(job("a", "video_snapshot"), None)
-    assert isinstance(handle, TaskHandle) and handle.job == uploaded
-    assert "oss://b/k.mp4" in str(p.client.creates[0][2])
+    handle = await p.submission.submit(original, None)
+    assert isinstance(handle, TaskHandle) and handle.job == dataclasses.replace(original, source_oss="oss://b/k.mp4")
+    assert "x-oss-signature=s" in str(p.client.creates[0][2])
 
 
 async def test_oss_refusing_its_key_pair_stops_the_run_and_sends_nothing(ckpt):

@@ -45,14 +45,17 @@ class RunResult:
         return str(self.stop) if self.stop is not None else None
 
 
-def save_manifest_counts(ckpt: Checkpoint, manifest: str, reader: Reader, *, joined: bool) -> None:
+def save_manifest_counts(ckpt: Checkpoint, manifest: str, reader: Reader, *, joined: bool,
+                         listed: bool = False) -> None:
     """What `status` and later sessions need to know of this manifest: its rejected lines (they
-    count in the whole run's outcome) and its number of items."""
+    count in the whole run's outcome) and its number of items. A `listed` source (a directory, an
+    OSS prefix) read to its end is never "empty" (exit 1): a folder or a prefix with nothing to
+    process tonight, or patterns that matched nothing, is a catalog with zero items (warned about)."""
     ckpt.save_manifest_counts(manifest_key(manifest), rejected=reader.rejected,
                               items=reader.items if reader.complete else None,
                               shared=reader.known if joined else None)
     if reader.complete:
-        ckpt.set_empty(manifest_key(manifest), not reader.any_items and not reader.rejected)
+        ckpt.set_empty(manifest_key(manifest), not listed and not reader.any_items and not reader.rejected)
 
 
 def close_catalog(ckpt: Checkpoint, reader: Reader, source: ItemSource, *, session: int,
@@ -67,6 +70,7 @@ def close_catalog(ckpt: Checkpoint, reader: Reader, source: ItemSource, *, sessi
     unreadable = source.counts is not None and bool(source.counts.unreadable)
     if reader.complete and decides_vanished and not unreadable:
         counts["vanished"] = ckpt.catalog.vanish(session, read)
+        ckpt.retire_joined_manifests(manifest_key(source.location))  # `status` counts the catalog's units only
         if counts["vanished"]:
             log.info("%d (item, analysis) results vanished from the catalog: out of the current view from now on",
                      counts["vanished"])
@@ -81,8 +85,8 @@ def close_catalog(ckpt: Checkpoint, reader: Reader, source: ItemSource, *, sessi
             log.warning("--include/--exclude pattern %r matched nothing in %s", pattern, source.location)
         if listing["complete"] and not listing["items"]:
             log.warning("%s: the listing yielded no items (%d listed, %d excluded by patterns, %d with no analyses "
-                        "for their media kind)", source.location, listing["listed"], listing["excluded"],
-                        listing["skipped_no_analyses"])
+                        "for their media kind): nothing to process, exit 0", source.location, listing["listed"],
+                        listing["excluded"], listing["skipped_no_analyses"])
     if reader.complete:
         ckpt.catalog.save_counts(result)
     return result

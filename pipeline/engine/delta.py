@@ -21,13 +21,15 @@ Unfinished work resumed is counted ``changed`` when it will replace a line (the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from ..core.job import Job
 from ..state.catalog import Known
 from ..state.jobs import JobState
 
-__all__ = ["CATALOG_KINDS", "Delta", "Verdict", "decide"]
+__all__ = ["CATALOG_KINDS", "Delta", "Verdict", "decide", "to_send"]
 
 #: The catalog counts of a run's summary, in order.
 CATALOG_KINDS = ("new", "changed", "unchanged", "vanished")
@@ -62,3 +64,25 @@ def decide(known: Known | None, fingerprint: str, *, forced: bool = False) -> Ve
         return Verdict(Delta.CHANGED, "changed")
     return Verdict(Delta.RESUME, "changed" if known.line_at is not None else "new",
                    adopt=known.fingerprint is None, restore=known.vanished is not None)
+
+
+def to_send(jobs: Sequence[Job], known: Mapping[str, Known], *, force: bool = False,
+            force_analyses: frozenset[str] = frozenset()) -> list[Job]:
+    """Of fingerprinted jobs (whole items, parents before the analyses after them), those a run
+    will submit: new, changed or forced (and the analyses after a forced one), and unfinished work
+    with no task recorded. Skipped: unchanged keys, and recorded tasks (polled, their cost held)."""
+    forced_items: set[tuple[str, str]] = set()
+    out: list[Job] = []
+    for job in jobs:
+        assert job.fingerprint is not None
+        row = known.get(job.key)
+        forced = force or job.analysis in force_analyses or (
+            job.after is not None and (job.id, job.after) in forced_items)
+        verdict = decide(row, job.fingerprint, forced=forced)
+        if forced and verdict.delta is Delta.CHANGED:
+            forced_items.add((job.id, job.analysis))
+        if verdict.delta is Delta.UNCHANGED or (
+                verdict.delta is Delta.RESUME and row is not None and row.state is JobState.SUBMITTED):
+            continue
+        out.append(job)
+    return out

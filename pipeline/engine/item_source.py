@@ -9,10 +9,12 @@ and `analyses_by_type` (or `--analyses`) of `Listing`. An OSS object's ETag and 
 jobs' `stamp` (a local file's comes from the stat that checks it).
 
 The OSS listing blocks (the SDK is synchronous): it runs in a worker thread, a chunk of entries
-per hop. `open()` is awaited before the run starts anything: it reads the first chunk, so a
-bucket that does not exist (exit 2), a refused key pair (exit 4) or OSS unreachable (exit 3)
-stop the run before its state dir is touched. `counts` says what a listing turned away, and
-`complete` whether the source was read to its end.
+per hop. `open()` is awaited before the run starts anything: it checks a manifest's type and
+existence, starts a directory's walk (a missing directory or a file: exit 2) and asks OSS to
+list one key of the prefix (`probe_oss`), so that a bucket that does not exist (exit 2), a
+refused key pair (exit 4) or OSS unreachable (exit 3) stop the run before its state dir is
+touched; the listing itself runs in the reader, a failure part way stopping the run resumably.
+`counts` says what a listing turned away, and `complete` whether the source was read to its end.
 
 A fourth kind, "stream", is the items of `pipeline.stream`: an iterable or async iterable of item
 dicts (`records`), each checked as a manifest line (`manifest.python_items`). Before it takes
@@ -88,9 +90,12 @@ class ItemSource:
         self._listing = listing
         self._uploads = config.upload.enabled
         self.counts: ListingCounts | None = None
+        #: True while the OSS listing's entries in hand end with the one just yielded: the next may
+        #: be a request away, so a reader holding a batch decides it now rather than wait.
+        self.chunk_end = False
         self._selection: Selection | None = None
-        self._oss: Iterator[Listed] | None = None
-        self._first: list[Listed] = []
+        self._oss: Iterator[Listed | None] | None = None
+        self._walk: Iterator[Listed | Rejected] | None = None
         if self.kind == "manifest" and (listing.include or listing.exclude or listing.follow_symlinks):
             from ..core.errors import UsageError
 
@@ -99,19 +104,26 @@ class ItemSource:
 
     async def open(self) -> None:
         """Check the source before the run starts (see the module docstring)."""
-        if self.kind in ("manifest", "stream"):
+        if self.kind == "stream":
+            return
+        if self.kind == "manifest":  # its type, existence and --analyses: raised now (reading starts later)
+            read_manifest(self.location, analyses=self._analyses, outputs=self._cfg.outputs)
             return
         self._selection = Selection(include=self._listing.include, exclude=self._listing.exclude,
                                     analyses_by_type=self._cfg.analyses_by_type, analyses=self._analyses)
         self.counts = self._selection.new_counts()
-        if self.kind == "folder":
+        if self.kind == "folder":  # a directory that is missing, or a file, raises now
+            self._walk = walk_folder(self.location, self._selection, follow_symlinks=self._listing.follow_symlinks,
+                                     counts=self.counts)
             return
-        from ..sources.oss_listing import list_oss  # the OSS SDK: only a run of an oss:// source needs it
+        from ..sources.oss_listing import list_oss, probe_oss  # the OSS SDK: only an oss:// source needs it
 
-        self._oss = list_oss(self.location, self._cfg.upload, self._selection,
-                             retry=self._cfg.effective_retry(), timeout=self._cfg.request_timeout,
-                             counts=self.counts)
-        self._first = await anyio.to_thread.run_sync(_take, self._oss, CHUNK)
+        retry, timeout = self._cfg.effective_retry(), self._cfg.request_timeout
+        self._oss = list_oss(self.location, self._cfg.upload, self._selection, retry=retry, timeout=timeout,
+                             counts=self.counts, page_ends=True)
+        # One request, not the first items: pages without media would be read before the run starts.
+        await anyio.to_thread.run_sync(lambda: probe_oss(self.location, self._cfg.upload, retry=retry,
+                                                         timeout=timeout))
 
     async def items(self, *, expected_items: int = 0, **partial: Any) -> AsyncIterator[Job | Rejected | Skipped]:
         """Every valid item's jobs and every rejected entry, in the source's order. For a
@@ -127,19 +139,21 @@ class ItemSource:
                 yield item
             return
         if self.kind == "folder":
-            assert self._selection is not None and self.counts is not None
-            for entry in walk_folder(self.location, self._selection, follow_symlinks=self._listing.follow_symlinks,
-                                     counts=self.counts):
+            assert self._walk is not None
+            for entry in self._walk:
                 for one in self._checked(entry):
                     yield one
             return
         assert self._oss is not None
         try:
-            chunk, self._first = self._first, []
+            chunk = await anyio.to_thread.run_sync(_take, self._oss, CHUNK)
             while chunk:
-                for entry in chunk:
-                    for one in self._checked(entry):
+                for i, entry in enumerate(chunk):
+                    jobs = self._checked(entry)
+                    for j, one in enumerate(jobs):
+                        self.chunk_end = i == len(chunk) - 1 and j == len(jobs) - 1  # an item's last job
                         yield one
+                self.chunk_end = False
                 chunk = await anyio.to_thread.run_sync(_take, self._oss, CHUNK)
         finally:
             close = getattr(self._oss, "close", None)
@@ -174,7 +188,7 @@ class ItemSource:
         if isinstance(entry, Rejected):
             return [entry]
         result = validate_record(entry.item, entry.line, base_dir=Path("/"), uploads=self._uploads,
-                                 outputs=self._cfg.outputs)
+                                 outputs=self._cfg.outputs, presigned=self.kind == "oss")
         if isinstance(result, Rejected):
             return [result]
         if entry.stamp.etag is not None:  # an OSS object: what stands for its bytes
@@ -192,10 +206,15 @@ class ItemSource:
                 "unmatched_patterns": counts.unmatched_patterns(), "complete": counts.complete}
 
 
-def _take(entries: Iterator[Listed], n: int) -> list[Listed]:
-    """Up to `n` entries (in a worker thread: the listing blocks)."""
-    out = []
+def _take(entries: Iterator[Listed | None], n: int) -> list[Listed]:
+    """Up to `n` entries, fewer at the end of a page rather than wait for the next one (in a
+    worker thread: the listing blocks). Empty only at the end of the listing."""
+    out: list[Listed] = []
     for entry in entries:
+        if entry is None:
+            if out:
+                break
+            continue
         out.append(entry)
         if len(out) >= n:
             break

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..config.load import Config
-from ..core.echo import clipped
+from ..core.capabilities import CAPABILITIES
+from ..core.echo import clipped, shown
+from ..core.errors import UsageError
 from ..core.results import RunFiles
 from ..state.checkpoint import Checkpoint
 from ..state.lock import LOCK_NAME
 from ..state.lock_results import results_lock_path
 from ..state.paths import Kind, Target, check_targets, first_json_line_keys, json_object_keys, shown_path
 
-__all__ = ["REJECT_KEYS", "SUMMARY_KEYS", "check_paths", "option_of"]
+__all__ = ["REJECT_KEYS", "SUMMARY_KEYS", "check_force_analyses", "check_paths", "option_of"]
 
 #: The keys of a rejects file's lines (`Rejected.to_dict`) and keys every summary has
 #: (`report.summarize`): how a run knows those files as its own before rewriting them.
@@ -119,3 +123,36 @@ def _summary_results(path: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+#: Known analysis names an error message lists at most.
+NAMES_SHOWN = 20
+
+
+def check_force_analyses(names: Sequence[str], state_dir: Path, *, analyses_by_type: Mapping[str, Any],
+                         analyses: Sequence[str] | None = None) -> None:
+    """Refuse (exit 2, before anything is created) a `--force-analysis NAME` the run cannot have: not
+    a capability, not an analysis of `analyses_by_type` or `--analyses`, and no key of the state dir's
+    run. A new state dir is not checked: every unit is new there, so nothing is forced anyway."""
+    if not names or not (state_dir / Checkpoint.DB_NAME).exists():
+        return
+    known = set(CAPABILITIES) | set(analyses or ())
+    for entries in analyses_by_type.values():
+        for entry in entries or ():
+            given = entry.get("name") or entry.get("capability") if isinstance(entry, Mapping) else entry
+            if isinstance(given, str):
+                known.add(given)
+    unknown = [name for name in names if name not in known]
+    if not unknown:
+        return
+    ckpt = Checkpoint.open(state_dir, read_only=True)
+    try:
+        known |= ckpt.catalog.analysis_names()
+    finally:
+        ckpt.close()
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        listed = [*sorted(known - set(CAPABILITIES)), *CAPABILITIES]
+        more = f" and {len(listed) - NAMES_SHOWN} more" if len(listed) > NAMES_SHOWN else ""
+        raise UsageError(f"--force-analysis {shown(unknown[0])}: this run has no analysis of that name; known: "
+                         f"{', '.join(clipped(n, 64) for n in listed[:NAMES_SHOWN])}{more}")

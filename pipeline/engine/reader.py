@@ -210,6 +210,9 @@ class Reader:
             else:
                 stats.units_read += 1
             batch.append(item)
+            if self._source.chunk_end:  # the listing's next page may be slow: route what is here
+                await self._batch(batch, out, next_line=item.line + 1)  # no cursor moves for a listing
+                batch = []
         await self._batch(batch, out, next_line=None)
         if self._cut:  # a stop came while the last batch was routed
             return

@@ -24,7 +24,8 @@ from ..config.pricing import item_cost_bound
 from ..core import aio
 from ..core.capabilities import CAPABILITIES
 from ..core.endpoint import build_base_url
-from ..core.job import split_key
+from ..core.fingerprint import items_of, with_fingerprints
+from ..core.job import Job
 from ..core.outcome import UNFINISHED, Stop, StopReason
 from ..core.results import ResultLine, RunFiles
 from ..observe.report import RunStats
@@ -41,12 +42,13 @@ from ..upload.stage import Uploads, check_uploads
 from .chaining import Chain
 from .closing import RunResult, close_catalog, log_stages, moot, result_of, save_manifest_counts
 from .decisions import ResumeRoute, route_resumed
+from .delta import to_send
 from .finisher import Finisher
 from .flow import Flow
 from .inflight import InFlight
 from .item_source import ItemSource, Listing
 from .poller import Poller
-from .preflight import check_paths, option_of
+from .preflight import check_force_analyses, check_paths, option_of
 from .read_cursor import ReadCursor, settings_digest
 from .reader import Reader
 from .recording import Recorder
@@ -122,6 +124,8 @@ class Run:
         check_results_free(files.results)  # a live run writes this --out (another state dir): exit 7
         check_sharding(files.results, files.state_dir, self.req.shard)  # before anything is created
         check_owner(files.results, files.state_dir, self.req.shard)  # a new state dir for another's --out
+        check_force_analyses(self.req.force_analyses, files.state_dir, analyses_by_type=self.cfg.analyses_by_type,
+                             analyses=self.req.analyses)
         await check_limiter(self.cfg)  # a shared limiter that cannot be reached: exit 2, nothing written
         # Uploads configured but impossible: exit 2 (no bucket, no key pair) or 4 (refused), nothing written.
         await check_uploads(self.cfg.upload, timeout=self.cfg.request_timeout)
@@ -181,8 +185,13 @@ class Run:
                           timeout=cfg.request_timeout)
         shard = req.shard
         if self.source.kind == "manifest":
-            ledger.preview(req.manifest, lambda key: ckpt.done_line(key)[0] or (
-                shard is not None and not shard.owns(split_key(key)[0])), analyses=req.analyses)
+            def todo(jobs: list[Job]) -> list[Job]:  # what the reader will decide to send, per batch
+                mine = [job for item in items_of(jobs) for job in with_fingerprints(item)
+                        if shard is None or shard.owns(job.id)]
+                return to_send(mine, ckpt.catalog.lookup([job.key for job in mine]), force=req.force,
+                               force_analyses=frozenset(req.force_analyses))
+
+            ledger.preview(req.manifest, todo, analyses=req.analyses)
         chain = Chain(ckpt, files.results)
         signals = SignalHandlers(lambda name: stops.request(Stop(
             StopReason.INTERRUPTED, f"interrupted by {name}; run the same command again to resume")))
@@ -202,7 +211,7 @@ class Run:
                 signals.remove()  # last: a second signal during the clean-up still exits at once
         ckpt.set_meta("failure_window", watch.state())
         ledger.clear_stale()  # reservations of submits never sent (the stop came first)
-        save_manifest_counts(ckpt, req.manifest, flow.reader, joined=joined)
+        save_manifest_counts(ckpt, req.manifest, flow.reader, joined=joined, listed=self.source.kind != "manifest")
         log_stages(flow.reader, self.stats, flow.pollers)
         stop = None if moot(stops.stop, flow.reader, self.stats) else stops.stop
         catalog = close_catalog(ckpt, flow.reader, self.source, session=session, read=cursor.read,
@@ -225,7 +234,7 @@ class Run:
         clock = aio.loop_clock()
         inflight = InFlight(cfg.max_in_flight, stats)
         submission = Submission(client=client, checkpoint=ckpt, ledger=ledger, stops=stops, stats=stats, clock=clock,
-                                uploads=uploads if uploads.enabled else None)
+                                uploads=uploads if uploads.enabled or self.source.kind == "oss" else None)
         polling = cfg.effective_polling()
         # Spare slots need the pacer's signal; the Redis backend gives none (see its spare_slots),
         # so its polls keep their per-task schedule alone.

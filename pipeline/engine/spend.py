@@ -47,6 +47,8 @@ log = logging.getLogger("pipeline.run")
 Kind = tuple[str, str]  # (capability, service id): analyses that cost alike
 #: The most characters of a config file's path a message quotes.
 PATH_SHOWN = 240
+#: Jobs the preview decides at a time (whole items: one checkpoint query each).
+PREVIEW_BATCH = 500
 #: How a waiting reservation waits (the run's `Stopping.interruptible`: a stop ends the wait).
 Wait = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
@@ -269,11 +271,13 @@ class SpendLedger:
                         "sent like the others until the cap stops the run, and may be billed; give prices.%s a "
                         "price to count them", cap_origin(self._cfg), clipped(service_id), clipped(service_id))
 
-    def preview(self, manifest: str, skip: Callable[[str], bool], analyses: Sequence[str] | None = None) -> None:
+    def preview(self, manifest: str, todo: Callable[[list[Job]], list[Job]],
+                analyses: Sequence[str] | None = None) -> None:
         """With a cap: warn before anything is sent about analyses whose service has no price (the
         cap cannot count them), and, if the likely cost of the analyses still to do exceeds what
         the cap leaves, how many it will likely cover (the run goes on; the cap stops it).
-        `skip(key)` says an (item, analysis) key is done; `analyses` is the run's ``--analyses``."""
+        `todo(jobs)` says which of a batch of whole items' jobs the run will submit (new, changed
+        or unfinished: a changed item already done is paid again); `analyses` is ``--analyses``."""
         cap = self._cfg.max_cost
         if cap is None or manifest == "-":  # stdin cannot be read twice
             return
@@ -281,17 +285,29 @@ class SpendLedger:
         unpriced: Counter[str] = Counter()
         left = covered = 0
         likely = 0.0
-        for job in read_manifest(manifest, check_files=False, skip=skip, analyses=analyses,
-                                 outputs=self._cfg.outputs):  # streamed: counts and sums only
-            if not isinstance(job, Job) or skip(job.key):
+        batch: list[Job] = []
+
+        def count(jobs: list[Job]) -> None:
+            nonlocal left, covered, likely
+            for job in todo(jobs):
+                if not self._cfg.prices.get(job.service_id):
+                    unpriced[job.service_id] += 1
+                cost = max(item_cost(job.service_id, self._cfg),
+                           self._learned.get((job.capability, job.service_id), 0.0))
+                if covered == left and likely + cost <= room:  # every one before it fitted too
+                    covered += 1
+                left += 1
+                likely += cost
+
+        for job in read_manifest(manifest, analyses=analyses, outputs=self._cfg.outputs,
+                                 uploads=self._cfg.upload.enabled):  # streamed: counts and sums only
+            if not isinstance(job, Job):
                 continue
-            if not self._cfg.prices.get(job.service_id):
-                unpriced[job.service_id] += 1
-            cost = max(item_cost(job.service_id, self._cfg), self._learned.get((job.capability, job.service_id), 0.0))
-            if covered == left and likely + cost <= room:  # every one before it fitted too
-                covered += 1
-            left += 1
-            likely += cost
+            if len(batch) >= PREVIEW_BATCH and (batch[-1].line, batch[-1].id) != (job.line, job.id):
+                count(batch)
+                batch = []
+            batch.append(job)
+        count(batch)
         for service_id, n in sorted(unpriced.items()):
             self._warned.add(service_id)
             log.warning("%s is set, but %d analyses left use %s, which has no price in the config: the cap cannot "

@@ -15,6 +15,7 @@ spend cap when no reservation fits and nothing in flight can free room.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -75,14 +76,18 @@ class Submission:
         """Submit `job` (its unit holds `token`): the handle to poll for an accepted async task,
         else how it ended."""
         cap = CAPABILITIES[job.capability]
+        sent = job  # what the body is built from; `job` stays what the line, checkpoint and logs name
         if self._uploads is not None and self._uploads.wanted(job):
             try:
-                job = await self._uploads.prepare(job)
+                sent = await self._uploads.prepare(job)
             except FatalError as exc:  # OSS refused the key pair, or is down: every upload would fail alike
                 self._stops.fatal(exc)
                 return Ending.dropped(job, token)
             except ServiceError as err:  # the file (FileError), or OSS after every retry
                 return Ending(job, token, err, attempts=err.attempts)
+            # The line names the item's own source (a local path, an oss:// object), never a
+            # presigned URL (a credential, and different on every run); the uploaded object is kept.
+            job = dataclasses.replace(job, source_oss=sent.source_oss)
         try:
             reserved = await self._ledger.reserve(job, self._stops.interruptible)
         except Stopped:  # the run stopped while it waited for room under the cap
@@ -93,7 +98,7 @@ class Submission:
         submitted_at = self._wall()
         with self._stops.on_the_wire():
             try:
-                body = await request_body(cap, job)
+                body = await request_body(cap, sent)
                 response = await self._client.submit(cap, job.service_id, body)
             except Stopped:  # its reservation is released when the session ends (a create that may have
                 # landed before the stop is counted as a possible double billing, as after a kill -9)

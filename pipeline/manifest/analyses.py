@@ -76,16 +76,16 @@ def run_analyses(names: Sequence[str] | None) -> tuple[str, ...]:
 
 def validate_record(raw: object, line: int, *, base_dir: Path | None = None,
                     max_body_bytes: int = MAX_BODY_BYTES, check_files: bool = True, uploads: bool = False,
-                    analyses: Sequence[str] | None = None,
-                    outputs: Mapping[str, str] | None = None) -> list[Job] | Rejected:
+                    analyses: Sequence[str] | None = None, outputs: Mapping[str, str] | None = None,
+                    presigned: bool = False) -> list[Job] | Rejected:
     """Check one raw manifest record: its Jobs (one per analysis, in manifest order), or why not.
 
     An item with `capability` gives one Job named after it (as `validate_item`); one with
     `analyses` one Job per entry; one with neither, one Job per run-wide `analyses` (canonical
     names, see `run_analyses`), and without those it is rejected. `outputs` (config `outputs`)
-    fills the `output` of analyses that give none."""
+    fills the `output` of analyses that give none; `presigned`: see `validate_item`."""
     checks: dict[str, Any] = {"base_dir": base_dir, "max_body_bytes": max_body_bytes, "check_files": check_files,
-                              "uploads": uploads, "outputs": outputs}
+                              "uploads": uploads, "outputs": outputs, "presigned": presigned}
     entries = raw.get("analyses") if isinstance(raw, Mapping) else None
     run_wide = entries is None and isinstance(raw, Mapping) and raw.get("capability") is None and bool(analyses)
     if entries is None and not run_wide:

@@ -61,11 +61,13 @@ MISSING_CAPABILITY = "missing capability: give capability, analyses, or run with
 def validate_item(raw: object, line: int, *, base_dir: Path | None = None,
                   max_body_bytes: int = MAX_BODY_BYTES, check_files: bool = True,
                   uploads: bool = False, outputs: Mapping[str, str] | None = None,
-                  analysis: str | None = None) -> Job | Rejected:
+                  analysis: str | None = None, presigned: bool = False) -> Job | Rejected:
     """Check one raw item of one capability and build its `Job`, or say why not. Only stat()s local files.
 
     With `uploads` (OSS uploads configured), a local file of any size is accepted, and so is a
-    `path` for a capability that reads `oss`: it will be uploaded and sent as `oss://`.
+    `path` for a capability that reads `oss`: it will be uploaded and sent as `oss://`. With
+    `presigned` (an object of an OSS listing, which holds the OSS settings), an `oss` source is
+    accepted by a capability that reads only URLs: a presigned GET URL is sent in its place.
     `outputs` (config `outputs`: canonical capability -> OSS prefix template) fills `output`
     when the item gives none; `analysis` names the Job (default: the capability).
     (`pipeline.manifest_analyses.validate_record` takes items with several analyses.)"""
@@ -78,7 +80,7 @@ def validate_item(raw: object, line: int, *, base_dir: Path | None = None,
         check_keys(item)
         cap = capability_of(item.get("capability"), missing=MISSING_CAPABILITY)
         kind, source, stamp = _check_source(item, cap, base_dir or Path.cwd(), max_body_bytes, check_files,
-                                            uploads=uploads)
+                                            uploads=uploads, presigned=presigned)
         service_id = _check_service_id(item, cap)
         _check_optional(item, cap)
         job_id = item_id if item_id is not None else derive_id(item)
@@ -166,7 +168,7 @@ def capability_of(name: object, *, missing: str) -> Capability:
 
 
 def _check_source(item: dict[str, Any], cap: Capability, base_dir: Path, max_body: int,
-                  check_files: bool, *, uploads: bool = False) -> tuple[str, str, str | None]:
+                  check_files: bool, *, uploads: bool = False, presigned: bool = False) -> tuple[str, str, str | None]:
     """(kind, value, stamp): a local file's stamp (size and mtime, for the fingerprint) comes
     from the one stat that checks it."""
     present = [kind for kind in SOURCE_KINDS if kind in item]
@@ -177,7 +179,8 @@ def _check_source(item: dict[str, Any], cap: Capability, base_dir: Path, max_bod
     kind, value = present[0], item[present[0]]
     remote = "upload it to OSS and use oss, or give a url" if "oss" in cap.sources else "give a url"
     uploaded = uploads and kind == "path"  # sent as oss:// or a presigned url, whatever its size
-    if kind not in cap.sources and not (uploaded and "oss" in cap.sources):
+    signed = presigned and kind == "oss" and "url" in cap.sources  # sent as a presigned GET URL
+    if kind not in cap.sources and not (uploaded and "oss" in cap.sources) and not signed:
         what = {"url": "a url", "oss": "an oss source", "path": "a local path",
                 "content": "inline content"}[kind]
         hint = remote if kind in ("path", "content") else \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,24 @@ from typing import Any
 import anyio
 
 from ..core.capabilities import MAX_BODY_BYTES, Capability
+from ..core.echo import clipped
 from ..core.errors import InvalidParameter
+from ..core.fingerprint import file_stamp
 from ..core.job import Job
 
 __all__ = ["RequestBody", "check_body_size", "encode_body", "request_body"]
+
+
+def _read(path: Path) -> tuple[bytes, str]:
+    """A file's bytes and the stamp (`file_stamp`) of what was read, from the open file; a file
+    whose stamp moved during the read, or that read short, gets a stamp no listing gives."""
+    with open(path, "rb") as f:
+        before = os.fstat(f.fileno())
+        raw = f.read()
+        after = os.fstat(f.fileno())
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(raw) != after.st_size:
+        return raw, "changing while it was read"
+    return raw, file_stamp(after.st_size, after.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -62,9 +77,14 @@ async def request_body(cap: Capability, job: Job) -> RequestBody:
     if job.source_kind != "path":
         return RequestBody.of(cap.build_body(job, None))
     try:
-        raw = await anyio.to_thread.run_sync(Path(job.source).read_bytes)
+        raw, stamp = await anyio.to_thread.run_sync(_read, Path(job.source))
     except OSError as exc:
         raise InvalidParameter("FileError", f"cannot read {job.source}: {exc.strerror}") from None
+    if job.stamp is not None and stamp != job.stamp:
+        # Its fingerprint holds the stamp it was listed (or checked) with: a result of other bytes
+        # recorded under it would pass for current. Failed unsent; the next run sees it changed.
+        raise InvalidParameter("FileError", f"{clipped(job.source)} changed after it was listed (now {stamp}, "
+                                            f"listed with {job.stamp}): not sent; the next run sends its new content")
     body = RequestBody.of(cap.build_body(job, base64.b64encode(raw).decode("ascii")))
     check_body_size(body, job.source)
     return body

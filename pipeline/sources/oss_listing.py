@@ -57,7 +57,7 @@ from ..upload.stage import upload_settings  # the upload stage's UploadConfig ->
 from ..upload.transfer import UploadSettings, sdk_config  # its SDK client config: one way to reach OSS
 from ..upload.translate import translate
 
-__all__ = ["PAGE_SIZE", "OssPrefix", "list_oss", "parse_oss_source"]
+__all__ = ["PAGE_SIZE", "OssPrefix", "list_oss", "parse_oss_source", "probe_oss"]
 
 PAGE_SIZE = 1000  # keys per ListObjectsV2 request: OSS's maximum, so the fewest round trips
 _PUT_WAIT = 0.1  # seconds the page thread waits to hand a page over before it looks for a stop
@@ -93,14 +93,36 @@ def parse_oss_source(text: str) -> OssPrefix:
 def list_oss(source: str | OssPrefix, upload: UploadConfig, selection: Selection, *,
              retry: RetryPolicy | None = None, timeout: float = 30.0, counts: ListingCounts | None = None,
              page_size: int = PAGE_SIZE, sleep: Callable[[float], None] = time.sleep,
-             rand: Callable[[], float] = random.random) -> Iterator[Listed]:
-    """The objects under `source` that `selection` admits, as `Listed` items, in key order.
+             rand: Callable[[], float] = random.random, page_ends: bool = False) -> Iterator[Listed | None]:
+    """The objects under `source` that `selection` admits, as `Listed` items, in key order;
+    with `page_ends`, a None after each page's items (where the next item may be a request away).
 
     `upload` gives the endpoint and region (its bucket is not used); `retry` and `timeout`
     are the run's (the upload stage's) retry policy and per-request timeout. `counts` is filled
     in as pages arrive. Raises `ManifestError` or `ConfigError` (exit 2: a bad source, no
     credentials in the environment) now, before the first request; everything else when
     iterating (see the module docstring)."""
+    counts = counts if counts is not None else selection.new_counts()
+    return _listing(source, upload, retry, timeout, counts=counts, page_size=page_size, sleep=sleep,
+                    rand=rand).items(selection, page_ends)
+
+
+def probe_oss(source: str | OssPrefix, upload: UploadConfig, *, retry: RetryPolicy | None = None,
+              timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+              rand: Callable[[], float] = random.random) -> None:
+    """One ListObjectsV2 of one key, retried as a listing's pages are: returns when OSS lists the
+    source, raises what the listing would (`ManifestError` for a bucket that does not exist,
+    `OssAuthError` for a refused key pair, `OssUnavailable` past the retries). A run calls it
+    before it writes anything, so that the listing itself can begin once the run has started
+    (a first page with no media on it is no reason to read on before the run starts). Blocking."""
+    listing = _listing(source, upload, retry, timeout, counts=ListingCounts(), page_size=1, sleep=sleep, rand=rand)
+    with contextlib.closing(listing.pages()) as pages:
+        next(pages, None)
+
+
+def _listing(source: str | OssPrefix, upload: UploadConfig, retry: RetryPolicy | None, timeout: float, *,
+             counts: ListingCounts, page_size: int, sleep: Callable[[float], None],
+             rand: Callable[[], float]) -> _Listing:
     where = source if isinstance(source, OssPrefix) else parse_oss_source(source)
     if not 1 <= page_size <= PAGE_SIZE:
         raise ValueError(f"page_size must be 1 to {PAGE_SIZE}, got {page_size!r}")
@@ -108,9 +130,7 @@ def list_oss(source: str | OssPrefix, upload: UploadConfig, selection: Selection
     problem = settings.check()
     if problem is not None:
         raise ConfigError(problem, source=clipped(where.uri))
-    listing = _Listing(oss.Client(sdk_config(settings)), where, settings,
-                       counts if counts is not None else selection.new_counts(), page_size, sleep, rand)
-    return listing.items(selection)
+    return _Listing(oss.Client(sdk_config(settings)), where, settings, counts, page_size, sleep, rand)
 
 
 @dataclass
@@ -125,7 +145,7 @@ class _Listing:
     sleep: Callable[[float], None]
     rand: Callable[[], float]
 
-    def items(self, selection: Selection) -> Iterator[Listed]:
+    def items(self, selection: Selection, page_ends: bool = False) -> Iterator[Listed | None]:
         counts, bucket = self.counts, self.where.bucket
         line = 0
         with contextlib.closing(_prefetched(self.pages())) as pages:  # closed early: its thread stops
@@ -145,9 +165,11 @@ class _Listing:
                     yield Listed(line, {"id": key, "oss": uri, "analyses": analyses},
                                  SourceStamp(uri, obj.size, etag=obj.etag, last_modified=_iso(obj.last_modified)),
                                  kind)
+                if page_ends:
+                    yield None
         counts.complete = True
 
-    def pages(self) -> Iterator[Any]:
+    def pages(self) -> Generator[Any, None, None]:
         """Every page, in order, each checked; a failed request is retried from the last page that
         arrived (the SDK's paginator cannot go on after an error, so a new one starts at its token)."""
         token: str | None = None

@@ -115,6 +115,12 @@ class CatalogStore:
             self._conn.execute("SELECT 1 FROM open_keys WHERE id >= ? AND id < ? LIMIT 1",
                                (low, item_id + chr(ord(KEY_SEP) + 1))).fetchone() is not None
 
+    def analysis_names(self) -> set[str]:
+        """The analysis names of the run's keys (one scan of the table)."""
+        rows = self._conn.execute("SELECT DISTINCT substr(id, instr(id, char(31)) + 1) FROM jobs "
+                                  "WHERE instr(id, char(31)) > 0")
+        return {name for (name,) in rows}
+
     def begin_preview(self) -> None:
         """An empty record of keys seen, for a read-only look at the delta (`validate --state-dir`)."""
         self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY) WITHOUT ROWID")

@@ -156,6 +156,10 @@ class Checkpoint:
         """A manifest's rejected lines and items as a session saw them (`ManifestStore.save_counts`)."""
         self._manifests.save_counts(manifest, rejected=rejected, items=items, shared=shared)
 
+    def retire_joined_manifests(self, catalog: str) -> None:
+        """After vanished was decided by a complete read of `catalog` (`ManifestStore.retire_joined`)."""
+        self._manifests.retire_joined(catalog)
+
     def set_empty(self, manifest: str, empty: bool) -> None:
         """Whether a manifest, read to its end, held no item at all (for any shard)."""
         self._manifests.set_empty(manifest, empty)

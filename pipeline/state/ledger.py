@@ -69,7 +69,8 @@ class LedgerStore:
         return self._totals[0], reserved if reserved > 1e-12 else 0.0  # not -0.0000 from float sums
 
     def settle(self, costs: Iterable[tuple[str, float]]) -> None:
-        """(key, cost) pairs: each key's reservation is replaced by what it cost."""
+        """(key, cost) pairs: each key's reservation is released and what it cost is added to what
+        the key settled before: a changed key's new line is paid on top of its superseded one."""
         costs = list(costs)
         if not costs:
             return
@@ -78,12 +79,11 @@ class LedgerStore:
                 keys = [key for key, _ in costs]
                 marks = ",".join("?" * len(keys))
                 row = self._conn.execute(
-                    f"SELECT COALESCE(SUM(reserved), 0), COALESCE(SUM(settled), 0) FROM spend WHERE id IN ({marks})",
-                    keys).fetchone()
-                self._adjust_totals(settled=sum(c for _, c in costs) - float(row[1]), reserved=-float(row[0]))
+                    f"SELECT COALESCE(SUM(reserved), 0) FROM spend WHERE id IN ({marks})", keys).fetchone()
+                self._adjust_totals(settled=sum(c for _, c in costs), reserved=-float(row[0]))
             self._conn.executemany(
                 "INSERT INTO spend (id, reserved, settled) VALUES (?, 0, ?) "
-                "ON CONFLICT (id) DO UPDATE SET reserved = 0, settled = excluded.settled", costs)
+                "ON CONFLICT (id) DO UPDATE SET reserved = 0, settled = spend.settled + excluded.settled", costs)
 
     def stale_reservations(self) -> list[StaleReservation]:
         """Reservations no accepted task stands behind: submits a session never sent (it stopped,

@@ -94,6 +94,12 @@ class ManifestStore:
             if shared is not None:
                 self._conn.execute("UPDATE manifests SET shared = MAX(shared, ?) WHERE name = ?", (shared, name))
 
+    def retire_joined(self, catalog: str) -> None:
+        """A complete read of the run's catalog decided what vanished: every live unit is now one
+        of the catalog's, so the manifests joined with --append count no items of their own (their
+        units are the catalog's, or vanished; counted, they would stay "not started" forever)."""
+        self._conn.execute("UPDATE manifests SET items = 0, shared = 0 WHERE name != ?", (catalog,))
+
     def set_empty(self, name: str, empty: bool) -> None:
         """Whether a manifest, read to its end, held no item at all (for any shard)."""
         self._conn.execute("UPDATE manifests SET empty = ? WHERE name = ?", (int(empty), name))

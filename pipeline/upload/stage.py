@@ -26,9 +26,11 @@ from ..core.backoff import RetryPolicy
 from ..core.capabilities import CAPABILITIES
 from ..core.echo import clipped
 from ..core.errors import ConfigError
+from ..core.fingerprint import file_stamp
 from ..core.job import Job
 from ..manifest.item import needs_upload
 from ..state.checkpoint import Checkpoint
+from .files import FileError
 
 if TYPE_CHECKING:
     from .transfer import OssSession, UploadSettings
@@ -105,7 +107,9 @@ class Uploads:
             await self._session.close()
 
     def wanted(self, job: Job) -> bool:
-        """Whether this item's file goes through OSS."""
+        """Whether this item's file goes through OSS, or its listed object is sent as a presigned URL."""
+        if job.source_kind == "oss":  # only an OSS listing's objects get past validation to url-only services
+            return "oss" not in CAPABILITIES[job.capability].sources
         if not self.enabled or job.source_kind != "path":
             return False
         if goes_to_oss(job.capability, 0, always=self._cfg.always):
@@ -116,9 +120,14 @@ class Uploads:
             return False  # the body builder reports the file error
 
     async def prepare(self, job: Job) -> Job:
-        """The job as it is submitted: unchanged, or pointing at its uploaded object."""
+        """The job as it is submitted: unchanged, pointing at its uploaded object, or (a listed
+        object for a service that reads only URLs) at a presigned GET URL of its object. The URL
+        is a credential for the object while it lives: it goes into the request body, never into
+        the job a line, a log or the checkpoint is made from (`Submission` keeps that one)."""
         if not self.wanted(job):
             return job
+        if job.source_kind == "oss":
+            return self._presigned(job)
         assert self._session is not None and self._settings is not None
         from .transfer import UploadedObject
 
@@ -134,6 +143,10 @@ class Uploads:
                 log.warning("%s changed since it was uploaded for item %s (%d -> %d bytes): its new content is "
                             "uploaded and sent", clipped(job.source), clipped(job.id), record.size, obj.size)
             self._ckpt.record_upload(job.id, obj.bucket, obj.key, obj.size, obj.sha256, mtime_ns=obj.mtime_ns)
+        if job.stamp is not None and obj.mtime_ns is not None and file_stamp(obj.size, obj.mtime_ns) != job.stamp:
+            # What was hashed is not what the fingerprint says (see `request_body`): not sent.
+            raise FileError(None, f"{clipped(job.source)} changed after it was listed: not sent; the next run "
+                                  "sends its new content")
         oss_uri = obj.oss_uri
         name = job.file_name or os.path.basename(job.source)
         if "oss" in CAPABILITIES[job.capability].sources:
@@ -142,3 +155,13 @@ class Uploads:
 
         url = presign_get(obj, self._settings, self._expires)
         return dataclasses.replace(job, source_kind="url", source=url, file_name=name, source_oss=oss_uri)
+
+    def _presigned(self, job: Job) -> Job:
+        """A listed object's job with a presigned GET URL for its source, signed with the upload
+        section's endpoint, region and key pair (the listing's), valid past the poll timeout."""
+        from .transfer import UploadedObject, presign_get
+
+        bucket, _, key = job.source.removeprefix("oss://").partition("/")
+        settings = dataclasses.replace(upload_settings(self._cfg, self._retry, self._timeout), bucket=bucket)
+        url = presign_get(UploadedObject(bucket, key, 0, ""), settings, self._expires)
+        return dataclasses.replace(job, source_kind="url", source=url, file_name=job.file_name or os.path.basename(key))

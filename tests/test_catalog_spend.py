@@ -1,0 +1,119 @@
+"""The spend ledger and the cap against a catalog re-run (emulator on 127.0.0.1): a changed key's
+new cost adds to what its old line settled (money spent twice is spent), the --max-cost preview
+counts changed items, `--force-analysis NAME` must name an analysis the run knows, and `status`
+does not count vanished units as queued."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from run_support import config, emulator
+from support import read_results, write_manifest
+
+from pipeline.cli.main import exit_code_for
+from pipeline.config.load import Config
+from pipeline.config.pricing import line_cost
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.results import ResultLine, RunFiles
+from pipeline.emulator import EmulatorSettings, RunningEmulator
+from pipeline.engine.runner import RunRequest, RunResult, run
+
+KEY = "engine-test-key"
+
+
+@pytest.fixture
+def emu_settings() -> EmulatorSettings:
+    """The engine tests' emulator (the run's time scale, its key)."""
+    return emulator()
+
+
+@pytest.fixture(autouse=True)
+def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+
+
+def image(i: int, **extra: Any) -> dict[str, Any]:
+    return {"id": f"img-{i}", "capability": "image_analyze", "url": f"https://example.com/p{i}.jpg", **extra}
+
+
+async def session(tmp: Path, manifest: Path, cfg: Config, **request: Any) -> RunResult:
+    return await run(RunRequest(manifest=str(manifest), files=RunFiles(tmp / "results.jsonl", tmp / "state"),
+                                api_key=KEY, config=cfg, **request))
+
+
+def spent(tmp: Path, cfg: Config) -> float:
+    """What every line of the results file cost, superseded lines included: what was billed."""
+    return sum(line_cost(ResultLine.from_json(line), cfg.prices)
+               for line in (tmp / "results.jsonl").read_bytes().splitlines())
+
+
+async def test_a_changed_keys_new_cost_adds_to_its_old_one(tmp_path: Path, emu: RunningEmulator) -> None:
+    """Under a cap, night 2 re-runs a changed item: the ledger's settled total is the cost of every
+    line written (night 1's three and the changed one's new line), not night 1's with the changed
+    item's old cost replaced by its new one."""
+    manifest = write_manifest(tmp_path / "m.jsonl", [image(i) for i in range(3)])
+    cfg = config(emu, max_cost=100.0)
+    first = await session(tmp_path, manifest, cfg)
+    write_manifest(manifest, [image(0, url="https://example.com/other-and-longer-name.jpg"), image(1), image(2)])
+    second = await session(tmp_path, manifest, cfg)
+    assert second.summary["catalog"]["changed"] == 1 and len(read_results(tmp_path / "results.jsonl")) == 4
+    assert first.summary["spend"]["settled"] == pytest.approx(spent(tmp_path, cfg) - _last_cost(tmp_path, cfg))
+    assert second.summary["spend"]["settled"] == pytest.approx(spent(tmp_path, cfg), abs=1e-6)
+
+
+def _last_cost(tmp: Path, cfg: Config) -> float:
+    return line_cost(ResultLine.from_json((tmp / "results.jsonl").read_bytes().splitlines()[-1]), cfg.prices)
+
+
+async def test_the_cap_preview_counts_changed_items(tmp_path: Path, emu: RunningEmulator,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Night 2 changes every item's URL under a cap that covers two of them: before anything is
+    sent, the preview warns that the three analyses left will likely cost more than the cap leaves
+    (it counted done items as nothing left to do, so said nothing)."""
+    rows = [image(i) for i in range(3)]
+    manifest = write_manifest(tmp_path / "m.jsonl", rows)
+    await session(tmp_path, manifest, config(emu))
+    write_manifest(manifest, [image(i, url=f"https://example.com/new{i}.jpg") for i in range(3)])
+    with caplog.at_level(logging.WARNING, logger="pipeline.run"):
+        await session(tmp_path, manifest, config(emu, max_cost=0.002))
+    assert any("the 3 analyses left will likely cost" in r.getMessage() for r in caplog.records), [
+        r.getMessage() for r in caplog.records]
+
+
+async def test_force_analysis_must_name_a_known_analysis(tmp_path: Path, emu: RunningEmulator) -> None:
+    """`--force-analysis NAME` for an analysis the run does not know stops with exit 2 naming the
+    known ones, before anything is written or sent; a known one is forced."""
+    manifest = write_manifest(tmp_path / "m.jsonl", [
+        {"id": "a", "url": "https://example.com/a.jpg", "analyses": [{"name": "ocr", "capability": "image_analyze"}]}])
+    await session(tmp_path, manifest, config(emu))
+    before = (tmp_path / "results.jsonl").read_bytes()
+    with pytest.raises(Exception) as caught:
+        await session(tmp_path, manifest, config(emu), force_analyses=("orc",))
+    assert exit_code_for(caught.value) == ExitCode.USAGE
+    assert "'orc'" in str(caught.value) and "ocr" in str(caught.value)
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+    forced = await session(tmp_path, manifest, config(emu), force_analyses=("ocr",))
+    assert forced.summary["catalog"]["changed"] == 1
+
+
+async def test_status_does_not_count_vanished_units_as_queued(tmp_path: Path, emu: RunningEmulator) -> None:
+    """An item appended for a day and then gone from the catalog's complete run is vanished: the
+    run is finished, and `status` says nothing is queued (it counted the vanished unit as not
+    started)."""
+    from pipeline.cli.status import status
+
+    catalog = write_manifest(tmp_path / "catalog.jsonl", [image(i) for i in range(3)])
+    day = write_manifest(tmp_path / "day.jsonl", [image(7)])
+    await session(tmp_path, catalog, config(emu))
+    await session(tmp_path, day, config(emu), append=True)
+    final = await session(tmp_path, catalog, config(emu))
+    assert final.summary["catalog"]["vanished"] == 1 and final.exit_code == ExitCode.OK
+    code, report = status([tmp_path / "state"], Config())
+    run_ = report["runs"][0] if "runs" in report else report
+    assert (run_["queued"], run_["succeeded"], code) == (0, 3, ExitCode.OK), run_
