@@ -19,7 +19,7 @@ from ..core.idset import IdSet
 from ..core.outcome import UNFINISHED, RunOutcome, Stop, decide
 from ..core.results import ItemStatus
 from ..engine.closing import DOUBLE_BILLING
-from ..engine.spend import settled_cost, spend_report
+from ..engine.spend import run_spend, settled_cost, spend_report
 from ..observe.report import stats_from_totals, summarize
 from ..state.checkpoint import Checkpoint, JobState, MetaKey
 from ..state.lock import describe, live_holder
@@ -105,7 +105,7 @@ def summary_of(ckpt: Checkpoint, state_dir: Path, config: Config) -> dict[str, A
         catalog = ckpt.catalog.last_counts()
         recorded_size = ckpt.sink_offset()
         # every done line's, capped or not, and what killed sessions may have sent
-        settled = settled_cost(*rows, config.prices) + float(ckpt.get_meta(MetaKey.UNCONFIRMED_SPEND) or 0.0)
+        settled = settled_cost(*rows, config.prices) + run_spend(ckpt, config.prices, current=False)
         try:
             reserved = ckpt.spend()[1]
         except sqlite3.OperationalError:  # a state dir from before the spend ledger

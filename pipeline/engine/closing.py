@@ -99,7 +99,9 @@ def moot(stop: Stop | None, reader: Reader, stats: RunStats) -> bool:
     if stop is None or not reader.complete:
         return False
     ended = sum(s.succeeded + s.failed + s.skipped for s in stats.caps.values())
-    if ended != stats.units_read:
+    # Units read again from a skipped part (keys read before with work left) are work of this
+    # session too: a cap that stopped them is no moot stop (it ended 0 of 0 "read" before).
+    if ended != stats.units_read + reader.reread_units:
         return False
     log.info("%s came after the last item had ended: nothing was left to stop", stop.reason.value)
     return True

@@ -53,6 +53,14 @@ PREVIEW_BATCH = 500
 Wait = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
+def run_spend(ckpt: Checkpoint, prices: Mapping[str, Mapping[str, float]], *, current: bool = True) -> float:
+    """What the whole run spent by the price table: its current lines (`current`), the lines a
+    changed key superseded (billed too), and what creates a killed session may have sent."""
+    spent = settled_cost(*ckpt.catalog.superseded_totals(), prices)
+    spent += float(ckpt.get_meta(MetaKey.UNCONFIRMED_SPEND) or 0.0)
+    return spent + (settled_cost(*ckpt.totals(), prices) if current else 0.0)
+
+
 def settled_cost(counts: Sequence[CountRow], usage: Sequence[UsageRow],
                  prices: Mapping[str, Mapping[str, float]]) -> float:
     """What every done line of a run cost by the price table, from the checkpoint's grouped totals
@@ -131,8 +139,12 @@ class SpendLedger:
         """What the run's done lines cost, every session's, capped or not, plus what creates a
         killed session may have sent cost (the cap compares this)."""
         if self._settled is None:
-            self._settled = settled_cost(*self._ckpt.totals(), self._cfg.prices) + self.unconfirmed()
+            self._settled = run_spend(self._ckpt, self._cfg.prices)
         return self._settled
+
+    def _ckpt_extra(self) -> float:
+        """What the run spent beyond its current lines (`run_spend`)."""
+        return run_spend(self._ckpt, self._cfg.prices, current=False)
 
     def unconfirmed(self) -> float:
         """Reserved for creates that sessions killed mid-send may have sent (`_count_possibly_sent`)."""
@@ -322,7 +334,7 @@ class SpendLedger:
     def report(self, totals: tuple[Sequence[CountRow], Sequence[UsageRow]] | None = None) -> dict[str, Any]:
         """The ledger as the summary shows it; `totals`: the checkpoint's (`Checkpoint.totals`)
         when the caller has them (settled is what every done line cost, capped or not)."""
-        settled = settled_cost(*totals, self._cfg.prices) + self.unconfirmed() if totals is not None \
+        settled = settled_cost(*totals, self._cfg.prices) + self._ckpt_extra() if totals is not None \
             else self.settled()
         return spend_report(settled, self._ckpt.spend()[1], self._cfg)
 

@@ -23,10 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.job import KEY_SEP
+from ..core.results import ItemStatus
 from .cursor import Cursor, CursorStore
 from .db import transaction
 from .jobs import JobState
 from .meta import MetaStore
+
+#: The meta key of what superseded lines counted and used (`CatalogStore.superseded_totals`).
+SUPERSEDED_TOTALS = "superseded_totals"
 
 __all__ = ["BATCH_KEYS", "SESSION_KEY", "CatalogStore", "Known"]
 
@@ -91,7 +95,9 @@ class CatalogStore:
         instant leaves the position and what it covers in agreement; `closed`: open keys read
         again that have no work left (their line became durable outside a read)."""
         read = session if read is None else read
+        supersede = list(supersede)
         with transaction(self._conn):
+            self._keep_superseded_totals([key for _fp, _source, key in supersede])
             self._conn.executemany("UPDATE jobs SET seen = ? WHERE id = ?", ((read, key) for key in seen))
             self._conn.executemany("UPDATE jobs SET fingerprint = ?, source = ? WHERE id = ?", adopt)
             self._conn.executemany("UPDATE jobs SET vanished = NULL, written = ? WHERE id = ?",
@@ -105,6 +111,44 @@ class CatalogStore:
                 cursors = CursorStore(self._conn)
                 cursors.add_open(cursor.source, open_keys)
                 cursors.save(cursor)
+
+    def _keep_superseded_totals(self, keys: list[str]) -> None:
+        """What the done lines of `keys` (about to be superseded) counted and used, added to the
+        meta `superseded_totals`: they were billed, and a changed key's new line is billed again,
+        so the run's spend is the current lines' plus these (`superseded_totals`)."""
+        if not keys:
+            return
+        marks = ",".join("?" * len(keys))
+        rows = self._conn.execute(f"SELECT capability, service_id, status, usage FROM jobs WHERE state = ? "
+                                  f"AND id IN ({marks})", [JobState.DONE, *keys]).fetchall()
+        if not rows:
+            return
+        meta = MetaStore(self._conn)
+        kept = json.loads(meta.get(SUPERSEDED_TOTALS) or '{"counts": {}, "usage": {}}')
+        for capability, service_id, status, usage in rows:
+            where = f"{capability}{KEY_SEP}{service_id}"
+            counts = kept["counts"].setdefault(where, {})
+            counts[status] = counts.get(status, 0) + 1
+            try:
+                numbers = json.loads(usage) if usage else {}
+            except ValueError:
+                numbers = {}
+            units = kept["usage"].setdefault(where, {})
+            for unit, value in (numbers.items() if isinstance(numbers, dict) and status == "SUCCESS" else ()):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    units[unit] = units.get(unit, 0.0) + float(value)
+        meta.set(SUPERSEDED_TOTALS, json.dumps(kept))
+
+    def superseded_totals(self) -> tuple[list[tuple[str, str, ItemStatus, None, int]],
+                                         list[tuple[str, str, str, float]]]:
+        """Counts and successful usage of every line a changed key superseded, as `JobStore.totals`
+        gives them for current lines (status as its JSON value)."""
+        kept = json.loads(MetaStore(self._conn).get(SUPERSEDED_TOTALS) or '{"counts": {}, "usage": {}}')
+        counts = [(*where.split(KEY_SEP, 1), ItemStatus(status), None, n) for where, by in kept["counts"].items()
+                  for status, n in by.items()]
+        usage = [(*where.split(KEY_SEP, 1), unit, total) for where, by in kept["usage"].items()
+                 for unit, total in by.items()]
+        return counts, usage
 
     def seen_by_read(self, item_id: str, read: int) -> bool:
         """Whether a key of item `item_id` was found by the read `read` (in a session before this
