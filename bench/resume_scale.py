@@ -68,11 +68,17 @@ def one(done: int, work: Path) -> dict[str, Any]:
 
 def run(quick: bool = False) -> ScenarioResult:
     """Measure the scenario; `quick` is a tiny smoke variant."""
-    result = ScenarioResult("resume_scale", TITLE)
     points = []
     for done in sizes(quick):
         with tempfile.TemporaryDirectory(prefix="bench-resume-scale-") as tmp:
             points.append(one(done, Path(tmp)))
+    return result_of({"points": points, "grown": GROWN})
+
+
+def result_of(raw: Mapping[str, Any]) -> ScenarioResult:
+    """The figures of measured `raw` (`run`'s, or one saved from it)."""
+    result = ScenarioResult("resume_scale", TITLE)
+    points = raw["points"]
     for p in points:
         result.add(f"{p['done']:,} done: to the first new submission", p["to_first_submission_s"], unit="s", digits=2)
         result.add(f"{p['done']:,} done: peak RSS of the grown run", p["peak_rss_mb"], unit="MB", digits=1,
@@ -85,7 +91,7 @@ def run(quick: bool = False) -> ScenarioResult:
                    target=("<=", TARGET_RATIO))
         result.add(f"peak RSS, {high['done']:,} ÷ {low['done']:,} done", high["peak_rss_mb"] / low["peak_rss_mb"],
                    unit="×", digits=2)
-    result.raw = {"points": points, "grown": GROWN}
+    result.raw = dict(raw)
     return result
 
 
@@ -102,6 +108,8 @@ def notes(raw: Mapping[str, Any], machine: Mapping[str, Any]) -> list[str]:
                    f"reached its first submission in {p['to_first_submission_s'] or 0:.2f} s, whole run "
                    f"{p['wall_s']:.1f} s wall / {p['cpu_s']:.1f} s CPU, peak {p['peak_rss_mb']:.0f} MB; "
                    f"{p['accepted']:,} accepted submissions; catalog {p['catalog']}.")
+    for line in raw.get("measured_with", []):
+        out.append(line)
     if len(points) >= 2:
         a, b = points[-2], points[-1]
         ta, tb = a["to_first_submission_s"] or 0, b["to_first_submission_s"] or 0

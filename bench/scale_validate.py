@@ -56,7 +56,6 @@ def _read_cpu(manifest: Path, shard: Shard | None) -> tuple[float, int]:
 
 def run(quick: bool = False) -> ScenarioResult:
     """Measure the scenario; `quick` is a tiny smoke variant."""
-    result = ScenarioResult("scale_validate", TITLE)
     points = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-validate-") as tmp:
         work = Path(tmp)
@@ -71,6 +70,15 @@ def run(quick: bool = False) -> ScenarioResult:
         manifest = write_manifest(work / "shards.jsonl", shard_lines)
         whole, whole_jobs = _read_cpu(manifest, None)
         parts = [_read_cpu(manifest, Shard(k, SHARDS)) for k in range(SHARDS)]
+    return result_of({"validate": points, "shard_lines": shard_lines, "unsharded_cpu_s": whole,
+                      "shard_cpu_s": [cpu for cpu, _ in parts], "unsharded_jobs": whole_jobs,
+                      "shard_jobs": [n for _, n in parts]})
+
+
+def result_of(raw: Mapping[str, Any]) -> ScenarioResult:
+    """The figures of measured `raw` (`run`'s, or one saved from it)."""
+    result = ScenarioResult("scale_validate", TITLE)
+    points, whole, shard_lines = raw["validate"], raw["unsharded_cpu_s"], raw["shard_lines"]
     for p in points:
         result.add(f"validate {p['lines']:,} lines: peak RSS", p["peak_rss_mb"], unit="MB", digits=1,
                    target=("<=", TARGET_RSS_MB))
@@ -79,14 +87,12 @@ def run(quick: bool = False) -> ScenarioResult:
         result.add(f"validate peak RSS, {points[-1]['lines']:,} ÷ {points[0]['lines']:,} lines",
                    points[-1]["peak_rss_mb"] / points[0]["peak_rss_mb"], unit="×", digits=2,
                    target=("<=", TARGET_RSS_RATIO))
-    shard_cpu = sum(cpu for cpu, _ in parts)
+    shard_cpu = sum(raw["shard_cpu_s"])
     result.add(f"{SHARDS} shards' reading CPU ÷ one unsharded read ({shard_lines:,} lines)", shard_cpu / whole,
                unit="×", digits=2, target=("<=", TARGET_SHARD_RATIO))
-    result.add("jobs read by the shards together ÷ unsharded", sum(n for _, n in parts) / max(whole_jobs, 1),
+    result.add("jobs read by the shards together ÷ unsharded", sum(raw["shard_jobs"]) / max(raw["unsharded_jobs"], 1),
                unit="×", digits=3, target=("<=", 1.0))
-    result.raw = {"validate": points, "shard_lines": shard_lines, "unsharded_cpu_s": whole,
-                  "shard_cpu_s": [cpu for cpu, _ in parts], "unsharded_jobs": whole_jobs,
-                  "shard_jobs": [n for _, n in parts]}
+    result.raw = dict(raw)
     return result
 
 
@@ -99,4 +105,5 @@ def notes(raw: Mapping[str, Any], machine: Mapping[str, Any]) -> list[str]:
                f"({', '.join(f'{c:.1f}' for c in raw['shard_cpu_s'])}); each decides a line's shard from its id "
                "before validating it, so each pays the JSON decoding of every line and the validation of its "
                "own.")
+    out.extend(raw.get("measured_with", []))
     return out

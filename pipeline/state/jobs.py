@@ -101,8 +101,12 @@ class JobStore:
 
     # ---- resume ----------------------------------------------------------------------------
     def count_done(self) -> int:
-        return int(self._conn.execute(f"SELECT COUNT(*) FROM jobs WHERE state = ?{self._live}",
-                                      (JobState.DONE,)).fetchone()[0])
+        """Done, live keys: from the running totals (O(groups)), else counted."""
+        try:
+            return sum(row[4] for row in totals.read(self._conn)[0])
+        except sqlite3.OperationalError:  # no running totals: an older file, read-only
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM jobs WHERE state = ?{self._live}",
+                                          (JobState.DONE,)).fetchone()[0])
 
     def iter_done_keys(self) -> Iterator[str]:
         """Every done key, streamed (a resume reads a million of them: no row objects kept)."""
@@ -113,8 +117,8 @@ class JobStore:
         the last session), and keys put back in play (`retry`: up to every failure that
         `--retry-failed` reopened)."""
         rows = self._conn.execute(
-            "SELECT id, state, task_id, submitted_at, attempts, resubmits, error_code FROM jobs WHERE state != ?",
-            (JobState.DONE,))
+            "SELECT id, state, task_id, submitted_at, attempts, resubmits, error_code FROM jobs WHERE state IN (?, ?)",
+            (JobState.SUBMITTED, JobState.RETRY))  # through the state index: O(unfinished), not O(keys)
         return {r[0]: PendingTask(r[0], JobState(r[1]), *r[2:]) for r in rows}
 
     # ---- transitions -------------------------------------------------------------------------
