@@ -143,7 +143,8 @@ def notes(raw: Mapping[str, Any], machine: Mapping[str, Any]) -> list[str]:
         f"the whole catalog once (as the first run of a state dir from an earlier version does), decoding, "
         f"fingerprinting and looking up all {done:,} done lines in batches before it reaches the {left:,} left at "
         f"the end, so the time to the first submission grows with the done items{rss_text}; the next resume "
-        "starts where this one read to (scenario resume_scale measures that).",
+        "starts where this one read to (scenario resume_scale measures that). Items whose task id the checkpoint "
+        "recorded would be polled, not resubmitted (none here: every item is either done or new).",
     ]
     last_to_exit = raw.get("last_line_to_exit_s")
     if last_to_exit is not None:

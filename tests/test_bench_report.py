@@ -66,9 +66,11 @@ def test_every_scenario_has_notes_from_raw(results_data: dict[str, Any]) -> None
 
 
 def test_resume_note_describes_current_resume_behaviour(results_data: dict[str, Any]) -> None:
-    """The resume note says done ids are skipped before validation and recorded tasks are polled."""
+    """The resume note says a state with no read position is compared in full once, the next
+    resume starts where it read to, and recorded tasks are polled."""
     text = " ".join(bench_main.SCENARIOS["resume"].notes(results_data["scenarios"]["resume"]["raw"], {}))
-    assert "skipped unvalidated" in text and "polled, not resubmitted" in text and "reconcile" in text
+    assert "compares the whole catalog once" in text and "starts where this one read to" in text
+    assert "polled, not resubmitted" in text and "reconcile" in text
     assert "fully validates" not in text
 
 

@@ -147,8 +147,11 @@ def _from(manifest: Path, tracker: LineTracker, reread: Sequence[tuple[int, int]
 
 
 def _validated(records: Iterable[RawRecord], base: Path, *, skip: Callable[[str], bool] | None,
-               ids: Callable[[str, int], bool] | None, keep: Callable[[str | None, int], bool] | None,
-               analyses: tuple[str, ...], checks: Mapping[str, Any]) -> Iterator[Job | Rejected | Skipped]:
+               analyses: tuple[str, ...], checks: Mapping[str, Any], ids: Callable[[str, int], bool] | None = None,
+               keep: Callable[[str | None, int], bool] | None = None,
+               expected_items: int = 0) -> Iterator[Job | Rejected | Skipped]:
+    """The record loop (`read_manifest`'s docstring); `expected_items` is accepted and unused
+    (the duplicate check no longer sizes a table)."""
     if ids is None:
         ids = _new_ids()
     for record in records:
