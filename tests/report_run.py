@@ -25,7 +25,8 @@ def real_run(folder: Path, n: int = 300) -> Path:
     manifest = write_manifest(folder / "catalog.jsonl", items(n))
     with EmulatorThread(settings) as emu:
         done = cli(["run", str(manifest), "--out", str(folder / "results.jsonl"), "--endpoint", emu.url,
-                    "--config", str(cfg)], env={"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": str(SCALE)},
+                    "--config", str(cfg)],
+                   env={"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": str(SCALE), "PIPELINE_REPORT": "on"},
                    timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]
     return folder / "results.report.html"

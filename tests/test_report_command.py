@@ -24,7 +24,7 @@ KEY = "report-test-key-0b7e"
 SCALE = 10.0
 FAST = {cap: (0.5, 20.0) for cap in ("image-analyze", "video-segmentation", "video-snapshot",
                                       "video-summarization", "audio-asr")}
-ENV = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": str(SCALE)}
+ENV = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": str(SCALE), "PIPELINE_REPORT": "on"}
 
 pytestmark = pytest.mark.slow
 
@@ -193,3 +193,15 @@ def test_without_the_report_extra_a_run_says_how_to_get_it(tmp_path: Path, monke
         "no HTML report written: it needs the optional `report` extra (pip install "
         "'opensearch-media-pipeline[report]')"]
     assert not files.report.exists()
+
+
+def test_pipeline_report_off_writes_no_report(tmp_path: Path) -> None:
+    """PIPELINE_REPORT=off: the run ends without drawing results.report.html (report --state-dir
+    still draws it on demand)."""
+    with EmulatorThread(EmulatorSettings(api_key=KEY, seed=5, time_scale=SCALE, durations=FAST)) as emu:
+        done = cli(run_args(tmp_path, write_manifest(tmp_path / "m.jsonl", items(4)), emu.url),
+                   env={**ENV, "PIPELINE_REPORT": "off"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "results.summary.json").exists() and not (tmp_path / "results.report.html").exists()
+    drawn = cli(["report", "--state-dir", str(tmp_path / "results.jsonl.state")])
+    assert drawn.returncode == 0 and (tmp_path / "results.report.html").exists(), drawn.stderr[-2000:]

@@ -70,7 +70,7 @@ def run_command(args: argparse.Namespace) -> int:
         except BaseExceptionGroup as group:
             raise single_error(group) from None
         page = None
-        if result is not None:  # before the summary is said: it stays the last word (and JSON record)
+        if result is not None and report_wanted():  # before the summary is said: it stays the last word
             from .report import write_run_report  # Jinja2 and matplotlib only now, and only if installed
 
             page = write_run_report(request.files, config, config_file=request.config_file)
@@ -92,3 +92,13 @@ def _report(args: argparse.Namespace, request: RunRequest, result: RunResult | N
         print(where, file=sys.stderr)
     if result.stop is not None:
         log.error("run stopped (exit %d): %s", int(code), result.stop)
+
+
+#: `PIPELINE_REPORT=off` (or 0, false, no): no results.report.html at the end of a run (drawing
+#: it takes a second or two; `report --state-dir` draws it whenever asked).
+REPORT_ENV = "PIPELINE_REPORT"
+
+
+def report_wanted() -> bool:
+    """Whether the run writes its HTML report at the end (`REPORT_ENV`)."""
+    return os.environ.get(REPORT_ENV, "on").strip().lower() not in ("0", "off", "false", "no")
