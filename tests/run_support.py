@@ -1,8 +1,10 @@
 """What the end-to-end engine tests share: the emulator's settings, the run's config and one
-run against it (tests/test_engine.py, tests/test_analyses_run.py)."""
+run against it, and the current lines a run left (tests/test_engine.py, tests/test_analyses_run.py,
+tests/test_catalog_*.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ from pipeline.core.backoff import PollPolicy
 from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, RunningEmulator
 from pipeline.engine.runner import RunRequest, RunResult, run
+from pipeline.state.checkpoint import Checkpoint
 
 KEY = "engine-test-key"
 SCALE = 10.0
@@ -38,3 +41,18 @@ async def run_once(tmp: Path, manifest: Path, cfg: Config, *, key: str = KEY,
     request = RunRequest(manifest=str(manifest), files=RunFiles(tmp / "results.jsonl", tmp / "state"),
                          api_key=key, config=cfg, retry_failed=retry_failed)
     return await run(request)
+
+
+def current(tmp: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The current line of every live (item, analysis), read where the checkpoint points."""
+    ckpt = Checkpoint.open(tmp / "state", read_only=True)
+    try:
+        lines = {}
+        with open(tmp / "results.jsonl", "rb") as f:
+            for _key, at in ckpt.done_lines():
+                f.seek(at)
+                line = json.loads(f.readline())
+                lines[(line["id"], line["analysis"])] = line
+        return lines
+    finally:
+        ckpt.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from run_support import config, emulator
+from run_support import config, current, emulator
 from support import REPO, checkpoint_counts, cli_env, config_file, read_results
 
 from pipeline.cli.main import exit_code_for
@@ -33,7 +33,6 @@ from pipeline.emulator.oss import OssSettings
 from pipeline.emulator.oss_server import RunningOss, start_oss
 from pipeline.engine.item_source import Listing
 from pipeline.engine.runner import RunRequest, RunResult, run
-from pipeline.state.checkpoint import Checkpoint
 
 KEY = "engine-test-key"
 OSS_ID, OSS_SECRET = "faults-key-id", "faults-secret-never-shown"
@@ -83,20 +82,6 @@ async def session(tmp: Path, emu: RunningEmulator, source: Path | str, cfg: Conf
                                   api_key=KEY, config=cfg, **request))
     return result, sent(emu) - before
 
-
-def current(tmp: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """The current line of every live (item, analysis), read where the checkpoint points."""
-    ckpt = Checkpoint.open(tmp / "state", read_only=True)
-    try:
-        lines = {}
-        with open(tmp / "results.jsonl", "rb") as f:
-            for _key, at in ckpt.done_lines():
-                f.seek(at)
-                line = json.loads(f.readline())
-                lines[(line["id"], line["analysis"])] = line
-        return lines
-    finally:
-        ckpt.close()
 
 
 def counts(result: RunResult) -> tuple[int, int, int, int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from run_support import config, emulator
+from run_support import config, current, emulator
 from support import read_results, write_manifest
 
 from pipeline.core.exit_codes import ExitCode
@@ -41,20 +41,6 @@ async def session(tmp: Path, emu: RunningEmulator, manifest: Path | str, **reque
                                   api_key=KEY, config=request.pop("cfg", None) or config(emu), **request))
     return result, sent(emu) - before
 
-
-def current(tmp: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """The current line of every live (item, analysis), read where the checkpoint points."""
-    ckpt = Checkpoint.open(tmp / "state", read_only=True)
-    try:
-        lines = {}
-        with open(tmp / "results.jsonl", "rb") as f:
-            for _key, at in ckpt.done_lines():
-                f.seek(at)
-                line = json.loads(f.readline())
-                lines[(line["id"], line["analysis"])] = line
-        return lines
-    finally:
-        ckpt.close()
 
 
 async def test_exactly_the_new_and_changed_units_are_submitted(tmp_path: Path) -> None:
