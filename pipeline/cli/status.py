@@ -121,9 +121,10 @@ def summary_of(ckpt: Checkpoint, state_dir: Path, config: Config) -> dict[str, A
     succeeded = sum(c.succeeded for c in caps.values())
     in_flight_total = sum(in_flight.values())
     queued = max(total_items - succeeded - failed - in_flight_total, 0) if total_items is not None else None
-    if stop is None and (in_flight_total or retry or queued):
+    if stop is None and (in_flight_total or retry or queued or out is None):
         # No stop recorded, yet work is left: a session of a version that did not mark itself
         # unfinished died part-way. A resume is what it needs, as for any other interruption.
+        # No results file recorded: a run was killed before it bound the state dir to its files.
         stop = UNFINISHED
     outcome, code = decide(stop, failed=failed, rejected=rejected, empty=empty)
     reason = str(stop) if stop and not holder else None

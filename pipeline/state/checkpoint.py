@@ -81,6 +81,8 @@ class Checkpoint:
         try:
             if not read_only:
                 state_dir.mkdir(parents=True, exist_ok=True)
+                if not path.exists():
+                    _create(path)
             conn = connect(path, read_only=read_only)
             try:
                 if not read_only:
@@ -127,6 +129,16 @@ class Checkpoint:
 
     def set_last_stop(self, record: dict[str, Any] | None) -> None:
         self._meta.set_last_stop(record)
+
+    def bind(self, meta: Mapping[str, str], manifest: str, stop: dict[str, Any]) -> None:
+        """A new state dir's identity (`meta`: its results file, creation time, shard), its first
+        manifest and how its last session stopped (unfinished, until it records its end), in one
+        transaction: a kill -9 leaves all of them or none, never a run without a manifest."""
+        with transaction(self._conn):
+            for name, value in meta.items():
+                self._meta.set(name, value)
+            self._manifests.add(manifest)
+            self._meta.set_last_stop(stop)
 
     def begin_session(self) -> int:
         """Count a new session (a run of `run`): the lines it marks done note its number."""
@@ -354,3 +366,20 @@ class Checkpoint:
             yield
         finally:
             self._conn.commit()  # ends the read transaction (a no-op outside one)
+
+
+def _create(path: Path) -> None:
+    """A new checkpoint file, whole or not at all: its tables are made in a file of another name,
+    which then takes the checkpoint's name. A kill -9 at any instant leaves either no checkpoint
+    (nothing began) or one with every table, never an empty or half-made file that `status`
+    would have to guess about."""
+    making = path.with_name(path.name + ".new")
+    making.unlink(missing_ok=True)  # what a killed creation left
+    conn = connect(making, read_only=False)
+    try:
+        conn.executescript(SCHEMA)
+        upgrade(conn)
+    finally:
+        conn.close()  # the last connection: its WAL is folded into the file and removed
+    making.replace(path)
+

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..core.echo import clipped
 from ..core.errors import StateError, UsageError
+from ..core.outcome import UNFINISHED
 from ..core.results import ResultLine
 from .checkpoint import Checkpoint, JobState, MetaKey, Outcome, PendingTask
 from .sink import outcome_of
@@ -86,11 +87,10 @@ def _check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool,
                 f"results file {out} already exists and was not written by this run (the state dir "
                 f"{state_dir} is new): move it away or pick another --out; to resume the run that wrote it, "
                 "give that run's --state-dir")
-        ckpt.set_meta(MetaKey.OUT, out_name)
-        ckpt.add_manifest(manifest_key(manifest))
-        ckpt.set_meta(MetaKey.CREATED_AT, str(time.time()))
+        identity = {MetaKey.OUT: out_name, MetaKey.CREATED_AT: str(time.time())}
         if shard:
-            ckpt.set_meta(MetaKey.SHARD, shard)
+            identity[MetaKey.SHARD] = shard
+        ckpt.bind(identity, manifest_key(manifest), UNFINISHED.to_record())
         return False
     if recorded_out != out_name:
         raise UsageError(
