@@ -6,6 +6,7 @@ on 127.0.0.1, in-process."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -167,3 +168,37 @@ def test_where_a_read_starts(cursor: Cursor | None, stat: os.stat_result, kw: di
     args: dict[str, Any] = {"seekable": True, "stat": stat, "settings": "s", "scattered": False, "forced": False, **kw}
     decided = plan(cursor, **args)
     assert decided.start is start and why in decided.why
+
+
+@pytest.mark.parametrize("how", ["renamed", "in place"])
+async def test_a_manifest_edited_while_a_session_reads_it_is_compared_next_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, how: str) -> None:
+    """A line inside the part already read, changed while the run reads on (`sed -i` renames a
+    new file in; an editor may write in place): the next session checks the prefix instead of
+    trusting the file's new identity, and sends exactly the changed item again."""
+    manifest = write_manifest(tmp_path / "m.jsonl", [image(i) for i in range(10)])
+    real = manifest_reader.validate_record
+
+    def editing(raw: Any, line: int, **kwargs: Any) -> Any:
+        if line == 8 and "q3.jpg" not in manifest.read_text():
+            edited = manifest.read_text().replace("p3.jpg", "q3.jpg")
+            if how == "renamed":
+                (tmp_path / "m.new").write_text(edited)
+                os.replace(tmp_path / "m.new", manifest)
+            else:
+                with open(manifest, "r+", encoding="utf-8") as f:
+                    f.write(edited)
+        return real(raw, line, **kwargs)
+
+    async with start_emulator(emulator()) as emu:
+        monkeypatch.setattr(manifest_reader, "validate_record", editing)
+        await session(tmp_path, emu, manifest)
+        monkeypatch.undo()
+        assert "q3.jpg" in manifest.read_text()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pipeline.run"):
+            again, n = await session(tmp_path, emu, manifest)
+    assert n == 1 and messages(caplog, SKIPPED) == 0
+    assert again.summary["catalog"]["changed"] == 1
+    lines = [json.loads(raw) for raw in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [line["source"] for line in lines if line["id"] == "img-3"][-1].endswith("q3.jpg")

@@ -12,9 +12,12 @@ the run's settings, whether this session may go straight there:
 | --force / --force-analysis, --retry-failed, file cut short| in full                           |
 | other settings (outputs, --analyses, version), local files| in full, logged                   |
 | file shorter than the position                            | in full, logged ("truncated")     |
-| same size, mtime_ns and inode as at the last commit       | from the position                 |
+| same size, mtime_ns and inode as at the last commit (*)   | from the position                 |
 | else the recorded digests of [0, position) still match    | from the position (grown file)    |
 | else                                                      | in full, logged ("changed inside the prefix") |
+
+(*) recorded only when the file kept, through the session, the identity it had when the session
+began: one replaced or edited while a run read it records none, so its prefix is checked.
 
 Reading from the position, the open lines (keys read with work left: in flight, queued, or
 waiting for a parent) are read first, then the rest. A read in full starts a new pass (the
@@ -83,6 +86,10 @@ def plan(cursor: Cursor | None, *, seekable: bool, stat: os.stat_result | None, 
     return Plan(Start.VERIFY)
 
 
+def _identity(stat: os.stat_result) -> tuple[int, int, int]:
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
 def settings_digest(*parts: object) -> str:
     """What else a fingerprint depends on, as one short digest (the pipeline's version included)."""
     return hashlib.sha256(repr((__version__, *parts)).encode()).hexdigest()[:32]
@@ -107,6 +114,7 @@ class ReadCursor:
         self.cursor = Cursor(self.source, session)
         self.skipped = False  # this session went straight to a recorded position
         self.carried: dict[str, int] = {}  # what the skipped part held (lines, units, rejected...)
+        self._began: os.stat_result | None = None  # the file as this session found it (`start`)
 
     @property
     def read(self) -> int:
@@ -120,7 +128,7 @@ class ReadCursor:
 
     def start(self) -> None:
         """Decide (`plan`), check the digests when needed, log a full read's reason once."""
-        stat = self._stat()
+        stat = self._began = self._stat()
         cursor = self._ckpt.cursors.get(self.source) if self._seekable else None
         decided = plan(cursor, seekable=self._seekable, stat=stat, settings=self._settings,
                        scattered=self._scattered, forced=self._forced)
@@ -182,11 +190,17 @@ class ReadCursor:
             position, line = found, next_line
         if position < self.cursor.position:
             return None
-        stat = self._stat()
         cursor = self.cursor
         cursor.position, cursor.line = position, line
-        if stat is not None:
-            cursor.size, cursor.mtime_ns, cursor.inode = stat.st_size, stat.st_mtime_ns, stat.st_ino
+        # The identity that lets the next session skip the prefix unchecked is the one this
+        # session began with, and only while the file still has it: a manifest replaced or edited
+        # during the session (sed -i, an editor's save, an append while live) records none, so
+        # the next session checks the prefix's digests (of the bytes actually read) first.
+        stat, began = self._stat(), self._began
+        if stat is not None and began is not None and _identity(stat) == _identity(began):
+            cursor.size, cursor.mtime_ns, cursor.inode = _identity(stat)
+        else:
+            cursor.size = cursor.mtime_ns = cursor.inode = -1
         cursor.segments[-1] = [tracker.start, position, tracker.digest()]
         cursor.counts = {**counts, "local": int(local or cursor.counts.get("local", 0))}
         cursor.complete = cursor.complete or next_line is None

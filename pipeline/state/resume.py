@@ -87,7 +87,7 @@ def _check_identity(ckpt: Checkpoint, *, out: Path, manifest: str, append: bool,
                 f"results file {out} already exists and was not written by this run (the state dir "
                 f"{state_dir} is new): move it away or pick another --out; to resume the run that wrote it, "
                 "give that run's --state-dir")
-        identity = {MetaKey.OUT: out_name, MetaKey.CREATED_AT: str(time.time())}
+        identity: dict[str, str] = {MetaKey.OUT: out_name, MetaKey.CREATED_AT: str(time.time())}
         if shard:
             identity[MetaKey.SHARD] = shard
         ckpt.bind(identity, manifest_key(manifest), UNFINISHED.to_record())
