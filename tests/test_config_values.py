@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config.checks import is_loopback_host, safe_url
+from pipeline.config.checks import is_loopback_host
+from pipeline.core.echo import safe_url
 from pipeline.config.load import Config, load_config, parse_duration
 from pipeline.core.backoff import RetryPolicy
 from pipeline.core.endpoint import build_base_url
@@ -368,3 +369,19 @@ def test_metrics_options_without_the_metrics_extra_are_refused_at_load(tmp_path,
         value = str(tmp_path / value)
     err = load_error(**{key: value})
     assert err.key == key and "[metrics]" in str(err)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("endpoint", "http://user:s3cret-pw@127.0.0.1:1"),
+    ("endpoint", "htp://user:s3cret-pw@127.0.0.1:1"),
+    ("endpoint", "http://user:s3cret-pw@127.0.0.1:99999"),
+    ("ping_url", "http://user:s3cret-pw@127.0.0.1:1/x#frag"),
+    ("pushgateway", "http://user:s3cret-pw@127.0.0.1:1/path?q=1"),
+    ("limiter", "redis://user:s3cret-pw@127.0.0.1:1/0#x"),
+])
+def test_a_refused_url_never_shows_its_password(key: str, value: str) -> None:
+    """Whichever URL option refuses a value typed with user:password@, the message masks the password."""
+    with pytest.raises(ConfigError) as caught:
+        cfg = load_config(None, overrides={key: value}, env=NO_ENV)
+        build_base_url(cfg.endpoint or "", cfg.protocol, cfg.workspace)
+    assert "s3cret-pw" not in str(caught.value)

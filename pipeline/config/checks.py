@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ..core.echo import shown
+from ..core.echo import safe_url, shown
 from ..core.errors import ConfigError
 
 __all__ = [
@@ -71,19 +71,6 @@ def is_loopback_host(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped.is_loopback
     return address.is_loopback
-
-
-def safe_url(url: str) -> str:
-    """`url` with any password replaced by `***`, fit for an error message."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 #: Each URL option's own example, so a refused value is answered with the form its option takes.

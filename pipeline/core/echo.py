@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Mapping, Sized
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["ECHO_LIMIT", "clipped", "shown"]
+__all__ = ["ECHO_LIMIT", "clipped", "safe_url", "shown"]
 
 #: The most characters of a value a message quotes (the length note comes on top).
 ECHO_LIMIT = 60
@@ -53,3 +54,22 @@ def clipped(text: str, limit: int = ECHO_LIMIT) -> str:
     """`text` unquoted (a key name, a path in a sentence), cut like `shown` when longer than `limit`."""
     text = str(text)
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def safe_url(url: str) -> str:
+    """`url` fit for a message: a password in it becomes `***` (an endpoint, a limiter, a ping or
+    Pushgateway URL typed with ``user:password@``); one that cannot be parsed shows its scheme only
+    rather than risk a password."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+        return urlunsplit((parts.scheme, f"{parts.username or ''}:***@{host}{port}", parts.path, parts.query,
+                           parts.fragment))
+    except ValueError:
+        return url.split(":", 1)[0] + "://…" if "@" in url else url
+

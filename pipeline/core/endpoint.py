@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from .echo import shown
+from .echo import safe_url, shown
 from .errors import ConfigError
 
 __all__ = ["PATH_PART", "build_base_url"]
@@ -40,7 +40,7 @@ def build_base_url(endpoint: str, protocol: str, workspace: str) -> str:
         parts = urlsplit(text)
         port = parts.port  # raises ValueError on a bad port
     except ValueError as exc:
-        raise ConfigError(f"{shown(endpoint)} is not a valid address; {expected}", key="endpoint") from exc
+        raise ConfigError(f"{shown(safe_url(endpoint))} is not a valid address; {expected}", key="endpoint") from exc
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname
@@ -50,7 +50,7 @@ def build_base_url(endpoint: str, protocol: str, workspace: str) -> str:
         or parts.fragment
         or any(c.isspace() for c in text)
     ):
-        raise ConfigError(f"{shown(endpoint)} is not a valid address; {expected}", key="endpoint")
+        raise ConfigError(f"{shown(safe_url(endpoint))} is not a valid address; {expected}", key="endpoint")
     if not PATH_PART.fullmatch(workspace or ""):
         raise ConfigError(
             f"{shown(workspace)} is not a valid workspace name; expected letters, digits, '.', '_' or '-' "

@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from ..core.echo import clipped
+from ..core.echo import clipped, safe_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -53,19 +53,8 @@ def proc_pattern(namespace: str) -> str:
 
 
 def display_url(url: str) -> str:
-    """`url` fit for a message: a password in it becomes `***`."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:  # IPv6 literal
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port is not None else ""
-        return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
-    except ValueError:  # unparseable: show the scheme only rather than risk a password
-        return url.split(":", 1)[0] + "://…"
+    """`url` fit for a message: a password in it becomes `***` (`core.echo.safe_url`)."""
+    return safe_url(url)
 
 
 def connect(url: str, *, timeout: float) -> Redis:
