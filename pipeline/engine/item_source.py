@@ -40,6 +40,7 @@ from ..core.fingerprint import object_stamp
 from ..core.job import Job
 from ..manifest.analyses import validate_record
 from ..manifest.folder import walk_folder
+from ..manifest.globs import Globs
 from ..manifest.listed import Listed, ListingCounts, Selection
 from ..manifest.python_items import ItemChecker
 from ..manifest.reader import Rejected, Skipped, read_manifest
@@ -195,6 +196,22 @@ class ItemSource:
             stamp = object_stamp(entry.stamp.etag, entry.stamp.size)
             return [dataclasses.replace(job, stamp=stamp) for job in result]
         return list(result)
+
+    @property
+    def globs(self) -> Globs:
+        """The run's --include/--exclude patterns (none for a manifest or a stream)."""
+        return self._selection.globs if self._selection is not None else Globs()
+
+    def where(self, rejected: Rejected) -> str:
+        """How a message names a rejected entry: a manifest's line, a folder's file (its path
+        relative to the folder), an OSS object (its key), or a stream's item (1-based)."""
+        if self.kind == "folder" and rejected.id is not None:
+            return f"file {clipped(rejected.id)}"
+        if self.kind == "oss" and rejected.id is not None:
+            return f"object {clipped(rejected.id)}"
+        if self.kind == "stream":
+            return f"item {rejected.line}"
+        return f"manifest line {rejected.line}"
 
     def summary(self) -> Mapping[str, Any] | None:
         """What a listing found and turned away, for the run's summary (None for a manifest)."""
