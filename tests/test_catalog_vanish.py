@@ -13,21 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from catalog_support import KEY, folder, folder_config, image, session
 from run_support import config, current, emulator
 from support import write_manifest
 
 from pipeline.config.load import Config
 from pipeline.config.sections import UploadConfig
 from pipeline.core.exit_codes import ExitCode
-from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, RunningEmulator
 from pipeline.emulator.oss import OssSettings
 from pipeline.emulator.oss_server import RunningOss, start_oss
 from pipeline.engine.item_source import ItemSource, Listing
-from pipeline.engine.runner import RunRequest, RunResult, run
+from pipeline.engine.runner import RunResult
 from pipeline.manifest.formats import Rejected
 
-KEY = "engine-test-key"
 OSS_ID, OSS_SECRET = "vanish-key-id", "vanish-secret"
 
 
@@ -42,23 +41,6 @@ def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("PIPELINE_"):
             monkeypatch.delenv(name)
-
-
-async def session(tmp: Path, emu: RunningEmulator, source: Path | str, cfg: Config, **request: Any) -> RunResult:
-    """One run of `source` into tmp's results file and state dir."""
-    return await run(RunRequest(manifest=str(source), files=RunFiles(tmp / "results.jsonl", tmp / "state"),
-                                api_key=KEY, config=cfg, **request))
-
-
-def folder(root: Path, names: list[str]) -> Path:
-    for name in names:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(b"\x89PNG " + name.encode())
-    return root
-
-
-def folder_config(emu: RunningEmulator) -> Config:
-    return config(emu, analyses_by_type={"image": ["object_detection"]})
 
 
 def live(tmp: Path) -> set[str]:
@@ -147,10 +129,6 @@ async def test_a_filtered_run_vanishes_only_among_the_items_its_patterns_admit(
 
 
 # ---- 3: rejected and unreadable items are there ---------------------------------------------
-
-def image(n: int, **extra: Any) -> dict[str, Any]:
-    return {"id": f"img-{n}", "capability": "image_analyze", "url": f"https://example.com/{n}.jpg", **extra}
-
 
 async def test_a_rejected_line_keeps_its_items_last_result(
         tmp_path: Path, emu: RunningEmulator, caplog: pytest.LogCaptureFixture) -> None:

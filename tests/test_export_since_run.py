@@ -3,16 +3,31 @@ naming the runs there are (a state dir of runs against the emulator on 127.0.0.1
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from run_support import config
+from catalog_support import image, session
+from run_support import config, emulator
 from support import write_manifest
-from test_catalog_vanish import _no_pipeline_env, emu_settings, image, session  # noqa: F401 - fixtures
 
 from pipeline.cli.main import main
 from pipeline.core.exit_codes import ExitCode
-from pipeline.emulator import RunningEmulator
+from pipeline.emulator import EmulatorSettings, RunningEmulator
+
+
+@pytest.fixture
+def emu_settings() -> EmulatorSettings:
+    """The engine tests' emulator (the run's key and time scale)."""
+    return emulator()
+
+
+@pytest.fixture(autouse=True)
+def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+
 
 
 async def test_export_changes_since_a_run_that_does_not_exist_is_exit_2(

@@ -3,19 +3,35 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
 import pytest
-from test_catalog_vanish import KEY, _no_pipeline_env, emu_settings, folder, folder_config  # noqa: F401 - fixtures
+from catalog_support import KEY, folder, folder_config
+from run_support import emulator
 
 from pipeline.cli.report_data_of import retry_command
 from pipeline.core.exit_codes import ExitCode
 from pipeline.core.results import RunFiles
-from pipeline.emulator import RunningEmulator
+from pipeline.emulator import EmulatorSettings, RunningEmulator
 from pipeline.engine.item_source import Listing
 from pipeline.engine.runner import RunRequest, run
 from pipeline.state.checkpoint import Checkpoint
+
+
+@pytest.fixture
+def emu_settings() -> EmulatorSettings:
+    """The engine tests' emulator (the run's key and time scale)."""
+    return emulator()
+
+
+@pytest.fixture(autouse=True)
+def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+
 
 
 async def test_the_retry_command_keeps_the_selection_and_absolute_paths(
