@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config.checks import is_loopback_host
-from pipeline.core.echo import safe_url
 from pipeline.config.load import Config, load_config, parse_duration
 from pipeline.core.backoff import RetryPolicy
+from pipeline.core.echo import safe_url
 from pipeline.core.endpoint import build_base_url
 from pipeline.core.errors import ConfigError
 

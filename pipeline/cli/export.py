@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
                 return export_by_item(ckpt, results, sink, state_dir=state_dir)
             since = None
             if changes:
-                since = args.since_run if args.since_run is not None else max(ckpt.catalog.session() - 1, 0)
+                since = _since(args.since_run, ckpt.catalog.session())
             return export_flat(selected_rows(ckpt, since), results, sink, state_dir=state_dir)
 
         if out == "-":
@@ -115,6 +115,18 @@ def main(args: argparse.Namespace) -> int:
     what = "%d items (%d analyses)" if args.by_item else "%d lines (%d vanished records)"
     log.info(f"exported {what} to %s", *counts, "stdout" if out == "-" else out)
     return int(ExitCode.OK)
+
+
+def _since(given: int | None, last: int) -> int:
+    """The run `--changes` starts after: `given`, checked against the runs the state dir has
+    (0 to the last: 0 is everything, the last an empty delta), or the one before the last."""
+    if given is None:
+        return max(last - 1, 0)
+    if not 0 <= given <= last:
+        runs = f"runs 1 to {last}" if last > 1 else ("run 1 only" if last == 1 else "no run yet")
+        raise UsageError(f"--since-run {given}: this state dir has {runs}; give N from 0 (every line) to {last} "
+                         "(run numbers: the summary's catalog.session, or `status --history`)")
+    return given
 
 
 class ByteSink(Protocol):

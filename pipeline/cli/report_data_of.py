@@ -23,6 +23,7 @@ from typing import Any
 from ..config.load import Config
 from ..core.capabilities import CAPABILITIES
 from ..core.results import ItemStatus, RunFiles
+from ..engine.item_source import selection_args
 from ..observe.report_data import (
     CatalogDelta,
     GroupTraffic,
@@ -121,14 +122,17 @@ def _failed_lines(ckpt: Checkpoint, results: Path, summary: Mapping[str, Any]) -
 
 
 def retry_command(ckpt: Checkpoint, state_dir: Path, config: Config, *, config_file: Path | None = None) -> str | None:
-    """The command that sends the run's failed analyses again: its manifest, files and shard, the
-    config file and endpoint when known (an endpoint is shown without any user or password)."""
+    """The command that sends the run's failed analyses again: its source with the same selection
+    (--include, --exclude, --follow-symlinks, --analyses: a listing without them would take other
+    items), its files and shard, the config file and endpoint when known (an endpoint is shown
+    without any user or password). Every path is absolute, so it runs from any directory."""
     out, manifests = ckpt.get_meta(MetaKey.OUT), ckpt.manifests()
     if not out or not manifests:
         return None
-    results = Path(out)
+    results, state_dir = Path(out).resolve(), state_dir.resolve()
     shard_text = ckpt.get_meta(MetaKey.SHARD)
-    args = ["python", "-m", "pipeline", "run", manifests[-1]]
+    args = ["python", "-m", "pipeline", "run", manifests[-1],
+            *selection_args(ckpt.get_meta(MetaKey.SELECTION))]
     if shard_text:
         shard = parse_shard(shard_text)
         args += ["--out", str(shard.unpath(results)), "--state-dir", str(shard.unpath(state_dir)),
@@ -136,7 +140,7 @@ def retry_command(ckpt: Checkpoint, state_dir: Path, config: Config, *, config_f
     else:
         args += ["--out", str(results), "--state-dir", str(state_dir)]
     if config_file is not None:
-        args += ["--config", str(config_file)]
+        args += ["--config", str(config_file.resolve())]
     if config.endpoint and "@" not in config.endpoint:
         args += ["--endpoint", config.endpoint]
     return shlex.join([*args, "--retry-failed"])

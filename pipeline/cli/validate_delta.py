@@ -5,7 +5,8 @@ changed ones will likely cost, and at most. Without a state dir every unit is ne
 
 The checkpoint is opened read-only; the keys read are noted in a temporary table of that
 connection (on disk: memory stays flat), so the vanished count is one query. `--force` is not
-modelled: the delta is what a plain run would send.
+modelled: the delta is what a plain run would send. Vanished follows a run's rules
+(`engine.vanishing`): none for a read with no items, and none outside the patterns given.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..core.fingerprint import items_of, with_fingerprints
 from ..core.job import Job
 from ..engine.delta import CATALOG_KINDS, Delta, decide
 from ..engine.item_source import ItemSource, Listing
+from ..engine.vanishing import admitted, vanish_rule
 from ..manifest.reader import Rejected, Skipped
 from ..state.checkpoint import Checkpoint
 
@@ -49,7 +51,7 @@ async def _report(location: str, config: Config, analyses: Sequence[str] | None,
     await source.open()
     counts: Counter[str] = Counter()
     to_send: Counter[str] = Counter()  # service id -> units a run would send
-    rejected = 0
+    rejected = unidentified = 0
     batch: list[Job] = []
     if ckpt is not None:
         ckpt.catalog.begin_preview()
@@ -70,13 +72,19 @@ async def _report(location: str, config: Config, analyses: Sequence[str] | None,
     async for item in source.items():
         if isinstance(item, Rejected):
             rejected += 1
+            if item.id is None:
+                unidentified += 1
+            elif ckpt is not None:  # there, only refused: a run keeps its keys live
+                ckpt.catalog.note_seen_items([item.id])
             continue
         assert not isinstance(item, Skipped)  # no shard filter given
         if len(batch) >= BATCH and (batch[-1].line, batch[-1].id) != (item.line, item.id):
             flush()
         batch.append(item)
     flush()
-    counts["vanished"] = ckpt.catalog.count_unseen() if ckpt is not None else 0
+    rule = vanish_rule(complete=True, whole_catalog=True, items=sum(counts.values()), unidentified=unidentified,
+                       unreadable=source.counts is not None and bool(source.counts.unreadable))
+    counts["vanished"] = ckpt.catalog.count_unseen(admitted(source.globs)) if ckpt is not None and rule.decides else 0
     cost = estimate_manifest_cost(to_send, config)
     report: dict[str, Any] = {kind: counts.get(kind, 0) for kind in CATALOG_KINDS}
     report.update(rejected_lines=rejected, to_send=sum(to_send.values()), estimated_cost=cost.likely,

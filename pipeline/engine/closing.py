@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config.load import Config
 from ..core.capabilities import CAPABILITIES
+from ..core.echo import clipped, shown
 from ..core.exit_codes import ExitCode
 from ..core.outcome import RunOutcome, Stop, StopReason, decide
 from ..core.results import RunFiles
@@ -24,6 +25,7 @@ from .item_source import ItemSource
 from .poller import Poller
 from .reader import Reader
 from .spend import SpendLedger
+from .vanishing import admitted, vanish_rule
 
 __all__ = ["RunResult", "close_catalog", "log_stages", "moot", "result_of", "save_manifest_counts"]
 
@@ -62,27 +64,34 @@ def close_catalog(ckpt: Checkpoint, reader: Reader, source: ItemSource, *, sessi
                   decides_vanished: bool, read: int | None = None) -> dict[str, Any]:
     """Tonight's delta, for the summary's ``catalog``: the units the reader found new, changed and
     unchanged, and, when this session read its whole catalog and may decide it (not `--append`,
-    not stopped: `decides_vanished`), the live keys it no longer holds, marked vanished now.
-    A listing that could not read a subtree decides nothing either: what it did not see is not gone.
-    `read`: the pass this session's read continued (a part skipped as unchanged was found by it)."""
+    not stopped: `decides_vanished`), the live keys it no longer holds, marked vanished now, by
+    the rules of `vanishing` (a listing missing a subtree, a read with no items or with a line
+    of no readable id decides nothing; keys outside the run's patterns, and items of rejected
+    lines, stay live). `read`: the pass this session's read continued (a part skipped as
+    unchanged was found by it)."""
     counts = {kind: reader.catalog.get(kind, 0) for kind in CATALOG_KINDS}
     counts["unchanged"] += reader.skipped_units  # the part skipped, unread: unchanged by its digest
-    unreadable = source.counts is not None and bool(source.counts.unreadable)
-    if reader.complete and decides_vanished and not unreadable:
-        counts["vanished"] = ckpt.catalog.vanish(session, read)
+    rule = vanish_rule(complete=reader.complete, whole_catalog=decides_vanished,
+                       unreadable=source.counts is not None and bool(source.counts.unreadable),
+                       items=reader.items, unidentified=reader.unidentified)
+    if rule.decides:
+        counts["vanished"] = ckpt.catalog.vanish(session, read, admitted(source.globs))
         ckpt.retire_joined_manifests(manifest_key(source.location))  # `status` counts the catalog's units only
         if counts["vanished"]:
             log.info("%d (item, analysis) results vanished from the catalog: out of the current view from now on",
                      counts["vanished"])
-    elif reader.complete and unreadable:
-        log.warning("parts of the source could not be read, so nothing is marked vanished on this run")
-    result: dict[str, Any] = {**counts, "decided_vanished": reader.complete and decides_vanished and not unreadable,
-                              "session": session}
+    elif rule.why:
+        log.warning("%s", rule.why)
+    result: dict[str, Any] = {**counts, "decided_vanished": rule.decides, "session": session}
+    if reader.rejected and rule.decides:
+        log.warning("%d line(s) rejected: their items keep their last results (not vanished); see the rejects file",
+                    reader.rejected)
     listing = source.summary()
     if listing is not None:
         result["listing"] = dict(listing)
         for pattern in listing["unmatched_patterns"]:
-            log.warning("--include/--exclude pattern %r matched nothing in %s", pattern, source.location)
+            log.warning("--include/--exclude pattern %s matched nothing in %s: check it for a typo", shown(pattern),
+                        clipped(source.location))
         if listing["complete"] and not listing["items"]:
             log.warning("%s: the listing yielded no items (%d listed, %d excluded by patterns, %d with no analyses "
                         "for their media kind): nothing to process, exit 0", source.location, listing["listed"],

@@ -24,6 +24,7 @@ the next item it awaits `ready()`, the stream's back-pressure: a consumer behind
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,12 +41,14 @@ from ..core.fingerprint import object_stamp
 from ..core.job import Job
 from ..manifest.analyses import validate_record
 from ..manifest.folder import walk_folder
+from ..manifest.globs import Globs
 from ..manifest.listed import Listed, ListingCounts, Selection
 from ..manifest.python_items import ItemChecker
 from ..manifest.reader import Rejected, Skipped, read_manifest
 from ..state.resume import STREAM_SOURCE
 
-__all__ = ["CHUNK", "STREAM_SOURCE", "ItemSource", "Listing", "Records", "kind_of"]
+__all__ = ["CHUNK", "STREAM_SOURCE", "ItemSource", "Listing", "Records", "kind_of", "selection_args",
+           "selection_record"]
 
 #: The items of `pipeline.stream`.
 Records = Iterable[object] | AsyncIterable[object]
@@ -63,6 +66,33 @@ class Listing:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     follow_symlinks: bool = False
+
+
+def selection_record(listing: Listing, analyses: Sequence[str] | None) -> str:
+    """A session's source selection (`--include`, `--exclude`, `--follow-symlinks`, `--analyses`)
+    as the JSON the checkpoint keeps (meta ``selection``), from which `selection_args` rebuilds it."""
+    return json.dumps({"include": list(listing.include), "exclude": list(listing.exclude),
+                       "follow_symlinks": listing.follow_symlinks, "analyses": list(analyses or ())})
+
+
+def selection_args(record: str | None) -> list[str]:
+    """The command-line options that select what `selection_record` kept (none for a state dir
+    from before it was kept, or a record it cannot read)."""
+    try:
+        kept = json.loads(record or "{}")
+    except ValueError:
+        return []
+    if not isinstance(kept, dict):
+        return []
+    args: list[str] = []
+    for flag in ("include", "exclude"):
+        for pattern in kept.get(flag) or ():
+            args += [f"--{flag}", str(pattern)]
+    if kept.get("follow_symlinks"):
+        args.append("--follow-symlinks")
+    if kept.get("analyses"):
+        args += ["--analyses", ",".join(str(name) for name in kept["analyses"])]
+    return args
 
 
 def kind_of(location: str) -> str:
@@ -195,6 +225,22 @@ class ItemSource:
             stamp = object_stamp(entry.stamp.etag, entry.stamp.size)
             return [dataclasses.replace(job, stamp=stamp) for job in result]
         return list(result)
+
+    @property
+    def globs(self) -> Globs:
+        """The run's --include/--exclude patterns (none for a manifest or a stream)."""
+        return self._selection.globs if self._selection is not None else Globs()
+
+    def where(self, rejected: Rejected) -> str:
+        """How a message names a rejected entry: a manifest's line, a folder's file (its path
+        relative to the folder), an OSS object (its key), or a stream's item (1-based)."""
+        if self.kind == "folder" and rejected.id is not None:
+            return f"file {clipped(rejected.id)}"
+        if self.kind == "oss" and rejected.id is not None:
+            return f"object {clipped(rejected.id)}"
+        if self.kind == "stream":
+            return f"item {rejected.line}"
+        return f"manifest line {rejected.line}"
 
     def summary(self) -> Mapping[str, Any] | None:
         """What a listing found and turned away, for the run's summary (None for a manifest)."""

@@ -104,6 +104,10 @@ class Reader:
         self._clock = clock  # the pollers' clock, for a recorded task's start
         self._shard = shard
         self.rejected = 0
+        #: Rejected lines with no readable id (a bad JSON line): their items are unknown, so this
+        #: read decides nothing vanished (`vanishing.vanish_rule`).
+        self.unidentified = 0
+        self._rejected_ids: list[str] = []  # ids of rejected lines not committed yet: found, kept live
         self.complete = False  # read to the end (not stopped part-way)
         self.any_items = False  # a valid item seen, whichever shard owns it: an empty catalog is not a success
         #: What became of the (item, analysis) units read, by route (for -v).
@@ -178,6 +182,7 @@ class Reader:
         stats = self._stats
         cursor = self._cursor
         self.rejected = self._carried("rejected")
+        self.unidentified = self._carried("unidentified")
         self.known = self._carried("known")
         self.any_items = bool(self._carried("any"))
         keep = None if self._shard is None else self._keep
@@ -224,7 +229,8 @@ class Reader:
     def _counts(self) -> dict[str, int]:
         """What the read found so far, the skipped part included (carried by the cursor)."""
         return {"records": self._stats.records_read + self._carried("records"), "units": self.items,
-                "rejected": self.rejected, "known": self.known, "any": int(self.any_items)}
+                "rejected": self.rejected, "known": self.known, "any": int(self.any_items),
+                "unidentified": self.unidentified}
 
     async def _batch(self, batch: list[Job], out: ReaderStreams, *, next_line: int | None) -> None:
         """Fingerprint, look up and decide a batch of whole items (one query, one transaction,
@@ -262,8 +268,10 @@ class Reader:
                             session=self._session, read=self._cursor.read if self._cursor else None,
                             cursor=position, open_keys=open_keys,
                             closed=[job.key for job, verdict in zip(jobs, verdicts, strict=True)
-                                    if verdict.delta is Delta.UNCHANGED and self._again(job.line)])
+                                    if verdict.delta is Delta.UNCHANGED and self._again(job.line)],
+                            seen_items=self._rejected_ids)
         self._batch_ids.clear()
+        self._rejected_ids.clear()
         for job, verdict in zip(jobs, verdicts, strict=True):
             if not self._stops.taking:
                 self._cut = True
@@ -321,8 +329,12 @@ class Reader:
     def _reject(self, item: Rejected) -> None:
         self.rejected += 1
         self._stats.rejected += 1
+        if item.id is not None:
+            self._rejected_ids.append(item.id)  # there, only refused: not vanished
+        else:
+            self.unidentified += 1
         self._rejects.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
         if self.rejected <= LOG_FIRST:
-            log.warning("manifest line %d rejected: %s", item.line, item.reason)
+            log.warning("%s rejected: %s", self._source.where(item), item.reason)
         elif self.rejected == LOG_FIRST + 1:
-            log.warning("more manifest lines rejected; counting them, see the rejects file")
+            log.warning("more lines rejected; counting them, see the rejects file")

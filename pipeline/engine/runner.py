@@ -32,7 +32,7 @@ from ..observe.report import RunStats
 from ..pacing.build import build_pacers, check_limiter
 from ..pacing.memory import PacerBackend
 from ..service.client import ServiceClient, check_api_key
-from ..state.checkpoint import Checkpoint
+from ..state.checkpoint import Checkpoint, MetaKey
 from ..state.lock import StateDirLock
 from ..state.lock_results import ResultsLock, check_owner, check_results_free, setting_up
 from ..state.resume import ResumeState, check_identity, manifest_key, prepare
@@ -46,7 +46,7 @@ from .delta import to_send
 from .finisher import Finisher
 from .flow import Flow
 from .inflight import InFlight
-from .item_source import ItemSource, Listing
+from .item_source import ItemSource, Listing, selection_record
 from .poller import Poller
 from .preflight import check_force_analyses, check_paths, option_of
 from .read_cursor import ReadCursor, settings_digest
@@ -153,6 +153,7 @@ class Run:
                                 state_dir=files.state_dir, shard=str(req.shard) if req.shard else None,
                                 service=build_base_url(cfg.endpoint or "", cfg.protocol, cfg.workspace))
         state = prepare(ckpt, out=files.results, retry_failed=req.retry_failed)
+        ckpt.set_meta(MetaKey.SELECTION, selection_record(req.listing, req.analyses))  # for the retry command
         session = ckpt.begin_session()
         cursor = ReadCursor(ckpt, req.manifest, session=session, seekable=_seekable(self.source),
                             settings=settings_digest(req.analyses, cfg.outputs, cfg.upload.enabled),

@@ -24,8 +24,9 @@
   the absolute path through the directory as given (links in it are not resolved).
 * A subtree that cannot be read (permissions) is skipped with one warning and named in
   `ListingCounts.unreadable`; a file gone between its directory's listing and its stat is
-  counted (`vanished`), not listed. A file name that is not UTF-8 (no result file could hold
-  its id) comes out as a `Rejected` saying to rename it.
+  counted (`vanished`), not listed; one there but that cannot be stat()ed (permissions) comes
+  out as a `Rejected` with its id, so that it is not taken for removed. A file name that is not
+  UTF-8 (no result file could hold its id) comes out as a `Rejected` saying to rename it.
 * A directory that does not exist, or is a file, raises `ManifestError` (exit 2) at the call.
 
 Each yielded file is stat()ed once (size and mtime for the fingerprint); none is opened.
@@ -108,16 +109,17 @@ def _walk(root: str, top: list[os.DirEntry[str]], selection: Selection, follow: 
             line += 1
             shown_name = rel.encode("utf-8", "backslashreplace").decode("utf-8")
             yield Rejected(line, f"file name {clipped(shown_name)} is not valid UTF-8, so no result could name it: "
-                                 "rename it (e.g. convmv -f latin1 -t utf8)")
+                                 "rename it (e.g. convmv -f latin1 -t utf8)", shown_name)
             continue
         try:
             info = entry.stat(follow_symlinks=follow)
         except FileNotFoundError:
             counts.vanished += 1
             continue
-        except OSError as exc:
-            counts.vanished += 1
-            log.warning("%s: cannot stat (%s): skipped", clipped(entry.path), exc.strerror or exc)
+        except OSError as exc:  # there, but not readable now: rejected (its last result stays current)
+            line += 1
+            yield Rejected(line, f"cannot stat {clipped(entry.path)} ({exc.strerror or exc}): fix its permissions; "
+                                 "its last result stays current meanwhile", rel)
             continue
         line += 1
         counts.yielded += 1

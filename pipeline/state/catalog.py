@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from ..core.job import KEY_SEP
@@ -85,7 +85,8 @@ class CatalogStore:
     def apply(self, *, seen: Iterable[str], adopt: Iterable[tuple[str, str, str]] = (),
               restore: Iterable[str] = (), supersede: Iterable[tuple[str, str, str]] = (), session: int,
               read: int | None = None, cursor: Cursor | None = None,
-              open_keys: Iterable[tuple[str, int, int]] = (), closed: Iterable[str] = ()) -> None:
+              open_keys: Iterable[tuple[str, int, int]] = (), closed: Iterable[str] = (),
+              seen_items: Iterable[str] = ()) -> None:
         """One batch's decisions, in one transaction: `seen` keys are noted found by the read
         `read` (a source's pass, `cursor.Cursor.pass_`; default: this session); `adopt`
         (fingerprint, source, key): a done row from before fingerprints takes its item's;
@@ -94,12 +95,16 @@ class CatalogStore:
         its new fingerprint. With the same commit, where the read got to (`cursor`) and the keys
         read with work left (`open_keys`: key, line start byte, line number), so a crash at any
         instant leaves the position and what it covers in agreement; `closed`: open keys read
-        again that have no work left (their line became durable outside a read)."""
+        again that have no work left (their line became durable outside a read); `seen_items`:
+        ids of items on lines the read rejected: every key of theirs counts as found (present,
+        only refused tonight: their last good lines stay current)."""
         read = session if read is None else read
         supersede = list(supersede)
         with transaction(self._conn):
             self._keep_superseded_totals([key for _fp, _source, key in supersede])
             self._conn.executemany("UPDATE jobs SET seen = ? WHERE id = ?", ((read, key) for key in seen))
+            self._conn.executemany("UPDATE jobs SET seen = ? WHERE id >= ? AND id < ?",
+                                   ((read, *_item_range(item_id)) for item_id in seen_items))
             self._conn.executemany("UPDATE jobs SET fingerprint = ?, source = ? WHERE id = ?", adopt)
             self._conn.executemany("UPDATE jobs SET vanished = NULL, written = ? WHERE id = ?",
                                    ((session, key) for key in restore))
@@ -154,11 +159,11 @@ class CatalogStore:
     def seen_by_read(self, item_id: str, read: int) -> bool:
         """Whether a key of item `item_id` was found by the read `read` (in a session before this
         one, for the part of the source it skipped): a second line with that id is a duplicate."""
-        low = item_id + KEY_SEP
+        low, high = _item_range(item_id)
         return self._conn.execute("SELECT 1 FROM jobs WHERE id >= ? AND id < ? AND seen = ? LIMIT 1",
-                                  (low, item_id + chr(ord(KEY_SEP) + 1), read)).fetchone() is not None or \
+                                  (low, high, read)).fetchone() is not None or \
             self._conn.execute("SELECT 1 FROM open_keys WHERE id >= ? AND id < ? LIMIT 1",
-                               (low, item_id + chr(ord(KEY_SEP) + 1))).fetchone() is not None
+                               (low, high)).fetchone() is not None
 
     def analysis_names(self) -> set[str]:
         """The analysis names of the run's keys (one scan of the table)."""
@@ -175,22 +180,40 @@ class CatalogStore:
         """Keys a read-only look found (only the temporary table is written)."""
         self._conn.executemany("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", ((key,) for key in keys))
 
-    def count_unseen(self) -> int:
-        """Live keys no read of this connection found: what a complete run would mark vanished."""
-        return int(self._conn.execute(
-            "SELECT COUNT(*) FROM jobs WHERE vanished IS NULL AND id NOT IN (SELECT id FROM temp.seen)").fetchone()[0])
+    def note_seen_items(self, item_ids: Iterable[str]) -> None:
+        """Items of lines a read-only look rejected: their keys count as found (as `apply`'s `seen_items`)."""
+        for item_id in item_ids:
+            self._conn.execute("INSERT OR IGNORE INTO temp.seen (id) SELECT id FROM jobs WHERE id >= ? AND id < ?",
+                               _item_range(item_id))
 
-    def vanish(self, session: int, read: int | None = None) -> int:
+    def count_unseen(self, admitted: Callable[[str], bool] | None = None) -> int:
+        """Live keys no read of this connection found (of those `admitted`, when given): what a
+        complete run would mark vanished."""
+        where = self._admitted_sql(admitted)
+        return int(self._conn.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE vanished IS NULL AND id NOT IN (SELECT id FROM temp.seen){where}"
+        ).fetchone()[0])
+
+    def vanish(self, session: int, read: int | None = None, admitted: Callable[[str], bool] | None = None) -> int:
         """Mark every live key the read `read` (default: this session's) did not find vanished
         by `session`; returns how many. Only after a complete read (the caller's rule): a partial
         one would vanish what it did not reach. A read that skipped an unchanged prefix found its
-        keys in an earlier session of the same read (`seen`), so they stay live."""
+        keys in an earlier session of the same read (`seen`), so they stay live. `admitted`: a
+        key it says False of (an item outside the run's --include/--exclude) stays live too."""
         read = session if read is None else read
+        where = self._admitted_sql(admitted)
         with transaction(self._conn):
             cursor = self._conn.execute(
-                "UPDATE jobs SET vanished = ? WHERE vanished IS NULL AND (seen IS NULL OR seen != ?)",
+                f"UPDATE jobs SET vanished = ? WHERE vanished IS NULL AND (seen IS NULL OR seen != ?){where}",
                 (session, read))
         return int(cursor.rowcount)
+
+    def _admitted_sql(self, admitted: Callable[[str], bool] | None) -> str:
+        """The SQL condition (with its leading AND) that keeps the keys `admitted` says True of."""
+        if admitted is None:
+            return ""
+        self._conn.create_function("pipeline_admitted", 1, lambda key: int(admitted(key)), deterministic=True)
+        return " AND pipeline_admitted(id)"
 
     def save_counts(self, counts: dict[str, Any]) -> None:
         """The catalog counts of the last session that read its catalog to the end (for `status`)."""
@@ -216,3 +239,8 @@ class CatalogStore:
         """Keys a session after `since` found vanished, in key order."""
         for (key,) in self._conn.execute("SELECT id FROM jobs WHERE vanished > ? ORDER BY id", (since,)):
             yield key
+
+
+def _item_range(item_id: str) -> tuple[str, str]:
+    """The key range of every (item, analysis) of `item_id`: [id + SEP, id + the next character)."""
+    return item_id + KEY_SEP, item_id + chr(ord(KEY_SEP) + 1)

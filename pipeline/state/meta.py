@@ -31,6 +31,7 @@ class MetaKey(str, Enum):
     DROP_PENDING = "drop_pending"  # flag: `--retry-failed` reopened keys whose old lines are still in the file
     DOUBLE_BILLING = "possible_double_billing"  # submissions that may have been billed twice, every session's
     UNCONFIRMED_SPEND = "unconfirmed_spend"  # reserved for creates a killed session may have sent: counted as spent
+    SELECTION = "selection"  # the last session's --include, --exclude, ... (JSON): its retry command's
 
 
 class MetaStore:

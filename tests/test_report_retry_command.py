@@ -1,0 +1,58 @@
+"""The command the report shows to retry a run's failures: the run's source with its selection
+(--include, --exclude), every path absolute (a folder run against the emulator on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+from catalog_support import KEY, folder, folder_config
+from run_support import emulator
+
+from pipeline.cli.report_data_of import retry_command
+from pipeline.core.exit_codes import ExitCode
+from pipeline.core.results import RunFiles
+from pipeline.emulator import EmulatorSettings, RunningEmulator
+from pipeline.engine.item_source import Listing
+from pipeline.engine.runner import RunRequest, run
+from pipeline.state.checkpoint import Checkpoint
+
+
+@pytest.fixture
+def emu_settings() -> EmulatorSettings:
+    """The engine tests' emulator (the run's key and time scale)."""
+    return emulator()
+
+
+@pytest.fixture(autouse=True)
+def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+
+
+
+async def test_the_retry_command_keeps_the_selection_and_absolute_paths(
+        tmp_path: Path, emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of a folder with --include/--exclude, its state dir and config given relative: the
+    retry command repeats the patterns and names every path absolutely."""
+    monkeypatch.chdir(tmp_path)
+    media = folder(tmp_path / "media", ["a.png", "raw/b.png"])
+    cfg = folder_config(emu)
+    result = await run(RunRequest(manifest="media", files=RunFiles(Path("out/results.jsonl"), Path("out/state")),
+                                  api_key=KEY, config=cfg, listing=Listing(include=("*.png",), exclude=("raw/",))))
+    assert result.exit_code == ExitCode.OK, result.summary
+    ckpt = Checkpoint.open(Path("out/state"), read_only=True)
+    try:
+        command = retry_command(ckpt, Path("out/state"), cfg, config_file=Path("cfg.yaml"))
+    finally:
+        ckpt.close()
+    assert command is not None
+    args = shlex.split(command)
+    assert args[args.index("--include") + 1] == "*.png" and args[args.index("--exclude") + 1] == "raw/"
+    assert args[4] == str(media.resolve())
+    for flag in ("--out", "--state-dir", "--config"):
+        assert Path(args[args.index(flag) + 1]).is_absolute(), (flag, command)
+    assert args[args.index("--state-dir") + 1] == str((tmp_path / "out" / "state").resolve())
