@@ -180,18 +180,19 @@ def _wait_for_a_sample(state: Path, proc: subprocess.Popen[bytes]) -> None:
 
 def test_without_the_report_extra_a_run_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    """At the end of a run without Jinja2 and matplotlib: one log line naming the extra, no file, no error."""
+    """At the end of a run without Jinja2 and matplotlib: one warning naming the extra, no file, no error."""
     from pipeline.cli import report
     from pipeline.config.load import Config
     from pipeline.core.results import RunFiles
 
-    monkeypatch.setattr(report, "available", lambda: False)
+    monkeypatch.setitem(sys.modules, "jinja2", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
     files = RunFiles.for_results(tmp_path / "results.jsonl")
     with caplog.at_level(logging.INFO, logger="pipeline.report"):
-        report.write_run_report(files, Config())
-    assert [r.getMessage() for r in caplog.records] == [
-        "no HTML report written: it needs the optional `report` extra (pip install "
-        "'opensearch-media-pipeline[report]')"]
+        assert report.write_run_report(files, Config()) is None
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(
+        "WARNING", "no HTML report written: the HTML report needs the optional `report` extra (jinja2, matplotlib "
+        "not installed): pip install 'opensearch-media-pipeline[report]' (PIPELINE_REPORT=off leaves it out)")]
     assert not files.report.exists()
 
 
