@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -118,7 +119,8 @@ def test_a_state_dir_from_before_the_history(finished: Path, tmp_path: Path) -> 
 
 
 def test_a_live_run_is_reported_as_a_snapshot_and_a_kill_is_history(tmp_path: Path) -> None:
-    """While a run is going its report is marked live (outcome "running", no exit code); killed
+    """While a run is going its report is marked live (outcome "running", no exit code) and shows
+    the requests sent so far; killed
     with SIGKILL, its session is recorded as interrupted by the next run, which completes."""
     # Tasks that stay PENDING until the kill, whatever the machine's load: the first run cannot end on its own.
     slow = {cap: (3000.0, 3000.0) for cap in FAST}
@@ -135,6 +137,9 @@ def test_a_live_run_is_reported_as_a_snapshot_and_a_kill_is_history(tmp_path: Pa
             page = (tmp_path / "live.html").read_text(encoding="utf-8")
             assert 'id="live"' in page and "Running (live)" in page and "tone-live" in page
             assert 'data-plot="requests"' in page and 'data-plot="in-flight"' in page
+            # the per-capability table's requests column: what the session has sent so far, not 0
+            sent = re.findall(r'<td class="n">([\d,]+)</td><td class="n">[\d,]+</td>\n<td class="n" title=', page)
+            assert sent and sum(int(n.replace(",", "")) for n in sent) > 0, sent
             assert proc.poll() is None  # still live when the report was taken
         finally:
             proc.send_signal(signal.SIGKILL)
