@@ -39,7 +39,7 @@ from ..engine.runner import RunRequest, single_error
 from ..engine.stopping import Stopping
 from ..engine.watched import watched_run
 from .options import RunOptions, RunSettings
-from .running import ConfigSource, prepare
+from .running import ConfigSource, prepare, with_report
 
 if sys.version_info < (3, 11):  # anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
@@ -178,9 +178,10 @@ class _Feed:
             source = ItemSource(STREAM_SOURCE, self._request.config, analyses=self._request.analyses,
                                 records=self._items, ready=self._ready)
             try:
-                self.result = await watched_run(self._request, progress=self._settings.progress,
-                                                handle_signals=self._settings.handle_signals, source=source,
-                                                on_line=self._take, stops=self._stops)
+                result = await watched_run(self._request, progress=self._settings.progress,
+                                           handle_signals=self._settings.handle_signals, source=source,
+                                           on_line=self._take, stops=self._stops)
+                self.result = await with_report(result, self._request, self._settings)
             except BaseExceptionGroup as group:
                 raise single_error(group) from None
             return self.result
