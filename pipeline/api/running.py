@@ -53,7 +53,8 @@ def run(source: str | os.PathLike[str], *, out: str | os.PathLike[str], endpoint
     the CLI's `run` flags by their Python names (`max_cost=0.5`, `analyses=["image_analyze"]`,
     `retry_failed=True`, ...); the API key defaults to `DASHSCOPE_API_KEY`. Raises `ConfigError`
     / `UsageError` (exit code 2) before anything starts, `StateLocked` (7) when another live run
-    holds the state dir; otherwise returns the `RunResult` (`exit_code`, `outcome`, `summary`).
+    holds the state dir; otherwise returns the `RunResult` (`exit_code`, `outcome`, `summary`,
+    and `report`: where the HTML report went, as the CLI writes it; `report=False` leaves it out).
     """
     try:
         asyncio.get_running_loop()
