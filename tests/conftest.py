@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from support import FakeClock
 
 from pipeline.emulator import EmulatorSettings, EmulatorThread, RunningEmulator, start_emulator
 from pipeline.state.checkpoint import Checkpoint
+
+# The API's runs in this process draw no HTML report (a second or two each) unless a test asks, as
+# support.cli_env does for the command line's.
+os.environ["PIPELINE_REPORT"] = "off"
 
 EMU_KEY = "test-emulator-key"
 # time_scale 50 with 0.5-1.5 emulated seconds per task: tasks finish in 10-30 real ms.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -118,7 +119,8 @@ def test_a_state_dir_from_before_the_history(finished: Path, tmp_path: Path) -> 
 
 
 def test_a_live_run_is_reported_as_a_snapshot_and_a_kill_is_history(tmp_path: Path) -> None:
-    """While a run is going its report is marked live (outcome "running", no exit code); killed
+    """While a run is going its report is marked live (outcome "running", no exit code) and shows
+    the requests sent so far; killed
     with SIGKILL, its session is recorded as interrupted by the next run, which completes."""
     # Tasks that stay PENDING until the kill, whatever the machine's load: the first run cannot end on its own.
     slow = {cap: (3000.0, 3000.0) for cap in FAST}
@@ -135,6 +137,9 @@ def test_a_live_run_is_reported_as_a_snapshot_and_a_kill_is_history(tmp_path: Pa
             page = (tmp_path / "live.html").read_text(encoding="utf-8")
             assert 'id="live"' in page and "Running (live)" in page and "tone-live" in page
             assert 'data-plot="requests"' in page and 'data-plot="in-flight"' in page
+            # the per-capability table's requests column: what the session has sent so far, not 0
+            sent = re.findall(r'<td class="n">([\d,]+)</td><td class="n">[\d,]+</td>\n<td class="n" title=', page)
+            assert sent and sum(int(n.replace(",", "")) for n in sent) > 0, sent
             assert proc.poll() is None  # still live when the report was taken
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -180,18 +185,19 @@ def _wait_for_a_sample(state: Path, proc: subprocess.Popen[bytes]) -> None:
 
 def test_without_the_report_extra_a_run_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    """At the end of a run without Jinja2 and matplotlib: one log line naming the extra, no file, no error."""
+    """At the end of a run without Jinja2 and matplotlib: one warning naming the extra, no file, no error."""
     from pipeline.cli import report
     from pipeline.config.load import Config
     from pipeline.core.results import RunFiles
 
-    monkeypatch.setattr(report, "available", lambda: False)
+    monkeypatch.setitem(sys.modules, "jinja2", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
     files = RunFiles.for_results(tmp_path / "results.jsonl")
     with caplog.at_level(logging.INFO, logger="pipeline.report"):
-        report.write_run_report(files, Config())
-    assert [r.getMessage() for r in caplog.records] == [
-        "no HTML report written: it needs the optional `report` extra (pip install "
-        "'opensearch-media-pipeline[report]')"]
+        assert report.write_run_report(files, Config()) is None
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(
+        "WARNING", "no HTML report written: the HTML report needs the optional `report` extra (jinja2, matplotlib "
+        "not installed): pip install 'opensearch-media-pipeline[report]' (PIPELINE_REPORT=off leaves it out)")]
     assert not files.report.exists()
 
 

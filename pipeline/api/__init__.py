@@ -5,7 +5,7 @@ anything starts, and none of its process-wide habits (no `sys.exit`, no signal h
 asked, no logging set-up). `pipeline.run` and friends are
 these, imported lazily so that `import pipeline` stays cheap.
 
-May import: core, config, manifest, service, pacing, state, observe, upload, engine.
+May import: core, config, manifest, service, pacing, state, observe, upload, engine, cli.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The run options of `pipeline.run` / `pipeline.arun`, by their Python names, checked before
 anything starts: each is the command line's `run` flag of the same name (`max_cost` is
-`--max-cost`), plus `handle_signals`, which only a program embedding a run needs.
+`--max-cost`), plus `handle_signals`, which only a program embedding a run needs, and `report`
+(the command line's `PIPELINE_REPORT`, or the report's path).
 
 Pure: `check_options` turns the keyword arguments into `RunSettings` or raises `ConfigError`
 naming the option (an unknown name, with the nearest known one; a value of the wrong type or
@@ -51,6 +52,7 @@ class RunOptions(TypedDict, total=False):
     follow_symlinks: bool
     force: bool
     force_analysis: str | Sequence[str]
+    report: bool | str | os.PathLike[str]
 
 
 #: Options that are config keys: they override the config (and PIPELINE_* variables), as flags do.
@@ -83,6 +85,9 @@ class RunSettings:
     follow_symlinks: bool = False
     force: bool = False
     force_analyses: tuple[str, ...] = ()
+    #: The HTML run report at the end: True (next to the summary), a path, False; None: as the
+    #: command line, on unless `PIPELINE_REPORT=off`.
+    report: bool | Path | None = None
 
 
 def check_options(options: Mapping[str, Any], *, caller: str = "pipeline.run()") -> RunSettings:
@@ -122,6 +127,9 @@ def check_options(options: Mapping[str, Any], *, caller: str = "pipeline.run()")
         if not ANALYSIS_NAME.fullmatch(name):
             raise ConfigError(f"{shown(name)} is not an analysis name (1 to 64 letters, digits, '_', '.', '-')",
                               key="force_analysis", source=caller)
+    report = options.get("report")
+    if "report" in options and not (isinstance(report, (bool, os.PathLike)) or (isinstance(report, str) and report)):
+        raise bad("report", "True, False or the report's path (str or os.PathLike)")
     progress = options.get("progress", "off")
     if progress not in PROGRESS_MODES:
         raise bad("progress", f"one of {', '.join(PROGRESS_MODES)}")
@@ -134,6 +142,7 @@ def check_options(options: Mapping[str, Any], *, caller: str = "pipeline.run()")
         include=lists.get("include", ()), exclude=lists.get("exclude", ()),
         follow_symlinks=options.get("follow_symlinks", False), force=options.get("force", False),
         force_analyses=lists.get("force_analysis", ()),
+        report=report if report is None or isinstance(report, bool) else Path(report),
         overrides={name: _fspath(options[name]) for name in CONFIG_OPTIONS if name in options})
 
 

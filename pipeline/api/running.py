@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import sys
 from collections.abc import Mapping
@@ -37,7 +38,7 @@ if sys.version_info < (3, 11):  # anyio depends on the backport there
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["ConfigSource", "arun", "prepare", "run"]
+__all__ = ["ConfigSource", "arun", "prepare", "run", "with_report"]
 
 #: `config=`: a YAML file's path, a mapping of its keys, or a `Config` (taken as it is).
 ConfigSource: TypeAlias = "str | os.PathLike[str] | Mapping[str, Any] | Config | None"
@@ -52,7 +53,8 @@ def run(source: str | os.PathLike[str], *, out: str | os.PathLike[str], endpoint
     the CLI's `run` flags by their Python names (`max_cost=0.5`, `analyses=["image_analyze"]`,
     `retry_failed=True`, ...); the API key defaults to `DASHSCOPE_API_KEY`. Raises `ConfigError`
     / `UsageError` (exit code 2) before anything starts, `StateLocked` (7) when another live run
-    holds the state dir; otherwise returns the `RunResult` (`exit_code`, `outcome`, `summary`).
+    holds the state dir; otherwise returns the `RunResult` (`exit_code`, `outcome`, `summary`,
+    and `report`: where the HTML report went, as the CLI writes it; `report=False` leaves it out).
     """
     try:
         asyncio.get_running_loop()
@@ -83,7 +85,25 @@ async def arun(source: str | os.PathLike[str], *, out: str | os.PathLike[str], e
 
 
 async def _execute(request: RunRequest, settings: RunSettings) -> RunResult:
-    return await watched_run(request, progress=settings.progress, handle_signals=settings.handle_signals)
+    result = await watched_run(request, progress=settings.progress, handle_signals=settings.handle_signals)
+    return await with_report(result, request, settings)
+
+
+async def with_report(result: RunResult, request: RunRequest, settings: RunSettings) -> RunResult:
+    """`result` with the HTML report written as the command line writes it (`report=`; default:
+    on unless `PIPELINE_REPORT=off`) and `result.report` saying where. Never fails the run: without
+    the `report` extra, or when it cannot be written, one warning and `result.report` None.
+    Drawn in a worker thread (a second or two of matplotlib): the caller's event loop goes on."""
+    from ..cli.report import write_run_report
+    from ..cli.run import report_wanted
+
+    wanted = settings.report if settings.report is not None else report_wanted()
+    if wanted is False:
+        return result
+    out = wanted if isinstance(wanted, Path) else None
+    result.report = await anyio.to_thread.run_sync(functools.partial(
+        write_run_report, request.files, request.config, config_file=request.config_file, out=out))
+    return result
 
 
 def prepare(source: str | os.PathLike[str] | None, *, out: str | os.PathLike[str], endpoint: str | None,

@@ -39,7 +39,7 @@ from ..engine.runner import RunRequest, single_error
 from ..engine.stopping import Stopping
 from ..engine.watched import watched_run
 from .options import RunOptions, RunSettings
-from .running import ConfigSource, prepare
+from .running import ConfigSource, prepare, with_report
 
 if sys.version_info < (3, 11):  # anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
@@ -103,6 +103,8 @@ class ResultStream:
 
     async def __anext__(self) -> ResultLine:
         feed = self._feed
+        if feed.closed:  # as a closed async generator: nothing more, and no run starts
+            raise StopAsyncIteration
         feed.start()
         try:
             return await feed.next_line()
@@ -111,16 +113,20 @@ class ResultStream:
             raise
 
     async def aclose(self) -> None:
-        """Stop the run (as a signal would) and wait until it has; nothing if it ended."""
+        """Stop the run (as a signal would) and wait until it has; nothing if it ended. The stream
+        is closed: iterating it yields nothing more, and one never iterated never starts its run."""
+        self._feed.closed = True
         await self._feed.stop(hard=False)
 
     async def __aenter__(self) -> Self:
-        self._feed.start()
+        if not self._feed.closed:
+            self._feed.start()
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         # The consumer's own exception is the one that goes on; the run's error only when there is none.
+        self._feed.closed = True
         await self._feed.stop(hard=isinstance(exc, asyncio.CancelledError), quiet=exc is not None)
 
     def __del__(self) -> None:
@@ -147,6 +153,7 @@ class _Feed:
         self._stop_asked: Stop | None = None  # before the run made its Stopping
         self._raised = False
         self.abandoned = False
+        self.closed = False  # the consumer closed the stream: it yields nothing more
         self.held = False
         self.result: RunResult | None = None
 
@@ -176,11 +183,12 @@ class _Feed:
             if self._stop_asked is not None:
                 self._stops.request(self._stop_asked)
             source = ItemSource(STREAM_SOURCE, self._request.config, analyses=self._request.analyses,
-                                records=self._items, ready=self._ready)
+                                records=self._items, ready=self._ready, stops=self._stops)
             try:
-                self.result = await watched_run(self._request, progress=self._settings.progress,
-                                                handle_signals=self._settings.handle_signals, source=source,
-                                                on_line=self._take, stops=self._stops)
+                result = await watched_run(self._request, progress=self._settings.progress,
+                                           handle_signals=self._settings.handle_signals, source=source,
+                                           on_line=self._take, stops=self._stops)
+                self.result = await with_report(result, self._request, self._settings)
             except BaseExceptionGroup as group:
                 raise single_error(group) from None
             return self.result

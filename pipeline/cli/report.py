@@ -8,8 +8,13 @@ live run (marked live) and on a state dir from before the run history (which it 
 state dir and any existing file that is not a report are refused (exit 2) before anything is
 written; the file is written whole or not at all.
 
-At the end of a run the report is a bonus, never a failure: without the optional `report` extra
-one log line says how to get it, and a report that cannot be written is a warning.
+`report` without the optional `report` extra (Jinja2, matplotlib), or with one that fails to
+import, exits 2 with a message naming the extra (and the module that failed, and its error).
+
+At the end of a run the report is a bonus, never a failure: without the extra (or with a broken
+one) one warning says how to get it, and a report that cannot be written is a warning. On the
+command line the run's exit code is final before the report is drawn (`AfterRun`): a signal
+while it draws abandons the report (a warning), not the exit code.
 """
 
 from __future__ import annotations
@@ -18,20 +23,23 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import tempfile
 from pathlib import Path
+from types import FrameType, TracebackType
 
 from ..config.load import Config, load_config
 from ..core.errors import PipelineError, UsageError
 from ..core.exit_codes import ExitCode
 from ..core.results import RunFiles
-from ..observe.html_report import EXTRA, available, render_report, report_ours
+from ..engine.shutdown import SIGNALS, signals_held
+from ..observe.html_report import ReportUnavailable, render_report, report_ours, require
 from ..state.checkpoint import Checkpoint, MetaKey
 from ..state.lock import StateDirLock
 from ..state.paths import Target, check_targets, shown_path
 from .report_data_of import report_data
 
-__all__ = ["main", "write_report", "write_run_report"]
+__all__ = ["AfterRun", "ReportInterrupted", "main", "write_report", "write_run_report"]
 
 log = logging.getLogger("pipeline.report")
 
@@ -55,7 +63,8 @@ def write_report(state_dir: Path, config: Config, out: Path | None = None, *,
     returns where. `locked`: the caller holds the state dir's lock, so the checkpoint is opened
     as the run opens it, and closing it leaves no SQLite side file behind (a read-only reader
     cannot remove them). Raises `UsageError` for an `out` it may not write, `ReportUnavailable`
-    without the `report` extra."""
+    (a `UsageError`) without the `report` extra or with a broken one, before anything is read."""
+    require()
     if out is not None:  # all that can be told without the checkpoint, before opening it touches SQLite's files
         check_targets([Target("--out", out, ours=report_ours)], state_dirs=[state_dir])
     ckpt = Checkpoint.open(state_dir, read_only=not locked)
@@ -70,22 +79,73 @@ def write_report(state_dir: Path, config: Config, out: Path | None = None, *,
     return target
 
 
-def write_run_report(files: RunFiles, config: Config, *, config_file: Path | None = None) -> Path | None:
-    """At the end of a run: its report next to its summary (returns where), or one line saying why not."""
-    if not available():
-        log.info("no HTML report written: it needs the optional `report` extra (%s)", EXTRA)
+def write_run_report(files: RunFiles, config: Config, *, config_file: Path | None = None,
+                     out: Path | None = None) -> Path | None:
+    """At the end of a run: its report next to its summary, or at `out` (returns where), or one
+    warning saying why not. Never raises for the report's sake: the run's outcome stands."""
+    try:
+        require()
+    except ReportUnavailable as exc:
+        log.warning("no HTML report written: %s (PIPELINE_REPORT=off leaves it out)", exc)
         return None
     lock = StateDirLock(files.state_dir)
     try:
         lock.acquire()  # the run has just let it go; another run that took it since has the state dir now
         try:
-            return write_report(files.state_dir, config, files.report, config_file=config_file, locked=True)
+            return write_report(files.state_dir, config, out or files.report, config_file=config_file, locked=True)
         finally:
             lock.release()
     except (PipelineError, OSError, ValueError) as exc:  # the run's outcome stands whatever happens here
         log.warning("the HTML report could not be written (%s); `report --state-dir %s` tries again", exc,
                     shown_path(files.state_dir))
         return None
+
+
+class ReportInterrupted(BaseException):
+    """A signal arrived while the end-of-run report was drawn (a BaseException: nothing on the
+    way out may take it for an error of the report and go on drawing)."""
+
+
+class AfterRun:
+    """The command line once its run has ended and its exit code is final: SIGINT, SIGTERM or
+    SIGHUP while the report draws abandons the report (one warning) and the process still exits
+    with the run's code; one after that is let pass (the process ends in a moment, with that
+    code). Before, a signal here met the run's `exit_now` and turned a finished run into exit 3."""
+
+    def __init__(self) -> None:
+        self._drawing = False
+        self._before: dict[int, object] = {}
+
+    def __enter__(self) -> AfterRun:
+        with signals_held():
+            self._before = {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        with signals_held():
+            for sig, handler in self._before.items():
+                if handler is not None:  # None: set from C, cannot be put back from Python
+                    signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _handle(self, sig: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(sig).name
+        if self._drawing:
+            self._drawing = False
+            raise ReportInterrupted(name)
+        log.info("%s after the run ended: its exit code stands", name)
+
+    def write_report(self, files: RunFiles, config: Config, *, config_file: Path | None = None) -> Path | None:
+        """`write_run_report`, abandoned (None, one warning) if a signal arrives meanwhile."""
+        self._drawing = True
+        try:
+            return write_run_report(files, config, config_file=config_file)
+        except ReportInterrupted as exc:
+            log.warning("report not written: interrupted (%s); `report --state-dir %s` draws it", exc,
+                        shown_path(files.state_dir))
+            return None
+        finally:
+            self._drawing = False
 
 
 def _default_out(ckpt: Checkpoint, state_dir: Path) -> Path:

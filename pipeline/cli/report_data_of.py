@@ -24,6 +24,7 @@ from ..config.load import Config
 from ..core.capabilities import CAPABILITIES
 from ..core.results import ItemStatus, RunFiles
 from ..engine.item_source import selection_args
+from ..observe.report import MIN_RATE_SECONDS
 from ..observe.report_data import (
     CatalogDelta,
     GroupTraffic,
@@ -41,7 +42,7 @@ from ..state.resume import NOT_RETRIED_CODES
 from ..state.shards import parse_shard
 from .status import summary_of
 
-__all__ = ["MAX_FAILED_READ", "report_data", "retry_command"]
+__all__ = ["MAX_FAILED_READ", "live_traffic", "report_data", "retry_command"]
 
 #: FAILED lines read at most for the failures' examples (a run with a million failures is not read whole).
 MAX_FAILED_READ = 5000
@@ -63,6 +64,8 @@ def report_data(ckpt: Checkpoint, state_dir: Path, config: Config, *, now: float
         summary = status if live else (_own_summary(files) or status)
         sessions, older = ckpt.history()
         latest = sessions[-1] if sessions else None
+        if live and latest is not None:  # the checkpoint has no request counters: the live session's row has
+            summary = live_traffic(summary, latest, now if now is not None else time.time())
         samples = ckpt.samples(latest.id) if latest else []
         histograms = ckpt.histograms(latest.id) if latest else {}
         failed = list(_failed_lines(ckpt, files.results, summary)) if files else []
@@ -76,6 +79,24 @@ def report_data(ckpt: Checkpoint, state_dir: Path, config: Config, *, now: float
                    series=_series(samples, limits) if samples else None,
                    durations=_histogram(histograms.get("durations")),
                    detection_lag=_histogram(histograms.get("detection_lag")))
+
+
+def live_traffic(summary: Mapping[str, Any], session: SessionRow, now: float) -> dict[str, Any]:
+    """`summary` (status's, of a live run: no request counters) with the requests and 429s the
+    live `session` has sent so far, by capability, as its history row last recorded them (every
+    sample), and the rate they make since it started (left out under `MIN_RATE_SECONDS`, as the
+    end-of-run summary does). Pure."""
+    capabilities = {name: dict(entry) for name, entry in (summary.get("capabilities") or {}).items()}
+    elapsed = now - session.started
+    for name, counts in session.counts.by_capability.items():
+        requests = int(counts.get("requests", 0))
+        if not requests:
+            continue
+        entry = capabilities.setdefault(name, {"succeeded": 0, "failed": 0})
+        entry.update(requests=requests, rate_limited=int(counts.get("rate_limited", 0)))
+        if elapsed >= MIN_RATE_SECONDS:
+            entry["request_rate"] = round(requests / elapsed, 3)
+    return {**summary, "capabilities": capabilities}
 
 
 def _own_summary(files: RunFiles | None) -> dict[str, Any] | None:

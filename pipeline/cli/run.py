@@ -69,12 +69,14 @@ def run_command(args: argparse.Namespace) -> int:
             code, result = anyio.run(with_progress)
         except BaseExceptionGroup as group:
             raise single_error(group) from None
-        page = None
-        if result is not None and report_wanted():  # before the summary is said: it stays the last word
-            from .report import write_run_report  # Jinja2 and matplotlib only now, and only if installed
+        # The run's code is final from here: a signal while the report draws abandons the report, not the code.
+        from .report import AfterRun  # Jinja2 and matplotlib only when drawing, and only if installed
 
-            page = write_run_report(request.files, config, config_file=request.config_file)
-        _report(args, request, result, code, page)
+        with AfterRun() as after:
+            page = None
+            if result is not None and report_wanted():  # before the summary is said: it stays the last word
+                page = after.write_report(request.files, config, config_file=request.config_file)
+            _report(args, request, result, code, page)
     return int(code)
 
 

@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..config.load import Config
@@ -41,6 +42,8 @@ class RunResult:
     stop: Stop | None
     summary: dict[str, Any]
     stats: RunStats = field(repr=False)
+    #: Where the HTML report was written at the end (the API's `report=`), None when it was not.
+    report: Path | None = None
 
     @property
     def reason(self) -> str | None:

@@ -19,10 +19,14 @@ touched; the listing itself runs in the reader, a failure part way stopping the 
 A fourth kind, "stream", is the items of `pipeline.stream`: an iterable or async iterable of item
 dicts (`records`), each checked as a manifest line (`manifest.python_items`). Before it takes
 the next item it awaits `ready()`, the stream's back-pressure: a consumer behind holds the read.
+An async iterable may make the run wait for its next item (a queue, a paged API): then what was
+read is routed now (`chunk_end`, as between an OSS listing's pages) rather than held until a
+batch fills, and a stop of the run (`stops`) ends the wait (`cut_short`) instead of waiting on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -37,6 +41,7 @@ import anyio.to_thread
 from ..config.load import Config
 from ..core.capabilities import MAX_BODY_BYTES
 from ..core.echo import clipped
+from ..core.errors import Stopped
 from ..core.fingerprint import object_stamp
 from ..core.job import Job
 from ..manifest.analyses import validate_record
@@ -46,6 +51,10 @@ from ..manifest.listed import Listed, ListingCounts, Selection
 from ..manifest.python_items import ItemChecker
 from ..manifest.reader import Rejected, Skipped, read_manifest
 from ..state.resume import STREAM_SOURCE
+from .stopping import Stopping
+
+#: The end of a stream's items, and a stop that came while the run waited for the next one.
+_END, _STOPPED = object(), object()
 
 __all__ = ["CHUNK", "STREAM_SOURCE", "ItemSource", "Listing", "Records", "kind_of", "selection_args",
            "selection_record"]
@@ -110,11 +119,14 @@ class ItemSource:
 
     def __init__(self, location: str, config: Config, *, analyses: Sequence[str] | None = None,
                  listing: Listing = Listing(), records: Records | None = None,
-                 ready: Callable[[], Awaitable[None]] | None = None) -> None:
+                 ready: Callable[[], Awaitable[None]] | None = None, stops: Stopping | None = None) -> None:
         self.location = location
         self.kind = kind_of(location) if records is None else "stream"
         self._records = records
         self._ready = ready
+        self._stops = stops
+        #: True when a stop of the run ended the wait for a stream's next item: the read is not complete.
+        self.cut_short = False
         self._cfg = config
         self._analyses = analyses
         self._listing = listing
@@ -192,27 +204,58 @@ class ItemSource:
 
     async def _streamed(self, expected_items: int) -> AsyncIterator[Job | Rejected]:
         """The stream's items in order, each checked as a manifest line; the next one is taken
-        only once `ready()` returns. An exception the items raise ends the run with it."""
+        only once `ready()` returns. An exception the items raise ends the run with it. Each
+        item's jobs are held until the next item is in hand: when an async source makes the run
+        wait for it, they go out with `chunk_end` set, so the reader routes them now."""
         checker = ItemChecker(base_dir=Path.cwd(), uploads=self._uploads, analyses=self._analyses,
                               outputs=self._cfg.outputs, expected_items=expected_items)
         records, ready, index = self._records, self._ready, 0
         assert records is not None
         sync = iter(records) if isinstance(records, Iterable) else None
         unsync = aiter(records) if not isinstance(records, Iterable) else None
+        held: list[Job | Rejected] = []
         while True:
             if ready is not None:
                 await ready()
-            try:
-                record = next(sync) if sync is not None else await anext(unsync)  # type: ignore[arg-type]
-            except (StopIteration, StopAsyncIteration):
-                return
+            if sync is not None:
+                record = next(sync, _END)
+            else:
+                assert unsync is not None
+                fetch = asyncio.ensure_future(_next(unsync))
+                try:
+                    await asyncio.sleep(0)  # an item already there (a list's, a filled queue's) comes in this step
+                    if not fetch.done() and held:  # the source makes the run wait: route what is read
+                        for one in _flushed(self, held):
+                            yield one
+                        held = []
+                    record = await self._fetched(fetch)
+                finally:
+                    if not fetch.done():
+                        fetch.cancel()
+                if record is _STOPPED:
+                    self.cut_short = True
+                    return
+            if record is _END:
+                break
             checked = checker.check(index, record)
             index += 1
-            if isinstance(checked, Rejected):
-                yield checked
+            if isinstance(checked, Rejected):  # held after the last valid item's jobs: the flag goes on those
+                held.append(checked)
                 continue
-            for job in checked:
-                yield job
+            for one in held:
+                yield one
+            held = list(checked)
+        for one in held:
+            yield one
+
+    async def _fetched(self, fetch: asyncio.Future[object]) -> object:
+        """The next record, or `_STOPPED` once the run stops taking items while it waits for it."""
+        if self._stops is None:
+            return await fetch
+        try:
+            return await self._stops.interruptible(lambda: asyncio.shield(fetch))
+        except Stopped:
+            return _STOPPED
 
     def _checked(self, entry: Listed | Rejected) -> list[Job | Rejected]:
         if isinstance(entry, Rejected):
@@ -265,3 +308,21 @@ def _take(entries: Iterator[Listed | None], n: int) -> list[Listed]:
         if len(out) >= n:
             break
     return out
+
+
+async def _next(items: AsyncIterator[object]) -> object:
+    """The next record, or `_END` (a task cannot carry StopAsyncIteration out)."""
+    try:
+        return await anext(items)
+    except StopAsyncIteration:
+        return _END
+
+
+def _flushed(source: ItemSource, held: list[Job | Rejected]) -> Iterator[Job | Rejected]:
+    """`held`, its last job with the source's `chunk_end` set (the reader routes its batch then;
+    rejected entries after it route nothing)."""
+    last = max((i for i, one in enumerate(held) if not isinstance(one, Rejected)), default=-1)
+    for i, one in enumerate(held):
+        source.chunk_end = i == last
+        yield one
+    source.chunk_end = False

@@ -218,6 +218,8 @@ class Reader:
             if self._source.chunk_end:  # the listing's next page may be slow: route what is here
                 await self._batch(batch, out, next_line=item.line + 1)  # no cursor moves for a listing
                 batch = []
+        if self._source.cut_short:  # a stop ended the wait for a stream's next item: not read to its end
+            return
         await self._batch(batch, out, next_line=None)
         if self._cut:  # a stop came while the last batch was routed
             return

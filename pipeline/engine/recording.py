@@ -15,6 +15,7 @@ import anyio
 from ..config.load import Config
 from ..config.pricing import estimate_cost
 from ..core.capabilities import CAPABILITIES
+from ..core.outcome import RunOutcome, Stop
 from ..observe.report import CapabilityStats, RunStats
 from ..state.checkpoint import Buckets, Checkpoint, Sample, SessionCounts
 from .closing import RunResult
@@ -62,11 +63,14 @@ class Recorder:
         self._last: dict[str, tuple[int, int]] = {}  # capability -> (requests, 429s) at the last sample
         self._last_results = 0
         self.samples = 0
+        self.session: int | None = None
+        self.ended = False
 
     def start(self) -> int:
         """Open this session's history row (a row left "running" becomes "interrupted")."""
         self._origin = self._clock()
-        return self._ckpt.start_session(self._wall())
+        self.session = self._ckpt.start_session(self._wall())
+        return self.session
 
     async def run(self) -> None:
         """A sample every step, until cancelled."""
@@ -108,3 +112,14 @@ class Recorder:
         """Complete this session's row: how it ended and what it did."""
         self._ckpt.end_session(ended=self._wall(), outcome=result.outcome.value, exit_code=int(result.exit_code),
                                stop_reason=result.reason, counts=self.counts())
+        self.ended = True
+
+    def end_stopped(self, stop: Stop) -> None:
+        """Complete the row of a session that ends without a result (its task cancelled): stopped by
+        `stop`, with what it did up to now (not as of its last sample)."""
+        if self.ended or self.session is None:
+            return
+        self.flush()
+        self._ckpt.end_session(ended=self._wall(), outcome=RunOutcome.STOPPED.value,
+                               exit_code=int(stop.reason.exit_code), stop_reason=str(stop), counts=self.counts())
+        self.ended = True

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,9 @@ __all__ = ["Run", "RunRequest", "RunResult", "run", "single_error"]
 
 log = logging.getLogger("pipeline.run")
 
+#: Why a session whose task was cancelled (`arun`, a stream) stopped, as `status` and the history say.
+CANCELLED = "cancelled (the task running it was cancelled); run the same call again to resume"
+
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -113,6 +117,7 @@ class Run:
         self._on_line = on_line
         self._stops = stops
         self._out_lock = ResultsLock(request.files.results, request.files.state_dir)
+        self._recorder: Recorder | None = None  # once the session's history row is open
 
     async def execute(self) -> RunResult:
         files = self.req.files
@@ -145,7 +150,24 @@ class Run:
                 held.callback(self._out_lock.release)
                 ckpt = Checkpoint.open(files.state_dir)  # a run starting next sees this one's checkpoint
                 held.callback(ckpt.close)
-            return await self._execute(ckpt)
+            try:
+                return await self._execute(ckpt)
+            except asyncio.CancelledError:  # the caller's task (arun's, a stream's): resumable, and said so
+                self._record_cancelled(ckpt)
+                raise
+
+    def _record_cancelled(self, ckpt: Checkpoint) -> None:
+        """A cancelled session: `status` says it stopped (exit 3) because it was cancelled, and its
+        history row is completed with what it did, rather than left "running" as of its last sample."""
+        recorder = self._recorder
+        if recorder is None or recorder.ended or ckpt.in_transaction:  # a write cut short: leave it unfinished
+            return
+        stop = Stop(StopReason.INTERRUPTED, CANCELLED)
+        try:
+            ckpt.set_last_stop(stop.to_record())
+            recorder.end_stopped(stop)
+        except sqlite3.Error as exc:  # the cancellation goes on; the session stays "unfinished" (also exit 3)
+            log.warning("the cancelled session could not be recorded as such (%s)", exc)
 
     async def _execute(self, ckpt: Checkpoint) -> RunResult:
         req, cfg, files = self.req, self.cfg, self.req.files
@@ -172,7 +194,7 @@ class Run:
         # Until this session records how it ended, the run counts as unfinished: after a kill -9
         # or a full disk, `status` says what a resume needs (exit 3), not "completed".
         ckpt.set_last_stop(UNFINISHED.to_record())
-        recorder = Recorder(ckpt, self.stats, cfg)
+        recorder = self._recorder = Recorder(ckpt, self.stats, cfg)
         recorder.start()  # the run history's row of this session
         files.results.parent.mkdir(parents=True, exist_ok=True)
         stops = self._stops or Stopping()

@@ -7,12 +7,14 @@ image but the inline SVG; so it opens offline, with JavaScript off, and from a m
 CSS alone makes it readable on a phone (the plots scroll sideways in their frame rather than
 shrinking their text away), printable, and dark when the reader's system is.
 
-Jinja2 and matplotlib are the optional `report` extra; without them `render_report` raises
-`ReportUnavailable`, whose message says how to install it.
+Jinja2 and matplotlib are the optional `report` extra; without them, or when one of them fails to
+import (a broken install), `render_report` raises `ReportUnavailable` (exit 2), whose message names
+the module and says how to install or repair it.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 from collections.abc import Sequence
@@ -22,17 +24,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.echo import clipped
-from ..core.errors import PipelineError
+from ..core.errors import UsageError
 from .report_data import FailureGroup, ReportData, Session
 
 if TYPE_CHECKING:
     from markupsafe import Markup
 
-__all__ = ["EXTRA", "MAX_CODES", "MAX_EXAMPLES", "MAX_SESSIONS", "ReportUnavailable", "render_report", "report_ours"]
+__all__ = ["EXTRA", "MAX_CODES", "MAX_EXAMPLES", "MAX_SESSIONS", "ReportUnavailable", "available", "render_report",
+           "report_ours", "require"]
 
 #: What to install for the report: named in the error when it is missing.
 EXTRA = "pip install 'opensearch-media-pipeline[report]'"
 _NEEDS = ("jinja2", "matplotlib")
+#: Everything the report imports from the extra: a broken install fails here, named, not mid-draw.
+_IMPORTS = ("jinja2", "markupsafe", "matplotlib", "matplotlib.figure", "matplotlib.ticker")
+#: The characters of an import error's text the message carries.
+ERROR_CHARS = 300
 #: Bounds on what one report lists, whatever the run: the error codes and examples of each, the
 #: sessions of the history, the characters of an id and of a message.
 MAX_CODES = 12
@@ -58,20 +65,43 @@ def report_ours(path: Path) -> str | None:
             "a report replaces only an earlier report")
 
 
-class ReportUnavailable(PipelineError):
-    """The `report` extra (Jinja2, matplotlib) is not installed."""
+class ReportUnavailable(UsageError):
+    """The `report` extra (Jinja2, matplotlib) is not installed, or does not import (exit 2: the
+    command cannot run as the machine is; the message says what to install)."""
 
 
 def available() -> bool:
     """Whether the `report` extra is installed (without importing it)."""
-    return all(importlib.util.find_spec(name) is not None for name in _NEEDS)
+    return _missing() == []
 
 
-def _require() -> None:
-    missing = [name for name in _NEEDS if importlib.util.find_spec(name) is None]
+def _missing() -> list[str]:
+    missing = []
+    for name in _NEEDS:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a half-imported or broken package: `require` names its error
+            found = True
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def require() -> None:
+    """Import the `report` extra, or raise `ReportUnavailable`: naming what is not installed and
+    the extra to install, or the module that fails to import and its (bounded) error."""
+    missing = _missing()
     if missing:
         raise ReportUnavailable(f"the HTML report needs the optional `report` extra ({', '.join(missing)} "
                                 f"not installed): {EXTRA}")
+    for name in _IMPORTS:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # any error at import is a broken install, said as such
+            raise ReportUnavailable(
+                f"the HTML report needs the optional `report` extra, but {name} fails to import "
+                f"({type(exc).__name__}: {clipped(str(exc), ERROR_CHARS)}): repair the install, e.g. "
+                f"{EXTRA.replace('pip install', 'pip install --force-reinstall', 1)}") from None
 
 
 @dataclass(frozen=True)
@@ -90,7 +120,7 @@ class Plots:
 def render_report(data: ReportData, *, zone: tzinfo | None = None) -> str:
     """The report of `data` as an HTML document. Times are shown in `zone` (the machine's local
     time zone when None). Raises `ReportUnavailable` without the `report` extra."""
-    _require()
+    require()
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
     env = Environment(loader=PackageLoader("pipeline.observe", "templates"), undefined=StrictUndefined,

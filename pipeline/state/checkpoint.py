@@ -354,6 +354,11 @@ class Checkpoint:
         """`session`'s histograms by name."""
         return self._series.histograms(session)
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a write is under way (one cut short by a cancellation is rolled back, not added to)."""
+        return self._conn.in_transaction
+
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """Every read in the block sees the store as it was at its first read: one consistent
