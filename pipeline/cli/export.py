@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
                 return export_by_item(ckpt, results, sink, state_dir=state_dir)
             since = None
             if changes:
-                since = args.since_run if args.since_run is not None else max(ckpt.catalog.session() - 1, 0)
+                since = args.since_run if args.since_run is not None else last_run_since(ckpt)
             return export_flat(selected_rows(ckpt, since), results, sink, state_dir=state_dir)
 
         if out == "-":
@@ -153,6 +153,14 @@ def selected_rows(ckpt: Checkpoint, changes_since: int | None = None) -> Iterato
     yield from ckpt.catalog.changed_lines(changes_since)
     for key in ckpt.catalog.vanished_keys(changes_since):
         yield key, None
+
+
+def last_run_since(ckpt: Checkpoint) -> int:
+    """`--changes`' default: the session before the last run's first, so the export holds every
+    session of that run (a night interrupted, then resumed, is one run: the lines of both). A
+    state dir from before runs were recorded: the session before the last."""
+    began = ckpt.catalog.run_began()
+    return max((began if began is not None else ckpt.catalog.session()) - 1, 0)
 
 
 def export_flat(rows: Iterator[tuple[str, int | None]], results: Path, sink: ByteSink, *,

@@ -46,6 +46,7 @@ from ..state.shards import Shard
 from .chaining import Chain, follow
 from .decisions import ResumeRoute, route_resumed
 from .delta import Delta, Verdict, decide
+from .forcing import redone
 from .inflight import InFlight
 from .item_source import ItemSource
 from .read_cursor import ReadCursor
@@ -94,6 +95,7 @@ class Reader:
         self._session = session
         self._force = force  # --force: every unit read is processed again
         self._force_analyses = force_analyses  # --force-analysis NAME: those analyses only
+        self._forced_from = catalog.forced_from()  # a forced run resumed: what it re-did is not forced again
         self._state = state
         self._rejects = rejects
         self._stats = stats
@@ -236,8 +238,9 @@ class Reader:
         forced_items: set[tuple[str, str]] = set()  # (item, analysis) forced: their children re-run too
         for job in jobs:
             assert job.fingerprint is not None
-            forced = self._force or job.analysis in self._force_analyses or (
-                job.after is not None and (job.id, job.after) in forced_items)
+            forced = (self._force or job.analysis in self._force_analyses or (
+                job.after is not None and (job.id, job.after) in forced_items)) and not redone(
+                known.get(job.key), self._forced_from)
             verdict = decide(known.get(job.key), job.fingerprint, forced=forced)
             if forced and verdict.delta is Delta.CHANGED:
                 forced_items.add((job.id, job.analysis))

@@ -153,7 +153,8 @@ class Run:
                                 state_dir=files.state_dir, shard=str(req.shard) if req.shard else None,
                                 service=build_base_url(cfg.endpoint or "", cfg.protocol, cfg.workspace))
         state = prepare(ckpt, out=files.results, retry_failed=req.retry_failed)
-        session = ckpt.begin_session()
+        # The last session unfinished (killed, interrupted, stopped): this one carries on its run.
+        session = ckpt.begin_session(resumes=ckpt.last_stop() is not None, force=_force_scope(req))
         cursor = ReadCursor(ckpt, req.manifest, session=session, seekable=_seekable(self.source),
                             settings=settings_digest(req.analyses, cfg.outputs, cfg.upload.enabled),
                             scattered=state.scattered, forced=req.force or bool(req.force_analyses))
@@ -189,7 +190,7 @@ class Run:
                 mine = [job for item in items_of(jobs) for job in with_fingerprints(item)
                         if shard is None or shard.owns(job.id)]
                 return to_send(mine, ckpt.catalog.lookup([job.key for job in mine]), force=req.force,
-                               force_analyses=frozenset(req.force_analyses))
+                               force_analyses=frozenset(req.force_analyses), forced_from=ckpt.catalog.forced_from())
 
             ledger.preview(req.manifest, todo, analyses=req.analyses)
         chain = Chain(ckpt, files.results)
@@ -257,6 +258,13 @@ class Run:
             supervisor=Supervisor(stops, request_timeout=cfg.request_timeout), stops=stops, pacers=pacers,
             queue_size=cfg.queue_size, submit_workers=cfg.submit_workers, max_duration=cfg.max_duration,
             time_scale=cfg.time_scale, recorder=recorder)
+
+
+def _force_scope(req: RunRequest) -> str | None:
+    """What a session forces, comparable across sessions (None: nothing)."""
+    if not (req.force or req.force_analyses):
+        return None
+    return "all" if req.force else ",".join(sorted(req.force_analyses))
 
 
 def _seekable(source: ItemSource) -> bool:

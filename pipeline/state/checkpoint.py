@@ -128,9 +128,10 @@ class Checkpoint:
     def set_last_stop(self, record: dict[str, Any] | None) -> None:
         self._meta.set_last_stop(record)
 
-    def begin_session(self) -> int:
-        """Count a new session (a run of `run`): the lines it marks done note its number."""
-        self._jobs.session = self.catalog.begin_session()
+    def begin_session(self, *, resumes: bool = False, force: str | None = None) -> int:
+        """Count a new session (a run of `run`): the lines it marks done note its number.
+        `resumes` and `force`: see `CatalogStore.begin_session`."""
+        self._jobs.session = self.catalog.begin_session(resumes=resumes, force=force)
         return self._jobs.session
 
     def drop_cursor(self, source: str) -> None:
