@@ -80,7 +80,7 @@ async def test_changes_of_a_night_interrupted_and_resumed_hold_both_sessions_lin
         write_manifest(manifest, [image(i, url="changed") for i in range(N)])
         stopped, _, early = await session(tmp_path, emu, manifest, stop_after=2)
         assert stopped.exit_code == ExitCode.INTERRUPTED and early, stopped.summary
-        resumed, _, late = await session(tmp_path, emu, manifest)
+        resumed, _, _ = await session(tmp_path, emu, manifest)
     assert resumed.exit_code == ExitCode.OK, resumed.summary
     changes = export_changes(tmp_path)
     assert sorted(line["id"] for line in changes) == sorted(f"img-{i}" for i in range(N))
@@ -100,7 +100,7 @@ async def test_the_resume_of_an_interrupted_force_run_sends_each_item_once(tmp_p
         stopped, n2, early = await session(tmp_path, emu, manifest, force=True, stop_after=3)
         assert stopped.exit_code == ExitCode.INTERRUPTED and len(early) >= 3, stopped.summary
         resumed, n3, _ = await session(tmp_path, emu, manifest, force=True)
-        again, n4, _ = await session(tmp_path, emu, manifest, force=True)
+        _, n4, _ = await session(tmp_path, emu, manifest, force=True)
     assert resumed.exit_code == ExitCode.OK, resumed.summary
     assert n2 + n3 == N, (n2, n3)  # each item forced once in all
     after = current(tmp_path)

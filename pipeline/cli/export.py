@@ -93,6 +93,8 @@ def main(args: argparse.Namespace) -> int:
         check_out(Path(out), state_dir)
     ckpt = _open(state_dir)
     try:
+        if changes:  # which session wrote each line: kept only since the catalog's columns
+            ckpt.require_today()
         results = _results_path(ckpt, state_dir)
 
         def write(sink: ByteSink) -> tuple[int, int]:

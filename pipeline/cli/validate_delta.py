@@ -37,6 +37,8 @@ def delta_report(location: str, config: Config, *, analyses: Sequence[str] | Non
     """The delta of `location` against `state_dir` (see the module docstring)."""
     ckpt = Checkpoint.open(state_dir, read_only=True) if state_dir is not None else None
     try:
+        if ckpt is not None:  # its fingerprints: kept only since the catalog's columns
+            ckpt.require_today()
         return anyio.run(_report, location, config, analyses, listing or Listing(), ckpt)
     finally:
         if ckpt is not None:

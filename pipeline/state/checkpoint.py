@@ -39,7 +39,7 @@ from .jobs import CountRow, JobState, JobStore, Outcome, PendingTask, UsageRow
 from .ledger import LedgerStore, StaleReservation
 from .manifests import ManifestStore
 from .meta import MetaKey, MetaStore
-from .schema import KEY_FORMAT, SCHEMA, upgrade
+from .schema import EARLIER_VERSION, KEY_FORMAT, SCHEMA, missing_columns, upgrade
 from .series import Buckets, Sample, SeriesStore
 from .uploads import UploadRecord, UploadStore
 
@@ -96,6 +96,13 @@ class Checkpoint:
                 f"{path} is not a readable checkpoint ({exc}): the state dir is damaged; move it away to start "
                 "the run afresh (lines already in the results file stay there)") from None
         return cls(conn, path)
+
+    def require_today(self) -> None:
+        """Refuse (`StateError`, exit 2) a file of an earlier version that lacks today's columns:
+        a read-only open cannot upgrade it, and what reads the catalog needs them."""
+        missing = missing_columns(self._conn)
+        if missing:
+            raise StateError(f"{EARLIER_VERSION} (its checkpoint has no {', '.join(missing)} column yet)")
 
     def close(self) -> None:
         if self._conn is not None:
