@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(emit(json.dumps(report, indent=2) if args.json else validate.format_validate(report)) or code)
         if args.command == "status" and args.history:
             from . import history
-            code, report = history.history([Path(d) for d in args.state_dir])
+            code, report = history.history([Path(d) for d in args.state_dir], load_config(args.config))
             return int(emit(json.dumps(report, indent=2) if args.json else history.format_history(report)) or code)
         if args.command == "status":
             from . import status

@@ -7,6 +7,8 @@ the checkpoint stores it (`state.history`, `state.series`, which also bound it).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 
@@ -15,8 +17,13 @@ import anyio
 from ..config.load import Config
 from ..config.pricing import estimate_cost
 from ..core.capabilities import CAPABILITIES
+from ..core.echo import clipped
+from ..core.errors import PipelineError
+from ..core.exit_codes import ExitCode
+from ..core.outcome import RunOutcome
 from ..observe.report import CapabilityStats, RunStats
 from ..state.checkpoint import Buckets, Checkpoint, Sample, SessionCounts
+from ..state.history import INTERRUPTED
 from .closing import RunResult
 
 __all__ = ["STEP_S", "Recorder", "session_counts"]
@@ -103,6 +110,20 @@ class Recorder:
 
     def counts(self) -> SessionCounts:
         return session_counts(self._stats.caps, self._prices, self._stats.rejected)
+
+    def abandon(self, exc: BaseException) -> None:
+        """Complete this session's row when an exception ends it instead of an outcome (the
+        awaiting task cancelled, a full disk): what it did so far, its exit code (3 unless the
+        error carries another) and why; best effort, as the disk may be what failed (the error
+        raised then says so)."""
+        code = exc.exit_code if isinstance(exc, PipelineError) else ExitCode.INTERRUPTED
+        cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+        reason = "cancelled: run the same command again to resume" if cancelled else clipped(str(exc) or repr(exc))
+        outcome = RunOutcome.STOPPED.value if code != ExitCode.INTERRUPTED else INTERRUPTED
+        with contextlib.suppress(Exception):
+            self.flush()
+            self._ckpt.end_session(ended=self._wall(), outcome=outcome, exit_code=int(code), stop_reason=reason,
+                                   counts=self.counts())
 
     def end(self, result: RunResult) -> None:
         """Complete this session's row: how it ended and what it did."""

@@ -174,58 +174,62 @@ class Run:
         ckpt.set_last_stop(UNFINISHED.to_record())
         recorder = Recorder(ckpt, self.stats, cfg)
         recorder.start()  # the run history's row of this session
-        files.results.parent.mkdir(parents=True, exist_ok=True)
-        stops = self._stops or Stopping()
-        watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio, window)
-        ledger = SpendLedger(ckpt, cfg, item_cost_bound)
-        ledger.start()  # what a killed session left reserved for submits never sent is released
-        pacers = build_pacers(cfg, req.api_key)
-        client = build_client(cfg, req.api_key, Throttle(pacers, stops, self.stats), self.stats, self._rand)
-        uploads = Uploads(cfg.upload, retry=cfg.effective_retry(), poll_timeout=cfg.polling.timeout,
-                          state_dir=files.state_dir, checkpoint=ckpt, on_bytes=self.stats.on_uploaded,
-                          timeout=cfg.request_timeout)
-        shard = req.shard
-        if self.source.kind == "manifest":
-            def todo(jobs: list[Job]) -> list[Job]:  # what the reader will decide to send, per batch
-                mine = [job for item in items_of(jobs) for job in with_fingerprints(item)
-                        if shard is None or shard.owns(job.id)]
-                return to_send(mine, ckpt.catalog.lookup([job.key for job in mine]), force=req.force,
-                               force_analyses=frozenset(req.force_analyses), forced_from=ckpt.catalog.forced_from())
+        try:
+            files.results.parent.mkdir(parents=True, exist_ok=True)
+            stops = self._stops or Stopping()
+            watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio, window)
+            ledger = SpendLedger(ckpt, cfg, item_cost_bound)
+            ledger.start()  # what a killed session left reserved for submits never sent is released
+            pacers = build_pacers(cfg, req.api_key)
+            client = build_client(cfg, req.api_key, Throttle(pacers, stops, self.stats), self.stats, self._rand)
+            uploads = Uploads(cfg.upload, retry=cfg.effective_retry(), poll_timeout=cfg.polling.timeout,
+                              state_dir=files.state_dir, checkpoint=ckpt, on_bytes=self.stats.on_uploaded,
+                              timeout=cfg.request_timeout)
+            shard = req.shard
+            if self.source.kind == "manifest":
+                def todo(jobs: list[Job]) -> list[Job]:  # what the reader will decide to send, per batch
+                    mine = [job for item in items_of(jobs) for job in with_fingerprints(item)
+                            if shard is None or shard.owns(job.id)]
+                    return to_send(mine, ckpt.catalog.lookup([job.key for job in mine]), force=req.force,
+                                   force_analyses=frozenset(req.force_analyses), forced_from=ckpt.catalog.forced_from())
 
-            ledger.preview(req.manifest, todo, analyses=req.analyses)
-        chain = Chain(ckpt, files.results)
-        signals = SignalHandlers(lambda name: stops.request(Stop(
-            StopReason.INTERRUPTED, f"interrupted by {name}; run the same command again to resume")))
-        # A read that skipped the part read before keeps that part's rejected lines listed.
-        with open(files.rejects, "a" if cursor.skipped else "w", encoding="utf-8") as rejects:  # noqa: ASYNC230
-            flow = self._flow(ckpt, state, rejects, cursor, stops=stops, watch=watch, ledger=ledger, pacers=pacers,
-                              client=client, uploads=uploads, chain=chain, session=session, recorder=recorder)
-            if self._handle_signals:
-                signals.install()
-            try:
-                async with client, uploads:
-                    await flow.run()
-            except BaseExceptionGroup as group:
-                raise single_error(group) from None
-            finally:
-                chain.close()
-                signals.remove()  # last: a second signal during the clean-up still exits at once
-        ckpt.set_meta("failure_window", watch.state())
-        ledger.clear_stale()  # reservations of submits never sent (the stop came first)
-        save_manifest_counts(ckpt, req.manifest, flow.reader, joined=joined, listed=self.source.kind != "manifest")
-        log_stages(flow.reader, self.stats, flow.pollers)
-        stop = None if moot(stops.stop, flow.reader, self.stats) else stops.stop
-        catalog = close_catalog(ckpt, flow.reader, self.source, session=session, read=cursor.read,
-                                decides_vanished=stop is None and not req.append and self.source.kind != "stream"
-                                and _is_catalog(ckpt, req.manifest))
-        if catalog is not None:  # the run history keeps each night's delta beside its counts
-            ckpt.set_session_catalog({k: v for k, v in catalog.items() if isinstance(v, int)
-                                      and not isinstance(v, bool) and k != "session"})
-        recorder.flush()
-        result = result_of(stop, ckpt=ckpt, stats=self.stats, cfg=cfg, files=files, ledger=ledger,
-                           pollers=flow.pollers, catalog=catalog)
-        recorder.end(result)
-        return result
+                ledger.preview(req.manifest, todo, analyses=req.analyses)
+            chain = Chain(ckpt, files.results)
+            signals = SignalHandlers(lambda name: stops.request(Stop(
+                StopReason.INTERRUPTED, f"interrupted by {name}; run the same command again to resume")))
+            # A read that skipped the part read before keeps that part's rejected lines listed.
+            with open(files.rejects, "a" if cursor.skipped else "w", encoding="utf-8") as rejects:  # noqa: ASYNC230
+                flow = self._flow(ckpt, state, rejects, cursor, stops=stops, watch=watch, ledger=ledger, pacers=pacers,
+                                  client=client, uploads=uploads, chain=chain, session=session, recorder=recorder)
+                if self._handle_signals:
+                    signals.install()
+                try:
+                    async with client, uploads:
+                        await flow.run()
+                except BaseExceptionGroup as group:
+                    raise single_error(group) from None
+                finally:
+                    chain.close()
+                    signals.remove()  # last: a second signal during the clean-up still exits at once
+            ckpt.set_meta("failure_window", watch.state())
+            ledger.clear_stale()  # reservations of submits never sent (the stop came first)
+            save_manifest_counts(ckpt, req.manifest, flow.reader, joined=joined, listed=self.source.kind != "manifest")
+            log_stages(flow.reader, self.stats, flow.pollers)
+            stop = None if moot(stops.stop, flow.reader, self.stats) else stops.stop
+            catalog = close_catalog(ckpt, flow.reader, self.source, session=session, read=cursor.read,
+                                    decides_vanished=stop is None and not req.append and self.source.kind != "stream"
+                                    and _is_catalog(ckpt, req.manifest))
+            if catalog is not None:  # the run history keeps each night's delta beside its counts
+                ckpt.set_session_catalog({k: v for k, v in catalog.items() if isinstance(v, int)
+                                          and not isinstance(v, bool) and k != "session"})
+            recorder.flush()
+            result = result_of(stop, ckpt=ckpt, stats=self.stats, cfg=cfg, files=files, ledger=ledger,
+                               pollers=flow.pollers, catalog=catalog)
+            recorder.end(result)
+            return result
+        except BaseException as exc:  # cancelled (pipeline.arun's task), a full disk: the row says what it did
+            recorder.abandon(exc)
+            raise
 
     def _flow(self, ckpt: Checkpoint, state: ResumeState, rejects: IO[str], cursor: ReadCursor, *, stops: Stopping,
               watch: FailureWatch, ledger: SpendLedger, pacers: PacerBackend, client: ServiceClient, uploads: Uploads,
