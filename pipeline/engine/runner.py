@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import sys
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from .poller import Poller
 from .preflight import check_force_analyses, check_paths, option_of
 from .read_cursor import ReadCursor, settings_digest
 from .reader import Reader
-from .recording import Recorder
+from .recording import Recorder, record_unstarted
 from .shutdown import FailureWatch, SignalHandlers, carried_window
 from .spend import SpendLedger
 from .stopping import Stopping
@@ -113,9 +114,11 @@ class Run:
         self._on_line = on_line
         self._stops = stops
         self._out_lock = ResultsLock(request.files.results, request.files.state_dir)
+        self._began = time.time()
 
     async def execute(self) -> RunResult:
         files = self.req.files
+        self._began = time.time()  # the session's start in the history: its source's check and listing count
         check_api_key(self.req.api_key)  # a key no header can carry: exit 2 before any ping or state dir
         metrics_file = Path(self.cfg.metrics_file) if self.cfg.metrics_file else None
         check_paths(self.req.manifest if self.source.kind not in ("oss", "stream") else "-", files,
@@ -130,8 +133,14 @@ class Run:
         # Uploads configured but impossible: exit 2 (no bucket, no key pair) or 4 (refused), nothing written.
         await check_uploads(self.cfg.upload, timeout=self.cfg.request_timeout)
         # A directory that is not one, a bucket that does not exist (2), a refused key pair (4),
-        # OSS unreachable (3): before anything is written.
-        await self.source.open()
+        # OSS unreachable (3): before anything is written (but a session of an existing run that
+        # ends here, 3 or 4, is recorded in its history, for `status`).
+        try:
+            await self.source.open()
+        except BaseException as exc:
+            record_unstarted(files.state_dir, self.req.manifest, exc, started=self._began,
+                             force=_force_scope(self.req))
+            raise
         with contextlib.ExitStack() as held:
             with setting_up(files.results, self.req.shard):  # the checks again, and the claim, one run at a time
                 check_results_free(files.results)
@@ -173,7 +182,7 @@ class Run:
         # or a full disk, `status` says what a resume needs (exit 3), not "completed".
         ckpt.set_last_stop(UNFINISHED.to_record())
         recorder = Recorder(ckpt, self.stats, cfg)
-        recorder.start()  # the run history's row of this session
+        recorder.start(self._began)  # the run history's row of this session
         try:
             files.results.parent.mkdir(parents=True, exist_ok=True)
             stops = self._stops or Stopping()
