@@ -10,6 +10,7 @@ modelled: the delta is what a plain run would send.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +24,9 @@ from ..core.fingerprint import items_of, with_fingerprints
 from ..core.job import Job
 from ..engine.delta import CATALOG_KINDS, Delta, decide
 from ..engine.item_source import ItemSource, Listing
+from ..engine.touched import confirmed, restamped, suspects
 from ..manifest.reader import Rejected, Skipped
-from ..state.checkpoint import Checkpoint
+from ..state.checkpoint import Checkpoint, UploadRecord
 
 __all__ = ["BATCH", "delta_report"]
 
@@ -56,7 +58,16 @@ async def _report(location: str, config: Config, analyses: Sequence[str] | None,
     if ckpt is not None:
         ckpt.catalog.begin_preview()
 
+    def record_of(item_id: str) -> UploadRecord | None:
+        assert ckpt is not None
+        try:
+            return ckpt.upload_record(item_id)
+        except sqlite3.OperationalError:  # read-only, a state dir from before upload stamps: none on record
+            return None
+
     def flush() -> None:
+        if ckpt is not None:  # a touched file with its recorded digest is unchanged, as a run finds it
+            batch[:] = restamped(batch, confirmed(suspects(batch, record_of)))
         jobs = [job for item in items_of(batch) for job in with_fingerprints(item)]
         known = ckpt.catalog.lookup([job.key for job in jobs]) if ckpt is not None else {}
         for job in jobs:

@@ -32,6 +32,7 @@ from typing import IO
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..core.errors import FatalError
@@ -43,6 +44,7 @@ from ..observe.report import RunStats
 from ..state.catalog import CatalogStore
 from ..state.resume import ResumeState
 from ..state.shards import Shard
+from ..state.uploads import UploadRecord
 from .chaining import Chain, follow
 from .decisions import ResumeRoute, route_resumed
 from .delta import Delta, Verdict, decide
@@ -53,6 +55,7 @@ from .read_cursor import ReadCursor
 from .spend import SpendLedger
 from .stopping import Stopping
 from .streams import hand_over, put
+from .touched import confirmed, restamped, suspects
 from .work import Ending, TaskHandle
 
 __all__ = ["LOG_FIRST", "READER_YIELD_EVERY", "Reader", "ReaderStreams"]
@@ -87,7 +90,8 @@ class Reader:
     def __init__(self, source: ItemSource, state: ResumeState, rejects: IO[str], *, stats: RunStats,
                  stops: Stopping, inflight: InFlight, chain: Chain, ledger: SpendLedger, clock: Callable[[], float],
                  catalog: CatalogStore, session: int, shard: Shard | None = None, force: bool = False,
-                 force_analyses: frozenset[str] = frozenset(), cursor: ReadCursor | None = None) -> None:
+                 force_analyses: frozenset[str] = frozenset(), cursor: ReadCursor | None = None,
+                 upload_record: Callable[[str], UploadRecord | None] | None = None) -> None:
         self._source = source
         self._cursor = cursor  # where this session reads from, and how far it got (read_cursor.py)
         self._batch_ids: set[str] = set()  # item ids of the batch not committed yet
@@ -95,6 +99,7 @@ class Reader:
         self._session = session
         self._force = force  # --force: every unit read is processed again
         self._force_analyses = force_analyses  # --force-analysis NAME: those analyses only
+        self._upload_record = upload_record  # a touched file's recorded digest (`touched`)
         self._forced_from = catalog.forced_from()  # a forced run resumed: what it re-did is not forced again
         self._state = state
         self._rejects = rejects
@@ -231,6 +236,9 @@ class Reader:
     async def _batch(self, batch: list[Job], out: ReaderStreams, *, next_line: int | None) -> None:
         """Fingerprint, look up and decide a batch of whole items (one query, one transaction,
         with where the read got to), then route each unit; yields to the loop once per batch."""
+        suspected = suspects(batch, self._upload_record) if self._upload_record is not None else {}
+        if suspected:  # files touched, not changed? hashed in a worker thread
+            batch = restamped(batch, await anyio.to_thread.run_sync(confirmed, suspected))
         jobs = [job for item in items_of(batch) for job in with_fingerprints(item)]
         known = self._catalog.lookup([job.key for job in jobs])
         verdicts: list[Verdict] = []

@@ -263,7 +263,8 @@ class Run:
         return Flow(
             reader=Reader(self.source, state, rejects, stats=stats, stops=stops, inflight=inflight, chain=chain,
                           ledger=ledger, clock=clock, catalog=ckpt.catalog, session=session, shard=req.shard,
-                          force=req.force, force_analyses=frozenset(req.force_analyses), cursor=cursor),
+                          force=req.force, force_analyses=frozenset(req.force_analyses), cursor=cursor,
+                          upload_record=ckpt.upload_record),
             submitter=Submitter(submission=submission, inflight=inflight, stops=stops, stats=stats),
             pollers=pollers, finisher=Finisher(inflight=inflight, checkpoint=ckpt), sink=sink,
             written=WrittenLines(stats=stats, chain=chain, watch=watch, ledger=ledger, stops=stops, checkpoint=ckpt,
