@@ -6,17 +6,25 @@ the listing's time, and the same command then resumes."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
 import pytest
 from test_catalog_faults import (  # noqa: F401  (fixtures: the emulator's settings, its OSS)
+    KEY,
+    OSS_ID,
+    OSS_SECRET,
     _no_pipeline_env,
+    cli_args,
     emu_settings,
     fill_two_pages,
+    finish,
     oss,
     oss_config,
     session,
+    start_cli,
+    until,
 )
 
 from pipeline.cli import history, status
@@ -87,3 +95,35 @@ async def test_a_run_cancelled_while_its_source_is_checked_is_recorded(
     assert code == ExitCode.INTERRUPTED and len(past["runs"][0]["sessions"]) == 2
     assert last["exit_code"] == ExitCode.INTERRUPTED and "cancelled" in str(last["stop_reason"])
     assert status.status([tmp_path / "state"], Config())[0] == ExitCode.INTERRUPTED
+
+
+async def test_ctrl_c_while_the_source_is_checked_is_a_recorded_interruption(
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss) -> None:  # noqa: F811
+    """`run` from the command line, SIGINT while OSS does not answer the source's check on night 2:
+    it exits 3 saying so, `status` and `status --history` exit 3, and the history has its row."""
+    fill_two_pages(oss)
+    env = {"DASHSCOPE_API_KEY": KEY, "PIPELINE_TIME_SCALE": "10", "OSS_ACCESS_KEY_ID": OSS_ID,
+           "OSS_ACCESS_KEY_SECRET": OSS_SECRET, "PYTHONFAULTHANDLER": "1"}
+    args = cli_args(tmp_path, "oss://media/v/", emu, analyses_by_type={"video": ["video_snapshot"]},
+                    upload={"endpoint": oss.url}, request_timeout=300)
+    code, err = await finish(await start_cli(args, env))
+    assert code == 0, err[-2000:]
+    oss.state.faults.inject("ListObjectsV2", "hang")
+    proc = await start_cli(args, env)
+    await until(proc, lambda: oss.state.faults.applied["hang"] == 1)
+    assert proc.stderr is not None
+    said = asyncio.create_task(proc.stderr.read())  # read as it comes: a full pipe would hold the run
+    proc.send_signal(signal.SIGINT)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=60)
+    except asyncio.TimeoutError:  # stuck: its threads' stacks (faulthandler) say where
+        proc.send_signal(signal.SIGABRT)
+        await proc.wait()
+    code, err = proc.returncode, (await said).decode()
+    oss.state.faults.clear()
+    assert code == ExitCode.INTERRUPTED and "SIGINT" in err, err[-6000:]
+    state = tmp_path / "state"
+    assert status.status([state], Config())[0] == ExitCode.INTERRUPTED
+    code, past = history.history([state])
+    rows = past["runs"][0]["sessions"]
+    assert code == ExitCode.INTERRUPTED and len(rows) == 2 and rows[-1]["exit_code"] == ExitCode.INTERRUPTED

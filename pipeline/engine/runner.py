@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import anyio
+
 from ..config.load import Config
 from ..config.pricing import item_cost_bound
 from ..core import aio
 from ..core.capabilities import CAPABILITIES
 from ..core.endpoint import build_base_url
+from ..core.errors import Interrupted
 from ..core.fingerprint import items_of, with_fingerprints
 from ..core.job import Job
 from ..core.outcome import UNFINISHED, Stop, StopReason
@@ -136,7 +139,7 @@ class Run:
         # OSS unreachable (3): before anything is written (but a session of an existing run that
         # ends here, 3 or 4, is recorded in its history, for `status`).
         try:
-            await self.source.open()
+            await self._open_source()
         except BaseException as exc:
             record_unstarted(files.state_dir, self.req.manifest, exc, started=self._began,
                              force=_force_scope(self.req))
@@ -155,6 +158,27 @@ class Run:
                 ckpt = Checkpoint.open(files.state_dir)  # a run starting next sees this one's checkpoint
                 held.callback(ckpt.close)
             return await self._execute(ckpt)
+
+    async def _open_source(self) -> None:
+        """`source.open()` under the run's signal handling (when it has any): a signal while a
+        directory's first listing is read or OSS is asked for the prefix ends the session as a
+        resumable interruption (exit 3, recorded for `status`), not as a bare exit."""
+        caught: list[str] = []
+        with anyio.CancelScope() as scope:
+            def on_signal(name: str) -> None:
+                caught.append(name)
+                scope.cancel()
+
+            handlers = SignalHandlers(on_signal)
+            if self._handle_signals:
+                handlers.install()
+            try:
+                await self.source.open()
+            finally:
+                handlers.remove()
+        if caught:
+            raise Interrupted(f"interrupted by {caught[0]} while the source was checked, before anything was sent; "
+                              "run the same command again to resume")
 
     async def _execute(self, ckpt: Checkpoint) -> RunResult:
         req, cfg, files = self.req, self.cfg, self.req.files
