@@ -6,38 +6,59 @@ the listing's time, and the same command then resumes."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_catalog_faults import (  # noqa: F401  (fixtures: the emulator's settings, its OSS)
+from catalog_support import (
     KEY,
     OSS_ID,
     OSS_SECRET,
-    _no_pipeline_env,
     cli_args,
-    emu_settings,
     fill_two_pages,
     finish,
-    oss,
     oss_config,
+    oss_with_keys,
     session,
     start_cli,
     until,
 )
+from run_support import emulator
 
 from pipeline.cli import history, status
 from pipeline.cli.main import exit_code_for
 from pipeline.config.load import Config
 from pipeline.core.exit_codes import ExitCode
-from pipeline.emulator import RunningEmulator
+from pipeline.emulator import EmulatorSettings, RunningEmulator
 from pipeline.emulator.oss_server import RunningOss
 from pipeline.engine.item_source import ItemSource
 
 
+@pytest.fixture
+def emu_settings() -> EmulatorSettings:
+    """The engine tests' emulator: the runs' key and time scale."""
+    return emulator()
+
+
+@pytest.fixture
+async def oss(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningOss]:
+    """The emulator's OSS with one bucket, its key pair in the environment (where the SDK reads it)."""
+    async with oss_with_keys(monkeypatch) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+
+
 async def test_a_listing_fault_before_anything_is_sent_shows_in_status_and_history(
-        tmp_path: Path, emu: RunningEmulator, oss: RunningOss, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss, monkeypatch: pytest.MonkeyPatch) -> None:
     """Night 2's listing fails past its retries at the source's check: the run raises (exit 3),
     and `status` and `status --history` both exit 3 with a second session row, ended, exit 3,
     begun before the source was checked; the same command then completes, sending nothing."""
@@ -75,7 +96,7 @@ async def test_a_listing_fault_before_anything_is_sent_shows_in_status_and_histo
 
 
 async def test_a_run_cancelled_while_its_source_is_checked_is_recorded(
-        tmp_path: Path, emu: RunningEmulator, oss: RunningOss, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss, monkeypatch: pytest.MonkeyPatch) -> None:
     """A second night's run cancelled while its source's check waits on OSS (a hung listing):
     its session is in the history, ended with exit 3 ("cancelled"), and `status` exits 3."""
     fill_two_pages(oss)
@@ -98,7 +119,7 @@ async def test_a_run_cancelled_while_its_source_is_checked_is_recorded(
 
 
 async def test_ctrl_c_while_the_source_is_checked_is_a_recorded_interruption(
-        tmp_path: Path, emu: RunningEmulator, oss: RunningOss) -> None:  # noqa: F811
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss) -> None:
     """`run` from the command line, SIGINT while OSS does not answer the source's check on night 2:
     it exits 3 saying so, `status` and `status --history` exit 3, and the history has its row."""
     fill_two_pages(oss)

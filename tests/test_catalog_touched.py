@@ -6,22 +6,37 @@ without a recorded digest (sent inline) a touched file is still sent again."""
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from run_support import config
-from test_catalog_faults import (  # noqa: F401  (fixtures: the emulator's settings, its OSS)
-    BUCKET,
-    _no_pipeline_env,
-    emu_settings,
-    folder,
-    oss,
-    session,
-)
+import pytest
+from catalog_support import BUCKET, folder, oss_with_keys, session
+from run_support import config, emulator
 
 from pipeline.config.sections import UploadConfig
 from pipeline.core.exit_codes import ExitCode
-from pipeline.emulator import RunningEmulator
+from pipeline.emulator import EmulatorSettings, RunningEmulator
 from pipeline.emulator.oss_server import RunningOss
+
+
+@pytest.fixture
+def emu_settings() -> EmulatorSettings:
+    """The engine tests' emulator: the runs' key and time scale."""
+    return emulator()
+
+
+@pytest.fixture
+async def oss(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningOss]:
+    """The emulator's OSS with one bucket, its key pair in the environment (where the SDK reads it)."""
+    async with oss_with_keys(monkeypatch) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
 
 
 def touch(path: Path) -> None:
@@ -36,7 +51,7 @@ def counts(result) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
 
 
 async def test_a_touched_uploaded_file_is_unchanged_and_new_bytes_of_its_size_are_changed(
-        tmp_path: Path, emu: RunningEmulator, oss: RunningOss) -> None:  # noqa: F811
+        tmp_path: Path, emu: RunningEmulator, oss: RunningOss) -> None:
     """Three uploaded images: a.png touched (same bytes) is unchanged and not sent, b.png rewritten
     with other bytes of the same size is changed and sent once, c.png untouched is unchanged; a
     second touch-free night sends nothing."""

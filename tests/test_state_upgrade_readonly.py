@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from catalog_support import image, to_layout_before_catalog
 from support import write_manifest
-from test_catalog_run import image, to_layout_before_catalog
 
 from pipeline.cli.main import main, sqlite_failure
 from pipeline.core.exit_codes import ExitCode
