@@ -72,6 +72,7 @@ class Recorder:
         self._last: dict[str, tuple[int, int]] = {}  # capability -> (requests, 429s) at the last sample
         self._last_results = 0
         self.samples = 0
+        self.ended = False  # `end` or `abandon` completed the row
 
     def start(self, started: float | None = None) -> int:
         """Open this session's history row (a row left "running" becomes "interrupted"), begun at
@@ -120,6 +121,9 @@ class Recorder:
         awaiting task cancelled, a full disk): what it did so far, its exit code (3 unless the
         error carries another) and why; best effort, as the disk may be what failed (the error
         raised then says so)."""
+        if self.ended:
+            return
+        self.ended = True
         code = exc.exit_code if isinstance(exc, PipelineError) else ExitCode.INTERRUPTED
         cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
         reason = "cancelled: run the same command again to resume" if cancelled else clipped(str(exc) or repr(exc))
@@ -131,6 +135,7 @@ class Recorder:
 
     def end(self, result: RunResult) -> None:
         """Complete this session's row: how it ended and what it did."""
+        self.ended = True
         self._ckpt.end_session(ended=self._wall(), outcome=result.outcome.value, exit_code=int(result.exit_code),
                                stop_reason=result.reason, counts=self.counts())
 

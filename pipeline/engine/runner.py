@@ -118,6 +118,7 @@ class Run:
         self._stops = stops
         self._out_lock = ResultsLock(request.files.results, request.files.state_dir)
         self._began = time.time()
+        self._recorder: Recorder | None = None  # this session's history, once it has a row
 
     async def execute(self) -> RunResult:
         files = self.req.files
@@ -157,7 +158,12 @@ class Run:
                 held.callback(self._out_lock.release)
                 ckpt = Checkpoint.open(files.state_dir)  # a run starting next sees this one's checkpoint
                 held.callback(ckpt.close)
-            return await self._execute(ckpt)
+            try:
+                return await self._execute(ckpt)
+            except BaseException as exc:  # cancelled (pipeline.arun's task), a full disk: the row says what it did
+                if self._recorder is not None:
+                    self._recorder.abandon(exc)
+                raise
 
     async def _open_source(self) -> None:
         """`source.open()` under the run's signal handling (when it has any): a signal while a
@@ -206,63 +212,60 @@ class Run:
         # or a full disk, `status` says what a resume needs (exit 3), not "completed".
         ckpt.set_last_stop(UNFINISHED.to_record())
         recorder = Recorder(ckpt, self.stats, cfg)
+        self._recorder = recorder
         recorder.start(self._began)  # the run history's row of this session
-        try:
-            files.results.parent.mkdir(parents=True, exist_ok=True)
-            stops = self._stops or Stopping()
-            watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio, window)
-            ledger = SpendLedger(ckpt, cfg, item_cost_bound)
-            ledger.start()  # what a killed session left reserved for submits never sent is released
-            pacers = build_pacers(cfg, req.api_key)
-            client = build_client(cfg, req.api_key, Throttle(pacers, stops, self.stats), self.stats, self._rand)
-            uploads = Uploads(cfg.upload, retry=cfg.effective_retry(), poll_timeout=cfg.polling.timeout,
-                              state_dir=files.state_dir, checkpoint=ckpt, on_bytes=self.stats.on_uploaded,
-                              timeout=cfg.request_timeout)
-            shard = req.shard
-            if self.source.kind == "manifest":
-                def todo(jobs: list[Job]) -> list[Job]:  # what the reader will decide to send, per batch
-                    mine = [job for item in items_of(jobs) for job in with_fingerprints(item)
-                            if shard is None or shard.owns(job.id)]
-                    return to_send(mine, ckpt.catalog.lookup([job.key for job in mine]), force=req.force,
-                                   force_analyses=frozenset(req.force_analyses), forced_from=ckpt.catalog.forced_from())
+        files.results.parent.mkdir(parents=True, exist_ok=True)
+        stops = self._stops or Stopping()
+        watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio, window)
+        ledger = SpendLedger(ckpt, cfg, item_cost_bound)
+        ledger.start()  # what a killed session left reserved for submits never sent is released
+        pacers = build_pacers(cfg, req.api_key)
+        client = build_client(cfg, req.api_key, Throttle(pacers, stops, self.stats), self.stats, self._rand)
+        uploads = Uploads(cfg.upload, retry=cfg.effective_retry(), poll_timeout=cfg.polling.timeout,
+                          state_dir=files.state_dir, checkpoint=ckpt, on_bytes=self.stats.on_uploaded,
+                          timeout=cfg.request_timeout)
+        shard = req.shard
+        if self.source.kind == "manifest":
+            def todo(jobs: list[Job]) -> list[Job]:  # what the reader will decide to send, per batch
+                mine = [job for item in items_of(jobs) for job in with_fingerprints(item)
+                        if shard is None or shard.owns(job.id)]
+                return to_send(mine, ckpt.catalog.lookup([job.key for job in mine]), force=req.force,
+                               force_analyses=frozenset(req.force_analyses), forced_from=ckpt.catalog.forced_from())
 
-                ledger.preview(req.manifest, todo, analyses=req.analyses)
-            chain = Chain(ckpt, files.results)
-            signals = SignalHandlers(lambda name: stops.request(Stop(
-                StopReason.INTERRUPTED, f"interrupted by {name}; run the same command again to resume")))
-            # A read that skipped the part read before keeps that part's rejected lines listed.
-            with open(files.rejects, "a" if cursor.skipped else "w", encoding="utf-8") as rejects:  # noqa: ASYNC230
-                flow = self._flow(ckpt, state, rejects, cursor, stops=stops, watch=watch, ledger=ledger, pacers=pacers,
-                                  client=client, uploads=uploads, chain=chain, session=session, recorder=recorder)
-                if self._handle_signals:
-                    signals.install()
-                try:
-                    async with client, uploads:
-                        await flow.run()
-                except BaseExceptionGroup as group:
-                    raise single_error(group) from None
-                finally:
-                    chain.close()
-                    signals.remove()  # last: a second signal during the clean-up still exits at once
-            ckpt.set_meta("failure_window", watch.state())
-            ledger.clear_stale()  # reservations of submits never sent (the stop came first)
-            save_manifest_counts(ckpt, req.manifest, flow.reader, joined=joined, listed=self.source.kind != "manifest")
-            log_stages(flow.reader, self.stats, flow.pollers)
-            stop = None if moot(stops.stop, flow.reader, self.stats) else stops.stop
-            catalog = close_catalog(ckpt, flow.reader, self.source, session=session, read=cursor.read,
-                                    decides_vanished=stop is None and not req.append and self.source.kind != "stream"
-                                    and _is_catalog(ckpt, req.manifest))
-            if catalog is not None:  # the run history keeps each night's delta beside its counts
-                ckpt.set_session_catalog({k: v for k, v in catalog.items() if isinstance(v, int)
-                                          and not isinstance(v, bool) and k != "session"})
-            recorder.flush()
-            result = result_of(stop, ckpt=ckpt, stats=self.stats, cfg=cfg, files=files, ledger=ledger,
-                               pollers=flow.pollers, catalog=catalog)
-            recorder.end(result)
-            return result
-        except BaseException as exc:  # cancelled (pipeline.arun's task), a full disk: the row says what it did
-            recorder.abandon(exc)
-            raise
+            ledger.preview(req.manifest, todo, analyses=req.analyses)
+        chain = Chain(ckpt, files.results)
+        signals = SignalHandlers(lambda name: stops.request(Stop(
+            StopReason.INTERRUPTED, f"interrupted by {name}; run the same command again to resume")))
+        # A read that skipped the part read before keeps that part's rejected lines listed.
+        with open(files.rejects, "a" if cursor.skipped else "w", encoding="utf-8") as rejects:  # noqa: ASYNC230
+            flow = self._flow(ckpt, state, rejects, cursor, stops=stops, watch=watch, ledger=ledger, pacers=pacers,
+                              client=client, uploads=uploads, chain=chain, session=session, recorder=recorder)
+            if self._handle_signals:
+                signals.install()
+            try:
+                async with client, uploads:
+                    await flow.run()
+            except BaseExceptionGroup as group:
+                raise single_error(group) from None
+            finally:
+                chain.close()
+                signals.remove()  # last: a second signal during the clean-up still exits at once
+        ckpt.set_meta("failure_window", watch.state())
+        ledger.clear_stale()  # reservations of submits never sent (the stop came first)
+        save_manifest_counts(ckpt, req.manifest, flow.reader, joined=joined, listed=self.source.kind != "manifest")
+        log_stages(flow.reader, self.stats, flow.pollers)
+        stop = None if moot(stops.stop, flow.reader, self.stats) else stops.stop
+        catalog = close_catalog(ckpt, flow.reader, self.source, session=session, read=cursor.read,
+                                decides_vanished=stop is None and not req.append and self.source.kind != "stream"
+                                and _is_catalog(ckpt, req.manifest))
+        if catalog is not None:  # the run history keeps each night's delta beside its counts
+            ckpt.set_session_catalog({k: v for k, v in catalog.items() if isinstance(v, int)
+                                      and not isinstance(v, bool) and k != "session"})
+        recorder.flush()
+        result = result_of(stop, ckpt=ckpt, stats=self.stats, cfg=cfg, files=files, ledger=ledger,
+                           pollers=flow.pollers, catalog=catalog)
+        recorder.end(result)
+        return result
 
     def _flow(self, ckpt: Checkpoint, state: ResumeState, rejects: IO[str], cursor: ReadCursor, *, stops: Stopping,
               watch: FailureWatch, ledger: SpendLedger, pacers: PacerBackend, client: ServiceClient, uploads: Uploads,
