@@ -20,11 +20,10 @@ import anyio
 
 from ..config.load import Config
 from ..config.pricing import estimate_manifest_cost
-from ..core.fingerprint import items_of, with_fingerprints
 from ..core.job import Job
 from ..engine.delta import CATALOG_KINDS, Delta, decide
 from ..engine.item_source import ItemSource, Listing
-from ..engine.touched import confirmed, restamped, suspects
+from ..engine.touched import confirmed, fingerprinted, suspects
 from ..manifest.reader import Rejected, Skipped
 from ..state.checkpoint import Checkpoint, UploadRecord
 
@@ -66,9 +65,8 @@ async def _report(location: str, config: Config, analyses: Sequence[str] | None,
             return None
 
     def flush() -> None:
-        if ckpt is not None:  # a touched file with its recorded digest is unchanged, as a run finds it
-            batch[:] = restamped(batch, confirmed(suspects(batch, record_of)))
-        jobs = [job for item in items_of(batch) for job in with_fingerprints(item)]
+        # A touched file with its recorded digest is unchanged, as a run finds it.
+        jobs = fingerprinted(batch, confirmed(suspects(batch, record_of)) if ckpt is not None else {})
         known = ckpt.catalog.lookup([job.key for job in jobs]) if ckpt is not None else {}
         for job in jobs:
             assert job.fingerprint is not None

@@ -36,7 +36,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..core.errors import FatalError
-from ..core.fingerprint import items_of, source_of, with_fingerprints
+from ..core.fingerprint import source_of
 from ..core.job import Job
 from ..core.results import ResultLine
 from ..manifest.reader import Rejected, Skipped
@@ -55,7 +55,7 @@ from .read_cursor import ReadCursor
 from .spend import SpendLedger
 from .stopping import Stopping
 from .streams import hand_over, put
-from .touched import confirmed, restamped, suspects
+from .touched import confirmed, fingerprinted, suspects
 from .work import Ending, TaskHandle
 
 __all__ = ["LOG_FIRST", "READER_YIELD_EVERY", "Reader", "ReaderStreams"]
@@ -237,9 +237,9 @@ class Reader:
         """Fingerprint, look up and decide a batch of whole items (one query, one transaction,
         with where the read got to), then route each unit; yields to the loop once per batch."""
         suspected = suspects(batch, self._upload_record) if self._upload_record is not None else {}
-        if suspected:  # files touched, not changed? hashed in a worker thread
-            batch = restamped(batch, await anyio.to_thread.run_sync(confirmed, suspected))
-        jobs = [job for item in items_of(batch) for job in with_fingerprints(item)]
+        # Files touched, not changed? hashed in a worker thread; the digest on record decides.
+        kept = await anyio.to_thread.run_sync(confirmed, suspected) if suspected else {}
+        jobs = fingerprinted(batch, kept)
         known = self._catalog.lookup([job.key for job in jobs])
         verdicts: list[Verdict] = []
         adopt, restore, supersede = [], [], []

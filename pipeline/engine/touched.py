@@ -11,7 +11,8 @@ touched file counts as changed, as before. The file is hashed again on every run
 is the recorded one (one read of a touched file per run; the record is only rewritten by an upload).
 
 Three steps, so that only the hashing leaves the event loop (the checkpoint's connection stays
-in its thread): `suspects` (which items to hash), `confirmed` (blocking: hash them), `restamped`.
+in its thread): `suspects` (which items to hash), `confirmed` (blocking: hash them),
+`fingerprinted` (the recorded stamp stands in for the fingerprint only; the job keeps its own).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from ..core.fingerprint import file_stamp
+from ..core.fingerprint import file_stamp, items_of, with_fingerprints
 from ..core.job import Job
 from ..state.uploads import UploadRecord
 from ..upload.files import FileError, hash_file
 
-__all__ = ["confirmed", "restamped", "suspects"]
+__all__ = ["confirmed", "fingerprinted", "suspects"]
 
 _STAMP = re.compile(r"size=(\d+);mtime_ns=(-?\d+)")
 
@@ -66,9 +67,16 @@ def confirmed(suspected: Mapping[str, tuple[str, UploadRecord]]) -> dict[str, st
     return kept
 
 
-def restamped(jobs: list[Job], kept: Mapping[str, str]) -> list[Job]:
-    """`jobs` with the stamp on record for the items `confirmed` kept."""
-    if not kept:
-        return jobs
-    return [dataclasses.replace(job, stamp=kept[job.id]) if job.id in kept and job.source_kind == "path" else job
-            for job in jobs]
+def fingerprinted(batch: list[Job], kept: Mapping[str, str]) -> list[Job]:
+    """The jobs of `batch` (whole items) with their fingerprints, those of the items `confirmed`
+    kept computed with the stamp on record. Every job keeps its own stamp: later checks (a file
+    changed before its upload) compare it with the file as it is now."""
+    out: list[Job] = []
+    for item in items_of(batch):
+        if item[0].id not in kept or not any(job.source_kind == "path" for job in item):
+            out += with_fingerprints(item)
+            continue
+        stamped = [dataclasses.replace(job, stamp=kept[job.id]) if job.source_kind == "path" else job for job in item]
+        out += [dataclasses.replace(job, stamp=own.stamp) for job, own in zip(with_fingerprints(stamped), item,
+                                                                               strict=True)]
+    return out
