@@ -33,8 +33,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def sessions(state: Path) -> list[dict]:
     done = cli(["status", "--history", "--json", "--state-dir", str(state)])
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)["runs"][0]["sessions"]
+    report = json.loads(done.stdout)
+    assert done.returncode == report["runs"][0]["exit_code"], done.stderr  # the history exits as status does
+    return report["runs"][0]["sessions"]
 
 
 async def test_a_cancelled_arun_is_resumable_and_its_history_row_says_what_it_did(tmp_path: Path) -> None:

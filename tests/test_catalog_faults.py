@@ -7,39 +7,44 @@ nothing each end the way the issue asks."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import socket
-import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from catalog_support import (
+    BUCKET,
+    KEY,
+    OSS_ID,
+    OSS_SECRET,
+    QUICK,
+    VIDEOS,
+    cli_args,
+    counts,
+    fill_two_pages,
+    finish,
+    folder,
+    folder_config,
+    oss_config,
+    oss_with_keys,
+    session,
+    start_cli,
+    state_of,
+    until,
+)
 from run_support import config, current, emulator
-from support import REPO, checkpoint_counts, cli_env, config_file, read_results
+from support import read_results
 
 from pipeline.cli.main import exit_code_for
-from pipeline.config.load import Config
 from pipeline.config.sections import UploadConfig
-from pipeline.core.backoff import RetryPolicy
 from pipeline.core.exit_codes import ExitCode
-from pipeline.core.results import RunFiles
 from pipeline.emulator import EmulatorSettings, RunningEmulator
-from pipeline.emulator.oss import OssSettings
-from pipeline.emulator.oss_server import RunningOss, start_oss
+from pipeline.emulator.oss_server import RunningOss
 from pipeline.engine.item_source import Listing
-from pipeline.engine.runner import RunRequest, RunResult, run
-
-KEY = "engine-test-key"
-OSS_ID, OSS_SECRET = "faults-key-id", "faults-secret-never-shown"
-BUCKET = "media"
-#: Quick retries: a listing's faults are retried within milliseconds.
-QUICK = RetryPolicy(base=0.01, max_delay=0.02, max_attempts=3)
-
 
 #: Image analysis tasks run 2 real seconds (20 emulated at time scale 10): a kill -9 finds one in flight.
 HELD = {"image-analyze": (20.0, 20.0)}
@@ -55,10 +60,7 @@ def emu_settings() -> EmulatorSettings:
 @pytest.fixture
 async def oss(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningOss]:
     """The emulator's OSS with one bucket, its key pair in the environment (where the SDK reads it)."""
-    monkeypatch.setenv("OSS_ACCESS_KEY_ID", OSS_ID)
-    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", OSS_SECRET)
-    monkeypatch.delenv("OSS_SESSION_TOKEN", raising=False)
-    async with start_oss(OssSettings(key_id=OSS_ID, key_secret=OSS_SECRET, buckets=(BUCKET,))) as running:
+    async with oss_with_keys(monkeypatch) as running:
         yield running
 
 
@@ -67,45 +69,6 @@ def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("PIPELINE_"):
             monkeypatch.delenv(name)
-
-
-def sent(emu: RunningEmulator) -> int:
-    """Creates and detections the emulator accepted so far."""
-    return sum(emu.counters()["submissions"].values())
-
-
-async def session(tmp: Path, emu: RunningEmulator, source: Path | str, cfg: Config, **request: Any
-                  ) -> tuple[RunResult, int]:
-    """One run of `source` into tmp's results file; (its result, what the server accepted meanwhile)."""
-    before = sent(emu)
-    result = await run(RunRequest(manifest=str(source), files=RunFiles(tmp / "results.jsonl", tmp / "state"),
-                                  api_key=KEY, config=cfg, **request))
-    return result, sent(emu) - before
-
-
-
-def counts(result: RunResult) -> tuple[int, int, int, int]:
-    catalog = result.summary["catalog"]
-    return catalog["new"], catalog["changed"], catalog["unchanged"], catalog["vanished"]
-
-
-# ---- OSS ------------------------------------------------------------------------------------
-
-#: 1,500 keys, two listing pages of 1,000: five videos (two on page 2) among text files no
-#: analysis reads (counted as skipped), so a fault can come between pages of a small run.
-VIDEOS = [f"v/{n:04d}.mp4" for n in (0, 300, 600, 1200, 1400)]
-
-
-def fill_two_pages(oss: RunningOss) -> None:
-    videos = set(VIDEOS)
-    oss.store.fill(BUCKET, [f"v/{n:04d}.txt" for n in range(1500) if f"v/{n:04d}.mp4" not in videos], b"notes")
-    oss.store.fill(BUCKET, VIDEOS, b"video bytes")
-
-
-def oss_config(emu: RunningEmulator, oss: RunningOss | str, **extra: Any) -> Config:
-    endpoint = oss if isinstance(oss, str) else oss.url
-    return config(emu, analyses_by_type={"video": ["video_snapshot"]}, upload=UploadConfig(endpoint=endpoint),
-                  retry=QUICK, **extra)
 
 
 async def test_a_listing_failing_between_pages_is_retried_and_decides_the_delta(
@@ -173,17 +136,6 @@ async def test_unreachable_oss_wrong_keys_and_a_missing_bucket_stop_before_anyth
 
 
 # ---- folders --------------------------------------------------------------------------------
-
-def folder(root: Path, names: list[str]) -> Path:
-    for name in names:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(b"\x89PNG " + name.encode())
-    return root
-
-
-def folder_config(emu: RunningEmulator, **extra: Any) -> Config:
-    return config(emu, analyses_by_type={"image": ["object_detection"]}, **extra)
-
 
 @pytest.mark.parametrize("given", ["{file}/", "{file}"])
 async def test_a_directory_that_is_a_file_is_refused_before_anything_is_written(
@@ -344,40 +296,6 @@ async def test_a_file_changed_before_its_upload_is_not_sent(
 
 
 # ---- kill -9 ----------------------------------------------------------------------------------
-
-async def start_cli(args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
-    """`python -m pipeline ARGS` in a subprocess, while this test's loop serves the emulators."""
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "pipeline", *args, cwd=REPO, env=cli_env(env),
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-
-
-async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str]:
-    """Its exit code and stderr, once it ends."""
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, err.decode()
-
-
-async def until(proc: asyncio.subprocess.Process, ready: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Wait for a state of the run (checked every 20 ms), failing if the run ends first or the
-    state does not come within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.returncode is None, "the run ended before the state the test waits for"
-        assert time.monotonic() < deadline, "the state the test waits for did not come"
-        await asyncio.sleep(0.02)
-
-
-def cli_args(tmp: Path, source: str, emu: RunningEmulator, **cfg: Any) -> list[str]:
-    conf = config_file(tmp / "cfg.yaml", qps_headroom=0.9, retry={"base": 0.1, "max_delay": 0.2, "max_attempts": 3},
-                       polling={"first_delay": 1.0, "max_delay": 5.0}, **cfg)
-    return ["run", source, "--out", str(tmp / "results.jsonl"), "--state-dir", str(tmp / "state"),
-            "--endpoint", emu.url, "--config", str(conf)]
-
-
-def state_of(tmp: Path) -> dict[str, int]:
-    return {k: n for c in checkpoint_counts(tmp / "state").values() for k, n in c.items()}
-
 
 async def test_kill_9_during_a_listing_then_resume(tmp_path: Path, emu: RunningEmulator, oss: RunningOss) -> None:
     """kill -9 while the listing waits for its second page (page 1's videos, sent without waiting

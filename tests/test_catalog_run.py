@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+from catalog_support import image, to_layout_before_catalog
 from run_support import config, current, emulator
 from support import read_results, write_manifest
 
@@ -20,13 +20,8 @@ from pipeline.core.exit_codes import ExitCode
 from pipeline.core.results import RunFiles
 from pipeline.emulator import RunningEmulator, start_emulator
 from pipeline.engine.runner import RunRequest, RunResult, run
-from pipeline.state.checkpoint import Checkpoint
 
 KEY = "engine-test-key"
-
-
-def image(i: int, **extra: Any) -> dict[str, Any]:
-    return {"id": f"img-{i}", "capability": "image_analyze", "url": f"https://example.com/p{i}.jpg", **extra}
 
 
 def sent(emu: RunningEmulator) -> int:
@@ -151,26 +146,6 @@ async def test_append_and_a_stopped_run_decide_nothing_vanished(tmp_path: Path) 
     assert final.exit_code == ExitCode.OK
     assert final.summary["catalog"]["vanished"] == 2  # img-2 and the appended img-7
     assert ("img-2", "image_analyze") not in current(tmp_path)
-
-
-#: The `jobs` table as the version before the catalog made it.
-JOBS_BEFORE_CATALOG = """CREATE TABLE jobs (
-    id TEXT PRIMARY KEY, capability TEXT NOT NULL, service_id TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('submitted', 'done', 'retry')), task_id TEXT, submitted_at REAL,
-    attempts INTEGER NOT NULL DEFAULT 0, resubmits INTEGER NOT NULL DEFAULT 0, status TEXT, error_code TEXT,
-    usage TEXT, elapsed REAL, finished_at REAL, line_at INTEGER)"""
-OLD_COLUMNS = ("id, capability, service_id, state, task_id, submitted_at, attempts, resubmits, status, error_code, "
-               "usage, elapsed, finished_at, line_at")
-
-
-def to_layout_before_catalog(state_dir: Path) -> None:
-    """The state dir as the version before fingerprints left it: its jobs table without the
-    catalog's columns, and no session counted."""
-    conn = sqlite3.connect(state_dir / Checkpoint.DB_NAME)
-    conn.executescript(f"""BEGIN; ALTER TABLE jobs RENAME TO jobs_new; {JOBS_BEFORE_CATALOG};
-        INSERT INTO jobs SELECT {OLD_COLUMNS} FROM jobs_new; DROP TABLE jobs_new;
-        CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state); DELETE FROM meta WHERE key = 'session'; COMMIT;""")
-    conn.close()
 
 
 async def test_an_older_state_dir_adopts_fingerprints_and_runs_nothing_again(tmp_path: Path, caplog) -> None:

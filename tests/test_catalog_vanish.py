@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from catalog_support import KEY, folder, folder_config, image, session
 from run_support import config, current, emulator
 from support import write_manifest
+from vanish_support import KEY, folder, folder_config, image, session
 
 from pipeline.config.load import Config
 from pipeline.config.sections import UploadConfig

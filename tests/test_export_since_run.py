@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-from catalog_support import image, session
 from run_support import config, emulator
 from support import write_manifest
+from vanish_support import image, session
 
 from pipeline.cli.main import main
 from pipeline.core.exit_codes import ExitCode

@@ -8,8 +8,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-from catalog_support import KEY, folder, folder_config
 from run_support import emulator
+from vanish_support import KEY, folder, folder_config
 
 from pipeline.cli.report_data_of import retry_command
 from pipeline.core.exit_codes import ExitCode

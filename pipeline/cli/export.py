@@ -93,6 +93,8 @@ def main(args: argparse.Namespace) -> int:
         check_out(Path(out), state_dir)
     ckpt = _open(state_dir)
     try:
+        if changes:  # which session wrote each line: kept only since the catalog's columns
+            ckpt.require_today()
         results = _results_path(ckpt, state_dir)
 
         def write(sink: ByteSink) -> tuple[int, int]:
@@ -100,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
                 return export_by_item(ckpt, results, sink, state_dir=state_dir)
             since = None
             if changes:
-                since = _since(args.since_run, ckpt.catalog.session())
+                since = _since(args.since_run, ckpt.catalog.session(), last_run_since(ckpt))
             return export_flat(selected_rows(ckpt, since), results, sink, state_dir=state_dir)
 
         if out == "-":
@@ -117,11 +119,11 @@ def main(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
-def _since(given: int | None, last: int) -> int:
+def _since(given: int | None, last: int, default: int) -> int:
     """The run `--changes` starts after: `given`, checked against the runs the state dir has
-    (0 to the last: 0 is everything, the last an empty delta), or the one before the last."""
+    (0 to the last: 0 is everything, the last an empty delta), or `default` (`last_run_since`)."""
     if given is None:
-        return max(last - 1, 0)
+        return default
     if not 0 <= given <= last:
         runs = f"runs 1 to {last}" if last > 1 else ("run 1 only" if last == 1 else "no run yet")
         raise UsageError(f"--since-run {given}: this state dir has {runs}; give N from 0 (every line) to {last} "
@@ -165,6 +167,14 @@ def selected_rows(ckpt: Checkpoint, changes_since: int | None = None) -> Iterato
     yield from ckpt.catalog.changed_lines(changes_since)
     for key in ckpt.catalog.vanished_keys(changes_since):
         yield key, None
+
+
+def last_run_since(ckpt: Checkpoint) -> int:
+    """`--changes`' default: the session before the last run's first, so the export holds every
+    session of that run (a night interrupted, then resumed, is one run: the lines of both). A
+    state dir from before runs were recorded: the session before the last."""
+    began = ckpt.catalog.run_began()
+    return max((began if began is not None else ckpt.catalog.session()) - 1, 0)
 
 
 def export_flat(rows: Iterator[tuple[str, int | None]], results: Path, sink: ByteSink, *,

@@ -12,20 +12,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config.load import Config
 from ..core.echo import clipped
 from ..core.errors import UsageError
 from ..core.exit_codes import ExitCode
 from ..state.checkpoint import Checkpoint
 from ..state.history import INTERRUPTED, RUNNING
 from ..state.lock import live_holder
+from .status import summary_of
 
 __all__ = ["format_history", "history"]
 
 
-def history(state_dirs: list[Path]) -> tuple[ExitCode, dict[str, Any]]:
+def history(state_dirs: list[Path], config: Config | None = None) -> tuple[ExitCode, dict[str, Any]]:
     """The history of each state dir, as JSON-safe dicts: {"runs": [{"state_dir", "sessions",
-    "older"}]}. Exit 0; a state dir without a run is a usage error (exit 2)."""
+    "older", "exit_code"}]}. The exit code is plain `status`'s (the run's: 3 for a run whose last
+    session did not finish, 7 while one is live; for several state dirs the highest), so the two
+    views of a state dir agree; a state dir without a run is a usage error (exit 2)."""
     runs = []
+    codes = []
     for state_dir in state_dirs:
         if not (state_dir / Checkpoint.DB_NAME).exists():
             raise UsageError(f"{state_dir} holds no run (no {Checkpoint.DB_NAME} in it)")
@@ -33,8 +38,10 @@ def history(state_dirs: list[Path]) -> tuple[ExitCode, dict[str, Any]]:
         try:
             with ckpt.snapshot():
                 rows, older = ckpt.history()
+                code = ExitCode(summary_of(ckpt, state_dir, config or Config())["status_exit_code"])
         finally:
             ckpt.close()
+        codes.append(code)
         live = live_holder(state_dir) is not None
         sessions = []
         for i, row in enumerate(rows):
@@ -48,8 +55,8 @@ def history(state_dirs: list[Path]) -> tuple[ExitCode, dict[str, Any]]:
                 "rejected": c.rejected, "cost": c.cost, "requests": c.requests, "rate_limited": c.rate_limited,
                 "by_capability": dict(c.by_capability), "catalog": row.catalog})
         runs.append({"state_dir": str(state_dir), "sessions": sessions,
-                     "older": None if older is None else vars(older)})
-    return ExitCode.OK, {"runs": runs}
+                     "older": None if older is None else vars(older), "exit_code": int(code)})
+    return max(codes, default=ExitCode.OK), {"runs": runs}
 
 
 def _when(epoch: float | None) -> str:

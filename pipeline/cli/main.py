@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config.load import load_config
+from ..core.echo import clipped
 from ..core.errors import PipelineError, UsageError
 from ..core.exit_codes import ExitCode
+from ..state.schema import EARLIER_VERSION
 from .logs import setup_logging
 from .parser import build_parser
 
@@ -95,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(emit(json.dumps(report, indent=2) if args.json else validate.format_validate(report)) or code)
         if args.command == "status" and args.history:
             from . import history
-            code, report = history.history([Path(d) for d in args.state_dir])
+            code, report = history.history([Path(d) for d in args.state_dir], load_config(args.config))
             return int(emit(json.dumps(report, indent=2) if args.json else history.format_history(report)) or code)
         if args.command == "status":
             from . import status
@@ -118,13 +120,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PipelineError, OSError) as exc:
         log.error("%s", _describe(exc))
         return exit_code_for(exc)
-    except sqlite3.OperationalError as exc:  # the checkpoint's disk is full, or failing: every write was a transaction
-        log.error("cannot go on: the checkpoint in the state dir could not be written (%s); make room (or fix the "
-                  "disk) and run the same command again to resume", exc)
-        return ExitCode.INTERRUPTED
+    except sqlite3.OperationalError as exc:  # every write was a transaction: the state is consistent
+        message, code = sqlite_failure(exc)
+        log.error("%s", message)
+        return code
     except KeyboardInterrupt:  # a signal outside the run's own handling: state is consistent
         log.error("interrupted; run the same command again to resume")
         return ExitCode.INTERRUPTED
+
+
+#: SQLite's words (and errnos) for a disk that is full or failing, as opposed to a file it cannot read as asked.
+_DISK_WORDS = ("database or disk is full", "disk i/o error")
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT})
+#: SQLite's words for a table or column the file does not have: a file an earlier version wrote.
+_SCHEMA_WORDS = ("no such column", "no such table")
+
+
+def sqlite_failure(exc: sqlite3.OperationalError) -> tuple[str, ExitCode]:
+    """What to say of an SQLite error that ended a command, and its exit code: a full or failing
+    disk (by SQLite's words or the error's errno) is resumable once there is room (3); a table
+    or column missing means a state dir of an earlier version, which a run upgrades (2); anything
+    else (a locked or unopenable file) is said as it is, resumable (3)."""
+    text = str(exc).lower()
+    number = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; its low byte is the primary code
+    if any(words in text for words in _DISK_WORDS) or getattr(exc, "errno", None) in _DISK_ERRNOS or \
+            (isinstance(number, int) and number & 0xFF in (10, 13)):  # SQLITE_IOERR, SQLITE_FULL
+        return (f"cannot go on: the checkpoint in the state dir could not be written ({clipped(str(exc))}): the "
+                "disk is full or failing; make room (or fix the disk) and run the same command again to resume",
+                ExitCode.INTERRUPTED)
+    if any(words in text for words in _SCHEMA_WORDS):
+        return (f"{EARLIER_VERSION} ({clipped(str(exc))})", ExitCode.USAGE)
+    return (f"cannot go on: the checkpoint in the state dir could not be used ({clipped(str(exc))}); run the same "
+            "command again once nothing else holds it", ExitCode.INTERRUPTED)
 
 
 def _is_manifest(location: str) -> bool:

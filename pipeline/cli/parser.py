@@ -228,7 +228,8 @@ def build_parser(prog: str | None = None, argv: Sequence[str] | None = None) -> 
                         "{id, analysis, vanished: true} record per result that vanished since")
     p.add_argument("--since-run", type=int, metavar="N",
                    help="with --changes: after which run (session number, in the summary's catalog.session; "
-                        "default: the one before the last, so the last run's delta)")
+                        "default: the one before the last run's first session, so the last run's delta, "
+                        "an interrupted session and its resume both in it)")
     p.add_argument("--state-dir", metavar="DIR", required=True, help="the run's checkpoint directory")
     p.add_argument("--out", metavar="FILE", default="-",
                    help="where to write (default: - for stdout); an existing file is replaced only when it is "

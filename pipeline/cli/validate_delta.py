@@ -11,6 +11,7 @@ modelled: the delta is what a plain run would send. Vanished follows a run's rul
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,13 +21,13 @@ import anyio
 
 from ..config.load import Config
 from ..config.pricing import estimate_manifest_cost
-from ..core.fingerprint import items_of, with_fingerprints
 from ..core.job import Job
 from ..engine.delta import CATALOG_KINDS, Delta, decide
 from ..engine.item_source import ItemSource, Listing
+from ..engine.touched import confirmed, fingerprinted, suspects
 from ..engine.vanishing import admitted, vanish_rule
 from ..manifest.reader import Rejected, Skipped
-from ..state.checkpoint import Checkpoint
+from ..state.checkpoint import Checkpoint, UploadRecord
 
 __all__ = ["BATCH", "delta_report"]
 
@@ -39,6 +40,8 @@ def delta_report(location: str, config: Config, *, analyses: Sequence[str] | Non
     """The delta of `location` against `state_dir` (see the module docstring)."""
     ckpt = Checkpoint.open(state_dir, read_only=True) if state_dir is not None else None
     try:
+        if ckpt is not None:  # its fingerprints: kept only since the catalog's columns
+            ckpt.require_today()
         return anyio.run(_report, location, config, analyses, listing or Listing(), ckpt)
     finally:
         if ckpt is not None:
@@ -56,8 +59,16 @@ async def _report(location: str, config: Config, analyses: Sequence[str] | None,
     if ckpt is not None:
         ckpt.catalog.begin_preview()
 
+    def record_of(item_id: str) -> UploadRecord | None:
+        assert ckpt is not None
+        try:
+            return ckpt.upload_record(item_id)
+        except sqlite3.OperationalError:  # read-only, a state dir from before upload stamps: none on record
+            return None
+
     def flush() -> None:
-        jobs = [job for item in items_of(batch) for job in with_fingerprints(item)]
+        # A touched file with its recorded digest is unchanged, as a run finds it.
+        jobs = fingerprinted(batch, confirmed(suspects(batch, record_of)) if ckpt is not None else {})
         known = ckpt.catalog.lookup([job.key for job in jobs]) if ckpt is not None else {}
         for job in jobs:
             assert job.fingerprint is not None

@@ -13,9 +13,14 @@ a hot path uses anyio. Tasks are still owned by anyio task groups either way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["Event", "Semaphore", "Timer", "call_later", "loop_clock", "sleep"]
+T = TypeVar("T")
+
+__all__ = ["Event", "Semaphore", "Timer", "call_later", "in_daemon_thread", "loop_clock", "sleep"]
 
 #: A waiter's event: set once, awaited once (asyncio's: no anyio wrapper per request).
 Event = asyncio.Event
@@ -36,3 +41,32 @@ def call_later(delay: float, callback: Callable[[], object]) -> Timer:
     """Run `callback` after `delay` seconds on the running loop (a cancellable handle): cheaper than
     a cancel scope per wait in a loop that turns thousands of times a second."""
     return asyncio.get_running_loop().call_later(delay, callback)
+
+
+async def in_daemon_thread(fn: Callable[[], T], name: str) -> T:
+    """`fn()` in a daemon thread of its own, awaited. A cancel abandons the thread: unlike a
+    worker thread's, it does not hold the process at its exit (a request hung on a silent
+    server would keep a Ctrl-C'd run alive for its whole timeout). For a call that only reads."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if done.done():  # the awaiting task was cancelled: the thread is abandoned
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
+
+    def target() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting task, whatever it is
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return await done

@@ -123,6 +123,10 @@ class Stopped(PipelineError):
     """The run is stopping: a request that had not reached the wire yet gives up its turn."""
 
 
+class Interrupted(PipelineError):
+    """A signal stopped the run before it began (while its source was checked): exit 3, resumable."""
+
+
 class ManifestError(PipelineError):
     """The manifest as a whole cannot be read (bad lines are reported, not raised)."""
 

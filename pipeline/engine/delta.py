@@ -28,6 +28,7 @@ from enum import Enum
 from ..core.job import Job
 from ..state.catalog import Known
 from ..state.jobs import JobState
+from .forcing import redone
 
 __all__ = ["CATALOG_KINDS", "Delta", "Verdict", "decide", "to_send"]
 
@@ -67,7 +68,7 @@ def decide(known: Known | None, fingerprint: str, *, forced: bool = False) -> Ve
 
 
 def to_send(jobs: Sequence[Job], known: Mapping[str, Known], *, force: bool = False,
-            force_analyses: frozenset[str] = frozenset()) -> list[Job]:
+            force_analyses: frozenset[str] = frozenset(), forced_from: int | None = None) -> list[Job]:
     """Of fingerprinted jobs (whole items, parents before the analyses after them), those a run
     will submit: new, changed or forced (and the analyses after a forced one), and unfinished work
     with no task recorded. Skipped: unchanged keys, and recorded tasks (polled, their cost held)."""
@@ -76,8 +77,8 @@ def to_send(jobs: Sequence[Job], known: Mapping[str, Known], *, force: bool = Fa
     for job in jobs:
         assert job.fingerprint is not None
         row = known.get(job.key)
-        forced = force or job.analysis in force_analyses or (
-            job.after is not None and (job.id, job.after) in forced_items)
+        forced = (force or job.analysis in force_analyses or (
+            job.after is not None and (job.id, job.after) in forced_items)) and not redone(row, forced_from)
         verdict = decide(row, job.fingerprint, forced=forced)
         if forced and verdict.delta is Delta.CHANGED:
             forced_items.add((job.id, job.analysis))

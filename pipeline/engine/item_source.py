@@ -39,6 +39,7 @@ from typing import Any
 import anyio.to_thread
 
 from ..config.load import Config
+from ..core import aio
 from ..core.capabilities import MAX_BODY_BYTES
 from ..core.echo import clipped
 from ..core.errors import Stopped
@@ -164,8 +165,9 @@ class ItemSource:
         self._oss = list_oss(self.location, self._cfg.upload, self._selection, retry=retry, timeout=timeout,
                              counts=self.counts, page_ends=True)
         # One request, not the first items: pages without media would be read before the run starts.
-        await anyio.to_thread.run_sync(lambda: probe_oss(self.location, self._cfg.upload, retry=retry,
-                                                         timeout=timeout))
+        # Abandoned on a cancel (Ctrl-C, a cancelled task): retries against a silent OSS can take minutes.
+        await aio.in_daemon_thread(lambda: probe_oss(self.location, self._cfg.upload, retry=retry, timeout=timeout),
+                                   "oss-probe")
 
     async def items(self, *, expected_items: int = 0, **partial: Any) -> AsyncIterator[Job | Rejected | Skipped]:
         """Every valid item's jobs and every rejected entry, in the source's order. For a

@@ -32,10 +32,11 @@ from typing import IO
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..core.errors import FatalError
-from ..core.fingerprint import items_of, source_of, with_fingerprints
+from ..core.fingerprint import source_of
 from ..core.job import Job
 from ..core.results import ResultLine
 from ..manifest.reader import Rejected, Skipped
@@ -43,15 +44,18 @@ from ..observe.report import RunStats
 from ..state.catalog import CatalogStore
 from ..state.resume import ResumeState
 from ..state.shards import Shard
+from ..state.uploads import UploadRecord
 from .chaining import Chain, follow
 from .decisions import ResumeRoute, route_resumed
 from .delta import Delta, Verdict, decide
+from .forcing import redone
 from .inflight import InFlight
 from .item_source import ItemSource
 from .read_cursor import ReadCursor
 from .spend import SpendLedger
 from .stopping import Stopping
 from .streams import hand_over, put
+from .touched import confirmed, fingerprinted, suspects
 from .work import Ending, TaskHandle
 
 __all__ = ["LOG_FIRST", "READER_YIELD_EVERY", "Reader", "ReaderStreams"]
@@ -86,7 +90,8 @@ class Reader:
     def __init__(self, source: ItemSource, state: ResumeState, rejects: IO[str], *, stats: RunStats,
                  stops: Stopping, inflight: InFlight, chain: Chain, ledger: SpendLedger, clock: Callable[[], float],
                  catalog: CatalogStore, session: int, shard: Shard | None = None, force: bool = False,
-                 force_analyses: frozenset[str] = frozenset(), cursor: ReadCursor | None = None) -> None:
+                 force_analyses: frozenset[str] = frozenset(), cursor: ReadCursor | None = None,
+                 upload_record: Callable[[str], UploadRecord | None] | None = None) -> None:
         self._source = source
         self._cursor = cursor  # where this session reads from, and how far it got (read_cursor.py)
         self._batch_ids: set[str] = set()  # item ids of the batch not committed yet
@@ -94,6 +99,8 @@ class Reader:
         self._session = session
         self._force = force  # --force: every unit read is processed again
         self._force_analyses = force_analyses  # --force-analysis NAME: those analyses only
+        self._upload_record = upload_record  # a touched file's recorded digest (`touched`)
+        self._forced_from = catalog.forced_from()  # a forced run resumed: what it re-did is not forced again
         self._state = state
         self._rejects = rejects
         self._stats = stats
@@ -237,15 +244,19 @@ class Reader:
     async def _batch(self, batch: list[Job], out: ReaderStreams, *, next_line: int | None) -> None:
         """Fingerprint, look up and decide a batch of whole items (one query, one transaction,
         with where the read got to), then route each unit; yields to the loop once per batch."""
-        jobs = [job for item in items_of(batch) for job in with_fingerprints(item)]
+        suspected = suspects(batch, self._upload_record) if self._upload_record is not None else {}
+        # Files touched, not changed? hashed in a worker thread; the digest on record decides.
+        kept = await anyio.to_thread.run_sync(confirmed, suspected) if suspected else {}
+        jobs = fingerprinted(batch, kept)
         known = self._catalog.lookup([job.key for job in jobs])
         verdicts: list[Verdict] = []
         adopt, restore, supersede = [], [], []
         forced_items: set[tuple[str, str]] = set()  # (item, analysis) forced: their children re-run too
         for job in jobs:
             assert job.fingerprint is not None
-            forced = self._force or job.analysis in self._force_analyses or (
-                job.after is not None and (job.id, job.after) in forced_items)
+            forced = (self._force or job.analysis in self._force_analyses or (
+                job.after is not None and (job.id, job.after) in forced_items)) and not redone(
+                known.get(job.key), self._forced_from)
             verdict = decide(known.get(job.key), job.fingerprint, forced=forced)
             if forced and verdict.delta is Delta.CHANGED:
                 forced_items.add((job.id, job.analysis))

@@ -7,20 +7,29 @@ the checkpoint stores it (`state.history`, `state.series`, which also bound it).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import anyio
 
 from ..config.load import Config
 from ..config.pricing import estimate_cost
 from ..core.capabilities import CAPABILITIES
-from ..core.outcome import RunOutcome, Stop
+from ..core.echo import clipped
+from ..core.errors import PipelineError, StateLocked
+from ..core.exit_codes import ExitCode
+from ..core.outcome import RunOutcome, Stop, StopReason
 from ..observe.report import CapabilityStats, RunStats
 from ..state.checkpoint import Buckets, Checkpoint, Sample, SessionCounts
+from ..state.history import INTERRUPTED
+from ..state.lock import StateDirLock
+from ..state.resume import manifest_key
 from .closing import RunResult
 
-__all__ = ["STEP_S", "Recorder", "session_counts"]
+__all__ = ["STEP_S", "Recorder", "record_unstarted", "session_counts"]
 
 #: Seconds of (emulated) time per sample: divided by the config's time scale, as every delay is.
 STEP_S = 10.0
@@ -64,12 +73,13 @@ class Recorder:
         self._last_results = 0
         self.samples = 0
         self.session: int | None = None
-        self.ended = False
+        self.ended = False  # `end`, `end_stopped` or `abandon` completed the row
 
-    def start(self) -> int:
-        """Open this session's history row (a row left "running" becomes "interrupted")."""
+    def start(self, started: float | None = None) -> int:
+        """Open this session's history row (a row left "running" becomes "interrupted"), begun at
+        `started` (wall clock; default now): the run's start, its source's check included."""
         self._origin = self._clock()
-        self.session = self._ckpt.start_session(self._wall())
+        self.session = self._ckpt.start_session(self._wall() if started is None else started)
         return self.session
 
     async def run(self) -> None:
@@ -108,11 +118,28 @@ class Recorder:
     def counts(self) -> SessionCounts:
         return session_counts(self._stats.caps, self._prices, self._stats.rejected)
 
+    def abandon(self, exc: BaseException) -> None:
+        """Complete this session's row when an exception ends it instead of an outcome (the
+        awaiting task cancelled, a full disk): what it did so far, its exit code (3 unless the
+        error carries another) and why; best effort, as the disk may be what failed (the error
+        raised then says so)."""
+        if self.ended:
+            return
+        self.ended = True
+        code = exc.exit_code if isinstance(exc, PipelineError) else ExitCode.INTERRUPTED
+        cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+        reason = "cancelled: run the same command again to resume" if cancelled else clipped(str(exc) or repr(exc))
+        outcome = RunOutcome.STOPPED.value if code != ExitCode.INTERRUPTED else INTERRUPTED
+        with contextlib.suppress(Exception):
+            self.flush()
+            self._ckpt.end_session(ended=self._wall(), outcome=outcome, exit_code=int(code), stop_reason=reason,
+                                   counts=self.counts())
+
     def end(self, result: RunResult) -> None:
         """Complete this session's row: how it ended and what it did."""
+        self.ended = True
         self._ckpt.end_session(ended=self._wall(), outcome=result.outcome.value, exit_code=int(result.exit_code),
                                stop_reason=result.reason, counts=self.counts())
-        self.ended = True
 
     def end_stopped(self, stop: Stop) -> None:
         """Complete the row of a session that ends without a result (its task cancelled): stopped by
@@ -123,3 +150,40 @@ class Recorder:
         self._ckpt.end_session(ended=self._wall(), outcome=RunOutcome.STOPPED.value,
                                exit_code=int(stop.reason.exit_code), stop_reason=str(stop), counts=self.counts())
         self.ended = True
+
+
+def record_unstarted(state_dir: Path, manifest: str, exc: BaseException, *, started: float,
+                     force: str | None = None, wall: Callable[[], float] = time.time) -> None:
+    """A session of an existing run that ended while its source was checked or listed, before
+    its run began (OSS not answering, a refused key pair, Ctrl-C or a cancel during a long walk):
+    it is a session of the run all the same, so `status` and the history show it, with its exit
+    code and why, and a resume carries it on. Nothing for a refusal (exit 2, 7: nothing was
+    started), a state dir without a run of this source, or one a live run holds."""
+    code = exc.exit_code if isinstance(exc, PipelineError) else ExitCode.INTERRUPTED
+    if code in (ExitCode.USAGE, ExitCode.LOCKED) or not (state_dir / Checkpoint.DB_NAME).is_file():
+        return
+    lock = StateDirLock(state_dir)
+    try:
+        lock.acquire()
+    except StateLocked:
+        return
+    try:
+        ckpt = Checkpoint.open(state_dir)
+        try:
+            if manifest_key(manifest) not in ckpt.manifests():
+                return
+            cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+            why = "cancelled" if cancelled else clipped(str(exc) or repr(exc), 400)
+            reason = StopReason.OSS_AUTH if code == ExitCode.AUTH else StopReason.INTERRUPTED
+            stop = Stop(reason, f"{why}, while the source was checked or listed, before anything was sent; "
+                                "run the same command again to resume")
+            ckpt.begin_session(resumes=ckpt.last_stop() is not None, force=force)
+            ckpt.start_session(started)
+            ckpt.end_session(ended=wall(), outcome=INTERRUPTED if code == ExitCode.INTERRUPTED
+                             else RunOutcome.STOPPED.value, exit_code=int(code), stop_reason=str(stop),
+                             counts=SessionCounts())
+            ckpt.set_last_stop(stop.to_record())
+        finally:
+            ckpt.close()
+    finally:
+        lock.release()

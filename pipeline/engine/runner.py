@@ -14,17 +14,21 @@ import logging
 import random
 import sqlite3
 import sys
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import anyio
+
 from ..config.load import Config
 from ..config.pricing import item_cost_bound
 from ..core import aio
 from ..core.capabilities import CAPABILITIES
 from ..core.endpoint import build_base_url
+from ..core.errors import Interrupted
 from ..core.fingerprint import items_of, with_fingerprints
 from ..core.job import Job
 from ..core.outcome import UNFINISHED, Stop, StopReason
@@ -52,7 +56,7 @@ from .poller import Poller
 from .preflight import check_force_analyses, check_paths, option_of
 from .read_cursor import ReadCursor, settings_digest
 from .reader import Reader
-from .recording import Recorder
+from .recording import Recorder, record_unstarted
 from .shutdown import FailureWatch, SignalHandlers, carried_window
 from .spend import SpendLedger
 from .stopping import Stopping
@@ -117,10 +121,12 @@ class Run:
         self._on_line = on_line
         self._stops = stops
         self._out_lock = ResultsLock(request.files.results, request.files.state_dir)
-        self._recorder: Recorder | None = None  # once the session's history row is open
+        self._began = time.time()
+        self._recorder: Recorder | None = None  # this session's history, once it has a row
 
     async def execute(self) -> RunResult:
         files = self.req.files
+        self._began = time.time()  # the session's start in the history: its source's check and listing count
         check_api_key(self.req.api_key)  # a key no header can carry: exit 2 before any ping or state dir
         metrics_file = Path(self.cfg.metrics_file) if self.cfg.metrics_file else None
         check_paths(self.req.manifest if self.source.kind not in ("oss", "stream") else "-", files,
@@ -135,8 +141,14 @@ class Run:
         # Uploads configured but impossible: exit 2 (no bucket, no key pair) or 4 (refused), nothing written.
         await check_uploads(self.cfg.upload, timeout=self.cfg.request_timeout)
         # A directory that is not one, a bucket that does not exist (2), a refused key pair (4),
-        # OSS unreachable (3): before anything is written.
-        await self.source.open()
+        # OSS unreachable (3): before anything is written (but a session of an existing run that
+        # ends here, 3 or 4, is recorded in its history, for `status`).
+        try:
+            await self._open_source()
+        except BaseException as exc:
+            record_unstarted(files.state_dir, self.req.manifest, exc, started=self._began,
+                             force=_force_scope(self.req))
+            raise
         with contextlib.ExitStack() as held:
             with setting_up(files.results, self.req.shard):  # the checks again, and the claim, one run at a time
                 check_results_free(files.results)
@@ -155,6 +167,10 @@ class Run:
             except asyncio.CancelledError:  # the caller's task (arun's, a stream's): resumable, and said so
                 self._record_cancelled(ckpt)
                 raise
+            except BaseException as exc:  # a full disk, another error: the row says what it did
+                if self._recorder is not None:
+                    self._recorder.abandon(exc)
+                raise
 
     def _record_cancelled(self, ckpt: Checkpoint) -> None:
         """A cancelled session: `status` says it stopped (exit 3) because it was cancelled, and its
@@ -169,6 +185,27 @@ class Run:
         except sqlite3.Error as exc:  # the cancellation goes on; the session stays "unfinished" (also exit 3)
             log.warning("the cancelled session could not be recorded as such (%s)", exc)
 
+    async def _open_source(self) -> None:
+        """`source.open()` under the run's signal handling (when it has any): a signal while a
+        directory's first listing is read or OSS is asked for the prefix ends the session as a
+        resumable interruption (exit 3, recorded for `status`), not as a bare exit."""
+        caught: list[str] = []
+        with anyio.CancelScope() as scope:
+            def on_signal(name: str) -> None:
+                caught.append(name)
+                scope.cancel()
+
+            handlers = SignalHandlers(on_signal)
+            if self._handle_signals:
+                handlers.install()
+            try:
+                await self.source.open()
+            finally:
+                handlers.remove()
+        if caught:
+            raise Interrupted(f"interrupted by {caught[0]} while the source was checked, before anything was sent; "
+                              "run the same command again to resume")
+
     async def _execute(self, ckpt: Checkpoint) -> RunResult:
         req, cfg, files = self.req, self.cfg, self.req.files
         joined = check_identity(ckpt, out=files.results, manifest=req.manifest, append=req.append,
@@ -176,7 +213,8 @@ class Run:
                                 service=build_base_url(cfg.endpoint or "", cfg.protocol, cfg.workspace))
         state = prepare(ckpt, out=files.results, retry_failed=req.retry_failed)
         ckpt.set_meta(MetaKey.SELECTION, selection_record(req.listing, req.analyses))  # for the retry command
-        session = ckpt.begin_session()
+        # The last session unfinished (killed, interrupted, stopped): this one carries on its run.
+        session = ckpt.begin_session(resumes=ckpt.last_stop() is not None, force=_force_scope(req))
         cursor = ReadCursor(ckpt, req.manifest, session=session, seekable=_seekable(self.source),
                             settings=settings_digest(req.analyses, cfg.outputs, cfg.upload.enabled),
                             scattered=state.scattered, forced=req.force or bool(req.force_analyses))
@@ -194,8 +232,9 @@ class Run:
         # Until this session records how it ended, the run counts as unfinished: after a kill -9
         # or a full disk, `status` says what a resume needs (exit 3), not "completed".
         ckpt.set_last_stop(UNFINISHED.to_record())
-        recorder = self._recorder = Recorder(ckpt, self.stats, cfg)
-        recorder.start()  # the run history's row of this session
+        recorder = Recorder(ckpt, self.stats, cfg)
+        self._recorder = recorder
+        recorder.start(self._began)  # the run history's row of this session
         files.results.parent.mkdir(parents=True, exist_ok=True)
         stops = self._stops or Stopping()
         watch = FailureWatch(cfg.failure_threshold.window, cfg.failure_threshold.max_ratio, window)
@@ -212,7 +251,7 @@ class Run:
                 mine = [job for item in items_of(jobs) for job in with_fingerprints(item)
                         if shard is None or shard.owns(job.id)]
                 return to_send(mine, ckpt.catalog.lookup([job.key for job in mine]), force=req.force,
-                               force_analyses=frozenset(req.force_analyses))
+                               force_analyses=frozenset(req.force_analyses), forced_from=ckpt.catalog.forced_from())
 
             ledger.preview(req.manifest, todo, analyses=req.analyses)
         chain = Chain(ckpt, files.results)
@@ -272,7 +311,8 @@ class Run:
         return Flow(
             reader=Reader(self.source, state, rejects, stats=stats, stops=stops, inflight=inflight, chain=chain,
                           ledger=ledger, clock=clock, catalog=ckpt.catalog, session=session, shard=req.shard,
-                          force=req.force, force_analyses=frozenset(req.force_analyses), cursor=cursor),
+                          force=req.force, force_analyses=frozenset(req.force_analyses), cursor=cursor,
+                          upload_record=ckpt.upload_record),
             submitter=Submitter(submission=submission, inflight=inflight, stops=stops, stats=stats),
             pollers=pollers, finisher=Finisher(inflight=inflight, checkpoint=ckpt), sink=sink,
             written=WrittenLines(stats=stats, chain=chain, watch=watch, ledger=ledger, stops=stops, checkpoint=ckpt,
@@ -280,6 +320,13 @@ class Run:
             supervisor=Supervisor(stops, request_timeout=cfg.request_timeout), stops=stops, pacers=pacers,
             queue_size=cfg.queue_size, submit_workers=cfg.submit_workers, max_duration=cfg.max_duration,
             time_scale=cfg.time_scale, recorder=recorder)
+
+
+def _force_scope(req: RunRequest) -> str | None:
+    """What a session forces, comparable across sessions (None: nothing)."""
+    if not (req.force or req.force_analyses):
+        return None
+    return "all" if req.force else ",".join(sorted(req.force_analyses))
 
 
 def _seekable(source: ItemSource) -> bool:

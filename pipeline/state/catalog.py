@@ -11,7 +11,10 @@ session's read found, and which ones vanished.
 - `vanish()`: after a complete read, every live key the read did not find is marked vanished by
   this session (never billed; out of the current view, counts and exports).
 - the session number (meta `session`), counted up by each run (`begin_session`), which the
-  lines a session writes note (`written`) for `export --changes`.
+  lines a session writes note (`written`) for `export --changes`; and the first session of the
+  run under way (meta `run_began`: a session that resumes an unfinished one belongs to its run),
+  so that a night interrupted and resumed is one run to `export --changes` and to `--force`
+  (meta `forced_from`: lines a forced run's earlier sessions wrote are not forced again).
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ SESSION_KEY = "session"
 LAST_CATALOG_KEY = "last_catalog"
 #: A state column's value to its `JobState` (a dict lookup: the enum's call is slower, per key).
 _STATES = {state.value: state for state in JobState}
+#: The meta key of the first session of the run under way (its sessions resume one another).
+RUN_BEGAN_KEY = "run_began"
+#: The meta key of a forced run's first session and what it forces (JSON {"session", "scope"}).
+FORCED_FROM_KEY = "forced_from"
 
 
 class Known(NamedTuple):
@@ -51,6 +58,7 @@ class Known(NamedTuple):
     fingerprint: str | None
     vanished: int | None
     line_at: int | None
+    written: int | None = None  # the session that wrote its current line
 
 
 class CatalogStore:
@@ -64,12 +72,38 @@ class CatalogStore:
         """The number of the last session begun (0: none yet)."""
         return int(self._meta.get(SESSION_KEY) or 0)
 
-    def begin_session(self) -> int:
-        """Count a new session; returns its number."""
+    def begin_session(self, *, resumes: bool = False, force: str | None = None) -> int:
+        """Count a new session; returns its number. `resumes`: the last session did not finish,
+        so this one carries on its run (which keeps its first session); `force`: what this
+        session forces (None: nothing), the same as the forced session it resumes or not."""
         with transaction(self._conn):
             number = self.session() + 1
             self._meta.set(SESSION_KEY, str(number))
+            began = self._meta.get(RUN_BEGAN_KEY)
+            if not resumes or began is None:
+                # A state dir from before this record, resumed: its run began at the latest with
+                # the unfinished session before this one.
+                began = str(number - 1 if resumes and number > 1 else number)
+            self._meta.set(RUN_BEGAN_KEY, began)
+            forced = _json_dict(self._meta.get(FORCED_FROM_KEY))
+            if force is None:
+                self._conn.execute("DELETE FROM meta WHERE key = ?", (FORCED_FROM_KEY,))
+            elif not (resumes and forced is not None and forced.get("scope") == force):
+                self._meta.set(FORCED_FROM_KEY, json.dumps({"session": number, "scope": force}))
         return number
+
+    def run_began(self) -> int | None:
+        """The first session of the run under way or last finished (None: not recorded, a state
+        dir from before the record)."""
+        began = self._meta.get(RUN_BEGAN_KEY)
+        return int(began) if began else None
+
+    def forced_from(self) -> int | None:
+        """The first session of the forced run this session carries on: a key whose current line
+        a session from it on wrote was forced already (None: this session forces nothing)."""
+        forced = _json_dict(self._meta.get(FORCED_FROM_KEY))
+        session = forced.get("session") if forced is not None else None
+        return session if isinstance(session, int) else None
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Known]:
         """What the checkpoint knows of each of `keys` it has a row for."""
@@ -77,9 +111,10 @@ class CatalogStore:
         for start in range(0, len(keys), BATCH_KEYS):
             chunk = keys[start:start + BATCH_KEYS]
             marks = ",".join("?" * len(chunk))
-            for key, state, fingerprint, vanished, line_at in self._conn.execute(
-                    f"SELECT id, state, fingerprint, vanished, line_at FROM jobs WHERE id IN ({marks})", chunk):
-                found[key] = Known(_STATES[state], fingerprint, vanished, line_at)
+            for key, state, fingerprint, vanished, line_at, written in self._conn.execute(
+                    f"SELECT id, state, fingerprint, vanished, line_at, written FROM jobs WHERE id IN ({marks})",
+                    chunk):
+                found[key] = Known(_STATES[state], fingerprint, vanished, line_at, written)
         return found
 
     def apply(self, *, seen: Iterable[str], adopt: Iterable[tuple[str, str, str]] = (),
@@ -244,3 +279,11 @@ class CatalogStore:
 def _item_range(item_id: str) -> tuple[str, str]:
     """The key range of every (item, analysis) of `item_id`: [id + SEP, id + the next character)."""
     return item_id + KEY_SEP, item_id + chr(ord(KEY_SEP) + 1)
+
+
+def _json_dict(text: str | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -39,7 +39,7 @@ from .jobs import CountRow, JobState, JobStore, Outcome, PendingTask, UsageRow
 from .ledger import LedgerStore, StaleReservation
 from .manifests import ManifestStore
 from .meta import MetaKey, MetaStore
-from .schema import KEY_FORMAT, SCHEMA, upgrade
+from .schema import EARLIER_VERSION, KEY_FORMAT, SCHEMA, missing_columns, upgrade
 from .series import Buckets, Sample, SeriesStore
 from .uploads import UploadRecord, UploadStore
 
@@ -99,6 +99,13 @@ class Checkpoint:
                 "the run afresh (lines already in the results file stay there)") from None
         return cls(conn, path)
 
+    def require_today(self) -> None:
+        """Refuse (`StateError`, exit 2) a file of an earlier version that lacks today's columns:
+        a read-only open cannot upgrade it, and what reads the catalog needs them."""
+        missing = missing_columns(self._conn)
+        if missing:
+            raise StateError(f"{EARLIER_VERSION} (its checkpoint has no {', '.join(missing)} column yet)")
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -140,9 +147,10 @@ class Checkpoint:
             self._manifests.add(manifest)
             self._meta.set_last_stop(stop)
 
-    def begin_session(self) -> int:
-        """Count a new session (a run of `run`): the lines it marks done note its number."""
-        self._jobs.session = self.catalog.begin_session()
+    def begin_session(self, *, resumes: bool = False, force: str | None = None) -> int:
+        """Count a new session (a run of `run`): the lines it marks done note its number.
+        `resumes` and `force`: see `CatalogStore.begin_session`."""
+        self._jobs.session = self.catalog.begin_session(resumes=resumes, force=force)
         return self._jobs.session
 
     def drop_cursor(self, source: str) -> None:

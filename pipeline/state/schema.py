@@ -31,7 +31,7 @@ from .jobs import JobState
 from .manifests import ManifestStore
 from .meta import MetaKey, MetaStore
 
-__all__ = ["CATALOG_COLUMNS", "KEY_FORMAT", "SCHEMA", "upgrade"]
+__all__ = ["CATALOG_COLUMNS", "EARLIER_VERSION", "KEY_FORMAT", "SCHEMA", "missing_columns", "upgrade"]
 
 log = logging.getLogger("pipeline.run")
 
@@ -159,6 +159,19 @@ def upgrade(conn: sqlite3.Connection) -> None:
     _catalog_columns(conn)
     _seen_column(conn)
     totals.install(conn)
+
+
+#: What a read-only command says of a state dir only a run can bring to today's layout.
+EARLIER_VERSION = ("this state dir was written by an earlier version; run it once (`run SOURCE --out RESULTS "
+                   "--state-dir DIR`, the run's own command: it resumes and sends nothing done again) to upgrade "
+                   "it, then run this command again")
+
+
+def missing_columns(conn: sqlite3.Connection) -> list[str]:
+    """The catalog's `jobs` columns an earlier version's file lacks (empty for today's): a
+    read-only open cannot add them, so what reads them must refuse (`EARLIER_VERSION`)."""
+    columns = {column[1] for column in conn.execute("PRAGMA table_info(jobs)")}
+    return [name for name, _kind in CATALOG_COLUMNS if name not in columns]
 
 
 def _seen_column(conn: sqlite3.Connection) -> None:
