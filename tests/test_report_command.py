@@ -211,3 +211,34 @@ def test_pipeline_report_off_writes_no_report(tmp_path: Path) -> None:
     assert (tmp_path / "results.summary.json").exists() and not (tmp_path / "results.report.html").exists()
     drawn = cli(["report", "--state-dir", str(tmp_path / "results.jsonl.state")])
     assert drawn.returncode == 0 and (tmp_path / "results.report.html").exists(), drawn.stderr[-2000:]
+
+
+def test_a_session_killed_after_a_finished_one_is_not_reported_from_the_old_summary(
+        finished: Path, tmp_path: Path) -> None:
+    """A later session killed before it wrote a summary leaves the earlier session's summary
+    file behind: the report takes the outcome from the checkpoint (exit 3, resume), not from
+    that file's "completed"."""
+    import shutil
+
+    state = tmp_path / "results.jsonl.state"
+    shutil.copytree(finished / "results.jsonl.state", state)
+    shutil.copy(finished / "results.jsonl", tmp_path / "results.jsonl")
+    summary = json.loads((finished / "results.summary.json").read_text())
+    summary.update(state_dir=str(state), results=str(tmp_path / "results.jsonl"))  # as if written here
+    (tmp_path / "results.summary.json").write_text(json.dumps(summary))
+    ckpt = Checkpoint.open(state)
+    try:
+        ckpt.set_meta("out", str((tmp_path / "results.jsonl").resolve()))
+        from pipeline.core.outcome import UNFINISHED
+
+        ckpt.set_last_stop(UNFINISHED.to_record())  # what a session does first; then the kill -9
+        ckpt.begin_session()
+        ckpt.start_session(os.stat(tmp_path / "results.summary.json").st_mtime + 1)
+    finally:
+        ckpt.close()
+    status = cli(["status", "--state-dir", str(state)])
+    assert status.returncode == 3, status.stdout
+    done = cli(["report", "--state-dir", str(state), "--out", str(tmp_path / "after.html")])
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "after.html").read_text(encoding="utf-8")
+    assert "exit code 3" in page and "Completed" not in page.split("</h1>")[0]

@@ -61,9 +61,9 @@ def report_data(ckpt: Checkpoint, state_dir: Path, config: Config, *, now: float
             live = status.get("live_run") is not None
         out = ckpt.get_meta(MetaKey.OUT)
         files = RunFiles.for_results(Path(out), state_dir) if out else None
-        summary = status if live else (_own_summary(files) or status)
         sessions, older = ckpt.history()
         latest = sessions[-1] if sessions else None
+        summary = status if live else (_own_summary(files, status, latest) or status)
         if live and latest is not None:  # the checkpoint has no request counters: the live session's row has
             summary = live_traffic(summary, latest, now if now is not None else time.time())
         samples = ckpt.samples(latest.id) if latest else []
@@ -99,13 +99,22 @@ def live_traffic(summary: Mapping[str, Any], session: SessionRow, now: float) ->
     return {**summary, "capabilities": capabilities}
 
 
-def _own_summary(files: RunFiles | None) -> dict[str, Any] | None:
-    """The summary file of the run, when it is there, readable and this run's."""
+def _own_summary(files: RunFiles | None, status: Mapping[str, Any], latest: SessionRow | None) -> dict[str, Any] | None:
+    """The summary file of the run, when it is there, readable, this run's and its last
+    session's: a session killed after an earlier one wrote its summary leaves that summary
+    behind (written before the last session began, and saying another exit code than `status`),
+    and the report must not call the run completed from it."""
     if files is None:
         return None
     try:
+        written = files.summary.stat().st_mtime
         summary = json.loads(files.summary.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+    if latest is not None and written < latest.started:
+        return None
+    known = status.get("exit_code")  # None while the state dir's lock is held (by the run drawing it)
+    if isinstance(summary, dict) and known is not None and summary.get("exit_code") != known:
         return None
     if not isinstance(summary, dict) or summary.get("exit_code") is None:
         return None
