@@ -202,3 +202,15 @@ def test_two_outs_with_one_stem_do_not_share_a_summary(tmp_path: Path, capsys: p
     assert "z.summary.json" in err and "z.jsonl" in err and "another name" in err
     assert (tmp_path / "z.summary.json").read_bytes() == before
     assert not (tmp_path / "z.out").exists() and not (tmp_path / "z.out.state").exists()
+
+
+@pytest.mark.parametrize("how", ["--by-item", "--format=parquet"])
+def test_export_refuses_the_runs_report_even_before_it_exists(world: World, how: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`export --out results.report.html` wrote an export where the run draws its report, which
+    the run then refused to replace for good: the run's report is one of its files, refused even
+    when no report was drawn yet, and nothing is created."""
+    report = world.root / "results.report.html"
+    assert not report.exists()
+    err = refused(["export", how, "--state-dir", str(world.state_dir), "--out", str(report)], capsys)
+    assert f"--out {report} is the run's HTML report" in err and not report.exists()

@@ -355,7 +355,7 @@ def check_out(out: Path, state_dir: Path, *, run: tuple[Checkpoint, Path] | None
         ckpt, results = run
         files = RunFiles.for_results(results)
         inputs = {"the run's results file": results, "the run's rejects file": files.rejects,
-                  "the run's summary file": files.summary}
+                  "the run's summary file": files.summary, "the run's HTML report": files.report}
         for n, manifest in enumerate(m for m in ckpt.manifests() if m != "-"):
             inputs[f"a manifest of the run ({shown_path(manifest)})" if n else "the run's manifest"] = Path(manifest)
     check_targets([Target("--out", out, ours=ours or _export_ours)], inputs=inputs, state_dirs=[state_dir])
