@@ -7,6 +7,7 @@ import math
 import pytest
 
 from pipeline.core.exit_codes import ExitCode
+from pipeline.core.outcome import NO_ITEMS
 from pipeline.observe.downsample import downsample
 from pipeline.observe.report_data import CapabilityRow, Histogram, Outcome, Session
 
@@ -105,3 +106,12 @@ def test_a_killed_session_has_no_duration():
     """A session that never recorded its end has no duration rather than a made-up one."""
     assert Session(started=100.0, ended=None, outcome="interrupted", exit_code=None).duration_s is None
     assert Session(started=100.0, ended=160.0, outcome="completed", exit_code=0).duration_s == 60.0
+
+
+def test_exit_1_for_an_empty_catalog_says_so_and_not_to_look_at_failures() -> None:
+    """A run of a catalog with no items ends with exit 1 and nothing failed: the report's
+    outcome says the catalog held no items and what to give it, not "look at the failures"."""
+    empty = Outcome(int(ExitCode.PARTIAL), "completed with failures", NO_ITEMS)
+    assert "held no items" in empty.meaning and "failures" not in empty.advice and "validate" in empty.advice
+    failed = Outcome(int(ExitCode.PARTIAL), "completed with failures", None)
+    assert failed.meaning == ExitCode.PARTIAL.meaning and failed.advice == ExitCode.PARTIAL.advice

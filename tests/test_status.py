@@ -119,6 +119,8 @@ def test_an_empty_catalog_is_exit_1_like_validate(tmp_path: Path, emu_thread: Em
     done = cli(run_args(tmp_path, empty, emu_thread.url), env=ENV)
     assert done.returncode == 1 and "no items" in done.stderr, done.stderr[-2000:]
     assert status(tmp_path / "results.jsonl.state")[0] == 1
+    # the summary says why exit 1 when nothing failed (what the report's headline and advice read)
+    assert json.loads((tmp_path / "results.summary.json").read_text())["reason"] == "the catalog held no items"
     (tmp_path / "p").mkdir()
     piped = subprocess.run([sys.executable, "-m", "pipeline", *run_args(tmp_path / "p", Path("-"), emu_thread.url)],
                            input="", text=True, capture_output=True, cwd=REPO, env=cli_env(ENV), timeout=60,

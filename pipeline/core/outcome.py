@@ -14,7 +14,7 @@ from typing import Any
 
 from .exit_codes import ExitCode
 
-__all__ = ["UNFINISHED", "RunOutcome", "Stop", "StopReason", "decide", "is_run_fault"]
+__all__ = ["NO_ITEMS", "UNFINISHED", "RunOutcome", "Stop", "StopReason", "decide", "is_run_fault"]
 
 
 class StopReason(str, Enum):
@@ -79,6 +79,9 @@ class Stop:
 
 #: What the checkpoint says while a session runs, until it records how it ended: a session that
 #: never got that far (kill -9, a full disk, a crash) is a stop a resume carries on from.
+#: The summary's reason for exit 1 with nothing failed or rejected: the catalog held no items.
+NO_ITEMS = "the catalog held no items"
+
 UNFINISHED = Stop(StopReason.INTERRUPTED, "the last session did not finish (killed, or stopped by an "
                   "error such as a full disk); run the same command again to resume")
 

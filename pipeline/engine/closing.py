@@ -16,7 +16,7 @@ from ..config.load import Config
 from ..core.capabilities import CAPABILITIES
 from ..core.echo import clipped, shown
 from ..core.exit_codes import ExitCode
-from ..core.outcome import RunOutcome, Stop, StopReason, decide
+from ..core.outcome import NO_ITEMS, RunOutcome, Stop, StopReason, decide
 from ..core.results import RunFiles
 from ..observe.report import RunStats, stats_from_totals, summarize, with_live_counters
 from ..state.checkpoint import Checkpoint, MetaKey
@@ -168,7 +168,8 @@ def result_of(stop: Stop | None, *, ckpt: Checkpoint, stats: RunStats, cfg: Conf
     qps = {name: cfg.limit_rps(name) for name in CAPABILITIES}
     summary = summarize(caps, prices=cfg.prices, elapsed=stats.elapsed(), qps=qps, rejected=rejected,
                         outcome=outcome.value, extra={
-                            "exit_code": int(code), "reason": str(stop) if stop else None,
+                            "exit_code": int(code),
+                            "reason": str(stop) if stop else (NO_ITEMS if empty else None),
                             "results": str(files.results), "state_dir": str(files.state_dir),
                             "spend": ledger.report(rows), "possible_double_billing": double_billing,
                             **({"catalog": dict(catalog)} if catalog is not None else {})})

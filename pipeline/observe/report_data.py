@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..core.exit_codes import ExitCode
+from ..core.outcome import NO_ITEMS
 
 __all__ = [
     "CapabilityRow",
@@ -70,8 +71,15 @@ class Outcome:
             return None
 
     @property
+    def empty(self) -> bool:
+        """Exit 1 because the catalog held no items (nothing failed, nothing rejected)."""
+        return self.code is ExitCode.PARTIAL and self.stop_reason == NO_ITEMS
+
+    @property
     def meaning(self) -> str:
         code = self.code
+        if self.empty:
+            return "finished, but the catalog held no items: nothing was sent"
         return code.meaning if code is not None else ("still running" if self.exit_code is None else "unknown")
 
     @property
@@ -80,6 +88,8 @@ class Outcome:
         if self.exit_code is None:
             return "the run is still going: this is a snapshot; open the report again when it has ended"
         code = self.code
+        if self.empty:
+            return "give the run a catalog with items (`validate SOURCE` says what it holds)"
         return code.advice if code is not None else f"exit code {self.exit_code} is not in this version's table"
 
     @property
