@@ -98,6 +98,7 @@ def test_config_as_a_file_a_mapping_or_a_config(tmp_path: Path, emu_thread: Emul
     ({"config": {"no_such_key": 1}}, "no_such_key", "unknown key"),
     ({"config": 17}, "config", "YAML file's path"),
     ({"api_key": ""}, "api_key", "api_key is empty"),
+    ({"api_key": 5}, "api_key", "api_key must be a string, got int"),
     ({"endpoint": None}, "endpoint", "no endpoint"),
     ({"analyses": "nope"}, "analyses", "unknown capability"),
 ])
@@ -242,3 +243,36 @@ def test_listing_options_on_a_manifest_are_refused_before_anything_starts(tmp_pa
         pipeline.run(manifest, out=tmp_path / "r.jsonl", endpoint="http://127.0.0.1:9", api_key=KEY, **option)
     assert caught.value.key == next(iter(option)) and "directory or an oss:// prefix" in str(caught.value)
     assert files_under(tmp_path) == before
+
+
+def test_a_config_object_without_endpoint_says_the_environment_is_not_read_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `Config` is used as given: with PIPELINE_ENDPOINT set and no endpoint in it, the error
+    says the environment is not read for a Config, rather than "set PIPELINE_ENDPOINT"."""
+    monkeypatch.setenv("PIPELINE_ENDPOINT", "http://127.0.0.1:9")
+    manifest = write_manifest(tmp_path / "m.jsonl", items(1, ["object_detection"]))
+    with pytest.raises(pipeline.ConfigError, match="the environment is not read for it"):
+        pipeline.run(manifest, out=tmp_path / "r.jsonl", api_key=KEY, config=pipeline.Config())
+
+
+def test_handle_signals_from_another_thread_is_refused_not_ignored(tmp_path: Path) -> None:
+    """Signal handlers can only be installed from the main thread: asking for them from another
+    thread raises ConfigError naming the option, before anything is created."""
+    import threading
+
+    manifest = write_manifest(tmp_path / "m.jsonl", items(1, ["object_detection"]))
+    caught: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            pipeline.run(manifest, out=tmp_path / "r.jsonl", endpoint="http://127.0.0.1:9", api_key=KEY,
+                         handle_signals=True)
+        except BaseException as exc:  # handed to the test's thread
+            caught.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join(timeout=60)
+    assert len(caught) == 1 and isinstance(caught[0], pipeline.ConfigError), caught
+    assert caught[0].key == "handle_signals" and "main thread" in str(caught[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,10 @@ def check_options(options: Mapping[str, Any], *, caller: str = "pipeline.run()")
     report = options.get("report")
     if "report" in options and not (isinstance(report, (bool, os.PathLike)) or (isinstance(report, str) and report)):
         raise bad("report", "True, False or the report's path (str or os.PathLike)")
+    if options.get("handle_signals") and threading.current_thread() is not threading.main_thread():
+        # Python delivers signals to the main thread only: the handlers could not be installed.
+        raise bad("handle_signals", "False in a thread other than the main thread (signal handlers can only be "
+                                    "installed from the main thread; stop the run by cancelling its task)")
     progress = options.get("progress", "off")
     if progress not in PROGRESS_MODES:
         raise bad("progress", f"one of {', '.join(PROGRESS_MODES)}")

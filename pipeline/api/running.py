@@ -115,11 +115,17 @@ def prepare(source: str | os.PathLike[str] | None, *, out: str | os.PathLike[str
     overrides = {**settings.overrides, "endpoint": endpoint}
     cfg = _config(config, overrides, caller)
     if not cfg.endpoint:
-        raise ConfigError("no endpoint: give endpoint='https://…', set PIPELINE_ENDPOINT, or put endpoint in the "
-                          "config", key="endpoint", source=caller)
+        where = ("the Config given (a Config object is used as it is: the environment is not read for it)"
+                 if isinstance(config, Config) else "the config")
+        raise ConfigError(f"no endpoint: give endpoint='https://…', set PIPELINE_ENDPOINT, or put endpoint in {where}",
+                          key="endpoint", source=caller)
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
     if not isinstance(key, str) or not key.strip():
-        given = "api_key is empty" if api_key is not None else f"{API_KEY_ENV} is not set"
+        passed: object = api_key  # typed str, but a caller's program may pass anything
+        if passed is not None and not isinstance(passed, str):
+            given = f"api_key must be a string, got {type(passed).__name__}"
+        else:
+            given = "api_key is empty" if api_key is not None else f"{API_KEY_ENV} is not set"
         raise ConfigError(f"{given}: pass api_key=... or export {API_KEY_ENV}", key="api_key", source=caller)
     manifest = STREAM_SOURCE if source is None else _manifest(source, caller)
     listing = Listing(settings.include, settings.exclude, settings.follow_symlinks)
