@@ -202,3 +202,37 @@ async def test_a_manifest_edited_while_a_session_reads_it_is_compared_next_time(
     assert again.summary["catalog"]["changed"] == 1
     lines = [json.loads(raw) for raw in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [line["source"] for line in lines if line["id"] == "img-3"][-1].endswith("q3.jpg")
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+async def test_an_append_after_a_last_line_without_newline_is_no_duplicate(
+        tmp_path: Path, newline: str) -> None:
+    """A manifest whose writer left no final newline, then an append that starts with one: the
+    old last line is not read again as a duplicate of itself; the new item is sent, exit 0."""
+    lines = [json.dumps(image(i)) for i in range(5)]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(newline.join(lines).encode())  # no newline after the last line
+    async with start_emulator(emulator()) as emu:
+        first, n = await session(tmp_path, emu, manifest)
+        assert (first.exit_code, n) == (0, 5)
+        with open(manifest, "ab") as f:
+            f.write((newline + json.dumps(image(5)) + newline).encode())
+        again, n = await session(tmp_path, emu, manifest)
+    assert (again.exit_code, n) == (0, 1), again.summary
+    assert again.summary["rejected_lines"] == 0
+
+
+async def test_a_torn_last_line_rejected_then_completed_leaves_no_reject_behind(tmp_path: Path) -> None:
+    """A last line caught half-written is rejected by that session; once its writer completes
+    it, the next session reads it whole, sends it, and the run's rejected count is 0 again."""
+    whole = json.dumps(image(9)) + "\n"
+    manifest = write_manifest(tmp_path / "m.jsonl", [image(i) for i in range(4)])
+    with open(manifest, "a", encoding="utf-8") as f:
+        f.write(whole[:30])
+    async with start_emulator(emulator()) as emu:
+        first, n = await session(tmp_path, emu, manifest)
+        assert (first.exit_code, n, first.summary["rejected_lines"]) == (1, 4, 1)
+        with open(manifest, "a", encoding="utf-8") as f:
+            f.write(whole[30:])
+        again, n = await session(tmp_path, emu, manifest)
+    assert (again.exit_code, n, again.summary["rejected_lines"]) == (0, 1, 0), again.summary

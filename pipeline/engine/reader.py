@@ -111,6 +111,7 @@ class Reader:
         self._clock = clock  # the pollers' clock, for a recorded task's start
         self._shard = shard
         self.rejected = 0
+        self._last_rejected: Rejected | None = None
         #: Rejected lines with no readable id (a bad JSON line): their items are unknown, so this
         #: read decides nothing vanished (`vanishing.vanish_rule`).
         self.unidentified = 0
@@ -236,10 +237,15 @@ class Reader:
                         self._rejects.name)
 
     def _counts(self) -> dict[str, int]:
-        """What the read found so far, the skipped part included (carried by the cursor)."""
-        return {"records": self._stats.records_read + self._carried("records"), "units": self.items,
-                "rejected": self.rejected, "known": self.known, "any": int(self.any_items),
-                "unidentified": self.unidentified}
+        """What the read found so far, the skipped part included (carried by the cursor). A last
+        line still being written, rejected now, is left out: the position stays before it, and
+        the session that reads it whole counts it then."""
+        tracker = self._cursor.tracker if self._cursor is not None else None
+        last = self._last_rejected
+        tail = int(tracker is not None and last is not None and tracker.tail_line == last.line)
+        return {"records": self._stats.records_read + self._carried("records") - tail, "units": self.items,
+                "rejected": self.rejected - tail, "known": self.known, "any": int(self.any_items),
+                "unidentified": self.unidentified - (tail and last is not None and last.id is None)}
 
     async def _batch(self, batch: list[Job], out: ReaderStreams, *, next_line: int | None) -> None:
         """Fingerprint, look up and decide a batch of whole items (one query, one transaction,
@@ -341,6 +347,7 @@ class Reader:
 
     def _reject(self, item: Rejected) -> None:
         self.rejected += 1
+        self._last_rejected = item
         self._stats.rejected += 1
         if item.id is not None:
             self._rejected_ids.append(item.id)  # there, only refused: not vanished

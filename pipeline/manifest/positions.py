@@ -7,13 +7,16 @@ raw lines, numbered from `line`, noting for each line that holds a record its st
 before it go into the digest. So while the caller handles the record of line N (the generators
 never read ahead), `hashed == starts[N]` and `digest()` covers [start, starts[N]) exactly: what
 a cursor placed at line N must vouch for. At the end of the file the rest is hashed, except a
-last line without its newline (a line still being written: the next session reads it again).
+last line without its newline that is not a whole JSON object (a line still being written: the
+next session reads it again; `tail_line` says which). A whole object without a final newline is
+hashed: many writers end a file so, and an append after it then starts on a line of its own.
 `prefix_digest` hashes a byte range of a file the same way, to check a recorded one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -34,6 +37,7 @@ class LineTracker:
         self.end_line = line  # the number of the line at `end`
         self.starts: dict[int, int] = {}  # line number -> start byte, of record lines not yet forgotten
         self.at_eof = False
+        self.tail_line: int | None = None  # a last line left out of the position: still being written
         self._hash = hashlib.sha256()
         self._held: list[bytes] = []  # read, not yet hashed
 
@@ -50,11 +54,12 @@ class LineTracker:
             number += 1
             self.end_line = number
             yield raw
-        if self._held and not self._held[-1].endswith(b"\n"):
+        if self._held and not self._held[-1].endswith(b"\n") and not _whole_record(self._held[-1]):
             last = self._held.pop()
             self._flush()
             self.end -= len(last)
             self.end_line -= 1
+            self.tail_line = self.end_line
         self._flush()
         self.at_eof = True
 
@@ -72,6 +77,15 @@ class LineTracker:
             self._hash.update(raw)
             self.hashed += len(raw)
         self._held.clear()
+
+
+def _whole_record(raw: bytes) -> bool:
+    """Whether a last line without its newline is a whole record (a JSON object): a file whose
+    writer leaves no final newline. Anything else may be a line still being written."""
+    try:
+        return isinstance(json.loads(raw), dict)
+    except ValueError:
+        return False
 
 
 def prefix_digest(f: BinaryIO, start: int, end: int) -> str:
