@@ -45,10 +45,9 @@ def _sizes(quick: bool) -> tuple[int, ...]:
 def _read_cpu(manifest: Path, shard: Shard | None) -> tuple[float, int]:
     """CPU seconds to stream `manifest` through the reader (as `run --shard` does), and the
     valid jobs it gave."""
-    keep = None if shard is None else (lambda item_id, line: shard.owns(item_id) if item_id else shard.owns_line(line))
     started = time.process_time()
     jobs = 0
-    for item in read_manifest(manifest, check_files=False, keep=keep):
+    for item in read_manifest(manifest, check_files=False, shard=shard):
         if isinstance(item, Job):
             jobs += shard is None or shard.owns(item.id)
     return time.process_time() - started, jobs
