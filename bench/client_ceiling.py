@@ -81,4 +81,5 @@ def notes(raw: Mapping[str, Any], machine: Mapping[str, Any]) -> list[str]:
             f"The emulator used ≥ {raw['busy_emulator_cores']:g} of a core during the {' and '.join(busy)} run(s): "
             f"on this {machine['cores']}-core machine it is at least a co-bottleneck, so the client's true "
             "ceiling is higher than shown.")
+    out.extend(raw.get("measured_with", []))  # later before/after comparisons, said how they were made
     return out

@@ -7,6 +7,7 @@
   reads (each decides a line's shard from its id before validating it) ÷ the CPU of one
   unsharded read, measured in this process with `time.process_time` around the manifest
   reader alone (what `run --shard K/8` pays to read, without the run around it).
+  `BENCH_VALIDATE_SIZES=none` measures this part alone.
 """
 
 from __future__ import annotations
@@ -39,16 +40,17 @@ TARGET_SHARD_RATIO = 1.3
 
 def _sizes(quick: bool) -> tuple[int, ...]:
     given = os.environ.get("BENCH_VALIDATE_SIZES")
+    if given == "none":  # the shards' part alone (the validate runs take tens of minutes)
+        return ()
     return tuple(int(float(s)) for s in given.split(",")) if given else (QUICK_SIZES if quick else SIZES)
 
 
 def _read_cpu(manifest: Path, shard: Shard | None) -> tuple[float, int]:
     """CPU seconds to stream `manifest` through the reader (as `run --shard` does), and the
     valid jobs it gave."""
-    keep = None if shard is None else (lambda item_id, line: shard.owns(item_id) if item_id else shard.owns_line(line))
     started = time.process_time()
     jobs = 0
-    for item in read_manifest(manifest, check_files=False, keep=keep):
+    for item in read_manifest(manifest, check_files=False, shard=shard):
         if isinstance(item, Job):
             jobs += shard is None or shard.owns(item.id)
     return time.process_time() - started, jobs
@@ -102,8 +104,8 @@ def notes(raw: Mapping[str, Any], machine: Mapping[str, Any]) -> list[str]:
            f"{p['peak_rss_mb']:.0f} MB (exit {p['exit_code']})." for p in raw["validate"]]
     out.append(f"Shards: one unsharded read of {raw['shard_lines']:,} lines took {raw['unsharded_cpu_s']:.1f} s CPU; "
                f"the {len(raw['shard_cpu_s'])} shards' reads {sum(raw['shard_cpu_s']):.1f} s together "
-               f"({', '.join(f'{c:.1f}' for c in raw['shard_cpu_s'])}); each decides a line's shard from its id "
-               "before validating it, so each pays the JSON decoding of every line and the validation of its "
-               "own.")
+               f"({', '.join(f'{c:.1f}' for c in raw['shard_cpu_s'])}); each passes over another shard's line "
+               "from its bytes (the id that opens it, hashed), decodes the lines its line number gives it (the "
+               "owner of a malformed line) and validates its own.")
     out.extend(raw.get("measured_with", []))
     return out

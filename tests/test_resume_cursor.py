@@ -6,6 +6,7 @@ on 127.0.0.1, in-process."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,13 +18,15 @@ import pytest
 from run_support import config, emulator
 from support import write_manifest
 
+import pipeline.engine.read_cursor as read_cursor
 import pipeline.manifest.reader as manifest_reader
 from pipeline.core.results import RunFiles
 from pipeline.emulator import RunningEmulator, start_emulator
-from pipeline.engine.read_cursor import Start, plan
+from pipeline.engine.read_cursor import MERGE_AT, ReadCursor, Start, plan
 from pipeline.engine.runner import RunRequest, RunResult, run
 from pipeline.state.checkpoint import Checkpoint
 from pipeline.state.cursor import Cursor
+from pipeline.state.resume import manifest_key
 
 KEY = "engine-test-key"
 SKIPPED = "reading on from there"
@@ -236,3 +239,51 @@ async def test_a_torn_last_line_rejected_then_completed_leaves_no_reject_behind(
             f.write(whole[30:])
         again, n = await session(tmp_path, emu, manifest)
     assert (again.exit_code, n, again.summary["rejected_lines"]) == (0, 1, 0), again.summary
+
+
+def _segmented(path: Path, cuts: list[int]) -> Cursor:
+    """A cursor whose prefix [0, cuts[-1]) is recorded as one segment per pair of cuts."""
+    data = path.read_bytes()
+    bounds = list(zip([0, *cuts[:-1]], cuts, strict=True))
+    return Cursor(manifest_key(str(path)), 1, position=cuts[-1],
+                  segments=[[a, b, hashlib.sha256(data[a:b]).hexdigest()] for a, b in bounds])
+
+
+@pytest.mark.parametrize("count", [1, 2, MERGE_AT - 1, MERGE_AT])
+def test_a_prefix_is_verified_in_one_pass_and_merged_only_past_a_bound(tmp_path: Path, count: int,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verifying a recorded prefix hashes each byte once while it has fewer than MERGE_AT
+    segments (kept as they are), twice when it merges them into one; an edit is found either way."""
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"".join(b'{"id":"i-%03d"}\n' % i for i in range(64)))
+    cuts = [15 * ((i + 1) * 64 // count) for i in range(count)]  # line boundaries (15 bytes a line)
+    ckpt = Checkpoint.open(tmp_path / "s")
+    reader = ReadCursor(ckpt, str(path), session=2, settings="", seekable=True, scattered=False, forced=False)
+    hashed = 0
+    real = hashlib.sha256
+
+    class Counting:
+        def __init__(self) -> None:
+            self._h = real()
+
+        def update(self, chunk: bytes) -> None:
+            nonlocal hashed
+            hashed += len(chunk)
+            self._h.update(chunk)
+
+        def hexdigest(self) -> str:
+            return self._h.hexdigest()
+
+    cursor = _segmented(path, cuts)
+    monkeypatch.setattr(read_cursor.hashlib, "sha256", Counting)
+    assert reader._verify(cursor)
+    merged = count >= MERGE_AT
+    assert hashed == cuts[-1] * (2 if merged else 1)
+    assert len(cursor.segments) == (1 if merged else count)
+    monkeypatch.setattr(read_cursor.hashlib, "sha256", real)
+    edited = bytearray(path.read_bytes())
+    edited[3] = ord("X")
+    cursor = _segmented(path, cuts)
+    path.write_bytes(bytes(edited))
+    assert not reader._verify(cursor)
+    ckpt.close()

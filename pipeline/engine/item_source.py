@@ -171,7 +171,7 @@ class ItemSource:
 
     async def items(self, *, expected_items: int = 0, **partial: Any) -> AsyncIterator[Job | Rejected | Skipped]:
         """Every valid item's jobs and every rejected entry, in the source's order. For a
-        manifest, `partial` are `read_manifest`'s tracker, reread, ids and keep (a read from a
+        manifest, `partial` are `read_manifest`'s tracker, reread, ids and shard (a read from a
         recorded position, the run's duplicate check, a shard's filter: `Skipped` items)."""
         if self.kind == "stream":
             async for one in self._streamed(expected_items):

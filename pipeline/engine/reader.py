@@ -193,9 +193,8 @@ class Reader:
         self.unidentified = self._carried("unidentified")
         self.known = self._carried("known")
         self.any_items = bool(self._carried("any"))
-        keep = None if self._shard is None else self._keep
         items = self._source.items(tracker=cursor.tracker if cursor else None, reread=cursor.reread if cursor else (),
-                                   ids=self._unique, keep=keep)
+                                   ids=self._unique, shard=self._shard)
         last_line = -1
         batch: list[Job] = []
         async for item in items:
@@ -203,7 +202,7 @@ class Reader:
                 return
             if isinstance(item, Skipped):  # another shard's, told before validating it
                 self.any_items = True
-                self.routed["left to other shards"] += 1
+                self.routed["left to other shards"] += item.lines
                 continue
             self.any_items = self.any_items or not isinstance(item, Rejected)
             if not self._mine(item):
@@ -331,11 +330,6 @@ class Reader:
     def _again(self, line: int) -> bool:
         """Whether `line` is an open line read again (counted by the session that first read it)."""
         return self._cursor is not None and line < self._cursor.first_line
-
-    def _keep(self, item_id: str | None, line: int) -> bool:
-        """With --shard, whether this shard owns a line, asked before validating it."""
-        assert self._shard is not None
-        return self._shard.owns(item_id) if item_id else self._shard.owns_line(line)
 
     def _mine(self, item: Job | Rejected) -> bool:
         """With --shard, whether this shard owns the item (a line without an id: by line number)."""

@@ -28,7 +28,8 @@ from ..core.outcome import Stop, StopReason
 from ..observe.report import RunStats
 from ..service.bodies import RequestBody, request_body
 from ..service.responses import ApiResponse
-from ..state.checkpoint import Checkpoint
+from ..state.checkpoint import Accepted, Checkpoint
+from .accepted import AcceptedTasks
 from .spend import SpendLedger
 from .stopping import Stopping
 from .work import Ending, TaskHandle, Token
@@ -63,7 +64,7 @@ class Submission:
                  stats: RunStats, clock: Callable[[], float], uploads: Prepares | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self._client = client
-        self._ckpt = checkpoint
+        self._accepted = AcceptedTasks(checkpoint)
         self._ledger = ledger  # may wait for room under a cap (ended by a stop)
         self._stops = stops
         self._stats = stats
@@ -116,10 +117,10 @@ class Submission:
             return Ending(job, token, BadResponse("BadResponse", "create response has no task_id",
                                                   http_status=response.http_status),
                           attempts=response.attempts, submitted_at=submitted_at)
-        # Durable before the poller sees it: a crash from here on polls, never resubmits.
-        recorded_at = self._ckpt.record_submitted(job.key, job.capability, job.service_id, task_id,
-                                                  attempts=response.attempts, resubmits=resubmits,
-                                                  fingerprint=job.fingerprint)
+        # Durable before the poller sees it: a crash from here on polls, never resubmits. (One
+        # transaction for the ids answered in the same turn of the loop: `engine.accepted`.)
+        recorded_at = await self._accepted.record(Accepted(job.key, job.capability, job.service_id, task_id,
+                                                           response.attempts, resubmits, job.fingerprint))
         return TaskHandle.recorded(job, task_id, recorded_at, token=token, attempts=response.attempts,
                                    resubmits=resubmits, wall_now=self._wall(), clock_now=self._clock())
 

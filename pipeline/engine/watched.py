@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 
 from ..core.capabilities import CAPABILITIES
 from ..core.errors import PipelineError
@@ -50,6 +51,15 @@ async def watched_run(request: RunRequest, *, progress: str = "auto", stats: Run
             await anyio.sleep(config.progress_interval)
             metrics.progress(live_summary())
 
+    async def progress_shown() -> None:
+        # The total reads the whole manifest (a few seconds at millions of lines): it ran on the
+        # event loop before the first submission, progress off or not. Not counted when nothing
+        # is shown; counted in a thread when progress is, so the run starts meanwhile.
+        total = None
+        if source is None and progress != "off":
+            total = await anyio.to_thread.run_sync(count_lines, request.manifest)
+        await show_progress(stats, limits, total=total, mode=progress, interval=config.progress_interval)
+
     result: RunResult | None = None
     code: int = ExitCode.INTERRUPTED
     started = False  # pings and metrics begin only once the run is accepted: a refused one touches neither
@@ -64,9 +74,7 @@ async def watched_run(request: RunRequest, *, progress: str = "auto", stats: Run
 
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: show_progress(
-                stats, limits, total=count_lines(request.manifest) if source is None else None, mode=progress,
-                interval=config.progress_interval))
+            tg.start_soon(progress_shown)
             try:
                 result = await Run(request, stats=stats, on_started=on_started, handle_signals=handle_signals,
                                    source=source, on_line=on_line, stops=stops).execute()

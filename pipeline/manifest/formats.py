@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
@@ -35,7 +35,18 @@ class Rejected:
         return {"line": self.line, "id": self.id, "reason": self.reason}
 
 
-RawRecord: TypeAlias = tuple[int, Any] | Rejected
+@dataclass(slots=True)
+class Foreign:
+    """JSON Lines lines left undecoded, another shard's by the id read from their bytes: `lines`
+    of them in a row from `line` (one record for the run: a shard passes over most lines), the
+    first one's id."""
+
+    line: int
+    id: str
+    lines: int = 1
+
+
+RawRecord: TypeAlias = tuple[int, Any] | Rejected | Foreign
 
 
 class DuplicateKeyError(ValueError):
@@ -66,11 +77,25 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODER = json.JSONDecoder(object_pairs_hook=unique_keys)
 
 
-def _text_lines(lines: Iterable[bytes | str], first: int = 1) -> Iterator[tuple[int, str] | Rejected]:
+def _text_lines(lines: Iterable[bytes | str], first: int = 1,
+                foreign: Callable[[bytes, int], str | None] | None = None
+                ) -> Iterator[tuple[int, str] | Rejected | Foreign]:
     """(number, stripped text) of each line that is neither blank nor a ``#`` comment, or a
-    `Rejected` for a line that is not UTF-8 (a leading BOM is dropped)."""
+    `Rejected` for a line that is not UTF-8 (a leading BOM is dropped), or a `Foreign` for a
+    run of lines `foreign` names another shard's id for (asked of the raw bytes first)."""
+    run: Foreign | None = None
     for number, raw in enumerate(lines, start=first):
         if isinstance(raw, bytes):
+            if foreign is not None:
+                owner = foreign(raw, number)
+                if owner is not None:
+                    if run is None:
+                        run = Foreign(number, owner, 0)
+                    run.lines += 1
+                    continue
+                if run is not None:
+                    yield run
+                    run = None
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
@@ -85,14 +110,19 @@ def _text_lines(lines: Iterable[bytes | str], first: int = 1) -> Iterator[tuple[
         text = text.strip()
         if text and not text.startswith("#"):
             yield number, text
+    if run is not None:
+        yield run
 
 
-def iter_jsonl(lines: Iterable[bytes | str], first: int = 1) -> Iterator[RawRecord]:
+def iter_jsonl(lines: Iterable[bytes | str], first: int = 1,
+               foreign: Callable[[bytes, int], str | None] | None = None) -> Iterator[RawRecord]:
     """One record per line; blank lines and lines starting with ``#`` are skipped; an object that
     repeats a key is rejected naming the key. `first`: the number of the first line given (a
-    read that starts part-way through the file)."""
-    for record in _text_lines(lines, first):
-        if isinstance(record, Rejected):
+    read that starts part-way through the file). `foreign(raw, number)` (a shard's filter) may
+    name a line's id from its bytes before it is decoded: such lines come out undecoded, as a
+    `Foreign` per run of them."""
+    for record in _text_lines(lines, first, foreign):
+        if isinstance(record, (Rejected, Foreign)):
             yield record
             continue
         number, text = record
@@ -123,7 +153,7 @@ def iter_txt(lines: Iterable[bytes | str]) -> Iterator[RawRecord]:
     local path (relative to the manifest's directory). Blank lines and lines starting with ``#``
     are skipped. The items carry no id (one is derived) and no capability (``--analyses``)."""
     for record in _text_lines(lines):
-        if isinstance(record, Rejected):
+        if isinstance(record, (Rejected, Foreign)):  # (never Foreign: no filter is given)
             yield record
             continue
         number, text = record

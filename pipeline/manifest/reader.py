@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO
 
 from ..core.capabilities import MAX_BODY_BYTES
 from ..core.echo import shown
@@ -24,8 +24,9 @@ from ..core.errors import ManifestError
 from ..core.idset import IdSet
 from ..core.job import Job, job_key
 from .analyses import analysis_names, run_analyses, validate_record
-from .formats import RawRecord, Rejected, iter_csv, iter_jsonl, iter_txt
+from .formats import Foreign, RawRecord, Rejected, iter_csv, iter_jsonl, iter_txt
 from .item import ALLOWED_KEYS, derive_id, estimated_body_bytes, validate_item
+from .line_id import line_id
 from .positions import LineTracker, read_line_at
 from .yaml_items import iter_yaml
 
@@ -46,16 +47,26 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv
            ".yaml": "yaml", ".yml": "yaml", ".txt": "txt"}
 
 
+class Owner(Protocol):
+    """A shard (`state.shards.Shard`): which items, and which lines without a usable id, it runs."""
+
+    def owns(self, item_id: str) -> bool: ...
+
+    def owns_line(self, line: int) -> bool: ...
+
+
 @dataclass(slots=True)
 class Skipped:
     """One analysis of an item the caller already finished (see `read_manifest`'s `skip`): not
-    validated again. `analysis` defaults to the capability and `key` to ``job_key(id, analysis)``."""
+    validated again. `analysis` defaults to the capability and `key` to ``job_key(id, analysis)``.
+    Another shard's items (no capability) may come as one `Skipped` for `lines` lines in a row."""
 
     line: int
     id: str
     capability: str | None  # canonical name when the analysis names a known capability
     key: str = ""
     analysis: str | None = None
+    lines: int = 1
 
     def __post_init__(self) -> None:
         if self.analysis is None:
@@ -70,7 +81,7 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
                   expected_items: int = 0, uploads: bool = False, analyses: Sequence[str] | None = None,
                   outputs: Mapping[str, str] | None = None, tracker: LineTracker | None = None,
                   reread: Sequence[tuple[int, int]] = (), ids: Callable[[str, int], bool] | None = None,
-                  keep: Callable[[str | None, int], bool] | None = None) -> Iterator[Job | Rejected | Skipped]:
+                  shard: Owner | None = None) -> Iterator[Job | Rejected | Skipped]:
     """Stream the manifest at `path` (``"-"`` or None: JSON Lines on `stdin`) as Jobs and Rejecteds.
 
     Each item gives one Job per analysis, in manifest order (`validate_record`). Relative `path`
@@ -93,17 +104,20 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
 
     A JSON Lines manifest can be read part-way (a resume, `engine.read_cursor`): the lines at
     the (byte, line number) pairs of `reread` first, then the file from `tracker.start`, which
-    notes where each line starts and hashes what it read (`manifest.positions`). `keep(id,
-    line)` (a shard's "mine?") is asked before validation with the id the item will have
-    (None when it cannot be told cheaply: then the item is validated and the caller decides);
-    an item it declines comes out as one `Skipped` with no capability, unvalidated.
+    notes where each line starts and hashes what it read (`manifest.positions`). `shard` (`--shard
+    K/N`) is asked before validation whether it owns the id the item will have (by line number
+    when that cannot be told cheaply: then the item is validated and the caller decides); an
+    item it declines comes out as a `Skipped` with no capability, unvalidated. A JSON Lines line
+    that opens with its id is asked before it is even decoded (`manifest.line_id`), unless its
+    line number is the shard's (the line's owner if it turns out malformed must decode it).
     """
     run_wide = run_analyses(analyses)
     records: Iterable[RawRecord]
+    foreign = None if shard is None else _foreign(shard)
     if path is None or str(path) == "-":
         source: Any = stdin if stdin is not None else sys.stdin
         # Prefer the bytes underneath, so bad UTF-8 rejects one line instead of ending the run.
-        records = iter_jsonl(getattr(source, "buffer", source))
+        records = iter_jsonl(getattr(source, "buffer", source), foreign=foreign)
         base = base_dir or Path.cwd()
     else:
         manifest = Path(path)
@@ -118,11 +132,13 @@ def read_manifest(path: str | os.PathLike[str] | None, *, stdin: TextIO | None =
         if not os.access(manifest, os.R_OK):
             raise ManifestError("manifest is not readable: check its permissions", source=str(manifest))
         if tracker is not None and kind == "jsonl":
-            records = _from(manifest, tracker, reread)
+            records = _from(manifest, tracker, reread, foreign)
+        elif kind == "jsonl":
+            records = _jsonl(manifest, foreign)
         else:
             records = _records(manifest, kind, max_body_bytes)
         base = base_dir or manifest.parent.absolute()
-    return _validated(records, base, skip=skip, ids=ids, keep=keep, analyses=run_wide,
+    return _validated(records, base, skip=skip, ids=ids, shard=shard, analyses=run_wide,
                       checks={"max_body_bytes": max_body_bytes, "check_files": check_files, "uploads": uploads,
                               "outputs": outputs})
 
@@ -138,17 +154,37 @@ def _records(manifest: Path, kind: str, max_body_bytes: int) -> Iterator[RawReco
             yield from readers[kind](fb)
 
 
-def _from(manifest: Path, tracker: LineTracker, reread: Sequence[tuple[int, int]]) -> Iterator[RawRecord]:
+def _jsonl(manifest: Path, foreign: Callable[[bytes, int], str | None] | None) -> Iterator[RawRecord]:
+    with open(manifest, "rb") as fb:
+        yield from iter_jsonl(fb, foreign=foreign)
+
+
+def _from(manifest: Path, tracker: LineTracker, reread: Sequence[tuple[int, int]],
+          foreign: Callable[[bytes, int], str | None] | None = None) -> Iterator[RawRecord]:
     """The records of the lines at `reread`, then of the file from `tracker.start`."""
     with open(manifest, "rb") as fb:
         for at, line in reread:
-            yield from iter_jsonl([read_line_at(fb, at)], first=line)
-        yield from iter_jsonl(tracker.lines(fb), first=tracker.line)
+            yield from iter_jsonl([read_line_at(fb, at)], first=line, foreign=foreign)
+        yield from iter_jsonl(tracker.lines(fb), first=tracker.line, foreign=foreign)
+
+
+def _foreign(shard: Owner) -> Callable[[bytes, int], str | None]:
+    """`iter_jsonl`'s pre-decode filter for `shard`: the id of a line that is neither the shard's
+    by its line number nor by the id that opens it, else None (decode it). Asked of every line
+    of the manifest by every shard: kept to three calls."""
+    owns, owns_line = shard.owns, shard.owns_line
+
+    def foreign(raw: bytes, line: int) -> str | None:
+        if owns_line(line):  # the line's owner if it is malformed: it must decode it to know
+            return None
+        item_id = line_id(raw)
+        return None if item_id is None or owns(item_id) else item_id
+    return foreign
 
 
 def _validated(records: Iterable[RawRecord], base: Path, *, skip: Callable[[str], bool] | None,
                analyses: tuple[str, ...], checks: Mapping[str, Any], ids: Callable[[str, int], bool] | None = None,
-               keep: Callable[[str | None, int], bool] | None = None,
+               shard: Owner | None = None,
                expected_items: int = 0) -> Iterator[Job | Rejected | Skipped]:
     """The record loop (`read_manifest`'s docstring); `expected_items` is accepted and unused
     (the duplicate check no longer sizes a table)."""
@@ -158,10 +194,13 @@ def _validated(records: Iterable[RawRecord], base: Path, *, skip: Callable[[str]
         if isinstance(record, Rejected):
             yield record
             continue
+        if isinstance(record, Foreign):  # another shard's, told from the lines' bytes
+            yield Skipped(record.line, record.id, None, key=record.id, lines=record.lines)
+            continue
         line, raw = record
-        if keep is not None and isinstance(raw, Mapping):
+        if shard is not None and isinstance(raw, Mapping):
             guess = quick_id(raw)
-            if guess is not None and not keep(guess, line):  # another shard's: not validated here
+            if guess is not None and not shard.owns(guess):  # another shard's: not validated here
                 yield Skipped(line, guess, None, key=guess)
                 continue
         if skip is not None and isinstance(raw, Mapping):

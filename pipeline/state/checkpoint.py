@@ -35,7 +35,7 @@ from .catalog import CatalogStore
 from .cursor import CursorStore
 from .db import connect, transaction
 from .history import HistoryStore, OlderTotals, SessionCounts, SessionRow
-from .jobs import CountRow, JobState, JobStore, Outcome, PendingTask, UsageRow
+from .jobs import Accepted, CountRow, JobState, JobStore, Outcome, PendingTask, UsageRow
 from .ledger import LedgerStore, StaleReservation
 from .manifests import ManifestStore
 from .meta import MetaKey, MetaStore
@@ -43,8 +43,8 @@ from .schema import EARLIER_VERSION, KEY_FORMAT, SCHEMA, missing_columns, upgrad
 from .series import Buckets, Sample, SeriesStore
 from .uploads import UploadRecord, UploadStore
 
-__all__ = ["KEY_FORMAT", "Buckets", "Checkpoint", "JobState", "MetaKey", "OlderTotals", "Outcome", "PendingTask",
-           "Sample", "SessionCounts", "SessionRow", "UploadRecord"]
+__all__ = ["KEY_FORMAT", "Accepted", "Buckets", "Checkpoint", "JobState", "MetaKey", "OlderTotals", "Outcome",
+           "PendingTask", "Sample", "SessionCounts", "SessionRow", "UploadRecord"]
 
 
 class Checkpoint:
@@ -219,6 +219,10 @@ class Checkpoint:
         """Durably note that the service accepted `key` as `task_id` (the work of `fingerprint`). Returns the time."""
         return self._jobs.record_submitted(key, capability, service_id, task_id, attempts=attempts,
                                            resubmits=resubmits, fingerprint=fingerprint)
+
+    def record_accepted(self, accepted: Iterable[Accepted]) -> float:
+        """`record_submitted` for many tasks in one transaction (a group commit). Returns the time."""
+        return self._jobs.record_accepted(accepted)
 
     def mark_done(self, outcomes: Iterable[Outcome], sink_offset: int,
                   costs: Iterable[tuple[str, float]] = ()) -> None:

@@ -22,17 +22,29 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core.results import ItemStatus
 from . import totals
 from .db import transaction
 
-__all__ = ["CountRow", "JobState", "JobStore", "Outcome", "PendingTask", "UsageRow"]
+__all__ = ["Accepted", "CountRow", "JobState", "JobStore", "Outcome", "PendingTask", "UsageRow"]
 
 #: The error code of a task still pending when its poll timeout ran out: `--retry-failed` polls
 #: it again under its task id instead of submitting it again (`engine.decisions.poll_timeout`).
 POLL_TIMEOUT_CODE = "PollTimeout"
+
+class Accepted(NamedTuple):
+    """A task the service accepted, to be recorded as submitted (`JobStore.record_accepted`)."""
+
+    key: str
+    capability: str
+    service_id: str
+    task_id: str
+    attempts: int
+    resubmits: int = 0
+    fingerprint: str | None = None
+
 
 #: (capability, service id, status, error code, count) of done keys.
 CountRow = tuple[str, str, ItemStatus, "str | None", int]
@@ -126,17 +138,24 @@ class JobStore:
                          attempts: int, resubmits: int = 0, fingerprint: str | None = None) -> float:
         """Durably note that the service accepted `key` as `task_id` (for the work of
         `fingerprint`, when known). Returns the time."""
+        return self.record_accepted([Accepted(key, capability, service_id, task_id, attempts, resubmits,
+                                              fingerprint)])
+
+    def record_accepted(self, accepted: Iterable[Accepted]) -> float:
+        """`record_submitted` for many tasks, in one transaction (a group commit). Returns the time."""
         now = time.time()
-        self._conn.execute(
-            "INSERT INTO jobs (id, capability, service_id, state, task_id, submitted_at, attempts, resubmits, "
-            "fingerprint, seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET state = excluded.state, task_id = excluded.task_id, "
-            "submitted_at = excluded.submitted_at, attempts = jobs.attempts + excluded.attempts, "
-            "resubmits = excluded.resubmits, status = NULL, error_code = NULL, "
-            "fingerprint = COALESCE(excluded.fingerprint, jobs.fingerprint), seen = COALESCE(excluded.seen, jobs.seen)",
-            (key, capability, service_id, JobState.SUBMITTED, task_id, now, attempts, resubmits, fingerprint,
-             self.seen_pass),
-        )
+        rows = [(a.key, a.capability, a.service_id, JobState.SUBMITTED, a.task_id, now, a.attempts, a.resubmits,
+                 a.fingerprint, self.seen_pass) for a in accepted]
+        with transaction(self._conn):
+            self._conn.executemany(
+                "INSERT INTO jobs (id, capability, service_id, state, task_id, submitted_at, attempts, resubmits, "
+                "fingerprint, seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, task_id = excluded.task_id, "
+                "submitted_at = excluded.submitted_at, attempts = jobs.attempts + excluded.attempts, "
+                "resubmits = excluded.resubmits, status = NULL, error_code = NULL, "
+                "fingerprint = COALESCE(excluded.fingerprint, jobs.fingerprint), "
+                "seen = COALESCE(excluded.seen, jobs.seen)",
+                rows)
         return now
 
     def mark_done(self, outcomes: Iterable[Outcome]) -> None:
