@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +215,28 @@ def test_a_usage_error_stays_text_otherwise(capsys):
         build_parser(PROG, argv=argv).parse_args(argv)
     err = capsys.readouterr().err
     assert err.startswith("usage:") and "required: SOURCE" in err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["report", "--state-dir", "a", "--state-dir", "b"], "--state-dir given twice (a and b)"),
+    (["report", "--state-dir", "a", "--out", "x.html", "--out", "y.html"], "--out given twice (x.html and y.html)"),
+])
+def test_a_report_option_given_twice_is_refused(argv: list[str], says: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`report` reads one state dir and writes one file: the same option twice with two values
+    is a usage error naming both, not the last one silently used."""
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(argv)
+    assert caught.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_report_out_dash_is_refused_not_written_as_a_file_named_dash(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`report --out -` wrote a file named "-": it is refused (exit 2) and nothing is written."""
+    from pipeline.cli.main import main
+    from pipeline.state.checkpoint import Checkpoint
+
+    Checkpoint.open(tmp_path / "s").close()
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--state-dir", str(tmp_path / "s"), "--out", "-"]) == 2
+    assert not (tmp_path / "-").exists()

@@ -45,6 +45,18 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, key, None) for key in FLAG_KEYS}
 
 
+class _Once(argparse.Action):
+    """An option that names one thing (the report's state dir, its file): given twice, with two
+    values, is an error rather than the last one silently winning."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        earlier = getattr(namespace, self.dest, None)
+        if earlier is not None and earlier != values:
+            parser.error(f"{option_string} given twice ({earlier!s:.80} and {values!s:.80}): give it once")
+        setattr(namespace, self.dest, values)
+
+
 def _logging_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     # On the main parser the defaults are real; on a command they are SUPPRESS, so that an
     # option not repeated after the command leaves the main parser's value alone.
@@ -210,8 +222,8 @@ def build_parser(prog: str | None = None, argv: Sequence[str] | None = None) -> 
     p = sub.add_parser("report", help="a run's self-contained HTML report (plots, failures, history)",
                        description="Write a run's report as one HTML file that loads nothing from anywhere. Works "
                                    "on a live run (a snapshot, marked live). Needs the `report` extra.")
-    p.add_argument("--state-dir", metavar="DIR", required=True, help="the run's checkpoint directory")
-    p.add_argument("--out", metavar="FILE",
+    p.add_argument("--state-dir", metavar="DIR", required=True, action=_Once, help="the run's checkpoint directory")
+    p.add_argument("--out", metavar="FILE", action=_Once,
                    help="where to write (default: the run's results.report.html, next to its summary); an "
                         "existing file is replaced only when it is an earlier report")
     p.add_argument("--config", metavar="FILE", help="YAML config file (prices, limits, endpoint for the retry command)")

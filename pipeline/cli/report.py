@@ -50,6 +50,9 @@ def main(args: argparse.Namespace) -> int:
     if not (state_dir / Checkpoint.DB_NAME).exists():
         raise UsageError(f"{shown_path(state_dir)} holds no run (no {Checkpoint.DB_NAME} in it): give the state dir "
                          "of a run (--state-dir, by default the results file's name + .state)")
+    if args.out == "-":
+        raise UsageError("--out -: the report is one HTML file, replaced whole when it is written; give its path "
+                         "(or leave --out out: the run's results.report.html)")
     config = load_config(args.config)
     out = write_report(state_dir, config, Path(args.out) if args.out else None,
                        config_file=Path(args.config) if args.config else None)
