@@ -100,7 +100,8 @@ def _time_axis(ax: Axes, end: float) -> None:
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     ax.set_xlim(0, max(end, 1.0))
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 3, 5, 6, 10]))
+    # Whole seconds only: the ticks read m:ss, so half seconds of a short run showed 0:00 twice.
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 3, 5, 6, 10], integer=True))
     ax.xaxis.set_major_formatter(FuncFormatter(_elapsed))
 
 
