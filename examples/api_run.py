@@ -1,4 +1,5 @@
-"""Run a manifest from Python, then read the results with DuckDB (docs/api.md).
+"""Run a manifest from Python and report how it ended (docs/api.md). To read the results with
+DuckDB, export them as Parquet first (README, "From Python, and into DuckDB or pandas").
 
     DASHSCOPE_API_KEY=... PIPELINE_ENDPOINT=https://host python examples/api_run.py catalog.jsonl results.jsonl
 

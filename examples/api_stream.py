@@ -4,7 +4,8 @@
     export DASHSCOPE_API_KEY=... PIPELINE_ENDPOINT=https://host
     python examples/api_stream.py items.jsonl results.jsonl db.sqlite
 
-The items could come from anywhere (a database query, an API); here they are a JSONL file's lines.
+The items could come from anywhere (a database query, an API); here they are a JSONL file's lines
+(blank lines and `#` comments skipped, as in a manifest: sample_manifests/catalog.jsonl works).
 Run it again after an interruption: items already done are not sent again (nor yielded again),
 and a changed item's new line replaces its row. Lines that were durable but not yet taken when a
 run stopped are in results.jsonl; `media-pipeline export --changes` gives them (docs/api.md).
@@ -24,9 +25,10 @@ import pipeline
 
 
 def items(path: str) -> Iterator[dict[str, Any]]:
+    """The file's items: one JSON object a line; blank lines and `#` comments skipped, as a manifest's."""
     with open(path, encoding="utf-8") as f:
         for line in f:
-            if line.strip():
+            if line.strip() and not line.lstrip().startswith("#"):
                 yield json.loads(line)
 
 

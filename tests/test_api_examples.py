@@ -71,6 +71,25 @@ def test_the_stream_script_loads_each_durable_line_and_resumes(tmp_path: Path, e
         assert sorted(db.execute("SELECT id, status FROM results")) == loaded
 
 
+def test_the_stream_script_reads_the_sample_catalog_with_its_comments(tmp_path: Path,
+                                                                      emu_thread: EmulatorThread) -> None:
+    """examples/api_stream.py on the shipped sample_manifests/catalog.jsonl (`#` comment lines,
+    one deliberately invalid item) runs to its end: no traceback, one row per valid item's line."""
+    catalog = REPO / "sample_manifests" / "catalog.jsonl"
+    argv = [sys.executable, str(REPO / "examples" / "api_stream.py"), str(catalog), str(tmp_path / "r.jsonl"),
+            str(tmp_path / "db.sqlite")]
+    env = cli_env({"DASHSCOPE_API_KEY": KEY, "PIPELINE_ENDPOINT": emu_thread.url, "PIPELINE_TIME_SCALE": str(SCALE)})
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=catalog.parent, timeout=180, check=False,
+                          env=env)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 1 and "(exit 1)" in done.stdout, (done.stdout, done.stderr[-2000:])
+    written = read_results(tmp_path / "r.jsonl")
+    with closing(sqlite3.connect(tmp_path / "db.sqlite")) as db:
+        loaded = sorted(db.execute("SELECT id, analysis FROM results"))
+    assert written and loaded == sorted((r["id"], r["analysis"]) for r in written)
+    assert "broken-no-output" not in {row[0] for row in loaded}
+
+
 def load_orchestrators() -> ModuleType:
     spec = importlib.util.spec_from_file_location("orchestrators_example", REPO / "examples" / "orchestrators.py")
     assert spec is not None and spec.loader is not None

@@ -5,6 +5,7 @@ refuses, and a clear message when pyarrow is missing."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 from export_support import OLD_EXPORT, Run, line, three_items
+from support import REPO
 
 from pipeline.cli import export_parquet
 from pipeline.cli.main import main
@@ -36,6 +38,18 @@ def export(run: Run, target: Path, *extra: str) -> int:
 def query(sql: str, target: Path) -> list[tuple[object, ...]]:
     with duckdb.connect() as db:
         return db.execute(sql.replace("FILE", f"read_parquet('{target}')")).fetchall()
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/api.md"])
+def test_the_documented_duckdb_snippet_runs_in_the_dev_environment(doc: str, run: Run, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doc's `import duckdb` Python block runs as written on an export (no pandas needed)."""
+    three_items(run)
+    assert export(run, tmp_path / "results.parquet") == 0
+    blocks = re.findall(r"```python\n(import duckdb.*?)```", (REPO / doc).read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 1, blocks
+    monkeypatch.chdir(tmp_path)
+    exec(compile(blocks[0], doc, "exec"), {})  # noqa: S102 - the documentation's own code
 
 
 def test_duckdb_reads_one_row_per_current_item_and_analysis(run: Run, tmp_path: Path) -> None:
