@@ -11,6 +11,7 @@ import pytest
 from run_support import emulator
 from vanish_support import KEY, folder, folder_config
 
+import pipeline
 from pipeline.cli.report_data_of import retry_command
 from pipeline.core.exit_codes import ExitCode
 from pipeline.core.results import RunFiles
@@ -56,3 +57,21 @@ async def test_the_retry_command_keeps_the_selection_and_absolute_paths(
     for flag in ("--out", "--state-dir", "--config"):
         assert Path(args[args.index(flag) + 1]).is_absolute(), (flag, command)
     assert args[args.index("--state-dir") + 1] == str((tmp_path / "out" / "state").resolve())
+
+
+async def test_a_streams_retry_advice_is_the_same_call_with_retry_failed(tmp_path: Path, emu: RunningEmulator) -> None:
+    """A state dir written by `pipeline.stream`: the report's retry advice is that call again with
+    retry_failed=True (its out absolute), not a `python -m pipeline run '<pipeline.stream>'` that cannot run."""
+    cfg = folder_config(emu)
+    out = tmp_path / "r.jsonl"
+    rows = [{"id": "a", "capability": "object_detection", "url": "https://example.com/a.png"}]
+    lines = pipeline.stream(rows, out=out, endpoint=emu.url, api_key=KEY, config=cfg)
+    [_ async for _ in lines]
+    assert lines.result is not None and lines.result.exit_code == ExitCode.OK
+    ckpt = Checkpoint.open(tmp_path / "r.jsonl.state", read_only=True)
+    try:
+        command = retry_command(ckpt, tmp_path / "r.jsonl.state", cfg)
+    finally:
+        ckpt.close()
+    assert command is not None and "pipeline run" not in command and "<pipeline.stream>" not in command
+    assert command.startswith(f"pipeline.stream(items, out={str(out.resolve())!r}, retry_failed=True")

@@ -38,7 +38,7 @@ from ..observe.report_data import (
 from ..observe.report_summary import EXAMPLES_PER_CODE, failures_from, from_summary
 from ..state.checkpoint import Buckets, Checkpoint, JobState, MetaKey, Sample, SessionRow
 from ..state.history import INTERRUPTED, RUNNING
-from ..state.resume import NOT_RETRIED_CODES
+from ..state.resume import NOT_RETRIED_CODES, STREAM_SOURCE
 from ..state.shards import parse_shard
 from .status import summary_of
 
@@ -155,11 +155,17 @@ def retry_command(ckpt: Checkpoint, state_dir: Path, config: Config, *, config_f
     """The command that sends the run's failed analyses again: its source with the same selection
     (--include, --exclude, --follow-symlinks, --analyses: a listing without them would take other
     items), its files and shard, the config file and endpoint when known (an endpoint is shown
-    without any user or password). Every path is absolute, so it runs from any directory."""
+    without any user or password). Every path is absolute, so it runs from any directory. Items
+    that came from Python (`pipeline.stream`) have no command: the same call again, with
+    `retry_failed=True`, is what sends them again."""
     out, manifests = ckpt.get_meta(MetaKey.OUT), ckpt.manifests()
     if not out or not manifests:
         return None
     results, state_dir = Path(out).resolve(), state_dir.resolve()
+    if manifests[-1] == STREAM_SOURCE:  # the items are the caller's: only the caller can send them again
+        own_dir = "" if state_dir == results.with_name(results.name + ".state") else f", state_dir={str(state_dir)!r}"
+        return (f"pipeline.stream(items, out={str(results)!r}{own_dir}, retry_failed=True, ...)\n# the same call "
+                "as the first, with the same items and options, plus retry_failed=True (docs/api.md, pipeline.stream)")
     shard_text = ckpt.get_meta(MetaKey.SHARD)
     args = ["python", "-m", "pipeline", "run", manifests[-1],
             *selection_args(ckpt.get_meta(MetaKey.SELECTION))]
