@@ -13,8 +13,12 @@ sink wrote and marked them (`Run(on_line=...)`). Three things make it safe to em
   recorded; exit code 3 in `result`) and `aclose` waits for it; cancelling a task waiting for a
   line cancels the run at once and waits until it let go of the state dir. Either way what was
   durable stays, and the same call again resumes.
-- A handle dropped without `aclose` stops its run in the background: a new stream on the same
-  state dir in this process waits for that run to end instead of finding the lock taken.
+- Leaving an `async for` before its end (`break`, an exception in its body) drops the loop's
+  iterator (`_Lines`), and a handle dropped without `aclose` is dropped too: either stops its run
+  in the background, even while the handle is still held, and a new stream on the same state dir
+  in this process waits for that run to end instead of finding the lock taken. A stream of this
+  process still running on it (its consumer still in its loop) is refused with `StateLocked`
+  saying so.
 
 asyncio only (as `arun`); nothing here installs a signal handler unless `handle_signals=True`.
 """
@@ -25,12 +29,13 @@ import asyncio
 import collections
 import os
 import sys
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import ConfigError, UsageError
+from ..core.echo import clipped
+from ..core.errors import ConfigError, StateLocked, UsageError
 from ..core.outcome import Stop, StopReason
 from ..core.results import ResultLine
 from ..engine.closing import RunResult
@@ -98,8 +103,8 @@ class ResultStream:
         """Whether the run waits for the consumer before it takes the next item (back-pressure)."""
         return self._feed.held
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> AsyncIterator[ResultLine]:
+        return _Lines(self)
 
     async def __anext__(self) -> ResultLine:
         feed = self._feed
@@ -131,6 +136,30 @@ class ResultStream:
 
     def __del__(self) -> None:
         self._feed.abandon()  # after a `break` without aclose: the run stops in the background
+
+
+class _Lines:
+    """One `async for` over a stream. Python drops the iterator as the loop is left, at once; if
+    that was before the end (`break`, an exception in the loop's body), the run stops, as it does
+    for a dropped `ResultStream`, even while the caller still holds that one."""
+
+    def __init__(self, stream: ResultStream) -> None:
+        self._stream = stream
+        self._ended = False
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> ResultLine:
+        try:
+            return await self._stream.__anext__()
+        except BaseException:  # the end, the run's error, a cancellation: nothing left to stop
+            self._ended = True
+            raise
+
+    def __del__(self) -> None:
+        if not self._ended:
+            self._stream._feed.abandon()
 
 
 #: Runs of streams in this process, by state dir, while their task runs.
@@ -176,6 +205,10 @@ class _Feed:
         earlier = _RUNNING.get(self._key)
         if earlier is not None and earlier.abandoned:  # stopping in the background: let it finish first
             await earlier.finished()
+        elif earlier is not None:
+            raise StateLocked(f"an earlier pipeline.stream() in this process is still running on this out "
+                              f"(state dir {clipped(str(self._key))}): leave its `async with`, `await "
+                              "aclose()` it, or break out of its `async for` first; then this call resumes it")
         if self._key not in _RUNNING:
             _RUNNING[self._key] = self
         try:
