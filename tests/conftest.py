@@ -111,3 +111,18 @@ def ckpt(tmp_path: Path) -> Iterator[Checkpoint]:
 def out(tmp_path: Path) -> Path:
     """Where the test's results file goes."""
     return tmp_path / "results.jsonl"
+
+
+#: What the Python API reads from the environment besides its arguments (the report's switch
+#: stays as this file sets it: off, unless a test asks).
+API_ENV = ("DASHSCOPE_API_KEY", "PIPELINE_ENDPOINT", "PIPELINE_WORKSPACE", "PIPELINE_PROTOCOL",
+           "PIPELINE_POLLS_SHARE_QPS", "PIPELINE_MAX_COST", "PIPELINE_LIMITER")
+
+
+@pytest.fixture
+def api_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API's environment cleared, so each test of it says what it means to; the time scale is
+    the test module's `SCALE`. API test modules use it with `pytest.mark.usefixtures("api_env")`."""
+    for var in API_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PIPELINE_TIME_SCALE", str(request.module.SCALE))

@@ -24,11 +24,7 @@ PENDING = {cap: (3000.0, 3000.0) for cap in FAST}
 CONFIG = {"qps_headroom": 0.9, "polling": {"first_delay": 1.0, "max_delay": 5.0}}
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("DASHSCOPE_API_KEY", "PIPELINE_ENDPOINT", "PIPELINE_LIMITER", "PIPELINE_MAX_COST"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("PIPELINE_TIME_SCALE", str(SCALE))
+pytestmark = pytest.mark.usefixtures("api_env")
 
 
 def sessions(state: Path) -> list[dict]:

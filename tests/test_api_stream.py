@@ -31,13 +31,7 @@ PENDING = {cap: (3000.0, 3000.0) for cap in FAST}
 CONFIG: dict[str, Any] = {"qps_headroom": 0.9, "polling": {"first_delay": 1.0, "max_delay": 5.0}}
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The API reads DASHSCOPE_API_KEY and PIPELINE_*: each test sets what it means to."""
-    for var in ("DASHSCOPE_API_KEY", "PIPELINE_ENDPOINT", "PIPELINE_WORKSPACE", "PIPELINE_PROTOCOL",
-                "PIPELINE_POLLS_SHARE_QPS", "PIPELINE_MAX_COST", "PIPELINE_LIMITER"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("PIPELINE_TIME_SCALE", str(SCALE))
+pytestmark = pytest.mark.usefixtures("api_env")
 
 
 @pytest.fixture

@@ -22,11 +22,7 @@ FAST = {cap: (0.5, 1.5) for cap in ("image-analyze", "video-segmentation", "vide
 CONFIG: dict[str, Any] = {"qps_headroom": 0.9, "polling": {"first_delay": 1.0, "max_delay": 5.0}}
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("DASHSCOPE_API_KEY", "PIPELINE_ENDPOINT", "PIPELINE_LIMITER", "PIPELINE_MAX_COST"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("PIPELINE_TIME_SCALE", str(SCALE))
+pytestmark = pytest.mark.usefixtures("api_env")
 
 
 @pytest.fixture
