@@ -305,3 +305,22 @@ async def test_validate_with_a_state_dir_counts_the_delta_and_sends_nothing(tmp_
     (folder / "a.jpg").write_bytes(b"jpeg")
     listed = cli(["validate", str(folder), "--analyses", "object_detection", "--json"])
     assert listed.returncode == 0 and json.loads(listed.stdout)["new"] == 1, listed.stderr
+
+
+async def test_the_catalog_read_again_after_an_append_keeps_its_own_items(tmp_path: Path) -> None:
+    """A catalog, then a day's file joined with --append that changes one of its items, then the
+    catalog again: the catalog's item is not taken for vanished (the day's read marked it found,
+    so the catalog's unchanged part is read again, not skipped); it is sent once more with the
+    catalog's source, as `validate --state-dir` predicts, and stays in the current view."""
+    catalog = write_manifest(tmp_path / "catalog.jsonl", [image(0), image(1)])
+    day = write_manifest(tmp_path / "day.jsonl", [image(0, url="https://example.com/p0-v2.jpg")])
+    async with start_emulator(emulator()) as emu:
+        await session(tmp_path, emu, catalog)
+        _, n = await session(tmp_path, emu, day, append=True)
+        assert n == 1
+        again, n = await session(tmp_path, emu, catalog)
+    assert again.exit_code == ExitCode.OK and n == 1
+    assert again.summary["catalog"]["vanished"] == 0 and again.summary["catalog"]["changed"] == 1
+    lines = current(tmp_path)
+    assert {("img-0", "image_analyze"), ("img-1", "image_analyze")} <= set(lines)
+    assert lines[("img-0", "image_analyze")]["source"] == image(0)["url"]

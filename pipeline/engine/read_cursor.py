@@ -12,6 +12,7 @@ the run's settings, whether this session may go straight there:
 | --force / --force-analysis, --retry-failed, file cut short| in full                           |
 | other settings (outputs, --analyses, version), local files| in full, logged                   |
 | file shorter than the position                            | in full, logged ("truncated")     |
+| another source read into the run since (`--append`)      | in full, logged                   |
 | same size, mtime_ns and inode as at the last commit (*)   | from the position                 |
 | else the recorded digests of [0, position) still match    | from the position (grown file)    |
 | else                                                      | in full, logged ("changed inside the prefix") |
@@ -41,6 +42,7 @@ from ..core.job import Job
 from ..manifest.positions import HASH_CHUNK, LineTracker
 from ..state.checkpoint import Checkpoint
 from ..state.cursor import Cursor
+from ..state.meta import MetaKey
 from ..state.resume import manifest_key
 
 __all__ = ["Plan", "ReadCursor", "Start", "plan", "settings_digest"]
@@ -136,6 +138,13 @@ class ReadCursor:
         cursor = self._ckpt.cursors.get(self.source) if self._seekable else None
         decided = plan(cursor, seekable=self._seekable, stat=stat, settings=self._settings,
                        scattered=self._scattered, forced=self._forced)
+        last_read = self._ckpt.get_meta(MetaKey.LAST_READ)
+        if cursor is not None and decided.start is not Start.FULL and last_read not in (None, self.source):
+            # Another source was read since (`--append`): its read marked the keys it found, some of
+            # them this source's too, so the part skipped would not count them as found here.
+            decided = Plan(Start.FULL, "another manifest was read into this run since this one (--append): comparing "
+                                       "the whole catalog")
+        self._ckpt.set_meta(MetaKey.LAST_READ, self.source)
         if decided.start is Start.VERIFY:
             assert cursor is not None
             if not self._verify(cursor):

@@ -32,6 +32,7 @@ class MetaKey(str, Enum):
     DOUBLE_BILLING = "possible_double_billing"  # submissions that may have been billed twice, every session's
     UNCONFIRMED_SPEND = "unconfirmed_spend"  # reserved for creates a killed session may have sent: counted as spent
     SELECTION = "selection"  # the last session's --include, --exclude, ... (JSON): its retry command's
+    LAST_READ = "last_read"  # the source the last session read (another read since a cursor re-marks keys)
 
 
 class MetaStore:
