@@ -117,3 +117,22 @@ async def test_status_does_not_count_vanished_units_as_queued(tmp_path: Path, em
     code, report = status([tmp_path / "state"], Config())
     run_ = report["runs"][0] if "runs" in report else report
     assert (run_["queued"], run_["succeeded"], code) == (0, 3, ExitCode.OK), run_
+
+
+async def test_a_vanished_items_cost_stays_spent_under_the_cap(tmp_path: Path, emu: RunningEmulator) -> None:
+    """An item removed from the catalog leaves the current view, not the bill: the settled total
+    keeps its line's cost, so a new item that the cap no longer covers is not sent (exit 6)."""
+    manifest = write_manifest(tmp_path / "m.jsonl", [image(0), image(1)])
+    cfg = config(emu)
+    first = await session(tmp_path, manifest, cfg)
+    both = spent(tmp_path, cfg)
+    capped = config(emu, max_cost=both)
+    assert first.exit_code == ExitCode.OK
+    write_manifest(manifest, [image(0)])
+    removed = await session(tmp_path, manifest, capped)
+    assert removed.summary["catalog"]["vanished"] == 1
+    assert removed.summary["spend"]["settled"] == pytest.approx(both, abs=1e-6)
+    write_manifest(manifest, [image(0), image(2)])
+    added = await session(tmp_path, manifest, capped)
+    assert added.exit_code == ExitCode.SPEND_CAP, added.summary
+    assert spent(tmp_path, cfg) == pytest.approx(both, abs=1e-6)  # nothing more was billed

@@ -55,8 +55,10 @@ Wait = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 def run_spend(ckpt: Checkpoint, prices: Mapping[str, Mapping[str, float]], *, current: bool = True) -> float:
     """What the whole run spent by the price table: its current lines (`current`), the lines a
-    changed key superseded (billed too), and what creates a killed session may have sent."""
+    changed key superseded and the lines of vanished keys (billed too), and what creates a killed
+    session may have sent."""
     spent = settled_cost(*ckpt.catalog.superseded_totals(), prices)
+    spent += settled_cost(*ckpt.catalog.vanished_totals(), prices)  # out of the view, billed all the same
     spent += float(ckpt.get_meta(MetaKey.UNCONFIRMED_SPEND) or 0.0)
     return spent + (settled_cost(*ckpt.totals(), prices) if current else 0.0)
 

@@ -191,6 +191,26 @@ class CatalogStore:
                  for unit, total in by.items()]
         return counts, usage
 
+    def vanished_totals(self) -> tuple[list[tuple[str, str, ItemStatus, None, int]],
+                                       list[tuple[str, str, str, float]]]:
+        """Counts and successful usage of the done lines of vanished keys, as `superseded_totals`:
+        out of the current view and its totals, but billed all the same (O(vanished keys))."""
+        counts: dict[tuple[str, str, str], int] = {}
+        usage: dict[tuple[str, str, str], float] = {}
+        for capability, service_id, status, used in self._conn.execute(
+                "SELECT capability, service_id, status, usage FROM jobs WHERE state = ? AND vanished IS NOT NULL",
+                (JobState.DONE,)):
+            counts[(capability, service_id, status)] = counts.get((capability, service_id, status), 0) + 1
+            try:
+                numbers = json.loads(used) if used and status == ItemStatus.SUCCESS.value else {}
+            except ValueError:
+                numbers = {}
+            for unit, value in (numbers.items() if isinstance(numbers, dict) else ()):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    usage[(capability, service_id, unit)] = usage.get((capability, service_id, unit), 0.0) + value
+        return ([(cap, sid, ItemStatus(status), None, n) for (cap, sid, status), n in counts.items()],
+                [(cap, sid, unit, total) for (cap, sid, unit), total in usage.items()])
+
     def seen_by_read(self, item_id: str, read: int) -> bool:
         """Whether a key of item `item_id` was found by the read `read` (in a session before this
         one, for the part of the source it skipped): a second line with that id is a duplicate."""
