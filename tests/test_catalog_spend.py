@@ -136,3 +136,18 @@ async def test_a_vanished_items_cost_stays_spent_under_the_cap(tmp_path: Path, e
     added = await session(tmp_path, manifest, capped)
     assert added.exit_code == ExitCode.SPEND_CAP, added.summary
     assert spent(tmp_path, cfg) == pytest.approx(both, abs=1e-6)  # nothing more was billed
+
+
+async def test_a_changed_service_id_is_priced_at_the_new_services_price(tmp_path: Path,
+                                                                      emu: RunningEmulator) -> None:
+    """Items run with the OCR service, then changed to the VLM service (priced per token): the
+    settled spend is what every line written cost, each at its own service's price (the key's row
+    kept the old service id, so the new lines were priced as OCR)."""
+    manifest = write_manifest(tmp_path / "m.jsonl", [image(i) for i in range(3)])
+    cfg = config(emu)
+    await session(tmp_path, manifest, cfg)
+    write_manifest(manifest, [image(i, service_id="ops-image-analyze-vlm-001") for i in range(3)])
+    second = await session(tmp_path, manifest, cfg)
+    assert second.summary["catalog"]["changed"] == 3
+    assert second.summary["spend"]["settled"] == pytest.approx(spent(tmp_path, cfg), rel=1e-6)
+    assert spent(tmp_path, cfg) > 3 * 0.001 * 2  # the VLM lines cost more than OCR's: a real difference

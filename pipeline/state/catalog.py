@@ -197,9 +197,13 @@ class CatalogStore:
         out of the current view and its totals, but billed all the same (O(vanished keys))."""
         counts: dict[tuple[str, str, str], int] = {}
         usage: dict[tuple[str, str, str], float] = {}
-        for capability, service_id, status, used in self._conn.execute(
+        try:
+            rows = self._conn.execute(
                 "SELECT capability, service_id, status, usage FROM jobs WHERE state = ? AND vanished IS NOT NULL",
-                (JobState.DONE,)):
+                (JobState.DONE,)).fetchall()
+        except sqlite3.OperationalError:  # a state dir from before catalogs, read only: nothing vanished
+            return [], []
+        for capability, service_id, status, used in rows:
             counts[(capability, service_id, status)] = counts.get((capability, service_id, status), 0) + 1
             try:
                 numbers = json.loads(used) if used and status == ItemStatus.SUCCESS.value else {}

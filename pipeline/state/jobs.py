@@ -151,6 +151,7 @@ class JobStore:
                 "INSERT INTO jobs (id, capability, service_id, state, task_id, submitted_at, attempts, resubmits, "
                 "fingerprint, seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET state = excluded.state, task_id = excluded.task_id, "
+                "capability = excluded.capability, service_id = excluded.service_id, "
                 "submitted_at = excluded.submitted_at, attempts = jobs.attempts + excluded.attempts, "
                 "resubmits = excluded.resubmits, status = NULL, error_code = NULL, "
                 "fingerprint = COALESCE(excluded.fingerprint, jobs.fingerprint), "
@@ -174,6 +175,7 @@ class JobStore:
                 "elapsed, finished_at, attempts, line_at, fingerprint, source, written, seen) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET state = excluded.state, task_id = excluded.task_id, "
+                "capability = excluded.capability, service_id = excluded.service_id, "  # a changed service's price
                 "status = excluded.status, error_code = excluded.error_code, usage = excluded.usage, "
                 "elapsed = excluded.elapsed, finished_at = excluded.finished_at, "
                 "attempts = MAX(jobs.attempts, excluded.attempts), line_at = excluded.line_at, "
