@@ -102,7 +102,7 @@ def test_symbolic_links_are_not_followed_unless_asked(tmp_path: Path) -> None:
 
 def test_a_followed_link_loop_is_walked_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A followed link back to a directory above it is skipped with a warning, and the walk ends;
-    a dangling link is counted."""
+    a dangling link is counted and named unreadable."""
     root = tree(tmp_path / "m", ["a/b/c.jpg"])
     (root / "a/b/up").symlink_to(root / "a", target_is_directory=True)
     (root / "a/dangling.jpg").symlink_to(root / "nowhere.jpg")
@@ -110,6 +110,7 @@ def test_a_followed_link_loop_is_walked_once(tmp_path: Path, caplog: pytest.LogC
         entries, counts = walk(root, follow_symlinks=True)
     assert ids(entries) == ["a/b/c.jpg"]
     assert (counts.loops, counts.broken_links, counts.complete) == (1, 1, True)
+    assert counts.unreadable == ["a/dangling.jpg"]
     assert sum("link back to a directory above it" in r.getMessage() for r in caplog.records) == 1
 
 

@@ -18,8 +18,9 @@
 * Hidden files and directories (names starting with ``.``) are skipped, a directory with
   everything under it. Symbolic links are skipped (counted) unless `follow_symlinks`; then a
   link to a file is listed under the link's own path, a link to a directory is walked, a link
-  back to a directory above it (a loop) is skipped with a warning, and a dangling link is
-  counted. Devices, pipes and sockets are counted and skipped.
+  back to a directory above it (a loop) is skipped with a warning, and a dangling link (its
+  target cannot be stat()ed: a failed mount) is treated as an unreadable subtree: warned, counted,
+  and its id named in `ListingCounts.unreadable`. Devices, pipes and sockets are counted and skipped.
 * The id is the path relative to the directory with ``/`` separators; the source (``path``) is
   the absolute path through the directory as given (links in it are not resolved).
 * A subtree that cannot be read (permissions) is skipped with one warning and named in
@@ -87,7 +88,7 @@ def _walk(root: str, top: list[os.DirEntry[str]], selection: Selection, follow: 
             counts.hidden += 1
             continue
         rel = prefix + entry.name
-        kind = _kind(entry, follow, counts)
+        kind = _kind(entry, rel, follow, counts)
         if kind == "dir":
             ident = _identity(entry.path)
             if ident[0] >= 0 and ident in {level[2] for level in stack}:
@@ -129,15 +130,17 @@ def _walk(root: str, top: list[os.DirEntry[str]], selection: Selection, follow: 
     counts.complete = True
 
 
-def _kind(entry: os.DirEntry[str], follow: bool, counts: ListingCounts) -> str | None:
+def _kind(entry: os.DirEntry[str], rel: str, follow: bool, counts: ListingCounts) -> str | None:
     """"dir", "file", or None (skipped, and counted why)."""
     try:
         if entry.is_symlink():
             if not follow:
                 counts.symlinks += 1
                 return None
-            if not os.path.exists(entry.path):
-                counts.broken_links += 1
+            try:
+                os.stat(entry.path)
+            except OSError as exc:
+                _dangling(entry.path, rel, exc, counts)
                 return None
         if entry.is_dir(follow_symlinks=follow):
             return "dir"
@@ -150,6 +153,26 @@ def _kind(entry: os.DirEntry[str], follow: bool, counts: ListingCounts) -> str |
         pass
     counts.special += 1
     return None
+
+
+def _dangling(path: str, rel: str, exc: OSError, counts: ListingCounts) -> None:
+    """A followed link whose target cannot be stat()ed: a failed mount or a moved target looks just
+    like this, so what is behind it (a file or a whole subtree) is unseen, not removed: counted,
+    warned, and named in `unreadable` (so the run marks nothing vanished). A link itself gone since
+    its directory was listed is only `vanished`."""
+    if not os.path.lexists(path):
+        counts.vanished += 1
+        return
+    counts.broken_links += 1
+    counts.unreadable.append(rel)
+    try:
+        target = clipped(os.readlink(path))
+    except OSError:
+        target = "?"
+    # Named by its id (short, as the summary's `unreadable` names it): a clipped absolute path may lose the name.
+    log.warning("symbolic link %s -> %s: its target cannot be reached (%s): skipped with whatever is behind it, "
+                "and nothing is marked vanished on this run; mount or restore its target, or remove the link",
+                clipped(rel), target, exc.strerror or exc)
 
 
 def _scan(path: str, rel: str, counts: ListingCounts) -> list[os.DirEntry[str]] | None:

@@ -73,7 +73,8 @@ class ListingCounts:
     """What one listing found and turned away; filled in as it goes.
 
     `complete` turns True only when the listing ran to its end; `unreadable` lists the
-    subtrees (id prefixes, ending in ``/``) it could not read, whose items it did not see."""
+    subtrees (id prefixes, ending in ``/``) it could not read, whose items it did not see, and
+    the ids of followed links whose target it could not reach (a file or a subtree)."""
 
     listed: int = 0  # files or objects seen, before any rule
     yielded: int = 0
@@ -81,7 +82,7 @@ class ListingCounts:
     no_analyses: Counter[str] = field(default_factory=Counter)  # kind ("other": none) -> files skipped
     hidden: int = 0  # hidden files and directories (a directory counts once)
     symlinks: int = 0  # symbolic links not followed
-    broken_links: int = 0  # followed links to nothing
+    broken_links: int = 0  # followed links to nothing (also named in `unreadable`)
     loops: int = 0  # followed links back to a directory above them
     special: int = 0  # devices, pipes, sockets
     vanished: int = 0  # gone between the directory's listing and the file's stat
