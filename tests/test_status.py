@@ -154,3 +154,18 @@ def test_status_reads_a_state_dir_from_before_the_manifests_table_without_changi
     assert code == 1 and report["outcome"] == "completed with failures"  # a rejected line: partial
     assert (report["manifests"], report["items"], report["queued"], report["rejected_lines"]) == ([manifest], 3, 0, 1)
     assert meta_of(state) == before and "manifests" not in tables_of(state)
+
+
+def test_a_run_started_with_a_relative_out_resumes_from_anywhere(tmp_path: Path, emu_thread: EmulatorThread) -> None:
+    """A first run from the manifest's directory with a relative --out, then the same run by
+    absolute paths from elsewhere (cron, `pipeline.run` in another working directory): the
+    summary it wrote is recognised as its own, so the second run goes on (exit 0), not exit 2."""
+    (tmp_path / "x").mkdir()
+    write_manifest(tmp_path / "x" / "m.jsonl", items(2))
+    first = cli(["run", "x/m.jsonl", "--out", "x/r.jsonl", "--endpoint", emu_thread.url], env=ENV, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = cli(["run", str(tmp_path / "x" / "m.jsonl"), "--out", str(tmp_path / "x" / "r.jsonl"), "--endpoint",
+                 emu_thread.url], env=ENV, cwd=REPO)
+    assert again.returncode == 0, again.stderr[-2000:]
+    summary = json.loads((tmp_path / "x" / "r.summary.json").read_text())
+    assert Path(summary["results"]).is_absolute() and Path(summary["state_dir"]).is_absolute()

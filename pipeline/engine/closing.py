@@ -170,7 +170,7 @@ def result_of(stop: Stop | None, *, ckpt: Checkpoint, stats: RunStats, cfg: Conf
                         outcome=outcome.value, extra={
                             "exit_code": int(code),
                             "reason": str(stop) if stop else (NO_ITEMS if empty else None),
-                            "results": str(files.results), "state_dir": str(files.state_dir),
+                            "results": str(files.results.resolve()), "state_dir": str(files.state_dir.resolve()),
                             "spend": ledger.report(rows), "possible_double_billing": double_billing,
                             **({"catalog": dict(catalog)} if catalog is not None else {})})
     files.summary.write_text(json.dumps(summary, indent=2) + "\n")

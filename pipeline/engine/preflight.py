@@ -90,6 +90,10 @@ def _summary_ours(path: Path, results: Path) -> str | None:
         theirs = _summary_results(path)
         if theirs is None or Path(theirs).resolve() == results.resolve():
             return None
+        if not Path(theirs).is_absolute() and Path(theirs).name == results.name:
+            # Written by an earlier version, relative to a working directory not known now; next to
+            # this --out and of its name, it is this run's summary (another stem's would differ).
+            return None
         # `z.jsonl` and `z.out` share `z.summary.json` and `z.rejects.jsonl` (named from the stem):
         # the second run would overwrite the first's.
         return (f"is the summary of the run writing {clipped(theirs, 240)} (the summary and rejects files are named "
