@@ -27,7 +27,7 @@ from ..engine.item_source import ItemSource, Listing
 from ..engine.touched import confirmed, fingerprinted, suspects
 from ..engine.vanishing import admitted, vanish_rule
 from ..manifest.reader import Rejected, Skipped
-from ..state.checkpoint import Checkpoint, UploadRecord
+from ..state.checkpoint import Checkpoint, JobState, UploadRecord
 
 __all__ = ["BATCH", "delta_report"]
 
@@ -54,6 +54,7 @@ async def _report(location: str, config: Config, analyses: Sequence[str] | None,
     await source.open()
     counts: Counter[str] = Counter()
     to_send: Counter[str] = Counter()  # service id -> units a run would send
+    polling: Counter[str] = Counter()  # service id -> recorded tasks a run would poll (already sent)
     rejected = unidentified = 0
     batch: list[Job] = []
     if ckpt is not None:
@@ -74,7 +75,9 @@ async def _report(location: str, config: Config, analyses: Sequence[str] | None,
             assert job.fingerprint is not None
             verdict = decide(known.get(job.key), job.fingerprint)
             counts[verdict.counted] += 1
-            if verdict.delta is not Delta.UNCHANGED:
+            if verdict.delta is Delta.RESUME and known[job.key].state is JobState.SUBMITTED:
+                polling[job.service_id] += 1  # its task was accepted: a run polls it, sends nothing
+            elif verdict.delta is not Delta.UNCHANGED:
                 to_send[job.service_id] += 1
         if ckpt is not None:
             ckpt.catalog.note_seen(job.key for job in jobs)
@@ -98,7 +101,8 @@ async def _report(location: str, config: Config, analyses: Sequence[str] | None,
     counts["vanished"] = ckpt.catalog.count_unseen(admitted(source.globs)) if ckpt is not None and rule.decides else 0
     cost = estimate_manifest_cost(to_send, config)
     report: dict[str, Any] = {kind: counts.get(kind, 0) for kind in CATALOG_KINDS}
-    report.update(rejected_lines=rejected, to_send=sum(to_send.values()), estimated_cost=cost.likely,
+    report.update(rejected_lines=rejected, to_send=sum(to_send.values()), to_poll=sum(polling.values()),
+                  estimated_cost=cost.likely,
                   estimated_cost_bound=cost.bound, currency=config.currency)
     listed = source.summary()
     if listed is not None:
@@ -110,7 +114,8 @@ def format_delta(report: dict[str, Any]) -> str:
     """The delta as text, for a terminal."""
     lines = [f"against the state: new {report['new']}, changed {report['changed']}, unchanged {report['unchanged']}, "
              f"vanished {report['vanished']} (item, analysis) results; {report['rejected_lines']} rejected",
-             f"a run would send {report['to_send']}: about {report['estimated_cost']:.4f} {report['currency']}, "
+             f"a run would send {report['to_send']} (and poll {report.get('to_poll', 0)} tasks already sent): "
+             f"about {report['estimated_cost']:.4f} {report['currency']}, "
              f"at most {report['estimated_cost_bound']:.4f} {report['currency']}"]
     listed = report.get("listing")
     if listed:
