@@ -151,3 +151,19 @@ async def test_a_changed_service_id_is_priced_at_the_new_services_price(tmp_path
     assert second.summary["catalog"]["changed"] == 3
     assert second.summary["spend"]["settled"] == pytest.approx(spent(tmp_path, cfg), rel=1e-6)
     assert spent(tmp_path, cfg) > 3 * 0.001 * 2  # the VLM lines cost more than OCR's: a real difference
+
+
+async def test_a_cap_below_one_analysis_bound_says_none_will_be_sent(tmp_path: Path, emu: RunningEmulator,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A cap that covers the likely cost of one VLM analysis but not the bound the cap reserves
+    before sending it: the preview says none will be sent (it said it would "likely cover about
+    1", then sent nothing), and nothing is."""
+    manifest = write_manifest(tmp_path / "m.jsonl",
+                              [image(i, service_id="ops-image-analyze-vlm-001") for i in range(3)])
+    before = sum(emu.counters()["submissions"].values())
+    with caplog.at_level(logging.WARNING, logger="pipeline.run"):
+        result = await session(tmp_path, manifest, config(emu, max_cost=5.0))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("none will be sent" in m for m in messages), messages
+    assert not any("likely cover about" in m for m in messages), messages
+    assert result.exit_code == ExitCode.SPEND_CAP and sum(emu.counters()["submissions"].values()) == before

@@ -299,11 +299,14 @@ class SpendLedger:
         unpriced: Counter[str] = Counter()
         left = covered = 0
         likely = 0.0
+        smallest_bound: float | None = None  # what the cheapest analysis left reserves before it is sent
         batch: list[Job] = []
 
         def count(jobs: list[Job]) -> None:
-            nonlocal left, covered, likely
+            nonlocal left, covered, likely, smallest_bound
             for job in todo(jobs):
+                bound = self.amount((job.capability, job.service_id))
+                smallest_bound = bound if smallest_bound is None else min(smallest_bound, bound)
                 if not self._cfg.prices.get(job.service_id):
                     unpriced[job.service_id] += 1
                 cost = max(item_cost(job.service_id, self._cfg),
@@ -328,7 +331,12 @@ class SpendLedger:
                         "count them; they are sent like the others until the cap stops the run, and may be billed; "
                         "give prices.%s a price to count them", cap_origin(self._cfg), n, clipped(service_id),
                         clipped(service_id))
-        if likely > room:
+        if smallest_bound is not None and smallest_bound > room:
+            log.warning("%s leaves %.4f %s, and each of the %d analyses left reserves at least %.4f before it is sent "
+                        "(the estimate's bound, as the cap counts it): none will be sent (exit 6); raise the cap, or "
+                        "lower usage_estimates for the services priced per unit", cap_origin(self._cfg), room,
+                        self._cfg.currency, left, smallest_bound)
+        elif likely > room:
             log.warning("the %d analyses left will likely cost %.4f %s; %s leaves %.4f: it will likely cover about "
                         "%d of them, then stop (exit 6)", left, likely, self._cfg.currency, cap_origin(self._cfg),
                         room, covered)
