@@ -331,7 +331,7 @@ class SpendLedger:
                         "count them; they are sent like the others until the cap stops the run, and may be billed; "
                         "give prices.%s a price to count them", cap_origin(self._cfg), n, clipped(service_id),
                         clipped(service_id))
-        if smallest_bound is not None and smallest_bound > room:
+        if covered and smallest_bound is not None and smallest_bound > room:  # "likely cover N" would mislead
             log.warning("%s leaves %.4f %s, and each of the %d analyses left reserves at least %.4f before it is sent "
                         "(the estimate's bound, as the cap counts it): none will be sent (exit 6); raise the cap, or "
                         "lower usage_estimates for the services priced per unit", cap_origin(self._cfg), room,
