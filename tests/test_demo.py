@@ -244,3 +244,16 @@ def test_keep_resumes_instead_of_running_again(tmp_path: Path) -> None:
     for manifest in sample_manifests():
         keys = [job.key for job in valid_jobs(manifest)]
         assert Counter(line_key(line) for line in result_lines(tmp_path / "out", manifest)) == Counter(keys)
+
+
+def test_the_demo_writes_each_runs_html_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As every run does, each of the demo's runs writes its HTML report next to its summary
+    (the report extra is in the dev install), says so, and no report holds the API key."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setenv("PIPELINE_REPORT", "on")
+    done = run_demo(tmp_path / "demo-output")
+    assert done.code == 0 and "NAME.results.report.html" in done.stdout
+    for manifest in sample_manifests():
+        report = tmp_path / "demo-output" / f"{demo.output_name(manifest)}.results.report.html"
+        assert report.is_file(), report
+        assert KNOWN_KEY not in report.read_text(encoding="utf-8")

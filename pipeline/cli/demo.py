@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -35,6 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from ..config.load import Config
 from ..core.echo import clipped
@@ -49,6 +52,8 @@ from ..manifest.reader import FORMATS, read_manifest
 from ..observe.report import format_summary
 from ..state.lock_results import results_lock_path
 from ..state.paths import Kind, Target, check_targets
+from .report import write_run_report
+from .run import report_wanted
 
 log = logging.getLogger("pipeline.demo")
 
@@ -220,6 +225,9 @@ async def _run_all(manifests: list[Path], out_dir: Path, scale: float) -> list[M
             except Exception as exc:  # report it with the others; the next manifest still runs
                 log.debug("run of %s failed", manifest, exc_info=True)
                 item.error = f"{type(exc).__name__}: {exc}"
+            if item.result is not None and report_wanted():  # as `run` does: the run's HTML report
+                await anyio.to_thread.run_sync(functools.partial(write_run_report, RunFiles(item.out, item.state_dir),
+                                                                 config))
             check(item)
             print_manifest(item)
             runs.append(item)
@@ -348,6 +356,8 @@ def print_overall(runs: list[ManifestRun], out_dir: Path) -> None:
     _say("  NAME.results.jsonl          one JSON line per valid item and analysis")
     _say("  NAME.results.rejects.jsonl  rejected manifest lines: {line, id, reason}")
     _say("  NAME.results.summary.json   the summary above, as JSON")
+    if report_wanted():
+        _say("  NAME.results.report.html    the run's HTML report: plots, failures, history (the report extra)")
     _say("  NAME.state/                 the checkpoint (python -m pipeline status --state-dir ...)")
     if any(r.named for r in runs):
         _say("one JSON object per item, its analyses together: python -m pipeline export --by-item --state-dir "
