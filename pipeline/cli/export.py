@@ -31,25 +31,22 @@ already written; the exit code is 2 all the same.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sqlite3
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any
 
 from ..core.errors import StateError, UsageError
 from ..core.exit_codes import ExitCode
 from ..core.job import KEY_SEP, job_key, split_key
-from ..core.results import ItemStatus, RunFiles
+from ..core.results import ItemStatus
 from ..state.checkpoint import KEY_FORMAT, Checkpoint, MetaKey
-from ..state.paths import Target, check_targets, first_json_line_keys, shown_path
-from .main import OutputError, quiet_stdout
+from .export_out import ByteSink, check_out, to_file, to_stdout
 
-__all__ = ["ANALYSIS_FIELDS", "EXPORT_KEYS", "ByteSink", "check_out", "export_by_item", "export_flat", "main",
+__all__ = ["ANALYSIS_FIELDS", "export_by_item", "export_flat", "main",
            "selected_rows"]
 
 log = logging.getLogger("pipeline.export")
@@ -59,14 +56,8 @@ ANALYSIS_FIELDS = ("capability", "service_id", "status", "task_id", "data", "usa
                    "polls", "submitted_at", "finished_at", "elapsed_s")
 # Plain strings (the lines' JSON values), compared once per analysis.
 SUCCESS, FAILED = ItemStatus.SUCCESS.value, ItemStatus.FAILED.value
-#: The keys of every line of an export (`_encode`): how an earlier export is known before it is replaced.
-EXPORT_KEYS = frozenset({"id", "status", "meta", "analyses"})
-RESULT_KEYS = frozenset({"id", "analysis", "capability", "status"})
-#: The keys of a vanished record of `export --changes`.
-VANISHED_KEYS = frozenset({"id", "analysis", "vanished"})
 #: Bytes read first at a line's offset (more when the line is longer): most lines fit.
 READ_AHEAD = 4096
-WRITE_BUFFER = 256 * 1024
 # Built once: json.loads / json.dumps with arguments build a new coder on every call.
 _decode = json.JSONDecoder().decode
 _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -106,12 +97,12 @@ def main(args: argparse.Namespace) -> int:
             return export_flat(selected_rows(ckpt, since), results, sink, state_dir=state_dir)
 
         if out == "-":
-            counts = _to_stdout(write)
+            counts = to_stdout(write)
             if counts is None:  # cut short by its reader: not the whole export, so not 0
                 return int(ExitCode.INTERRUPTED)
         else:
             check_out(Path(out), state_dir, run=(ckpt, results))
-            counts = _to_file(Path(out), write)
+            counts = to_file(Path(out), write)
     finally:
         ckpt.close()
     what = "%d items (%d analyses)" if args.by_item else "%d lines (%d vanished records)"
@@ -129,12 +120,6 @@ def _since(given: int | None, last: int, default: int) -> int:
         raise UsageError(f"--since-run {given}: this state dir has {runs}; give N from 0 (every line) to {last} "
                          "(run numbers: the summary's catalog.session, or `status --history`)")
     return given
-
-
-class ByteSink(Protocol):
-    """Where the export's lines go (a binary file, stdout's byte layer)."""
-
-    def write(self, data: bytes, /) -> object: ...
 
 
 def export_by_item(ckpt: Checkpoint, results: Path, sink: ByteSink, *, state_dir: Path) -> tuple[int, int]:
@@ -321,90 +306,3 @@ def _encode(item_id: str, group: list[tuple[str, dict[str, Any]]]) -> bytes:
     item = {"id": item_id, "status": SUCCESS if ok else FAILED, "meta": group[0][1].get("meta"),
             "analyses": analyses}
     return _encode_json(item).encode("utf-8") + b"\n"  # as json.dumps(ensure_ascii=False, separators=(",", ":"))
-
-
-# ---- where the export goes -------------------------------------------------------------------
-def _to_file(out: Path, write: Callable[[ByteSink], tuple[int, int]]) -> tuple[int, int]:
-    """Write `out` whole or not at all: a temporary file next to it, renamed over it at the end."""
-    parent = out.parent if str(out.parent) else Path(".")
-    tmp = parent / f".{out.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, unlike mkstemp's 0600
-    try:
-        with open(fd, "wb", buffering=WRITE_BUFFER) as f:
-            counts = write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return counts
-
-
-def check_out(out: Path, state_dir: Path, *, run: tuple[Checkpoint, Path] | None = None,
-              ours: Callable[[Path], str | None] | None = None) -> None:
-    """Refuse an `--out` the export was not made for (`paths.check_targets`): a directory, a
-    device, a symbolic link, a path whose directory is missing, anything in the state dir, an
-    existing file that is not an earlier export (a config, a results file: only an export is
-    replaced by an export); with `run` (its open checkpoint and results file), also the run's
-    results, rejects and summary files and its manifests, even empty. `ours` tells an earlier
-    export of the format being written (default: a JSONL one)."""
-    inputs: dict[str, Path | None] = {}
-    if run is not None:
-        ckpt, results = run
-        files = RunFiles.for_results(results)
-        inputs = {"the run's results file": results, "the run's rejects file": files.rejects,
-                  "the run's summary file": files.summary, "the run's HTML report": files.report}
-        for n, manifest in enumerate(m for m in ckpt.manifests() if m != "-"):
-            inputs[f"a manifest of the run ({shown_path(manifest)})" if n else "the run's manifest"] = Path(manifest)
-    check_targets([Target("--out", out, ours=ours or _export_ours)], inputs=inputs, state_dirs=[state_dir])
-
-
-def _export_ours(path: Path) -> str | None:
-    keys = first_json_line_keys(path)
-    if keys in (EXPORT_KEYS, VANISHED_KEYS):
-        return None
-    # A flat export's lines are result lines: told from a run's results file by the state dir
-    # every run keeps next to its results (unless given elsewhere, then it is the run's own input).
-    if keys is not None and keys >= RESULT_KEYS and not Path(f"{path}.state").exists():
-        return None
-    what = "not an export (its first line is not an item object with id, status, meta and analyses)"
-    if keys is not None and keys >= RESULT_KEYS:
-        what = "a run's results file (one line per item and analysis), not an export"
-    return (f"already exists and is {what}: move it away or give --out a path of its own; an export replaces "
-            "only an earlier export")
-
-
-def _to_stdout(write: Callable[[ByteSink], tuple[int, int]]) -> tuple[int, int] | None:
-    """Write to stdout as UTF-8 bytes (JSON Lines), whatever the locale's encoding; None when
-    the reader closed the pipe before the end (`export ... | head`: said only at -v); an
-    `OutputError` when stdout cannot be written (a full disk)."""
-    stream = sys.stdout
-    stream.flush()
-    binary: IO[bytes] | None = getattr(stream, "buffer", None)
-    try:
-        if binary is not None:
-            counts = write(binary)
-            binary.flush()
-        else:  # a replaced sys.stdout without a byte layer
-            counts = write(_TextSink(stream))
-            stream.flush()
-    except BrokenPipeError:
-        quiet_stdout()
-        log.debug("stdout was closed by its reader; the export stopped there")
-        return None
-    except OSError as exc:
-        quiet_stdout()
-        raise OutputError.of(exc) from None
-    return counts
-
-
-class _TextSink:
-    """Bytes in, text out: for a sys.stdout that has no `buffer`."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-
-    def write(self, data: bytes, /) -> int:
-        return self._stream.write(data.decode("utf-8"))

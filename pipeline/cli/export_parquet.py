@@ -36,7 +36,8 @@ from typing import Any
 from ..core.errors import StateError, UsageError
 from ..core.exit_codes import ExitCode
 from ..state.checkpoint import Checkpoint
-from .export import ByteSink, _items, _Lines, _not_indexed, _open, _results_path, _to_file, check_out
+from .export import _items, _Lines, _not_indexed, _open, _results_path
+from .export_out import ByteSink, check_out, to_file
 
 __all__ = ["BATCH_BYTES", "BATCH_ROWS", "COLUMNS", "EXPORT_META", "EXTRA_HINT", "Column", "main", "write_parquet"]
 
@@ -120,7 +121,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         results = _results_path(ckpt, state_dir)
         check_out(Path(out), state_dir, run=(ckpt, results), ours=_parquet_ours)
-        rows, lines = _to_file(Path(out), lambda sink: write_parquet(ckpt, results, sink, state_dir=state_dir,
+        rows, lines = to_file(Path(out), lambda sink: write_parquet(ckpt, results, sink, state_dir=state_dir,
                                                                      by_item=bool(args.by_item)))
     finally:
         ckpt.close()
