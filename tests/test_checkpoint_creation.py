@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support import cli
 
-from pipeline.state import checkpoint as checkpoint_module
+from pipeline.state import schema as schema_module
 from pipeline.state.checkpoint import Checkpoint
 from pipeline.state.meta import MetaKey
 
@@ -29,7 +29,7 @@ def test_a_creation_cut_short_leaves_no_checkpoint_and_the_next_open_makes_one(
     def killed(conn: object) -> None:
         raise KeyboardInterrupt  # stands for the kill, after the schema's first statements ran
 
-    monkeypatch.setattr(checkpoint_module, "upgrade", killed)
+    monkeypatch.setattr(schema_module, "upgrade", killed)
     with pytest.raises(KeyboardInterrupt):
         Checkpoint.open(state_dir)
     assert not (state_dir / Checkpoint.DB_NAME).exists()

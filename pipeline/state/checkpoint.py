@@ -39,7 +39,7 @@ from .jobs import Accepted, CountRow, JobState, JobStore, Outcome, PendingTask, 
 from .ledger import LedgerStore, StaleReservation
 from .manifests import ManifestStore
 from .meta import MetaKey, MetaStore
-from .schema import EARLIER_VERSION, KEY_FORMAT, SCHEMA, missing_columns, upgrade
+from .schema import EARLIER_VERSION, KEY_FORMAT, SCHEMA, create, missing_columns, upgrade
 from .series import Buckets, Sample, SeriesStore
 from .uploads import UploadRecord, UploadStore
 
@@ -82,7 +82,7 @@ class Checkpoint:
             if not read_only:
                 state_dir.mkdir(parents=True, exist_ok=True)
                 if not path.exists():
-                    _create(path)
+                    create(path)
             conn = connect(path, read_only=read_only)
             try:
                 if not read_only:
@@ -383,20 +383,3 @@ class Checkpoint:
             yield
         finally:
             self._conn.commit()  # ends the read transaction (a no-op outside one)
-
-
-def _create(path: Path) -> None:
-    """A new checkpoint file, whole or not at all: its tables are made in a file of another name,
-    which then takes the checkpoint's name. A kill -9 at any instant leaves either no checkpoint
-    (nothing began) or one with every table, never an empty or half-made file that `status`
-    would have to guess about."""
-    making = path.with_name(path.name + ".new")
-    making.unlink(missing_ok=True)  # what a killed creation left
-    conn = connect(making, read_only=False)
-    try:
-        conn.executescript(SCHEMA)
-        upgrade(conn)
-    finally:
-        conn.close()  # the last connection: its WAL is folded into the file and removed
-    making.replace(path)
-

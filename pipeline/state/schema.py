@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from pathlib import Path
 
 from ..core.job import KEY_SEP
 from . import totals
-from .db import transaction
+from .db import connect, transaction
 from .jobs import JobState
 from .manifests import ManifestStore
 from .meta import MetaKey, MetaStore
@@ -223,3 +224,19 @@ def _key_per_analysis(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE jobs SET id = id || ? || capability WHERE instr(id, ?) = 0", (KEY_SEP, KEY_SEP))
             meta.set_flag(MetaKey.NEEDS_LINE_INDEX, True)
         meta.set(MetaKey.KEY_FORMAT, KEY_FORMAT)
+
+
+def create(path: Path) -> None:
+    """A new checkpoint file, whole or not at all: its tables are made in a file of another name,
+    which then takes the checkpoint's name. A kill -9 at any instant leaves either no checkpoint
+    (nothing began) or one with every table, never an empty or half-made file that `status`
+    would have to guess about."""
+    making = path.with_name(path.name + ".new")
+    making.unlink(missing_ok=True)  # what a killed creation left
+    conn = connect(making, read_only=False)
+    try:
+        conn.executescript(SCHEMA)
+        upgrade(conn)
+    finally:
+        conn.close()  # the last connection: its WAL is folded into the file and removed
+    making.replace(path)
