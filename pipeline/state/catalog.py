@@ -166,54 +166,28 @@ class CatalogStore:
             return
         meta = MetaStore(self._conn)
         kept = json.loads(meta.get(SUPERSEDED_TOTALS) or '{"counts": {}, "usage": {}}')
-        for capability, service_id, status, usage in rows:
-            where = f"{capability}{KEY_SEP}{service_id}"
-            counts = kept["counts"].setdefault(where, {})
-            counts[status] = counts.get(status, 0) + 1
-            try:
-                numbers = json.loads(usage) if usage else {}
-            except ValueError:
-                numbers = {}
-            units = kept["usage"].setdefault(where, {})
-            for unit, value in (numbers.items() if isinstance(numbers, dict) and status == "SUCCESS" else ()):
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    units[unit] = units.get(unit, 0.0) + float(value)
+        _fold(kept, rows)
         meta.set(SUPERSEDED_TOTALS, json.dumps(kept))
 
     def superseded_totals(self) -> tuple[list[tuple[str, str, ItemStatus, None, int]],
                                          list[tuple[str, str, str, float]]]:
         """Counts and successful usage of every line a changed key superseded, as `JobStore.totals`
         gives them for current lines (status as its JSON value)."""
-        kept = json.loads(MetaStore(self._conn).get(SUPERSEDED_TOTALS) or '{"counts": {}, "usage": {}}')
-        counts = [(*where.split(KEY_SEP, 1), ItemStatus(status), None, n) for where, by in kept["counts"].items()
-                  for status, n in by.items()]
-        usage = [(*where.split(KEY_SEP, 1), unit, total) for where, by in kept["usage"].items()
-                 for unit, total in by.items()]
-        return counts, usage
+        return _as_totals(json.loads(MetaStore(self._conn).get(SUPERSEDED_TOTALS) or '{"counts": {}, "usage": {}}'))
 
     def vanished_totals(self) -> tuple[list[tuple[str, str, ItemStatus, None, int]],
                                        list[tuple[str, str, str, float]]]:
         """Counts and successful usage of the done lines of vanished keys, as `superseded_totals`:
         out of the current view and its totals, but billed all the same (O(vanished keys))."""
-        counts: dict[tuple[str, str, str], int] = {}
-        usage: dict[tuple[str, str, str], float] = {}
         try:
             rows = self._conn.execute(
                 "SELECT capability, service_id, status, usage FROM jobs WHERE state = ? AND vanished IS NOT NULL",
                 (JobState.DONE,)).fetchall()
         except sqlite3.OperationalError:  # a state dir from before catalogs, read only: nothing vanished
             return [], []
-        for capability, service_id, status, used in rows:
-            counts[(capability, service_id, status)] = counts.get((capability, service_id, status), 0) + 1
-            try:
-                numbers = json.loads(used) if used and status == ItemStatus.SUCCESS.value else {}
-            except ValueError:
-                numbers = {}
-            for unit, value in (numbers.items() if isinstance(numbers, dict) else ()):
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    usage[(capability, service_id, unit)] = usage.get((capability, service_id, unit), 0.0) + value
-        return ([(cap, sid, ItemStatus(status), None, n) for (cap, sid, status), n in counts.items()],
-                [(cap, sid, unit, total) for (cap, sid, unit), total in usage.items()])
+        folded: dict[str, Any] = {"counts": {}, "usage": {}}
+        _fold(folded, rows)
+        return _as_totals(folded)
 
     def seen_by_read(self, item_id: str, read: int) -> bool:
         """Whether a key of item `item_id` was found by the read `read` (in a session before this
@@ -311,3 +285,30 @@ def _json_dict(text: str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _fold(kept: dict[str, Any], rows: Iterable[tuple[str, str, str, str | None]]) -> None:
+    """Add done rows (capability, service id, status, usage JSON) to `kept`'s per-(capability,
+    service id) counts by status and successful usage by unit (`superseded_totals`' JSON shape)."""
+    for capability, service_id, status, usage in rows:
+        where = f"{capability}{KEY_SEP}{service_id}"
+        counts = kept["counts"].setdefault(where, {})
+        counts[status] = counts.get(status, 0) + 1
+        try:
+            numbers = json.loads(usage) if usage else {}
+        except ValueError:
+            numbers = {}
+        units = kept["usage"].setdefault(where, {})
+        for unit, value in (numbers.items() if isinstance(numbers, dict) and status == "SUCCESS" else ()):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                units[unit] = units.get(unit, 0.0) + float(value)
+
+
+def _as_totals(kept: dict[str, Any]) -> tuple[list[tuple[str, str, ItemStatus, None, int]],
+                                              list[tuple[str, str, str, float]]]:
+    """`kept` as `JobStore.totals` gives the current lines' (count rows, usage rows)."""
+    counts = [(*where.split(KEY_SEP, 1), ItemStatus(status), None, n) for where, by in kept["counts"].items()
+              for status, n in by.items()]
+    usage = [(*where.split(KEY_SEP, 1), unit, total) for where, by in kept["usage"].items()
+             for unit, total in by.items()]
+    return counts, usage
