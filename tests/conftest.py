@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -126,3 +127,23 @@ def api_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     for var in API_ENV:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PIPELINE_TIME_SCALE", str(request.module.SCALE))
+
+
+@pytest.fixture
+def no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `PIPELINE_*` variable of the machine running the tests reaches a run: the test's config
+    says everything. Engine and catalog test modules use it with `pytest.mark.usefixtures`."""
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+async def oss(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """The emulator's OSS with one bucket, its key pair in the environment (where the SDK reads
+    it): the catalog tests' `oss://` sources (`catalog_support.oss_with_keys`); a module with an
+    OSS of its own defines its own `oss`."""
+    from catalog_support import oss_with_keys
+
+    async with oss_with_keys(monkeypatch) as running:
+        yield running

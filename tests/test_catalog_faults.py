@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from catalog_support import (
     folder,
     folder_config,
     oss_config,
-    oss_with_keys,
     session,
     start_cli,
     state_of,
@@ -49,26 +47,14 @@ from pipeline.engine.item_source import Listing
 #: Image analysis tasks run 2 real seconds (20 emulated at time scale 10): a kill -9 finds one in flight.
 HELD = {"image-analyze": (20.0, 20.0)}
 
+pytestmark = pytest.mark.usefixtures("no_pipeline_env")
+
 
 @pytest.fixture
 def emu_settings() -> EmulatorSettings:
     """The engine tests' emulator (the run's time scale, its key); image tasks held long."""
     base = emulator()
     return emulator(durations={**base.durations, **HELD})
-
-
-@pytest.fixture
-async def oss(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningOss]:
-    """The emulator's OSS with one bucket, its key pair in the environment (where the SDK reads it)."""
-    async with oss_with_keys(monkeypatch) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
 
 
 async def test_a_listing_failing_between_pages_is_retried_and_decides_the_delta(

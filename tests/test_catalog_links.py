@@ -4,7 +4,6 @@ whose target is gone (a failed mount) is an unreadable part of the folder, not a
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,13 @@ from pipeline.engine.item_source import Listing
 
 FOLLOW = Listing(follow_symlinks=True)
 
+pytestmark = pytest.mark.usefixtures("no_pipeline_env")
+
 
 @pytest.fixture
 def emu_settings() -> EmulatorSettings:
     """The engine tests' emulator (the run's time scale, its key)."""
     return emulator()
-
-
-@pytest.fixture(autouse=True)
-def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
 
 
 async def test_a_dangling_followed_link_is_warned_and_nothing_behind_it_vanishes(

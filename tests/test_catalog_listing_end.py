@@ -6,10 +6,8 @@ the listing's time, and the same command then resumes."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,6 @@ from catalog_support import (
     fill_two_pages,
     finish,
     oss_config,
-    oss_with_keys,
     session,
     start_cli,
     until,
@@ -36,25 +33,13 @@ from pipeline.emulator import EmulatorSettings, RunningEmulator
 from pipeline.emulator.oss_server import RunningOss
 from pipeline.engine.item_source import ItemSource
 
+pytestmark = pytest.mark.usefixtures("no_pipeline_env")
+
 
 @pytest.fixture
 def emu_settings() -> EmulatorSettings:
     """The engine tests' emulator: the runs' key and time scale."""
     return emulator()
-
-
-@pytest.fixture
-async def oss(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningOss]:
-    """The emulator's OSS with one bucket, its key pair in the environment (where the SDK reads it)."""
-    async with oss_with_keys(monkeypatch) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
 
 
 async def test_a_listing_fault_before_anything_is_sent_shows_in_status_and_history(

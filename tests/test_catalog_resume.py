@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,7 @@ from pipeline.engine.stopping import Stopping
 N = 8
 
 
-@pytest.fixture(autouse=True)
-def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("no_pipeline_env")
 
 
 def image(i: int, url: str = "p") -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from pipeline.engine.runner import RunRequest, RunResult, run
 
 KEY = "engine-test-key"
 
+pytestmark = pytest.mark.usefixtures("no_pipeline_env")
+
 
 def sent(emu: RunningEmulator) -> int:
     """Creates and detections the emulator accepted so far."""
@@ -35,7 +36,6 @@ async def session(tmp: Path, emu: RunningEmulator, manifest: Path | str, **reque
     result = await run(RunRequest(manifest=str(manifest), files=RunFiles(tmp / "results.jsonl", tmp / "state"),
                                   api_key=KEY, config=request.pop("cfg", None) or config(emu), **request))
     return result, sent(emu) - before
-
 
 
 async def test_exactly_the_new_and_changed_units_are_submitted(tmp_path: Path) -> None:
@@ -165,14 +165,6 @@ async def test_an_older_state_dir_adopts_fingerprints_and_runs_nothing_again(tmp
     assert upgraded.summary["catalog"]["unchanged"] == 3 and again.summary["catalog"]["unchanged"] == 3
     assert sum("upgraded for catalogs" in r.getMessage() for r in caplog.records) == 1
     assert changed.summary["catalog"]["changed"] == 1
-
-
-@pytest.fixture(autouse=True)
-def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
-
 
 
 async def test_a_folder_is_a_catalog(tmp_path: Path) -> None:

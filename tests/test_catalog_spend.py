@@ -6,7 +6,6 @@ does not count vanished units as queued."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,13 @@ from pipeline.engine.runner import RunRequest, RunResult, run
 
 KEY = "engine-test-key"
 
+pytestmark = pytest.mark.usefixtures("no_pipeline_env")
+
 
 @pytest.fixture
 def emu_settings() -> EmulatorSettings:
     """The engine tests' emulator (the run's time scale, its key)."""
     return emulator()
-
-
-@pytest.fixture(autouse=True)
-def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
 
 
 def image(i: int, **extra: Any) -> dict[str, Any]:

@@ -6,11 +6,10 @@ without a recorded digest (sent inline) a touched file is still sent again."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from catalog_support import BUCKET, folder, oss_with_keys, session
+from catalog_support import BUCKET, folder, session
 from run_support import config, emulator
 
 from pipeline.config.sections import UploadConfig
@@ -18,25 +17,13 @@ from pipeline.core.exit_codes import ExitCode
 from pipeline.emulator import EmulatorSettings, RunningEmulator
 from pipeline.emulator.oss_server import RunningOss
 
+pytestmark = pytest.mark.usefixtures("no_pipeline_env")
+
 
 @pytest.fixture
 def emu_settings() -> EmulatorSettings:
     """The engine tests' emulator: the runs' key and time scale."""
     return emulator()
-
-
-@pytest.fixture
-async def oss(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningOss]:
-    """The emulator's OSS with one bucket, its key pair in the environment (where the SDK reads it)."""
-    async with oss_with_keys(monkeypatch) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
 
 
 def touch(path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +21,18 @@ from pipeline.config.load import Config
 from pipeline.config.sections import UploadConfig
 from pipeline.core.exit_codes import ExitCode
 from pipeline.emulator import EmulatorSettings, RunningEmulator
-from pipeline.emulator.oss import OssSettings
-from pipeline.emulator.oss_server import RunningOss, start_oss
+from pipeline.emulator.oss_server import RunningOss
 from pipeline.engine.item_source import ItemSource, Listing
 from pipeline.engine.runner import RunResult
 from pipeline.manifest.formats import Rejected
 
-OSS_ID, OSS_SECRET = "vanish-key-id", "vanish-secret"
+pytestmark = pytest.mark.usefixtures("no_pipeline_env")
 
 
 @pytest.fixture
 def emu_settings() -> EmulatorSettings:
     """The engine tests' emulator (the run's key and time scale)."""
     return emulator()
-
-
-@pytest.fixture(autouse=True)
-def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
 
 
 def live(tmp: Path) -> set[str]:
@@ -85,16 +77,6 @@ async def test_an_emptied_manifest_vanishes_nothing(tmp_path: Path, emu: Running
     empty = await session(tmp_path, emu, manifest, config(emu))
     assert empty.exit_code == ExitCode.PARTIAL and vanished(empty) == (0, False), empty.summary
     assert live(tmp_path) == {"i0", "i1"}
-
-
-@pytest.fixture
-async def oss(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningOss]:
-    """The emulator's OSS with one bucket, its key pair in the environment."""
-    monkeypatch.setenv("OSS_ACCESS_KEY_ID", OSS_ID)
-    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", OSS_SECRET)
-    monkeypatch.delenv("OSS_SESSION_TOKEN", raising=False)
-    async with start_oss(OssSettings(key_id=OSS_ID, key_secret=OSS_SECRET, buckets=("media",))) as running:
-        yield running
 
 
 async def test_an_emptied_oss_prefix_vanishes_nothing(tmp_path: Path, emu: RunningEmulator, oss: RunningOss) -> None:

@@ -3,7 +3,6 @@ naming the runs there are (a state dir of runs against the emulator on 127.0.0.1
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,13 @@ from pipeline.cli.main import main
 from pipeline.core.exit_codes import ExitCode
 from pipeline.emulator import EmulatorSettings, RunningEmulator
 
+pytestmark = pytest.mark.usefixtures("no_pipeline_env")
+
 
 @pytest.fixture
 def emu_settings() -> EmulatorSettings:
     """The engine tests' emulator (the run's key and time scale)."""
     return emulator()
-
-
-@pytest.fixture(autouse=True)
-def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
-
 
 
 async def test_export_changes_since_a_run_that_does_not_exist_is_exit_2(

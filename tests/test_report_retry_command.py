@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 
@@ -20,19 +19,13 @@ from pipeline.engine.item_source import Listing
 from pipeline.engine.runner import RunRequest, run
 from pipeline.state.checkpoint import Checkpoint
 
+pytestmark = pytest.mark.usefixtures("no_pipeline_env")
+
 
 @pytest.fixture
 def emu_settings() -> EmulatorSettings:
     """The engine tests' emulator (the run's key and time scale)."""
     return emulator()
-
-
-@pytest.fixture(autouse=True)
-def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
-
 
 
 async def test_the_retry_command_keeps_the_selection_and_absolute_paths(

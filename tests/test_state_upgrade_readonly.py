@@ -4,7 +4,6 @@ never that the disk is full; SQLite's errors are called a full disk only when th
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
@@ -19,11 +18,7 @@ from pipeline.emulator import EmulatorSettings, EmulatorThread
 KEY = "upgrade-test-key"
 
 
-@pytest.fixture(autouse=True)
-def _no_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("no_pipeline_env")
 
 
 def test_read_only_commands_on_an_earlier_versions_state_dir_say_to_upgrade_it(
