@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import demo, export
+from pipeline.cli import demo, export, export_out
 from pipeline.core.errors import UsageError
 from pipeline.core.results import RunFiles
 from pipeline.engine.preflight import REJECT_KEYS, SUMMARY_KEYS, check_paths
@@ -125,7 +125,7 @@ def test_the_signatures_match_what_the_writers_write(tmp_path: Path) -> None:
     assert set(Rejected(line=3, reason="bad", id="x").to_dict()) == REJECT_KEYS
     assert set(summarize({}, prices={}, elapsed=1.0, outcome="completed")) >= SUMMARY_KEYS
     line = json.loads(export._encode("a", [("ocr", {"status": "SUCCESS", "meta": None})]))
-    assert set(line) == export.EXPORT_KEYS
+    assert set(line) == export_out.EXPORT_KEYS
     assert set(STATE_MARKERS) == {Checkpoint.DB_NAME, LOCK_NAME}
 
 
